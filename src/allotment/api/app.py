@@ -1,0 +1,45 @@
+"""The application factory."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+from fastapi.responses import ORJSONResponse
+
+from allotment import __version__
+from allotment.api import errors
+from allotment.api.routers import customers, events, health, keys, meters
+from allotment.config import Settings
+from allotment.db import Database
+from allotment.logging import configure_logging
+
+
+def create_app(settings: Settings | None = None, db: Database | None = None) -> FastAPI:
+    settings = settings or Settings.from_env()
+    configure_logging(json=settings.log_json)
+    database = db or Database(settings)
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        yield
+        if db is None:  # the app owns the database it opened
+            await database.dispose()
+
+    app = FastAPI(
+        title="Allotment",
+        version=__version__,
+        summary="Usage metering and real-time entitlement enforcement",
+        default_response_class=ORJSONResponse,
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    app.state.db = database
+    errors.install(app)
+    for module in (health, events, meters, customers, keys):
+        app.include_router(module.router)
+    from allotment.api.compat import openmeter
+
+    app.include_router(openmeter.router)
+    return app

@@ -1,0 +1,1 @@
+"""Compatibility surfaces: existing clients of other metering products work unchanged."""

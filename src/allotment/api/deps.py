@@ -1,0 +1,94 @@
+"""Request dependencies: the unit of work, the caller's identity and scope, pagination."""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import AsyncIterator, Callable, Coroutine
+from typing import Annotated, Any
+
+from fastapi import Depends, Query, Request
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from allotment.config import Settings
+from allotment.db import Database
+from allotment.errors import Forbidden, MalformedRequest, Unauthenticated
+from allotment.tenancy import service as tenancy
+from allotment.tenancy.service import Principal, Scope
+
+
+def database(request: Request) -> Database:
+    db: Database = request.app.state.db
+    return db
+
+
+def settings(request: Request) -> Settings:
+    value: Settings = request.app.state.settings
+    return value
+
+
+async def _write_session(request: Request) -> AsyncIterator[AsyncSession]:
+    # Committed when the endpoint returns, before the response is sent: acknowledged = durable.
+    async with database(request).transaction() as session:
+        yield session
+
+
+async def _read_session(request: Request) -> AsyncIterator[AsyncSession]:
+    async with database(request).transaction(readonly=True) as session:
+        yield session
+
+
+WriteSession = Annotated[AsyncSession, Depends(_write_session, scope="function")]
+ReadSession = Annotated[AsyncSession, Depends(_read_session, scope="function")]
+
+# Which scopes may do what: admin everything, ingest sends usage, read only reads.
+ALLOWED: dict[str, set[Scope]] = {
+    "admin": {Scope.ADMIN},
+    "ingest": {Scope.ADMIN, Scope.INGEST},
+    "read": {Scope.ADMIN, Scope.READ},
+}
+
+
+async def authenticate(request: Request) -> Principal:
+    header = request.headers.get("authorization", "")
+    scheme, _, secret = header.partition(" ")
+    if not header:
+        raise Unauthenticated("missing Authorization header: send 'Authorization: Bearer <api key>'")
+    if scheme.lower() != "bearer" or not secret.strip():
+        raise Unauthenticated("the Authorization header must be 'Bearer <api key>'")
+    db = database(request)
+    async with db.transaction(readonly=True) as session:
+        return await tenancy.authenticate(
+            session, secret.strip(), cache_seconds=settings(request).key_cache_seconds
+        )
+
+
+def require(need: str) -> Callable[..., Coroutine[Any, Any, Principal]]:
+    async def dependency(request: Request) -> Principal:
+        principal = await authenticate(request)
+        if principal.scope not in ALLOWED[need]:
+            raise Forbidden(f"this API key has scope '{principal.scope}'; this call needs '{need}'")
+        return principal
+
+    return dependency
+
+
+Admin = Annotated[Principal, Depends(require("admin"))]
+Reader = Annotated[Principal, Depends(require("read"))]
+Ingester = Annotated[Principal, Depends(require("ingest"))]
+
+
+def encode_cursor(value: str) -> str:
+    return base64.urlsafe_b64encode(value.encode()).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str | None) -> str | None:
+    if not cursor:
+        return None
+    try:
+        return base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+    except (ValueError, UnicodeDecodeError):
+        raise MalformedRequest("cursor: is not a cursor this API returned") from None
+
+
+Limit = Annotated[int, Query(ge=1, le=1000, description="Page size (default 50, max 1000).")]
+Cursor = Annotated[str | None, Query(description="`next_cursor` of the previous page.")]

@@ -1,0 +1,97 @@
+"""The one table that turns domain errors into HTTP problems (RFC 7807)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import structlog
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import ORJSONResponse
+from starlette.exceptions import HTTPException
+
+from allotment.errors import (
+    AllotmentError,
+    Conflict,
+    FieldError,
+    Forbidden,
+    MalformedRequest,
+    NotFound,
+    PayloadTooLarge,
+    Unauthenticated,
+    ValidationFailed,
+)
+
+log = structlog.get_logger()
+
+STATUS: dict[type[AllotmentError], int] = {
+    MalformedRequest: 400,
+    Unauthenticated: 401,
+    Forbidden: 403,
+    NotFound: 404,
+    Conflict: 409,
+    PayloadTooLarge: 413,
+    ValidationFailed: 422,
+}
+PROBLEM = "application/problem+json"
+
+
+def status_of(exc: AllotmentError) -> int:
+    for cls in type(exc).__mro__:
+        if cls in STATUS:
+            return STATUS[cls]  # type: ignore[index]
+    return 400
+
+
+def problem(
+    status: int, code: str, title: str, detail: str, errors: list[FieldError] | None = None
+) -> ORJSONResponse:
+    body: dict[str, Any] = {"type": code, "title": title, "status": status, "detail": detail}
+    if errors:
+        body["errors"] = [{"field": e.field, "message": e.message} for e in errors]
+    headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
+    return ORJSONResponse(body, status_code=status, media_type=PROBLEM, headers=headers)
+
+
+def _field_name(loc: tuple[Any, ...]) -> str:
+    parts = [str(p) for p in loc if p not in ("body", "query", "path", "header")]
+    out = ""
+    for part in parts:
+        out += f"[{part}]" if part.isdigit() else (f".{part}" if out else part)
+    return out or "body"
+
+
+def _on_validation(_: Request, exc: Exception) -> ORJSONResponse:
+    assert isinstance(exc, RequestValidationError)
+    errors = []
+    for err in exc.errors():
+        if err.get("type") == "json_invalid":
+            return problem(400, "malformed_request", "Malformed request", "body is not valid JSON")
+        message = str(err.get("msg", "is invalid"))
+        message = message.removeprefix("Value error, ")
+        errors.append(FieldError(_field_name(tuple(err.get("loc", ()))), message))
+    detail = "; ".join(f"{e.field}: {e.message}" for e in errors)
+    return problem(422, "validation_failed", "Invalid input", detail, errors)
+
+
+def _on_domain(_: Request, exc: Exception) -> ORJSONResponse:
+    assert isinstance(exc, AllotmentError)
+    return problem(status_of(exc), exc.code, exc.title, exc.detail, exc.errors)
+
+
+def _on_http(_: Request, exc: Exception) -> ORJSONResponse:
+    assert isinstance(exc, HTTPException)
+    code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
+    return problem(exc.status_code, code, str(exc.detail), str(exc.detail))
+
+
+def _on_unexpected(request: Request, exc: Exception) -> ORJSONResponse:
+    log.exception("unhandled error", path=request.url.path)
+    return problem(500, "internal_error", "Internal error", "an unexpected error occurred")
+
+
+def install(app: FastAPI) -> None:
+    app.add_exception_handler(RequestValidationError, _on_validation)
+    app.add_exception_handler(AllotmentError, _on_domain)
+    app.add_exception_handler(HTTPException, _on_http)
+    app.add_exception_handler(Exception, _on_unexpected)

@@ -1,0 +1,51 @@
+"""Customers (`/v1/customers`)."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Response
+
+from allotment.api.deps import Admin, Cursor, Limit, ReadSession, Reader, WriteSession, decode_cursor, encode_cursor
+from allotment.customers import service
+from allotment.customers.schemas import CustomerCreate, CustomerRead, CustomerUpdate
+from allotment.types import utcnow
+
+router = APIRouter(prefix="/v1/customers", tags=["customers"])
+
+
+def customer_read(view: service.CustomerView) -> CustomerRead:
+    c = view.customer
+    return CustomerRead(
+        id=c.id, key=c.key, name=c.name, description=c.description, email=c.email,
+        currency=c.currency, metadata=c.metadata_, subject_keys=view.subject_keys,
+        created_at=c.created_at, updated_at=c.updated_at,
+    )
+
+
+@router.post("", status_code=201, response_model=CustomerRead)
+async def create_customer(data: CustomerCreate, principal: Admin, session: WriteSession) -> CustomerRead:
+    return customer_read(await service.create(session, principal.tenant_id, data, at=utcnow()))
+
+
+@router.get("")
+async def list_customers(principal: Reader, session: ReadSession, limit: Limit = 50, cursor: Cursor = None) -> dict[str, object]:
+    rows = await service.list_(session, principal.tenant_id, after=decode_cursor(cursor), limit=limit)
+    return {
+        "items": [customer_read(v) for v in rows],
+        "next_cursor": encode_cursor(rows[-1].customer.id) if len(rows) == limit else None,
+    }
+
+
+@router.get("/{customer_key}", response_model=CustomerRead)
+async def get_customer(customer_key: str, principal: Reader, session: ReadSession) -> CustomerRead:
+    return customer_read(await service.get(session, principal.tenant_id, customer_key))
+
+
+@router.patch("/{customer_key}", response_model=CustomerRead)
+async def update_customer(customer_key: str, data: CustomerUpdate, principal: Admin, session: WriteSession) -> CustomerRead:
+    return customer_read(await service.update(session, principal.tenant_id, customer_key, data, at=utcnow()))
+
+
+@router.delete("/{customer_key}", status_code=204)
+async def delete_customer(customer_key: str, principal: Admin, session: WriteSession) -> Response:
+    await service.delete_(session, principal.tenant_id, customer_key, at=utcnow())
+    return Response(status_code=204)

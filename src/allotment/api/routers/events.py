@@ -1,0 +1,142 @@
+"""Native event ingestion and inspection (`/v1/events`)."""
+
+from __future__ import annotations
+
+import time
+from datetime import datetime
+from typing import Annotated, Literal
+
+from fastapi import APIRouter, Query, Request
+from fastapi.responses import ORJSONResponse
+
+from allotment.api import metrics
+from allotment.api.body import read_limited
+from allotment.api.deps import Cursor, Ingester, Limit, ReadSession, Reader, WriteSession, decode_cursor, encode_cursor, settings
+from allotment.api.errors import problem
+from allotment.errors import FieldError
+from allotment.metering import events as event_log
+from allotment.metering import ingest as ingest_service
+from allotment.metering.schemas import EventRead, IngestSummary, RejectedRead
+from allotment.metering.wire import decode
+from allotment.types import as_utc, from_micros, to_micros, utcnow
+
+router = APIRouter(prefix="/v1/events", tags=["events"])
+
+_CLOUDEVENT_SCHEMA = {
+    "type": "object",
+    "required": ["id", "source", "type", "subject"],
+    "properties": {
+        "specversion": {"type": "string", "const": "1.0"},
+        "id": {"type": "string", "minLength": 1, "maxLength": 256},
+        "source": {"type": "string", "minLength": 1, "maxLength": 256},
+        "type": {"type": "string", "minLength": 1, "maxLength": 256},
+        "subject": {"type": "string", "minLength": 1, "maxLength": 256},
+        "time": {"type": "string", "format": "date-time"},
+        "data": {"type": "object"},
+    },
+}
+_BODY = {
+    "required": True,
+    "content": {
+        media: {"schema": {"oneOf": [_CLOUDEVENT_SCHEMA, {"type": "array", "items": _CLOUDEVENT_SCHEMA}]}}
+        for media in ("application/json", "application/cloudevents+json", "application/cloudevents-batch+json")
+    },
+}
+
+
+async def ingest_body(request: Request, session: WriteSession, tenant_id: str) -> ingest_service.IngestResult:
+    """Shared by every ingest surface (native, OpenMeter): decode, store, count, observe."""
+    started = time.perf_counter()
+    config = settings(request)
+    body = await read_limited(request, config.max_body_bytes)
+    decoded = decode(body, max_events=config.max_batch_events)
+    result = await ingest_service.ingest(session, tenant_id, decoded, received_us=to_micros(utcnow()))
+    metrics.EVENTS_ACCEPTED.inc(result.accepted)
+    metrics.EVENTS_DUPLICATE.inc(result.duplicates)
+    metrics.EVENTS_REJECTED.inc(len(result.problems))
+    metrics.INGEST_SECONDS.observe(time.perf_counter() - started)
+    return result
+
+
+@router.post(
+    "",
+    response_model=IngestSummary,
+    openapi_extra={"requestBody": _BODY},
+    summary="Ingest one CloudEvent or a batch",
+    responses={422: {"description": "Every event in the request was rejected"}},
+)
+async def ingest(request: Request, principal: Ingester, session: WriteSession) -> ORJSONResponse:
+    """Stored durably before the answer; `(source, id)` counts once forever; each rejected
+    event is reported by index while the rest of the batch is kept."""
+    result = await ingest_body(request, session, principal.tenant_id)
+    errors = [{"index": p.index, "field": p.field, "message": p.reason} for p in result.problems]
+    if result.problems and result.accepted == 0 and result.duplicates == 0:
+        return problem(
+            422,
+            "events_rejected",
+            "Every event was rejected",
+            "; ".join(f"[{p.index}] {p.field or 'event'}: {p.reason}" for p in result.problems[:20]),
+            [FieldError(f"[{p.index}]" + (f".{p.field}" if p.field else ""), p.reason) for p in result.problems],
+        )
+    return ORJSONResponse(
+        {"accepted": result.accepted, "duplicates": result.duplicates, "rejected": len(errors), "errors": errors}
+    )
+
+
+@router.get("", response_model=dict[str, object], summary="Recent events with their status")
+async def list_events(
+    principal: Reader,
+    session: ReadSession,
+    limit: Limit = 50,
+    cursor: Cursor = None,
+    subject: Annotated[list[str] | None, Query()] = None,
+    customer: Annotated[list[str] | None, Query()] = None,
+    type: str | None = None,
+    from_: Annotated[datetime | None, Query(alias="from")] = None,
+    to: datetime | None = None,
+    status: Literal["counted", "unattributed"] | None = None,
+) -> dict[str, object]:
+    before = decode_cursor(cursor)
+    flt = event_log.EventFilter(
+        subjects=subject,
+        customers=customer,
+        type=type,
+        start_us=to_micros(as_utc(from_)) if from_ else None,
+        end_us=to_micros(as_utc(to)) if to else None,
+        status=status,
+        before_seq=int(before) if before and before.isdigit() else None,
+    )
+    views = await event_log.list_events(session, principal.tenant_id, flt, limit=limit)
+    items = [event_read(v).model_dump(mode="json") for v in views]
+    next_cursor = encode_cursor(str(views[-1].event.seq)) if len(views) == limit else None
+    return {"items": items, "next_cursor": next_cursor}
+
+
+def event_read(view: event_log.EventView) -> EventRead:
+    e = view.event
+    return EventRead(
+        id=e.event_id,
+        source=e.source,
+        type=e.type,
+        subject=e.subject,
+        time=from_micros(e.time_us),
+        received_at=from_micros(e.received_us),
+        data=view.data,
+        customer=view.customer,
+        meters=view.meters,
+        status=view.status,  # type: ignore[arg-type]
+        problems=view.problems,
+    )
+
+
+@router.get("/rejected", response_model=dict[str, list[RejectedRead]], summary="Recently rejected events")
+async def list_rejected(principal: Reader, session: ReadSession, limit: Limit = 50) -> dict[str, object]:
+    rows = await event_log.list_rejected(session, principal.tenant_id, limit=limit)
+    return {
+        "items": [
+            RejectedRead(
+                received_at=from_micros(r.received_us), index=r.batch_index, field=r.field, reason=r.reason, raw=r.raw
+            )
+            for r in rows
+        ]
+    }

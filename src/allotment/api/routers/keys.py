@@ -1,0 +1,54 @@
+"""API keys of the caller's tenant (`/v1/api-keys`)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from fastapi import APIRouter
+from pydantic import BaseModel, Field
+
+from allotment.api.deps import Admin, ReadSession, WriteSession
+from allotment.tenancy import service
+from allotment.tenancy.models import ApiKey
+from allotment.tenancy.service import Scope
+from allotment.types import utcnow
+
+router = APIRouter(prefix="/v1/api-keys", tags=["api keys"])
+
+
+class KeyCreate(BaseModel):
+    name: str = Field(default="api key", min_length=1, max_length=200)
+    scope: Scope
+
+
+class KeyRead(BaseModel):
+    id: str
+    name: str
+    scope: Scope
+    hint: str = Field(description="The first characters of the secret, to recognise it.")
+    created_at: datetime
+    revoked_at: datetime | None
+
+
+class KeyCreated(KeyRead):
+    secret: str = Field(description="Shown once; only a hash is stored.")
+
+
+def key_read(key: ApiKey) -> KeyRead:
+    return KeyRead.model_validate(key, from_attributes=True)
+
+
+@router.post("", status_code=201, response_model=KeyCreated)
+async def create_key(data: KeyCreate, principal: Admin, session: WriteSession) -> KeyCreated:
+    key, secret = await service.create_key(session, principal.tenant_id, scope=data.scope, name=data.name, at=utcnow())
+    return KeyCreated(**key_read(key).model_dump(), secret=secret)
+
+
+@router.get("")
+async def list_keys(principal: Admin, session: ReadSession) -> dict[str, list[KeyRead]]:
+    return {"items": [key_read(k) for k in await service.list_keys(session, principal.tenant_id)]}
+
+
+@router.post("/{key_id}/revoke", response_model=KeyRead)
+async def revoke_key(key_id: str, principal: Admin, session: WriteSession) -> KeyRead:
+    return key_read(await service.revoke_key(session, principal.tenant_id, key_id, at=utcnow()))

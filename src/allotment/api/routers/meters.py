@@ -1,0 +1,187 @@
+"""Meters and meter queries (`/v1/meters`)."""
+
+from __future__ import annotations
+
+import csv
+import io
+from datetime import datetime
+from typing import Annotated
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from fastapi import APIRouter, Query, Request, Response
+from pydantic import BaseModel, ConfigDict, Field
+
+from allotment.api.deps import Admin, Cursor, Limit, ReadSession, Reader, WriteSession, decode_cursor, encode_cursor
+from allotment.errors import ValidationFailed
+from allotment.metering import meters as service
+from allotment.metering import query as meter_query
+from allotment.metering.models import Meter
+from allotment.metering.schemas import MeterCreate, MeterCreated, MeterRead, MeterUpdate, QueryResult, QueryRow
+from allotment.metering.windows import WindowSize
+from allotment.types import as_utc, from_micros, to_micros, utcnow
+
+router = APIRouter(prefix="/v1/meters", tags=["meters"])
+
+
+def meter_read(meter: Meter) -> MeterRead:
+    return MeterRead.model_validate(meter, from_attributes=True)
+
+
+@router.post("", status_code=201, response_model=MeterCreated)
+async def create_meter(data: MeterCreate, principal: Admin, session: WriteSession) -> MeterCreated:
+    """Create a meter; events already stored are counted at once (backfill)."""
+    meter, counted = await service.create(session, principal.tenant_id, data, at=utcnow())
+    return MeterCreated(**meter_read(meter).model_dump(), backfilled_events=counted)
+
+
+@router.get("")
+async def list_meters(principal: Reader, session: ReadSession, limit: Limit = 50, cursor: Cursor = None) -> dict[str, object]:
+    rows = await service.list_(session, principal.tenant_id, after=decode_cursor(cursor), limit=limit)
+    return {
+        "items": [meter_read(m) for m in rows],
+        "next_cursor": encode_cursor(rows[-1].id) if len(rows) == limit else None,
+    }
+
+
+@router.get("/{meter_key}", response_model=MeterRead)
+async def get_meter(meter_key: str, principal: Reader, session: ReadSession) -> MeterRead:
+    return meter_read(await service.get(session, principal.tenant_id, meter_key))
+
+
+@router.patch("/{meter_key}", response_model=MeterRead)
+async def update_meter(meter_key: str, data: MeterUpdate, principal: Admin, session: WriteSession) -> MeterRead:
+    return meter_read(await service.update(session, principal.tenant_id, meter_key, data, at=utcnow()))
+
+
+@router.delete("/{meter_key}", status_code=204)
+async def delete_meter(meter_key: str, principal: Admin, session: WriteSession) -> Response:
+    await service.delete(session, principal.tenant_id, meter_key, at=utcnow())
+    return Response(status_code=204)
+
+
+class QueryBody(BaseModel):
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+    from_: datetime | None = Field(default=None, alias="from")
+    to: datetime | None = None
+    window_size: WindowSize | None = None
+    window_time_zone: str = "UTC"
+    subject: list[str] | None = None
+    customer: list[str] | None = None
+    group_by: list[str] = Field(default_factory=list)
+    filter_group_by: dict[str, list[str]] = Field(default_factory=dict)
+
+
+def parse_zone(name: str, field: str = "window_time_zone") -> ZoneInfo:
+    try:
+        return ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ValidationFailed.on(field, f"'{name}' is not an IANA time zone") from None
+
+
+def build_query(body: QueryBody, *, dense: bool = True) -> meter_query.MeterQuery:
+    now = utcnow()
+    to = as_utc(body.to) if body.to else now
+    start = as_utc(body.from_) if body.from_ else None
+    if start is not None and start >= to:
+        raise ValidationFailed.on("from", "must be before 'to'")
+    return meter_query.MeterQuery(
+        start_us=to_micros(start) if start else None,
+        end_us=to_micros(to),
+        window_size=body.window_size,
+        tz=parse_zone(body.window_time_zone),
+        subjects=body.subject,
+        customers=body.customer,
+        group_by=body.group_by,
+        filter_group_by=body.filter_group_by,
+        dense=dense,
+    )
+
+
+async def run_query(session: ReadSession, tenant_id: str, meter_key: str, body: QueryBody) -> QueryResult:
+    meter = await service.get(session, tenant_id, meter_key)
+    q = build_query(body)
+    rows = await meter_query.query(session, tenant_id, meter, q)
+    return QueryResult(
+        meter=meter.key,
+        aggregation=meter.aggregation,
+        window_size=body.window_size.value if body.window_size else None,
+        window_time_zone=body.window_time_zone,
+        **{"from": from_micros(q.start_us) if q.start_us is not None else None},
+        to=from_micros(q.end_us),
+        data=[
+            QueryRow(
+                window_start=from_micros(r.window_start_us),
+                window_end=from_micros(r.window_end_us),
+                value=number(r.value),
+                subject=r.subject,
+                customer=r.customer,
+                group_by=r.groups,
+            )
+            for r in rows
+        ],
+    )
+
+
+def number(value: object) -> float | int | None:
+    """Exact decimals to JSON: integers stay integers, others become the nearest double."""
+    if value is None:
+        return None
+    from decimal import Decimal
+
+    assert isinstance(value, Decimal)
+    return int(value) if value == value.to_integral_value() else float(value)
+
+
+def as_csv(result: QueryResult) -> Response:
+    out = io.StringIO()
+    writer = csv.writer(out)
+    groups = sorted({name for row in result.data for name in row.group_by})
+    writer.writerow(["window_start", "window_end", "subject", "customer", *groups, "value"])
+    for row in result.data:
+        writer.writerow(
+            [row.window_start.isoformat(), row.window_end.isoformat(), row.subject or "", row.customer or "",
+             *[row.group_by.get(g) or "" for g in groups], "" if row.value is None else row.value]
+        )
+    return Response(out.getvalue(), media_type="text/csv")
+
+
+@router.get("/{meter_key}/query", response_model=QueryResult, responses={200: {"content": {"text/csv": {}}}})
+async def query_meter(
+    request: Request,
+    meter_key: str,
+    principal: Reader,
+    session: ReadSession,
+    from_: Annotated[datetime | None, Query(alias="from")] = None,
+    to: datetime | None = None,
+    window_size: WindowSize | None = None,
+    window_time_zone: str = "UTC",
+    subject: Annotated[list[str] | None, Query()] = None,
+    customer: Annotated[list[str] | None, Query()] = None,
+    group_by: Annotated[list[str] | None, Query()] = None,
+    filter_group_by: Annotated[
+        list[str] | None, Query(description="`name:value`, repeatable; values of one name are OR-ed.")
+    ] = None,
+    format: Annotated[str | None, Query(pattern="^(json|csv)$")] = None,
+) -> QueryResult | Response:
+    """Meter values per window, from rollups. `format=csv` (or `Accept: text/csv`) gives CSV."""
+    filters: dict[str, list[str]] = {}
+    for item in filter_group_by or []:
+        name, sep, value = item.partition(":")
+        if not sep:
+            raise ValidationFailed.on("filter_group_by", f"'{item}' must be 'name:value'")
+        filters.setdefault(name, []).append(value)
+    body = QueryBody(
+        **{"from": from_}, to=to, window_size=window_size, window_time_zone=window_time_zone,
+        subject=subject, customer=customer, group_by=group_by or [], filter_group_by=filters,
+    )
+    result = await run_query(session, principal.tenant_id, meter_key, body)
+    if format == "csv" or (format is None and "text/csv" in request.headers.get("accept", "")):
+        return as_csv(result)
+    return result
+
+
+@router.post("/{meter_key}/query", response_model=QueryResult)
+async def query_meter_post(meter_key: str, body: QueryBody, principal: Reader, session: ReadSession) -> QueryResult:
+    """The same query with a JSON body (handy for long subject or customer lists)."""
+    return await run_query(session, principal.tenant_id, meter_key, body)

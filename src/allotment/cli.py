@@ -1,0 +1,186 @@
+"""The `allotment` command line: serve, migrate, keys, import."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import tempfile
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from allotment.config import Settings
+
+app = typer.Typer(help="Allotment: usage metering and entitlement enforcement.", no_args_is_help=True)
+keys_app = typer.Typer(help="API keys of a tenant.", no_args_is_help=True)
+app.add_typer(keys_app, name="keys")
+err = Console(stderr=True)
+
+
+def _settings() -> Settings:
+    return Settings.from_env()
+
+
+@app.command()
+def migrate() -> None:
+    """Bring the database schema to the newest migration."""
+    from allotment.migrate import upgrade
+
+    settings = _settings()
+    upgrade(settings.database_url)
+    err.print(f"database is at the newest migration ({settings.database_url})")
+
+
+@app.command()
+def serve(
+    host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="TCP port.")] = 8000,
+    workers: Annotated[int, typer.Option(help="Worker processes.")] = 1,
+    no_migrate: Annotated[bool, typer.Option("--no-migrate", help="Do not migrate on start.")] = False,
+) -> None:
+    """Migrate, create the default tenant on first start, and serve the API."""
+    import uvicorn
+
+    from allotment.bootstrap import ensure_default_tenant
+    from allotment.db import Database
+    from allotment.migrate import upgrade
+
+    settings = _settings()
+    if not no_migrate:
+        upgrade(settings.database_url)
+
+    async def boot() -> str | None:
+        db = Database(settings)
+        try:
+            return (await ensure_default_tenant(db))[1]
+        finally:
+            await db.dispose()
+
+    secret = asyncio.run(boot())
+    url = f"http://{host}:{port}"
+    err.print(f"Allotment on {url}  (database: {settings.database_url})")
+    err.print(f"API docs: {url}/docs")
+    if secret:
+        err.print("First start: an admin API key was created. It is shown only this once:")
+        print(secret, flush=True)
+    if workers > 1 and not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="allotment-metrics-")
+    uvicorn.run(
+        "allotment.api.app:create_app",
+        factory=True,
+        host=host,
+        port=port,
+        workers=workers,
+        log_level="warning",
+        access_log=False,
+    )
+
+
+async def _with_session(fn):  # type: ignore[no-untyped-def]
+    from allotment.db import Database
+
+    db = Database(_settings())
+    try:
+        async with db.transaction() as session:
+            return await fn(session)
+    finally:
+        await db.dispose()
+
+
+async def _tenant_id(session, tenant: str | None) -> str:  # type: ignore[no-untyped-def]
+    from allotment.tenancy import service as tenancy
+
+    if tenant:
+        return (await tenancy.get_tenant(session, tenant)).id
+    first = await tenancy.first_tenant(session)
+    if first is None:
+        err.print("no tenant yet: run `allotment serve` once, or `allotment migrate` and then this again")
+        raise typer.Exit(1)
+    return first.id
+
+
+@keys_app.command("create")
+def keys_create(
+    scope: Annotated[str, typer.Option(help="admin, ingest or read.")] = "admin",
+    name: Annotated[str, typer.Option(help="A label for the key.")] = "cli key",
+    tenant: Annotated[str | None, typer.Option(help="Tenant id (default: the first).")] = None,
+) -> None:
+    """Create a key; only the secret is printed on stdout, so scripts can capture it."""
+    from allotment.bootstrap import ensure_default_tenant
+    from allotment.db import Database
+    from allotment.migrate import upgrade
+    from allotment.tenancy import service as tenancy
+    from allotment.types import utcnow
+
+    settings = _settings()
+    upgrade(settings.database_url)
+
+    async def run() -> str:
+        db = Database(settings)
+        try:
+            if tenant is None:
+                await ensure_default_tenant(db)
+            async with db.transaction() as session:
+                tenant_id = await _tenant_id(session, tenant)
+                _, secret = await tenancy.create_key(session, tenant_id, scope=scope, name=name, at=utcnow())
+                return secret
+        finally:
+            await db.dispose()
+
+    try:
+        print(asyncio.run(run()))
+    except Exception as exc:  # domain errors explain themselves
+        err.print(f"error: {exc}")
+        raise typer.Exit(2) from None
+
+
+@keys_app.command("list")
+def keys_list(tenant: Annotated[str | None, typer.Option(help="Tenant id.")] = None) -> None:
+    """List keys (never their secrets)."""
+    from allotment.tenancy import service as tenancy
+
+    async def run(session):  # type: ignore[no-untyped-def]
+        return await tenancy.list_keys(session, await _tenant_id(session, tenant))
+
+    table = Table("id", "name", "scope", "hint", "created", "revoked")
+    for key in asyncio.run(_with_session(run)):
+        table.add_row(key.id, key.name, key.scope, key.hint + "…", key.created_at.isoformat(),
+                      key.revoked_at.isoformat() if key.revoked_at else "")
+    Console().print(table)
+
+
+@keys_app.command("revoke")
+def keys_revoke(key_id: str, tenant: Annotated[str | None, typer.Option(help="Tenant id.")] = None) -> None:
+    """Revoke a key by id; requests with it get 401 from then on."""
+    from allotment.errors import NotFound
+    from allotment.tenancy import service as tenancy
+    from allotment.types import utcnow
+
+    async def run(session):  # type: ignore[no-untyped-def]
+        return await tenancy.revoke_key(session, await _tenant_id(session, tenant), key_id, at=utcnow())
+
+    try:
+        asyncio.run(_with_session(run))
+    except NotFound as exc:
+        err.print(f"error: {exc}")
+        raise typer.Exit(1) from None
+    err.print(f"revoked {key_id}")
+
+
+@app.command("import")
+def import_(
+    path: Annotated[Path, typer.Argument(exists=True, dir_okay=False, help="JSON Lines or CSV file of events.")],
+    tenant: Annotated[str | None, typer.Option(help="Tenant id (default: the first).")] = None,
+    batch_size: Annotated[int, typer.Option(min=1, max=10_000)] = 1000,
+) -> None:
+    """Import events from a file with the same validation and de-duplication as the API."""
+    from allotment.importer import run_import
+
+    raise typer.Exit(run_import(_settings(), path, tenant=tenant, batch_size=batch_size))
+
+
+if __name__ == "__main__":
+    app()

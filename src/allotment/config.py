@@ -1,0 +1,34 @@
+"""Settings read from the environment; the only place that looks at os.environ."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+DEFAULT_DATABASE_URL = "sqlite:///./allotment.db"
+
+
+@dataclass(frozen=True)
+class Settings:
+    database_url: str = DEFAULT_DATABASE_URL
+    # Largest accepted ingest request, in events and in bytes (413 beyond).
+    max_batch_events: int = 10_000
+    max_body_bytes: int = 20 * 1024 * 1024
+    # How long a verified API key is trusted in-process before it is looked up again;
+    # revocation through this process takes effect at once, through another within this time.
+    key_cache_seconds: float = 2.0
+    # SQLite: FULL survives power loss; NORMAL in WAL mode survives a killed process.
+    sqlite_synchronous: str = "FULL"
+    log_json: bool = False
+
+    @classmethod
+    def from_env(cls) -> Settings:
+        env = os.environ
+        return cls(
+            database_url=env.get("DATABASE_URL", DEFAULT_DATABASE_URL),
+            max_batch_events=int(env.get("ALLOTMENT_MAX_BATCH_EVENTS", cls.max_batch_events)),
+            max_body_bytes=int(env.get("ALLOTMENT_MAX_BODY_BYTES", cls.max_body_bytes)),
+            key_cache_seconds=float(env.get("ALLOTMENT_KEY_CACHE_SECONDS", cls.key_cache_seconds)),
+            sqlite_synchronous=env.get("ALLOTMENT_SQLITE_SYNCHRONOUS", cls.sqlite_synchronous),
+            log_json=env.get("ALLOTMENT_LOG_JSON", "") not in ("", "0", "false"),
+        )

@@ -1,0 +1,1 @@
+"""The vendor's customers and the subject keys their events carry."""

@@ -1,0 +1,219 @@
+"""Customers and the subject keys that attribute events to them."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy import delete, func, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from allotment.customers.models import Customer, CustomerSubject, Subject
+from allotment.customers.schemas import CustomerCreate, CustomerUpdate, SubjectUpsert
+from allotment.errors import Conflict, NotFound, ValidationFailed
+from allotment.types import new_id
+
+
+@dataclass
+class CustomerView:
+    customer: Customer
+    subject_keys: list[str]
+
+
+async def _live(session: AsyncSession, tenant_id: str, key: str) -> Customer | None:
+    found: Customer | None = await session.scalar(
+        select(Customer).where(
+            Customer.tenant_id == tenant_id,
+            (Customer.key == key) | (Customer.id == key),
+            Customer.deleted_at.is_(None),
+        )
+    )
+    return found
+
+
+async def get(session: AsyncSession, tenant_id: str, key: str) -> CustomerView:
+    customer = await _live(session, tenant_id, key)
+    if customer is None:
+        raise NotFound("customer", key)
+    return CustomerView(customer, await _subject_keys(session, tenant_id, customer.id))
+
+
+async def _subject_keys(session: AsyncSession, tenant_id: str, customer_id: str) -> list[str]:
+    rows = await session.scalars(
+        select(CustomerSubject.subject_key)
+        .where(CustomerSubject.tenant_id == tenant_id, CustomerSubject.customer_id == customer_id)
+        .order_by(CustomerSubject.subject_key)
+    )
+    return list(rows)
+
+
+async def _claim_subjects(
+    session: AsyncSession, tenant_id: str, customer_id: str, keys: list[str]
+) -> None:
+    """Attach subjects; a subject owned by another customer is a conflict naming both."""
+    clean = sorted(set(keys))
+    for index, key in enumerate(clean):
+        if not key or len(key) > 256:
+            raise ValidationFailed.on(f"subject_keys[{index}]", "must be 1 to 256 characters")
+    if not clean:
+        return
+    taken = await session.execute(
+        select(CustomerSubject.subject_key, Customer.key)
+        .join(Customer, Customer.id == CustomerSubject.customer_id)
+        .where(
+            CustomerSubject.tenant_id == tenant_id,
+            CustomerSubject.subject_key.in_(clean),
+            CustomerSubject.customer_id != customer_id,
+        )
+    )
+    for subject_key, owner in taken:
+        raise Conflict(f"subject '{subject_key}' already belongs to customer '{owner}'")
+    mine = set(await _subject_keys(session, tenant_id, customer_id))
+    for key in clean:
+        if key not in mine:
+            session.add(CustomerSubject(tenant_id=tenant_id, subject_key=key, customer_id=customer_id))
+
+
+async def create(session: AsyncSession, tenant_id: str, data: CustomerCreate, *, at: datetime) -> CustomerView:
+    if await _live(session, tenant_id, data.key) is not None:
+        raise Conflict(f"customer '{data.key}' already exists")
+    customer = Customer(
+        id=new_id("cus"),
+        tenant_id=tenant_id,
+        key=data.key,
+        name=data.name,
+        description=data.description,
+        email=data.email,
+        currency=data.currency,
+        metadata_=data.metadata,
+        created_at=at,
+        updated_at=at,
+    )
+    session.add(customer)
+    await session.flush()
+    await _claim_subjects(session, tenant_id, customer.id, data.subject_keys)
+    await session.flush()
+    return await get(session, tenant_id, customer.id)
+
+
+async def update(
+    session: AsyncSession, tenant_id: str, key: str, data: CustomerUpdate, *, at: datetime
+) -> CustomerView:
+    customer = (await get(session, tenant_id, key)).customer
+    changes = data.model_dump(exclude_unset=True)
+    for name in ("name", "description", "email", "currency"):
+        if name in changes and not (name == "name" and changes[name] is None):
+            setattr(customer, name, changes[name])
+    if changes.get("metadata") is not None:
+        customer.metadata_ = changes["metadata"]
+    if data.subject_keys is not None:
+        await session.execute(
+            delete(CustomerSubject).where(
+                CustomerSubject.tenant_id == tenant_id,
+                CustomerSubject.customer_id == customer.id,
+                CustomerSubject.subject_key.not_in(data.subject_keys),
+            )
+        )
+        await _claim_subjects(session, tenant_id, customer.id, data.subject_keys)
+    customer.updated_at = at
+    await session.flush()
+    return await get(session, tenant_id, customer.id)
+
+
+async def delete_(session: AsyncSession, tenant_id: str, key: str, *, at: datetime) -> None:
+    """Soft-delete; its subjects are released so that their events become unattributed."""
+    customer = (await get(session, tenant_id, key)).customer
+    customer.deleted_at = at
+    await session.execute(
+        delete(CustomerSubject).where(
+            CustomerSubject.tenant_id == tenant_id, CustomerSubject.customer_id == customer.id
+        )
+    )
+    await session.flush()
+
+
+async def list_(
+    session: AsyncSession, tenant_id: str, *, after: str | None, limit: int, offset: int = 0
+) -> list[CustomerView]:
+    stmt = select(Customer).where(Customer.tenant_id == tenant_id, Customer.deleted_at.is_(None))
+    if after:
+        stmt = stmt.where(Customer.id > after)
+    rows = list(await session.scalars(stmt.order_by(Customer.id).offset(offset).limit(limit)))
+    subjects = await _subjects_by_customer(session, tenant_id, [c.id for c in rows])
+    return [CustomerView(c, subjects.get(c.id, [])) for c in rows]
+
+
+async def count(session: AsyncSession, tenant_id: str) -> int:
+    total = await session.scalar(
+        select(func.count()).select_from(Customer).where(
+            Customer.tenant_id == tenant_id, Customer.deleted_at.is_(None)
+        )
+    )
+    return int(total or 0)
+
+
+async def _subjects_by_customer(
+    session: AsyncSession, tenant_id: str, customer_ids: list[str]
+) -> dict[str, list[str]]:
+    if not customer_ids:
+        return {}
+    rows = await session.execute(
+        select(CustomerSubject.customer_id, CustomerSubject.subject_key)
+        .where(CustomerSubject.tenant_id == tenant_id, CustomerSubject.customer_id.in_(customer_ids))
+        .order_by(CustomerSubject.subject_key)
+    )
+    out: dict[str, list[str]] = {}
+    for customer_id, subject_key in rows:
+        out.setdefault(customer_id, []).append(subject_key)
+    return out
+
+
+async def subjects_of(session: AsyncSession, tenant_id: str, customer_keys: list[str]) -> list[str]:
+    """Subjects owned by the given customers (by key or id); unknown customers are a 404."""
+    out: list[str] = []
+    for key in customer_keys:
+        out += (await get(session, tenant_id, key)).subject_keys
+    return out
+
+
+async def owners_of_subjects(
+    session: AsyncSession, tenant_id: str, subjects: list[str] | None
+) -> dict[str, str]:
+    """subject key -> owning customer's key (for every subject when `subjects` is None)."""
+    stmt = (
+        select(CustomerSubject.subject_key, Customer.key)
+        .join(Customer, Customer.id == CustomerSubject.customer_id)
+        .where(CustomerSubject.tenant_id == tenant_id)
+    )
+    if subjects is not None:
+        stmt = stmt.where(CustomerSubject.subject_key.in_(subjects))
+    return {subject: key for subject, key in await session.execute(stmt)}
+
+
+async def upsert_subject(session: AsyncSession, tenant_id: str, data: SubjectUpsert, *, at: datetime) -> Subject:
+    subject = await session.get(Subject, (tenant_id, data.key))
+    if subject is None:
+        subject = Subject(tenant_id=tenant_id, key=data.key, id=new_id("sbj"), created_at=at)
+        session.add(subject)
+    subject.display_name = data.display_name
+    subject.metadata_ = data.metadata
+    subject.updated_at = at
+    await session.flush()
+    return subject
+
+
+async def list_subjects(session: AsyncSession, tenant_id: str) -> list[Subject]:
+    return list(
+        await session.scalars(select(Subject).where(Subject.tenant_id == tenant_id).order_by(Subject.key))
+    )
+
+
+async def get_subject(session: AsyncSession, tenant_id: str, key: str) -> Subject:
+    subject = await session.get(Subject, (tenant_id, key))
+    if subject is None:
+        raise NotFound("subject", key)
+    return subject
+
+
+async def delete_subject(session: AsyncSession, tenant_id: str, key: str) -> None:
+    await session.delete(await get_subject(session, tenant_id, key))

@@ -1,0 +1,77 @@
+"""Domain errors. They know nothing of HTTP: `api/errors.py` maps each to a status."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass
+class FieldError:
+    field: str
+    message: str
+
+
+class AllotmentError(Exception):
+    """Base of every error a caller can cause; `code` is a stable slug."""
+
+    code = "error"
+    title = "Error"
+
+    def __init__(self, detail: str, *, errors: list[FieldError] | None = None) -> None:
+        super().__init__(detail)
+        self.detail = detail
+        self.errors = errors or []
+
+
+class ValidationFailed(AllotmentError):
+    code = "validation_failed"
+    title = "Invalid input"
+
+    @classmethod
+    def on(cls, field_name: str, message: str) -> ValidationFailed:
+        return cls(f"{field_name}: {message}", errors=[FieldError(field_name, message)])
+
+
+class MalformedRequest(AllotmentError):
+    code = "malformed_request"
+    title = "Malformed request"
+
+
+class PayloadTooLarge(AllotmentError):
+    code = "payload_too_large"
+    title = "Payload too large"
+
+
+class NotFound(AllotmentError):
+    code = "not_found"
+    title = "Not found"
+
+    def __init__(self, kind: str, key: str) -> None:
+        super().__init__(f"{kind} '{key}' not found")
+        self.code = f"{kind}_not_found"
+        self.kind = kind
+        self.key = key
+
+
+class Conflict(AllotmentError):
+    code = "conflict"
+    title = "Conflict"
+
+
+class Unauthenticated(AllotmentError):
+    code = "unauthenticated"
+    title = "Unauthenticated"
+
+
+class Forbidden(AllotmentError):
+    code = "forbidden"
+    title = "Forbidden"
+
+
+@dataclass
+class Problem:
+    """What a rejected item in a batch reports: its position and why."""
+
+    index: int
+    reason: str
+    field: str | None = None

@@ -1,0 +1,235 @@
+"""Pure aggregation: how one meter turns event data into rollup contributions.
+
+No I/O and no clock. Quantities are exact: they travel as integers of millionths ("micros"),
+which both SQLite and PostgreSQL add without rounding.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from decimal import Decimal, InvalidOperation
+from typing import Any
+
+import orjson
+
+from allotment.metering.jsonpath import MISSING, Getter, compile_path
+
+SCALE = 1_000_000
+MAX_ABS_MICROS = 2**62  # leaves headroom below int64 for sums of many values
+
+
+class Aggregation(enum.StrEnum):
+    SUM = "SUM"
+    COUNT = "COUNT"
+    MIN = "MIN"
+    MAX = "MAX"
+    AVG = "AVG"
+    UNIQUE_COUNT = "UNIQUE_COUNT"
+    LATEST = "LATEST"
+
+    @property
+    def needs_value(self) -> bool:
+        return self is not Aggregation.COUNT
+
+
+class DataError(ValueError):
+    """An event's data cannot feed a meter; `field` names the property."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(message)
+        self.field = field
+        self.message = message
+
+
+def to_micros(value: Any) -> int:
+    """A JSON number or numeric string -> exact millionths; rejects what would be rounded."""
+    if isinstance(value, bool) or not isinstance(value, int | float | str | Decimal):
+        raise ValueError("must be a number")
+    try:
+        number = Decimal(value) if not isinstance(value, float) else Decimal(repr(value))
+    except InvalidOperation:
+        raise ValueError("must be a number") from None
+    if not number.is_finite():
+        raise ValueError("must be a finite number")
+    scaled = number * SCALE
+    if scaled != scaled.to_integral_value():
+        raise ValueError("has more than 6 decimal places")
+    micros = int(scaled)
+    if abs(micros) > MAX_ABS_MICROS:
+        raise ValueError("is too large")
+    return micros
+
+
+def from_micros(micros: int) -> Decimal:
+    return (Decimal(micros) / SCALE).normalize() if micros else Decimal(0)
+
+
+def distinct_token(value: Any) -> str:
+    """The identity of a UNIQUE_COUNT value: strings as they are, anything else as JSON."""
+    return value if isinstance(value, str) else orjson.dumps(value).decode()
+
+
+@dataclass(frozen=True)
+class Filter:
+    property: str
+    op: str
+    value: Any
+    getter: Getter = field(compare=False)
+
+    def matches(self, data: Any) -> bool:
+        found = self.getter(data)
+        if self.op == "exists":
+            return (found is not MISSING) == bool(self.value)
+        if found is MISSING:
+            return self.op in ("ne", "not_in")
+        if self.op == "eq":
+            return bool(found == self.value)
+        if self.op == "ne":
+            return bool(found != self.value)
+        if self.op == "in":
+            return found in self.value
+        return found not in self.value  # not_in
+
+
+FILTER_OPS = ("eq", "ne", "in", "not_in", "exists")
+
+
+@dataclass(frozen=True)
+class Contribution:
+    """What one event adds to one meter: a group and a value (micros, or a distinct token)."""
+
+    group_key: str
+    micros: int
+    token: str | None
+
+
+@dataclass
+class CompiledMeter:
+    id: str
+    key: str
+    event_type: str
+    aggregation: Aggregation
+    value_property: str | None
+    group_names: list[str]
+    _value: Getter | None
+    _groups: list[Getter]
+    _filters: list[Filter]
+
+    @classmethod
+    def build(
+        cls,
+        *,
+        id: str,
+        key: str,
+        event_type: str,
+        aggregation: str,
+        value_property: str | None,
+        group_by: dict[str, str],
+        filters: list[dict[str, Any]],
+    ) -> CompiledMeter:
+        names = sorted(group_by)
+        return cls(
+            id=id,
+            key=key,
+            event_type=event_type,
+            aggregation=Aggregation(aggregation),
+            value_property=value_property,
+            group_names=names,
+            _value=compile_path(value_property) if value_property else None,
+            _groups=[compile_path(group_by[name]) for name in names],
+            _filters=[
+                Filter(f["property"], f["op"], f.get("value"), compile_path(f["property"]))
+                for f in filters
+            ],
+        )
+
+    def contribution(self, data: dict[str, Any]) -> Contribution | None:
+        """None when the meter's filters exclude the event; raises DataError on bad data."""
+        for flt in self._filters:
+            if not flt.matches(data):
+                return None
+        group_key = self.group_key(data)
+        if self.aggregation is Aggregation.COUNT:
+            return Contribution(group_key, SCALE, None)
+        assert self._value is not None and self.value_property is not None
+        raw = self._value(data)
+        where = "data" + self.value_property[1:]
+        if raw is MISSING or raw is None:
+            raise DataError(where, f"is required by meter '{self.key}'")
+        if self.aggregation is Aggregation.UNIQUE_COUNT:
+            if isinstance(raw, dict | list):
+                raise DataError(where, f"must be a scalar for meter '{self.key}'")
+            return Contribution(group_key, SCALE, distinct_token(raw))
+        try:
+            return Contribution(group_key, to_micros(raw), None)
+        except ValueError as exc:
+            raise DataError(where, f"{exc} (meter '{self.key}')") from None
+
+    def group_key(self, data: dict[str, Any]) -> str:
+        if not self._groups:
+            return ""
+        values = {}
+        for name, getter in zip(self.group_names, self._groups, strict=True):
+            found = getter(data)
+            values[name] = None if found is MISSING or found is None else _group_text(found)
+        return orjson.dumps(values).decode()
+
+
+def _group_text(value: Any) -> str:
+    return value if isinstance(value, str) else orjson.dumps(value).decode()
+
+
+def parse_group_key(group_key: str) -> dict[str, str | None]:
+    return orjson.loads(group_key) if group_key else {}
+
+
+@dataclass
+class Cell:
+    """A rollup cell: count, sum, min, max and the latest value (by time, then arrival)."""
+
+    n: int = 0
+    total: int = 0
+    lo: int | None = None
+    hi: int | None = None
+    last_value: int | None = None
+    last_us: int | None = None
+
+    def add(self, micros: int, at_us: int) -> None:
+        self.n += 1
+        self.total += micros
+        self.lo = micros if self.lo is None else min(self.lo, micros)
+        self.hi = micros if self.hi is None else max(self.hi, micros)
+        if self.last_us is None or at_us >= self.last_us:
+            self.last_us, self.last_value = at_us, micros
+
+    def merge(self, other: Cell) -> None:
+        """Fold a later-arriving cell into this one (ties on time go to `other`)."""
+        if other.n == 0:
+            return
+        self.n += other.n
+        self.total += other.total
+        self.lo = other.lo if self.lo is None else min(self.lo, other.lo)  # type: ignore[type-var]
+        self.hi = other.hi if self.hi is None else max(self.hi, other.hi)  # type: ignore[type-var]
+        if other.last_us is not None and (self.last_us is None or other.last_us >= self.last_us):
+            self.last_us, self.last_value = other.last_us, other.last_value
+
+
+def result(aggregation: Aggregation, cell: Cell, distinct: set[str] | None) -> Decimal | None:
+    """The meter's value for a window, from its merged cell (None: no data where that matters)."""
+    if aggregation is Aggregation.COUNT:
+        return Decimal(cell.n)
+    if aggregation is Aggregation.UNIQUE_COUNT:
+        return Decimal(len(distinct or ()))
+    if aggregation is Aggregation.SUM:
+        return from_micros(cell.total)
+    if cell.n == 0:
+        return None
+    if aggregation is Aggregation.AVG:
+        return (Decimal(cell.total) / cell.n / SCALE).normalize()
+    picked = {
+        Aggregation.MIN: cell.lo,
+        Aggregation.MAX: cell.hi,
+        Aggregation.LATEST: cell.last_value,
+    }[aggregation]
+    return None if picked is None else from_micros(picked)

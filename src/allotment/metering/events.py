@@ -1,0 +1,101 @@
+"""Reading the event log back: recent events with their attribution, and rejected ones."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from allotment.customers import service as customers
+from allotment.metering.aggregation import DataError
+from allotment.metering.meters import compiled_by_type
+from allotment.metering.models import Event, RejectedEvent
+
+
+@dataclass
+class EventView:
+    event: Event
+    data: dict[str, Any] | None
+    customer: str | None
+    meters: list[str]
+    problems: list[str] = field(default_factory=list)
+
+    @property
+    def status(self) -> str:
+        return "counted" if self.meters and self.customer else "unattributed"
+
+
+@dataclass
+class EventFilter:
+    subjects: list[str] | None = None
+    customers: list[str] | None = None
+    type: str | None = None
+    start_us: int | None = None
+    end_us: int | None = None
+    status: str | None = None  # counted | unattributed
+    before_seq: int | None = None
+
+
+async def list_events(
+    session: AsyncSession, tenant_id: str, flt: EventFilter, *, limit: int
+) -> list[EventView]:
+    """Newest first. Status filters are applied after attribution, scanning at most 20 pages."""
+    subjects = set(flt.subjects or ())
+    if flt.customers is not None:
+        subjects |= set(await customers.subjects_of(session, tenant_id, flt.customers))
+    stmt = select(Event).where(Event.tenant_id == tenant_id)
+    if flt.subjects is not None or flt.customers is not None:
+        stmt = stmt.where(Event.subject.in_(sorted(subjects)))
+    if flt.type:
+        stmt = stmt.where(Event.type == flt.type)
+    if flt.start_us is not None:
+        stmt = stmt.where(Event.time_us >= flt.start_us)
+    if flt.end_us is not None:
+        stmt = stmt.where(Event.time_us < flt.end_us)
+    by_type = await compiled_by_type(session, tenant_id)
+    out: list[EventView] = []
+    before = flt.before_seq
+    for _ in range(20):
+        page_stmt = stmt if before is None else stmt.where(Event.seq < before)
+        page = list(await session.scalars(page_stmt.order_by(Event.seq.desc()).limit(limit)))
+        if not page:
+            break
+        owners = await customers.owners_of_subjects(session, tenant_id, sorted({e.subject for e in page}))
+        for event in page:
+            view = _attribute(event, owners.get(event.subject), by_type)
+            if flt.status is None or view.status == flt.status:
+                out.append(view)
+        before = page[-1].seq
+        if len(out) >= limit or flt.status is None:
+            break
+    return out[:limit]
+
+
+def _attribute(event: Event, owner: str | None, by_type: dict[str, Any]) -> EventView:
+    data = orjson.loads(event.data) if event.data else None
+    view = EventView(event, data, owner, [])
+    for meter in by_type.get(event.type, ()):
+        try:
+            if meter.contribution(data or {}) is not None:
+                view.meters.append(meter.key)
+        except DataError as exc:
+            view.problems.append(f"{exc.field} {exc.message}")
+    if not by_type.get(event.type):
+        view.problems.append(f"no meter counts events of type '{event.type}'")
+    if owner is None:
+        view.problems.append(f"subject '{event.subject}' belongs to no customer")
+    return view
+
+
+async def list_rejected(session: AsyncSession, tenant_id: str, *, limit: int) -> list[RejectedEvent]:
+    return list(
+        await session.scalars(
+            select(RejectedEvent)
+            .where(RejectedEvent.tenant_id == tenant_id)
+            .order_by(RejectedEvent.seq.desc())
+            .limit(limit)
+        )
+    )

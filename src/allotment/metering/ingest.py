@@ -1,0 +1,113 @@
+"""Ingest: validate -> de-duplicate -> append -> fold into rollups, in the caller's transaction.
+
+Invariants: an event counts at most once per (tenant, source, id), forever (the unique key
+decides, not a time window); only rows the database actually inserted are rolled up, so a
+retried batch adds nothing; a rejected event is reported by index and the rest are kept.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import msgspec
+import orjson
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from allotment.errors import Problem
+from allotment.metering import meters, queries
+from allotment.metering.aggregation import CompiledMeter, Contribution, DataError
+from allotment.metering.models import RejectedEvent
+from allotment.metering.rollup import Fold
+from allotment.metering.wire import CloudEvent, Decoded
+from allotment.types import to_micros
+
+_RAW_KEPT = 4096  # characters of a rejected event kept for operators
+
+
+@dataclass
+class IngestResult:
+    accepted: int = 0
+    duplicates: int = 0
+    problems: list[Problem] = field(default_factory=list)
+
+
+async def ingest(
+    session: AsyncSession, tenant_id: str, decoded: Decoded, *, received_us: int
+) -> IngestResult:
+    await queries.lock_tenant_shared(session, tenant_id)
+    by_type = await meters.compiled_by_type(session, tenant_id)
+    result = IngestResult(problems=list(decoded.problems))
+    rows: list[queries.EventRow] = []
+    pending: list[tuple[str, str, str, int, list[tuple[CompiledMeter, Contribution]]]] = []
+    seen: set[tuple[str, str]] = set()
+    for index, event in decoded.events:
+        identity = (event.source, event.id)
+        if identity in seen:
+            result.duplicates += 1
+            continue
+        data = event.data or {}
+        try:
+            contributions = _contributions(by_type.get(event.type, ()), data)
+        except DataError as exc:
+            result.problems.append(Problem(index, exc.message, exc.field))
+            continue
+        seen.add(identity)
+        time_us = to_micros(event.time) if event.time is not None else received_us
+        rows.append(
+            (event.source, event.id, event.type, event.subject, time_us, received_us,
+             orjson.dumps(data).decode() if data else None)
+        )
+        pending.append((event.source, event.id, event.subject, time_us, contributions))
+
+    inserted = await queries.insert_events(session, tenant_id, rows)
+    result.accepted = len(inserted)
+    result.duplicates += len(rows) - len(inserted)
+    fold = Fold()
+    for source, event_id, subject, time_us, contributions in pending:
+        if (source, event_id) in inserted:
+            for meter, contribution in contributions:
+                fold.add(meter.id, subject, time_us, contribution)
+    await queries.upsert_rollups(session, tenant_id, fold.rollup_rows())
+    await queries.insert_distinct(session, tenant_id, fold.distinct)
+    if result.problems:
+        result.problems.sort(key=lambda p: p.index)
+        _record_rejections(session, tenant_id, decoded, result.problems, received_us)
+    return result
+
+
+def _contributions(
+    candidates: tuple[CompiledMeter, ...] | list[CompiledMeter], data: dict[str, object]
+) -> list[tuple[CompiledMeter, Contribution]]:
+    out = []
+    for meter in candidates:
+        contribution = meter.contribution(data)
+        if contribution is not None:
+            out.append((meter, contribution))
+    return out
+
+
+def _record_rejections(
+    session: AsyncSession,
+    tenant_id: str,
+    decoded: Decoded,
+    problems: list[Problem],
+    received_us: int,
+) -> None:
+    by_index: dict[int, CloudEvent] = dict(decoded.events)
+    for problem in problems:
+        if decoded.raw is not None and problem.index < len(decoded.raw):
+            raw = orjson.dumps(decoded.raw[problem.index], default=str).decode()
+        elif problem.index in by_index:
+            raw = msgspec.json.encode(by_index[problem.index]).decode()
+        else:
+            raw = ""
+        session.add(
+            RejectedEvent(
+                tenant_id=tenant_id,
+                received_us=received_us,
+                batch_index=problem.index,
+                field=problem.field,
+                reason=problem.reason[:1024],
+                raw=raw[:_RAW_KEPT],
+            )
+        )

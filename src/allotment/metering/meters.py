@@ -1,0 +1,189 @@
+"""Meters: definitions, and (re)building their rollups from the event log."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+import orjson
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from allotment.errors import Conflict, NotFound, ValidationFailed
+from allotment.metering import queries
+from allotment.metering.aggregation import CompiledMeter, DataError
+from allotment.metering.jsonpath import InvalidPath, compile_path
+from allotment.metering.models import Meter
+from allotment.metering.rollup import Fold
+from allotment.metering.schemas import MeterCreate, MeterUpdate
+from allotment.types import new_id
+
+_BACKFILL_CHUNK = 5000
+_compiled: dict[tuple[str, datetime], CompiledMeter] = {}
+
+
+def compile_meter(meter: Meter) -> CompiledMeter:
+    """Compiled once per meter version and kept for the process (meters change rarely)."""
+    cache_key = (meter.id, meter.updated_at)
+    compiled = _compiled.get(cache_key)
+    if compiled is None:
+        compiled = CompiledMeter.build(
+            id=meter.id,
+            key=meter.key,
+            event_type=meter.event_type,
+            aggregation=meter.aggregation,
+            value_property=meter.value_property,
+            group_by=meter.group_by,
+            filters=meter.filters,
+        )
+        _compiled[cache_key] = compiled
+    return compiled
+
+
+async def compiled_by_type(session: AsyncSession, tenant_id: str) -> dict[str, list[CompiledMeter]]:
+    rows = await session.scalars(
+        select(Meter).where(Meter.tenant_id == tenant_id, Meter.deleted_at.is_(None))
+    )
+    out: dict[str, list[CompiledMeter]] = {}
+    for meter in rows:
+        out.setdefault(meter.event_type, []).append(compile_meter(meter))
+    return out
+
+
+def _validate_paths(data: MeterCreate) -> None:
+    if data.aggregation.needs_value and not data.value_property:
+        raise ValidationFailed.on("value_property", f"is required for {data.aggregation.value}")
+    if not data.aggregation.needs_value and data.value_property:
+        raise ValidationFailed.on("value_property", "must be empty for COUNT")
+    paths: list[tuple[str, str]] = []
+    if data.value_property:
+        paths.append(("value_property", data.value_property))
+    paths += [(f"group_by.{name}", path) for name, path in data.group_by.items()]
+    paths += [(f"filters[{i}].property", f.property) for i, f in enumerate(data.filters)]
+    for field_name, path in paths:
+        try:
+            compile_path(path)
+        except InvalidPath as exc:
+            raise ValidationFailed.on(field_name, str(exc)) from None
+
+
+async def create(session: AsyncSession, tenant_id: str, data: MeterCreate, *, at: datetime) -> tuple[Meter, int]:
+    """Create a meter and count the events already stored; returns the meter and that count."""
+    _validate_paths(data)
+    await queries.lock_tenant_exclusive(session, tenant_id)
+    if await _find(session, tenant_id, data.key) is not None:
+        raise Conflict(f"meter '{data.key}' already exists")
+    meter = Meter(
+        id=new_id("mtr"),
+        tenant_id=tenant_id,
+        key=data.key,
+        name=data.name or data.key,
+        description=data.description,
+        event_type=data.event_type,
+        aggregation=data.aggregation.value,
+        value_property=data.value_property,
+        group_by=dict(data.group_by),
+        filters=[f.model_dump() for f in data.filters],
+        created_at=at,
+        updated_at=at,
+    )
+    session.add(meter)
+    try:
+        await session.flush()
+    except IntegrityError:
+        raise Conflict(f"meter '{data.key}' already exists") from None
+    counted = await backfill(session, tenant_id, compile_meter(meter))
+    return meter, counted
+
+
+async def backfill(session: AsyncSession, tenant_id: str, meter: CompiledMeter) -> int:
+    """Fold every stored event of the meter's type into its rollups; returns events counted.
+
+    Runs under the tenant's exclusive ingest lock (or SQLite's single writer), so no event is
+    both backfilled and folded by a concurrent ingest.
+    """
+    after, counted = -1, 0
+    while True:
+        rows = await queries.fetch(
+            session,
+            "SELECT seq, subject, time_us, data FROM events WHERE tenant_id = $1 AND type = $2"
+            " AND seq > $3 ORDER BY seq LIMIT $4",
+            "SELECT seq, subject, time_us, data FROM events WHERE tenant_id = ? AND type = ?"
+            " AND seq > ? ORDER BY seq LIMIT ?",
+            tenant_id,
+            meter.event_type,
+            after,
+            _BACKFILL_CHUNK,
+        )
+        if not rows:
+            return counted
+        fold = Fold()
+        for seq, subject, time_us, data in rows:
+            after = seq
+            try:
+                contribution = meter.contribution(_loads(data))
+            except DataError:
+                continue  # this event cannot feed this meter; GET /v1/events shows why
+            if contribution is not None:
+                fold.add(meter.id, subject, time_us, contribution)
+                counted += 1
+        await queries.upsert_rollups(session, tenant_id, fold.rollup_rows())
+        await queries.insert_distinct(session, tenant_id, fold.distinct)
+
+
+def _loads(data: str | None) -> dict[str, Any]:
+    return orjson.loads(data) if data else {}
+
+
+async def _find(session: AsyncSession, tenant_id: str, key: str) -> Meter | None:
+    meter: Meter | None = await session.scalar(
+        select(Meter).where(
+            Meter.tenant_id == tenant_id,
+            (Meter.key == key) | (Meter.id == key),
+            Meter.deleted_at.is_(None),
+        )
+    )
+    return meter
+
+
+async def get(session: AsyncSession, tenant_id: str, key: str) -> Meter:
+    meter = await _find(session, tenant_id, key)
+    if meter is None:
+        raise NotFound("meter", key)
+    return meter
+
+
+async def list_(session: AsyncSession, tenant_id: str, *, after: str | None, limit: int) -> list[Meter]:
+    stmt = select(Meter).where(Meter.tenant_id == tenant_id, Meter.deleted_at.is_(None))
+    if after:
+        stmt = stmt.where(Meter.id > after)
+    return list(await session.scalars(stmt.order_by(Meter.id).limit(limit)))
+
+
+async def update(session: AsyncSession, tenant_id: str, key: str, data: MeterUpdate, *, at: datetime) -> Meter:
+    meter = await get(session, tenant_id, key)
+    changes = data.model_dump(exclude_unset=True)
+    if "name" in changes and changes["name"] is not None:
+        meter.name = changes["name"]
+    if "description" in changes:
+        meter.description = changes["description"]
+    meter.updated_at = at
+    await session.flush()
+    return meter
+
+
+async def delete(session: AsyncSession, tenant_id: str, key: str, *, at: datetime) -> None:
+    """Retire a meter. Its rollups are dropped; the events stay (a new meter can count them)."""
+    meter = await get(session, tenant_id, key)
+    await queries.lock_tenant_exclusive(session, tenant_id)
+    meter.deleted_at = at
+    for table in ("rollups", "rollup_distinct"):
+        await queries.fetch(
+            session,
+            f"DELETE FROM {table} WHERE tenant_id = $1 AND meter_id = $2",
+            f"DELETE FROM {table} WHERE tenant_id = ? AND meter_id = ?",
+            tenant_id,
+            meter.id,
+        )
+    await session.flush()

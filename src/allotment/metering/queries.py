@@ -1,0 +1,142 @@
+"""The metering hot-path SQL, one function per statement, dialect-specific where it pays.
+
+These run on the driver connection of the session's transaction (asyncpg or aiosqlite), which
+skips SQLAlchemy's statement compilation: a 500-event batch is one round trip per table.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+EventRow = tuple[str, str, str, str, int, int, str | None]  # source, id, type, subject, time, recv, data
+RollupRow = tuple[str, int, str, str, int, int, int, int, int, int, int]
+DistinctRow = tuple[str, int, str, str, int, str]
+
+_SQLITE_ROWS_PER_STATEMENT = 2000  # 8 parameters a row, well under SQLite's 32,766
+
+
+async def driver(session: AsyncSession) -> tuple[Any, str]:
+    """The raw driver connection inside the session's transaction, and its dialect name."""
+    conn = await session.connection()
+    raw = await conn.get_raw_connection()
+    return raw.driver_connection, conn.dialect.name
+
+
+async def lock_tenant_shared(session: AsyncSession, tenant_id: str) -> None:
+    """Ingest holds this shared; changing meters holds it exclusively (see docs/storage.md)."""
+    db, dialect = await driver(session)
+    if dialect == "postgresql":
+        await db.execute("SELECT pg_advisory_xact_lock_shared(hashtextextended($1, 7))", tenant_id)
+
+
+async def lock_tenant_exclusive(session: AsyncSession, tenant_id: str) -> None:
+    db, dialect = await driver(session)
+    if dialect == "postgresql":
+        await db.execute("SELECT pg_advisory_xact_lock(hashtextextended($1, 7))", tenant_id)
+
+
+async def insert_events(
+    session: AsyncSession, tenant_id: str, rows: Sequence[EventRow]
+) -> set[tuple[str, str]]:
+    """Append events, skipping known identities; returns the (source, id) actually inserted."""
+    if not rows:
+        return set()
+    db, dialect = await driver(session)
+    if dialect == "postgresql":
+        cols = list(zip(*rows, strict=True))
+        records = await db.fetch(
+            "INSERT INTO events (tenant_id, source, event_id, type, subject, time_us,"
+            " received_us, data) SELECT $1, * FROM unnest($2::text[], $3::text[], $4::text[],"
+            " $5::text[], $6::int8[], $7::int8[], $8::text[])"
+            " ON CONFLICT ON CONSTRAINT uq_events_identity DO NOTHING"
+            " RETURNING source, event_id",
+            tenant_id,
+            *cols,
+        )
+        return {(r[0], r[1]) for r in records}
+    inserted: set[tuple[str, str]] = set()
+    for start in range(0, len(rows), _SQLITE_ROWS_PER_STATEMENT):
+        chunk = rows[start : start + _SQLITE_ROWS_PER_STATEMENT]
+        params: list[Any] = []
+        for row in chunk:
+            params.append(tenant_id)
+            params.extend(row)
+        values = ",".join(["(?,?,?,?,?,?,?,?)"] * len(chunk))
+        cursor = await db.execute(
+            "INSERT OR IGNORE INTO events (tenant_id, source, event_id, type, subject, time_us,"
+            f" received_us, data) VALUES {values} RETURNING source, event_id",
+            params,
+        )
+        inserted.update((r[0], r[1]) for r in await cursor.fetchall())
+        await cursor.close()
+    return inserted
+
+
+_SQLITE_UPSERT = (
+    "INSERT INTO rollups (tenant_id, meter_id, width, subject, group_key, bucket, n, total,"
+    " lo, hi, last_value, last_us) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)"
+    " ON CONFLICT (tenant_id, meter_id, width, subject, group_key, bucket) DO UPDATE SET"
+    " n = n + excluded.n, total = total + excluded.total,"
+    " lo = min(lo, excluded.lo), hi = max(hi, excluded.hi),"
+    " last_value = CASE WHEN excluded.last_us >= last_us THEN excluded.last_value"
+    " ELSE last_value END, last_us = max(last_us, excluded.last_us)"
+)
+_PG_UPSERT = (
+    "INSERT INTO rollups AS r (tenant_id, meter_id, width, subject, group_key, bucket, n, total,"
+    " lo, hi, last_value, last_us) SELECT $1, * FROM unnest($2::text[], $3::int4[], $4::text[],"
+    " $5::text[], $6::int8[], $7::int8[], $8::int8[], $9::int8[], $10::int8[], $11::int8[],"
+    " $12::int8[])"
+    " ON CONFLICT (tenant_id, meter_id, width, subject, group_key, bucket) DO UPDATE SET"
+    " n = r.n + EXCLUDED.n, total = r.total + EXCLUDED.total,"
+    " lo = LEAST(r.lo, EXCLUDED.lo), hi = GREATEST(r.hi, EXCLUDED.hi),"
+    " last_value = CASE WHEN EXCLUDED.last_us >= r.last_us THEN EXCLUDED.last_value"
+    " ELSE r.last_value END, last_us = GREATEST(r.last_us, EXCLUDED.last_us)"
+)
+
+
+async def upsert_rollups(session: AsyncSession, tenant_id: str, rows: list[RollupRow]) -> None:
+    """Add cells into rollups. Rows must be unique by key; they are sorted so that concurrent
+    transactions lock rows in the same order and cannot deadlock."""
+    if not rows:
+        return
+    rows.sort()
+    db, dialect = await driver(session)
+    if dialect == "postgresql":
+        await db.execute(_PG_UPSERT, tenant_id, *zip(*rows, strict=True))
+    else:
+        await db.executemany(_SQLITE_UPSERT, [(tenant_id, *row) for row in rows])
+
+
+async def insert_distinct(session: AsyncSession, tenant_id: str, rows: Iterable[DistinctRow]) -> None:
+    ordered = sorted(rows)
+    if not ordered:
+        return
+    db, dialect = await driver(session)
+    if dialect == "postgresql":
+        await db.execute(
+            "INSERT INTO rollup_distinct (tenant_id, meter_id, width, subject, group_key, bucket,"
+            " value) SELECT $1, * FROM unnest($2::text[], $3::int4[], $4::text[], $5::text[],"
+            " $6::int8[], $7::text[]) ON CONFLICT DO NOTHING",
+            tenant_id,
+            *zip(*ordered, strict=True),
+        )
+    else:
+        await db.executemany(
+            "INSERT OR IGNORE INTO rollup_distinct (tenant_id, meter_id, width, subject,"
+            " group_key, bucket, value) VALUES (?,?,?,?,?,?,?)",
+            [(tenant_id, *row) for row in ordered],
+        )
+
+
+async def fetch(session: AsyncSession, sql_pg: str, sql_sqlite: str, *args: Any) -> list[Any]:
+    """Run a read on the driver connection with the dialect's own placeholders."""
+    db, dialect = await driver(session)
+    if dialect == "postgresql":
+        return list(await db.fetch(sql_pg, *args))
+    cursor = await db.execute(sql_sqlite, args)
+    rows = await cursor.fetchall()
+    await cursor.close()
+    return list(rows)

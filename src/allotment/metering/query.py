@@ -1,0 +1,296 @@
+"""Meter queries, answered from rollups (and the raw log only for sub-minute edges).
+
+The window planner (`windows.py`) says which bucket width covers which part of each window;
+here each width is read with one statement, aggregated over whatever the caller does not group
+by, and the buckets are then assigned to windows and merged in Python.
+"""
+
+from __future__ import annotations
+
+import bisect
+from collections import defaultdict
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import orjson
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from allotment.customers import service as customers
+from allotment.errors import ValidationFailed
+from allotment.metering import queries
+from allotment.metering.aggregation import Aggregation, Cell, DataError, parse_group_key, result
+from allotment.metering.meters import compile_meter
+from allotment.metering.models import Meter
+from allotment.metering.windows import RAW, Segment, WindowSize, cover, windows
+
+SPECIAL_GROUPS = ("subject", "customer")
+MAX_WINDOWS = 10_000
+
+
+@dataclass
+class MeterQuery:
+    start_us: int | None
+    end_us: int
+    window_size: WindowSize | None = None
+    tz: ZoneInfo = field(default_factory=lambda: ZoneInfo("UTC"))
+    subjects: list[str] | None = None
+    customers: list[str] | None = None
+    group_by: list[str] = field(default_factory=list)
+    filter_group_by: dict[str, list[str]] = field(default_factory=dict)
+    dense: bool = True  # ungrouped queries list every window, empty ones included
+
+
+@dataclass
+class Row:
+    window_start_us: int
+    window_end_us: int
+    value: Decimal | None
+    subject: str | None
+    customer: str | None
+    groups: dict[str, str | None]
+
+
+GroupKey = tuple[int, str | None, str | None, tuple[str | None, ...]]
+
+
+async def query(session: AsyncSession, tenant_id: str, meter: Meter, q: MeterQuery) -> list[Row]:
+    compiled = compile_meter(meter)
+    aggregation = compiled.aggregation
+    for name in [*q.group_by, *q.filter_group_by]:
+        if name not in SPECIAL_GROUPS and name not in compiled.group_names:
+            raise ValidationFailed.on("group_by", f"'{name}' is not a group of meter '{meter.key}'")
+    subjects = await _subject_filter(session, tenant_id, q)
+    if subjects == []:
+        return _dense_rows(q, []) if q.dense and not q.group_by else []
+    start_us = q.start_us if q.start_us is not None else await _first_bucket_us(session, tenant_id, meter.id)
+    if start_us is None:
+        return []
+    spans = windows(start_us, q.end_us, q.window_size, q.tz)
+    if len(spans) > MAX_WINDOWS:
+        raise ValidationFailed.on("window_size", f"the range has {len(spans)} windows; at most {MAX_WINDOWS}")
+    by_width: dict[int, list[tuple[Segment, int]]] = defaultdict(list)
+    for index, (lo, hi) in enumerate(spans):
+        for segment in cover(lo, hi):
+            by_width[segment.width_us].append((segment, index))
+
+    need_subject = "subject" in q.group_by or "customer" in q.group_by or "customer" in q.filter_group_by
+    group_names = [g for g in q.group_by if g not in SPECIAL_GROUPS]
+    owners = await customers.owners_of_subjects(session, tenant_id, subjects) if "customer" in q.group_by else {}
+    cells: dict[GroupKey, Cell] = defaultdict(Cell)
+    distinct: dict[GroupKey, set[str]] = defaultdict(set)
+
+    def key_for(window: int, subject: str | None, group_key: str) -> GroupKey | None:
+        values = parse_group_key(group_key)
+        for name, allowed in q.filter_group_by.items():
+            if values.get(name) not in allowed:
+                return None
+        return (
+            window,
+            subject if "subject" in q.group_by else None,
+            owners.get(subject or "") if "customer" in q.group_by else None,
+            tuple(values.get(name) for name in group_names),
+        )
+
+    for width_us, segments in by_width.items():
+        if width_us == RAW:
+            await _fold_raw(session, tenant_id, meter, segments, subjects, cells, distinct, key_for)
+            continue
+        segments.sort(key=lambda item: item[0].start_us)
+        starts = [s.start_us // 1_000_000 for s, _ in segments]
+        ranges = _merge_ranges([(s.start_us // 1_000_000, s.end_us // 1_000_000) for s, _ in segments])
+        rows = await _read_width(
+            session, tenant_id, meter.id, aggregation, width_us // 1_000_000, ranges, subjects, need_subject
+        )
+        for row in rows:
+            bucket, subject, group_key = row[0], row[1], row[2]
+            at = bisect.bisect_right(starts, bucket) - 1
+            segment, window = segments[at]
+            if not (segment.start_us <= bucket * 1_000_000 < segment.end_us):
+                continue
+            key = key_for(window, subject, group_key)
+            if key is None:
+                continue
+            if aggregation is Aggregation.UNIQUE_COUNT:
+                distinct[key].add(row[3])
+            else:
+                cells[key].merge(_cell_from(aggregation, row[3:]))
+
+    keys = set(cells) | set(distinct)
+    out = [
+        Row(
+            spans[k[0]][0],
+            spans[k[0]][1],
+            result(aggregation, cells.get(k, Cell()), distinct.get(k)),
+            k[1],
+            k[2],
+            dict(zip(group_names, k[3], strict=True)),
+        )
+        for k in keys
+    ]
+    if q.dense and not q.group_by:
+        return _dense_rows(q, spans, out, aggregation)
+    out.sort(key=lambda r: (r.window_start_us, r.subject or "", r.customer or "", str(r.groups)))
+    return out
+
+
+def _dense_rows(
+    q: MeterQuery, spans: list[tuple[int, int]], rows: list[Row] | None = None, aggregation: Aggregation | None = None
+) -> list[Row]:
+    have = {r.window_start_us: r for r in rows or []}
+    empty = result(aggregation, Cell(), set()) if aggregation else None
+    return [have.get(lo) or Row(lo, hi, empty, None, None, {}) for lo, hi in spans]
+
+
+def _merge_ranges(ranges: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    merged: list[tuple[int, int]] = []
+    for lo, hi in ranges:
+        if merged and merged[-1][1] == lo:
+            merged[-1] = (merged[-1][0], hi)
+        else:
+            merged.append((lo, hi))
+    return merged
+
+
+_MEASURES = {
+    Aggregation.SUM: ("SUM(total)", "SUM(total)"),
+    Aggregation.COUNT: ("SUM(n)", "SUM(n)"),
+    Aggregation.AVG: ("SUM(n), SUM(total)", "SUM(n), SUM(total)"),
+    Aggregation.MIN: ("MIN(lo)", "MIN(lo)"),
+    Aggregation.MAX: ("MAX(hi)", "MAX(hi)"),
+    # The value of the row with the latest time: SQLite takes bare columns from the max() row.
+    Aggregation.LATEST: (
+        "MAX(last_us), (array_agg(last_value ORDER BY last_us DESC))[1]",
+        "MAX(last_us), last_value",
+    ),
+}
+
+
+def _cell_from(aggregation: Aggregation, measures: Any) -> Cell:
+    cell = Cell(n=1)
+    if aggregation is Aggregation.SUM:
+        cell.total = int(measures[0])
+    elif aggregation is Aggregation.COUNT:
+        cell.n = int(measures[0])
+    elif aggregation is Aggregation.AVG:
+        cell.n, cell.total = int(measures[0]), int(measures[1])
+    elif aggregation is Aggregation.MIN:
+        cell.lo = int(measures[0])
+    elif aggregation is Aggregation.MAX:
+        cell.hi = int(measures[0])
+    else:
+        cell.last_us, cell.last_value = int(measures[0]), int(measures[1])
+    return cell
+
+
+async def _read_width(
+    session: AsyncSession,
+    tenant_id: str,
+    meter_id: str,
+    aggregation: Aggregation,
+    width: int,
+    ranges: list[tuple[int, int]],
+    subjects: list[str] | None,
+    need_subject: bool,
+) -> list[Any]:
+    table = "rollup_distinct" if aggregation is Aggregation.UNIQUE_COUNT else "rollups"
+    subject_col = "subject" if need_subject else "NULL"
+    if aggregation is Aggregation.UNIQUE_COUNT:
+        measures = ("value", "value")
+        grouping = "DISTINCT"
+    else:
+        measures = _MEASURES[aggregation]
+        grouping = ""
+    args: list[Any] = [tenant_id, meter_id, width]
+    pg_where, lite_where = [], []
+    for lo, hi in ranges:
+        args += [lo, hi]
+        pg_where.append(f"(bucket >= ${len(args) - 1} AND bucket < ${len(args)})")
+        lite_where.append("(bucket >= ? AND bucket < ?)")
+    subject_pg = subject_lite = ""
+    if subjects is not None:
+        first = len(args) + 1
+        args += subjects
+        subject_pg = " AND subject IN (" + ",".join(f"${first + i}" for i in range(len(subjects))) + ")"
+        subject_lite = " AND subject IN (" + ",".join("?" * len(subjects)) + ")"
+    group = "" if grouping else f" GROUP BY bucket, {'subject, ' if need_subject else ''}group_key"
+
+    def sql(measure: str, where: list[str], subject_sql: str, p: tuple[str, str, str]) -> str:
+        return (
+            f"SELECT {grouping} bucket, {subject_col}, group_key, {measure} FROM {table}"
+            f" WHERE tenant_id = {p[0]} AND meter_id = {p[1]} AND width = {p[2]}"
+            f" AND ({' OR '.join(where)}){subject_sql}{group}"
+        )
+
+    return await queries.fetch(
+        session,
+        sql(measures[0], pg_where, subject_pg, ("$1", "$2", "$3")),
+        sql(measures[1], lite_where, subject_lite, ("?", "?", "?")),
+        *args,
+    )
+
+
+async def _fold_raw(
+    session: AsyncSession,
+    tenant_id: str,
+    meter: Meter,
+    segments: list[tuple[Segment, int]],
+    subjects: list[str] | None,
+    cells: dict[GroupKey, Cell],
+    distinct: dict[GroupKey, set[str]],
+    key_for: Any,
+) -> None:
+    """Sub-minute edges of a window, read from the event log and folded like ingest does."""
+    compiled = compile_meter(meter)
+    for segment, window in segments:
+        rows = await queries.fetch(
+            session,
+            "SELECT subject, time_us, data FROM events WHERE tenant_id = $1 AND type = $2"
+            " AND time_us >= $3 AND time_us < $4 ORDER BY time_us, seq",
+            "SELECT subject, time_us, data FROM events WHERE tenant_id = ? AND type = ?"
+            " AND time_us >= ? AND time_us < ? ORDER BY time_us, seq",
+            tenant_id,
+            meter.event_type,
+            segment.start_us,
+            segment.end_us,
+        )
+        for subject, time_us, data in rows:
+            if subjects is not None and subject not in subjects:
+                continue
+            try:
+                contribution = compiled.contribution(orjson.loads(data) if data else {})
+            except DataError:
+                continue
+            if contribution is None:
+                continue
+            key = key_for(window, subject, contribution.group_key)
+            if key is None:
+                continue
+            if contribution.token is not None:
+                distinct[key].add(contribution.token)
+            cell = Cell()
+            cell.add(contribution.micros, time_us)
+            cells[key].merge(cell)
+
+
+async def _subject_filter(session: AsyncSession, tenant_id: str, q: MeterQuery) -> list[str] | None:
+    """None means every subject; customers are resolved to the subjects they own."""
+    if q.subjects is None and q.customers is None:
+        return None
+    wanted: set[str] = set(q.subjects or ())
+    if q.customers is not None:
+        wanted |= set(await customers.subjects_of(session, tenant_id, q.customers))
+    return sorted(wanted)
+
+
+async def _first_bucket_us(session: AsyncSession, tenant_id: str, meter_id: str) -> int | None:
+    rows = await queries.fetch(
+        session,
+        "SELECT MIN(bucket) FROM rollups WHERE tenant_id = $1 AND meter_id = $2 AND width = 86400",
+        "SELECT MIN(bucket) FROM rollups WHERE tenant_id = ? AND meter_id = ? AND width = 86400",
+        tenant_id,
+        meter_id,
+    )
+    first = rows[0][0] if rows else None
+    return None if first is None else int(first) * 1_000_000

@@ -1,0 +1,145 @@
+"""API shapes of the metering domain (separate from the tables in models.py)."""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from allotment.metering.aggregation import FILTER_OPS, Aggregation
+
+KEY_PATTERN = r"^[a-z0-9][a-z0-9_\-]{0,63}$"
+GROUP_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
+RESERVED_GROUPS = {"subject", "customer", "customer_id", "customer_key"}
+
+
+class MeterFilter(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    property: str = Field(description="JSONPath into the event's data, e.g. `$.region`.")
+    op: Literal["eq", "ne", "in", "not_in", "exists"] = "eq"
+    value: Any = None
+
+    @field_validator("value")
+    @classmethod
+    def _list_for_in(cls, value: Any, info: Any) -> Any:
+        op = info.data.get("op")
+        if op in ("in", "not_in") and not isinstance(value, list):
+            raise ValueError(f"must be a list for op '{op}'")
+        return value
+
+
+class MeterCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    key: str = Field(pattern=KEY_PATTERN, description="Slug, unique per tenant.")
+    name: str | None = Field(default=None, max_length=256)
+    description: str | None = Field(default=None, max_length=1024)
+    event_type: str = Field(min_length=1, max_length=256)
+    aggregation: Aggregation
+    value_property: str | None = Field(
+        default=None, max_length=256, description="JSONPath into data; not used by COUNT."
+    )
+    group_by: dict[str, str] = Field(
+        default_factory=dict, description="Group name -> JSONPath into data."
+    )
+    filters: list[MeterFilter] = Field(default_factory=list)
+
+    @field_validator("group_by")
+    @classmethod
+    def _group_names(cls, value: dict[str, str]) -> dict[str, str]:
+        for name in value:
+            if not GROUP_NAME.match(name):
+                raise ValueError(f"group name '{name}' must be letters, digits and underscores")
+            if name in RESERVED_GROUPS:
+                raise ValueError(f"group name '{name}' is reserved")
+        return value
+
+
+class MeterUpdate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str | None = Field(default=None, max_length=256)
+    description: str | None = Field(default=None, max_length=1024)
+
+
+class MeterRead(BaseModel):
+    id: str
+    key: str
+    name: str
+    description: str | None
+    event_type: str
+    aggregation: Aggregation
+    value_property: str | None
+    group_by: dict[str, str]
+    filters: list[MeterFilter]
+    created_at: datetime
+    updated_at: datetime
+
+
+class MeterCreated(MeterRead):
+    backfilled_events: int = Field(description="Stored events the new meter counted at creation.")
+
+
+class QueryRow(BaseModel):
+    window_start: datetime
+    window_end: datetime
+    value: float | int | None
+    subject: str | None = None
+    customer: str | None = None
+    group_by: dict[str, str | None] = Field(default_factory=dict)
+
+
+class QueryResult(BaseModel):
+    meter: str
+    aggregation: Aggregation
+    window_size: str | None
+    window_time_zone: str
+    from_: datetime | None = Field(alias="from")
+    to: datetime | None
+    data: list[QueryRow]
+
+    model_config = ConfigDict(populate_by_name=True)
+
+
+class EventRead(BaseModel):
+    id: str
+    source: str
+    type: str
+    subject: str
+    time: datetime
+    received_at: datetime
+    data: dict[str, Any] | None
+    customer: str | None = Field(description="Key of the customer owning the subject, if any.")
+    meters: list[str] = Field(description="Keys of the meters this event counts towards.")
+    status: Literal["counted", "unattributed"]
+    problems: list[str] = Field(
+        default_factory=list,
+        description="Why the event is unattributed, or which meters could not use it.",
+    )
+
+
+class RejectedRead(BaseModel):
+    received_at: datetime
+    index: int
+    field: str | None
+    reason: str
+    raw: str
+
+
+class IngestError(BaseModel):
+    index: int
+    field: str | None
+    message: str
+
+
+class IngestSummary(BaseModel):
+    accepted: int = Field(description="Events stored and counted by this request.")
+    duplicates: int = Field(description="Events already stored (same source and id): not counted again.")
+    rejected: int
+    errors: list[IngestError]
+
+
+__all__ = ["FILTER_OPS"]

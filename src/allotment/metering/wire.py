@@ -1,0 +1,109 @@
+"""Decoding ingest bodies: CloudEvents 1.0, one event or a batch, validated per event.
+
+The whole batch is decoded and validated in one msgspec pass (fast path); only when that fails
+is it re-validated event by event, so that each bad event is reported by index and field while
+the good ones are kept.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Annotated, Any
+
+import msgspec
+
+from allotment.errors import MalformedRequest, PayloadTooLarge, Problem
+
+Text = Annotated[str, msgspec.Meta(min_length=1, max_length=256)]
+
+
+class CloudEvent(msgspec.Struct, forbid_unknown_fields=False):
+    id: Text
+    source: Text
+    type: Text
+    subject: Text
+    specversion: str = "1.0"
+    time: datetime | None = None
+    data: dict[str, Any] | None = None
+    datacontenttype: str | None = None
+
+
+@dataclass
+class Decoded:
+    events: list[tuple[int, CloudEvent]]  # (index in the request, event)
+    problems: list[Problem]
+    raw: list[Any] | None  # the undecoded items, kept only when some failed (for the record)
+
+
+_single = msgspec.json.Decoder(CloudEvent)
+_batch = msgspec.json.Decoder(list[CloudEvent])
+_any = msgspec.json.Decoder()
+_AT = re.compile(r" - at `\$(?:\[\d+\])?\.?([^`]*)`")
+_MISSING = re.compile(r"missing required field `([^`]+)`")
+
+
+def decode(body: bytes, *, max_events: int) -> Decoded:
+    """Decode one CloudEvent (a JSON object) or a batch (a JSON array) of them."""
+    stripped = body.lstrip()
+    if not stripped:
+        raise MalformedRequest("request body is empty: send a CloudEvent or an array of them")
+    is_batch = stripped[:1] == b"["
+    try:
+        events = _batch.decode(body) if is_batch else [_single.decode(body)]
+        if len(events) > max_events:
+            raise _too_many(len(events), max_events)
+        return _checked([(i, e) for i, e in enumerate(events)], [], None)
+    except msgspec.ValidationError:
+        pass
+    except msgspec.DecodeError as exc:
+        raise MalformedRequest(f"body is not valid JSON: {exc}") from None
+    items = _any.decode(body)
+    if not is_batch:
+        items = [items]
+    if not isinstance(items, list):
+        raise MalformedRequest("body must be a CloudEvent object or an array of them")
+    if len(items) > max_events:
+        raise _too_many(len(items), max_events)
+    good: list[tuple[int, CloudEvent]] = []
+    problems: list[Problem] = []
+    for index, item in enumerate(items):
+        try:
+            good.append((index, msgspec.convert(item, CloudEvent)))
+        except msgspec.ValidationError as exc:
+            field, reason = _explain(str(exc))
+            problems.append(Problem(index, reason, field))
+    return _checked(good, problems, items)
+
+
+def _checked(
+    events: list[tuple[int, CloudEvent]], problems: list[Problem], raw: list[Any] | None
+) -> Decoded:
+    """Rules msgspec's types cannot say: an offset on `time`, the spec version."""
+    kept = []
+    for index, event in events:
+        if event.time is not None and event.time.tzinfo is None:
+            problems.append(Problem(index, "must be RFC 3339 with a UTC offset", "time"))
+        elif event.specversion != "1.0":
+            problems.append(Problem(index, "must be '1.0'", "specversion"))
+        else:
+            kept.append((index, event))
+    problems.sort(key=lambda p: p.index)
+    return Decoded(kept, problems, raw)
+
+
+def _explain(message: str) -> tuple[str | None, str]:
+    missing = _MISSING.search(message)
+    if missing:
+        return missing.group(1), "is required"
+    at = _AT.search(message)
+    field = at.group(1) if at and at.group(1) else None
+    reason = _AT.sub("", message)
+    if field is None and message.startswith("Expected `object`"):
+        return None, "each event must be a JSON object"
+    return field, reason[0].lower() + reason[1:] if reason else "is invalid"
+
+
+def _too_many(count: int, limit: int) -> PayloadTooLarge:
+    return PayloadTooLarge(f"batch has {count} events; at most {limit} are accepted per request")

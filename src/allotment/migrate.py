@@ -1,0 +1,51 @@
+"""Schema migrations, run through Alembic from code (no alembic.ini needed)."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+from alembic import command
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy.engine import Connection
+from sqlalchemy.ext.asyncio import create_async_engine
+
+from allotment.db import async_url
+
+MIGRATIONS = Path(__file__).parent / "migrations"
+
+
+def alembic_config(database_url: str) -> Config:
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS))
+    config.set_main_option("sqlalchemy.url", database_url)
+    return config
+
+
+def upgrade(database_url: str) -> None:
+    """Bring the database to the newest revision. Blocking: call it outside an event loop."""
+    command.upgrade(alembic_config(database_url), "head")
+
+
+def head_revision() -> str | None:
+    return ScriptDirectory.from_config(alembic_config("")).get_current_head()
+
+
+def current_revision_of(sync_connection: Connection) -> str | None:
+    return MigrationContext.configure(sync_connection).get_current_revision()
+
+
+async def current_revision(database_url: str) -> str | None:
+    engine = create_async_engine(async_url(database_url))
+    try:
+        async with engine.connect() as conn:
+            return await conn.run_sync(current_revision_of)
+    finally:
+        await engine.dispose()
+
+
+async def upgrade_async(database_url: str) -> None:
+    """`upgrade` from inside a running event loop (Alembic's env starts its own loop)."""
+    await asyncio.to_thread(upgrade, database_url)

@@ -1,0 +1,124 @@
+"""Tenants and API keys. Secrets are shown once; only their sha256 is stored."""
+
+from __future__ import annotations
+
+import enum
+import hashlib
+import secrets
+import time
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from allotment.errors import NotFound, Unauthenticated, ValidationFailed
+from allotment.tenancy.models import ApiKey, Tenant
+from allotment.types import new_id
+
+SECRET_PREFIX = "alm_"
+
+
+class Scope(enum.StrEnum):
+    ADMIN = "admin"
+    INGEST = "ingest"
+    READ = "read"
+
+
+@dataclass(frozen=True)
+class Principal:
+    tenant_id: str
+    key_id: str
+    scope: Scope
+
+
+def hash_secret(secret: str) -> str:
+    return hashlib.sha256(secret.encode()).hexdigest()
+
+
+async def create_tenant(session: AsyncSession, name: str, *, at: datetime) -> Tenant:
+    tenant = Tenant(id=new_id("ten"), name=name, created_at=at)
+    session.add(tenant)
+    await session.flush()
+    return tenant
+
+
+async def first_tenant(session: AsyncSession) -> Tenant | None:
+    found: Tenant | None = await session.scalar(select(Tenant).order_by(Tenant.id).limit(1))
+    return found
+
+
+async def count_tenants(session: AsyncSession) -> int:
+    return int(await session.scalar(select(func.count()).select_from(Tenant)) or 0)
+
+
+async def get_tenant(session: AsyncSession, tenant_id: str) -> Tenant:
+    tenant = await session.get(Tenant, tenant_id)
+    if tenant is None:
+        raise NotFound("tenant", tenant_id)
+    return tenant
+
+
+async def create_key(
+    session: AsyncSession, tenant_id: str, *, scope: str, name: str, at: datetime
+) -> tuple[ApiKey, str]:
+    """A new key and its secret; the secret is not stored and cannot be shown again."""
+    try:
+        scope = Scope(scope)
+    except ValueError:
+        raise ValidationFailed.on("scope", "must be one of admin, ingest, read") from None
+    secret = SECRET_PREFIX + secrets.token_urlsafe(32)
+    key = ApiKey(
+        id=new_id("key"),
+        tenant_id=tenant_id,
+        name=name,
+        scope=scope.value,
+        secret_hash=hash_secret(secret),
+        hint=secret[:10],
+        created_at=at,
+    )
+    session.add(key)
+    await session.flush()
+    return key, secret
+
+
+async def list_keys(session: AsyncSession, tenant_id: str) -> list[ApiKey]:
+    return list(
+        await session.scalars(select(ApiKey).where(ApiKey.tenant_id == tenant_id).order_by(ApiKey.id))
+    )
+
+
+async def revoke_key(session: AsyncSession, tenant_id: str, key_id: str, *, at: datetime) -> ApiKey:
+    key = await session.get(ApiKey, key_id)
+    if key is None or key.tenant_id != tenant_id:
+        raise NotFound("api_key", key_id)
+    if key.revoked_at is None:
+        key.revoked_at = at
+    forget(key.secret_hash)
+    await session.flush()
+    return key
+
+
+# Verified keys are remembered briefly so the hot paths do not pay a lookup per request.
+_verified: dict[str, tuple[float, Principal]] = {}
+
+
+def forget(secret_hash: str) -> None:
+    _verified.pop(secret_hash, None)
+
+
+async def authenticate(session: AsyncSession, secret: str, *, cache_seconds: float) -> Principal:
+    digest = hash_secret(secret)
+    cached = _verified.get(digest)
+    now = time.monotonic()
+    if cached is not None and cached[0] > now:
+        return cached[1]
+    key: ApiKey | None = await session.scalar(select(ApiKey).where(ApiKey.secret_hash == digest))
+    if key is None:
+        raise Unauthenticated("the API key is not valid")
+    if key.revoked_at is not None:
+        forget(digest)
+        raise Unauthenticated("the API key has been revoked")
+    principal = Principal(key.tenant_id, key.id, Scope(key.scope))
+    _verified[digest] = (now + cache_seconds, principal)
+    return principal
