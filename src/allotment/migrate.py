@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from alembic import command
@@ -25,8 +26,18 @@ def alembic_config(database_url: str) -> Config:
 
 
 def upgrade(database_url: str) -> None:
-    """Bring the database to the newest revision. Blocking: call it outside an event loop."""
-    command.upgrade(alembic_config(database_url), "head")
+    """Bring the database to the newest revision (blocking).
+
+    Alembic's environment runs its own event loop, so inside a running loop the work moves
+    to a thread of its own.
+    """
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        command.upgrade(alembic_config(database_url), "head")
+        return
+    with ThreadPoolExecutor(1) as pool:
+        pool.submit(command.upgrade, alembic_config(database_url), "head").result()
 
 
 def head_revision() -> str | None:
@@ -44,8 +55,3 @@ async def current_revision(database_url: str) -> str | None:
             return await conn.run_sync(current_revision_of)
     finally:
         await engine.dispose()
-
-
-async def upgrade_async(database_url: str) -> None:
-    """`upgrade` from inside a running event loop (Alembic's env starts its own loop)."""
-    await asyncio.to_thread(upgrade, database_url)

@@ -6,7 +6,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
-from fastapi.responses import ORJSONResponse
+from allotment.api.responses import Json
 
 from allotment import __version__
 from allotment.api import errors
@@ -31,7 +31,6 @@ def create_app(settings: Settings | None = None, db: Database | None = None) -> 
         title="Allotment",
         version=__version__,
         summary="Usage metering and real-time entitlement enforcement",
-        default_response_class=ORJSONResponse,
         lifespan=lifespan,
     )
     app.state.settings = settings

@@ -7,7 +7,7 @@ from typing import Any
 import structlog
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import ORJSONResponse
+from allotment.api.responses import Json
 from starlette.exceptions import HTTPException
 
 from allotment.errors import (
@@ -45,12 +45,12 @@ def status_of(exc: AllotmentError) -> int:
 
 def problem(
     status: int, code: str, title: str, detail: str, errors: list[FieldError] | None = None
-) -> ORJSONResponse:
+) -> Json:
     body: dict[str, Any] = {"type": code, "title": title, "status": status, "detail": detail}
     if errors:
         body["errors"] = [{"field": e.field, "message": e.message} for e in errors]
     headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
-    return ORJSONResponse(body, status_code=status, media_type=PROBLEM, headers=headers)
+    return Json(body, status_code=status, media_type=PROBLEM, headers=headers)
 
 
 def _field_name(loc: tuple[Any, ...]) -> str:
@@ -61,7 +61,7 @@ def _field_name(loc: tuple[Any, ...]) -> str:
     return out or "body"
 
 
-def _on_validation(_: Request, exc: Exception) -> ORJSONResponse:
+def _on_validation(_: Request, exc: Exception) -> Json:
     assert isinstance(exc, RequestValidationError)
     errors = []
     for err in exc.errors():
@@ -74,18 +74,18 @@ def _on_validation(_: Request, exc: Exception) -> ORJSONResponse:
     return problem(422, "validation_failed", "Invalid input", detail, errors)
 
 
-def _on_domain(_: Request, exc: Exception) -> ORJSONResponse:
+def _on_domain(_: Request, exc: Exception) -> Json:
     assert isinstance(exc, AllotmentError)
     return problem(status_of(exc), exc.code, exc.title, exc.detail, exc.errors)
 
 
-def _on_http(_: Request, exc: Exception) -> ORJSONResponse:
+def _on_http(_: Request, exc: Exception) -> Json:
     assert isinstance(exc, HTTPException)
     code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
     return problem(exc.status_code, code, str(exc.detail), str(exc.detail))
 
 
-def _on_unexpected(request: Request, exc: Exception) -> ORJSONResponse:
+def _on_unexpected(request: Request, exc: Exception) -> Json:
     log.exception("unhandled error", path=request.url.path)
     return problem(500, "internal_error", "Internal error", "an unexpected error occurred")
 

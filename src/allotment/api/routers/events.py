@@ -7,7 +7,7 @@ from datetime import datetime
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Query, Request
-from fastapi.responses import ORJSONResponse
+from allotment.api.responses import Json
 
 from allotment.api import metrics
 from allotment.api.body import read_limited
@@ -65,7 +65,7 @@ async def ingest_body(request: Request, session: WriteSession, tenant_id: str) -
     summary="Ingest one CloudEvent or a batch",
     responses={422: {"description": "Every event in the request was rejected"}},
 )
-async def ingest(request: Request, principal: Ingester, session: WriteSession) -> ORJSONResponse:
+async def ingest(request: Request, principal: Ingester, session: WriteSession) -> Json:
     """Stored durably before the answer; `(source, id)` counts once forever; each rejected
     event is reported by index while the rest of the batch is kept."""
     result = await ingest_body(request, session, principal.tenant_id)
@@ -78,7 +78,7 @@ async def ingest(request: Request, principal: Ingester, session: WriteSession) -
             "; ".join(f"[{p.index}] {p.field or 'event'}: {p.reason}" for p in result.problems[:20]),
             [FieldError(f"[{p.index}]" + (f".{p.field}" if p.field else ""), p.reason) for p in result.problems],
         )
-    return ORJSONResponse(
+    return Json(
         {"accepted": result.accepted, "duplicates": result.duplicates, "rejected": len(errors), "errors": errors}
     )
 

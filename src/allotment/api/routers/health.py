@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from fastapi import APIRouter, Request, Response
-from fastapi.responses import ORJSONResponse
+from allotment.api.responses import Json
 from sqlalchemy import text
 
 from allotment.api import metrics
@@ -19,7 +19,7 @@ async def healthz() -> dict[str, str]:
 
 
 @router.get("/readyz")
-async def readyz(request: Request) -> ORJSONResponse:
+async def readyz(request: Request) -> Json:
     """Ready when the database answers and its schema is at the newest migration."""
     db = database(request)
     try:
@@ -27,13 +27,13 @@ async def readyz(request: Request) -> ORJSONResponse:
             await conn.execute(text("SELECT 1"))
             current = await conn.run_sync(current_revision_of)
     except Exception as exc:  # any failure to reach the database means not ready
-        return ORJSONResponse({"status": "unavailable", "database": str(exc)[:200]}, status_code=503)
+        return Json({"status": "unavailable", "database": str(exc)[:200]}, status_code=503)
     head = head_revision()
     if current != head:
-        return ORJSONResponse(
+        return Json(
             {"status": "migrations_pending", "current": current, "head": head}, status_code=503
         )
-    return ORJSONResponse({"status": "ready", "migration": current})
+    return Json({"status": "ready", "migration": current})
 
 
 @router.get("/metrics", include_in_schema=False)

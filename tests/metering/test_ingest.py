@@ -1,0 +1,120 @@
+"""Ingest over the native API: de-duplication, per-event rejection, durability of the rest."""
+
+from __future__ import annotations
+
+from tests.helpers import event, meter
+
+
+async def total(tenant, key="tokens", **params):  # type: ignore[no-untyped-def]
+    resp = await tenant.client.get(f"/v1/meters/{key}/query", params=params)
+    assert resp.status_code == 200, resp.text
+    return resp.json()["data"][0]["value"]
+
+
+async def test_batch_is_counted_and_retry_counts_once(tenant):
+    """A retried batch is acknowledged again but adds nothing."""
+    await tenant.client.post("/v1/meters", json=meter())
+    batch = [event(tokens=10), event(tokens=5)]
+    first = await tenant.client.post("/v1/events", json=batch)
+    assert first.json() == {"accepted": 2, "duplicates": 0, "rejected": 0, "errors": []}
+    again = await tenant.client.post("/v1/events", json=batch)
+    assert again.json()["accepted"] == 0 and again.json()["duplicates"] == 2
+    assert await total(tenant) == 15
+
+
+async def test_duplicate_within_one_batch_counts_once(tenant):
+    await tenant.client.post("/v1/meters", json=meter())
+    resp = await tenant.client.post("/v1/events", json=[event(id="a", tokens=3), event(id="a", tokens=3)])
+    assert resp.json()["accepted"] == 1 and resp.json()["duplicates"] == 1
+    assert await total(tenant) == 3
+
+
+async def test_same_id_from_another_source_is_another_event(tenant):
+    await tenant.client.post("/v1/meters", json=meter())
+    await tenant.client.post("/v1/events", json=[event(id="a", source="s1", tokens=1), event(id="a", source="s2", tokens=2)])
+    assert await total(tenant) == 3
+
+
+async def test_bad_event_is_reported_by_index_and_the_rest_is_kept(tenant):
+    await tenant.client.post("/v1/meters", json=meter())
+    batch = [event(tokens=1), {"id": "x", "source": "s", "type": "prompt"}, event(tokens="lots"), event(tokens=2)]
+    resp = await tenant.client.post("/v1/events", json=batch)
+    assert resp.status_code == 200
+    body = resp.json()
+    assert body["accepted"] == 2 and body["rejected"] == 2
+    assert [(e["index"], e["field"]) for e in body["errors"]] == [(1, "subject"), (2, "data.tokens")]
+    assert await total(tenant) == 3
+    rejected = (await tenant.client.get("/v1/events/rejected")).json()["items"]
+    assert {r["index"] for r in rejected} == {1, 2}
+
+
+async def test_all_rejected_is_422_naming_each_field(tenant):
+    resp = await tenant.client.post("/v1/events", json=[{"id": 1, "source": "s", "type": "t", "subject": "u"}])
+    assert resp.status_code == 422
+    assert resp.headers["content-type"].startswith("application/problem+json")
+    assert resp.json()["errors"] == [{"field": "[0].id", "message": "expected `str`, got `int`"}]
+
+
+async def test_single_cloudevent_with_its_content_type(tenant):
+    await tenant.client.post("/v1/meters", json=meter())
+    import orjson
+
+    resp = await tenant.client.post(
+        "/v1/events", content=orjson.dumps(event(tokens=7)), headers={"content-type": "application/cloudevents+json"}
+    )
+    assert resp.json()["accepted"] == 1
+    assert await total(tenant) == 7
+
+
+async def test_time_without_offset_is_rejected(tenant):
+    resp = await tenant.client.post("/v1/events", json=[event(time="2026-01-01T00:00:00", tokens=1)])
+    assert resp.status_code == 422
+    assert resp.json()["errors"][0]["field"] == "[0].time"
+
+
+async def test_malformed_json_is_400(tenant):
+    resp = await tenant.client.post("/v1/events", content=b'[{"id": ', headers={"content-type": "application/json"})
+    assert resp.status_code == 400
+    assert "JSON" in resp.json()["detail"]
+
+
+async def test_empty_body_is_400(tenant):
+    resp = await tenant.client.post("/v1/events", content=b"")
+    assert resp.status_code == 400
+
+
+async def test_too_many_events_is_413(tenant):
+    resp = await tenant.client.post("/v1/events", json=[event(tokens=1) for _ in range(10_001)])
+    assert resp.status_code == 413
+
+
+async def test_late_event_lands_in_its_own_window(tenant):
+    await tenant.client.post("/v1/meters", json=meter())
+    await tenant.client.post("/v1/events", json=[event(time="2026-03-02T10:00:00Z", tokens=4)])
+    await tenant.client.post("/v1/events", json=[event(time="2026-03-01T10:00:00Z", tokens=6)])
+    resp = await tenant.client.get(
+        "/v1/meters/tokens/query",
+        params={"from": "2026-03-01T00:00:00Z", "to": "2026-03-03T00:00:00Z", "window_size": "DAY"},
+    )
+    assert [r["value"] for r in resp.json()["data"]] == [6, 4]
+
+
+async def test_events_before_meter_are_backfilled(tenant):
+    """A meter created after events arrived counts the stored events."""
+    await tenant.client.post("/v1/events", json=[event(tokens=4), event(tokens=6), event(type="other", tokens=100)])
+    resp = await tenant.client.post("/v1/meters", json=meter())
+    assert resp.status_code == 201 and resp.json()["backfilled_events"] == 2
+    assert await total(tenant) == 10
+
+
+async def test_unattributed_events_are_listed_with_reasons(tenant):
+    await tenant.client.post("/v1/meters", json=meter())
+    await tenant.client.post("/v1/customers", json={"key": "acme", "name": "Acme", "subject_keys": ["owned"]})
+    await tenant.client.post("/v1/events", json=[event("owned", tokens=1), event("stray", tokens=1), event("owned", type="nometer")])
+    resp = await tenant.client.get("/v1/events", params={"status": "unattributed"})
+    items = resp.json()["items"]
+    assert sorted((i["subject"], i["type"]) for i in items) == [("owned", "nometer"), ("stray", "prompt")]
+    stray = next(i for i in items if i["subject"] == "stray")
+    assert stray["problems"] == ["subject 'stray' belongs to no customer"]
+    counted = (await tenant.client.get("/v1/events", params={"status": "counted"})).json()["items"]
+    assert [(i["subject"], i["customer"], i["meters"]) for i in counted] == [("owned", "acme", ["tokens"])]
