@@ -67,7 +67,8 @@ class Database:
             self.read_engine = _sqlite_engine(url, synchronous=sync, immediate=False)
         else:
             self.engine = create_async_engine(url, pool_size=20, max_overflow=20)
-            self.read_engine = self.engine
+            # Reads span several statements (rollups, then the journal): one snapshot for all.
+            self.read_engine = self.engine.execution_options(isolation_level="REPEATABLE READ")
         self._write = async_sessionmaker(self.engine, expire_on_commit=False)
         self._read = async_sessionmaker(self.read_engine, expire_on_commit=False)
 
@@ -85,7 +86,7 @@ class Database:
 
     async def dispose(self) -> None:
         await self.engine.dispose()
-        if self.read_engine is not self.engine:
+        if self.is_sqlite:
             await self.read_engine.dispose()
 
 

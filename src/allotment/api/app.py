@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -14,6 +16,7 @@ from allotment.api.routers import customers, events, health, keys, meters
 from allotment.config import Settings
 from allotment.db import Database
 from allotment.logging import configure_logging
+from allotment.worker.folder import run_folder
 
 
 def create_app(settings: Settings | None = None, db: Database | None = None) -> FastAPI:
@@ -23,9 +26,15 @@ def create_app(settings: Settings | None = None, db: Database | None = None) -> 
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
-        yield
-        if db is None:  # the app owns the database it opened
-            await database.dispose()
+        folder = asyncio.create_task(run_folder(database))
+        try:
+            yield
+        finally:
+            folder.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await folder
+            if db is None:  # the app owns the database it opened
+                await database.dispose()
 
     app = FastAPI(
         title="Allotment",

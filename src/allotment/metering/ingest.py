@@ -3,6 +3,7 @@
 Invariants: an event counts at most once per (tenant, source, id), forever (the unique key
 decides, not a time window); only rows the database actually inserted are rolled up, so a
 retried batch adds nothing; a rejected event is reported by index and the rest are kept.
+The batch's minute cells go to the rollup journal in the same transaction (see folding.py).
 """
 
 from __future__ import annotations
@@ -67,8 +68,8 @@ async def ingest(
         if (source, event_id) in inserted:
             for meter, contribution in contributions:
                 fold.add(meter.id, subject, time_us, contribution)
-    await queries.upsert_rollups(session, tenant_id, fold.rollup_rows())
-    await queries.insert_distinct(session, tenant_id, fold.distinct)
+    if fold.cells:
+        await queries.append_journal(session, tenant_id, fold.journal_payload())
     if result.problems:
         result.problems.sort(key=lambda p: p.index)
         _record_rejections(session, tenant_id, decoded, result.problems, received_us)

@@ -15,7 +15,7 @@ from allotment.metering import queries
 from allotment.metering.aggregation import CompiledMeter, DataError
 from allotment.metering.jsonpath import InvalidPath, compile_path
 from allotment.metering.models import Meter
-from allotment.metering.rollup import Fold
+from allotment.metering.rollup import ALL_WIDTHS, Fold
 from allotment.metering.schemas import MeterCreate, MeterUpdate
 from allotment.types import new_id
 
@@ -118,7 +118,7 @@ async def backfill(session: AsyncSession, tenant_id: str, meter: CompiledMeter) 
         )
         if not rows:
             return counted
-        fold = Fold()
+        fold = Fold(widths=ALL_WIDTHS)
         for seq, subject, time_us, data in rows:
             after = seq
             try:

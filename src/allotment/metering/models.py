@@ -11,6 +11,7 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     Integer,
+    LargeBinary,
     PrimaryKeyConstraint,
     String,
     Text,
@@ -86,6 +87,22 @@ class RejectedEvent(Base):
     field: Mapped[str | None] = mapped_column(String(256), nullable=True)
     reason: Mapped[str] = mapped_column(String(1024))
     raw: Mapped[str] = mapped_column(Text)
+
+
+class RollupJournal(Base):
+    """Minute cells of acknowledged batches not yet folded into `rollups` (see docs/storage.md).
+
+    Ingest appends one row per batch in its own transaction; the folder merges many rows into
+    minute/hour/day rollups and deletes them in one transaction; queries read both, so answers
+    are exact whatever the folder's lag.
+    """
+
+    __tablename__ = "rollup_journal"
+    __table_args__ = (Index(None, "tenant_id", "seq"),)
+
+    seq: Mapped[int] = mapped_column(SeqType, primary_key=True, autoincrement=True)
+    tenant_id: Mapped[str] = mapped_column(String(40))
+    payload: Mapped[bytes] = mapped_column(LargeBinary)
 
 
 class Rollup(Base):

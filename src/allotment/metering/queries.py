@@ -140,3 +140,55 @@ async def fetch(session: AsyncSession, sql_pg: str, sql_sqlite: str, *args: Any)
     rows = await cursor.fetchall()
     await cursor.close()
     return list(rows)
+
+
+async def append_journal(session: AsyncSession, tenant_id: str, payload: bytes) -> None:
+    db, dialect = await driver(session)
+    if dialect == "postgresql":
+        await db.execute("INSERT INTO rollup_journal (tenant_id, payload) VALUES ($1, $2)", tenant_id, payload)
+    else:
+        await db.execute("INSERT INTO rollup_journal (tenant_id, payload) VALUES (?, ?)", (tenant_id, payload))
+
+
+async def claim_journal(session: AsyncSession, limit: int) -> list[tuple[int, str, bytes]]:
+    rows = await fetch(
+        session,
+        "SELECT seq, tenant_id, payload FROM rollup_journal ORDER BY seq LIMIT $1 FOR UPDATE SKIP LOCKED",
+        "SELECT seq, tenant_id, payload FROM rollup_journal ORDER BY seq LIMIT ?",
+        limit,
+    )
+    return [(int(r[0]), r[1], bytes(r[2])) for r in rows]
+
+
+async def pending_journal(session: AsyncSession, tenant_id: str) -> list[bytes]:
+    rows = await fetch(
+        session,
+        "SELECT payload FROM rollup_journal WHERE tenant_id = $1 ORDER BY seq",
+        "SELECT payload FROM rollup_journal WHERE tenant_id = ? ORDER BY seq",
+        tenant_id,
+    )
+    return [bytes(r[0]) for r in rows]
+
+
+async def delete_journal(session: AsyncSession, seqs: list[int]) -> None:
+    db, dialect = await driver(session)
+    if dialect == "postgresql":
+        await db.execute("DELETE FROM rollup_journal WHERE seq = ANY($1::int8[])", seqs)
+    else:
+        await db.executemany("DELETE FROM rollup_journal WHERE seq = ?", [(s,) for s in seqs])
+
+
+async def live_meter_ids(session: AsyncSession, tenant_ids: list[str]) -> set[str]:
+    db, dialect = await driver(session)
+    if dialect == "postgresql":
+        rows = await db.fetch(
+            "SELECT id FROM meters WHERE tenant_id = ANY($1::text[]) AND deleted_at IS NULL", tenant_ids
+        )
+    else:
+        marks = ",".join("?" * len(tenant_ids))
+        cursor = await db.execute(
+            f"SELECT id FROM meters WHERE tenant_id IN ({marks}) AND deleted_at IS NULL", tenant_ids
+        )
+        rows = await cursor.fetchall()
+        await cursor.close()
+    return {r[0] for r in rows}

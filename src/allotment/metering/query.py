@@ -23,7 +23,8 @@ from allotment.metering import queries
 from allotment.metering.aggregation import Aggregation, Cell, DataError, parse_group_key, result
 from allotment.metering.meters import compile_meter
 from allotment.metering.models import Meter
-from allotment.metering.windows import RAW, Segment, WindowSize, cover, windows
+from allotment.metering.rollup import cell_of, read_journal
+from allotment.metering.windows import MINUTE_US, RAW, Segment, WindowSize, cover, windows
 
 SPECIAL_GROUPS = ("subject", "customer")
 MAX_WINDOWS = 10_000
@@ -64,7 +65,7 @@ async def query(session: AsyncSession, tenant_id: str, meter: Meter, q: MeterQue
     subjects = await _subject_filter(session, tenant_id, q)
     if subjects == []:
         return _dense_rows(q, []) if q.dense and not q.group_by else []
-    start_us = q.start_us if q.start_us is not None else await _first_bucket_us(session, tenant_id, meter.id)
+    start_us = q.start_us if q.start_us is not None else await _first_event_us(session, tenant_id, meter.event_type)
     if start_us is None:
         return []
     spans = windows(start_us, q.end_us, q.window_size, q.tz)
@@ -75,16 +76,18 @@ async def query(session: AsyncSession, tenant_id: str, meter: Meter, q: MeterQue
         for segment in cover(lo, hi):
             by_width[segment.width_us].append((segment, index))
 
-    need_subject = "subject" in q.group_by or "customer" in q.group_by or "customer" in q.filter_group_by
+    need_subject = any(name in SPECIAL_GROUPS for name in [*q.group_by, *q.filter_group_by])
     group_names = [g for g in q.group_by if g not in SPECIAL_GROUPS]
-    owners = await customers.owners_of_subjects(session, tenant_id, subjects) if "customer" in q.group_by else {}
+    by_customer = "customer" in q.group_by or "customer" in q.filter_group_by
+    owners = await customers.owners_of_subjects(session, tenant_id, subjects) if by_customer else {}
     cells: dict[GroupKey, Cell] = defaultdict(Cell)
     distinct: dict[GroupKey, set[str]] = defaultdict(set)
 
     def key_for(window: int, subject: str | None, group_key: str) -> GroupKey | None:
         values = parse_group_key(group_key)
+        special = {"subject": subject, "customer": owners.get(subject or "")}
         for name, allowed in q.filter_group_by.items():
-            if values.get(name) not in allowed:
+            if (special[name] if name in SPECIAL_GROUPS else values.get(name)) not in allowed:
                 return None
         return (
             window,
@@ -117,6 +120,7 @@ async def query(session: AsyncSession, tenant_id: str, meter: Meter, q: MeterQue
             else:
                 cells[key].merge(_cell_from(aggregation, row[3:]))
 
+    await _fold_journal(session, tenant_id, meter.id, by_width, subjects, cells, distinct, key_for)
     keys = set(cells) | set(distinct)
     out = [
         Row(
@@ -231,6 +235,46 @@ async def _read_width(
     )
 
 
+async def _fold_journal(
+    session: AsyncSession,
+    tenant_id: str,
+    meter_id: str,
+    by_width: dict[int, list[tuple[Segment, int]]],
+    subjects: list[str] | None,
+    cells: dict[GroupKey, Cell],
+    distinct: dict[GroupKey, set[str]],
+    key_for: Any,
+) -> None:
+    """Batches acknowledged but not yet folded: their minute cells count where a bucket
+    segment covers them (sub-minute edges already came from the event log itself)."""
+    payloads = await queries.pending_journal(session, tenant_id)
+    if not payloads:
+        return
+    segments = sorted(
+        (item for width, items in by_width.items() if width != RAW for item in items),
+        key=lambda item: item[0].start_us,
+    )
+    starts = [segment.start_us for segment, _ in segments]
+    wanted = set(subjects) if subjects is not None else None
+
+    def target(subject: str, group_key: str, minute: int) -> GroupKey | None:
+        if wanted is not None and subject not in wanted:
+            return None
+        at = bisect.bisect_right(starts, minute * 1_000_000) - 1
+        if at < 0 or not (minute * 1_000_000 + MINUTE_US <= segments[at][0].end_us):
+            return None
+        return key_for(segments[at][1], subject, group_key)  # type: ignore[no-any-return]
+
+    for payload in payloads:
+        journal_cells, tokens = read_journal(payload)
+        for jc in journal_cells:
+            if jc[0] == meter_id and (key := target(jc[1], jc[2], jc[3])) is not None:
+                cells[key].merge(cell_of(jc))
+        for token_meter, subject, group_key, minute, token in tokens:
+            if token_meter == meter_id and (key := target(subject, group_key, minute)) is not None:
+                distinct[key].add(token)
+
+
 async def _fold_raw(
     session: AsyncSession,
     tenant_id: str,
@@ -284,13 +328,14 @@ async def _subject_filter(session: AsyncSession, tenant_id: str, q: MeterQuery) 
     return sorted(wanted)
 
 
-async def _first_bucket_us(session: AsyncSession, tenant_id: str, meter_id: str) -> int | None:
+async def _first_event_us(session: AsyncSession, tenant_id: str, event_type: str) -> int | None:
+    """Where a query without `from` starts: the earliest stored event of the meter's type."""
     rows = await queries.fetch(
         session,
-        "SELECT MIN(bucket) FROM rollups WHERE tenant_id = $1 AND meter_id = $2 AND width = 86400",
-        "SELECT MIN(bucket) FROM rollups WHERE tenant_id = ? AND meter_id = ? AND width = 86400",
+        "SELECT MIN(time_us) FROM events WHERE tenant_id = $1 AND type = $2",
+        "SELECT MIN(time_us) FROM events WHERE tenant_id = ? AND type = ?",
         tenant_id,
-        meter_id,
+        event_type,
     )
     first = rows[0][0] if rows else None
-    return None if first is None else int(first) * 1_000_000
+    return None if first is None else int(first)

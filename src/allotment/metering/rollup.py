@@ -1,35 +1,95 @@
-"""Pure folding of accepted events into rollup rows (one per meter, width, subject, group, bucket)."""
+"""Pure folding of accepted events into rollup cells, and the journal that defers it.
+
+Ingest folds a batch into minute cells only and appends them to the journal as one row; the
+folder later merges many journal rows into minute, hour and day cells. Merging many batches at
+once is what makes rollups cheap: cells of a busy subject are written once per fold, not once
+per event.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
+
+import msgspec
 
 from allotment.metering.aggregation import Cell, Contribution
 from allotment.metering.queries import DistinctRow, RollupRow
 from allotment.metering.windows import BUCKET_WIDTHS_US
 
+MINUTE = 60
+ALL_WIDTHS = tuple(w // 1_000_000 for w in BUCKET_WIDTHS_US)  # seconds: day, hour, minute
 CellKey = tuple[str, int, str, str, int]  # meter_id, width (s), subject, group_key, bucket (s)
+# A journal cell: meter_id, subject, group_key, minute bucket (s), n, total, lo, hi, last_value, last_us
+JournalCell = tuple[str, str, str, int, int, int, int | None, int | None, int | None, int | None]
+JournalToken = tuple[str, str, str, int, str]  # meter_id, subject, group_key, minute bucket, token
 
 
 @dataclass
 class Fold:
+    widths: tuple[int, ...] = (MINUTE,)
     cells: dict[CellKey, Cell] = field(default_factory=dict)
     distinct: set[DistinctRow] = field(default_factory=set)
 
     def add(self, meter_id: str, subject: str, time_us: int, contribution: Contribution) -> None:
-        for width_us in BUCKET_WIDTHS_US:
-            width = width_us // 1_000_000
-            bucket = time_us // width_us * width
-            key = (meter_id, width, subject, contribution.group_key, bucket)
-            if contribution.token is not None:
-                self.distinct.add((*key, contribution.token))
-            cell = self.cells.get(key)
-            if cell is None:
-                cell = self.cells[key] = Cell()
-            cell.add(contribution.micros, time_us)
+        minute = time_us // 60_000_000 * MINUTE
+        cell = Cell()
+        cell.add(contribution.micros, time_us)
+        self.add_cell(meter_id, subject, contribution.group_key, minute, cell)
+        if contribution.token is not None:
+            self.add_token(meter_id, subject, contribution.group_key, minute, contribution.token)
+
+    def add_cell(self, meter_id: str, subject: str, group_key: str, minute: int, cell: Cell) -> None:
+        for width in self.widths:
+            key = (meter_id, width, subject, group_key, minute // width * width)
+            mine = self.cells.get(key)
+            if mine is None:
+                self.cells[key] = mine = Cell()
+            mine.merge(cell)
+
+    def add_token(self, meter_id: str, subject: str, group_key: str, minute: int, token: str) -> None:
+        for width in self.widths:
+            self.distinct.add((meter_id, width, subject, group_key, minute // width * width, token))
 
     def rollup_rows(self) -> list[RollupRow]:
         return [
             (*key, c.n, c.total, c.lo, c.hi, c.last_value, c.last_us)  # type: ignore[misc]
             for key, c in self.cells.items()
         ]
+
+    def journal_payload(self) -> bytes:
+        """The minute cells of this fold, for the journal."""
+        assert self.widths == (MINUTE,)
+        cells = [
+            (m, s, g, b, c.n, c.total, c.lo, c.hi, c.last_value, c.last_us)
+            for (m, _, s, g, b), c in self.cells.items()
+        ]
+        tokens = [(m, s, g, b, t) for (m, _, s, g, b, t) in self.distinct]
+        return _encoder.encode((cells, tokens))
+
+
+_encoder = msgspec.msgpack.Encoder()
+_decoder = msgspec.msgpack.Decoder(tuple[list[JournalCell], list[JournalToken]])
+
+
+def read_journal(payload: bytes) -> tuple[list[JournalCell], list[JournalToken]]:
+    return _decoder.decode(payload)
+
+
+def cell_of(journal_cell: JournalCell) -> Cell:
+    _, _, _, _, n, total, lo, hi, last_value, last_us = journal_cell
+    return Cell(n, total, lo, hi, last_value, last_us)
+
+
+def fold_journal(payloads: Iterable[bytes], live_meters: set[str]) -> Fold:
+    """Merge journal rows (oldest first) into cells at every width, skipping retired meters."""
+    fold = Fold(widths=ALL_WIDTHS)
+    for payload in payloads:
+        cells, tokens = read_journal(payload)
+        for jc in cells:
+            if jc[0] in live_meters:
+                fold.add_cell(jc[0], jc[1], jc[2], jc[3], cell_of(jc))
+        for meter_id, subject, group_key, minute, token in tokens:
+            if meter_id in live_meters:
+                fold.add_token(meter_id, subject, group_key, minute, token)
+    return fold

@@ -48,6 +48,15 @@ def upgrade() -> None:
     with op.batch_alter_table('rejected_events', schema=None) as batch_op:
         batch_op.create_index(batch_op.f('ix_rejected_events_tenant_id_received_us'), ['tenant_id', 'received_us'], unique=False)
 
+    op.create_table('rollup_journal',
+    sa.Column('seq', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), autoincrement=True, nullable=False),
+    sa.Column('tenant_id', sa.String(length=40), nullable=False),
+    sa.Column('payload', sa.LargeBinary(), nullable=False),
+    sa.PrimaryKeyConstraint('seq', name=op.f('pk_rollup_journal'))
+    )
+    with op.batch_alter_table('rollup_journal', schema=None) as batch_op:
+        batch_op.create_index(batch_op.f('ix_rollup_journal_tenant_id_seq'), ['tenant_id', 'seq'], unique=False)
+
     op.create_table('rollup_distinct',
     sa.Column('tenant_id', sa.String(length=40), nullable=False),
     sa.Column('meter_id', sa.String(length=40), nullable=False),
@@ -193,6 +202,8 @@ def downgrade() -> None:
     op.drop_table('rollups')
     with op.batch_alter_table('rollup_distinct', schema=None) as batch_op:
         batch_op.drop_index('ix_rollup_distinct_meter_width_bucket')
+
+    op.drop_table('rollup_journal')
 
     op.drop_table('rollup_distinct')
     with op.batch_alter_table('rejected_events', schema=None) as batch_op:

@@ -1,0 +1,152 @@
+"""Ingest throughput over HTTP against the raw insert ceiling of the same database.
+
+    .venv/bin/python bench/ingest.py [--events 200000] [--backends sqlite,postgresql]
+
+For each backend: (1) the ceiling — the same rows inserted with plain batched INSERTs of 500
+in one transaction per batch (no HTTP, no de-duplication, no rollups); (2) Allotment —
+`allotment serve --workers 2`, two meters (tokens SUM by model and direction, calls COUNT),
+batches of 500 posted by concurrent keep-alive clients; every event durable, de-duplicated
+and rolled up before its batch is acknowledged. Prints both figures and the ratio.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sqlite3
+import time
+
+import asyncpg
+import httpx
+import orjson
+
+from common import batches, drop_database, fresh_database, make_events, server
+
+RAW_DDL = (
+    "CREATE TABLE raw_events (seq {pk}, tenant_id TEXT NOT NULL, source TEXT NOT NULL,"
+    " event_id TEXT NOT NULL, type TEXT NOT NULL, subject TEXT NOT NULL, time_us BIGINT NOT NULL,"
+    " received_us BIGINT NOT NULL, data TEXT)"
+)
+
+
+def rows_of(events: list[dict]) -> list[tuple]:
+    now_us = int(time.time() * 1e6)
+    return [("ten", e["source"], e["id"], e["type"], e["subject"], now_us, now_us, orjson.dumps(e["data"]).decode())
+            for e in events]
+
+
+def raw_sqlite(url: str, rows: list[tuple], batch: int) -> float:
+    path = url.removeprefix("sqlite:///")
+    conn = sqlite3.connect(path, isolation_level=None)
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute("PRAGMA synchronous=FULL")
+    conn.execute(RAW_DDL.format(pk="INTEGER PRIMARY KEY"))
+    started = time.perf_counter()
+    for i in range(0, len(rows), batch):
+        conn.execute("BEGIN")
+        conn.executemany("INSERT INTO raw_events (tenant_id, source, event_id, type, subject, time_us,"
+                         " received_us, data) VALUES (?,?,?,?,?,?,?,?)", rows[i : i + batch])
+        conn.execute("COMMIT")
+    elapsed = time.perf_counter() - started
+    conn.close()
+    return len(rows) / elapsed
+
+
+async def raw_postgres(url: str, rows: list[tuple], batch: int) -> float:
+    conn = await asyncpg.connect(url)
+    await conn.execute(RAW_DDL.format(pk="BIGSERIAL PRIMARY KEY"))
+    started = time.perf_counter()
+    for i in range(0, len(rows), batch):
+        async with conn.transaction():
+            await conn.executemany("INSERT INTO raw_events (tenant_id, source, event_id, type, subject, time_us,"
+                                   " received_us, data) VALUES ($1,$2,$3,$4,$5,$6,$7,$8)", rows[i : i + batch])
+    elapsed = time.perf_counter() - started
+    await conn.close()
+    return len(rows) / elapsed
+
+
+async def post_all(url: str, key: str, bodies: list[bytes], concurrency: int) -> float:
+    queue: asyncio.Queue[bytes] = asyncio.Queue()
+    for body in bodies:
+        queue.put_nowait(body)
+    headers = {"Authorization": f"Bearer {key}", "Content-Type": "application/json"}
+
+    async def worker(client: httpx.AsyncClient) -> None:
+        while not queue.empty():
+            body = queue.get_nowait()
+            resp = await client.post("/v1/events", content=body, headers=headers)
+            if resp.status_code != 200 or resp.json()["rejected"]:
+                raise RuntimeError(f"ingest failed: {resp.status_code} {resp.text[:300]}")
+
+    async with httpx.AsyncClient(base_url=url, timeout=120) as client:
+        started = time.perf_counter()
+        await asyncio.gather(*(worker(client) for _ in range(concurrency)))
+        return time.perf_counter() - started
+
+
+def setup_meters(url: str, key: str) -> None:
+    headers = {"Authorization": f"Bearer {key}"}
+    for body in (
+        {"key": "tokens", "event_type": "prompt", "aggregation": "SUM", "value_property": "$.tokens",
+         "group_by": {"model": "$.model", "direction": "$.direction"}},
+        {"key": "calls", "event_type": "prompt", "aggregation": "COUNT"},
+    ):
+        httpx.post(f"{url}/v1/meters", json=body, headers=headers).raise_for_status()
+
+
+def check_total(url: str, key: str, expected: int, when: str) -> None:
+    resp = httpx.get(f"{url}/v1/meters/calls/query", headers={"Authorization": f"Bearer {key}"},
+                     params={"from": "2000-01-01T00:00:00Z"})
+    got = resp.json()["data"][0]["value"]
+    for _ in range(3):
+        if got == expected:
+            break
+        again = httpx.get(f"{url}/v1/meters/calls/query", headers={"Authorization": f"Bearer {key}"},
+                          params={"from": "2000-01-01T00:00:00Z"}).json()["data"][0]["value"]
+        print(f"  mismatch {when}: {got}, asked again: {again}")
+        time.sleep(1)
+    if got != expected:
+        raise RuntimeError(f"{when}: calls meter says {got}, expected {expected}")
+
+
+def run(backend: str, events: list[dict], batch: int, concurrency: int) -> None:
+    rows = rows_of(events)
+    raw_url = fresh_database(backend)
+    try:
+        ceiling = raw_sqlite(raw_url, rows, batch) if backend == "sqlite" else asyncio.run(raw_postgres(raw_url, rows, batch))
+    finally:
+        drop_database(raw_url)
+    url = fresh_database(backend)
+    try:
+        from allotment.migrate import upgrade
+
+        upgrade(url)
+        with server(url, workers=2) as (base, key):
+            setup_meters(base, key)
+            elapsed = asyncio.run(post_all(base, key, batches(events, batch), concurrency))
+            check_total(base, key, len(events), "after ingest")
+            # A full re-send: everything is a duplicate, nothing is counted twice.
+            dup_elapsed = asyncio.run(post_all(base, key, batches(events[: len(events) // 4], batch), concurrency))
+            check_total(base, key, len(events), "after re-sending duplicates")
+    finally:
+        drop_database(url)
+    rate = len(events) / elapsed
+    print(f"{backend:>10}: raw insert ceiling {ceiling:>9,.0f} rows/s | Allotment HTTP ingest {rate:>9,.0f} events/s"
+          f" | ratio {rate / ceiling:6.1%} | duplicates re-sent {len(events) // 4 / dup_elapsed:>9,.0f} events/s")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--events", type=int, default=200_000)
+    parser.add_argument("--batch", type=int, default=500)
+    parser.add_argument("--concurrency", type=int, default=8)
+    parser.add_argument("--backends", default="sqlite,postgresql")
+    args = parser.parse_args()
+    events = make_events(args.events)
+    print(f"{args.events:,} events, batches of {args.batch}, {args.concurrency} concurrent clients, 2 server workers")
+    for backend in args.backends.split(","):
+        run(backend, events, args.batch, args.concurrency)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""Background work that runs inside `allotment serve` (and, later, `allotment worker`)."""
