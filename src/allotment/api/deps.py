@@ -77,17 +77,24 @@ Reader = Annotated[Principal, Depends(require("read"))]
 Ingester = Annotated[Principal, Depends(require("ingest"))]
 
 
+_CURSOR_MARK = "after:"
+
+
 def encode_cursor(value: str) -> str:
-    return base64.urlsafe_b64encode(value.encode()).decode().rstrip("=")
+    return base64.urlsafe_b64encode((_CURSOR_MARK + value).encode()).decode().rstrip("=")
 
 
 def decode_cursor(cursor: str | None) -> str | None:
+    """The position a cursor stands for; anything this API did not hand out is a 400."""
     if not cursor:
         return None
     try:
-        return base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+        text = base64.b64decode(cursor + "=" * (-len(cursor) % 4), altchars=b"-_", validate=True).decode()
     except (ValueError, UnicodeDecodeError):
-        raise MalformedRequest("cursor: is not a cursor this API returned") from None
+        text = ""
+    if not text.startswith(_CURSOR_MARK):
+        raise MalformedRequest("cursor: is not a cursor this API returned")
+    return text.removeprefix(_CURSOR_MARK)
 
 
 Limit = Annotated[int, Query(ge=1, le=1000, description="Page size (default 50, max 1000).")]

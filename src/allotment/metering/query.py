@@ -24,7 +24,7 @@ from allotment.metering.aggregation import Aggregation, Cell, DataError, parse_g
 from allotment.metering.meters import compile_meter
 from allotment.metering.models import Meter
 from allotment.metering.rollup import cell_of, read_journal
-from allotment.metering.windows import MINUTE_US, RAW, Segment, WindowSize, cover, windows
+from allotment.metering.windows import MINUTE_US, RAW, Segment, TooManyWindows, WindowSize, cover, windows
 
 SPECIAL_GROUPS = ("subject", "customer")
 MAX_WINDOWS = 10_000
@@ -68,9 +68,15 @@ async def query(session: AsyncSession, tenant_id: str, meter: Meter, q: MeterQue
     start_us = q.start_us if q.start_us is not None else await _first_event_us(session, tenant_id, meter.event_type)
     if start_us is None:
         return []
-    spans = windows(start_us, q.end_us, q.window_size, q.tz)
+    too_many = ValidationFailed.on(
+        "window_size", f"too many {q.window_size} windows in the range; at most {MAX_WINDOWS} per query"
+    )
+    try:
+        spans = windows(start_us, q.end_us, q.window_size, q.tz, limit=MAX_WINDOWS)
+    except TooManyWindows:
+        raise too_many from None
     if len(spans) > MAX_WINDOWS:
-        raise ValidationFailed.on("window_size", f"the range has {len(spans)} windows; at most {MAX_WINDOWS}")
+        raise too_many
     by_width: dict[int, list[tuple[Segment, int]]] = defaultdict(list)
     for index, (lo, hi) in enumerate(spans):
         for segment in cover(lo, hi):

@@ -29,6 +29,9 @@ class WindowSize(enum.StrEnum):
     MONTH = "MONTH"
 
 
+_WALL_UNITS_US = {WindowSize.MINUTE: MINUTE_US, WindowSize.HOUR: HOUR_US}
+
+
 @dataclass(frozen=True)
 class Segment:
     width_us: int  # RAW, or one of BUCKET_WIDTHS_US
@@ -36,24 +39,42 @@ class Segment:
     end_us: int
 
 
+class TooManyWindows(ValueError):
+    def __init__(self, at_least: int) -> None:
+        super().__init__(f"the range has at least {at_least} windows")
+        self.at_least = at_least
+
+
+_SHORTEST_US = {"MINUTE": MINUTE_US, "HOUR": HOUR_US, "DAY": 23 * HOUR_US, "MONTH": 28 * DAY_US}
+
+
 def windows(
-    start_us: int, end_us: int, size: WindowSize | None, tz: ZoneInfo
+    start_us: int, end_us: int, size: WindowSize | None, tz: ZoneInfo, *, limit: int | None = None
 ) -> list[tuple[int, int]]:
-    """Windows aligned to `size` in `tz`, clipped to [start, end); one window when size is None."""
+    """Windows aligned to `size` in `tz`, clipped to [start, end); one window when size is None.
+
+    Raises TooManyWindows before doing the work when more than `limit` could result.
+    """
     if end_us <= start_us:
         return []
     if size is None:
         return [(start_us, end_us)]
+    if limit is not None and (end_us - start_us) // _SHORTEST_US[size.value] > limit + 1:
+        raise TooManyWindows((end_us - start_us) // (_SHORTEST_US[size.value] * 2) + 1)
+    unit_us = _WALL_UNITS_US.get(size)
     out = []
-    cursor = _floor_local(from_micros(start_us), size, tz)
-    while True:
-        nxt = _next_local(cursor, size, tz)
-        lo, hi = max(to_micros(cursor), start_us), min(to_micros(nxt), end_us)
+    cursor = to_micros(_floor_local(from_micros(start_us), size, tz))
+    offset = _offset_us(cursor, tz)
+    while cursor < end_us:
+        if unit_us:
+            nxt, offset = _next_wall(cursor, offset, unit_us, tz)
+        else:
+            nxt = to_micros(_next_civil(from_micros(cursor), size, tz))
+        lo, hi = max(cursor, start_us), min(nxt, end_us)
         if lo < hi:
             out.append((lo, hi))
-        if to_micros(nxt) >= end_us:
-            return out
         cursor = nxt
+    return out
 
 
 def _floor_local(at: datetime, size: WindowSize, tz: ZoneInfo) -> datetime:
@@ -69,19 +90,43 @@ def _floor_local(at: datetime, size: WindowSize, tz: ZoneInfo) -> datetime:
     return local
 
 
-def _next_local(start: datetime, size: WindowSize, tz: ZoneInfo) -> datetime:
-    """The next window boundary; minutes and hours are absolute, days and months are civil."""
-    if size is WindowSize.MINUTE:
-        return start + timedelta(minutes=1)
-    if size is WindowSize.HOUR:
-        # An hour window in a 30/45-minute-offset zone is still aligned to the local hour.
-        return (start.astimezone(tz) + timedelta(hours=1)).astimezone(tz)
+def _next_civil(start: datetime, size: WindowSize, tz: ZoneInfo) -> datetime:
+    """The start of the next civil day or month."""
     local = start.astimezone(tz)
     if size is WindowSize.DAY:
         day = local.date() + timedelta(days=1)
         return _local_midnight(day.year, day.month, day.day, tz)
     year, month = (local.year + 1, 1) if local.month == 12 else (local.year, local.month + 1)
     return _local_midnight(year, month, 1, tz)
+
+
+def _next_wall(at_us: int, offset: int, unit_us: int, tz: ZoneInfo) -> tuple[int, int]:
+    """The first instant after `at` where the wall clock in `tz` starts a new minute or hour,
+    and the UTC offset there (`offset` is the one at `at`).
+
+    Aware-datetime arithmetic steps the wall clock and so skips the repeated hour when clocks go
+    back; stepping absolute time misaligns after a 30-minute change (Lord Howe). Within one UTC
+    offset the next boundary is plain arithmetic; an offset change is itself a boundary when the
+    clock lands on a whole unit there or jumps into another one.
+    """
+    candidate = ((at_us + offset) // unit_us + 1) * unit_us - offset
+    if _offset_us(candidate, tz) == offset:
+        return candidate, offset
+    lo, hi = at_us, candidate  # the offset changes in (lo, hi]: find the first changed instant
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        lo, hi = (mid, hi) if _offset_us(mid, tz) == offset else (lo, mid)
+    changed = _offset_us(hi, tz)
+    wall = hi + changed
+    if wall % unit_us == 0 or wall // unit_us != (hi - 1 + offset) // unit_us:
+        return hi, changed
+    return _next_wall(hi, changed, unit_us, tz)
+
+
+def _offset_us(at_us: int, tz: ZoneInfo) -> int:
+    offset = from_micros(at_us).astimezone(tz).utcoffset()
+    assert offset is not None
+    return offset // timedelta(microseconds=1)
 
 
 def _local_midnight(year: int, month: int, day: int, tz: ZoneInfo) -> datetime:

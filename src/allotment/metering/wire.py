@@ -60,10 +60,10 @@ def decode(body: bytes, *, max_events: int) -> Decoded:
     except msgspec.DecodeError as exc:
         raise MalformedRequest(f"body is not valid JSON: {exc}") from None
     items = _any.decode(body)
+    if not isinstance(items, list | dict):
+        raise MalformedRequest("body must be a CloudEvent object or an array of them")
     if not is_batch:
         items = [items]
-    if not isinstance(items, list):
-        raise MalformedRequest("body must be a CloudEvent object or an array of them")
     if len(items) > max_events:
         raise _too_many(len(items), max_events)
     good: list[tuple[int, CloudEvent]] = []

@@ -1,0 +1,122 @@
+"""Bad input gets a 4xx problem naming the field and the reason; never a 500."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.helpers import event, meter
+
+
+def assert_problem(resp, status, field=None):  # type: ignore[no-untyped-def]
+    assert resp.status_code == status, resp.text
+    assert resp.headers["content-type"].startswith("application/problem+json")
+    body = resp.json()
+    assert body["status"] == status and body["detail"]
+    if field is not None:
+        assert field in [e["field"] for e in body.get("errors", [])], body
+
+
+async def test_meter_without_value_property_for_sum(tenant):
+    body = meter()
+    del body["value_property"]
+    assert_problem(await tenant.client.post("/v1/meters", json=body), 422, "value_property")
+
+
+async def test_meter_with_unknown_aggregation(tenant):
+    assert_problem(await tenant.client.post("/v1/meters", json=meter(aggregation="MEDIAN")), 422, "aggregation")
+
+
+async def test_meter_with_invalid_jsonpath(tenant):
+    resp = await tenant.client.post("/v1/meters", json=meter(value_property="tokens"))
+    assert_problem(resp, 422, "value_property")
+
+
+async def test_meter_with_bad_key(tenant):
+    assert_problem(await tenant.client.post("/v1/meters", json=meter(key="Bad Key!")), 422, "key")
+
+
+async def test_meter_with_unknown_field(tenant):
+    assert_problem(await tenant.client.post("/v1/meters", json={**meter(), "colour": "red"}), 422, "colour")
+
+
+async def test_duplicate_meter_is_409(tenant):
+    await tenant.client.post("/v1/meters", json=meter())
+    assert_problem(await tenant.client.post("/v1/meters", json=meter()), 409)
+
+
+async def test_meter_body_not_json(tenant):
+    resp = await tenant.client.post("/v1/meters", content=b"{nope", headers={"content-type": "application/json"})
+    assert_problem(resp, 400)
+
+
+async def test_query_unknown_meter_is_404(tenant):
+    resp = await tenant.client.get("/v1/meters/nope/query")
+    assert_problem(resp, 404)
+    assert resp.json()["type"] == "meter_not_found"
+
+
+@pytest.mark.parametrize(
+    ("params", "field"),
+    [
+        ({"window_size": "WEEKLY"}, "window_size"),
+        ({"window_time_zone": "Mars/Olympus"}, "window_time_zone"),
+        ({"from": "yesterday"}, "from"),
+        ({"group_by": "colour"}, "group_by"),
+        ({"filter_group_by": "model"}, "filter_group_by"),
+        ({"from": "2026-01-02T00:00:00Z", "to": "2026-01-01T00:00:00Z"}, "from"),
+        ({"window_size": "MINUTE", "from": "2000-01-01T00:00:00Z", "to": "2026-01-01T00:00:00Z"}, "window_size"),
+    ],
+)
+async def test_bad_query_parameters(tenant, params, field):
+    await tenant.client.post("/v1/meters", json=meter(group_by={"model": "$.model"}))
+    assert_problem(await tenant.client.get("/v1/meters/tokens/query", params=params), 422, field)
+
+
+async def test_customer_subject_taken_by_another_customer_is_409(tenant):
+    await tenant.client.post("/v1/customers", json={"key": "a", "name": "A", "subject_keys": ["s1"]})
+    resp = await tenant.client.post("/v1/customers", json={"key": "b", "name": "B", "subject_keys": ["s1"]})
+    assert_problem(resp, 409)
+    assert "'a'" in resp.json()["detail"]
+
+
+async def test_customer_missing_name(tenant):
+    assert_problem(await tenant.client.post("/v1/customers", json={"key": "a"}), 422, "name")
+
+
+async def test_bad_cursor_is_400(tenant):
+    assert_problem(await tenant.client.get("/v1/meters", params={"cursor": "%%%"}), 400)
+
+
+async def test_limit_out_of_range(tenant):
+    assert_problem(await tenant.client.get("/v1/meters", params={"limit": 5000}), 422, "limit")
+
+
+async def test_event_batch_of_non_objects(tenant):
+    resp = await tenant.client.post("/v1/events", json=[1, "two", None])
+    assert_problem(resp, 422)
+    assert [e["field"] for e in resp.json()["errors"]] == ["[0]", "[1]", "[2]"]
+
+
+async def test_event_body_is_a_json_string(tenant):
+    assert_problem(await tenant.client.post("/v1/events", json="hello"), 400)
+
+
+async def test_event_with_huge_id_is_rejected(tenant):
+    resp = await tenant.client.post("/v1/events", json=[event(id="x" * 300)])
+    assert_problem(resp, 422, "[0].id")
+
+
+async def test_event_value_with_too_many_decimals(tenant):
+    await tenant.client.post("/v1/meters", json=meter())
+    resp = await tenant.client.post("/v1/events", json=[event(tokens=0.1234567), event(tokens=1)])
+    assert resp.status_code == 200
+    assert resp.json()["errors"] == [{"index": 0, "field": "data.tokens", "message": "has more than 6 decimal places (meter 'tokens')"}]
+
+
+async def test_unknown_route_is_problem_404(tenant):
+    assert_problem(await tenant.client.get("/v1/nothing-here"), 404)
+
+
+async def test_body_too_large_is_413(tenant):
+    resp = await tenant.client.post("/v1/events", content=b"[" + b" " * (21 * 1024 * 1024) + b"]")
+    assert_problem(resp, 413)
