@@ -7,6 +7,7 @@ which both SQLite and PostgreSQL add without rounding.
 from __future__ import annotations
 
 import enum
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
 from typing import Any
@@ -17,6 +18,7 @@ from allotment.metering.jsonpath import MISSING, Getter, compile_path
 
 SCALE = 1_000_000
 MAX_ABS_MICROS = 2**62  # leaves headroom below int64 for sums of many values
+MICRO = Decimal("0.000001")
 
 
 class Aggregation(enum.StrEnum):
@@ -52,10 +54,17 @@ def to_micros(value: Any) -> int:
         raise ValueError("must be a number") from None
     if not number.is_finite():
         raise ValueError("must be a finite number")
-    scaled = number * SCALE
-    if scaled != scaled.to_integral_value():
+    if number.is_zero():
+        return 0
+    # Bound the magnitude before any arithmetic: Decimal rounds to 28 digits (accepting
+    # 1.0000000000000000000000000001 as 1), flushes tiny exponents to zero and overflows on huge
+    # ones. Below 10**19, quantizing to millionths needs at most 25 digits, so it is exact.
+    if number.adjusted() > 18:
+        raise ValueError("is too large")
+    quantized = number.quantize(MICRO)
+    if quantized != number:
         raise ValueError("has more than 6 decimal places")
-    micros = int(scaled)
+    micros = int(quantized.scaleb(6))
     if abs(micros) > MAX_ABS_MICROS:
         raise ValueError("is too large")
     return micros
@@ -84,12 +93,19 @@ class Filter:
         if found is MISSING:
             return self.op in ("ne", "not_in")
         if self.op == "eq":
-            return bool(found == self.value)
+            return _same(found, self.value)
         if self.op == "ne":
-            return bool(found != self.value)
+            return not _same(found, self.value)
         if self.op == "in":
-            return found in self.value
-        return found not in self.value  # not_in
+            return any(_same(found, v) for v in self.value)
+        return not any(_same(found, v) for v in self.value)  # not_in
+
+
+def _same(a: Any, b: Any) -> bool:
+    """JSON equality of scalars: `true` is not `1` (a Python bool is an int)."""
+    if isinstance(a, bool) or isinstance(b, bool):
+        return a is b
+    return bool(a == b)
 
 
 FILTER_OPS = ("eq", "ne", "in", "not_in", "exists")
@@ -209,10 +225,18 @@ class Cell:
             return
         self.n += other.n
         self.total += other.total
-        self.lo = other.lo if self.lo is None else min(self.lo, other.lo)  # type: ignore[type-var]
-        self.hi = other.hi if self.hi is None else max(self.hi, other.hi)  # type: ignore[type-var]
+        # Cells read back for one aggregation carry only its measure (no lo for SUM, no hi for
+        # MIN), so either side may lack an extreme.
+        self.lo = _extreme(min, self.lo, other.lo)
+        self.hi = _extreme(max, self.hi, other.hi)
         if other.last_us is not None and (self.last_us is None or other.last_us >= self.last_us):
             self.last_us, self.last_value = other.last_us, other.last_value
+
+
+def _extreme(pick: Callable[[int, int], int], a: int | None, b: int | None) -> int | None:
+    if a is None or b is None:
+        return b if a is None else a
+    return pick(a, b)
 
 
 def result(aggregation: Aggregation, cell: Cell, distinct: set[str] | None) -> Decimal | None:
