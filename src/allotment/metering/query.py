@@ -89,18 +89,28 @@ async def query(session: AsyncSession, tenant_id: str, meter: Meter, q: MeterQue
     cells: dict[GroupKey, Cell] = defaultdict(Cell)
     distinct: dict[GroupKey, set[str]] = defaultdict(set)
 
-    def key_for(window: int, subject: str | None, group_key: str) -> GroupKey | None:
+    # Rows repeat the same subject and group values across windows: resolve each pair once.
+    resolved: dict[tuple[str | None, str], tuple[str | None, str | None, tuple[str | None, ...]] | None] = {}
+
+    def resolve(subject: str | None, group_key: str) -> tuple[str | None, str | None, tuple[str | None, ...]] | None:
         values = parse_group_key(group_key)
         special = {"subject": subject, "customer": owners.get(subject or "")}
         for name, allowed in q.filter_group_by.items():
             if (special[name] if name in SPECIAL_GROUPS else values.get(name)) not in allowed:
                 return None
         return (
-            window,
             subject if "subject" in q.group_by else None,
             owners.get(subject or "") if "customer" in q.group_by else None,
             tuple(values.get(name) for name in group_names),
         )
+
+    def key_for(window: int, subject: str | None, group_key: str) -> GroupKey | None:
+        pair = (subject, group_key)
+        if pair in resolved:
+            found = resolved[pair]
+        else:
+            found = resolved[pair] = resolve(subject, group_key)
+        return None if found is None else (window, *found)
 
     for width_us, segments in by_width.items():
         if width_us == RAW:

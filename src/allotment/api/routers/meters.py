@@ -5,18 +5,20 @@ from __future__ import annotations
 import csv
 import io
 from datetime import datetime
-from typing import Annotated
+from decimal import Decimal
+from typing import Annotated, Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from fastapi import APIRouter, Query, Request, Response
 from pydantic import BaseModel, ConfigDict, Field
 
+from allotment.api.responses import Json
 from allotment.api.deps import Admin, Cursor, Limit, ReadSession, Reader, WriteSession, decode_cursor, encode_cursor
 from allotment.errors import ValidationFailed
 from allotment.metering import meters as service
 from allotment.metering import query as meter_query
 from allotment.metering.models import Meter
-from allotment.metering.schemas import MeterCreate, MeterCreated, MeterRead, MeterUpdate, QueryResult, QueryRow
+from allotment.metering.schemas import MeterCreate, MeterCreated, MeterRead, MeterUpdate, QueryResult
 from allotment.metering.windows import WindowSize
 from allotment.types import as_utc, from_micros, to_micros, utcnow
 
@@ -98,50 +100,57 @@ def build_query(body: QueryBody, *, dense: bool = True) -> meter_query.MeterQuer
     )
 
 
-async def run_query(session: ReadSession, tenant_id: str, meter_key: str, body: QueryBody) -> QueryResult:
+async def run_query(session: ReadSession, tenant_id: str, meter_key: str, body: QueryBody) -> dict[str, Any]:
+    """The query result as plain JSON-ready data (it can be tens of thousands of rows, so no
+    per-row model validation; `QueryResult` documents the shape)."""
     meter = await service.get(session, tenant_id, meter_key)
     q = build_query(body)
     rows = await meter_query.query(session, tenant_id, meter, q)
-    return QueryResult(
-        meter=meter.key,
-        aggregation=meter.aggregation,
-        window_size=body.window_size.value if body.window_size else None,
-        window_time_zone=body.window_time_zone,
-        **{"from": from_micros(q.start_us) if q.start_us is not None else None},
-        to=from_micros(q.end_us),
-        data=[
-            QueryRow(
-                window_start=from_micros(r.window_start_us),
-                window_end=from_micros(r.window_end_us),
-                value=number(r.value),
-                subject=r.subject,
-                customer=r.customer,
-                group_by=r.groups,
-            )
+    stamps: dict[int, str] = {}
+
+    def stamp(us: int) -> str:
+        text = stamps.get(us)
+        if text is None:
+            text = stamps[us] = from_micros(us).isoformat().replace("+00:00", "Z")
+        return text
+
+    return {
+        "meter": meter.key,
+        "aggregation": meter.aggregation,
+        "window_size": body.window_size.value if body.window_size else None,
+        "window_time_zone": body.window_time_zone,
+        "from": stamp(q.start_us) if q.start_us is not None else None,
+        "to": stamp(q.end_us),
+        "data": [
+            {
+                "window_start": stamp(r.window_start_us),
+                "window_end": stamp(r.window_end_us),
+                "value": number(r.value),
+                "subject": r.subject,
+                "customer": r.customer,
+                "group_by": r.groups,
+            }
             for r in rows
         ],
-    )
+    }
 
 
-def number(value: object) -> float | int | None:
+def number(value: Decimal | None) -> float | int | None:
     """Exact decimals to JSON: integers stay integers, others become the nearest double."""
     if value is None:
         return None
-    from decimal import Decimal
-
-    assert isinstance(value, Decimal)
     return int(value) if value == value.to_integral_value() else float(value)
 
 
-def as_csv(result: QueryResult) -> Response:
+def as_csv(result: dict[str, Any]) -> Response:
     out = io.StringIO()
     writer = csv.writer(out)
-    groups = sorted({name for row in result.data for name in row.group_by})
+    groups = sorted({name for row in result["data"] for name in row["group_by"]})
     writer.writerow(["window_start", "window_end", "subject", "customer", *groups, "value"])
-    for row in result.data:
+    for row in result["data"]:
         writer.writerow(
-            [row.window_start.isoformat(), row.window_end.isoformat(), row.subject or "", row.customer or "",
-             *[row.group_by.get(g) or "" for g in groups], "" if row.value is None else row.value]
+            [row["window_start"], row["window_end"], row["subject"] or "", row["customer"] or "",
+             *[row["group_by"].get(g) or "" for g in groups], "" if row["value"] is None else row["value"]]
         )
     return Response(out.getvalue(), media_type="text/csv")
 
@@ -163,7 +172,7 @@ async def query_meter(
         list[str] | None, Query(description="`name:value`, repeatable; values of one name are OR-ed.")
     ] = None,
     format: Annotated[str | None, Query(pattern="^(json|csv)$")] = None,
-) -> QueryResult | Response:
+) -> Response:
     """Meter values per window, from rollups. `format=csv` (or `Accept: text/csv`) gives CSV."""
     filters: dict[str, list[str]] = {}
     for item in filter_group_by or []:
@@ -178,10 +187,10 @@ async def query_meter(
     result = await run_query(session, principal.tenant_id, meter_key, body)
     if format == "csv" or (format is None and "text/csv" in request.headers.get("accept", "")):
         return as_csv(result)
-    return result
+    return Json(result)
 
 
 @router.post("/{meter_key}/query", response_model=QueryResult)
-async def query_meter_post(meter_key: str, body: QueryBody, principal: Reader, session: ReadSession) -> QueryResult:
+async def query_meter_post(meter_key: str, body: QueryBody, principal: Reader, session: ReadSession) -> Response:
     """The same query with a JSON body (handy for long subject or customer lists)."""
-    return await run_query(session, principal.tenant_id, meter_key, body)
+    return Json(await run_query(session, principal.tenant_id, meter_key, body))

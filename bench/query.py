@@ -1,0 +1,139 @@
+"""Meter query latency on a large event log, and ingest cost as the log grows.
+
+    .venv/bin/python bench/query.py [--events 10000000] [--backends sqlite,postgresql]
+
+Loads N events (one SUM meter, 1,000 subjects each owned by its own customer, spread over 90
+days) through the real ingest and folding code in-process, timing ingest over the first and the
+last million events; then starts `allotment serve --workers 2` on that database and times over
+HTTP: (a) a 30-day query with DAY windows for one customer, (b) the same for all customers
+grouped by subject. Prints p50/p95 of each.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import random
+import statistics
+import time
+from datetime import UTC, datetime, timedelta
+
+import httpx
+import orjson
+
+from common import drop_database, fresh_database, server
+
+SUBJECTS = 1000
+DAYS = 90
+BATCH = 5000
+
+
+def batch_bodies(total: int, seed: int = 3):  # type: ignore[no-untyped-def]
+    """Event batches in time order (as live traffic arrives), 90 days ending yesterday."""
+    rng = random.Random(seed)
+    end = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+    start = end - timedelta(days=DAYS)
+    step = (end - start).total_seconds() / total
+    for first in range(0, total, BATCH):
+        events = []
+        for i in range(first, min(first + BATCH, total)):
+            at = start + timedelta(seconds=i * step)
+            events.append({"specversion": "1.0", "id": f"e{i}", "source": "bench", "type": "prompt",
+                           "subject": f"user-{rng.randrange(SUBJECTS)}",
+                           "time": at.isoformat().replace("+00:00", "Z"),
+                           "data": {"tokens": rng.randrange(1, 2000)}})
+        yield orjson.dumps(events)
+
+
+async def load(url: str, total: int) -> tuple[float, float]:
+    """Returns ingest events/s over the first and the last million events (or tenth)."""
+    from allotment.config import Settings
+    from allotment.customers import service as customers
+    from allotment.customers.schemas import CustomerCreate
+    from allotment.db import Database
+    from allotment.metering import ingest, meters
+    from allotment.metering.folding import fold_pending
+    from allotment.metering.schemas import MeterCreate
+    from allotment.metering.wire import decode
+    from allotment.tenancy import service as tenancy
+    from allotment.types import to_micros, utcnow
+
+    db = Database(Settings(database_url=url))
+    async with db.transaction() as s:
+        tenant = await tenancy.first_tenant(s)
+        assert tenant is not None
+        await meters.create(s, tenant.id, MeterCreate(key="tokens", event_type="prompt", aggregation="SUM",
+                                                      value_property="$.tokens"), at=utcnow())
+        for i in range(SUBJECTS):
+            await customers.create(s, tenant.id, CustomerCreate(key=f"cust-{i}", name=f"Customer {i}",
+                                                                subject_keys=[f"user-{i}"]), at=utcnow())
+    window = min(1_000_000, total // 10)
+    rates: list[float] = []
+    done, mark, mark_at = 0, 0, time.perf_counter()
+    for body in batch_bodies(total):
+        decoded = decode(body, max_events=BATCH)
+        async with db.transaction() as s:
+            await ingest.ingest(s, tenant.id, decoded, received_us=to_micros(utcnow()))
+        async with db.transaction() as s:
+            await fold_pending(s)
+        done += len(decoded.events)
+        if done - mark >= window:
+            rates.append((done - mark) / (time.perf_counter() - mark_at))
+            mark, mark_at = done, time.perf_counter()
+            print(f"  loaded {done:>11,} events, last {window:,} at {rates[-1]:,.0f} events/s", flush=True)
+    while True:
+        async with db.transaction() as s:
+            if not await fold_pending(s):
+                break
+    await db.dispose()
+    return rates[0], rates[-1]
+
+
+def timed(client: httpx.Client, path: str, params: dict, runs: int = 30) -> tuple[float, float, int]:
+    client.get(path, params=params).raise_for_status()  # warm up
+    samples, rows = [], 0
+    for _ in range(runs):
+        started = time.perf_counter()
+        resp = client.get(path, params=params)
+        samples.append((time.perf_counter() - started) * 1000)
+        resp.raise_for_status()
+        rows = len(resp.json()["data"])
+    samples.sort()
+    return statistics.median(samples), samples[int(len(samples) * 0.95) - 1], rows
+
+
+def run(backend: str, total: int) -> None:
+    url = fresh_database(backend)
+    try:
+        from allotment.migrate import upgrade
+
+        upgrade(url)
+        with server(url, workers=2) as (base, key):  # creates the tenant; load runs beside it
+            started = time.perf_counter()
+            first, last = asyncio.run(load(url, total))
+            print(f"{backend:>10}: loaded {total:,} events in {time.perf_counter() - started:,.0f} s;"
+                  f" ingest {first:,.0f} events/s at the start, {last:,.0f} events/s at the end"
+                  f" (ratio {last / first:.2f})")
+            end = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+            params = {"from": (end - timedelta(days=30)).isoformat(), "to": end.isoformat(), "window_size": "DAY"}
+            with httpx.Client(base_url=base, headers={"Authorization": f"Bearer {key}"}, timeout=60) as client:
+                p50, p95, rows = timed(client, "/v1/meters/tokens/query", {**params, "customer": "cust-7"})
+                print(f"{backend:>10}: 30 days x DAY, one customer:            p50 {p50:7.1f} ms  p95 {p95:7.1f} ms ({rows} rows)")
+                p50, p95, rows = timed(client, "/v1/meters/tokens/query", {**params, "group_by": "subject"}, runs=10)
+                print(f"{backend:>10}: 30 days x DAY, all customers by subject: p50 {p50:7.1f} ms  p95 {p95:7.1f} ms ({rows} rows)")
+    finally:
+        drop_database(url)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--events", type=int, default=10_000_000)
+    parser.add_argument("--backends", default="sqlite,postgresql")
+    args = parser.parse_args()
+    print(f"{args.events:,} events over {DAYS} days, {SUBJECTS:,} subjects/customers")
+    for backend in args.backends.split(","):
+        run(backend, args.events)
+
+
+if __name__ == "__main__":
+    main()
