@@ -5,14 +5,25 @@ from __future__ import annotations
 import asyncio
 import os
 import tempfile
+from datetime import datetime
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated, TypeVar
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
 from allotment.config import Settings
+from allotment.errors import AllotmentError
+
+if TYPE_CHECKING:
+    from collections.abc import Awaitable, Callable
+
+    from sqlalchemy.ext.asyncio import AsyncSession
+
+    from allotment.tenancy.models import ApiKey
+
+T = TypeVar("T")
 
 app = typer.Typer(help="Allotment: usage metering and entitlement enforcement.", no_args_is_help=True)
 keys_app = typer.Typer(help="API keys of a tenant.", no_args_is_help=True)
@@ -79,7 +90,7 @@ def serve(
     )
 
 
-async def _with_session(fn):  # type: ignore[no-untyped-def]
+async def _with_session(fn: Callable[[AsyncSession], Awaitable[T]]) -> T:
     from allotment.db import Database
 
     db = Database(_settings())
@@ -90,7 +101,7 @@ async def _with_session(fn):  # type: ignore[no-untyped-def]
         await db.dispose()
 
 
-async def _tenant_id(session, tenant: str | None) -> str:  # type: ignore[no-untyped-def]
+async def _tenant_id(session: AsyncSession, tenant: str | None) -> str:
     from allotment.tenancy import service as tenancy
 
     if tenant:
@@ -132,7 +143,7 @@ def keys_create(
 
     try:
         print(asyncio.run(run()))
-    except Exception as exc:  # domain errors explain themselves
+    except AllotmentError as exc:  # domain errors explain themselves
         err.print(f"error: {exc}")
         raise typer.Exit(2) from None
 
@@ -142,14 +153,28 @@ def keys_list(tenant: Annotated[str | None, typer.Option(help="Tenant id.")] = N
     """List keys (never their secrets)."""
     from allotment.tenancy import service as tenancy
 
-    async def run(session):  # type: ignore[no-untyped-def]
+    async def run(session: AsyncSession) -> list[ApiKey]:
         return await tenancy.list_keys(session, await _tenant_id(session, tenant))
 
-    table = Table("id", "name", "scope", "hint", "created", "revoked")
-    for key in asyncio.run(_with_session(run)):
-        table.add_row(key.id, key.name, key.scope, key.hint + "…", key.created_at.isoformat(),
-                      key.revoked_at.isoformat() if key.revoked_at else "")
-    Console().print(table)
+    header = ("id", "name", "scope", "hint", "created", "revoked")
+    rows = [
+        (key.id, key.name, key.scope, key.hint + "…", _when(key.created_at), _when(key.revoked_at))
+        for key in asyncio.run(_with_session(run))
+    ]
+    out = Console()
+    if not out.is_terminal:  # piped: whole values, tab-separated, never cut to a width
+        for row in (header, *rows):
+            print("\t".join(row))
+        return
+    table = Table(*header)
+    table.columns[0].no_wrap = True  # the id is what `keys revoke` needs, so never elide it
+    for row in rows:
+        table.add_row(*row)
+    out.print(table)
+
+
+def _when(at: datetime | None) -> str:
+    return at.isoformat(timespec="seconds") if at else ""
 
 
 @keys_app.command("revoke")
@@ -159,7 +184,7 @@ def keys_revoke(key_id: str, tenant: Annotated[str | None, typer.Option(help="Te
     from allotment.tenancy import service as tenancy
     from allotment.types import utcnow
 
-    async def run(session):  # type: ignore[no-untyped-def]
+    async def run(session: AsyncSession) -> ApiKey:
         return await tenancy.revoke_key(session, await _tenant_id(session, tenant), key_id, at=utcnow())
 
     try:
@@ -174,9 +199,17 @@ def keys_revoke(key_id: str, tenant: Annotated[str | None, typer.Option(help="Te
 def import_(
     path: Annotated[Path, typer.Argument(exists=True, dir_okay=False, help="JSON Lines or CSV file of events.")],
     tenant: Annotated[str | None, typer.Option(help="Tenant id (default: the first).")] = None,
-    batch_size: Annotated[int, typer.Option(min=1, max=10_000)] = 1000,
+    batch_size: Annotated[int, typer.Option(min=1, max=10_000, help="Events per transaction.")] = 1000,
 ) -> None:
-    """Import events from a file with the same validation and de-duplication as the API."""
+    """Import events from a file with the same validation and de-duplication as the API.
+
+    JSON Lines: one CloudEvent per line. CSV: id, source, type, subject, time, and data columns.
+
+    Run again after an interruption to resume after the last committed batch.
+
+    Exit code 0: all accepted or already known; 1: some lines rejected; 2: file unusable.
+    """
+
     from allotment.importer import run_import
 
     raise typer.Exit(run_import(_settings(), path, tenant=tenant, batch_size=batch_size))
