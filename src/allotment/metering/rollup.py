@@ -33,11 +33,15 @@ class Fold:
 
     def add(self, meter_id: str, subject: str, time_us: int, contribution: Contribution) -> None:
         minute = time_us // 60_000_000 * MINUTE
-        cell = Cell()
-        cell.add(contribution.micros, time_us)
-        self.add_cell(meter_id, subject, contribution.group_key, minute, cell)
+        group_key = contribution.group_key
+        for width in self.widths:
+            key = (meter_id, width, subject, group_key, minute // width * width)
+            cell = self.cells.get(key)
+            if cell is None:
+                self.cells[key] = cell = Cell()
+            cell.add(contribution.micros, time_us)
         if contribution.token is not None:
-            self.add_token(meter_id, subject, contribution.group_key, minute, contribution.token)
+            self.add_token(meter_id, subject, group_key, minute, contribution.token)
 
     def add_cell(self, meter_id: str, subject: str, group_key: str, minute: int, cell: Cell) -> None:
         for width in self.widths:
