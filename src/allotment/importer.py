@@ -29,6 +29,7 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeRemainingColumn
 from sqlalchemy.exc import SQLAlchemyError
 
+from allotment import codec
 from allotment.bootstrap import ensure_default_tenant
 from allotment.config import Settings
 from allotment.db import Database
@@ -207,8 +208,8 @@ def _raw(item: Item) -> Any:
     if item.raw is not None:
         return item.raw
     try:
-        return orjson.loads(item.body or b"")
-    except orjson.JSONDecodeError:
+        return codec.loads(item.body or b"")
+    except codec.DecodeError:
         return (item.body or b"").decode("utf-8", "replace")
 
 

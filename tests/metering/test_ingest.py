@@ -118,3 +118,15 @@ async def test_unattributed_events_are_listed_with_reasons(tenant):
     assert stray["problems"] == ["subject 'stray' belongs to no customer"]
     counted = (await tenant.client.get("/v1/events", params={"status": "counted"})).json()["items"]
     assert [(i["subject"], i["customer"], i["meters"]) for i in counted] == [("owned", "acme", ["tokens"])]
+
+
+async def test_integers_beyond_64_bits_in_data_are_kept(tenant):
+    """Data is stored as sent, whatever the size of its integers; a meter refuses what it cannot add."""
+    await tenant.client.post("/v1/meters", json=meter())
+    big = 2**70
+    resp = await tenant.client.post("/v1/events", json=[event(tokens=1, trace=big), event(tokens=big)])
+    assert resp.status_code == 200
+    assert resp.json()["accepted"] == 1
+    assert resp.json()["errors"][0]["field"] == "data.tokens"
+    items = (await tenant.client.get("/v1/events")).json()["items"]
+    assert items[0]["data"]["trace"] == big

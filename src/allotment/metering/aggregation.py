@@ -12,8 +12,7 @@ from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
-import orjson
-
+from allotment import codec
 from allotment.metering.jsonpath import MISSING, Getter, compile_path
 
 SCALE = 1_000_000
@@ -76,7 +75,7 @@ def from_micros(micros: int) -> Decimal:
 
 def distinct_token(value: Any) -> str:
     """The identity of a UNIQUE_COUNT value: strings as they are, anything else as JSON."""
-    return value if isinstance(value, str) else orjson.dumps(value).decode()
+    return value if isinstance(value, str) else codec.dumps(value)
 
 
 @dataclass(frozen=True)
@@ -189,15 +188,15 @@ class CompiledMeter:
         for name, getter in zip(self.group_names, self._groups, strict=True):
             found = getter(data)
             values[name] = None if found is MISSING or found is None else _group_text(found)
-        return orjson.dumps(values).decode()
+        return codec.dumps(values)
 
 
 def _group_text(value: Any) -> str:
-    return value if isinstance(value, str) else orjson.dumps(value).decode()
+    return value if isinstance(value, str) else codec.dumps(value)
 
 
 def parse_group_key(group_key: str) -> dict[str, str | None]:
-    return orjson.loads(group_key) if group_key else {}
+    return codec.loads(group_key) if group_key else {}
 
 
 @dataclass

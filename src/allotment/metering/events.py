@@ -5,10 +5,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-import orjson
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from allotment import codec
 from allotment.customers import service as customers
 from allotment.metering.aggregation import DataError
 from allotment.metering.meters import compiled_by_type
@@ -75,7 +75,7 @@ async def list_events(
 
 
 def _attribute(event: Event, owner: str | None, by_type: dict[str, Any]) -> EventView:
-    data = orjson.loads(event.data) if event.data else None
+    data = codec.loads(event.data) if event.data else None
     view = EventView(event, data, owner, [])
     for meter in by_type.get(event.type, ()):
         try:

@@ -11,9 +11,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import msgspec
-import orjson
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from allotment import codec
 from allotment.errors import Problem
 from allotment.metering import meters, queries
 from allotment.metering.aggregation import CompiledMeter, Contribution, DataError
@@ -56,7 +56,7 @@ async def ingest(
         time_us = to_micros(event.time) if event.time is not None else received_us
         rows.append(
             (event.source, event.id, event.type, event.subject, time_us, received_us,
-             orjson.dumps(data).decode() if data else None)
+             codec.dumps(data) if data else None)
         )
         pending.append((event.source, event.id, event.subject, time_us, contributions))
 
@@ -97,7 +97,7 @@ def _record_rejections(
     by_index: dict[int, CloudEvent] = dict(decoded.events)
     for problem in problems:
         if decoded.raw is not None and problem.index < len(decoded.raw):
-            raw = orjson.dumps(decoded.raw[problem.index], default=str).decode()
+            raw = codec.dumps(decoded.raw[problem.index])
         elif problem.index in by_index:
             raw = msgspec.json.encode(by_index[problem.index]).decode()
         else:

@@ -5,11 +5,11 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-import orjson
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from allotment import codec
 from allotment.errors import Conflict, NotFound, ValidationFailed
 from allotment.metering import queries
 from allotment.metering.aggregation import CompiledMeter, DataError
@@ -133,7 +133,7 @@ async def backfill(session: AsyncSession, tenant_id: str, meter: CompiledMeter) 
 
 
 def _loads(data: str | None) -> dict[str, Any]:
-    return orjson.loads(data) if data else {}
+    return codec.loads(data) if data else {}
 
 
 async def _find(session: AsyncSession, tenant_id: str, key: str) -> Meter | None:

@@ -19,8 +19,17 @@ _SQLITE_ROWS_PER_STATEMENT = 2000  # 8 parameters a row, well under SQLite's 32,
 
 
 async def driver(session: AsyncSession) -> tuple[Any, str]:
-    """The raw driver connection inside the session's transaction, and its dialect name."""
+    """The raw driver connection inside the session's transaction, and its dialect name.
+
+    SQLAlchemy's asyncpg adapter sends BEGIN lazily, with its first own statement; a statement
+    sent on the raw connection before that would run in autocommit, outside the transaction
+    (and its locks would be released at once). So the first call per session makes SQLAlchemy
+    open the transaction.
+    """
     conn = await session.connection()
+    if conn.dialect.name == "postgresql" and not session.info.get("driver_in_transaction"):
+        await conn.exec_driver_sql("SELECT 1")
+        session.info["driver_in_transaction"] = True
     raw = await conn.get_raw_connection()
     return raw.driver_connection, conn.dialect.name
 

@@ -14,9 +14,9 @@ from decimal import Decimal
 from typing import Any
 from zoneinfo import ZoneInfo
 
-import orjson
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from allotment import codec
 from allotment.customers import service as customers
 from allotment.errors import ValidationFailed
 from allotment.metering import queries
@@ -24,7 +24,15 @@ from allotment.metering.aggregation import Aggregation, Cell, DataError, parse_g
 from allotment.metering.meters import compile_meter
 from allotment.metering.models import Meter
 from allotment.metering.rollup import cell_of, read_journal
-from allotment.metering.windows import MINUTE_US, RAW, Segment, TooManyWindows, WindowSize, cover, windows
+from allotment.metering.windows import (
+    MINUTE_US,
+    RAW,
+    Segment,
+    TooManyWindows,
+    WindowSize,
+    cover,
+    windows,
+)
 
 SPECIAL_GROUPS = ("subject", "customer")
 MAX_WINDOWS = 10_000
@@ -319,7 +327,7 @@ async def _fold_raw(
             if subjects is not None and subject not in subjects:
                 continue
             try:
-                contribution = compiled.contribution(orjson.loads(data) if data else {})
+                contribution = compiled.contribution(codec.loads(data) if data else {})
             except DataError:
                 continue
             if contribution is None:
