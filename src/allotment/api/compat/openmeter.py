@@ -1,7 +1,17 @@
-"""OpenMeter-compatible API (`/api/v1`), a thin adapter over the same services."""
+"""OpenMeter-compatible API (`/api/v1`), a thin adapter over the same services.
+
+Existing OpenMeter clients (the official SDKs included) work unchanged: same paths, status
+codes (ingest 204, creates 201, subject upsert 200, deletes 204), camelCase bodies, bare JSON
+arrays where OpenMeter answers with them, and problem+json errors with an `instance`. Keys and
+scopes are the native ones.
+"""
 
 from __future__ import annotations
 
 from fastapi import APIRouter
 
+from allotment.api.compat import openmeter_customers, openmeter_events, openmeter_meters
+
 router = APIRouter(prefix="/api", tags=["openmeter compatibility"])
+for _module in (openmeter_events, openmeter_meters, openmeter_customers):
+    router.include_router(_module.router)

@@ -1,0 +1,218 @@
+"""OpenMeter customers (`/api/v1/customers`) and subjects (`/api/v1/subjects`).
+
+A customer's `usageAttribution.subjectKeys` are our subject keys and `primaryEmail` our
+email. A customer created without a key gets a generated one, because our customers are
+addressed by key.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Annotated, Literal
+
+from fastapi import Query, Response
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from allotment.api.compat.openmeter_http import openmeter_fields, openmeter_router
+from allotment.api.compat.openmeter_schemas import (
+    CUSTOMER_FIELDS,
+    CustomerIn,
+    SubjectUpsertIn,
+    customer_out,
+    subject_out,
+)
+from allotment.api.deps import Admin, Reader, ReadSession, WriteSession
+from allotment.api.responses import Json
+from allotment.customers import service as customers
+from allotment.customers.schemas import CustomerCreate, CustomerUpdate, SubjectUpsert
+from allotment.errors import NotFound, ValidationFailed
+from allotment.types import new_id, utcnow
+
+router = openmeter_router()
+_PAGE = 1000  # rows read per statement when every customer has to be seen
+
+
+@router.post("/v1/customers", status_code=201)
+async def create_customer(body: CustomerIn, principal: Admin, session: WriteSession) -> Json:
+    with openmeter_fields(CUSTOMER_FIELDS):
+        data = CustomerCreate(
+            key=body.key or new_id("cus"),
+            name=body.name,
+            description=body.description,
+            email=body.primary_email,
+            currency=body.currency,
+            metadata=body.metadata or {},
+            subject_keys=body.usage_attribution.subject_keys if body.usage_attribution else [],
+        )
+        view = await customers.create(session, principal.tenant_id, data, at=utcnow())
+    return Json(customer_out(view), status_code=201)
+
+
+@router.get("/v1/customers")
+async def list_customers(
+    principal: Reader,
+    session: ReadSession,
+    page: Annotated[int, Query(ge=1)] = 1,
+    page_size: Annotated[int, Query(alias="pageSize", ge=1, le=1000)] = 100,
+    order: Literal["ASC", "DESC"] = "ASC",
+    order_by: Annotated[Literal["id", "name", "createdAt"], Query(alias="orderBy")] = "id",
+    key: str | None = None,
+    name: str | None = None,
+    primary_email: Annotated[str | None, Query(alias="primaryEmail")] = None,
+    subject: str | None = None,
+) -> Json:
+    """`{items, page, pageSize, totalCount}`. `key` and `subject` match exactly, `name` and
+    `primaryEmail` match a part, ignoring case."""
+    tenant_id = principal.tenant_id
+    if (key, name, primary_email, subject) == (None,) * 4 and (order, order_by) == ("ASC", "id"):
+        total = await customers.count(session, tenant_id)
+        views = await customers.list_(
+            session, tenant_id, after=None, limit=page_size, offset=(page - 1) * page_size
+        )
+    else:
+        views = [
+            v
+            for v in await _all_customers(session, tenant_id)
+            if _matches(v, key, name, primary_email, subject)
+        ]
+        views.sort(key=lambda v: _sort_value(v, order_by), reverse=order == "DESC")
+        total = len(views)
+        views = views[(page - 1) * page_size : page * page_size]
+    return Json(
+        {
+            "items": [customer_out(v) for v in views],
+            "page": page,
+            "pageSize": page_size,
+            "totalCount": total,
+        }
+    )
+
+
+async def _all_customers(session: AsyncSession, tenant_id: str) -> list[customers.CustomerView]:
+    out: list[customers.CustomerView] = []
+    while True:
+        after = out[-1].customer.id if out else None
+        chunk = await customers.list_(session, tenant_id, after=after, limit=_PAGE)
+        out += chunk
+        if len(chunk) < _PAGE:
+            return out
+
+
+def _matches(
+    view: customers.CustomerView,
+    key: str | None,
+    name: str | None,
+    email: str | None,
+    subject: str | None,
+) -> bool:
+    c = view.customer
+    return (
+        (key is None or c.key == key)
+        and (name is None or name.lower() in c.name.lower())
+        and (email is None or email.lower() in (c.email or "").lower())
+        and (subject is None or subject in view.subject_keys)
+    )
+
+
+def _sort_value(view: customers.CustomerView, order_by: str) -> str:
+    c = view.customer
+    return {"id": c.id, "name": c.name, "createdAt": c.created_at.isoformat()}[order_by]
+
+
+@router.get("/v1/customers/{customer_id_or_key}")
+async def get_customer(customer_id_or_key: str, principal: Reader, session: ReadSession) -> Json:
+    return Json(customer_out(await customers.get(session, principal.tenant_id, customer_id_or_key)))
+
+
+@router.put("/v1/customers/{customer_id_or_key}")
+async def replace_customer(
+    customer_id_or_key: str, body: CustomerIn, principal: Admin, session: WriteSession
+) -> Json:
+    """A replace: optional fields left out are cleared; subject keys are kept when
+    `usageAttribution` is left out. The key cannot change."""
+    tenant_id = principal.tenant_id
+    with openmeter_fields(CUSTOMER_FIELDS):
+        current = (await customers.get(session, tenant_id, customer_id_or_key)).customer
+        if body.key is not None and body.key != current.key:
+            raise ValidationFailed.on("key", "cannot be changed")
+        data = CustomerUpdate(
+            name=body.name,
+            description=body.description,
+            email=body.primary_email,
+            currency=body.currency,
+            metadata=body.metadata or {},
+            subject_keys=body.usage_attribution.subject_keys if body.usage_attribution else None,
+        )
+        view = await customers.update(session, tenant_id, current.id, data, at=utcnow())
+    return Json(customer_out(view))
+
+
+@router.delete("/v1/customers/{customer_id_or_key}", status_code=204)
+async def delete_customer(
+    customer_id_or_key: str, principal: Admin, session: WriteSession
+) -> Response:
+    await customers.delete_(session, principal.tenant_id, customer_id_or_key, at=utcnow())
+    return Response(status_code=204)
+
+
+# --- subjects ----------------------------------------------------------------------------------
+
+
+@router.post("/v1/subjects")
+async def upsert_subjects(
+    body: list[SubjectUpsertIn], principal: Admin, session: WriteSession
+) -> Json:
+    """Creates or replaces each subject; answers 200 with them, as OpenMeter does."""
+    at, out = utcnow(), []
+    for item in body:
+        data = SubjectUpsert(key=item.key, display_name=item.display_name, metadata=item.metadata)
+        out.append(
+            subject_out(await customers.upsert_subject(session, principal.tenant_id, data, at=at))
+        )
+    return Json(out)
+
+
+@router.get("/v1/subjects")
+async def list_subjects(principal: Reader, session: ReadSession) -> Json:
+    return Json(
+        [subject_out(s) for s in await customers.list_subjects(session, principal.tenant_id)]
+    )
+
+
+# `:path` because a subject key may contain `/` (sent as %2F, which is decoded before routing).
+@router.get("/v1/subjects/{subject_key:path}")
+async def get_subject(subject_key: str, principal: Reader, session: ReadSession) -> Json:
+    return Json(subject_out(await customers.get_subject(session, principal.tenant_id, subject_key)))
+
+
+@router.delete("/v1/subjects/{subject_key:path}", status_code=204)
+async def delete_subject(subject_key: str, principal: Admin, session: WriteSession) -> Response:
+    await customers.delete_subject(session, principal.tenant_id, subject_key)
+    return Response(status_code=204)
+
+
+# --- shared with the event and meter adapters --------------------------------------------------
+
+
+async def customer_ids(session: AsyncSession, tenant_id: str, keys: set[str]) -> dict[str, str]:
+    """Customer key -> id. Attribution is by key; OpenMeter clients are answered with ids."""
+    out = {}
+    for key in sorted(keys):
+        try:
+            out[key] = (await customers.get(session, tenant_id, key)).customer.id
+        except NotFound:
+            continue  # deleted since the events were attributed: leave it out
+    return out
+
+
+@contextmanager
+def unknown_customer_is_invalid(field: str) -> Iterator[None]:
+    """A customer named in a filter that does not exist is bad input, not a missing resource
+    (the SDK would report a 404 on a meter query as "meter not found")."""
+    try:
+        yield
+    except NotFound as exc:
+        if exc.kind != "customer":
+            raise
+        raise ValidationFailed.on(field, f"customer '{exc.key}' not found") from None

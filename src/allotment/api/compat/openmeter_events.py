@@ -1,0 +1,115 @@
+"""OpenMeter events: ingest (`POST /api/v1/events`) and the recent-events listing."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import replace
+from datetime import datetime
+from typing import Annotated
+
+from fastapi import Query, Request, Response
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from allotment.api.compat.openmeter_customers import customer_ids, unknown_customer_is_invalid
+from allotment.api.compat.openmeter_http import openmeter_router, problem, utc
+from allotment.api.compat.openmeter_schemas import ingested_event_out
+from allotment.api.deps import Ingester, Reader, ReadSession, WriteSession
+from allotment.api.responses import Json
+from allotment.api.routers.events import ingest_body
+from allotment.errors import FieldError
+from allotment.metering import events as event_log
+from allotment.types import to_micros
+
+router = openmeter_router()
+
+_MAX_SCANNED_PAGES = 20  # bounds a filtered event listing that keeps few events per page
+
+
+@router.post("/v1/events", status_code=204, summary="Ingest one CloudEvent or a batch (OpenMeter)")
+async def ingest_events(request: Request, principal: Ingester, session: WriteSession) -> Response:
+    """Answers 204 once stored; an event re-sent with the same source and id counts once.
+
+    The content type may be `application/cloudevents+json`, `application/cloudevents-batch+json`
+    or `application/json`: the body itself says whether it is one event or an array. When every
+    event is refused the answer is a 400 naming each by index and field; otherwise refused
+    events are kept with their reasons for operators, as on the native API.
+    """
+    result = await ingest_body(request, session, principal.tenant_id)
+    if result.problems and result.accepted == 0 and result.duplicates == 0:
+        errors = [
+            FieldError(f"[{p.index}]" + (f".{p.field}" if p.field else ""), p.reason)
+            for p in result.problems
+        ]
+        detail = "; ".join(f"{e.field}: {e.message}" for e in errors[:20])
+        # Returned, not raised: the refusals are recorded in this same unit of work.
+        return problem(request, 400, "events_rejected", detail, errors)
+    return Response(status_code=204)
+
+
+@router.get("/v1/events", summary="Recently ingested events (OpenMeter)")
+async def list_events(
+    principal: Reader,
+    session: ReadSession,
+    subject: Annotated[list[str] | None, Query()] = None,
+    customer_id: Annotated[list[str] | None, Query(alias="customerId")] = None,
+    from_: Annotated[datetime | None, Query(alias="from")] = None,
+    to: datetime | None = None,
+    ingested_at_from: Annotated[datetime | None, Query(alias="ingestedAtFrom")] = None,
+    ingested_at_to: Annotated[datetime | None, Query(alias="ingestedAtTo")] = None,
+    id: str | None = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+) -> Json:
+    """Newest first, as a bare JSON array. `id` and `ingestedAt*` are applied to at most
+    twenty pages of `limit` events."""
+    start, end = utc(from_), utc(to)
+    flt = event_log.EventFilter(
+        subjects=subject,
+        customers=customer_id,
+        start_us=to_micros(start) if start else None,
+        end_us=to_micros(end) if end else None,
+    )
+    keep = _event_predicate(id, utc(ingested_at_from), utc(ingested_at_to))
+    with unknown_customer_is_invalid("customerId"):
+        views = await _scan_events(session, principal.tenant_id, flt, limit, keep)
+    ids = await customer_ids(
+        session, principal.tenant_id, {v.customer for v in views if v.customer}
+    )
+    return Json([ingested_event_out(v, ids) for v in views])
+
+
+def _event_predicate(
+    event_id: str | None, ingested_from: datetime | None, ingested_to: datetime | None
+) -> Callable[[event_log.EventView], bool] | None:
+    if event_id is None and ingested_from is None and ingested_to is None:
+        return None
+    low = to_micros(ingested_from) if ingested_from else None
+    high = to_micros(ingested_to) if ingested_to else None
+
+    def keep(view: event_log.EventView) -> bool:
+        e = view.event
+        return (
+            (event_id is None or e.event_id == event_id)
+            and (low is None or e.received_us >= low)
+            and (high is None or e.received_us < high)
+        )
+
+    return keep
+
+
+async def _scan_events(
+    session: AsyncSession,
+    tenant_id: str,
+    flt: event_log.EventFilter,
+    limit: int,
+    keep: Callable[[event_log.EventView], bool] | None,
+) -> list[event_log.EventView]:
+    if keep is None:
+        return await event_log.list_events(session, tenant_id, flt, limit=limit)
+    out: list[event_log.EventView] = []
+    for _ in range(_MAX_SCANNED_PAGES):
+        page = await event_log.list_events(session, tenant_id, flt, limit=limit)
+        out += [v for v in page if keep(v)]
+        if len(page) < limit or len(out) >= limit:
+            break
+        flt = replace(flt, before_seq=page[-1].event.seq)
+    return out[:limit]

@@ -1,0 +1,236 @@
+"""HTTP plumbing of the OpenMeter surface: its problem bodies, field names and query encodings.
+
+OpenMeter clients expect `400` (not `422`) for invalid input, camelCase field names, and an
+`instance` in every problem; the SDK raises on any status it does not list, and on a JSON
+content type whose body is not JSON. Everything here exists to honour that contract while
+the services keep raising the same domain errors as for the native API.
+"""
+
+from __future__ import annotations
+
+import ast
+import json
+import re
+from collections.abc import Callable, Coroutine, Iterator
+from contextlib import AsyncExitStack, contextmanager
+from datetime import UTC, datetime
+from http import HTTPStatus
+from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+import pydantic
+import structlog
+from fastapi import APIRouter, Request, Response
+from fastapi.exceptions import RequestValidationError
+from fastapi.routing import APIRoute
+from starlette.datastructures import QueryParams
+from starlette.exceptions import HTTPException
+
+from allotment.api.errors import PROBLEM, status_of
+from allotment.api.responses import Json
+from allotment.errors import AllotmentError, FieldError, ValidationFailed
+
+log = structlog.get_logger()
+
+# Invalid input is a 400 for OpenMeter clients; every other domain error keeps its status.
+_OPENMETER_STATUS = {422: 400}
+_MAX_FILTER_CHARS = 8192  # bounds the work `ast.literal_eval` may be asked to do
+
+
+def problem(
+    request: Request, status: int, code: str, detail: str, errors: list[FieldError] | None = None
+) -> Json:
+    body: dict[str, Any] = {
+        "type": code,
+        "title": HTTPStatus(status).phrase,
+        "status": status,
+        "detail": detail,
+        "instance": request.url.path,
+    }
+    if errors:
+        body["errors"] = [{"field": e.field, "message": e.message} for e in errors]
+    headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
+    return Json(body, status_code=status, media_type=PROBLEM, headers=headers)
+
+
+def problem_for(request: Request, exc: Exception) -> Response:
+    if isinstance(exc, AllotmentError):
+        status = status_of(exc)
+        return problem(
+            request, _OPENMETER_STATUS.get(status, status), exc.code, exc.detail, exc.errors
+        )
+    if isinstance(exc, RequestValidationError):
+        return _invalid_request(request, exc)
+    if isinstance(exc, pydantic.ValidationError):
+        return problem_for(request, _failed(_pydantic_errors(exc), {}))
+    if isinstance(exc, HTTPException):
+        return problem(request, exc.status_code, "http_error", str(exc.detail))
+    log.exception("unhandled error", path=request.url.path, exc_info=exc)
+    return problem(request, 500, "internal_error", "an unexpected error occurred")
+
+
+def _invalid_request(request: Request, exc: RequestValidationError) -> Response:
+    errors = []
+    for err in exc.errors():
+        if err.get("type") == "json_invalid":
+            return problem(request, 400, "malformed_request", "body is not valid JSON")
+        loc = [p for p in err.get("loc", ()) if p not in ("body", "query", "path", "header")]
+        message = str(err.get("msg", "is invalid")).removeprefix("Value error, ")
+        errors.append(FieldError(_dotted(loc) or "body", message))
+    return problem(request, 400, "validation_failed", _detail(errors), errors)
+
+
+class OpenMeterRoute(APIRoute):
+    """Renders every error of its endpoint as an OpenMeter problem, after the unit of work
+    has been rolled back.
+
+    The app-wide handlers speak the native dialect, so errors are caught here instead. A
+    `WriteSession` registers its commit on the request's function-scoped exit stack; that
+    stack is swapped for one closed *inside* the `try`, so an exception still reaches the
+    session (rollback) before it is turned into a response, and success still commits before
+    the response is sent. The stack's scope key is FastAPI's; a test (a refused customer
+    leaves nothing behind) fails if it ever changes.
+    """
+
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        handler = super().get_route_handler()
+
+        async def guarded(request: Request) -> Response:
+            try:
+                async with AsyncExitStack() as stack:
+                    request.scope["fastapi_function_astack"] = stack
+                    return await handler(request)
+            except Exception as exc:  # noqa: BLE001 - every error becomes a problem body
+                return problem_for(request, exc)
+
+        return guarded
+
+
+def openmeter_router() -> APIRouter:
+    # Lenient like OpenMeter: a JSON body is read whatever content type it was declared with.
+    return APIRouter(route_class=OpenMeterRoute, strict_content_type=False)
+
+
+# --- field names -------------------------------------------------------------------------------
+
+
+def camel(name: str) -> str:
+    head, *rest = name.split("_")
+    return head + "".join(part.title() for part in rest)
+
+
+def _dotted(loc: list[Any]) -> str:
+    out = ""
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out
+
+
+def _renamed(field: str, names: dict[str, str]) -> str:
+    """`value_property` -> `valueProperty`, `subject_keys[0]` -> `usageAttribution.subjectKeys[0]`."""
+    match = re.match(r"^([A-Za-z0-9_]+)(.*)$", field)
+    if not match:
+        return field
+    head, tail = match.groups()
+    return names.get(head, camel(head)) + tail
+
+
+def _failed(errors: list[FieldError], names: dict[str, str]) -> ValidationFailed:
+    renamed = [FieldError(_renamed(e.field, names), e.message) for e in errors]
+    return ValidationFailed(_detail(renamed), errors=renamed)
+
+
+def _detail(errors: list[FieldError]) -> str:
+    return "; ".join(f"{e.field}: {e.message}" for e in errors) or "invalid input"
+
+
+def _pydantic_errors(exc: pydantic.ValidationError) -> list[FieldError]:
+    return [
+        FieldError(_dotted(list(e["loc"])) or "body", str(e["msg"]).removeprefix("Value error, "))
+        for e in exc.errors()
+    ]
+
+
+@contextmanager
+def openmeter_fields(names: dict[str, str] | None = None) -> Iterator[None]:
+    """Services and native schemas name snake_case fields; OpenMeter clients sent camelCase
+    ones (and a few other names, given in `names`). Errors are re-raised under those names."""
+    try:
+        yield
+    except pydantic.ValidationError as exc:
+        raise _failed(_pydantic_errors(exc), names or {}) from None
+    except ValidationFailed as exc:
+        if not exc.errors:
+            raise
+        raise _failed(exc.errors, names or {}) from None
+
+
+# --- query-string values -----------------------------------------------------------------------
+
+
+def utc(at: datetime | None) -> datetime | None:
+    """OpenMeter's SDK sends naive datetimes as UTC, so a missing offset means UTC here too."""
+    if at is None:
+        return None
+    return at.replace(tzinfo=UTC) if at.tzinfo is None else at.astimezone(UTC)
+
+
+def zone(name: str) -> ZoneInfo:
+    try:
+        return ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError, OSError):
+        raise ValidationFailed.on("windowTimeZone", f"'{name}' is not an IANA time zone") from None
+
+
+def filter_group_by(params: QueryParams) -> dict[str, list[str]]:
+    """`filterGroupBy` in each form clients send: a Python-repr dict (the official Python SDK),
+    JSON, or the deep-object form `filterGroupBy[model]=gpt-4` (the OpenAPI spec)."""
+    out: dict[str, list[str]] = {}
+    for raw in params.getlist("filterGroupBy"):
+        for name, values in _mapping(raw).items():
+            out.setdefault(name, []).extend(values)
+    for key, value in params.multi_items():
+        deep = re.fullmatch(r"filterGroupBy\[([^\]]+)\]", key)
+        if deep:
+            out.setdefault(deep.group(1), []).append(value)
+    return out
+
+
+def _mapping(raw: str) -> dict[str, list[str]]:
+    parsed = _literal(raw)
+    if not isinstance(parsed, dict):
+        raise ValidationFailed.on("filterGroupBy", "must be an object of group name to value")
+    return {str(name): values_of("filterGroupBy", name, value) for name, value in parsed.items()}
+
+
+def _literal(raw: str) -> Any:
+    if len(raw) > _MAX_FILTER_CHARS:
+        raise ValidationFailed.on("filterGroupBy", f"is longer than {_MAX_FILTER_CHARS} characters")
+    try:
+        return json.loads(raw)
+    except ValueError:
+        pass
+    try:
+        return ast.literal_eval(raw)  # literals only: never evaluates code
+    except (ValueError, TypeError, SyntaxError, MemoryError, RecursionError):
+        raise ValidationFailed.on(
+            "filterGroupBy", 'must be a JSON object such as {"model": "gpt-4"}'
+        ) from None
+
+
+def values_of(field: str, name: object, value: object) -> list[str]:
+    """A filter value is one string (GET form) or a list of them (POST form); numbers are
+    accepted as their text, because group values are stored as text."""
+    items = value if isinstance(value, list) else [value]
+    if not all(isinstance(v, str | int | float) and not isinstance(v, bool) for v in items):
+        raise ValidationFailed.on(f"{field}.{name}", "must be a string or a list of strings")
+    return [str(v) for v in items]
+
+
+def json_param(field: str, raw: str | None) -> Any:
+    if raw is None:
+        return None
+    try:
+        return json.loads(raw)
+    except ValueError:
+        raise ValidationFailed.on(field, "is not valid JSON") from None

@@ -1,0 +1,603 @@
+"""The OpenMeter surface, driven by the official OpenMeter Python SDK against a real server.
+
+Each test starts uvicorn on 127.0.0.1 in a thread with its own event loop and its own app
+(the test loop's engine cannot be shared), on SQLite and on PostgreSQL.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import threading
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import httpx
+import openmeter
+import pytest
+import uvicorn
+from corehttp.exceptions import (
+    ClientAuthenticationError,
+    HttpResponseError,
+    ResourceExistsError,
+    ResourceNotFoundError,
+)
+from openmeter.aio import Client as AsyncClient
+from openmeter.models import (
+    CustomerCreate,
+    CustomerUsageAttribution,
+    Event,
+    MeterCreate,
+    MeterQueryRequest,
+    SubjectUpsert,
+)
+from tests.conftest import run_blocking
+
+from allotment.api.app import create_app
+from allotment.config import Settings
+from allotment.db import Database
+from allotment.tenancy import service as tenancy
+from allotment.types import utcnow
+
+T0 = datetime(2024, 1, 1, tzinfo=UTC)
+DAY = timedelta(days=1)
+
+
+# --- a live server -----------------------------------------------------------------------------
+
+
+class _ServerThread(threading.Thread):
+    """uvicorn on an already listening socket: requests queue until it accepts them."""
+
+    def __init__(self, settings: Settings, sock: socket.socket) -> None:
+        super().__init__(daemon=True)
+        self.settings, self.sock = settings, sock
+        self.created = threading.Event()
+        self.server: uvicorn.Server | None = None
+
+    def run(self) -> None:
+        asyncio.run(self._serve())
+
+    async def _serve(self) -> None:
+        try:
+            app = create_app(self.settings)  # an engine of this thread's loop
+            config = uvicorn.Config(app, log_level="warning", ws="none", access_log=False)
+            self.server = uvicorn.Server(config)
+        finally:
+            self.created.set()
+        await self.server.serve(sockets=[self.sock])
+
+    def stop(self) -> None:
+        self.created.wait(10)
+        if self.server is not None:
+            self.server.should_exit = True
+        self.join(10)
+
+
+@dataclass
+class Live:
+    url: str
+    keys: dict[str, str]  # scope -> secret
+
+    def client(self, scope: str = "admin", *, token: str | None = None) -> openmeter.Client:
+        return openmeter.Client(
+            endpoint=self.url, token=token or self.keys[scope], retry_total=0, read_timeout=30
+        )
+
+
+async def _tenant_keys(settings: Settings) -> dict[str, str]:
+    db = Database(settings)
+    try:
+        async with db.transaction() as session:
+            tenant = await tenancy.create_tenant(session, "openmeter-user", at=utcnow())
+            keys = {}
+            for scope in ("admin", "read", "ingest"):
+                _, keys[scope] = await tenancy.create_key(
+                    session, tenant.id, scope=scope, name=scope, at=utcnow()
+                )
+        return keys
+    finally:
+        await db.dispose()
+
+
+@pytest.fixture
+def live(settings: Settings) -> Iterator[Live]:
+    keys = run_blocking(_tenant_keys(settings))
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.bind(("127.0.0.1", 0))
+    sock.listen(128)
+    thread = _ServerThread(settings, sock)
+    thread.start()
+    try:
+        yield Live(f"http://127.0.0.1:{sock.getsockname()[1]}", keys)
+    finally:
+        thread.stop()
+        sock.close()
+    assert not thread.is_alive(), "the server did not stop"
+
+
+@pytest.fixture
+def om(live: Live) -> Iterator[openmeter.Client]:
+    with live.client() as client:
+        yield client
+
+
+# --- builders ----------------------------------------------------------------------------------
+
+
+def prompt(
+    subject: str = "cust-1",
+    tokens: float = 1,
+    model: str = "gpt-4",
+    *,
+    at: datetime = T0,
+    id: str | None = None,
+) -> Event:
+    return Event(
+        id=id or uuid.uuid4().hex,
+        source="app",
+        specversion="1.0",
+        type="prompt",
+        subject=subject,
+        time=at,
+        data={"tokens": tokens, "model": model},
+    )
+
+
+def tokens_meter(om: openmeter.Client, slug: str = "tokens_total") -> Any:
+    return om.meters.create(
+        MeterCreate(
+            slug=slug,
+            name="Tokens",
+            aggregation="SUM",
+            event_type="prompt",
+            value_property="$.tokens",
+            group_by={"model": "$.model"},
+        )
+    )
+
+
+def by(rows: Any, *names: str) -> dict[Any, float]:
+    """Query rows keyed by the named groups (`subject` and `customer_id` are the reserved ones)."""
+
+    def part(row: Any, name: str) -> Any:
+        return {"subject": row.subject, "customer_id": row.customer_id}.get(
+            name, row.group_by.get(name)
+        )
+
+    keys = [tuple(part(r, n) for n in names) for r in rows]
+    return {(k[0] if len(k) == 1 else k): r.value for k, r in zip(keys, rows, strict=True)}
+
+
+# --- events and queries ------------------------------------------------------------------------
+
+
+def test_ingested_events_are_summed_per_model_and_subject(om):
+    """Every ingest method counts, and groupBy splits the total by model and by subject."""
+    tokens_meter(om)
+    om.events.ingest_event(prompt("cust-1", 5, "gpt-4"))
+    om.events.ingest_events([prompt("cust-1", 7, "gpt-3"), prompt("cust-2", 11, "gpt-4")])
+    om.events.ingest_events_json([prompt("cust-2", 2.5, "gpt-3")])
+    window = {"from_parameter": T0, "to": T0 + DAY}
+
+    total = om.meters.query_json("tokens_total", **window)
+    assert [r.value for r in total.data] == [25.5]
+    assert total.data[0].group_by == {} and total.data[0].subject is None
+    assert by(om.meters.query_json("tokens_total", group_by=["model"], **window).data, "model") == {
+        "gpt-4": 16,
+        "gpt-3": 9.5,
+    }
+    assert by(
+        om.meters.query_json("tokens_total", group_by=["subject", "model"], **window).data,
+        "subject",
+        "model",
+    ) == {
+        ("cust-1", "gpt-4"): 5,
+        ("cust-1", "gpt-3"): 7,
+        ("cust-2", "gpt-4"): 11,
+        ("cust-2", "gpt-3"): 2.5,
+    }
+    only = om.meters.query_json("tokens_total", subject=["cust-2"], **window)
+    assert [r.value for r in only.data] == [13.5]
+
+
+def test_resent_event_counts_once(om):
+    """The SDK may re-send after an error: the same source and id is acknowledged, not counted."""
+    tokens_meter(om)
+    event = prompt(tokens=10, id="evt-1")
+    om.events.ingest_event(event)
+    om.events.ingest_event(event)
+    om.events.ingest_events([event, prompt(tokens=1, id="evt-2")])
+    assert [r.value for r in om.meters.query_json("tokens_total", from_parameter=T0).data] == [11]
+
+
+def test_hour_windows_list_only_hours_with_usage(om):
+    tokens_meter(om)
+    om.events.ingest_events(
+        [
+            prompt(tokens=1, at=T0 + timedelta(minutes=5)),
+            prompt(tokens=2, at=T0 + timedelta(minutes=55)),
+            prompt(tokens=4, at=T0 + timedelta(hours=3, minutes=1)),
+        ]
+    )
+    result = om.meters.query_json(
+        "tokens_total", from_parameter=T0, to=T0 + DAY, window_size="HOUR"
+    )
+    assert result.window_size == "HOUR"
+    assert [(r.window_start, r.window_end, r.value) for r in result.data] == [
+        (T0, T0 + timedelta(hours=1), 3),
+        (T0 + timedelta(hours=3), T0 + timedelta(hours=4), 4),
+    ]
+
+
+def test_day_windows_follow_the_window_time_zone(om):
+    """In Budapest (UTC+1 in January) 22:30Z is still Jan 1 and 23:30Z is already Jan 2."""
+    tokens_meter(om)
+    om.events.ingest_events(
+        [
+            prompt(tokens=1, at=T0 + timedelta(hours=22, minutes=30)),
+            prompt(tokens=2, at=T0 + timedelta(hours=23, minutes=30)),
+        ]
+    )
+    budapest = om.meters.query_json(
+        "tokens_total",
+        from_parameter=T0 - DAY,
+        to=T0 + 2 * DAY,
+        window_size="DAY",
+        window_time_zone="Europe/Budapest",
+    )
+    midnight = T0 - timedelta(hours=1)  # local midnight of Jan 1
+    assert [(r.window_start, r.window_end, r.value) for r in budapest.data] == [
+        (midnight, midnight + DAY, 1),
+        (midnight + DAY, midnight + 2 * DAY, 2),
+    ]
+    utc = om.meters.query_json("tokens_total", from_parameter=T0, to=T0 + DAY, window_size="DAY")
+    assert [(r.window_start, r.value) for r in utc.data] == [(T0, 3)]
+
+
+def test_without_window_size_the_window_is_from_to(om):
+    tokens_meter(om)
+    om.events.ingest_event(prompt(tokens=3, at=T0 + timedelta(hours=2)))
+    start, end = T0 + timedelta(minutes=30), T0 + timedelta(hours=5, seconds=7)
+    result = om.meters.query_json("tokens_total", from_parameter=start, to=end)
+    assert result.window_size is None and result.from_property == start and result.to == end
+    assert [(r.window_start, r.window_end, r.value) for r in result.data] == [(start, end, 3)]
+
+
+def test_filter_group_by_as_the_sdk_sends_it(om, live):
+    """The SDK sends `{'model': 'gpt-4'}` (a Python repr); JSON and `filterGroupBy[model]` work too."""
+    tokens_meter(om)
+    om.events.ingest_events(
+        [prompt(tokens=5, model="gpt-4"), prompt(tokens=7, model="gpt 3.5/turbo")]
+    )
+    sdk = om.meters.query_json(
+        "tokens_total", from_parameter=T0, filter_group_by={"model": "gpt 3.5/turbo"}
+    )
+    assert [r.value for r in sdk.data] == [7]
+    url = f"{live.url}/api/v1/meters/tokens_total/query"
+    headers = {"Authorization": f"Bearer {live.keys['read']}"}
+    for params in ({"filterGroupBy": '{"model": "gpt-4"}'}, {"filterGroupBy[model]": "gpt-4"}):
+        resp = httpx.get(url, params={"from": "2024-01-01T00:00:00Z", **params}, headers=headers)
+        assert resp.status_code == 200, resp.text
+        assert [row["value"] for row in resp.json()["data"]] == [5]
+
+
+def test_query_with_a_post_body(om):
+    tokens_meter(om)
+    om.events.ingest_events(
+        [
+            prompt(tokens=1, model="gpt-4"),
+            prompt(tokens=2, model="gpt-3"),
+            prompt(tokens=4, model="claude", at=T0 + DAY),
+        ]
+    )
+    result = om.meters.query(
+        "tokens_total",
+        MeterQueryRequest(
+            window_size="DAY",
+            from_property=T0,
+            to=T0 + 2 * DAY,
+            group_by=["model"],
+            filter_group_by={"model": ["gpt-4", "claude"]},
+        ),
+    )
+    assert [(r.window_start, r.group_by["model"], r.value) for r in result.data] == [
+        (T0, "gpt-4", 1),
+        (T0 + DAY, "claude", 4),
+    ]
+    plain = om.meters.query("tokens_total", {"from": "2024-01-01T00:00:00Z", "windowSize": None})
+    assert [r.value for r in plain.data] == [7]
+
+
+def test_customer_filter_and_group_use_customer_ids(om):
+    """`customer_id` groups by the customer owning each subject, answered with its id."""
+    tokens_meter(om)
+    acme = om.customers.create(
+        CustomerCreate(
+            name="ACME",
+            key="acme",
+            usage_attribution=CustomerUsageAttribution(subject_keys=["cust-1", "cust-2"]),
+        )
+    )
+    om.events.ingest_events([prompt("cust-1", 1), prompt("cust-2", 2), prompt("stranger", 4)])
+    grouped = om.meters.query_json("tokens_total", from_parameter=T0, group_by=["customer_id"])
+    assert by(grouped.data, "customer_id") == {acme.id: 3, None: 4}
+    filtered = om.meters.query_json("tokens_total", from_parameter=T0, filter_customer_id=[acme.id])
+    assert [r.value for r in filtered.data] == [3]
+
+
+def test_events_list_shows_what_was_ingested(om):
+    acme = om.customers.create(
+        {"name": "ACME", "key": "acme", "usageAttribution": {"subjectKeys": ["cust-1"]}}
+    )
+    om.events.ingest_events([prompt("cust-1", 5, id="a"), prompt("cust-2", 6, id="b")])
+    events = om.events.list(from_parameter=T0, limit=10)
+    assert sorted(e.event.id for e in events) == ["a", "b"]
+    mine = om.events.list(subject="cust-1")
+    assert [(e.event.id, e.event.data["tokens"], e.customer_id) for e in mine] == [
+        ("a", 5, acme.id)
+    ]
+    assert mine[0].event.time == T0 and mine[0].ingested_at is not None
+    assert [e.event.id for e in om.events.list(customer_id=[acme.id])] == ["a"]
+
+
+def test_every_rejected_event_is_a_400_naming_index_and_field(om):
+    tokens_meter(om)
+    with pytest.raises(HttpResponseError) as caught:
+        om.events.ingest_events([prompt(tokens="lots")])  # type: ignore[arg-type]
+    assert caught.value.status_code == 400
+    assert "[0]" in caught.value.model.detail and "tokens" in caught.value.model.detail
+
+
+def test_a_batch_with_some_bad_events_keeps_the_good_ones(om):
+    tokens_meter(om)
+    om.events.ingest_events([prompt(tokens=3), prompt(tokens="lots"), prompt(tokens=4)])  # type: ignore[arg-type]
+    assert [r.value for r in om.meters.query_json("tokens_total", from_parameter=T0).data] == [7]
+
+
+def test_ingest_events_json_with_a_dict_sends_no_body_and_is_refused(om):
+    """A known SDK bug sends an empty body for a plain dict; that must be a clear 400."""
+    with pytest.raises(HttpResponseError) as caught:
+        om.events.ingest_events_json(
+            {"id": "x", "source": "s", "specversion": "1.0", "type": "prompt", "subject": "u"}
+        )
+    assert caught.value.status_code == 400 and "empty" in caught.value.model.detail
+
+
+# --- meters ------------------------------------------------------------------------------------
+
+
+def test_meter_lifecycle(om):
+    created = tokens_meter(om)
+    assert (
+        created.slug,
+        created.event_type,
+        created.value_property,
+        created.group_by,
+        created.aggregation,
+    ) == ("tokens_total", "prompt", "$.tokens", {"model": "$.model"}, "SUM")
+    assert created.created_at is not None and created.updated_at is not None
+    om.meters.create({"slug": "calls", "aggregation": "COUNT", "eventType": "prompt"})
+    assert [m.slug for m in om.meters.list()] == ["tokens_total", "calls"]
+    assert om.meters.get("tokens_total").id == created.id == om.meters.get(created.id).id
+    assert (
+        om.meters.update(
+            "tokens_total", {"name": "LLM tokens", "groupBy": {"model": "$.model"}}
+        ).name
+        == "LLM tokens"
+    )
+    om.meters.delete("calls")
+    assert [m.slug for m in om.meters.list()] == ["tokens_total"]
+    with pytest.raises(ResourceNotFoundError):
+        om.meters.get("calls")
+
+
+def test_meter_created_after_events_counts_them(om):
+    om.events.ingest_event(prompt(tokens=9))
+    tokens_meter(om)
+    assert [r.value for r in om.meters.query_json("tokens_total", from_parameter=T0).data] == [9]
+
+
+def test_meter_subjects_are_those_with_usage(om):
+    tokens_meter(om)
+    om.events.ingest_events(
+        [prompt("b"), prompt("a"), prompt("a"), prompt("late", at=T0 + 3 * DAY)]
+    )
+    assert om.meters.list_subjects("tokens_total") == ["a", "b", "late"]
+    assert om.meters.list_subjects("tokens_total", from_parameter=T0, to=T0 + DAY) == ["a", "b"]
+    assert om.meters.list_group_by_values("tokens_total", "model") == ["gpt-4"]
+
+
+def test_duplicate_meter_is_resource_exists(om):
+    tokens_meter(om)
+    with pytest.raises(ResourceExistsError):
+        tokens_meter(om)
+
+
+# --- subjects and customers --------------------------------------------------------------------
+
+
+def test_subjects_upsert_list_get_delete(om):
+    first = om.subjects.upsert(
+        [SubjectUpsert(key="cust-1", display_name="C1", metadata={"tier": 1}), {"key": "cust-2"}]
+    )
+    assert [(s.key, s.display_name) for s in first] == [("cust-1", "C1"), ("cust-2", None)]
+    again = om.subjects.upsert([{"key": "cust-1", "displayName": "Customer one"}])
+    assert again[0].id == first[0].id and again[0].display_name == "Customer one"
+    assert [s.key for s in om.subjects.list()] == ["cust-1", "cust-2"]
+    assert om.subjects.get("cust-2").id == first[1].id
+    om.subjects.delete("cust-2")
+    with pytest.raises(ResourceNotFoundError):
+        om.subjects.get("cust-2")
+    assert [s.key for s in om.subjects.list()] == ["cust-1"]
+
+
+def test_subject_keys_may_contain_a_slash(om):
+    """The SDK sends `team/a` as `team%2Fa`, which reaches the router decoded."""
+    om.subjects.upsert([{"key": "team/a", "displayName": "Team A"}])
+    assert om.subjects.get("team/a").display_name == "Team A"
+    om.subjects.delete("team/a")
+    assert om.subjects.list() == []
+
+
+def test_customer_lifecycle(om):
+    created = om.customers.create(
+        CustomerCreate(
+            name="ACME",
+            key="acme",
+            currency="USD",
+            primary_email="billing@acme.test",
+            metadata={"tier": "gold"},
+            usage_attribution=CustomerUsageAttribution(subject_keys=["cust-1"]),
+        )
+    )
+    assert (
+        created.key,
+        created.name,
+        created.currency,
+        created.primary_email,
+        created.metadata,
+    ) == ("acme", "ACME", "USD", "billing@acme.test", {"tier": "gold"})
+    assert created.usage_attribution.subject_keys == ["cust-1"]
+    assert om.customers.get("acme").id == created.id == om.customers.get(created.id).id
+    om.customers.create({"name": "Globex", "key": "globex"})
+    page = om.customers.list(page=1, page_size=10)
+    assert (page.total_count, page.page, page.page_size) == (2, 1, 10)
+    assert [c.key for c in page.items_property] == ["acme", "globex"]
+    assert [c.key for c in om.customers.list(subject="cust-1").items_property] == ["acme"]
+    assert [c.key for c in om.customers.list(name="glob").items_property] == ["globex"]
+    assert [c.key for c in om.customers.list(order="DESC", order_by="name").items_property] == [
+        "globex",
+        "acme",
+    ]
+    updated = om.customers.update(
+        "acme", {"name": "ACME Corp", "usageAttribution": {"subjectKeys": ["cust-1", "cust-9"]}}
+    )
+    assert updated.name == "ACME Corp" and updated.usage_attribution.subject_keys == [
+        "cust-1",
+        "cust-9",
+    ]
+    om.customers.delete("acme")
+    with pytest.raises(ResourceNotFoundError):
+        om.customers.get("acme")
+    assert om.customers.list().total_count == 1
+
+
+def test_customer_refused_for_a_taken_subject_leaves_nothing_behind(om):
+    """The 409 is answered after the unit of work is rolled back: no half-created customer."""
+    om.customers.create(
+        {"name": "ACME", "key": "acme", "usageAttribution": {"subjectKeys": ["cust-1"]}}
+    )
+    with pytest.raises(ResourceExistsError):
+        om.customers.create(
+            {"name": "Globex", "key": "globex", "usageAttribution": {"subjectKeys": ["cust-1"]}}
+        )
+    assert [c.key for c in om.customers.list().items_property] == ["acme"]
+
+
+# --- errors and auth ---------------------------------------------------------------------------
+
+
+def test_unknown_meter_is_resource_not_found(om):
+    with pytest.raises(ResourceNotFoundError) as caught:
+        om.meters.query_json("missing")
+    assert caught.value.status_code == 404
+
+
+def test_bad_token_is_client_authentication_error(live):
+    with (
+        live.client(token="alm_not-a-key") as client,
+        pytest.raises(ClientAuthenticationError) as caught,
+    ):
+        client.meters.list()
+    assert caught.value.status_code == 401 and caught.value.model.instance == "/api/v1/meters"
+
+
+def test_scopes_are_the_native_ones(live, om):
+    tokens_meter(om)
+    with live.client("ingest") as ingest, live.client("read") as read:
+        ingest.events.ingest_event(prompt(tokens=2))
+        assert [
+            r.value for r in read.meters.query_json("tokens_total", from_parameter=T0).data
+        ] == [2]
+        with pytest.raises(HttpResponseError) as caught:
+            read.meters.create({"slug": "calls", "aggregation": "COUNT", "eventType": "prompt"})
+    assert caught.value.status_code == 403
+
+
+@pytest.mark.parametrize(
+    "call, field",
+    [
+        (
+            lambda om: om.meters.create(
+                {
+                    "slug": "x",
+                    "aggregation": "MEDIAN",
+                    "eventType": "prompt",
+                    "valueProperty": "$.v",
+                }
+            ),
+            "aggregation",
+        ),
+        (lambda om: om.meters.create({"aggregation": "SUM", "eventType": "prompt"}), "slug"),
+        (
+            lambda om: om.meters.query_json("tokens_total", window_time_zone="Mars/Olympus"),
+            "windowTimeZone",
+        ),
+        (lambda om: om.meters.query_json("tokens_total", group_by=["region"]), "groupBy"),
+        (lambda om: om.meters.query_json("tokens_total", from_parameter=T0, to=T0), "from"),
+        (lambda om: om.customers.create({"name": "ACME", "currency": "dollars"}), "currency"),
+    ],
+)
+def test_bad_request_is_a_400_problem_naming_the_field(om, call, field):
+    tokens_meter(om)
+    with pytest.raises(HttpResponseError) as caught:
+        call(om)
+    problem = caught.value.model
+    assert caught.value.status_code == 400 and problem.status == 400
+    assert problem.title == "Bad Request" and problem.instance.startswith("/api/v1/")
+    assert problem.detail.startswith(field) or f" {field}" in problem.detail, problem.detail
+
+
+def test_malformed_filter_group_by_is_a_400(om, live):
+    tokens_meter(om)
+    resp = httpx.get(
+        f"{live.url}/api/v1/meters/tokens_total/query",
+        params={"filterGroupBy": "{'model': "},
+        headers={"Authorization": f"Bearer {live.keys['read']}"},
+    )
+    assert resp.status_code == 400 and resp.headers["content-type"] == "application/problem+json"
+    assert resp.json()["errors"][0]["field"] == "filterGroupBy"
+
+
+# --- the async client --------------------------------------------------------------------------
+
+
+async def test_async_client_ingests_and_queries(live):
+    async with AsyncClient(endpoint=live.url, token=live.keys["admin"], retry_total=0) as client:
+        await client.meters.create(
+            {
+                "slug": "tokens_total",
+                "aggregation": "SUM",
+                "eventType": "prompt",
+                "valueProperty": "$.tokens",
+                "groupBy": {"model": "$.model"},
+            }
+        )
+        await client.events.ingest_events(
+            [prompt(tokens=5, model="gpt 4"), prompt(tokens=6, model="gpt-3")]
+        )
+        result = await client.meters.query_json(
+            "tokens_total",
+            from_parameter=T0 - DAY,
+            group_by=["model"],
+            filter_group_by={"model": "gpt 4"},
+            window_time_zone="Europe/Budapest",
+            window_size="DAY",
+        )
+    assert [(r.group_by["model"], r.value, r.window_start) for r in result.data] == [
+        ("gpt 4", 5, T0 - timedelta(hours=1))
+    ]
