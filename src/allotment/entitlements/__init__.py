@@ -1,0 +1,47 @@
+"""Entitlements: what each customer may use, and the pure engine that decides checks."""
+
+from allotment.entitlements.engine import (
+    BooleanEntitlement,
+    BurnDown,
+    Decision,
+    Entitlement,
+    Grant,
+    InvalidEntitlement,
+    InvalidQuantity,
+    Kind,
+    MeteredEntitlement,
+    Reason,
+    SeatsEntitlement,
+    StaticEntitlement,
+    Verdict,
+    burn,
+    burn_order,
+    decide,
+    decide_seats,
+    rollover,
+)
+from allotment.entitlements.periods import Interval, UsagePeriod, period_at
+
+__all__ = [
+    "BooleanEntitlement",
+    "BurnDown",
+    "Decision",
+    "Entitlement",
+    "Grant",
+    "Interval",
+    "InvalidEntitlement",
+    "InvalidQuantity",
+    "Kind",
+    "MeteredEntitlement",
+    "Reason",
+    "SeatsEntitlement",
+    "StaticEntitlement",
+    "UsagePeriod",
+    "Verdict",
+    "burn",
+    "burn_order",
+    "decide",
+    "decide_seats",
+    "period_at",
+    "rollover",
+]

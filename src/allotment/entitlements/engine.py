@@ -1,0 +1,359 @@
+"""The entitlement engine: pure decisions over values the caller has already read.
+
+Nothing here reads a clock, a database or the network: usage, reservations and grants come in
+as values and time comes in as `at`, so every decision can be replayed exactly. Quantities are
+`Decimal`. One strategy per entitlement kind; `decide` picks it by kind.
+
+Invariants (property-tested):
+- a check allows at most up to the hard limit: usage + reserved + quantity <= hard, or deny;
+- decisions are monotone in quantity: a larger request is never treated better;
+- burn-down never drives a balance negative, consumes `min(usage, included + live grants)`,
+  and burning u1 then u2 equals burning u1 + u2 (a period can be computed in any number of runs).
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import assert_never
+
+from allotment.errors import ValidationFailed
+from allotment.types import as_utc
+
+ZERO = Decimal(0)
+ONE = Decimal(1)
+_NEVER = datetime.max.replace(tzinfo=UTC)  # sorts a grant without expiry after all others
+
+
+class InvalidQuantity(ValidationFailed, ValueError):
+    """A requested quantity that is not a finite number greater than zero."""
+
+    code = "invalid_quantity"
+
+
+class InvalidEntitlement(ValidationFailed, ValueError):
+    """Limits or grant fields that cannot describe a real entitlement (e.g. hard < soft)."""
+
+    code = "invalid_entitlement"
+
+
+class Kind(enum.StrEnum):
+    BOOLEAN = "boolean"
+    STATIC = "static"
+    METERED = "metered"
+    SEATS = "seats"
+
+
+class Verdict(enum.StrEnum):
+    ALLOW = "allow"
+    ALLOW_OVERDRAFT = "allow_overdraft"  # allowed, but past the soft limit: flagged, maybe billed
+    DENY = "deny"
+
+
+class Reason(enum.StrEnum):
+    WITHIN_LIMIT = "within_limit"
+    SOFT_LIMIT = "soft_limit"  # over the soft limit, within the hard one (overdraft)
+    HARD_LIMIT = "hard_limit"
+    HAS_ACCESS = "has_access"
+    NO_ACCESS = "no_access"
+    STATIC = "static"
+
+
+@dataclass(frozen=True)
+class BooleanEntitlement:
+    has_access: bool
+    kind: Kind = field(default=Kind.BOOLEAN, init=False)
+
+
+@dataclass(frozen=True)
+class StaticEntitlement:
+    config: Mapping[str, object]
+    kind: Kind = field(default=Kind.STATIC, init=False)
+
+
+@dataclass(frozen=True)
+class MeteredEntitlement:
+    """Usage per period against `included`; soft defaults to included, hard None = uncapped."""
+
+    included: Decimal
+    soft_limit: Decimal | None = None
+    hard_limit: Decimal | None = None
+    kind: Kind = field(default=Kind.METERED, init=False)
+
+    def __post_init__(self) -> None:
+        _check_limits(self.included, self.soft_limit, self.hard_limit)
+
+
+@dataclass(frozen=True)
+class SeatsEntitlement:
+    """A gauge of concurrently active seats with the same soft and hard limits as metered."""
+
+    included: Decimal
+    soft_limit: Decimal | None = None
+    hard_limit: Decimal | None = None
+    kind: Kind = field(default=Kind.SEATS, init=False)
+
+    def __post_init__(self) -> None:
+        _check_limits(self.included, self.soft_limit, self.hard_limit)
+
+
+Entitlement = BooleanEntitlement | StaticEntitlement | MeteredEntitlement | SeatsEntitlement
+
+
+@dataclass(frozen=True, kw_only=True)
+class Grant:
+    """Extra units on a metered entitlement: a prepaid top-up, a promotion, a credit.
+
+    `amount` is what the grant holds at the start of the current period (rollover rewrites
+    it at each reset). It is live while effective_at <= at < expires_at and not yet voided.
+    All times are stored in UTC.
+    """
+
+    id: str
+    amount: Decimal
+    priority: int  # lower burns first
+    effective_at: datetime
+    created_at: datetime
+    expires_at: datetime | None = None
+    voided_at: datetime | None = None
+    min_rollover: Decimal = ZERO
+    max_rollover: Decimal | None = None  # None carries the whole remaining amount
+
+    def __post_init__(self) -> None:
+        for name in ("effective_at", "created_at", "expires_at", "voided_at"):
+            value = getattr(self, name)
+            if value is not None:
+                object.__setattr__(self, name, as_utc(value))
+        _require_non_negative("amount", self.amount)
+        _require_non_negative("min_rollover", self.min_rollover)
+        if self.max_rollover is not None and not self.max_rollover >= self.min_rollover:
+            raise InvalidEntitlement.on("max_rollover", "must not be less than min_rollover")
+        if self.expires_at is not None and self.expires_at <= self.effective_at:
+            raise InvalidEntitlement.on("expires_at", "must be after effective_at")
+
+
+@dataclass(frozen=True)
+class Decision:
+    """The answer to a check. Numbers are None for kinds that do not count (boolean, static).
+
+    soft_limit and hard_limit are the effective limits, i.e. raised by live grants.
+    """
+
+    decision: Verdict
+    reason: str
+    usage: Decimal | None = None
+    included: Decimal | None = None
+    soft_limit: Decimal | None = None
+    hard_limit: Decimal | None = None
+    balance: Decimal | None = None
+    overage: Decimal | None = None
+    config: Mapping[str, object] | None = None
+
+
+@dataclass(frozen=True)
+class BurnDown:
+    """What is left after usage burned a period's included units and grants.
+
+    `grants` has an entry for every grant given; `uncovered` is usage nothing paid for.
+    """
+
+    included: Decimal
+    grants: Mapping[str, Decimal]
+    uncovered: Decimal
+
+
+# --- checks -----------------------------------------------------------------------------------
+
+
+def decide(
+    ent: Entitlement,
+    *,
+    usage: Decimal = ZERO,
+    reserved: Decimal = ZERO,
+    grants: Iterable[Grant] = (),
+    quantity: Decimal = ONE,
+    at: datetime,
+) -> Decision:
+    """May `quantity` more be used at `at`? Picks the strategy for the entitlement's kind.
+
+    usage is the current period's usage (for seats: the active count); reserved is what open
+    reservations hold (for seats: pending activations) and counts as if already used.
+    """
+    _require_positive(quantity)
+    at = as_utc(at)
+    match ent:
+        case BooleanEntitlement():
+            return decide_boolean(ent)
+        case StaticEntitlement():
+            return decide_static(ent)
+        case MeteredEntitlement():
+            return decide_metered(ent, usage, reserved, tuple(grants), quantity, at)
+        case SeatsEntitlement():
+            return decide_seats(
+                usage + reserved, quantity, ent.included, ent.soft_limit, ent.hard_limit
+            )
+        case _:
+            assert_never(ent)
+
+
+def decide_boolean(ent: BooleanEntitlement) -> Decision:
+    if ent.has_access:
+        return Decision(Verdict.ALLOW, Reason.HAS_ACCESS)
+    return Decision(Verdict.DENY, Reason.NO_ACCESS)
+
+
+def decide_static(ent: StaticEntitlement) -> Decision:
+    """A static entitlement always grants access; what matters is its configuration."""
+    return Decision(Verdict.ALLOW, Reason.STATIC, config=ent.config)
+
+
+def decide_metered(
+    ent: MeteredEntitlement,
+    usage: Decimal,
+    reserved: Decimal,
+    grants: Sequence[Grant],
+    quantity: Decimal,
+    at: datetime,
+) -> Decision:
+    """Live grants raise both limits by their amount: a prepaid top-up extends the cap too."""
+    _require_positive(quantity)
+    _require_non_negative("usage", usage, InvalidQuantity)
+    _require_non_negative("reserved", reserved, InvalidQuantity)
+    extra = sum((g.amount for g in grants if is_live(g, at)), ZERO)
+    soft = (ent.included if ent.soft_limit is None else ent.soft_limit) + extra
+    hard = None if ent.hard_limit is None else ent.hard_limit + extra
+    return _judge(usage, reserved, quantity, ent.included, soft, hard)
+
+
+def decide_seats(
+    active_count: Decimal,
+    quantity: Decimal,
+    included: Decimal,
+    soft_limit: Decimal | None,
+    hard_limit: Decimal | None,
+) -> Decision:
+    """Activating `quantity` more seats: within soft allow, up to hard overdraft, then deny."""
+    _require_positive(quantity)
+    _require_non_negative("active_count", active_count, InvalidQuantity)
+    _check_limits(included, soft_limit, hard_limit)
+    soft = included if soft_limit is None else soft_limit
+    return _judge(active_count, ZERO, quantity, included, soft, hard_limit)
+
+
+def _judge(
+    usage: Decimal,
+    reserved: Decimal,
+    quantity: Decimal,
+    included: Decimal,
+    soft: Decimal,
+    hard: Decimal | None,
+) -> Decision:
+    """The one rule every counted kind shares; reserved units are spent units."""
+    after = usage + reserved + quantity
+    if after <= soft:
+        verdict, reason = Verdict.ALLOW, Reason.WITHIN_LIMIT
+    elif hard is None or after <= hard:
+        verdict, reason = Verdict.ALLOW_OVERDRAFT, Reason.SOFT_LIMIT
+    else:
+        verdict, reason = Verdict.DENY, Reason.HARD_LIMIT
+    balance = max(ZERO, soft - usage - reserved)
+    overage = max(ZERO, usage - soft)
+    return Decision(verdict, reason, usage, included, soft, hard, balance, overage)
+
+
+# --- grants -------------------------------------------------------------------------------------
+
+
+def is_live(grant: Grant, at: datetime) -> bool:
+    """Whether the grant can be spent at `at`: effective, not expired, not voided."""
+    return grant.effective_at <= at and not has_ended(grant, at)
+
+
+def has_ended(grant: Grant, at: datetime) -> bool:
+    """Expired or voided at or before `at`: whatever it still held is forfeit."""
+    return any(t is not None and t <= at for t in (grant.expires_at, grant.voided_at))
+
+
+def burn_order(grants: Iterable[Grant]) -> list[Grant]:
+    """Priority (lower first), then earliest expiry (none last), then oldest, then id.
+
+    The id makes the order total, so the same grants always burn the same way.
+    """
+    return sorted(grants, key=lambda g: (g.priority, g.expires_at or _NEVER, g.created_at, g.id))
+
+
+def burn(grants: Iterable[Grant], included: Decimal, usage: Decimal, at: datetime) -> BurnDown:
+    """Spend `usage` from `included` first, then from live grants in burn order.
+
+    Grants that ended by `at` are left with nothing; grants not yet effective are untouched.
+    To burn across a grant's expiry, burn each stretch of usage at its own `at` and feed the
+    remainders into the next run: runs compose (burning u1 then u2 equals burning u1 + u2).
+    """
+    _require_non_negative("included", included)
+    _require_non_negative("usage", usage, InvalidQuantity)
+    at = as_utc(at)
+    from_included = min(included, usage)
+    left = usage - from_included
+    remaining: dict[str, Decimal] = {}
+    for grant in burn_order(grants):
+        if not is_live(grant, at):
+            remaining[grant.id] = ZERO if has_ended(grant, at) else grant.amount
+            continue
+        take = min(grant.amount, left)
+        remaining[grant.id] = grant.amount - take
+        left -= take
+    return BurnDown(included - from_included, remaining, left)
+
+
+def rollover(
+    grants: Iterable[Grant], remaining: Mapping[str, Decimal], *, at: datetime
+) -> dict[str, Decimal]:
+    """Each grant's amount for the period starting at `at` (the reset).
+
+    A grant carries its remaining amount clamped to [min_rollover, max_rollover]; a grant
+    that ended by the reset carries nothing; a grant that only starts at or after the reset
+    was never in the old period, so it keeps its amount.
+    """
+    at = as_utc(at)
+    out: dict[str, Decimal] = {}
+    for grant in grants:
+        if has_ended(grant, at):
+            out[grant.id] = ZERO
+        elif grant.effective_at >= at:
+            out[grant.id] = grant.amount
+        else:
+            out[grant.id] = _clamp(remaining[grant.id], grant.min_rollover, grant.max_rollover)
+    return out
+
+
+def _clamp(value: Decimal, low: Decimal, high: Decimal | None) -> Decimal:
+    return max(low, value if high is None else min(value, high))
+
+
+# --- validation ---------------------------------------------------------------------------------
+
+
+def _require_positive(quantity: Decimal) -> None:
+    if not (quantity.is_finite() and quantity > 0):
+        raise InvalidQuantity.on("quantity", f"must be a number greater than zero, got {quantity}")
+
+
+def _require_non_negative(
+    name: str, value: Decimal, error: type[ValidationFailed] = InvalidEntitlement
+) -> None:
+    if not (value.is_finite() and value >= 0):
+        raise error.on(name, f"must be a number of at least zero, got {value}")
+
+
+def _check_limits(included: Decimal, soft: Decimal | None, hard: Decimal | None) -> None:
+    """hard >= soft keeps "allow" from ever passing the hard limit."""
+    _require_non_negative("included", included)
+    for name, value in (("soft_limit", soft), ("hard_limit", hard)):
+        if value is not None:
+            _require_non_negative(name, value)
+    effective_soft = included if soft is None else soft
+    if hard is not None and hard < effective_soft:
+        raise InvalidEntitlement.on("hard_limit", "must not be less than the soft limit")

@@ -1,0 +1,491 @@
+"""The entitlement engine: checks per kind, grant burn-down and rollover, against naive references."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from zoneinfo import ZoneInfo
+
+import pytest
+from hypothesis import assume, given, settings
+from hypothesis import strategies as st
+
+from allotment.entitlements.engine import (
+    BooleanEntitlement,
+    Grant,
+    InvalidEntitlement,
+    InvalidQuantity,
+    MeteredEntitlement,
+    SeatsEntitlement,
+    StaticEntitlement,
+    Verdict,
+    burn,
+    burn_order,
+    decide,
+    decide_seats,
+    rollover,
+)
+from allotment.errors import ValidationFailed
+
+D = Decimal
+T0 = datetime(2026, 1, 1, tzinfo=UTC)
+AT = T0 + timedelta(days=15)
+EXAMPLES = settings(max_examples=100, deadline=None)
+
+
+def at_day(day: int) -> datetime:
+    return T0 + timedelta(days=day)
+
+
+def grant(
+    gid: str,
+    amount: Decimal | str | int,
+    *,
+    priority: int = 1,
+    expires: int | None = None,
+    created: int = 0,
+    effective: int = 0,
+    voided: int | None = None,
+    min_rollover: Decimal | str | int = 0,
+    max_rollover: str | int | None = None,
+) -> Grant:
+    """A grant with times given as days after T0."""
+    return Grant(
+        id=gid,
+        amount=D(amount),
+        priority=priority,
+        effective_at=at_day(effective),
+        created_at=at_day(created),
+        expires_at=None if expires is None else at_day(expires),
+        voided_at=None if voided is None else at_day(voided),
+        min_rollover=D(min_rollover),
+        max_rollover=None if max_rollover is None else D(max_rollover),
+    )
+
+
+# --- strategies ---------------------------------------------------------------------------------
+
+amounts = st.decimals(min_value=0, max_value=10_000, places=2)
+whole = st.integers(0, 60).map(D)
+
+
+@st.composite
+def grants_(draw: st.DrawFn, amount: st.SearchStrategy[Decimal] = amounts) -> list[Grant]:
+    """Up to six grants with colliding priorities, expiries and creation times, some dead."""
+    out = []
+    for i in range(draw(st.integers(0, 6))):
+        effective = draw(st.integers(0, 20))
+        expires = draw(st.one_of(st.none(), st.integers(effective + 1, 40)))
+        voided = draw(st.one_of(st.none(), st.none(), st.integers(0, 40)))
+        out.append(
+            grant(
+                f"g{i}",
+                draw(amount),
+                priority=draw(st.integers(0, 3)),
+                expires=expires,
+                created=draw(st.integers(0, 3)),
+                effective=effective,
+                voided=voided,
+            )
+        )
+    return out
+
+
+@st.composite
+def limits(draw: st.DrawFn) -> MeteredEntitlement:
+    included = draw(amounts)
+    soft = draw(st.one_of(st.none(), amounts.map(lambda extra: included + extra)))
+    base = included if soft is None else soft
+    hard = draw(st.one_of(st.none(), amounts.map(lambda extra: base + extra)))
+    return MeteredEntitlement(included, soft, hard)
+
+
+quantities = st.decimals(min_value=D("0.01"), max_value=30_000, places=2)
+
+
+# --- naive references ---------------------------------------------------------------------------
+
+
+def burns_before(a: Grant, b: Grant) -> bool:
+    """Reference for the burn order, written as the rule reads."""
+    if a.priority != b.priority:
+        return a.priority < b.priority
+    if a.expires_at != b.expires_at:
+        if a.expires_at is None or b.expires_at is None:
+            return b.expires_at is None
+        return a.expires_at < b.expires_at
+    if a.created_at != b.created_at:
+        return a.created_at < b.created_at
+    return a.id < b.id
+
+
+def live(g: Grant, at: datetime) -> bool:
+    if g.expires_at is not None and g.expires_at <= at:
+        return False
+    if g.voided_at is not None and g.voided_at <= at:
+        return False
+    return g.effective_at <= at
+
+
+def naive_burn(
+    grants: Sequence[Grant], included: Decimal, usage: int, at: datetime
+) -> dict[str, Decimal]:
+    """Reference: spend one unit at a time from the best source that still has one."""
+    left = {g.id: g.amount for g in grants if live(g, at)}
+    inc = included
+    for _ in range(usage):
+        if inc > 0:
+            inc -= 1
+            continue
+        candidates = [g for g in grants if left.get(g.id, 0) > 0]
+        if not candidates:
+            break
+        best = candidates[0]
+        for g in candidates[1:]:
+            if burns_before(g, best):
+                best = g
+        left[best.id] -= 1
+    return {g.id: left[g.id] if g.id in left else untouched(g, at) for g in grants}
+
+
+def untouched(g: Grant, at: datetime) -> Decimal:
+    """What a grant that could not be spent keeps: nothing once ended, all before it starts."""
+    ended = any(t is not None and t <= at for t in (g.expires_at, g.voided_at))
+    return D(0) if ended else g.amount
+
+
+def naive_verdict(
+    ent: MeteredEntitlement, usage: Decimal, reserved: Decimal, grants: Sequence[Grant], q: Decimal
+) -> Verdict:
+    """Reference: the limits recomputed from the definition."""
+    extra = sum((g.amount for g in grants if live(g, AT)), D(0))
+    soft = (ent.soft_limit if ent.soft_limit is not None else ent.included) + extra
+    total = usage + reserved + q
+    if total <= soft:
+        return Verdict.ALLOW
+    if ent.hard_limit is None or total <= ent.hard_limit + extra:
+        return Verdict.ALLOW_OVERDRAFT
+    return Verdict.DENY
+
+
+# --- the worked examples ------------------------------------------------------------------------
+
+
+def test_seats_overdraft_between_paid_and_cap() -> None:
+    """100 seats paid, cap 120: the 101st..120th seat is overdraft, the 121st is denied."""
+    ent = SeatsEntitlement(included=D(100), hard_limit=D(120))
+    assert decide(ent, usage=D(99), at=AT).decision is Verdict.ALLOW
+    for active in range(100, 120):
+        assert decide(ent, usage=D(active), at=AT).decision is Verdict.ALLOW_OVERDRAFT
+    denied = decide(ent, usage=D(120), at=AT)
+    assert (denied.decision, denied.reason) == (Verdict.DENY, "hard_limit")
+
+
+def test_decide_seats_counts_the_seats_being_activated() -> None:
+    """Activating 21 seats on top of 100 crosses the cap of 120 even though 20 would not."""
+    assert decide_seats(D(100), D(20), D(100), D(100), D(120)).decision is Verdict.ALLOW_OVERDRAFT
+    assert decide_seats(D(100), D(21), D(100), D(100), D(120)).decision is Verdict.DENY
+
+
+def test_metered_overdraft_up_to_the_hard_limit() -> None:
+    """Included 1,000,000, hard 1,500,000, usage 1,499,999: +1 is overdraft, +2 is denied."""
+    ent = MeteredEntitlement(D(1_000_000), D(1_000_000), D(1_500_000))
+    one = decide(ent, usage=D(1_499_999), quantity=D(1), at=AT)
+    two = decide(ent, usage=D(1_499_999), quantity=D(2), at=AT)
+    assert (one.decision, one.reason) == (Verdict.ALLOW_OVERDRAFT, "soft_limit")
+    assert (two.decision, two.reason) == (Verdict.DENY, "hard_limit")
+    assert (one.balance, one.overage) == (D(0), D(499_999))
+
+
+def test_metered_within_soft_limit_reports_balance() -> None:
+    ent = MeteredEntitlement(D(1000), hard_limit=D(1200))
+    result = decide(ent, usage=D(600), reserved=D(100), quantity=D(300), at=AT)
+    assert result.decision is Verdict.ALLOW
+    assert (result.usage, result.included, result.soft_limit, result.hard_limit) == (
+        D(600), D(1000), D(1000), D(1200)
+    )  # fmt: skip
+    assert (result.balance, result.overage) == (D(300), D(0))
+
+
+# --- metered checks -----------------------------------------------------------------------------
+
+
+def test_reserved_units_count_as_spent() -> None:
+    """Two reservations can never spend the same unit."""
+    ent = MeteredEntitlement(D(10), hard_limit=D(10))
+    assert decide(ent, usage=D(5), reserved=D(5), at=AT).decision is Verdict.DENY
+    assert decide(ent, usage=D(5), reserved=D(4), at=AT).decision is Verdict.ALLOW
+
+
+def test_live_grants_raise_soft_and_hard_limits() -> None:
+    """A prepaid top-up extends both the included amount and the cap."""
+    ent = MeteredEntitlement(D(100), hard_limit=D(150))
+    result = decide(ent, usage=D(100), grants=[grant("top-up", 50)], quantity=D(100), at=AT)
+    assert (result.soft_limit, result.hard_limit) == (D(150), D(200))
+    assert result.decision is Verdict.ALLOW_OVERDRAFT
+
+
+def test_ended_and_future_grants_raise_nothing() -> None:
+    """Expired, voided and not-yet-effective grants are not available at `at`."""
+    ent = MeteredEntitlement(D(100))
+    dead = [
+        grant("expired", 50, expires=15),  # expires exactly at AT
+        grant("voided", 50, voided=10),
+        grant("future", 50, effective=16),
+    ]
+    assert decide(ent, grants=dead, at=AT).soft_limit == D(100)
+
+
+def test_no_hard_limit_never_denies() -> None:
+    ent = MeteredEntitlement(D(10))
+    result = decide(ent, usage=D(10**9), quantity=D(10**9), at=AT)
+    assert (result.decision, result.overage) == (Verdict.ALLOW_OVERDRAFT, D(10**9 - 10))
+
+
+@pytest.mark.parametrize("quantity", [D(0), D(-1), D("NaN"), D("Infinity")])
+def test_quantity_must_be_positive(quantity: Decimal) -> None:
+    with pytest.raises(
+        InvalidQuantity, match="quantity: must be a number greater than zero"
+    ) as info:
+        decide(MeteredEntitlement(D(10)), quantity=quantity, at=AT)
+    assert isinstance(info.value, ValueError) and isinstance(info.value, ValidationFailed)
+    assert [e.field for e in info.value.errors] == ["quantity"]
+
+
+def test_negative_usage_is_rejected() -> None:
+    with pytest.raises(InvalidQuantity, match="usage"):
+        decide(MeteredEntitlement(D(10)), usage=D(-1), at=AT)
+
+
+def test_hard_limit_below_soft_limit_is_rejected() -> None:
+    """Otherwise an "allow" could pass the hard limit."""
+    with pytest.raises(InvalidEntitlement, match="hard_limit"):
+        MeteredEntitlement(D(100), hard_limit=D(99))
+    with pytest.raises(InvalidEntitlement, match="hard_limit"):
+        decide_seats(D(0), D(1), D(10), D(20), D(15))
+
+
+def test_naive_check_times_are_rejected() -> None:
+    with pytest.raises(ValueError, match="naive"):
+        decide(MeteredEntitlement(D(1)), at=datetime(2026, 1, 1))
+
+
+@EXAMPLES
+@given(limits(), amounts, amounts, grants_(), quantities, quantities)
+def test_decide_is_monotone_in_quantity(
+    ent: MeteredEntitlement,
+    usage: Decimal,
+    reserved: Decimal,
+    grants: list[Grant],
+    q1: Decimal,
+    q2: Decimal,
+) -> None:
+    """A larger request is never treated better than a smaller one."""
+    small, large = sorted((q1, q2))
+    rank = {Verdict.ALLOW: 0, Verdict.ALLOW_OVERDRAFT: 1, Verdict.DENY: 2}
+
+    def verdict(q: Decimal) -> int:
+        return rank[
+            decide(ent, usage=usage, reserved=reserved, grants=grants, quantity=q, at=AT).decision
+        ]
+
+    assert verdict(small) <= verdict(large)
+
+
+@EXAMPLES
+@given(limits(), amounts, amounts, grants_(), quantities)
+def test_decide_matches_the_definition(
+    ent: MeteredEntitlement, usage: Decimal, reserved: Decimal, grants: list[Grant], q: Decimal
+) -> None:
+    """Verdict, balance and overage equal a from-scratch reading of the limits."""
+    result = decide(ent, usage=usage, reserved=reserved, grants=grants, quantity=q, at=AT)
+    assert result.decision is naive_verdict(ent, usage, reserved, grants, q)
+    assert result.soft_limit is not None
+    assert result.balance == max(D(0), result.soft_limit - usage - reserved)
+    assert result.overage == max(D(0), usage - result.soft_limit)
+    if result.decision is not Verdict.DENY and result.hard_limit is not None:
+        assert usage + reserved + q <= result.hard_limit
+
+
+# --- boolean and static -------------------------------------------------------------------------
+
+
+def test_boolean_entitlement_allows_or_denies() -> None:
+    assert decide(BooleanEntitlement(True), at=AT).decision is Verdict.ALLOW
+    denied = decide(BooleanEntitlement(False), at=AT)
+    assert (denied.decision, denied.reason, denied.usage) == (Verdict.DENY, "no_access", None)
+
+
+def test_static_entitlement_returns_its_config() -> None:
+    result = decide(StaticEntitlement({"max_projects": 10}), at=AT)
+    assert (result.decision, result.config) == (Verdict.ALLOW, {"max_projects": 10})
+
+
+# --- burn-down ----------------------------------------------------------------------------------
+
+
+def test_burn_order_is_priority_then_expiry_then_age() -> None:
+    grants = [
+        grant("late-prio", 10, priority=2, expires=20),
+        grant("never", 10, priority=1, expires=None),
+        grant("later", 10, priority=1, expires=30),
+        grant("sooner-new", 10, priority=1, expires=20, created=2),
+        grant("sooner-old", 10, priority=1, expires=20, created=1),
+    ]
+    order = [g.id for g in burn_order(grants)]
+    assert order == ["sooner-old", "sooner-new", "later", "never", "late-prio"]
+
+
+def test_usage_burns_included_first_then_grants() -> None:
+    grants = [grant("b", 10, priority=2), grant("a", 10, priority=1)]
+    result = burn(grants, D(5), D(18), AT)
+    assert (result.included, dict(result.grants), result.uncovered) == (
+        D(0),
+        {"a": D(0), "b": D(7)},
+        D(0),
+    )
+
+
+def test_burn_past_everything_reports_uncovered_usage() -> None:
+    result = burn([grant("a", 10)], D(5), D(40), AT)
+    assert (result.included, dict(result.grants), result.uncovered) == (D(0), {"a": D(0)}, D(25))
+
+
+def test_ended_grants_forfeit_and_future_grants_are_untouched() -> None:
+    grants = [
+        grant("expired", 10, expires=15),
+        grant("voided", 10, voided=3),
+        grant("future", 10, effective=20),
+    ]
+    result = burn(grants, D(0), D(5), AT)
+    assert dict(result.grants) == {"expired": D(0), "voided": D(0), "future": D(10)}
+    assert result.uncovered == D(5)
+
+
+def test_burning_across_an_expiry_in_two_runs_credits_the_expired_grant() -> None:
+    """Usage before the expiry burns the expiring grant; usage after it cannot."""
+    grants = [grant("promo", 10, expires=10), grant("paid", 10, priority=2)]
+    first = burn(grants, D(0), D(6), at_day(9))
+    carried = [replace(g, amount=first.grants[g.id]) for g in grants]
+    second = burn(carried, first.included, D(6), at_day(12))
+    assert dict(second.grants) == {"promo": D(0), "paid": D(4)}
+
+
+@EXAMPLES
+@given(grants_(), amounts, amounts, amounts, st.integers(0, 40))
+def test_burning_in_two_runs_equals_one_run(
+    grants: list[Grant], included: Decimal, u1: Decimal, u2: Decimal, day: int
+) -> None:
+    """Computing a period's burn-down in two runs equals one run."""
+    at = at_day(day)
+    first = burn(grants, included, u1, at)
+    carried = [replace(g, amount=first.grants[g.id]) for g in grants]
+    second = burn(carried, first.included, u2, at)
+    once = burn(grants, included, u1 + u2, at)
+    assert (second.included, dict(second.grants)) == (once.included, dict(once.grants))
+    assert first.uncovered + second.uncovered == once.uncovered
+
+
+@EXAMPLES
+@given(grants_(), amounts, amounts, st.integers(0, 40))
+def test_burn_never_goes_negative_and_consumes_what_it_can(
+    grants: list[Grant], included: Decimal, usage: Decimal, day: int
+) -> None:
+    """Total consumed is min(usage, included + live grants); nothing goes below zero."""
+    at = at_day(day)
+    result = burn(grants, included, usage, at)
+    available = included + sum((g.amount for g in grants if live(g, at)), D(0))
+    left = result.included + sum((result.grants[g.id] for g in grants if live(g, at)), D(0))
+    assert result.included >= 0 and all(v >= 0 for v in result.grants.values())
+    assert available - left == min(usage, available)
+    assert result.uncovered == usage - min(usage, available)
+
+
+@EXAMPLES
+@given(grants_(amount=whole), whole, st.integers(0, 400), st.integers(0, 40))
+def test_burn_matches_unit_by_unit_reference(
+    grants: list[Grant], included: Decimal, usage: int, day: int
+) -> None:
+    """Priority and expiry order equal spending one unit at a time from the best source."""
+    at = at_day(day)
+    assert dict(burn(grants, included, D(usage), at).grants) == naive_burn(
+        grants, included, usage, at
+    )
+
+
+def test_burn_rejects_negative_usage() -> None:
+    with pytest.raises(InvalidQuantity, match="usage"):
+        burn([], D(0), D(-1), AT)
+
+
+# --- rollover -----------------------------------------------------------------------------------
+
+
+def test_rollover_clamps_to_min_and_max() -> None:
+    grants = [
+        grant("capped", 100, max_rollover=20),
+        grant("floored", 100, min_rollover=30),
+        grant("whole", 100),
+        grant("nothing", 100, max_rollover=0),
+    ]
+    remaining = {"capped": D(70), "floored": D(10), "whole": D(55), "nothing": D(40)}
+    assert rollover(grants, remaining, at=AT) == {
+        "capped": D(20), "floored": D(30), "whole": D(55), "nothing": D(0)
+    }  # fmt: skip
+
+
+def test_rollover_drops_ended_grants_and_keeps_grants_starting_at_reset() -> None:
+    """An expired grant carries nothing; a grant that starts at the reset was never spent."""
+    grants = [
+        grant("expired", 100, expires=15, min_rollover=10),
+        grant("new", 100, effective=15, max_rollover=0),
+    ]
+    assert rollover(grants, {"expired": D(5), "new": D(100)}, at=AT) == {
+        "expired": D(0),
+        "new": D(100),
+    }
+
+
+@EXAMPLES
+@given(grants_(), st.data())
+def test_rollover_stays_within_bounds(grants: list[Grant], data: st.DataObject) -> None:
+    """A carried amount lies in [min_rollover, max_rollover] and tops up only to the minimum."""
+    bounded = []
+    for g in grants:
+        low = data.draw(amounts)
+        bounded.append(replace(g, min_rollover=low, max_rollover=low + data.draw(amounts)))
+    assume(bounded)
+    remaining = {g.id: data.draw(amounts) for g in bounded}
+    carried = rollover(bounded, remaining, at=AT)
+    for g in bounded:
+        if live(g, AT) and g.effective_at < AT:
+            assert g.max_rollover is not None
+            assert g.min_rollover <= carried[g.id] <= g.max_rollover
+            assert carried[g.id] <= max(remaining[g.id], g.min_rollover)
+
+
+# --- grant validation ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("changes", "field"),
+    [
+        ({"amount": D(-1)}, "amount"),
+        ({"min_rollover": D(5), "max_rollover": D(4)}, "max_rollover"),
+        ({"expires_at": T0}, "expires_at"),
+    ],
+)
+def test_invalid_grants_are_rejected_naming_the_field(
+    changes: dict[str, object], field: str
+) -> None:
+    with pytest.raises(InvalidEntitlement) as info:
+        replace(grant("g", 10), **changes)  # type: ignore[arg-type]
+    assert [e.field for e in info.value.errors] == [field]
+
+
+def test_grant_times_are_stored_in_utc() -> None:
+    berlin = datetime(2026, 1, 1, 1, tzinfo=ZoneInfo("Europe/Berlin"))
+    g = replace(grant("g", 1), effective_at=berlin, created_at=berlin)
+    assert g.effective_at == T0 and g.effective_at.tzinfo is UTC
