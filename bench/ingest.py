@@ -109,7 +109,7 @@ def check_total(url: str, key: str, expected: int, when: str) -> None:
         raise RuntimeError(f"{when}: calls meter says {got}, expected {expected}")
 
 
-def run(backend: str, events: list[dict], batch: int, concurrency: int) -> None:
+def run(backend: str, events: list[dict], batch: int, concurrency: int, workers: int) -> None:
     rows = rows_of(events)
     raw_url = fresh_database(backend)
     try:
@@ -121,7 +121,7 @@ def run(backend: str, events: list[dict], batch: int, concurrency: int) -> None:
         from allotment.migrate import upgrade
 
         upgrade(url)
-        with server(url, workers=2) as (base, key):
+        with server(url, workers=workers) as (base, key):
             setup_meters(base, key)
             elapsed = asyncio.run(post_all(base, key, batches(events, batch), concurrency))
             check_total(base, key, len(events), "after ingest")
@@ -141,11 +141,12 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=500)
     parser.add_argument("--concurrency", type=int, default=8)
     parser.add_argument("--backends", default="sqlite,postgresql")
+    parser.add_argument("--workers", type=int, default=2)
     args = parser.parse_args()
     events = make_events(args.events)
-    print(f"{args.events:,} events, batches of {args.batch}, {args.concurrency} concurrent clients, 2 server workers")
+    print(f"{args.events:,} events, batches of {args.batch}, {args.concurrency} concurrent clients, {args.workers} server workers")
     for backend in args.backends.split(","):
-        run(backend, events, args.batch, args.concurrency)
+        run(backend, events, args.batch, args.concurrency, args.workers)
 
 
 if __name__ == "__main__":

@@ -8,6 +8,7 @@ engine for both.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
@@ -69,6 +70,7 @@ class Database:
             self.engine = create_async_engine(url, pool_size=20, max_overflow=20)
             # Reads span several statements (rollups, then the journal): one snapshot for all.
             self.read_engine = self.engine.execution_options(isolation_level="REPEATABLE READ")
+        self._sqlite_writer = asyncio.Lock()
         self._write = async_sessionmaker(self.engine, expire_on_commit=False)
         self._read = async_sessionmaker(self.read_engine, expire_on_commit=False)
 
@@ -79,7 +81,17 @@ class Database:
     @asynccontextmanager
     async def transaction(self, *, readonly: bool = False) -> AsyncIterator[AsyncSession]:
         """One unit of work: commits when the block succeeds, rolls back when it raises."""
-        maker = self._read if readonly else self._write
+        if readonly or not self.is_sqlite:
+            async with self._unit(self._read if readonly else self._write) as session:
+                yield session
+            return
+        # SQLite has one writer. Writers of this process queue here, in order, instead of
+        # polling the database lock (whose busy handler sleeps in growing steps).
+        async with self._sqlite_writer, self._unit(self._write) as session:
+            yield session
+
+    @asynccontextmanager
+    async def _unit(self, maker: async_sessionmaker[AsyncSession]) -> AsyncIterator[AsyncSession]:
         async with maker() as session:
             async with session.begin():
                 yield session

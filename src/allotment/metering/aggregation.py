@@ -17,6 +17,7 @@ from allotment.metering.jsonpath import MISSING, Getter, compile_path
 
 SCALE = 1_000_000
 MAX_ABS_MICROS = 2**62  # leaves headroom below int64 for sums of many values
+MAX_WHOLE = MAX_ABS_MICROS // SCALE
 MICRO = Decimal("0.000001")
 
 
@@ -45,6 +46,8 @@ class DataError(ValueError):
 
 def to_micros(value: Any) -> int:
     """A JSON number or numeric string -> exact millionths; rejects what would be rounded."""
+    if type(value) is int and -MAX_WHOLE <= value <= MAX_WHOLE:
+        return value * SCALE  # the common case (counts, tokens, bytes), without Decimal
     if isinstance(value, bool) or not isinstance(value, int | float | str | Decimal):
         raise ValueError("must be a number")
     try:
@@ -130,6 +133,8 @@ class CompiledMeter:
     _value: Getter | None
     _groups: list[Getter]
     _filters: list[Filter]
+    # Group values repeat (a few models, regions...): their encoded key is computed once.
+    _group_keys: dict[tuple[Any, ...], str] = field(default_factory=dict)
 
     @classmethod
     def build(
@@ -184,11 +189,27 @@ class CompiledMeter:
     def group_key(self, data: dict[str, Any]) -> str:
         if not self._groups:
             return ""
-        values = {}
-        for name, getter in zip(self.group_names, self._groups, strict=True):
-            found = getter(data)
-            values[name] = None if found is MISSING or found is None else _group_text(found)
+        found = tuple(getter(data) for getter in self._groups)
+        try:
+            return self._group_keys[found]
+        except KeyError:
+            pass
+        except TypeError:  # an unhashable value (object, array): no memo
+            return self._encode_group(found)
+        key = self._group_keys[found] = self._encode_group(found)
+        if len(self._group_keys) > _GROUP_MEMO:
+            self._group_keys.clear()
+        return key
+
+    def _encode_group(self, found: tuple[Any, ...]) -> str:
+        values = {
+            name: None if value is MISSING or value is None else _group_text(value)
+            for name, value in zip(self.group_names, found, strict=True)
+        }
         return codec.dumps(values)
+
+
+_GROUP_MEMO = 100_000
 
 
 def _group_text(value: Any) -> str:
