@@ -94,8 +94,9 @@ def server(database_url: str, *, workers: int = 2) -> Iterator[tuple[str, str]]:
             proc.kill()
 
 
-def make_events(count: int, *, subjects: int = 100, seed: int = 7, spread: timedelta = timedelta(hours=1)) -> list[dict]:
-    """AI-platform traffic: prompts with tokens per model and direction, random client ids."""
+def make_events(count: int, *, subjects: int = 100, seed: int = 7, spread: timedelta = timedelta(minutes=1)) -> list[dict]:
+    """AI-platform traffic: prompts with tokens per model and direction, random client ids,
+    times within `spread` before now (live traffic by default)."""
     rng = random.Random(seed)
     now = datetime.now(UTC)
     models = ["gpt-large", "gpt-small", "embed"]

@@ -15,6 +15,7 @@ import argparse
 import asyncio
 import sqlite3
 import time
+from datetime import timedelta
 
 import asyncpg
 import httpx
@@ -142,9 +143,12 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=8)
     parser.add_argument("--backends", default="sqlite,postgresql")
     parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--spread-seconds", type=float, default=60,
+                        help="event times fall within this many seconds before now (late data: larger)")
     args = parser.parse_args()
-    events = make_events(args.events)
-    print(f"{args.events:,} events, batches of {args.batch}, {args.concurrency} concurrent clients, {args.workers} server workers")
+    events = make_events(args.events, spread=timedelta(seconds=args.spread_seconds))
+    print(f"{args.events:,} events, batches of {args.batch}, {args.concurrency} concurrent clients, {args.workers} server workers,"
+          f" event times within {args.spread_seconds:g} s")
     for backend in args.backends.split(","):
         run(backend, events, args.batch, args.concurrency, args.workers)
 

@@ -130,3 +130,16 @@ async def test_integers_beyond_64_bits_in_data_are_kept(tenant):
     assert resp.json()["errors"][0]["field"] == "data.tokens"
     items = (await tenant.client.get("/v1/events")).json()["items"]
     assert items[0]["data"]["trace"] == big
+
+
+async def test_meter_created_between_batches_counts_the_next_batch(tenant):
+    """A batch prepared against yesterday's meters is re-checked: new meters count it."""
+    await tenant.client.post("/v1/events", json=[event(tokens=1)])
+    await tenant.client.post("/v1/meters", json=meter())
+    await tenant.client.post("/v1/events", json=[event(tokens=2)])
+    await tenant.client.post("/v1/meters", json=meter("calls", "COUNT"))
+    await tenant.client.post("/v1/events", json=[event(tokens=4)])
+    await tenant.client.delete("/v1/meters/tokens")
+    resp = await tenant.client.post("/v1/events", json=[event(tokens=8)])
+    assert resp.json()["accepted"] == 1
+    assert await total(tenant, "calls") == 4

@@ -8,7 +8,6 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
-from allotment.api.responses import Json
 
 from allotment import __version__
 from allotment.api import errors

@@ -17,6 +17,7 @@ from allotment import codec
 from allotment.errors import Problem
 from allotment.metering import meters, queries
 from allotment.metering.aggregation import CompiledMeter, Contribution, DataError
+from allotment.metering.meters import Catalogue
 from allotment.metering.models import RejectedEvent
 from allotment.metering.rollup import Fold
 from allotment.metering.wire import CloudEvent, Decoded
@@ -32,46 +33,76 @@ class IngestResult:
     problems: list[Problem] = field(default_factory=list)
 
 
-async def ingest(
-    session: AsyncSession, tenant_id: str, decoded: Decoded, *, received_us: int
-) -> IngestResult:
-    await queries.lock_tenant_shared(session, tenant_id)
-    by_type = await meters.compiled_by_type(session, tenant_id)
-    result = IngestResult(problems=list(decoded.problems))
-    rows: list[queries.EventRow] = []
-    pending: list[tuple[str, str, str, int, list[tuple[CompiledMeter, Contribution]]]] = []
+@dataclass
+class Prepared:
+    """A batch validated against one version of the tenant's meters, ready to store."""
+
+    catalogue: Catalogue
+    rows: list[queries.EventRow]
+    contributions: list[list[tuple[CompiledMeter, Contribution]]]  # parallel to rows
+    problems: list[Problem]
+    duplicates: int  # repeated within the batch itself
+
+
+def prepare(decoded: Decoded, catalogue: Catalogue, *, received_us: int) -> Prepared:
+    """Pure: what each event adds to each meter, and which events are refused, and why.
+
+    Runs before the write transaction, so that on SQLite the single writer is held only for
+    the statements themselves.
+    """
+    out = Prepared(catalogue, [], [], list(decoded.problems), 0)
     seen: set[tuple[str, str]] = set()
     for index, event in decoded.events:
         identity = (event.source, event.id)
         if identity in seen:
-            result.duplicates += 1
+            out.duplicates += 1
             continue
         data = event.data or {}
         try:
-            contributions = _contributions(by_type.get(event.type, ()), data)
+            contributions = _contributions(catalogue.by_type.get(event.type, ()), data)
         except DataError as exc:
-            result.problems.append(Problem(index, exc.message, exc.field))
+            out.problems.append(Problem(index, exc.message, exc.field))
             continue
         seen.add(identity)
         time_us = to_micros(event.time) if event.time is not None else received_us
-        rows.append(
+        out.rows.append(
             (event.source, event.id, event.type, event.subject, time_us, received_us,
              codec.dumps(data) if data else None)
         )
-        pending.append((event.source, event.id, event.subject, time_us, contributions))
+        out.contributions.append(contributions)
+    out.problems.sort(key=lambda p: p.index)
+    return out
 
-    inserted = await queries.insert_events(session, tenant_id, rows)
-    result.accepted = len(inserted)
-    result.duplicates += len(rows) - len(inserted)
+
+async def ingest(
+    session: AsyncSession,
+    tenant_id: str,
+    decoded: Decoded,
+    *,
+    received_us: int,
+    prepared: Prepared | None = None,
+) -> IngestResult:
+    """Store a batch in the caller's transaction. A batch prepared against meters that have
+    changed since is prepared again here, so it is always counted by the meters that exist."""
+    await queries.lock_tenant_shared(session, tenant_id)
+    version = await meters.catalogue_version(session, tenant_id)
+    if prepared is None or prepared.catalogue.version != version:
+        catalogue = await meters.load_catalogue(session, tenant_id, version)
+        prepared = prepare(decoded, catalogue, received_us=received_us)
+    inserted = await queries.insert_events(session, tenant_id, prepared.rows)
+    result = IngestResult(
+        accepted=len(inserted),
+        duplicates=prepared.duplicates + len(prepared.rows) - len(inserted),
+        problems=prepared.problems,
+    )
     fold = Fold()
-    for source, event_id, subject, time_us, contributions in pending:
-        if (source, event_id) in inserted:
+    for row, contributions in zip(prepared.rows, prepared.contributions, strict=True):
+        if (row[0], row[1]) in inserted:
             for meter, contribution in contributions:
-                fold.add(meter.id, subject, time_us, contribution)
+                fold.add(meter.id, row[3], row[4], contribution)
     if fold.cells:
         await queries.append_journal(session, tenant_id, fold.journal_payload())
     if result.problems:
-        result.problems.sort(key=lambda p: p.index)
         _record_rejections(session, tenant_id, decoded, result.problems, received_us)
     return result
 

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import select
@@ -39,6 +40,51 @@ def compile_meter(meter: Meter) -> CompiledMeter:
         )
         _compiled[cache_key] = compiled
     return compiled
+
+
+CatalogueVersion = tuple[int, int]  # live meters, latest change (us)
+
+
+@dataclass(frozen=True)
+class Catalogue:
+    """A tenant's live meters by event type, at one version."""
+
+    version: CatalogueVersion
+    by_type: dict[str, list[CompiledMeter]]
+
+
+_catalogues: dict[str, Catalogue] = {}
+
+
+def cached_catalogue(tenant_id: str) -> Catalogue | None:
+    """The last catalogue this process loaded (ingest re-checks its version in the transaction)."""
+    return _catalogues.get(tenant_id)
+
+
+async def catalogue_version(session: AsyncSession, tenant_id: str) -> CatalogueVersion:
+    """Changes whenever a meter is created, changed or retired (each bumps `updated_at`)."""
+    rows = await queries.fetch(
+        session,
+        "SELECT COUNT(*) FILTER (WHERE deleted_at IS NULL), MAX(updated_at) FROM meters WHERE tenant_id = $1",
+        "SELECT COUNT(*) FILTER (WHERE deleted_at IS NULL), MAX(updated_at) FROM meters WHERE tenant_id = ?",
+        tenant_id,
+    )
+    count, latest = rows[0]
+    return int(count or 0), _stamp(latest)
+
+
+def _stamp(value: Any) -> int:
+    if value is None:
+        return 0
+    if isinstance(value, str):  # SQLite hands the stored text back on the driver connection
+        value = datetime.fromisoformat(value)
+    return int(value.timestamp() * 1_000_000) if value.tzinfo else int(value.replace(tzinfo=UTC).timestamp() * 1_000_000)
+
+
+async def load_catalogue(session: AsyncSession, tenant_id: str, version: CatalogueVersion) -> Catalogue:
+    catalogue = Catalogue(version, await compiled_by_type(session, tenant_id))
+    _catalogues[tenant_id] = catalogue
+    return catalogue
 
 
 async def compiled_by_type(session: AsyncSession, tenant_id: str) -> dict[str, list[CompiledMeter]]:
@@ -178,6 +224,7 @@ async def delete(session: AsyncSession, tenant_id: str, key: str, *, at: datetim
     meter = await get(session, tenant_id, key)
     await queries.lock_tenant_exclusive(session, tenant_id)
     meter.deleted_at = at
+    meter.updated_at = at
     for table in ("rollups", "rollup_distinct"):
         await queries.fetch(
             session,

@@ -13,7 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from allotment.api.compat.openmeter_customers import customer_ids, unknown_customer_is_invalid
 from allotment.api.compat.openmeter_http import openmeter_router, problem, utc
 from allotment.api.compat.openmeter_schemas import ingested_event_out
-from allotment.api.deps import Ingester, Reader, ReadSession, WriteSession
+from allotment.api.deps import Ingester, Reader, ReadSession
 from allotment.api.responses import Json
 from allotment.api.routers.events import ingest_body
 from allotment.errors import FieldError
@@ -26,7 +26,7 @@ _MAX_SCANNED_PAGES = 20  # bounds a filtered event listing that keeps few events
 
 
 @router.post("/v1/events", status_code=204, summary="Ingest one CloudEvent or a batch (OpenMeter)")
-async def ingest_events(request: Request, principal: Ingester, session: WriteSession) -> Response:
+async def ingest_events(request: Request, principal: Ingester) -> Response:
     """Answers 204 once stored; an event re-sent with the same source and id counts once.
 
     The content type may be `application/cloudevents+json`, `application/cloudevents-batch+json`
@@ -34,7 +34,7 @@ async def ingest_events(request: Request, principal: Ingester, session: WriteSes
     event is refused the answer is a 400 naming each by index and field; otherwise refused
     events are kept with their reasons for operators, as on the native API.
     """
-    result = await ingest_body(request, session, principal.tenant_id)
+    result = await ingest_body(request, principal.tenant_id)
     if result.problems and result.accepted == 0 and result.duplicates == 0:
         errors = [
             FieldError(f"[{p.index}]" + (f".{p.field}" if p.field else ""), p.reason)

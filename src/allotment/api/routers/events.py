@@ -11,10 +11,11 @@ from allotment.api.responses import Json
 
 from allotment.api import metrics
 from allotment.api.body import read_limited
-from allotment.api.deps import Cursor, Ingester, Limit, ReadSession, Reader, WriteSession, decode_cursor, encode_cursor, settings
+from allotment.api.deps import Cursor, Ingester, Limit, ReadSession, Reader, database, decode_cursor, encode_cursor, settings
 from allotment.api.errors import problem
 from allotment.errors import FieldError
 from allotment.metering import events as event_log
+from allotment.metering import meters
 from allotment.metering import ingest as ingest_service
 from allotment.metering.schemas import EventRead, IngestSummary, RejectedRead
 from allotment.metering.wire import decode
@@ -44,13 +45,23 @@ _BODY = {
 }
 
 
-async def ingest_body(request: Request, session: WriteSession, tenant_id: str) -> ingest_service.IngestResult:
-    """Shared by every ingest surface (native, OpenMeter): decode, store, count, observe."""
+async def ingest_body(request: Request, tenant_id: str) -> ingest_service.IngestResult:
+    """Shared by every ingest surface (native, OpenMeter): decode, prepare, store, observe.
+
+    The transaction is opened only once the batch is decoded and prepared, so the database
+    (SQLite's single writer in particular) is held just for the statements.
+    """
     started = time.perf_counter()
     config = settings(request)
     body = await read_limited(request, config.max_body_bytes)
     decoded = decode(body, max_events=config.max_batch_events)
-    result = await ingest_service.ingest(session, tenant_id, decoded, received_us=to_micros(utcnow()))
+    received_us = to_micros(utcnow())
+    catalogue = meters.cached_catalogue(tenant_id)
+    prepared = ingest_service.prepare(decoded, catalogue, received_us=received_us) if catalogue else None
+    async with database(request).transaction() as session:
+        result = await ingest_service.ingest(
+            session, tenant_id, decoded, received_us=received_us, prepared=prepared
+        )
     metrics.EVENTS_ACCEPTED.inc(result.accepted)
     metrics.EVENTS_DUPLICATE.inc(result.duplicates)
     metrics.EVENTS_REJECTED.inc(len(result.problems))
@@ -65,10 +76,10 @@ async def ingest_body(request: Request, session: WriteSession, tenant_id: str) -
     summary="Ingest one CloudEvent or a batch",
     responses={422: {"description": "Every event in the request was rejected"}},
 )
-async def ingest(request: Request, principal: Ingester, session: WriteSession) -> Json:
+async def ingest(request: Request, principal: Ingester) -> Json:
     """Stored durably before the answer; `(source, id)` counts once forever; each rejected
     event is reported by index while the rest of the batch is kept."""
-    result = await ingest_body(request, session, principal.tenant_id)
+    result = await ingest_body(request, principal.tenant_id)
     errors = [{"index": p.index, "field": p.field, "message": p.reason} for p in result.problems]
     if result.problems and result.accepted == 0 and result.duplicates == 0:
         return problem(
