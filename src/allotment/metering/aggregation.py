@@ -72,6 +72,13 @@ def to_micros(value: Any) -> int:
     return micros
 
 
+def json_number(value: Decimal | None) -> int | float | None:
+    """Exact decimals to JSON numbers: integral values stay integers, others the nearest double."""
+    if value is None:
+        return None
+    return int(value) if value == value.to_integral_value() else float(value)
+
+
 def from_micros(micros: int) -> Decimal:
     return (Decimal(micros) / SCALE).normalize() if micros else Decimal(0)
 

@@ -8,7 +8,6 @@ and snake_case names are read. Responses use OpenMeter's names (`slug`, `eventTy
 from __future__ import annotations
 
 from datetime import datetime
-from decimal import Decimal
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -16,6 +15,7 @@ from pydantic.alias_generators import to_camel
 
 from allotment.customers.models import Subject
 from allotment.customers.service import CustomerView
+from allotment.metering.aggregation import json_number
 from allotment.metering.events import EventView
 from allotment.metering.models import Meter
 from allotment.metering.query import Row
@@ -163,7 +163,7 @@ def ingested_event_out(view: EventView, customer_ids: dict[str, str]) -> dict[st
 
 def row_out(row: Row, customer_ids: dict[str, str]) -> dict[str, Any]:
     out: dict[str, Any] = {
-        "value": number(row.value),
+        "value": json_number(row.value),
         "windowStart": from_micros(row.window_start_us),
         "windowEnd": from_micros(row.window_end_us),
         "subject": row.subject,
@@ -172,10 +172,3 @@ def row_out(row: Row, customer_ids: dict[str, str]) -> dict[str, Any]:
     if row.customer is not None:
         out["customerId"] = customer_ids.get(row.customer, row.customer)
     return out
-
-
-def number(value: Decimal | None) -> int | float | None:
-    """Exact decimals to JSON numbers: integral values stay integers."""
-    if value is None:
-        return None
-    return int(value) if value == value.to_integral_value() else float(value)

@@ -5,20 +5,35 @@ from __future__ import annotations
 import csv
 import io
 from datetime import datetime
-from decimal import Decimal
 from typing import Annotated, Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from fastapi import APIRouter, Query, Request, Response
 from pydantic import BaseModel, ConfigDict, Field
 
+from allotment.api.deps import (
+    Admin,
+    Cursor,
+    Limit,
+    Reader,
+    ReadSession,
+    WriteSession,
+    decode_cursor,
+    encode_cursor,
+)
 from allotment.api.responses import Json
-from allotment.api.deps import Admin, Cursor, Limit, ReadSession, Reader, WriteSession, decode_cursor, encode_cursor
 from allotment.errors import ValidationFailed
 from allotment.metering import meters as service
 from allotment.metering import query as meter_query
+from allotment.metering.aggregation import json_number
 from allotment.metering.models import Meter
-from allotment.metering.schemas import MeterCreate, MeterCreated, MeterRead, MeterUpdate, QueryResult
+from allotment.metering.schemas import (
+    MeterCreate,
+    MeterCreated,
+    MeterRead,
+    MeterUpdate,
+    QueryResult,
+)
 from allotment.metering.windows import WindowSize
 from allotment.types import as_utc, from_micros, to_micros, utcnow
 
@@ -125,7 +140,7 @@ async def run_query(session: ReadSession, tenant_id: str, meter_key: str, body: 
             {
                 "window_start": stamp(r.window_start_us),
                 "window_end": stamp(r.window_end_us),
-                "value": number(r.value),
+                "value": json_number(r.value),
                 "subject": r.subject,
                 "customer": r.customer,
                 "group_by": r.groups,
@@ -133,13 +148,6 @@ async def run_query(session: ReadSession, tenant_id: str, meter_key: str, body: 
             for r in rows
         ],
     }
-
-
-def number(value: Decimal | None) -> float | int | None:
-    """Exact decimals to JSON: integers stay integers, others become the nearest double."""
-    if value is None:
-        return None
-    return int(value) if value == value.to_integral_value() else float(value)
 
 
 def as_csv(result: dict[str, Any]) -> Response:
