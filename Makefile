@@ -19,6 +19,7 @@ test: $(STAMP)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check src tests bench
+	$(VENV)/bin/mypy src/allotment
 
 bench: $(STAMP)
 	$(PY) bench/ingest.py

@@ -20,7 +20,6 @@ from datetime import timedelta
 import asyncpg
 import httpx
 import orjson
-
 from common import batches, drop_database, fresh_database, make_events, server
 
 RAW_DDL = (

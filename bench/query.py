@@ -20,7 +20,6 @@ from datetime import UTC, datetime, timedelta
 
 import httpx
 import orjson
-
 from common import drop_database, fresh_database, server
 
 SUBJECTS = 1000

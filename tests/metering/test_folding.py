@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+from tests.helpers import event, meter
+
 from allotment.metering import queries
 from allotment.metering.folding import fold_pending
-from tests.helpers import event, meter
 
 QUERY = {"from": "2026-05-01T00:00:00Z", "to": "2026-05-03T00:00:00Z", "window_size": "HOUR", "group_by": "subject"}
 

@@ -7,9 +7,9 @@ from typing import Any
 import structlog
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from allotment.api.responses import Json
 from starlette.exceptions import HTTPException
 
+from allotment.api.responses import Json
 from allotment.errors import (
     AllotmentError,
     Conflict,
@@ -39,7 +39,7 @@ PROBLEM = "application/problem+json"
 def status_of(exc: AllotmentError) -> int:
     for cls in type(exc).__mro__:
         if cls in STATUS:
-            return STATUS[cls]  # type: ignore[index]
+            return STATUS[cls]
     return 400
 
 

@@ -49,7 +49,7 @@ def to_micros(value: Any) -> int:
     if type(value) is int and -MAX_WHOLE <= value <= MAX_WHOLE:
         return value * SCALE  # the common case (counts, tokens, bytes), without Decimal
     if isinstance(value, bool) or not isinstance(value, int | float | str | Decimal):
-        raise ValueError("must be a number")
+        raise ValueError("must be a number")  # noqa: TRY004 (callers report ValueErrors per event)
     try:
         number = Decimal(value) if not isinstance(value, float) else Decimal(repr(value))
     except InvalidOperation:

@@ -4,7 +4,16 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Response
 
-from allotment.api.deps import Admin, Cursor, Limit, ReadSession, Reader, WriteSession, decode_cursor, encode_cursor
+from allotment.api.deps import (
+    Admin,
+    Cursor,
+    Limit,
+    Reader,
+    ReadSession,
+    WriteSession,
+    decode_cursor,
+    encode_cursor,
+)
 from allotment.customers import service
 from allotment.customers.schemas import CustomerCreate, CustomerRead, CustomerUpdate
 from allotment.types import utcnow

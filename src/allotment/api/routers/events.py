@@ -7,16 +7,26 @@ from datetime import datetime
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Query, Request
-from allotment.api.responses import Json
 
 from allotment.api import metrics
 from allotment.api.body import read_limited
-from allotment.api.deps import Cursor, Ingester, Limit, ReadSession, Reader, database, decode_cursor, encode_cursor, settings
+from allotment.api.deps import (
+    Cursor,
+    Ingester,
+    Limit,
+    Reader,
+    ReadSession,
+    database,
+    decode_cursor,
+    encode_cursor,
+    settings,
+)
 from allotment.api.errors import problem
+from allotment.api.responses import Json
 from allotment.errors import FieldError
 from allotment.metering import events as event_log
-from allotment.metering import meters
 from allotment.metering import ingest as ingest_service
+from allotment.metering import meters
 from allotment.metering.schemas import EventRead, IngestSummary, RejectedRead
 from allotment.metering.wire import decode
 from allotment.types import as_utc, from_micros, to_micros, utcnow

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from fastapi import APIRouter, Request, Response
-from allotment.api.responses import Json
 from sqlalchemy import text
+from sqlalchemy.exc import SQLAlchemyError
 
 from allotment.api import metrics
 from allotment.api.deps import database
+from allotment.api.responses import Json
 from allotment.migrate import current_revision_of, head_revision
 
 router = APIRouter(tags=["operations"])
@@ -26,7 +27,7 @@ async def readyz(request: Request) -> Json:
         async with db.read_engine.connect() as conn:
             await conn.execute(text("SELECT 1"))
             current = await conn.run_sync(current_revision_of)
-    except Exception as exc:  # any failure to reach the database means not ready
+    except (OSError, SQLAlchemyError) as exc:
         return Json({"status": "unavailable", "database": str(exc)[:200]}, status_code=503)
     head = head_revision()
     if current != head:
