@@ -11,6 +11,7 @@ from fastapi import FastAPI
 
 from allotment import __version__
 from allotment.api import errors
+from allotment.api.compat import openmeter
 from allotment.api.routers import customers, events, health, keys, meters
 from allotment.config import Settings
 from allotment.db import Database
@@ -46,7 +47,5 @@ def create_app(settings: Settings | None = None, db: Database | None = None) -> 
     errors.install(app)
     for module in (health, events, meters, customers, keys):
         app.include_router(module.router)
-    from allotment.api.compat import openmeter
-
-    app.include_router(openmeter.router)
+    openmeter.install(app)
     return app

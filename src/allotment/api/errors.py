@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
+import pydantic
 import structlog
-from fastapi import FastAPI, Request
+from fastapi import FastAPI, Request, Response
 from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException
 
@@ -90,8 +92,41 @@ def _on_unexpected(request: Request, exc: Exception) -> Json:
     return problem(500, "internal_error", "Internal error", "an unexpected error occurred")
 
 
+Render = Callable[[Request, Exception], Response]
+
+
+def add_dialect(app: FastAPI, prefix: str, render: Render) -> None:
+    """Errors on paths under `prefix` are rendered by `render` (a compatibility surface
+    answers in its clients' dialect). Handlers run after the request's unit of work has been
+    rolled back, whichever dialect renders the error."""
+    app.state.problem_dialects = [*getattr(app.state, "problem_dialects", []), (prefix, render)]
+
+
+def _dialect(native: Render) -> Render:
+    def handle(request: Request, exc: Exception) -> Response:
+        dialects: list[tuple[str, Render]] = getattr(request.app.state, "problem_dialects", [])
+        for prefix, render in dialects:
+            if request.url.path.startswith(prefix):
+                return render(request, exc)
+        return native(request, exc)
+
+    return handle
+
+
+def _on_pydantic(_: Request, exc: Exception) -> Json:
+    """A schema validated inside an endpoint (not by FastAPI) failed: the caller's input."""
+    assert isinstance(exc, pydantic.ValidationError)
+    errors = [
+        FieldError(_field_name(tuple(e["loc"])), str(e["msg"]).removeprefix("Value error, "))
+        for e in exc.errors()
+    ]
+    detail = "; ".join(f"{e.field}: {e.message}" for e in errors)
+    return problem(422, "validation_failed", "Invalid input", detail, errors)
+
+
 def install(app: FastAPI) -> None:
-    app.add_exception_handler(RequestValidationError, _on_validation)
-    app.add_exception_handler(AllotmentError, _on_domain)
-    app.add_exception_handler(HTTPException, _on_http)
-    app.add_exception_handler(Exception, _on_unexpected)
+    app.add_exception_handler(RequestValidationError, _dialect(_on_validation))
+    app.add_exception_handler(pydantic.ValidationError, _dialect(_on_pydantic))
+    app.add_exception_handler(AllotmentError, _dialect(_on_domain))
+    app.add_exception_handler(HTTPException, _dialect(_on_http))
+    app.add_exception_handler(Exception, _dialect(_on_unexpected))

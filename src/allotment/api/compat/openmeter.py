@@ -8,10 +8,19 @@ scopes are the native ones.
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+from fastapi import APIRouter, FastAPI
 
+from allotment.api import errors
 from allotment.api.compat import openmeter_customers, openmeter_events, openmeter_meters
+from allotment.api.compat.openmeter_http import problem_for
 
-router = APIRouter(prefix="/api", tags=["openmeter compatibility"])
+PREFIX = "/api"
+router = APIRouter(prefix=PREFIX, tags=["openmeter compatibility"])
 for _module in (openmeter_events, openmeter_meters, openmeter_customers):
     router.include_router(_module.router)
+
+
+def install(app: FastAPI) -> None:
+    """Mount the routes, and render every error under /api/ the way OpenMeter clients expect."""
+    app.include_router(router)
+    errors.add_dialect(app, PREFIX + "/", problem_for)

@@ -11,8 +11,8 @@ from __future__ import annotations
 import ast
 import json
 import re
-from collections.abc import Callable, Coroutine, Iterator
-from contextlib import AsyncExitStack, contextmanager
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from http import HTTPStatus
 from typing import Any
@@ -22,7 +22,6 @@ import pydantic
 import structlog
 from fastapi import APIRouter, Request, Response
 from fastapi.exceptions import RequestValidationError
-from fastapi.routing import APIRoute
 from starlette.datastructures import QueryParams
 from starlette.exceptions import HTTPException
 
@@ -80,35 +79,10 @@ def _invalid_request(request: Request, exc: RequestValidationError) -> Response:
     return problem(request, 400, "validation_failed", _detail(errors), errors)
 
 
-class OpenMeterRoute(APIRoute):
-    """Renders every error of its endpoint as an OpenMeter problem, after the unit of work
-    has been rolled back.
-
-    The app-wide handlers speak the native dialect, so errors are caught here instead. A
-    `WriteSession` registers its commit on the request's function-scoped exit stack; that
-    stack is swapped for one closed *inside* the `try`, so an exception still reaches the
-    session (rollback) before it is turned into a response, and success still commits before
-    the response is sent. The stack's scope key is FastAPI's; a test (a refused customer
-    leaves nothing behind) fails if it ever changes.
-    """
-
-    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
-        handler = super().get_route_handler()
-
-        async def guarded(request: Request) -> Response:
-            try:
-                async with AsyncExitStack() as stack:
-                    request.scope["fastapi_function_astack"] = stack
-                    return await handler(request)
-            except Exception as exc:  # noqa: BLE001 - every error becomes a problem body
-                return problem_for(request, exc)
-
-        return guarded
-
-
 def openmeter_router() -> APIRouter:
     # Lenient like OpenMeter: a JSON body is read whatever content type it was declared with.
-    return APIRouter(route_class=OpenMeterRoute, strict_content_type=False)
+    # Errors are rendered by `problem_for`, which the app registers for paths under /api/.
+    return APIRouter(strict_content_type=False)
 
 
 # --- field names -------------------------------------------------------------------------------
