@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
+from fastapi_offline import FastAPIOffline
 
 from allotment import __version__
 from allotment.api import errors
@@ -36,7 +37,8 @@ def create_app(settings: Settings | None = None, db: Database | None = None) -> 
             if db is None:  # the app owns the database it opened
                 await database.dispose()
 
-    app = FastAPI(
+    # The interactive docs are served from assets installed with the package: no CDN.
+    app = FastAPIOffline(
         title="Allotment",
         version=__version__,
         summary="Usage metering and real-time entitlement enforcement",
