@@ -8,6 +8,7 @@ the good ones are kept.
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Annotated, Any
@@ -75,6 +76,24 @@ def decode(body: bytes, *, max_events: int) -> Decoded:
             field, reason = _explain(str(exc))
             problems.append(Problem(index, reason, field))
     return _checked(good, problems, items)
+
+
+def binary_mode_event(headers: Mapping[str, str], body: bytes) -> bytes | None:
+    """A CloudEvent sent in HTTP binary content mode (attributes in `ce-*` headers, the body
+    is the data), rewritten as one structured event; None when the request is not one."""
+    if "ce-id" not in headers:
+        return None
+    event: dict[str, Any] = {
+        name: headers[f"ce-{name}"]
+        for name in ("specversion", "id", "source", "type", "subject", "time")
+        if f"ce-{name}" in headers
+    }
+    if body.strip():
+        try:
+            event["data"] = _any.decode(body)
+        except msgspec.DecodeError as exc:
+            raise MalformedRequest(f"body (the event's data) is not valid JSON: {exc}") from None
+    return msgspec.json.encode(event)
 
 
 def _checked(

@@ -28,7 +28,7 @@ from allotment.metering import events as event_log
 from allotment.metering import ingest as ingest_service
 from allotment.metering import meters
 from allotment.metering.schemas import EventRead, IngestSummary, RejectedRead
-from allotment.metering.wire import decode
+from allotment.metering.wire import binary_mode_event, decode
 from allotment.types import as_utc, from_micros, to_micros, utcnow
 
 router = APIRouter(prefix="/v1/events", tags=["events"])
@@ -64,6 +64,7 @@ async def ingest_body(request: Request, tenant_id: str) -> ingest_service.Ingest
     started = time.perf_counter()
     config = settings(request)
     body = await read_limited(request, config.max_body_bytes)
+    body = binary_mode_event(request.headers, body) or body
     decoded = decode(body, max_events=config.max_batch_events)
     received_us = to_micros(utcnow())
     catalogue = meters.cached_catalogue(tenant_id)
