@@ -1,0 +1,210 @@
+"""Tables of the entitlement catalogue and of what each customer is provisioned with."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    ForeignKey,
+    Index,
+    Integer,
+    Numeric,
+    String,
+    TypeDecorator,
+    UniqueConstraint,
+    text,
+)
+from sqlalchemy.engine import Dialect
+from sqlalchemy.orm import Mapped, mapped_column
+from sqlalchemy.types import TypeEngine
+
+from allotment.db import Base, UTCDateTime
+
+
+class Quantity(TypeDecorator[Decimal]):
+    """Exact decimals on both backends: NUMERIC(38, 6) on PostgreSQL, text on SQLite.
+
+    SQLite's NUMERIC affinity would keep only 15 significant digits (a double); text keeps
+    every digit. Nothing compares these columns in SQL, so text ordering never matters.
+    """
+
+    impl = Numeric(38, 6)
+    cache_ok = True
+
+    def load_dialect_impl(self, dialect: Dialect) -> TypeEngine[Any]:
+        if dialect.name == "sqlite":
+            return dialect.type_descriptor(String(64))
+        return dialect.type_descriptor(Numeric(38, 6, asdecimal=True))
+
+    def process_bind_param(self, value: Decimal | None, dialect: Dialect) -> Any:
+        if value is None:
+            return None
+        return format(value, "f") if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: Any, dialect: Dialect) -> Decimal | None:
+        if value is None:
+            return None
+        return _plain(Decimal(value))
+
+
+def _plain(value: Decimal) -> Decimal:
+    """Without trailing zeros and without exponent: 100.000000 -> 100, 0.500000 -> 0.5."""
+    return value.quantize(Decimal(1)) if value == value.to_integral_value() else value.normalize()
+
+
+class Feature(Base):
+    __tablename__ = "features"
+    __table_args__ = (
+        # Keys are unique among live features; an archived key may be reused.
+        Index(
+            "uq_features_tenant_key_live",
+            "tenant_id",
+            "key",
+            unique=True,
+            sqlite_where=text("archived_at IS NULL"),
+            postgresql_where=text("archived_at IS NULL"),
+        ),
+    )
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id"))
+    key: Mapped[str] = mapped_column(String(64))
+    name: Mapped[str] = mapped_column(String(256))
+    unit: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    meter_id: Mapped[str | None] = mapped_column(ForeignKey("meters.id"), nullable=True)
+    meter_group_filter: Mapped[dict[str, str]] = mapped_column(JSON, default=dict)
+    metadata_: Mapped[dict[str, Any]] = mapped_column("metadata", JSON, default=dict)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    archived_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+
+
+class Plan(Base):
+    """One version of a plan. Published versions never change; a change is a new version."""
+
+    __tablename__ = "plans"
+    __table_args__ = (UniqueConstraint("tenant_id", "key", "version"),)
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id"))
+    key: Mapped[str] = mapped_column(String(64))
+    version: Mapped[int] = mapped_column(Integer)
+    name: Mapped[str] = mapped_column(String(256))
+    billing_interval: Mapped[str] = mapped_column(String(8))
+    currency: Mapped[str | None] = mapped_column(String(3), nullable=True)
+    next_tier: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    status: Mapped[str] = mapped_column(String(16))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    published_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+
+
+class _Values:
+    """The value columns an entitlement carries, shared by plan and customer rows.
+
+    Which ones are set depends on the kind: boolean uses has_access, static config, metered
+    usage_period/included/limits/overage_at_reset, seats included/limits/lease_ttl_seconds.
+    """
+
+    kind: Mapped[str] = mapped_column(String(16))
+    has_access: Mapped[bool] = mapped_column(Boolean, default=True)
+    config: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    usage_period: Mapped[str | None] = mapped_column(String(8), nullable=True)
+    included: Mapped[Decimal | None] = mapped_column(Quantity(), nullable=True)
+    soft_limit: Mapped[Decimal | None] = mapped_column(Quantity(), nullable=True)
+    hard_limit: Mapped[Decimal | None] = mapped_column(Quantity(), nullable=True)
+    overage_at_reset: Mapped[str | None] = mapped_column(String(8), nullable=True)
+    lease_ttl_seconds: Mapped[int | None] = mapped_column(Integer, nullable=True)
+
+
+VALUE_COLUMNS = (
+    "kind", "has_access", "config", "usage_period", "included", "soft_limit", "hard_limit",
+    "overage_at_reset", "lease_ttl_seconds",
+)
+
+
+class PlanEntitlement(_Values, Base):
+    __tablename__ = "plan_entitlements"
+    __table_args__ = (UniqueConstraint("plan_id", "feature_id"),)
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id"))
+    plan_id: Mapped[str] = mapped_column(ForeignKey("plans.id"))
+    feature_id: Mapped[str] = mapped_column(ForeignKey("features.id"))
+
+
+class Subscription(Base):
+    """A customer on one plan version over [starts_at, ends_at)."""
+
+    __tablename__ = "subscriptions"
+    __table_args__ = (Index(None, "tenant_id", "customer_id"),)
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id"))
+    customer_id: Mapped[str] = mapped_column(ForeignKey("customers.id"))
+    plan_id: Mapped[str] = mapped_column(ForeignKey("plans.id"))
+    status: Mapped[str] = mapped_column(String(16))
+    starts_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    ends_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    billing_anchor: Mapped[datetime] = mapped_column(UTCDateTime())
+    time_zone: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
+class CustomerEntitlement(_Values, Base):
+    """What a customer is entitled to for one feature over [active_from, active_to).
+
+    At most one row per customer and feature is open-ended (active_to IS NULL); rows that
+    a scheduled change starts later follow the rows they replace without overlapping them.
+    """
+
+    __tablename__ = "customer_entitlements"
+    __table_args__ = (
+        Index(
+            "uq_customer_entitlements_open",
+            "tenant_id",
+            "customer_id",
+            "feature_id",
+            unique=True,
+            sqlite_where=text("active_to IS NULL"),
+            postgresql_where=text("active_to IS NULL"),
+        ),
+    )
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id"))
+    customer_id: Mapped[str] = mapped_column(ForeignKey("customers.id"))
+    feature_id: Mapped[str] = mapped_column(ForeignKey("features.id"))
+    source: Mapped[str] = mapped_column(String(16))
+    subscription_id: Mapped[str | None] = mapped_column(
+        ForeignKey("subscriptions.id"), nullable=True
+    )
+    usage_anchor: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    time_zone: Mapped[str] = mapped_column(String(64))
+    active_from: Mapped[datetime] = mapped_column(UTCDateTime())
+    active_to: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
+class AuditEntry(Base):
+    """Who changed what and when, with the entity before and after (None when created/removed)."""
+
+    __tablename__ = "audit_log"
+    __table_args__ = (
+        Index(None, "tenant_id", "entity_type", "entity_id"),
+        Index(None, "tenant_id", "at"),
+    )
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id"))
+    actor: Mapped[str] = mapped_column(String(64))
+    action: Mapped[str] = mapped_column(String(64))
+    entity_type: Mapped[str] = mapped_column(String(32))
+    entity_id: Mapped[str] = mapped_column(String(40))
+    before: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    after: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    at: Mapped[datetime] = mapped_column(UTCDateTime())
