@@ -13,7 +13,18 @@ from fastapi_offline import FastAPIOffline
 from allotment import __version__
 from allotment.api import errors
 from allotment.api.compat import openmeter
-from allotment.api.routers import customers, events, health, keys, meters
+from allotment.api.routers import (
+    audit_log,
+    customers,
+    entitlements_admin,
+    events,
+    features,
+    health,
+    keys,
+    meters,
+    plans,
+    subscriptions,
+)
 from allotment.config import Settings
 from allotment.db import Database
 from allotment.logging import configure_logging
@@ -47,7 +58,8 @@ def create_app(settings: Settings | None = None, db: Database | None = None) -> 
     app.state.settings = settings
     app.state.db = database
     errors.install(app)
-    for module in (health, events, meters, customers, keys):
+    for module in (health, events, meters, customers, keys, features, plans, subscriptions,
+                   entitlements_admin, audit_log):
         app.include_router(module.router)
     openmeter.install(app)
     return app

@@ -1,0 +1,32 @@
+"""The audit log (`/v1/audit-log`)."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+
+from allotment.api.deps import Admin, Cursor, Limit, ReadSession, decode_cursor, encode_cursor
+from allotment.entitlements import audit
+from allotment.entitlements.schemas import AuditRead
+
+router = APIRouter(prefix="/v1/audit-log", tags=["audit"])
+
+
+@router.get("")
+async def list_audit_log(
+    principal: Admin,
+    session: ReadSession,
+    entity_type: str | None = None,
+    entity_id: str | None = None,
+    action: str | None = None,
+    limit: Limit = 50,
+    cursor: Cursor = None,
+) -> dict[str, object]:
+    """Who changed what, oldest first; filter by entity or action."""
+    rows = await audit.list_(
+        session, principal.tenant_id, entity_type=entity_type, entity_id=entity_id,
+        action=action, after=decode_cursor(cursor), limit=limit,
+    )
+    return {
+        "items": [AuditRead.model_validate(r, from_attributes=True) for r in rows],
+        "next_cursor": encode_cursor(rows[-1].id) if len(rows) == limit else None,
+    }

@@ -1,0 +1,170 @@
+"""Per-customer overrides of plan values, and ad-hoc entitlements without any plan.
+
+Both are rows of their own (source `override` / `adhoc`) that take the feature over from the
+plan: provisioning leaves a feature so held alone, so an override survives plan changes until
+it is removed, and removing it gives the feature back to the plan at once.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from allotment.customers import service as customers
+from allotment.entitlements import audit, features, provisioning
+from allotment.entitlements.engine import Kind
+from allotment.entitlements.models import CustomerEntitlement, Feature
+from allotment.entitlements.schemas import AdhocIn, OverrideIn
+from allotment.entitlements.values import APPLIES, normalize, of_row
+from allotment.errors import Conflict, NotFound
+from allotment.types import new_id
+
+_PLACEMENT = {"usage_anchor", "time_zone"}
+
+
+@dataclass
+class EntitlementView:
+    row: CustomerEntitlement
+    customer_key: str
+    feature_key: str
+
+
+async def _targets(
+    session: AsyncSession, tenant_id: str, customer_key: str, feature_key: str
+) -> tuple[str, Feature]:
+    customer = (await customers.get(session, tenant_id, customer_key)).customer
+    return customer.id, await features.get(session, tenant_id, feature_key)
+
+
+def _live(rows: list[CustomerEntitlement], at: datetime) -> CustomerEntitlement | None:
+    return next((r for r in rows if r.active_from <= at), None)
+
+
+async def set_override(
+    session: AsyncSession,
+    tenant_id: str,
+    customer_key: str,
+    feature_key: str,
+    data: OverrideIn,
+    *,
+    actor: str,
+    at: datetime,
+) -> EntitlementView:
+    """Replace the values the customer has for a feature now; unsent fields keep theirs."""
+    customer_id, feature = await _targets(session, tenant_id, customer_key, feature_key)
+    rows = await provisioning.open_rows(session, tenant_id, customer_id, at, feature_id=feature.id)
+    current = _live(rows, at)
+    if current is None:
+        raise NotFound("entitlement", f"{customer_key}/{feature_key}")
+    if current.source == "adhoc":
+        raise Conflict(f"'{feature_key}' is an ad-hoc entitlement of '{customer_key}'; it has no plan value to override")
+    values = _merged(current, data)
+    before = audit.snapshot(current)
+    for row in rows:
+        await provisioning.close(session, row, actor=actor, at=at)
+    await session.flush()
+    row = _row(
+        tenant_id, customer_id, feature.id, "override", values,
+        usage_anchor=data.usage_anchor or current.usage_anchor,
+        time_zone=data.time_zone or current.time_zone, at=at,
+    )
+    return await _added(session, row, "entitlement.overridden", before, customer_key, feature, actor=actor, at=at)
+
+
+def _merged(current: CustomerEntitlement, data: OverrideIn) -> dict[str, Any]:
+    given = data.model_dump(exclude_unset=True, exclude=_PLACEMENT)
+    kind = Kind(given.pop("kind", None) or current.kind)
+    base = of_row(current)
+    kept = {k: base[k] for k in APPLIES[kind]} if kind == current.kind else {}
+    return normalize(kind, kept | given)
+
+
+async def remove_override(
+    session: AsyncSession, tenant_id: str, customer_key: str, feature_key: str, *, actor: str, at: datetime
+) -> None:
+    """The feature goes back to what the plan says."""
+    await _remove(session, tenant_id, customer_key, feature_key, "override", actor=actor, at=at)
+
+
+async def create_adhoc(
+    session: AsyncSession, tenant_id: str, customer_key: str, data: AdhocIn, *, actor: str, at: datetime
+) -> EntitlementView:
+    customer_id, feature = await _targets(session, tenant_id, customer_key, data.feature)
+    if await provisioning.open_rows(session, tenant_id, customer_id, at, feature_id=feature.id):
+        raise Conflict(
+            f"customer '{customer_key}' already has an entitlement to '{data.feature}'; override it instead"
+        )
+    values = normalize(data.kind, data.model_dump(exclude={"feature", "kind"} | _PLACEMENT))
+    row = _row(
+        tenant_id, customer_id, feature.id, "adhoc", values,
+        usage_anchor=data.usage_anchor or at, time_zone=data.time_zone, at=at,
+    )
+    return await _added(session, row, "entitlement.adhoc_created", None, customer_key, feature, actor=actor, at=at)
+
+
+async def remove_adhoc(
+    session: AsyncSession, tenant_id: str, customer_key: str, feature_key: str, *, actor: str, at: datetime
+) -> None:
+    await _remove(session, tenant_id, customer_key, feature_key, "adhoc", actor=actor, at=at)
+
+
+async def _remove(
+    session: AsyncSession,
+    tenant_id: str,
+    customer_key: str,
+    feature_key: str,
+    source: str,
+    *,
+    actor: str,
+    at: datetime,
+) -> None:
+    customer_id, feature = await _targets(session, tenant_id, customer_key, feature_key)
+    rows = await provisioning.open_rows(session, tenant_id, customer_id, at, feature_id=feature.id)
+    held = [r for r in rows if r.source == source and r.active_to is None]
+    if not held:
+        raise NotFound(source if source == "override" else "entitlement", f"{customer_key}/{feature_key}")
+    await provisioning.close(session, held[0], actor=actor, at=at)
+    await session.flush()
+    await provisioning.reprovision(session, tenant_id, customer_id, actor=actor, at=at)
+
+
+def _row(
+    tenant_id: str,
+    customer_id: str,
+    feature_id: str,
+    source: str,
+    values: dict[str, Any],
+    *,
+    usage_anchor: datetime | None,
+    time_zone: str,
+    at: datetime,
+) -> CustomerEntitlement:
+    return CustomerEntitlement(
+        id=new_id("ent"), tenant_id=tenant_id, customer_id=customer_id, feature_id=feature_id,
+        source=source, subscription_id=None, usage_anchor=usage_anchor or at, time_zone=time_zone,
+        active_from=at, active_to=None, created_at=at, updated_at=at, **values,
+    )
+
+
+async def _added(
+    session: AsyncSession,
+    row: CustomerEntitlement,
+    action: str,
+    before: dict[str, Any] | None,
+    customer_key: str,
+    feature: Feature,
+    *,
+    actor: str,
+    at: datetime,
+) -> EntitlementView:
+    session.add(row)
+    await session.flush()
+    await provisioning.reprovision(session, row.tenant_id, row.customer_id, actor=actor, at=at)
+    await audit.record(
+        session, row.tenant_id, actor=actor, action=action, entity_type="customer_entitlement",
+        entity_id=row.id, before=before, after=audit.snapshot(row), at=at,
+    )
+    return EntitlementView(row, customer_key, feature.key)

@@ -1,0 +1,183 @@
+"""Provisioning: a customer's entitlements follow its subscriptions.
+
+`reprovision` is the one way plan-sourced rows change. It computes, from `at` on, the rows
+the customer's subscriptions call for (the current one until it ends, then a scheduled one),
+leaves rows that already say exactly that, moves their end when only the end changed, ends
+the rest at `at` (or drops them if they had not started) and adds what is missing. Features
+held by an override or an ad-hoc entitlement are left to those: they win over any plan.
+
+Invariant: for each customer and feature, rows never overlap and at most one is open-ended.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import or_, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from allotment.entitlements import audit, plans
+from allotment.entitlements.models import CustomerEntitlement, Subscription
+from allotment.entitlements.values import of_row
+from allotment.types import new_id
+
+MANUAL = ("override", "adhoc")
+
+
+@dataclass
+class Wanted:
+    subscription_id: str
+    feature_id: str
+    values: dict[str, Any]
+    usage_anchor: datetime
+    time_zone: str
+    active_from: datetime
+    active_to: datetime | None
+
+    def matches(self, row: CustomerEntitlement) -> bool:
+        """Same source, feature and values: only the end may differ."""
+        return (
+            row.subscription_id == self.subscription_id
+            and row.feature_id == self.feature_id
+            and of_row(row) == self.values
+            and row.usage_anchor == self.usage_anchor
+            and row.time_zone == self.time_zone
+        )
+
+
+async def reprovision(
+    session: AsyncSession, tenant_id: str, customer_id: str, *, actor: str, at: datetime
+) -> None:
+    """Make the customer's plan rows follow its subscriptions from `at` on."""
+    manual = {r.feature_id for r in await open_rows(session, tenant_id, customer_id, at) if r.source in MANUAL}
+    wanted = [w for w in await _wanted(session, tenant_id, customer_id, at) if w.feature_id not in manual]
+    existing = [r for r in await open_rows(session, tenant_id, customer_id, at) if r.source == "plan"]
+    for row in existing:
+        match = next((w for w in wanted if w.matches(row)), None)
+        if match is None:
+            await close(session, row, actor=actor, at=at)
+            continue
+        wanted.remove(match)
+        if row.active_to != match.active_to:
+            before = audit.snapshot(row)
+            row.active_to, row.updated_at = match.active_to, at
+            await _audit(session, "entitlement.rescheduled", row, before, actor=actor, at=at)
+    await session.flush()  # ended rows first: the new ones may take over their open slot
+    for item in wanted:
+        await _add(session, tenant_id, customer_id, item, actor=actor, at=at)
+    await session.flush()
+
+
+async def open_rows(
+    session: AsyncSession,
+    tenant_id: str,
+    customer_id: str,
+    at: datetime,
+    *,
+    feature_id: str | None = None,
+) -> list[CustomerEntitlement]:
+    """Rows live at `at` or starting later (everything a change at `at` can still affect)."""
+    stmt = select(CustomerEntitlement).where(
+        CustomerEntitlement.tenant_id == tenant_id,
+        CustomerEntitlement.customer_id == customer_id,
+        or_(CustomerEntitlement.active_to.is_(None), CustomerEntitlement.active_to > at),
+    )
+    if feature_id is not None:
+        stmt = stmt.where(CustomerEntitlement.feature_id == feature_id)
+    return list(await session.scalars(stmt.order_by(CustomerEntitlement.active_from)))
+
+
+async def close(
+    session: AsyncSession, row: CustomerEntitlement, *, actor: str, at: datetime
+) -> None:
+    """End a row at `at`; one that had not started yet never took effect and is dropped."""
+    before = audit.snapshot(row)
+    if row.active_from < at:
+        row.active_to, row.updated_at = at, at
+        await _audit(session, "entitlement.ended", row, before, actor=actor, at=at)
+        return
+    await session.delete(row)
+    await audit.record(
+        session, row.tenant_id, actor=actor, action="entitlement.ended",
+        entity_type="customer_entitlement", entity_id=row.id, before=before, after=None, at=at,
+    )
+
+
+async def current_subscriptions(
+    session: AsyncSession, tenant_id: str, customer_id: str, at: datetime
+) -> list[Subscription]:
+    """Subscriptions in force at `at` or scheduled after it, in order."""
+    rows = await session.scalars(
+        select(Subscription)
+        .where(
+            Subscription.tenant_id == tenant_id,
+            Subscription.customer_id == customer_id,
+            Subscription.status != "canceled",
+            or_(Subscription.ends_at.is_(None), Subscription.ends_at > at),
+        )
+        .order_by(Subscription.starts_at)
+    )
+    return list(rows)
+
+
+async def _wanted(
+    session: AsyncSession, tenant_id: str, customer_id: str, at: datetime
+) -> list[Wanted]:
+    out: list[Wanted] = []
+    for sub in await current_subscriptions(session, tenant_id, customer_id, at):
+        plan = await plans.by_id(session, tenant_id, sub.plan_id)
+        for ent in await plans.entitlements_of(session, plan):
+            out.append(
+                Wanted(
+                    subscription_id=sub.id, feature_id=ent.feature_id, values=of_row(ent),
+                    usage_anchor=sub.billing_anchor, time_zone=sub.time_zone,
+                    active_from=max(sub.starts_at, at), active_to=sub.ends_at,
+                )
+            )
+    return out
+
+
+async def _add(
+    session: AsyncSession, tenant_id: str, customer_id: str, item: Wanted, *, actor: str, at: datetime
+) -> None:
+    row = CustomerEntitlement(
+        id=new_id("ent"), tenant_id=tenant_id, customer_id=customer_id,
+        feature_id=item.feature_id, source="plan", subscription_id=item.subscription_id,
+        usage_anchor=item.usage_anchor, time_zone=item.time_zone,
+        active_from=item.active_from, active_to=item.active_to,
+        created_at=at, updated_at=at, **item.values,
+    )
+    session.add(row)
+    await _audit(session, "entitlement.provisioned", row, None, actor=actor, at=at)
+
+
+async def _audit(
+    session: AsyncSession,
+    action: str,
+    row: CustomerEntitlement,
+    before: dict[str, Any] | None,
+    *,
+    actor: str,
+    at: datetime,
+) -> None:
+    await audit.record(
+        session, row.tenant_id, actor=actor, action=action, entity_type="customer_entitlement",
+        entity_id=row.id, before=before, after=audit.snapshot(row), at=at,
+    )
+
+
+async def rows_of(
+    session: AsyncSession, tenant_id: str, customer_id: str
+) -> list[CustomerEntitlement]:
+    """Every row of a customer, past, present and scheduled, in order."""
+    rows = await session.scalars(
+        select(CustomerEntitlement)
+        .where(
+            CustomerEntitlement.tenant_id == tenant_id,
+            CustomerEntitlement.customer_id == customer_id,
+        )
+        .order_by(CustomerEntitlement.active_from, CustomerEntitlement.id)
+    )
+    return list(rows)
