@@ -1,0 +1,89 @@
+"""Per-customer overrides and ad-hoc entitlements."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+from tests.entitlements.catalogue import (
+    boolean,
+    customer,
+    feature,
+    metered,
+    ok,
+    open_rows,
+    plan,
+    subscribe,
+)
+
+
+async def _on_starter(c):  # type: ignore[no-untyped-def]
+    await feature(c, "api-calls")
+    await feature(c, "sso")
+    await plan(c, "starter", [metered("api-calls", 1000, 1000, 1200)])
+    await plan(c, "pro", [metered("api-calls", 10_000, 10_000, 15_000), boolean("sso")])
+    acme = await customer(c, "acme")
+    return acme, await subscribe(c, "acme", "starter")
+
+
+async def test_override_replaces_only_the_values_sent(tenant, db):
+    """Raising the hard limit keeps the plan's included units and soft limit."""
+    acme, _ = await _on_starter(tenant.client)
+    body = await ok(await tenant.client.put("/v1/customers/acme/entitlements/api-calls/override",
+                                            json={"hard_limit": 5000}))
+    assert (body["source"], body["included"], body["soft_limit"], body["hard_limit"]) == ("override", 1000, 1000, 5000)
+    (row,) = await open_rows(db, tenant.id, acme["id"])
+    assert (row.source, row.hard_limit) == ("override", Decimal(5000))
+
+
+async def test_override_survives_a_plan_change(tenant, db):
+    """After a change to pro the override still holds; pro's other features are provisioned."""
+    acme, sub = await _on_starter(tenant.client)
+    await ok(await tenant.client.put("/v1/customers/acme/entitlements/api-calls/override", json={"hard_limit": 5000}))
+    await ok(await tenant.client.post(f"/v1/subscriptions/{sub['id']}/change-plan", json={"plan": "pro"}))
+    live = {r.kind: r for r in await open_rows(db, tenant.id, acme["id"])}
+    assert (live["metered"].source, live["metered"].hard_limit) == ("override", Decimal(5000))
+    assert live["boolean"].source == "plan"
+
+
+async def test_removing_an_override_gives_the_feature_back_to_the_plan(tenant, db):
+    acme, _ = await _on_starter(tenant.client)
+    await ok(await tenant.client.put("/v1/customers/acme/entitlements/api-calls/override", json={"hard_limit": 5000}))
+    assert (await tenant.client.delete("/v1/customers/acme/entitlements/api-calls/override")).status_code == 204
+    (row,) = await open_rows(db, tenant.id, acme["id"])
+    assert (row.source, row.hard_limit) == ("plan", Decimal(1200))
+    assert (await tenant.client.delete("/v1/customers/acme/entitlements/api-calls/override")).status_code == 404
+
+
+async def test_override_of_a_feature_the_customer_does_not_have_is_404(tenant):
+    await _on_starter(tenant.client)
+    resp = await tenant.client.put("/v1/customers/acme/entitlements/sso/override", json={"has_access": False})
+    assert resp.status_code == 404 and "acme/sso" in resp.json()["detail"]
+
+
+async def test_adhoc_entitlement_without_any_plan(tenant, db):
+    """A customer with no subscription gets one feature; removing it ends it."""
+    c = tenant.client
+    await feature(c, "beta-access")
+    acme = await customer(c, "acme")
+    body = await ok(await c.post("/v1/customers/acme/entitlements",
+                                 json={"feature": "beta-access", "kind": "boolean"}), 201)
+    assert (body["source"], body["subscription_id"], body["has_access"]) == ("adhoc", None, True)
+    assert [r.source for r in await open_rows(db, tenant.id, acme["id"])] == ["adhoc"]
+    assert (await c.delete("/v1/customers/acme/entitlements/beta-access")).status_code == 204
+    assert await open_rows(db, tenant.id, acme["id"]) == []
+
+
+async def test_adhoc_entitlement_survives_a_plan_that_includes_the_feature(tenant, db):
+    acme, sub = await _on_starter(tenant.client)
+    await ok(await tenant.client.post("/v1/customers/acme/entitlements",
+                                      json={"feature": "sso", "kind": "boolean"}), 201)
+    await ok(await tenant.client.post(f"/v1/subscriptions/{sub['id']}/change-plan", json={"plan": "pro"}))
+    live = {r.kind: r.source for r in await open_rows(db, tenant.id, acme["id"])}
+    assert live == {"metered": "plan", "boolean": "adhoc"}
+
+
+async def test_adhoc_for_a_feature_the_plan_already_gives_is_409(tenant):
+    await _on_starter(tenant.client)
+    resp = await tenant.client.post("/v1/customers/acme/entitlements",
+                                    json={"feature": "api-calls", "kind": "metered", "included": 5})
+    assert resp.status_code == 409
