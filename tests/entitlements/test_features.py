@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 from tests.entitlements.catalogue import feature, ok
 from tests.helpers import meter
 
@@ -49,3 +51,10 @@ async def test_group_filter_must_name_a_group_of_the_meter(tenant):
     resp = await c.post("/v1/features", json={"key": "t", "meter": "tokens", "meter_group_filter": {"region": "eu"}})
     assert resp.status_code == 422
     assert resp.json()["errors"][0]["field"] == "meter_group_filter.region"
+
+
+async def test_concurrent_creates_of_one_key_make_one_feature(tenant):
+    """Requests racing past the duplicate check get a 409 from the unique key, never a 500."""
+    posts = [tenant.client.post("/v1/features", json={"key": "sso"}) for _ in range(6)]
+    statuses = sorted(r.status_code for r in await asyncio.gather(*posts))
+    assert statuses == [201] + [409] * 5

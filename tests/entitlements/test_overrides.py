@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from decimal import Decimal
 
 from tests.entitlements.catalogue import (
@@ -87,3 +88,13 @@ async def test_adhoc_for_a_feature_the_plan_already_gives_is_409(tenant):
     resp = await tenant.client.post("/v1/customers/acme/entitlements",
                                     json={"feature": "api-calls", "kind": "metered", "included": 5})
     assert resp.status_code == 409
+
+
+async def test_concurrent_overrides_leave_one_open_row(tenant, db):
+    """Racing overrides of one feature either apply in turn or get a 409; one row stays open."""
+    acme, _ = await _on_starter(tenant.client)
+    puts = [tenant.client.put("/v1/customers/acme/entitlements/api-calls/override", json={"hard_limit": 2000 + i})
+            for i in range(6)]
+    statuses = {r.status_code for r in await asyncio.gather(*puts)}
+    assert 200 in statuses and statuses <= {200, 409}
+    assert [r.source for r in await open_rows(db, tenant.id, acme["id"])] == ["override"]

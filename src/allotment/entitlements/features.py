@@ -10,6 +10,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from allotment.entitlements import audit
+from allotment.entitlements.guards import flush_unique
 from allotment.entitlements.models import Feature
 from allotment.entitlements.schemas import FeatureCreate, FeatureUpdate
 from allotment.errors import Conflict, NotFound, ValidationFailed
@@ -104,7 +105,7 @@ async def create(
         metadata_=data.metadata, created_at=at, updated_at=at,
     )
     session.add(feature)
-    await session.flush()
+    await flush_unique(session, f"feature '{data.key}' already exists")
     await audit.record(
         session, tenant_id, actor=actor, action="feature.created", entity_type="feature",
         entity_id=feature.id, before=None, after=audit.snapshot(feature), at=at,

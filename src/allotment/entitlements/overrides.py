@@ -16,6 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from allotment.customers import service as customers
 from allotment.entitlements import audit, features, provisioning
 from allotment.entitlements.engine import Kind
+from allotment.entitlements.guards import flush_unique
 from allotment.entitlements.models import CustomerEntitlement, Feature
 from allotment.entitlements.schemas import AdhocIn, OverrideIn
 from allotment.entitlements.values import APPLIES, normalize, of_row
@@ -161,7 +162,7 @@ async def _added(
     at: datetime,
 ) -> EntitlementView:
     session.add(row)
-    await session.flush()
+    await flush_unique(session, provisioning.RACED)
     await provisioning.reprovision(session, row.tenant_id, row.customer_id, actor=actor, at=at)
     await audit.record(
         session, row.tenant_id, actor=actor, action=action, entity_type="customer_entitlement",

@@ -14,6 +14,7 @@ from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from allotment.entitlements import audit, features
+from allotment.entitlements.guards import flush_unique
 from allotment.entitlements.models import Plan, PlanEntitlement
 from allotment.entitlements.schemas import PlanCreate
 from allotment.entitlements.values import normalize
@@ -96,7 +97,7 @@ async def create(
         next_tier=data.next_tier, status="draft", created_at=at,
     )
     session.add(plan)
-    await session.flush()
+    await flush_unique(session, f"plan '{data.key}' version {plan.version} was just created")
     await _add_entitlements(session, plan, data)
     await session.flush()
     await audit.record(

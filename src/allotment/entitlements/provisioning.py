@@ -19,11 +19,13 @@ from sqlalchemy import or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from allotment.entitlements import audit, plans
+from allotment.entitlements.guards import flush_unique
 from allotment.entitlements.models import CustomerEntitlement, Subscription
 from allotment.entitlements.values import of_row
 from allotment.types import new_id
 
 MANUAL = ("override", "adhoc")
+RACED = "the customer's entitlements were changed concurrently; retry"
 
 
 @dataclass
@@ -67,7 +69,7 @@ async def reprovision(
     await session.flush()  # ended rows first: the new ones may take over their open slot
     for item in wanted:
         await _add(session, tenant_id, customer_id, item, actor=actor, at=at)
-    await session.flush()
+    await flush_unique(session, RACED)
 
 
 async def open_rows(
