@@ -11,6 +11,7 @@ from fastapi import FastAPI, Request, Response
 from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException
 
+from allotment.api.idempotency import Replayed, replay
 from allotment.api.responses import Json
 from allotment.errors import (
     AllotmentError,
@@ -125,6 +126,7 @@ def _on_pydantic(_: Request, exc: Exception) -> Json:
 
 
 def install(app: FastAPI) -> None:
+    app.add_exception_handler(Replayed, replay)
     app.add_exception_handler(RequestValidationError, _dialect(_on_validation))
     app.add_exception_handler(pydantic.ValidationError, _dialect(_on_pydantic))
     app.add_exception_handler(AllotmentError, _dialect(_on_domain))

@@ -14,6 +14,7 @@ from allotment.api.deps import (
     decode_cursor,
     encode_cursor,
 )
+from allotment.api.idempotency import Idempotent
 from allotment.customers import service
 from allotment.customers.schemas import CustomerCreate, CustomerRead, CustomerUpdate
 from allotment.types import utcnow
@@ -31,8 +32,8 @@ def customer_read(view: service.CustomerView) -> CustomerRead:
 
 
 @router.post("", status_code=201, response_model=CustomerRead)
-async def create_customer(data: CustomerCreate, principal: Admin, session: WriteSession) -> CustomerRead:
-    return customer_read(await service.create(session, principal.tenant_id, data, at=utcnow()))
+async def create_customer(data: CustomerCreate, principal: Admin, session: WriteSession, idem: Idempotent) -> Response:
+    return await idem.respond(201, customer_read(await service.create(session, principal.tenant_id, data, at=utcnow())))
 
 
 @router.get("")

@@ -5,6 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Response
 
 from allotment.api.deps import Admin, WriteSession
+from allotment.api.idempotency import Idempotent
 from allotment.entitlements import overrides as service
 from allotment.entitlements.schemas import AdhocIn, CustomerEntitlementRead, OverrideIn
 from allotment.entitlements.values import of_row
@@ -25,13 +26,13 @@ def entitlement_read(view: service.EntitlementView) -> CustomerEntitlementRead:
 
 @router.post("", status_code=201, response_model=CustomerEntitlementRead)
 async def create_adhoc_entitlement(
-    customer_key: str, data: AdhocIn, principal: Admin, session: WriteSession
-) -> CustomerEntitlementRead:
+    customer_key: str, data: AdhocIn, principal: Admin, session: WriteSession, idem: Idempotent
+) -> Response:
     """An entitlement outside any plan (e.g. a trial of one feature)."""
     view = await service.create_adhoc(
         session, principal.tenant_id, customer_key, data, actor=principal.key_id, at=utcnow()
     )
-    return entitlement_read(view)
+    return await idem.respond(201, entitlement_read(view))
 
 
 @router.delete("/{feature_key}", status_code=204)

@@ -14,6 +14,7 @@ from allotment.api.deps import (
     decode_cursor,
     encode_cursor,
 )
+from allotment.api.idempotency import Idempotent
 from allotment.entitlements import features as service
 from allotment.entitlements.schemas import FeatureCreate, FeatureRead, FeatureUpdate
 from allotment.types import utcnow
@@ -31,12 +32,12 @@ def feature_read(view: service.FeatureView) -> FeatureRead:
 
 
 @router.post("", status_code=201, response_model=FeatureRead)
-async def create_feature(data: FeatureCreate, principal: Admin, session: WriteSession) -> FeatureRead:
+async def create_feature(data: FeatureCreate, principal: Admin, session: WriteSession, idem: Idempotent) -> Response:
     """Create a feature, linked to a meter (by key) when it is metered."""
     view = await service.create(
         session, principal.tenant_id, data, actor=principal.key_id, at=utcnow()
     )
-    return feature_read(view)
+    return await idem.respond(201, feature_read(view))
 
 
 @router.get("")

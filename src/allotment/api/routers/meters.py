@@ -21,6 +21,7 @@ from allotment.api.deps import (
     decode_cursor,
     encode_cursor,
 )
+from allotment.api.idempotency import Idempotent
 from allotment.api.responses import Json
 from allotment.errors import ValidationFailed
 from allotment.metering import meters as service
@@ -45,10 +46,10 @@ def meter_read(meter: Meter) -> MeterRead:
 
 
 @router.post("", status_code=201, response_model=MeterCreated)
-async def create_meter(data: MeterCreate, principal: Admin, session: WriteSession) -> MeterCreated:
+async def create_meter(data: MeterCreate, principal: Admin, session: WriteSession, idem: Idempotent) -> Response:
     """Create a meter; events already stored are counted at once (backfill)."""
     meter, counted = await service.create(session, principal.tenant_id, data, at=utcnow())
-    return MeterCreated(**meter_read(meter).model_dump(), backfilled_events=counted)
+    return await idem.respond(201, MeterCreated(**meter_read(meter).model_dump(), backfilled_events=counted))
 
 
 @router.get("")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Query, Response
 
 from allotment.api.deps import (
     Admin,
@@ -16,6 +16,7 @@ from allotment.api.deps import (
     decode_cursor,
     encode_cursor,
 )
+from allotment.api.idempotency import Idempotent
 from allotment.entitlements import plans as service
 from allotment.entitlements.schemas import PlanCreate, PlanEntitlementRead, PlanRead
 from allotment.entitlements.values import of_row
@@ -36,10 +37,10 @@ def plan_read(view: service.PlanView) -> PlanRead:
 
 
 @router.post("", status_code=201, response_model=PlanRead)
-async def create_plan(data: PlanCreate, principal: Admin, session: WriteSession) -> PlanRead:
+async def create_plan(data: PlanCreate, principal: Admin, session: WriteSession, idem: Idempotent) -> Response:
     """Version 1 of a new plan, or the next draft version of an existing key."""
     view = await service.create(session, principal.tenant_id, data, actor=principal.key_id, at=utcnow())
-    return plan_read(view)
+    return await idem.respond(201, plan_read(view))
 
 
 @router.get("")

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Response
 
 from allotment.api.deps import (
     Admin,
@@ -14,6 +14,7 @@ from allotment.api.deps import (
     decode_cursor,
     encode_cursor,
 )
+from allotment.api.idempotency import Idempotent
 from allotment.entitlements import subscriptions as service
 from allotment.entitlements.schemas import Cancel, ChangePlan, SubscriptionCreate, SubscriptionRead
 from allotment.types import utcnow
@@ -33,11 +34,11 @@ def subscription_read(view: service.SubscriptionView) -> SubscriptionRead:
 
 @router.post("", status_code=201, response_model=SubscriptionRead)
 async def create_subscription(
-    data: SubscriptionCreate, principal: Admin, session: WriteSession
-) -> SubscriptionRead:
+    data: SubscriptionCreate, principal: Admin, session: WriteSession, idem: Idempotent
+) -> Response:
     """Put a customer on the latest published version of a plan; its entitlements follow."""
     view = await service.create(session, principal.tenant_id, data, actor=principal.key_id, at=utcnow())
-    return subscription_read(view)
+    return await idem.respond(201, subscription_read(view))
 
 
 @router.get("")

@@ -1,0 +1,80 @@
+"""`Idempotency-Key` on create requests (API conventions).
+
+A retry with the same key and the same request gets the first answer again, marked
+`Idempotent-Replayed: true`; the same key with another request is a 409. The answer is stored
+in the same transaction as what the request created, so a create and its key are committed
+together or not at all; concurrent requests with one key are serialised by the key itself.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from typing import Annotated
+
+from fastapi import Depends, Request, Response
+from pydantic import BaseModel
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from allotment.api.deps import Admin, WriteSession
+from allotment.errors import Conflict, ValidationFailed
+from allotment.tenancy import idempotency as store
+from allotment.types import utcnow
+
+HEADER = "Idempotency-Key"
+
+
+class Replayed(Exception):
+    """The stored first answer, to be sent as it was (the retry's transaction rolls back)."""
+
+    def __init__(self, status_code: int, body: bytes) -> None:
+        super().__init__("replayed")
+        self.status_code = status_code
+        self.body = body
+
+
+def replay(_: Request, exc: Exception) -> Response:
+    assert isinstance(exc, Replayed)
+    return Response(
+        exc.body, status_code=exc.status_code, media_type="application/json",
+        headers={"Idempotent-Replayed": "true"},
+    )
+
+
+@dataclass
+class Idempotency:
+    session: AsyncSession
+    tenant_id: str
+    key: str | None
+    fingerprint: str
+
+    async def respond(self, status_code: int, payload: BaseModel) -> Response:
+        """The endpoint's answer, remembered under the request's key when it has one."""
+        body = payload.model_dump_json().encode()
+        if self.key is not None:
+            await store.remember(
+                self.session, self.tenant_id, self.key, fingerprint=self.fingerprint,
+                status_code=status_code, body=body, at=utcnow(),
+            )
+        return Response(body, status_code=status_code, media_type="application/json")
+
+
+async def _idempotency(request: Request, principal: Admin, session: WriteSession) -> Idempotency:
+    key = request.headers.get(HEADER)
+    fingerprint = hashlib.sha256(
+        f"{request.method} {request.url.path}\n".encode() + await request.body()
+    ).hexdigest()
+    if key is None:
+        return Idempotency(session, principal.tenant_id, None, fingerprint)
+    if not 1 <= len(key) <= 255:
+        raise ValidationFailed.on(HEADER, "must be 1 to 255 characters")
+    await store.lock(session, principal.tenant_id, key)
+    stored = await store.find(session, principal.tenant_id, key)
+    if stored is None:
+        return Idempotency(session, principal.tenant_id, key, fingerprint)
+    if stored.fingerprint != fingerprint:
+        raise Conflict(f"{HEADER} '{key}' was already used for a different request")
+    raise Replayed(stored.status_code, stored.body)
+
+
+Idempotent = Annotated[Idempotency, Depends(_idempotency)]

@@ -1,0 +1,45 @@
+"""Creates sent with an Idempotency-Key: a retry gets the first answer, a reuse is refused."""
+
+from __future__ import annotations
+
+from tests.helpers import meter
+
+
+async def test_retry_with_same_key_returns_the_first_answer(tenant):
+    headers = {"Idempotency-Key": "create-tokens-1"}
+    first = await tenant.client.post("/v1/meters", json=meter(), headers=headers)
+    again = await tenant.client.post("/v1/meters", json=meter(), headers=headers)
+    assert first.status_code == again.status_code == 201
+    assert again.json() == first.json()
+    assert again.headers["idempotent-replayed"] == "true"
+    assert len((await tenant.client.get("/v1/meters")).json()["items"]) == 1
+
+
+async def test_same_key_with_another_body_is_409(tenant):
+    headers = {"Idempotency-Key": "k"}
+    await tenant.client.post("/v1/customers", json={"key": "a", "name": "A"}, headers=headers)
+    resp = await tenant.client.post("/v1/customers", json={"key": "b", "name": "B"}, headers=headers)
+    assert resp.status_code == 409
+    assert "Idempotency-Key" in resp.json()["detail"]
+
+
+async def test_without_a_key_a_second_create_is_a_conflict(tenant):
+    await tenant.client.post("/v1/meters", json=meter())
+    assert (await tenant.client.post("/v1/meters", json=meter())).status_code == 409
+
+
+async def test_failed_request_is_not_remembered(tenant):
+    """A refused create can be corrected and retried under the same key."""
+    headers = {"Idempotency-Key": "fix-me"}
+    bad = await tenant.client.post("/v1/meters", json=meter(aggregation="NOPE"), headers=headers)
+    assert bad.status_code == 422
+    good = await tenant.client.post("/v1/meters", json=meter(), headers=headers)
+    assert good.status_code == 201
+
+
+async def test_keys_are_per_tenant(tenant, other_tenant):
+    headers = {"Idempotency-Key": "shared"}
+    await tenant.client.post("/v1/meters", json=meter("a"), headers=headers)
+    resp = await other_tenant.client.post("/v1/meters", json=meter("b"), headers=headers)
+    assert resp.status_code == 201 and resp.json()["key"] == "b"
+    assert "idempotent-replayed" not in resp.headers
