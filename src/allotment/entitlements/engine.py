@@ -60,6 +60,7 @@ class Reason(enum.StrEnum):
     HAS_ACCESS = "has_access"
     NO_ACCESS = "no_access"
     STATIC = "static"
+    NOT_ENTITLED = "not_entitled"  # the customer has no entitlement to the feature at all
 
 
 @dataclass(frozen=True)

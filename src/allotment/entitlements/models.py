@@ -8,10 +8,12 @@ from typing import Any
 
 from sqlalchemy import (
     JSON,
+    BigInteger,
     Boolean,
     ForeignKey,
     Index,
     Integer,
+    LargeBinary,
     Numeric,
     String,
     TypeDecorator,
@@ -208,3 +210,48 @@ class AuditEntry(Base):
     before: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
     after: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
     at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
+class EntitlementUsage(Base):
+    """The live counter of one entitlement in one usage period (see docs/entitlement-counters.md).
+
+    Quantities are integer millionths so that the database can compare and add them exactly in
+    the one conditional statement that consumes.
+    """
+
+    __tablename__ = "entitlement_usage"
+
+    tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id"), primary_key=True)
+    entitlement_id: Mapped[str] = mapped_column(
+        ForeignKey("customer_entitlements.id"), primary_key=True
+    )
+    period_start: Mapped[int] = mapped_column(BigInteger, primary_key=True)  # epoch microseconds
+    used: Mapped[int] = mapped_column(BigInteger)
+    reserved: Mapped[int] = mapped_column(BigInteger, default=0, server_default=text("0"))
+
+
+class UsageDenial(Base):
+    """One refused check: who asked for how much of what, when, and why it was refused."""
+
+    __tablename__ = "usage_denials"
+    __table_args__ = (Index(None, "tenant_id", "at"),)
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id"))
+    customer_id: Mapped[str] = mapped_column(ForeignKey("customers.id"))
+    feature_id: Mapped[str] = mapped_column(ForeignKey("features.id"))
+    at: Mapped[datetime] = mapped_column(UTCDateTime())
+    quantity: Mapped[Decimal] = mapped_column(Quantity())
+    reason: Mapped[str] = mapped_column(String(32))
+
+
+class Consumption(Base):
+    """The first answer to a check sent with an idempotency key, replayed on retries."""
+
+    __tablename__ = "consumptions"
+
+    tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id"), primary_key=True)
+    idempotency_key: Mapped[str] = mapped_column(String(255), primary_key=True)
+    fingerprint: Mapped[str] = mapped_column(String(64))  # sha256 of the check's fields
+    response: Mapped[bytes] = mapped_column(LargeBinary)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())

@@ -249,3 +249,43 @@ class AuditRead(BaseModel):
     before: dict[str, Any] | None
     after: dict[str, Any] | None
     at: datetime
+
+
+# --- real-time checks -------------------------------------------------------------------------
+
+MAX_CHECK_QUANTITY = Decimal(10) ** 12  # keeps counters, in millionths, within 64 bits
+
+
+class CheckIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    customer: str = Field(min_length=1, description="Customer key or id.")
+    feature: str = Field(min_length=1, description="Feature key or id.")
+    quantity: Annotated[
+        Decimal, Field(gt=0, lt=MAX_CHECK_QUANTITY, decimal_places=6, allow_inf_nan=False)
+    ] = Decimal(1)
+    consume: bool = Field(default=False, description="Record the usage if allowed.")
+    idempotency_key: str | None = Field(default=None, min_length=1, max_length=255)
+
+
+class CheckRead(BaseModel):
+    decision: Literal["allow", "allow_overdraft", "deny"]
+    reason: str
+    usage: QuantityOut | None = None
+    included: QuantityOut | None = None
+    soft_limit: QuantityOut | None = None
+    hard_limit: QuantityOut | None = None
+    balance: QuantityOut | None = None
+    overage: QuantityOut | None = None
+    period_start: datetime | None = None
+    period_end: datetime | None = None
+    config: dict[str, Any] | None = None
+
+
+class DenialRead(BaseModel):
+    id: str
+    customer_id: str
+    feature_id: str
+    at: datetime
+    quantity: QuantityOut
+    reason: str
