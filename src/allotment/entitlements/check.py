@@ -1,0 +1,227 @@
+"""Real-time checks: may this customer use this feature now, and if asked, consume it.
+
+A check reads the customer's live entitlement and, for metered ones, the one counter row of
+the current usage period; the pure engine decides. Consuming does not trust that decision
+alone: the increment is one conditional statement, so the database has the last word on the
+hard limit under any concurrency (docs/entitlement-counters.md). Every deny is recorded.
+
+With an idempotency key the first answer is stored in the same transaction as the increment;
+a retry with the same request gets that answer back and consumes nothing, the same key with
+another request is a conflict.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, replace
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from sqlalchemy import or_, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from allotment.customers import service as customers
+from allotment.entitlements import features, queries
+from allotment.entitlements.engine import (
+    ONE,
+    ZERO,
+    BooleanEntitlement,
+    Decision,
+    Kind,
+    MeteredEntitlement,
+    Reason,
+    StaticEntitlement,
+    Verdict,
+    decide,
+)
+from allotment.entitlements.models import Consumption, CustomerEntitlement, UsageDenial
+from allotment.entitlements.periods import Interval, UsagePeriod, period_at
+from allotment.errors import Conflict, ValidationFailed
+from allotment.types import new_id, to_micros
+
+_NUMBERS = ("usage", "included", "soft_limit", "hard_limit", "balance", "overage")
+
+
+@dataclass(frozen=True)
+class CheckRequest:
+    customer: str
+    feature: str
+    quantity: Decimal = ONE
+    consume: bool = False
+    idempotency_key: str | None = None
+
+    def fingerprint(self) -> str:
+        """Equal for requests that mean the same (1 and 1.0 units are the same quantity)."""
+        fields = [self.customer, self.feature, format(self.quantity.normalize(), "f"), self.consume]
+        return hashlib.sha256(json.dumps(fields).encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class CheckResult:
+    """The decision and, for metered entitlements, the usage period it was made in.
+
+    After a consume the numbers describe the counter with the consumption included.
+    """
+
+    decision: Decision
+    period_start: datetime | None = None
+    period_end: datetime | None = None
+    replayed: bool = False
+
+
+async def check(
+    session: AsyncSession, tenant_id: str, request: CheckRequest, *, at: datetime
+) -> CheckResult:
+    """Decide (and with `consume`, record) `request` at `at`; unknown names raise NotFound."""
+    key = request.idempotency_key
+    if key is None:
+        return await _check(session, tenant_id, request, at)
+    await queries.lock_key(session, tenant_id, key)
+    stored = await session.get(Consumption, (tenant_id, key))
+    if stored is not None:
+        if stored.fingerprint != request.fingerprint():
+            raise Conflict(f"idempotency_key '{key}' was already used for a different check")
+        return replace(decode(stored.response), replayed=True)
+    result = await _check(session, tenant_id, request, at)
+    session.add(Consumption(
+        tenant_id=tenant_id, idempotency_key=key, fingerprint=request.fingerprint(),
+        response=encode(result), created_at=at,
+    ))
+    await session.flush()
+    return result
+
+
+async def _check(
+    session: AsyncSession, tenant_id: str, request: CheckRequest, at: datetime
+) -> CheckResult:
+    customer = (await customers.get(session, tenant_id, request.customer)).customer
+    feature = await features.get(session, tenant_id, request.feature)
+    row = await live_entitlement(session, tenant_id, customer.id, feature.id, at)
+    if row is None:
+        result = CheckResult(Decision(Verdict.DENY, Reason.NOT_ENTITLED))
+    elif row.kind == Kind.METERED:
+        result = await _metered(session, row, request, at)
+    elif row.kind == Kind.BOOLEAN:
+        result = CheckResult(decide(BooleanEntitlement(row.has_access), quantity=request.quantity, at=at))
+    elif row.kind == Kind.STATIC:
+        result = CheckResult(decide(StaticEntitlement(row.config or {}), quantity=request.quantity, at=at))
+    else:
+        raise ValidationFailed.on("feature", f"'{request.feature}' counts seats: activate seats instead")
+    if result.decision.decision is Verdict.DENY:
+        session.add(UsageDenial(
+            id=new_id("den"), tenant_id=tenant_id, customer_id=customer.id, feature_id=feature.id,
+            at=at, quantity=request.quantity, reason=str(result.decision.reason),
+        ))
+        await session.flush()
+    return result
+
+
+async def live_entitlement(
+    session: AsyncSession, tenant_id: str, customer_id: str, feature_id: str, at: datetime
+) -> CustomerEntitlement | None:
+    """The customer's entitlement row for the feature in force at `at` (rows never overlap)."""
+    found: CustomerEntitlement | None = await session.scalar(
+        select(CustomerEntitlement).where(
+            CustomerEntitlement.tenant_id == tenant_id,
+            CustomerEntitlement.customer_id == customer_id,
+            CustomerEntitlement.feature_id == feature_id,
+            CustomerEntitlement.active_from <= at,
+            or_(CustomerEntitlement.active_to.is_(None), CustomerEntitlement.active_to > at),
+        )
+    )
+    return found
+
+
+def usage_period(row: CustomerEntitlement) -> UsagePeriod:
+    interval = Interval(row.usage_period or Interval.MONTH)
+    return UsagePeriod(interval, row.usage_anchor or row.active_from, ZoneInfo(row.time_zone))
+
+
+async def _metered(
+    session: AsyncSession, row: CustomerEntitlement, request: CheckRequest, at: datetime
+) -> CheckResult:
+    ent = MeteredEntitlement(row.included or ZERO, row.soft_limit, row.hard_limit)
+    start, end = period_at(usage_period(row), at)
+    counter = (row.tenant_id, row.id, to_micros(start))
+    q = request.quantity
+
+    def judged(used: int, reserved: int, *, less: Decimal = ZERO) -> Decision:
+        return decide(ent, usage=units(used) - less, reserved=units(reserved), quantity=q, at=at)
+
+    if not request.consume:
+        return CheckResult(judged(*await queries.read_counter(session, *counter)), start, end)
+    hard = None if ent.hard_limit is None else millionths(ent.hard_limit)
+    counted = await queries.consume(session, *counter, millionths(q), hard)
+    if counted is None:  # the database refused: the hard limit would be crossed
+        now = judged(*await queries.read_counter(session, *counter))
+        return CheckResult(replace(now, decision=Verdict.DENY, reason=Reason.HARD_LIMIT), start, end)
+    # The verdict is what the state just before this increment called for; the numbers
+    # are the state just after it.
+    before, after = judged(*counted, less=q), judged(*counted)
+    return CheckResult(replace(after, decision=before.decision, reason=before.reason), start, end)
+
+
+def millionths(value: Decimal) -> int:
+    """Exact for every quantity the API accepts (at most six decimals)."""
+    return int(value * queries.MILLION)
+
+
+def units(value: int) -> Decimal:
+    return Decimal(value) / queries.MILLION
+
+
+# --- stored answers ---------------------------------------------------------------------------
+
+
+def encode(result: CheckResult) -> bytes:
+    d = result.decision
+    payload: dict[str, Any] = {
+        "decision": str(d.decision), "reason": str(d.reason), "config": d.config,
+        "period_start": _iso(result.period_start), "period_end": _iso(result.period_end),
+    }
+    for name in _NUMBERS:
+        value = getattr(d, name)
+        payload[name] = None if value is None else str(value)
+    return json.dumps(payload).encode()
+
+
+def decode(data: bytes) -> CheckResult:
+    p = json.loads(data)
+    numbers = {n: None if p[n] is None else Decimal(p[n]) for n in _NUMBERS}
+    decision = Decision(Verdict(p["decision"]), p["reason"], config=p["config"], **numbers)
+    return CheckResult(decision, _parse(p["period_start"]), _parse(p["period_end"]))
+
+
+def _iso(at: datetime | None) -> str | None:
+    return None if at is None else at.isoformat()
+
+
+def _parse(text: str | None) -> datetime | None:
+    return None if text is None else datetime.fromisoformat(text)
+
+
+# --- denials ----------------------------------------------------------------------------------
+
+
+async def list_denials(
+    session: AsyncSession,
+    tenant_id: str,
+    *,
+    customer: str | None = None,
+    feature: str | None = None,
+    after: str | None = None,
+    limit: int = 50,
+) -> list[UsageDenial]:
+    """Recorded denials, oldest first (ids sort by time); unknown filters raise NotFound."""
+    stmt = select(UsageDenial).where(UsageDenial.tenant_id == tenant_id)
+    if customer is not None:
+        customer_id = (await customers.get(session, tenant_id, customer)).customer.id
+        stmt = stmt.where(UsageDenial.customer_id == customer_id)
+    if feature is not None:
+        stmt = stmt.where(UsageDenial.feature_id == (await features.get(session, tenant_id, feature)).id)
+    if after is not None:
+        stmt = stmt.where(UsageDenial.id > after)
+    return list(await session.scalars(stmt.order_by(UsageDenial.id).limit(limit)))

@@ -1,0 +1,76 @@
+"""The check hot-path SQL on the driver connection, one function per statement.
+
+Quantities are integer millionths. Consuming is one conditional upsert, so the database
+compares and increments in one step on one row: concurrent consumers (any number of
+processes) can never push `used + reserved` past the hard limit.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from allotment.metering.queries import driver, fetch
+
+MILLION = 1_000_000
+MAX_BIGINT = 2**63 - 1
+
+_PG_CONSUME = (
+    "INSERT INTO entitlement_usage AS u (tenant_id, entitlement_id, period_start, used, reserved)"
+    " SELECT $1, $2, $3, $4::int8, 0 WHERE $4::int8 <= $5::int8"
+    " ON CONFLICT (tenant_id, entitlement_id, period_start) DO UPDATE SET used = u.used + EXCLUDED.used"
+    " WHERE u.used + u.reserved + EXCLUDED.used <= $5::int8"
+    " RETURNING used, reserved"
+)
+_SQLITE_CONSUME = (
+    "INSERT INTO entitlement_usage (tenant_id, entitlement_id, period_start, used, reserved)"
+    " SELECT ?, ?, ?, ?, 0 WHERE ? <= ?"
+    " ON CONFLICT (tenant_id, entitlement_id, period_start) DO UPDATE SET used = used + excluded.used"
+    " WHERE used + reserved + excluded.used <= ?"
+    " RETURNING used, reserved"
+)
+
+
+async def read_counter(
+    session: AsyncSession, tenant_id: str, entitlement_id: str, period_start: int
+) -> tuple[int, int]:
+    """(used, reserved) of one period; a period nobody consumed in has (0, 0)."""
+    rows = await fetch(
+        session,
+        "SELECT used, reserved FROM entitlement_usage"
+        " WHERE tenant_id = $1 AND entitlement_id = $2 AND period_start = $3",
+        "SELECT used, reserved FROM entitlement_usage"
+        " WHERE tenant_id = ? AND entitlement_id = ? AND period_start = ?",
+        tenant_id, entitlement_id, period_start,
+    )
+    return (int(rows[0][0]), int(rows[0][1])) if rows else (0, 0)
+
+
+async def consume(
+    session: AsyncSession,
+    tenant_id: str,
+    entitlement_id: str,
+    period_start: int,
+    quantity: int,
+    hard_limit: int | None,
+) -> tuple[int, int] | None:
+    """Add `quantity` unless used + reserved would pass `hard_limit` (None: no cap).
+
+    Returns (used, reserved) after the increment, or None when the database refused it.
+    """
+    hard = MAX_BIGINT if hard_limit is None else min(hard_limit, MAX_BIGINT)
+    db, dialect = await driver(session)
+    key = (tenant_id, entitlement_id, period_start)
+    if dialect == "postgresql":
+        row = await db.fetchrow(_PG_CONSUME, *key, quantity, hard)
+    else:
+        cursor = await db.execute(_SQLITE_CONSUME, (*key, quantity, quantity, hard, hard))
+        row = await cursor.fetchone()
+        await cursor.close()
+    return None if row is None else (int(row[0]), int(row[1]))
+
+
+async def lock_key(session: AsyncSession, tenant_id: str, key: str) -> None:
+    """Serialise checks carrying one idempotency key (SQLite's single writer already does)."""
+    db, dialect = await driver(session)
+    if dialect == "postgresql":
+        await db.execute("SELECT pg_advisory_xact_lock(hashtextextended($1, 13))", f"{tenant_id}\n{key}")

@@ -1,0 +1,205 @@
+"""Real-time checks: decisions per kind, atomic consume, idempotency, periods, concurrency."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import datetime, timedelta
+from decimal import Decimal
+from zoneinfo import ZoneInfo
+
+import httpx
+
+from allotment.api.app import create_app
+from allotment.db import Database
+from allotment.entitlements import check as service
+from allotment.entitlements.periods import Interval, UsagePeriod, period_at
+from allotment.types import utcnow
+from tests.entitlements.catalogue import boolean, customer, feature, metered, ok, plan, subscribe
+
+PARIS = ZoneInfo("Europe/Paris")
+
+
+async def _metered_customer(c, included, soft, hard):  # type: ignore[no-untyped-def]
+    await feature(c, "api-calls")
+    await plan(c, "starter", [metered("api-calls", included, soft, hard)])
+    await customer(c, "acme")
+    await subscribe(c, "acme", "starter")
+
+
+async def _check(c, status=200, **body):  # type: ignore[no-untyped-def]
+    return await ok(await c.post("/v1/check", json={"customer": "acme", "feature": "api-calls", **body}), status)
+
+
+async def test_worked_example_allow_then_overdraft_then_hard_limit_deny(tenant):
+    """Included 1,000,000, soft 1,000,000, hard 1,500,000: allow, overdraft, then denied."""
+    c = tenant.client
+    await _metered_customer(c, 1_000_000, 1_000_000, 1_500_000)
+    first = await _check(c, quantity=999_999, consume=True)
+    assert (first["decision"], first["reason"], first["usage"]) == ("allow", "within_limit", 999_999)
+    last_in = await _check(c, consume=True)
+    assert (last_in["decision"], last_in["usage"], last_in["balance"]) == ("allow", 1_000_000, 0)
+    over = await _check(c, quantity=499_999, consume=True)
+    assert (over["decision"], over["reason"], over["overage"]) == ("allow_overdraft", "soft_limit", 499_999)
+    cap = await _check(c, consume=True)
+    assert (cap["decision"], cap["usage"], cap["hard_limit"]) == ("allow_overdraft", 1_500_000, 1_500_000)
+    denied = await _check(c, consume=True)
+    assert (denied["decision"], denied["reason"], denied["usage"]) == ("deny", "hard_limit", 1_500_000)
+    denials = await ok(await c.get("/v1/denials", params={"customer": "acme", "feature": "api-calls"}))
+    assert [(d["reason"], d["quantity"]) for d in denials["items"]] == [("hard_limit", 1)]
+    assert denials["next_cursor"] is None
+
+
+async def test_check_without_consume_counts_nothing(tenant):
+    c = tenant.client
+    await _metered_customer(c, 10, None, 10)
+    assert (await _check(c, quantity=10))["decision"] == "allow"
+    assert (await _check(c, quantity=10))["usage"] == 0
+    body = await _check(c, quantity=10.5)
+    assert (body["decision"], body["reason"]) == ("deny", "hard_limit")
+
+
+async def test_check_reports_the_usage_period(tenant):
+    c = tenant.client
+    await _metered_customer(c, 10, None, None)
+    body = await _check(c, quantity=0.5, consume=True)
+    assert (body["decision"], body["usage"], body["hard_limit"]) == ("allow", 0.5, None)
+    start, end = datetime.fromisoformat(body["period_start"]), datetime.fromisoformat(body["period_end"])
+    assert start <= utcnow() < end
+
+
+async def test_boolean_and_static_answers(tenant):
+    c = tenant.client
+    await feature(c, "sso")
+    await feature(c, "limits")
+    await feature(c, "beta")
+    await plan(c, "pro", [boolean("sso"), {"feature": "limits", "kind": "static", "config": {"rpm": 60}}])
+    await customer(c, "acme")
+    await subscribe(c, "acme", "pro")
+    sso = await _check(c, feature="sso", consume=True)
+    assert (sso["decision"], sso["reason"], sso["usage"]) == ("allow", "has_access", None)
+    static = await _check(c, feature="limits")
+    assert (static["decision"], static["config"]) == ("allow", {"rpm": 60})
+    await ok(await c.put("/v1/customers/acme/entitlements/sso/override", json={"has_access": False}))
+    assert (await _check(c, feature="sso"))["reason"] == "no_access"
+
+
+async def test_feature_without_entitlement_is_not_entitled_and_recorded(tenant):
+    c = tenant.client
+    await _metered_customer(c, 10, None, 10)
+    await feature(c, "beta")
+    body = await _check(c, feature="beta", quantity=3)
+    assert (body["decision"], body["reason"]) == ("deny", "not_entitled")
+    denials = await ok(await c.get("/v1/denials", params={"feature": "beta"}))
+    assert [(d["reason"], d["quantity"]) for d in denials["items"]] == [("not_entitled", 3)]
+
+
+async def test_unknown_customer_or_feature_is_404_naming_it(tenant):
+    c = tenant.client
+    await _metered_customer(c, 10, None, 10)
+    resp = await c.post("/v1/check", json={"customer": "nobody", "feature": "api-calls"})
+    assert (resp.status_code, resp.json()["type"]) == (404, "customer_not_found")
+    assert "nobody" in resp.json()["detail"]
+    resp = await c.post("/v1/check", json={"customer": "acme", "feature": "nothing"})
+    assert (resp.status_code, resp.json()["type"]) == (404, "feature_not_found")
+    assert "nothing" in resp.json()["detail"]
+
+
+async def test_bad_quantities_are_422_naming_quantity(tenant):
+    c = tenant.client
+    await _metered_customer(c, 10, None, 10)
+    for bad in (0, -1, "1.0000001", 10**13, "NaN"):
+        resp = await c.post("/v1/check", json={"customer": "acme", "feature": "api-calls", "quantity": bad})
+        assert resp.status_code == 422, bad
+        assert [e["field"] for e in resp.json()["errors"]] == ["quantity"], resp.json()
+
+
+async def test_read_keys_check_but_cannot_consume(tenant, db):
+    await _metered_customer(tenant.client, 10, None, 10)
+    reader = {"Authorization": f"Bearer {await tenant.key('read', db)}"}
+    body = {"customer": "acme", "feature": "api-calls"}
+    assert (await tenant.client.post("/v1/check", json=body, headers=reader)).status_code == 200
+    resp = await tenant.client.post("/v1/check", json={**body, "consume": True}, headers=reader)
+    assert resp.status_code == 403 and "ingest" in resp.json()["detail"]
+    ingester = {"Authorization": f"Bearer {await tenant.key('ingest', db)}"}
+    resp = await tenant.client.post("/v1/check", json={**body, "consume": True}, headers=ingester)
+    assert resp.json()["usage"] == 1
+
+
+async def test_idempotent_consume_retry_is_counted_once(tenant):
+    c = tenant.client
+    await _metered_customer(c, 10, None, 10)
+    first = await _check(c, quantity=4, consume=True, idempotency_key="req-1")
+    retry = await c.post("/v1/check", json={"customer": "acme", "feature": "api-calls", "quantity": 4.0,
+                                            "consume": True, "idempotency_key": "req-1"})
+    assert retry.json() == first and retry.headers["Idempotent-Replayed"] == "true"
+    assert (await _check(c))["usage"] == 4
+
+
+async def test_idempotency_key_reused_with_another_body_is_409(tenant):
+    c = tenant.client
+    await _metered_customer(c, 10, None, 10)
+    await _check(c, quantity=4, consume=True, idempotency_key="req-1")
+    resp = await c.post("/v1/check", json={"customer": "acme", "feature": "api-calls", "quantity": 5,
+                                           "consume": True, "idempotency_key": "req-1"})
+    assert resp.status_code == 409
+    assert (await _check(c))["usage"] == 4
+
+
+async def test_usage_resets_at_the_period_boundary_in_the_customer_time_zone(tenant, db):
+    """Daily periods in Paris: what was used before local midnight does not count after it."""
+    c = tenant.client
+    await feature(c, "api-calls")
+    await customer(c, "acme")
+    anchor = datetime(2026, 3, 1, tzinfo=PARIS)
+    await ok(await c.post("/v1/customers/acme/entitlements", json={
+        "feature": "api-calls", "kind": "metered", "usage_period": "DAY", "included": 10,
+        "hard_limit": 10, "usage_anchor": anchor.isoformat(), "time_zone": "Europe/Paris"}), 201)
+    _, boundary = period_at(UsagePeriod(Interval.DAY, anchor, PARIS), utcnow() + timedelta(days=1))
+    assert boundary is not None and boundary.astimezone(PARIS).hour == 0
+    before, after = boundary - timedelta(microseconds=1), boundary
+
+    async def consume(at: datetime) -> service.CheckResult:
+        async with db.transaction() as session:
+            request = service.CheckRequest("acme", "api-calls", Decimal(10), consume=True)
+            return await service.check(session, tenant.id, request, at=at)
+
+    assert (await consume(before)).decision.decision == "allow"
+    assert (await consume(before)).decision.reason == "hard_limit"
+    fresh = await consume(after)
+    assert (fresh.decision.decision, fresh.decision.usage, fresh.period_start) == ("allow", 10, boundary)
+
+
+async def _race(clients: list[httpx.AsyncClient], n: int) -> list[dict[str, object]]:
+    body = {"customer": "acme", "feature": "api-calls", "consume": True}
+    responses = await asyncio.gather(*(clients[i % len(clients)].post("/v1/check", json=body) for i in range(n)))
+    assert all(r.status_code == 200 for r in responses), [r.text for r in responses if r.status_code != 200]
+    return [r.json() for r in responses]
+
+
+async def test_concurrent_consumers_never_pass_the_hard_limit(tenant):
+    """32 concurrent consumes against a hard limit of 10: exactly 10 are allowed."""
+    await _metered_customer(tenant.client, 5, None, 10)
+    answers = await _race([tenant.client], 32)
+    assert sum(a["decision"] != "deny" for a in answers) == 10
+    assert (await _check(tenant.client))["usage"] == 10
+
+
+async def test_concurrent_consumers_on_separate_engines_never_pass_the_hard_limit(tenant, settings):
+    """The same race through four database engines: the database decides, not the process."""
+    await _metered_customer(tenant.client, 5, None, 10)
+    databases = [Database(settings) for _ in range(4)]
+    clients = [
+        httpx.AsyncClient(transport=httpx.ASGITransport(app=create_app(settings, db=d)),
+                          base_url="http://allotment.test", headers={"Authorization": f"Bearer {tenant.admin}"})
+        for d in databases
+    ]
+    try:
+        answers = await _race(clients, 32)
+    finally:
+        for client, database in zip(clients, databases, strict=True):
+            await client.aclose()
+            await database.dispose()
+    assert sum(a["decision"] != "deny" for a in answers) == 10
+    denials = await ok(await tenant.client.get("/v1/denials", params={"customer": "acme"}))
+    assert len(denials["items"]) == 22
+    assert (await _check(tenant.client))["usage"] == 10
