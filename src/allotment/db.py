@@ -106,6 +106,36 @@ class Database:
             await self.read_engine.dispose()
 
 
+# --- the driver connection, for hot-path SQL that skips statement compilation ---------------
+
+
+async def driver(session: AsyncSession) -> tuple[Any, str]:
+    """The raw driver connection inside the session's transaction, and its dialect name.
+
+    SQLAlchemy's asyncpg adapter sends BEGIN lazily, with its first own statement; a statement
+    sent on the raw connection before that would run in autocommit, outside the transaction
+    (and its locks would be released at once). So the first call per session makes SQLAlchemy
+    open the transaction.
+    """
+    conn = await session.connection()
+    if conn.dialect.name == "postgresql" and not session.info.get("driver_in_transaction"):
+        await conn.exec_driver_sql("SELECT 1")
+        session.info["driver_in_transaction"] = True
+    raw = await conn.get_raw_connection()
+    return raw.driver_connection, conn.dialect.name
+
+
+async def fetch(session: AsyncSession, sql_pg: str, sql_sqlite: str, *args: Any) -> list[Any]:
+    """Run a read on the driver connection with the dialect's own placeholders."""
+    db, dialect = await driver(session)
+    if dialect == "postgresql":
+        return list(await db.fetch(sql_pg, *args))
+    cursor = await db.execute(sql_sqlite, args)
+    rows = await cursor.fetchall()
+    await cursor.close()
+    return list(rows)
+
+
 # --- declarative base shared by every domain's models ----------------------------------------
 
 NAMING = {

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from tests.helpers import event, meter
 
+from allotment.db import fetch
 from allotment.metering import queries
 from allotment.metering.folding import fold_pending
 
@@ -57,5 +58,5 @@ async def test_deleted_meter_is_not_folded(tenant, db):
     assert (await tenant.client.delete("/v1/meters/tokens")).status_code == 204
     async with db.transaction() as session:
         await fold_pending(session)
-        rows = await queries.fetch(session, "SELECT COUNT(*) FROM rollups", "SELECT COUNT(*) FROM rollups")
+        rows = await fetch(session, "SELECT COUNT(*) FROM rollups", "SELECT COUNT(*) FROM rollups")
     assert rows[0][0] == 0

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from allotment.metering.queries import driver, fetch
+from allotment.db import driver, fetch
 
 MILLION = 1_000_000
 MAX_BIGINT = 2**63 - 1

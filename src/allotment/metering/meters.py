@@ -11,6 +11,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from allotment import codec
+from allotment.db import fetch
 from allotment.errors import Conflict, NotFound, ValidationFailed
 from allotment.metering import queries
 from allotment.metering.aggregation import CompiledMeter, DataError
@@ -63,7 +64,7 @@ def cached_catalogue(tenant_id: str) -> Catalogue | None:
 
 async def catalogue_version(session: AsyncSession, tenant_id: str) -> CatalogueVersion:
     """Changes whenever a meter is created, changed or retired (each bumps `updated_at`)."""
-    rows = await queries.fetch(
+    rows = await fetch(
         session,
         "SELECT COUNT(*) FILTER (WHERE deleted_at IS NULL), MAX(updated_at) FROM meters WHERE tenant_id = $1",
         "SELECT COUNT(*) FILTER (WHERE deleted_at IS NULL), MAX(updated_at) FROM meters WHERE tenant_id = ?",
@@ -151,7 +152,7 @@ async def backfill(session: AsyncSession, tenant_id: str, meter: CompiledMeter) 
     """
     after, counted = -1, 0
     while True:
-        rows = await queries.fetch(
+        rows = await fetch(
             session,
             "SELECT seq, subject, time_us, data FROM events WHERE tenant_id = $1 AND type = $2"
             " AND seq > $3 ORDER BY seq LIMIT $4",
@@ -226,7 +227,7 @@ async def delete(session: AsyncSession, tenant_id: str, key: str, *, at: datetim
     meter.deleted_at = at
     meter.updated_at = at
     for table in ("rollups", "rollup_distinct"):
-        await queries.fetch(
+        await fetch(
             session,
             f"DELETE FROM {table} WHERE tenant_id = $1 AND meter_id = $2",
             f"DELETE FROM {table} WHERE tenant_id = ? AND meter_id = ?",

@@ -11,27 +11,13 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from allotment.db import driver, fetch
+
 EventRow = tuple[str, str, str, str, int, int, str | None]  # source, id, type, subject, time, recv, data
 RollupRow = tuple[str, int, str, str, int, int, int, int, int, int, int]
 DistinctRow = tuple[str, int, str, str, int, str]
 
 _SQLITE_ROWS_PER_STATEMENT = 2000  # 8 parameters a row, well under SQLite's 32,766
-
-
-async def driver(session: AsyncSession) -> tuple[Any, str]:
-    """The raw driver connection inside the session's transaction, and its dialect name.
-
-    SQLAlchemy's asyncpg adapter sends BEGIN lazily, with its first own statement; a statement
-    sent on the raw connection before that would run in autocommit, outside the transaction
-    (and its locks would be released at once). So the first call per session makes SQLAlchemy
-    open the transaction.
-    """
-    conn = await session.connection()
-    if conn.dialect.name == "postgresql" and not session.info.get("driver_in_transaction"):
-        await conn.exec_driver_sql("SELECT 1")
-        session.info["driver_in_transaction"] = True
-    raw = await conn.get_raw_connection()
-    return raw.driver_connection, conn.dialect.name
 
 
 async def lock_tenant_shared(session: AsyncSession, tenant_id: str) -> None:
@@ -138,17 +124,6 @@ async def insert_distinct(session: AsyncSession, tenant_id: str, rows: Iterable[
             " group_key, bucket, value) VALUES (?,?,?,?,?,?,?)",
             [(tenant_id, *row) for row in ordered],
         )
-
-
-async def fetch(session: AsyncSession, sql_pg: str, sql_sqlite: str, *args: Any) -> list[Any]:
-    """Run a read on the driver connection with the dialect's own placeholders."""
-    db, dialect = await driver(session)
-    if dialect == "postgresql":
-        return list(await db.fetch(sql_pg, *args))
-    cursor = await db.execute(sql_sqlite, args)
-    rows = await cursor.fetchall()
-    await cursor.close()
-    return list(rows)
 
 
 async def append_journal(session: AsyncSession, tenant_id: str, payload: bytes) -> None:

@@ -18,6 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from allotment import codec
 from allotment.customers import service as customers
+from allotment.db import fetch
 from allotment.errors import ValidationFailed
 from allotment.metering import queries
 from allotment.metering.aggregation import Aggregation, Cell, DataError, parse_group_key, result
@@ -251,7 +252,7 @@ async def _read_width(
             f" AND ({' OR '.join(where)}){subject_sql}{group}"
         )
 
-    return await queries.fetch(
+    return await fetch(
         session,
         sql(measures[0], pg_where, subject_pg, ("$1", "$2", "$3")),
         sql(measures[1], lite_where, subject_lite, ("?", "?", "?")),
@@ -312,7 +313,7 @@ async def _fold_raw(
     """Sub-minute edges of a window, read from the event log and folded like ingest does."""
     compiled = compile_meter(meter)
     for segment, window in segments:
-        rows = await queries.fetch(
+        rows = await fetch(
             session,
             "SELECT subject, time_us, data FROM events WHERE tenant_id = $1 AND type = $2"
             " AND time_us >= $3 AND time_us < $4 ORDER BY time_us, seq",
@@ -354,7 +355,7 @@ async def _subject_filter(session: AsyncSession, tenant_id: str, q: MeterQuery) 
 
 async def _first_event_us(session: AsyncSession, tenant_id: str, event_type: str) -> int | None:
     """Where a query without `from` starts: the earliest stored event of the meter's type."""
-    rows = await queries.fetch(
+    rows = await fetch(
         session,
         "SELECT MIN(time_us) FROM events WHERE tenant_id = $1 AND type = $2",
         "SELECT MIN(time_us) FROM events WHERE tenant_id = ? AND type = ?",
