@@ -74,3 +74,30 @@ async def lock_key(session: AsyncSession, tenant_id: str, key: str) -> None:
     db, dialect = await driver(session)
     if dialect == "postgresql":
         await db.execute("SELECT pg_advisory_xact_lock(hashtextextended($1, 13))", f"{tenant_id}\n{key}")
+
+
+async def add_usage(session: AsyncSession, tenant_id: str, increments: list[tuple[str, int, int]]) -> None:
+    """Add reported usage (entitlement id, period start, millionths) to the live counters.
+
+    Unconditional: events report usage that already happened, so a hard limit cannot refuse
+    it (the next check will deny). Sorted, so concurrent batches lock rows in one order.
+    """
+    if not increments:
+        return
+    increments.sort()
+    db, dialect = await driver(session)
+    if dialect == "postgresql":
+        await db.execute(
+            "INSERT INTO entitlement_usage AS u (tenant_id, entitlement_id, period_start, used, reserved)"
+            " SELECT $1, e, p, q, 0 FROM unnest($2::text[], $3::int8[], $4::int8[]) AS t(e, p, q)"
+            " ON CONFLICT (tenant_id, entitlement_id, period_start)"
+            " DO UPDATE SET used = u.used + EXCLUDED.used",
+            tenant_id, *zip(*increments, strict=True),
+        )
+    else:
+        await db.executemany(
+            "INSERT INTO entitlement_usage (tenant_id, entitlement_id, period_start, used, reserved)"
+            " VALUES (?, ?, ?, ?, 0) ON CONFLICT (tenant_id, entitlement_id, period_start)"
+            " DO UPDATE SET used = used + excluded.used",
+            [(tenant_id, *inc) for inc in increments],
+        )

@@ -1,7 +1,7 @@
 """`allotment import`: events from JSON Lines or CSV files, committed in batches.
 
 Every line goes through the API's decoder (`metering.wire.decode`) and every batch through the
-API's `metering.ingest.ingest` in one transaction, so validation, de-duplication on
+API's ingest (`entitlements.metered_usage.ingest`) in one transaction, so validation, de-duplication on
 `(source, id)`, rollups and the record of rejected events are exactly the API's.
 
 Resuming: after each committed batch, a checkpoint beside the file (`FILE.allotment-import`)

@@ -14,13 +14,13 @@ from sqlalchemy.exc import SQLAlchemyError
 from allotment.bootstrap import ensure_default_tenant
 from allotment.config import Settings
 from allotment.db import Database
+from allotment.entitlements.metered_usage import ingest
 from allotment.errors import AllotmentError
 from allotment.importer.checkpoint import CHECKPOINT_SUFFIX, Checkpoint, Tally
 from allotment.importer.console import err, say
 from allotment.importer.decoding import decode_batch
 from allotment.importer.files import open_source, records
 from allotment.importer.source import FileUnusable, Item, Source
-from allotment.metering.ingest import ingest
 from allotment.migrate import upgrade
 from allotment.tenancy import service as tenancy
 from allotment.types import to_micros, utcnow

@@ -26,11 +26,22 @@ from allotment.types import to_micros
 _RAW_KEPT = 4096  # characters of a rejected event kept for operators
 
 
+@dataclass(frozen=True)
+class Counted:
+    """What one newly stored event added to one meter (for live counters downstream)."""
+
+    meter: CompiledMeter
+    subject: str
+    time_us: int
+    contribution: Contribution
+
+
 @dataclass
 class IngestResult:
     accepted: int = 0
     duplicates: int = 0
     problems: list[Problem] = field(default_factory=list)
+    counted: list[Counted] = field(default_factory=list)
 
 
 @dataclass
@@ -100,6 +111,7 @@ async def ingest(
         if (row[0], row[1]) in inserted:
             for meter, contribution in contributions:
                 fold.add(meter.id, row[3], row[4], contribution)
+                result.counted.append(Counted(meter, row[3], row[4], contribution))
     if fold.cells:
         await queries.append_journal(session, tenant_id, fold.journal_payload())
     if result.problems:

@@ -23,6 +23,7 @@ from allotment.api.deps import (
 )
 from allotment.api.errors import problem
 from allotment.api.responses import Json
+from allotment.entitlements import metered_usage
 from allotment.errors import FieldError
 from allotment.metering import events as event_log
 from allotment.metering import ingest as ingest_service
@@ -70,7 +71,7 @@ async def ingest_body(request: Request, tenant_id: str) -> ingest_service.Ingest
     catalogue = meters.cached_catalogue(tenant_id)
     prepared = ingest_service.prepare(decoded, catalogue, received_us=received_us) if catalogue else None
     async with database(request).transaction() as session:
-        result = await ingest_service.ingest(
+        result = await metered_usage.ingest(
             session, tenant_id, decoded, received_us=received_us, prepared=prepared
         )
     metrics.EVENTS_ACCEPTED.inc(result.accepted)

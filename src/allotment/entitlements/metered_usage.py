@@ -1,0 +1,122 @@
+"""Events move the live counters of metered entitlements, in the ingest transaction.
+
+A metered feature linked to a meter counts what that meter adds for the customer's subjects
+(optionally only for some group-by values), so a check right after an acknowledged ingest
+sees the usage. Only additive meters (SUM, COUNT) feed counters: a MAX or LATEST is not a
+quantity that accumulates. An event lands in the usage period its own time falls in, so late
+events count where they belong.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from sqlalchemy import or_, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from allotment.customers.models import CustomerSubject
+from allotment.entitlements import queries
+from allotment.entitlements.check import usage_period
+from allotment.entitlements.models import CustomerEntitlement, Feature
+from allotment.entitlements.periods import UsagePeriod, period_at
+from allotment.metering import ingest as metering_ingest
+from allotment.metering.aggregation import Aggregation, parse_group_key
+from allotment.metering.wire import Decoded
+from allotment.types import from_micros, to_micros
+
+ADDITIVE = (Aggregation.SUM, Aggregation.COUNT)
+
+
+async def ingest(
+    session: AsyncSession,
+    tenant_id: str,
+    decoded: Decoded,
+    *,
+    received_us: int,
+    prepared: metering_ingest.Prepared | None = None,
+) -> metering_ingest.IngestResult:
+    """Store a batch (metering) and move the live counters it feeds, in one transaction."""
+    result = await metering_ingest.ingest(
+        session, tenant_id, decoded, received_us=received_us, prepared=prepared
+    )
+    await feed(session, tenant_id, result.counted)
+    return result
+
+
+@dataclass
+class _Target:
+    """One metered entitlement fed by one meter for one subject."""
+
+    entitlement_id: str
+    group_filter: dict[str, str]
+    period: UsagePeriod
+    active_from_us: int
+    active_to_us: int | None
+    _span: tuple[int, int | None] = field(default=(0, 0))
+
+    def accepts(self, group_key: str, time_us: int) -> bool:
+        if time_us < self.active_from_us or (self.active_to_us is not None and time_us >= self.active_to_us):
+            return False
+        if not self.group_filter:
+            return True
+        values = parse_group_key(group_key)
+        return all(values.get(name) == value for name, value in self.group_filter.items())
+
+    def period_start(self, time_us: int) -> int:
+        """The start of the period holding `time_us`; consecutive events reuse the last one."""
+        start, end = self._span
+        if not (start <= time_us and (end is None or time_us < end)) or self._span == (0, 0):
+            lo, hi = period_at(self.period, from_micros(time_us))
+            self._span = (to_micros(lo), to_micros(hi) if hi is not None else None)
+        return self._span[0]
+
+
+async def feed(session: AsyncSession, tenant_id: str, counted: list[metering_ingest.Counted]) -> None:
+    additive = [c for c in counted if c.meter.aggregation in ADDITIVE]
+    if not additive:
+        return
+    earliest = from_micros(min(c.time_us for c in additive))
+    targets = await _targets(
+        session, tenant_id, {c.meter.id for c in additive}, {c.subject for c in additive}, earliest
+    )
+    if not targets:
+        return
+    increments: dict[tuple[str, int], int] = defaultdict(int)
+    for c in additive:
+        for target in targets.get((c.meter.id, c.subject), ()):
+            if target.accepts(c.contribution.group_key, c.time_us):
+                increments[(target.entitlement_id, target.period_start(c.time_us))] += c.contribution.micros
+    await queries.add_usage(session, tenant_id, [(e, p, q) for (e, p), q in increments.items()])
+
+
+async def _targets(
+    session: AsyncSession, tenant_id: str, meter_ids: set[str], subjects: set[str], since: datetime
+) -> dict[tuple[str, str], list[_Target]]:
+    """Metered entitlements of the subjects' customers on features linked to these meters."""
+    rows = await session.execute(
+        select(CustomerEntitlement, Feature.meter_id, Feature.meter_group_filter, CustomerSubject.subject_key)
+        .join(Feature, Feature.id == CustomerEntitlement.feature_id)
+        .join(CustomerSubject, CustomerSubject.customer_id == CustomerEntitlement.customer_id)
+        .where(
+            CustomerEntitlement.tenant_id == tenant_id,
+            CustomerEntitlement.kind == "metered",
+            Feature.meter_id.in_(sorted(meter_ids)),
+            CustomerSubject.tenant_id == tenant_id,
+            CustomerSubject.subject_key.in_(sorted(subjects)),
+            or_(CustomerEntitlement.active_to.is_(None), CustomerEntitlement.active_to > since),
+        )
+    )
+    out: dict[tuple[str, str], list[_Target]] = defaultdict(list)
+    for ent, meter_id, group_filter, subject in rows:
+        out[(str(meter_id), subject)].append(
+            _Target(
+                ent.id,
+                dict(group_filter or {}),
+                usage_period(ent),
+                to_micros(ent.active_from),
+                to_micros(ent.active_to) if ent.active_to is not None else None,
+            )
+        )
+    return out

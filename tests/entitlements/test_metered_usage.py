@@ -1,0 +1,85 @@
+"""Events move the live counters: a check right after an acknowledged ingest sees the usage."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import update
+
+from allotment.db import fetch
+from allotment.entitlements.models import CustomerEntitlement
+from allotment.types import from_micros
+from tests.entitlements.catalogue import feature, metered, ok, plan, subscribe
+from tests.helpers import event, meter
+
+
+async def _setup(c: Any, *, hard: int, starts_at: str | None = None, **feature_extra: Any) -> None:
+    await ok(await c.post("/v1/meters", json=meter(group_by={"model": "$.model"})), 201)
+    await feature(c, "tokens", meter="tokens", **feature_extra)
+    await plan(c, "starter", [metered("tokens", hard, hard, hard)])
+    await ok(await c.post("/v1/customers", json={"key": "acme", "name": "Acme", "subject_keys": ["acme-1", "acme-2"]}), 201)
+    await subscribe(c, "acme", "starter", **({"starts_at": starts_at} if starts_at else {}))
+
+
+async def _usage(c: Any, quantity: int = 1) -> dict[str, Any]:
+    body = {"customer": "acme", "feature": "tokens", "quantity": quantity}
+    return await ok(await c.post("/v1/check", json=body))  # type: ignore[no-any-return]
+
+
+async def test_ingested_usage_is_seen_by_the_next_check(tenant):
+    c = tenant.client
+    await _setup(c, hard=100)
+    resp = await c.post("/v1/events", json=[event("acme-1", tokens=60, model="a"), event("acme-2", tokens=30, model="b")])
+    assert resp.json()["accepted"] == 2
+    state = await _usage(c, 10)
+    assert (state["usage"], state["decision"]) == (90, "allow")
+    assert (await _usage(c, 11))["decision"] == "deny"
+
+
+async def test_duplicate_events_do_not_move_the_counter_twice(tenant):
+    c = tenant.client
+    await _setup(c, hard=100)
+    batch = [event("acme-1", tokens=40, model="a")]
+    await c.post("/v1/events", json=batch)
+    await c.post("/v1/events", json=batch)
+    assert (await _usage(c))["usage"] == 40
+
+
+async def test_other_customers_subjects_do_not_count(tenant):
+    c = tenant.client
+    await _setup(c, hard=100)
+    await c.post("/v1/events", json=[event("stranger", tokens=50, model="a")])
+    assert (await _usage(c))["usage"] == 0
+
+
+async def test_feature_group_filter_counts_only_matching_usage(tenant):
+    c = tenant.client
+    await _setup(c, hard=100, meter_group_filter={"model": "a"})
+    await c.post("/v1/events", json=[event("acme-1", tokens=7, model="a"), event("acme-1", tokens=5, model="b")])
+    assert (await _usage(c))["usage"] == 7
+
+
+async def test_event_from_before_the_entitlement_began_does_not_count(tenant):
+    c = tenant.client
+    await _setup(c, hard=100)
+    await c.post("/v1/events", json=[event("acme-1", tokens=9, model="a", time="2020-01-15T10:00:00Z")])
+    assert (await _usage(c))["usage"] == 0
+
+
+async def test_late_event_counts_in_its_own_period_not_the_current_one(tenant, db):
+    """Usage reported late for an earlier month lands in that month's counter."""
+    c = tenant.client
+    await _setup(c, hard=100, starts_at="2020-01-01T00:00:00Z")
+    async with db.transaction() as session:  # as if provisioned when the subscription began
+        await session.execute(
+            update(CustomerEntitlement).values(active_from=datetime(2020, 1, 1, tzinfo=UTC))
+        )
+    await c.post("/v1/events", json=[event("acme-1", tokens=9, model="a", time="2020-01-15T10:00:00Z")])
+    assert (await _usage(c))["usage"] == 0
+    await c.post("/v1/events", json=[event("acme-1", tokens=4, model="a")])
+    assert (await _usage(c))["usage"] == 4
+    async with db.transaction(readonly=True) as session:
+        sql = "SELECT period_start, used FROM entitlement_usage ORDER BY period_start"
+        counters = await fetch(session, sql, sql)
+    assert (from_micros(counters[0][0]), counters[0][1]) == (datetime(2020, 1, 1, tzinfo=UTC), 9_000_000)
