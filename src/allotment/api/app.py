@@ -16,6 +16,7 @@ from allotment.api.compat import openmeter
 from allotment.api.routers import (
     audit_log,
     check,
+    customer_entitlements,
     customers,
     entitlements_admin,
     events,
@@ -60,7 +61,7 @@ def create_app(settings: Settings | None = None, db: Database | None = None) -> 
     app.state.db = database
     errors.install(app)
     for module in (health, events, meters, customers, keys, features, plans, subscriptions,
-                   entitlements_admin, audit_log, check):
+                   entitlements_admin, customer_entitlements, audit_log, check):
         app.include_router(module.router)
     openmeter.install(app)
     return app

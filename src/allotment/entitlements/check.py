@@ -20,7 +20,7 @@ from decimal import Decimal
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import or_, select
+from sqlalchemy import ColumnElement, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from allotment.customers import service as customers
@@ -125,14 +125,20 @@ async def live_entitlement(
     """The customer's entitlement row for the feature in force at `at` (rows never overlap)."""
     found: CustomerEntitlement | None = await session.scalar(
         select(CustomerEntitlement).where(
-            CustomerEntitlement.tenant_id == tenant_id,
-            CustomerEntitlement.customer_id == customer_id,
-            CustomerEntitlement.feature_id == feature_id,
-            CustomerEntitlement.active_from <= at,
-            or_(CustomerEntitlement.active_to.is_(None), CustomerEntitlement.active_to > at),
+            *in_force(tenant_id, customer_id, at), CustomerEntitlement.feature_id == feature_id
         )
     )
     return found
+
+
+def in_force(tenant_id: str, customer_id: str, at: datetime) -> tuple[ColumnElement[bool], ...]:
+    """Conditions selecting the customer's entitlement rows in force at `at`."""
+    return (
+        CustomerEntitlement.tenant_id == tenant_id,
+        CustomerEntitlement.customer_id == customer_id,
+        CustomerEntitlement.active_from <= at,
+        or_(CustomerEntitlement.active_to.is_(None), CustomerEntitlement.active_to > at),
+    )
 
 
 def usage_period(row: CustomerEntitlement) -> UsagePeriod:
@@ -140,12 +146,38 @@ def usage_period(row: CustomerEntitlement) -> UsagePeriod:
     return UsagePeriod(interval, row.usage_anchor or row.active_from, ZoneInfo(row.time_zone))
 
 
+def metered_entitlement(row: CustomerEntitlement) -> MeteredEntitlement:
+    return MeteredEntitlement(row.included or ZERO, row.soft_limit, row.hard_limit)
+
+
+def counter_key(row: CustomerEntitlement, period_start: datetime) -> tuple[str, str, int]:
+    """The primary key of the row's counter in the period starting at `period_start`."""
+    return (row.tenant_id, row.id, to_micros(period_start))
+
+
+@dataclass(frozen=True)
+class Counted:
+    """A metered entitlement's counter in the period containing some instant, as read."""
+
+    used: Decimal
+    reserved: Decimal
+    period_start: datetime
+    period_end: datetime | None
+
+
+async def read_usage(session: AsyncSession, row: CustomerEntitlement, at: datetime) -> Counted:
+    """What the live counter of a metered `row` holds for the period containing `at` (no writes)."""
+    start, end = period_at(usage_period(row), at)
+    used, reserved = await queries.read_counter(session, *counter_key(row, start))
+    return Counted(units(used), units(reserved), start, end)
+
+
 async def _metered(
     session: AsyncSession, row: CustomerEntitlement, request: CheckRequest, at: datetime
 ) -> CheckResult:
-    ent = MeteredEntitlement(row.included or ZERO, row.soft_limit, row.hard_limit)
+    ent = metered_entitlement(row)
     start, end = period_at(usage_period(row), at)
-    counter = (row.tenant_id, row.id, to_micros(start))
+    counter = counter_key(row, start)
     q = request.quantity
 
     def judged(used: int, reserved: int, *, less: Decimal = ZERO) -> Decision:

@@ -289,3 +289,22 @@ class DenialRead(BaseModel):
     at: datetime
     quantity: QuantityOut
     reason: str
+
+
+class EntitlementStateRead(BaseModel):
+    """Where a customer stands on one entitlement now, as a check of nothing would report."""
+
+    feature: str
+    kind: Kind
+    source: Literal["plan", "override", "adhoc"]
+    has_access: bool
+    in_overdraft: bool = Field(description="Usage is past the soft limit.")
+    config: dict[str, Any] | None = None
+    usage: QuantityOut | None = None
+    included: QuantityOut | None = None
+    soft_limit: QuantityOut | None = None
+    hard_limit: QuantityOut | None = None
+    balance: QuantityOut | None = None
+    overage: QuantityOut | None = None
+    period_start: datetime | None = None
+    period_end: datetime | None = None

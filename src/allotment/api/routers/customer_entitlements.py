@@ -1,0 +1,48 @@
+"""A customer's entitlements and their current state (`GET /v1/customers/{key}/entitlements`).
+
+Read-only; the admin routes under the same prefix (entitlements_admin.py) use other methods.
+"""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+
+from allotment.api.deps import Reader, ReadSession
+from allotment.entitlements import state as service
+from allotment.entitlements.engine import Kind
+from allotment.entitlements.schemas import EntitlementStateRead
+from allotment.types import utcnow
+
+router = APIRouter(prefix="/v1/customers/{customer_key}/entitlements", tags=["entitlements"])
+
+
+def state_read(s: service.EntitlementState) -> EntitlementStateRead:
+    return EntitlementStateRead(
+        feature=s.feature_key, kind=Kind(s.row.kind),
+        source=s.row.source,  # type: ignore[arg-type]
+        has_access=s.has_access, in_overdraft=s.in_overdraft, config=s.config, usage=s.usage,
+        included=s.included, soft_limit=s.soft_limit, hard_limit=s.hard_limit, balance=s.balance,
+        overage=s.overage, period_start=s.period_start, period_end=s.period_end,
+    )
+
+
+@router.get("")
+async def list_customer_entitlements(
+    customer_key: str, principal: Reader, session: ReadSession
+) -> dict[str, object]:
+    """Every feature the customer is entitled to now, by feature key, with its state.
+
+    A customer has at most one entitlement per feature, so the list is never paged.
+    """
+    states = await service.list_states(session, principal.tenant_id, customer_key, at=utcnow())
+    return {"items": [state_read(s) for s in states], "next_cursor": None}
+
+
+@router.get("/{feature_key}", response_model=EntitlementStateRead)
+async def get_customer_entitlement(
+    customer_key: str, feature_key: str, principal: Reader, session: ReadSession
+) -> EntitlementStateRead:
+    """The customer's entitlement to one feature now; none is a 404."""
+    return state_read(
+        await service.get_state(session, principal.tenant_id, customer_key, feature_key, at=utcnow())
+    )

@@ -1,0 +1,102 @@
+"""A customer's entitlements as they stand now: what a check of nothing would report.
+
+Read-only: the same lookup and counter reads as a real-time check (`check.py`), judged by
+the same engine, but nothing is consumed and no denial is recorded.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from allotment.customers import service as customers
+from allotment.entitlements import features
+from allotment.entitlements.check import in_force, live_entitlement, metered_entitlement, read_usage
+from allotment.entitlements.engine import ONE, Kind, decide
+from allotment.entitlements.models import CustomerEntitlement, Feature
+from allotment.errors import NotFound
+
+
+@dataclass(frozen=True)
+class EntitlementState:
+    """One entitlement and where the customer stands on it; numbers only for counted kinds.
+
+    soft_limit and hard_limit are the effective limits, as a check reports them.
+    """
+
+    feature_key: str
+    row: CustomerEntitlement
+    has_access: bool
+    config: dict[str, Any] | None = None
+    usage: Decimal | None = None
+    included: Decimal | None = None
+    soft_limit: Decimal | None = None
+    hard_limit: Decimal | None = None
+    balance: Decimal | None = None
+    overage: Decimal | None = None
+    period_start: datetime | None = None
+    period_end: datetime | None = None
+
+    @property
+    def in_overdraft(self) -> bool:
+        """Past the soft limit (allowed, but flagged)."""
+        return self.usage is not None and self.soft_limit is not None and self.usage > self.soft_limit
+
+
+async def state_of(
+    session: AsyncSession, row: CustomerEntitlement, feature_key: str, at: datetime
+) -> EntitlementState:
+    """The state of one entitlement row at `at`."""
+    kind = Kind(row.kind)
+    if kind is Kind.BOOLEAN:
+        return EntitlementState(feature_key, row, has_access=row.has_access)
+    if kind is Kind.STATIC:
+        return EntitlementState(feature_key, row, has_access=True, config=dict(row.config or {}))
+    if kind is Kind.SEATS:  # no live seat counter yet: the provisioned values only
+        return EntitlementState(
+            feature_key, row, has_access=True, included=row.included,
+            soft_limit=row.included if row.soft_limit is None else row.soft_limit,
+            hard_limit=row.hard_limit,
+        )
+    counted = await read_usage(session, row, at)
+    # The numbers of a decision do not depend on the quantity asked for; the verdict does,
+    # so access is judged on the usage itself: anything left below the hard limit.
+    d = decide(metered_entitlement(row), usage=counted.used, reserved=counted.reserved, quantity=ONE, at=at)
+    spent = counted.used + counted.reserved
+    return EntitlementState(
+        feature_key, row, has_access=d.hard_limit is None or spent < d.hard_limit,
+        usage=d.usage, included=d.included, soft_limit=d.soft_limit, hard_limit=d.hard_limit,
+        balance=d.balance, overage=d.overage,
+        period_start=counted.period_start, period_end=counted.period_end,
+    )
+
+
+async def list_states(
+    session: AsyncSession, tenant_id: str, customer_key: str, *, at: datetime
+) -> list[EntitlementState]:
+    """Every entitlement of the customer in force at `at`, by feature key; unknown customer: 404."""
+    customer = (await customers.get(session, tenant_id, customer_key)).customer
+    found = await session.execute(
+        select(CustomerEntitlement, Feature.key)
+        .join(Feature, Feature.id == CustomerEntitlement.feature_id)
+        .where(*in_force(tenant_id, customer.id, at), Feature.archived_at.is_(None))
+        .order_by(Feature.key)
+    )
+    return [await state_of(session, row, key, at) for row, key in found]
+
+
+async def get_state(
+    session: AsyncSession, tenant_id: str, customer_key: str, feature_key: str, *, at: datetime
+) -> EntitlementState:
+    """One entitlement; an unknown customer or feature, or no entitlement to it, is a 404."""
+    customer = (await customers.get(session, tenant_id, customer_key)).customer
+    feature = await features.get(session, tenant_id, feature_key)
+    row = await live_entitlement(session, tenant_id, customer.id, feature.id, at)
+    if row is None:
+        raise NotFound("entitlement", feature_key)
+    return await state_of(session, row, feature.key, at)
