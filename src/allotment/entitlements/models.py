@@ -255,3 +255,23 @@ class Consumption(Base):
     fingerprint: Mapped[str] = mapped_column(String(64))  # sha256 of the check's fields
     response: Mapped[bytes] = mapped_column(LargeBinary)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
+class SeatLease(Base):
+    """The latest lease of one item on a seats entitlement.
+
+    Live while released_at is NULL and expires_at is NULL or later than now. Activating the
+    item again after its lease ended reuses the row; the gauge in `entitlement_usage`
+    (period_start 0) counts the live leases.
+    """
+
+    __tablename__ = "seat_leases"
+
+    tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id"), primary_key=True)
+    entitlement_id: Mapped[str] = mapped_column(
+        ForeignKey("customer_entitlements.id"), primary_key=True
+    )
+    item: Mapped[str] = mapped_column(String(255), primary_key=True)
+    activated_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    released_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)

@@ -101,3 +101,48 @@ async def add_usage(session: AsyncSession, tenant_id: str, increments: list[tupl
             " DO UPDATE SET used = used + excluded.used",
             [(tenant_id, *inc) for inc in increments],
         )
+
+
+# --- seats: a gauge of active items in the counter row of period 0 ---------------------------
+
+SEAT_PERIOD = 0  # a gauge has no usage period: its one counter row has period_start 0
+
+
+async def lock_seat_item(session: AsyncSession, tenant_id: str, entitlement_id: str, item: str) -> None:
+    """Serialise activate/heartbeat/release of one item (SQLite's single writer already does).
+
+    Without it two activations of the same new item could both see no lease and take two seats.
+    """
+    db, dialect = await driver(session)
+    if dialect == "postgresql":
+        await db.execute(
+            "SELECT pg_advisory_xact_lock(hashtextextended($1, 17))",
+            f"{tenant_id}\n{entitlement_id}\n{item}",
+        )
+
+
+async def free_seats(
+    session: AsyncSession, tenant_id: str, entitlement_id: str, quantity: int
+) -> tuple[int, int]:
+    """Subtract `quantity` from the gauge (seats whose leases ended); returns (used, reserved).
+
+    Only ever called for leases this transaction has just ended, so the gauge cannot go below
+    the number of live leases.
+    """
+    db, dialect = await driver(session)
+    key = (tenant_id, entitlement_id, SEAT_PERIOD)
+    if dialect == "postgresql":
+        row = await db.fetchrow(
+            "UPDATE entitlement_usage SET used = used - $4"
+            " WHERE tenant_id = $1 AND entitlement_id = $2 AND period_start = $3 RETURNING used, reserved",
+            *key, quantity,
+        )
+    else:
+        cursor = await db.execute(
+            "UPDATE entitlement_usage SET used = used - ?"
+            " WHERE tenant_id = ? AND entitlement_id = ? AND period_start = ? RETURNING used, reserved",
+            (quantity, *key),
+        )
+        row = await cursor.fetchone()
+        await cursor.close()
+    return (0, 0) if row is None else (int(row[0]), int(row[1]))

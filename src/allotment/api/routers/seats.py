@@ -1,0 +1,85 @@
+"""Seats (`/v1/customers/{key}/seats/{feature}/activate|heartbeat|release`).
+
+An `ingest` or `admin` key is required: these calls change what the customer uses.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Literal
+
+from fastapi import APIRouter
+from pydantic import BaseModel, Field
+
+from allotment.api.deps import Ingester, WriteSession
+from allotment.entitlements import seats as service
+from allotment.entitlements.schemas import QuantityOut
+from allotment.types import utcnow
+
+router = APIRouter(prefix="/v1/customers/{customer_key}/seats/{feature_key}", tags=["seats"])
+
+
+class SeatIn(BaseModel):
+    item: str = Field(min_length=1, max_length=255, description="The item holding the seat (user, device...).")
+    lease_ttl_seconds: int | None = Field(
+        default=None, ge=1, le=366 * 86_400,
+        description="Lease length; default the entitlement's lease_ttl_seconds, none: no expiry.",
+    )
+
+
+class ReleaseIn(BaseModel):
+    item: str = Field(min_length=1, max_length=255)
+
+
+class SeatRead(BaseModel):
+    decision: Literal["allow", "allow_overdraft", "deny"]
+    reason: str
+    active: int
+    included: QuantityOut | None = None
+    soft_limit: QuantityOut | None = None
+    hard_limit: QuantityOut | None = None
+    item: str
+    expires_at: datetime | None = None
+
+
+def seat_read(result: service.SeatResult) -> SeatRead:
+    d = result.decision
+    return SeatRead(
+        decision=d.decision.value, reason=str(d.reason), active=result.active, included=d.included,
+        soft_limit=d.soft_limit, hard_limit=d.hard_limit, item=result.item, expires_at=result.expires_at,
+    )
+
+
+@router.post("/activate", response_model=SeatRead)
+async def activate(
+    customer_key: str, feature_key: str, data: SeatIn, principal: Ingester, session: WriteSession
+) -> SeatRead:
+    """Take a seat for the item: allow, allow_overdraft past the soft limit, deny past the hard one.
+
+    Activating an item that already holds a live seat refreshes its lease and takes no seat.
+    """
+    return seat_read(await service.activate(
+        session, principal.tenant_id, customer_key, feature_key, data.item,
+        lease_ttl_seconds=data.lease_ttl_seconds, at=utcnow(),
+    ))
+
+
+@router.post("/heartbeat", response_model=SeatRead)
+async def heartbeat(
+    customer_key: str, feature_key: str, data: SeatIn, principal: Ingester, session: WriteSession
+) -> SeatRead:
+    """Extend the item's live lease; 404 if it was never activated, 409 if its lease ended."""
+    return seat_read(await service.heartbeat(
+        session, principal.tenant_id, customer_key, feature_key, data.item,
+        lease_ttl_seconds=data.lease_ttl_seconds, at=utcnow(),
+    ))
+
+
+@router.post("/release", response_model=SeatRead)
+async def release(
+    customer_key: str, feature_key: str, data: ReleaseIn, principal: Ingester, session: WriteSession
+) -> SeatRead:
+    """Free the item's seat; 404 if it was never activated, 409 if already released or expired."""
+    return seat_read(await service.release(
+        session, principal.tenant_id, customer_key, feature_key, data.item, at=utcnow(),
+    ))
