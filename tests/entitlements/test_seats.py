@@ -203,3 +203,16 @@ async def test_concurrent_activations_on_separate_engines_never_pass_the_hard_li
     denials = await ok(await tenant.client.get("/v1/denials", params={"customer": "acme"}))
     assert len(denials["items"]) == 30
     assert (await _post(tenant.client, "release", winners[0]))["active"] == 9
+
+
+async def test_entitlement_state_shows_live_seats_and_overdraft(tenant):
+    """The customer's entitlement view counts active seats and flags overdraft past the paid ones."""
+    c = tenant.client
+    await _seats_customer(c, 2, None, 3)
+    for item in ("alice", "bob", "carol"):
+        await _post(c, "activate", item)
+    state = await ok(await c.get("/v1/customers/acme/entitlements/seats"))
+    assert (state["usage"], state["in_overdraft"], state["has_access"]) == (3, True, False)
+    await _post(c, "release", "carol")
+    state = await ok(await c.get("/v1/customers/acme/entitlements/seats"))
+    assert (state["usage"], state["in_overdraft"], state["has_access"]) == (2, False, True)

@@ -7,9 +7,13 @@ processes) can never push `used + reserved` past the hard limit.
 
 from __future__ import annotations
 
+from datetime import datetime
+
+from sqlalchemy import func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from allotment.db import driver, fetch
+from allotment.entitlements.models import SeatLease
 
 MILLION = 1_000_000
 MAX_BIGINT = 2**63 - 1
@@ -146,3 +150,18 @@ async def free_seats(
         row = await cursor.fetchone()
         await cursor.close()
     return (0, 0) if row is None else (int(row[0]), int(row[1]))
+
+
+
+async def active_seats(session: AsyncSession, tenant_id: str, entitlement_id: str, *, at: datetime) -> int:
+    """Seats held at `at`, in millionths: live leases only, so a read does not depend on
+    whether an expired lease has been swept yet."""
+    count = await session.scalar(
+        select(func.count()).select_from(SeatLease).where(
+            SeatLease.tenant_id == tenant_id,
+            SeatLease.entitlement_id == entitlement_id,
+            SeatLease.released_at.is_(None),
+            or_(SeatLease.expires_at.is_(None), SeatLease.expires_at > at),
+        )
+    )
+    return int(count or 0) * MILLION

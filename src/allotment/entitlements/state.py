@@ -15,9 +15,15 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from allotment.customers import service as customers
-from allotment.entitlements import features
-from allotment.entitlements.check import in_force, live_entitlement, metered_entitlement, read_usage
-from allotment.entitlements.engine import ONE, Kind, decide
+from allotment.entitlements import features, queries
+from allotment.entitlements.check import (
+    in_force,
+    live_entitlement,
+    metered_entitlement,
+    read_usage,
+    units,
+)
+from allotment.entitlements.engine import ONE, ZERO, Kind, decide, decide_seats
 from allotment.entitlements.models import CustomerEntitlement, Feature
 from allotment.errors import NotFound
 
@@ -57,12 +63,8 @@ async def state_of(
         return EntitlementState(feature_key, row, has_access=row.has_access)
     if kind is Kind.STATIC:
         return EntitlementState(feature_key, row, has_access=True, config=dict(row.config or {}))
-    if kind is Kind.SEATS:  # no live seat counter yet: the provisioned values only
-        return EntitlementState(
-            feature_key, row, has_access=True, included=row.included,
-            soft_limit=row.included if row.soft_limit is None else row.soft_limit,
-            hard_limit=row.hard_limit,
-        )
+    if kind is Kind.SEATS:
+        return await _seats_state(session, row, feature_key, at)
     counted = await read_usage(session, row, at)
     # The numbers of a decision do not depend on the quantity asked for; the verdict does,
     # so access is judged on the usage itself: anything left below the hard limit.
@@ -73,6 +75,19 @@ async def state_of(
         usage=d.usage, included=d.included, soft_limit=d.soft_limit, hard_limit=d.hard_limit,
         balance=d.balance, overage=d.overage,
         period_start=counted.period_start, period_end=counted.period_end,
+    )
+
+
+async def _seats_state(
+    session: AsyncSession, row: CustomerEntitlement, feature_key: str, at: datetime
+) -> EntitlementState:
+    """Active seats from the live gauge (leases already past their expiry excluded)."""
+    active = units(await queries.active_seats(session, row.tenant_id, row.id, at=at))
+    d = decide_seats(active, ONE, row.included or ZERO, row.soft_limit, row.hard_limit)
+    return EntitlementState(
+        feature_key, row, has_access=d.hard_limit is None or active < d.hard_limit,
+        usage=active, included=d.included, soft_limit=d.soft_limit, hard_limit=d.hard_limit,
+        balance=d.balance, overage=d.overage,
     )
 
 
