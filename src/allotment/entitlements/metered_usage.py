@@ -77,6 +77,10 @@ async def feed(session: AsyncSession, tenant_id: str, counted: list[metering_ing
     additive = [c for c in counted if c.meter.aggregation in ADDITIVE]
     if not additive:
         return
+    linked = await _linked_meters(session, tenant_id, {c.meter.id for c in additive})
+    additive = [c for c in additive if c.meter.id in linked]
+    if not additive:  # the common case of pure metering: one cheap look at a small table
+        return
     earliest = from_micros(min(c.time_us for c in additive))
     targets = await _targets(
         session, tenant_id, {c.meter.id for c in additive}, {c.subject for c in additive}, earliest
@@ -89,6 +93,18 @@ async def feed(session: AsyncSession, tenant_id: str, counted: list[metering_ing
             if target.accepts(c.contribution.group_key, c.time_us):
                 increments[(target.entitlement_id, target.period_start(c.time_us))] += c.contribution.micros
     await queries.add_usage(session, tenant_id, [(e, p, q) for (e, p), q in increments.items()])
+
+
+async def _linked_meters(session: AsyncSession, tenant_id: str, meter_ids: set[str]) -> set[str]:
+    """The meters among `meter_ids` that some live feature counts."""
+    rows = await session.scalars(
+        select(Feature.meter_id).distinct().where(
+            Feature.tenant_id == tenant_id,
+            Feature.meter_id.in_(sorted(meter_ids)),
+            Feature.archived_at.is_(None),
+        )
+    )
+    return {str(m) for m in rows}
 
 
 async def _targets(
