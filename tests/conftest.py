@@ -91,7 +91,7 @@ def postgres_database() -> Iterator[str]:
 _TABLES: list[str] = []
 
 
-async def _truncate(url: str) -> None:
+async def truncate(url: str) -> None:
     conn = await asyncpg.connect(_admin_dsn(url))
     try:
         if not _TABLES:
@@ -113,7 +113,7 @@ def database_url(backend: str, request: pytest.FixtureRequest, tmp_path: Path) -
         shutil.copy(template, path)
         return f"sqlite:///{path}"
     url: str = request.getfixturevalue("postgres_database")
-    run_blocking(_truncate(url))
+    run_blocking(truncate(url))
     return url
 
 
