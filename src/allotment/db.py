@@ -14,7 +14,7 @@ from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import DateTime, MetaData, TypeDecorator, event
+from sqlalchemy import DateTime, Index, MetaData, TypeDecorator, event, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
@@ -165,6 +165,16 @@ class UTCDateTime(TypeDecorator[datetime]):
         if value is None:
             return None
         return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+def unique_key_while_live(table: str, *, retired_column: str) -> Index:
+    """(tenant_id, key) unique among rows not retired: a deleted or archived key may be reused.
+
+    A partial index, which SQLite and PostgreSQL both support with the same predicate.
+    """
+    live = text(f"{retired_column} IS NULL")
+    return Index(f"uq_{table}_tenant_key_live", "tenant_id", "key", unique=True,
+                 sqlite_where=live, postgresql_where=live)
 
 
 class Base(DeclarativeBase):

@@ -3,24 +3,16 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, ForeignKey, Index, String, text
+from sqlalchemy import JSON, ForeignKey, Index, String
 from sqlalchemy.orm import Mapped, mapped_column
 
-from allotment.db import Base, UTCDateTime
+from allotment.db import Base, UTCDateTime, unique_key_while_live
 
 
 class Customer(Base):
     __tablename__ = "customers"
     __table_args__ = (
-        # Keys are unique among live customers; a deleted key may be reused.
-        Index(
-            "uq_customers_tenant_key_live",
-            "tenant_id",
-            "key",
-            unique=True,
-            sqlite_where=text("deleted_at IS NULL"),
-            postgresql_where=text("deleted_at IS NULL"),
-        ),
+        unique_key_while_live("customers", retired_column="deleted_at"),
     )
 
     id: Mapped[str] = mapped_column(String(40), primary_key=True)

@@ -24,7 +24,7 @@ from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import Mapped, mapped_column
 from sqlalchemy.types import TypeEngine
 
-from allotment.db import Base, UTCDateTime
+from allotment.db import Base, UTCDateTime, unique_key_while_live
 
 
 class Quantity(TypeDecorator[Decimal]):
@@ -61,15 +61,7 @@ def _plain(value: Decimal) -> Decimal:
 class Feature(Base):
     __tablename__ = "features"
     __table_args__ = (
-        # Keys are unique among live features; an archived key may be reused.
-        Index(
-            "uq_features_tenant_key_live",
-            "tenant_id",
-            "key",
-            unique=True,
-            sqlite_where=text("archived_at IS NULL"),
-            postgresql_where=text("archived_at IS NULL"),
-        ),
+        unique_key_while_live("features", retired_column="archived_at"),
     )
 
     id: Mapped[str] = mapped_column(String(40), primary_key=True)
@@ -275,3 +267,34 @@ class SeatLease(Base):
     activated_at: Mapped[datetime] = mapped_column(UTCDateTime())
     expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
     released_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+
+
+class Reservation(Base):
+    """Units of a metered entitlement held in its live counter (`reserved`) until commit.
+
+    `period_start` is the counter row the hold sits in (epoch microseconds). Status moves from
+    open to committed, released or expired exactly once; `closed_at` is when (for an expired
+    one: its `expires_at`). A retry with the same idempotency key finds the row by
+    `(tenant_id, idempotency_key)` and compares `fingerprint`.
+    """
+
+    __tablename__ = "reservations"
+    __table_args__ = (
+        UniqueConstraint("tenant_id", "idempotency_key"),
+        Index(None, "tenant_id", "entitlement_id", "status", "expires_at"),
+    )
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id"))
+    entitlement_id: Mapped[str] = mapped_column(ForeignKey("customer_entitlements.id"))
+    customer_id: Mapped[str] = mapped_column(ForeignKey("customers.id"))
+    feature_id: Mapped[str] = mapped_column(ForeignKey("features.id"))
+    period_start: Mapped[int] = mapped_column(BigInteger)  # epoch microseconds
+    quantity: Mapped[Decimal] = mapped_column(Quantity())
+    status: Mapped[str] = mapped_column(String(16))
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    committed_quantity: Mapped[Decimal | None] = mapped_column(Quantity(), nullable=True)
+    idempotency_key: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    fingerprint: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    closed_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)

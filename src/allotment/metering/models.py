@@ -16,11 +16,10 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
-    text,
 )
 from sqlalchemy.orm import Mapped, mapped_column
 
-from allotment.db import Base, UTCDateTime
+from allotment.db import Base, UTCDateTime, unique_key_while_live
 
 # On SQLite an INTEGER PRIMARY KEY is the rowid: appends stay in key order and cost least.
 SeqType = BigInteger().with_variant(Integer(), "sqlite")
@@ -29,14 +28,7 @@ SeqType = BigInteger().with_variant(Integer(), "sqlite")
 class Meter(Base):
     __tablename__ = "meters"
     __table_args__ = (
-        Index(
-            "uq_meters_tenant_key_live",
-            "tenant_id",
-            "key",
-            unique=True,
-            sqlite_where=text("deleted_at IS NULL"),
-            postgresql_where=text("deleted_at IS NULL"),
-        ),
+        unique_key_while_live("meters", retired_column="deleted_at"),
     )
 
     id: Mapped[str] = mapped_column(String(40), primary_key=True)
