@@ -25,6 +25,7 @@ from allotment.api.routers import (
     keys,
     meters,
     plans,
+    reservations,
     seats,
     subscriptions,
 )
@@ -62,7 +63,8 @@ def create_app(settings: Settings | None = None, db: Database | None = None) -> 
     app.state.db = database
     errors.install(app)
     for module in (health, events, meters, customers, keys, features, plans, subscriptions,
-                   entitlements_admin, customer_entitlements, audit_log, check, seats):
+                   entitlements_admin, customer_entitlements, audit_log, check, seats,
+                   reservations):
         app.include_router(module.router)
     openmeter.install(app)
     return app

@@ -24,7 +24,7 @@ from sqlalchemy import ColumnElement, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from allotment.customers import service as customers
-from allotment.entitlements import features, queries
+from allotment.entitlements import features, queries, reservations
 from allotment.entitlements.engine import (
     ONE,
     ZERO,
@@ -175,6 +175,7 @@ async def read_usage(session: AsyncSession, row: CustomerEntitlement, at: dateti
 async def _metered(
     session: AsyncSession, row: CustomerEntitlement, request: CheckRequest, at: datetime
 ) -> CheckResult:
+    await reservations.sweep(session, row, at)  # expired holds go back before the counter is read
     ent = metered_entitlement(row)
     start, end = period_at(usage_period(row), at)
     counter = counter_key(row, start)

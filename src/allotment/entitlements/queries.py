@@ -165,3 +165,109 @@ async def active_seats(session: AsyncSession, tenant_id: str, entitlement_id: st
         )
     )
     return int(count or 0) * MILLION
+
+
+# --- reservations: holds in the `reserved` column of the same counter row ---------------------
+
+_PG_RESERVE = (
+    "INSERT INTO entitlement_usage AS u (tenant_id, entitlement_id, period_start, used, reserved)"
+    " SELECT $1, $2, $3, 0, $4::int8 WHERE $4::int8 <= $5::int8"
+    " ON CONFLICT (tenant_id, entitlement_id, period_start) DO UPDATE SET reserved = u.reserved + EXCLUDED.reserved"
+    " WHERE u.used + u.reserved + EXCLUDED.reserved <= $5::int8"
+    " RETURNING used, reserved"
+)
+_SQLITE_RESERVE = (
+    "INSERT INTO entitlement_usage (tenant_id, entitlement_id, period_start, used, reserved)"
+    " SELECT ?, ?, ?, 0, ? WHERE ? <= ?"
+    " ON CONFLICT (tenant_id, entitlement_id, period_start) DO UPDATE SET reserved = reserved + excluded.reserved"
+    " WHERE used + reserved + excluded.reserved <= ?"
+    " RETURNING used, reserved"
+)
+
+
+async def reserve(
+    session: AsyncSession,
+    tenant_id: str,
+    entitlement_id: str,
+    period_start: int,
+    quantity: int,
+    hard_limit: int | None,
+) -> tuple[int, int] | None:
+    """Hold `quantity` unless used + reserved would pass `hard_limit` (None: no cap).
+
+    Returns (used, reserved) after the hold, or None when the database refused it.
+    """
+    hard = MAX_BIGINT if hard_limit is None else min(hard_limit, MAX_BIGINT)
+    db, dialect = await driver(session)
+    key = (tenant_id, entitlement_id, period_start)
+    if dialect == "postgresql":
+        row = await db.fetchrow(_PG_RESERVE, *key, quantity, hard)
+    else:
+        cursor = await db.execute(_SQLITE_RESERVE, (*key, quantity, quantity, hard, hard))
+        row = await cursor.fetchone()
+        await cursor.close()
+    return None if row is None else (int(row[0]), int(row[1]))
+
+
+async def settle(
+    session: AsyncSession,
+    tenant_id: str,
+    entitlement_id: str,
+    period_start: int,
+    held: int,
+    actual: int,
+    hard_limit: int | None,
+) -> tuple[int, int] | None:
+    """Move a hold of `held` out of `reserved` and `actual` into `used`, in one statement.
+
+    When `actual` exceeds `held` the extra must fit under `hard_limit`; None: refused.
+    With `actual` 0 this is a release, which always succeeds.
+    """
+    hard = MAX_BIGINT if hard_limit is None else min(hard_limit, MAX_BIGINT)
+    db, dialect = await driver(session)
+    key = (tenant_id, entitlement_id, period_start)
+    if dialect == "postgresql":
+        row = await db.fetchrow(
+            "UPDATE entitlement_usage SET reserved = reserved - $4::int8, used = used + $5::int8"
+            " WHERE tenant_id = $1 AND entitlement_id = $2 AND period_start = $3"
+            " AND ($5::int8 <= $4::int8 OR used + reserved - $4::int8 + $5::int8 <= $6::int8)"
+            " RETURNING used, reserved",
+            *key, held, actual, hard,
+        )
+    else:
+        cursor = await db.execute(
+            "UPDATE entitlement_usage SET reserved = reserved - ?, used = used + ?"
+            " WHERE tenant_id = ? AND entitlement_id = ? AND period_start = ?"
+            " AND (? <= ? OR used + reserved - ? + ? <= ?)"
+            " RETURNING used, reserved",
+            (held, actual, *key, actual, held, held, actual, hard),
+        )
+        row = await cursor.fetchone()
+        await cursor.close()
+    return None if row is None else (int(row[0]), int(row[1]))
+
+
+async def unreserve(session: AsyncSession, tenant_id: str, entitlement_id: str, holds: list[tuple[int, int]]) -> None:
+    """Give back holds (period start, millionths) that expired; sorted, so rows lock in one order."""
+    db, dialect = await driver(session)
+    for period_start, quantity in sorted(holds):
+        if dialect == "postgresql":
+            await db.execute(
+                "UPDATE entitlement_usage SET reserved = reserved - $4"
+                " WHERE tenant_id = $1 AND entitlement_id = $2 AND period_start = $3",
+                tenant_id, entitlement_id, period_start, quantity,
+            )
+        else:
+            cursor = await db.execute(
+                "UPDATE entitlement_usage SET reserved = reserved - ?"
+                " WHERE tenant_id = ? AND entitlement_id = ? AND period_start = ?",
+                (quantity, tenant_id, entitlement_id, period_start),
+            )
+            await cursor.close()
+
+
+async def lock_reservation_key(session: AsyncSession, tenant_id: str, key: str) -> None:
+    """Serialise reservations carrying one idempotency key (SQLite's single writer already does)."""
+    db, dialect = await driver(session)
+    if dialect == "postgresql":
+        await db.execute("SELECT pg_advisory_xact_lock(hashtextextended($1, 19))", f"{tenant_id}\n{key}")

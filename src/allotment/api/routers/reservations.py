@@ -1,0 +1,139 @@
+"""Reservations (`/v1/reservations`): hold units of a metered feature, then commit or release.
+
+An `ingest` or `admin` key is required: reservations change what the customer may still use.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from decimal import Decimal
+from typing import Annotated, Literal
+
+from fastapi import APIRouter, Header, Response
+from pydantic import BaseModel, ConfigDict, Field
+
+from allotment.api.deps import Ingester, WriteSession
+from allotment.entitlements import reservations as service
+from allotment.entitlements.models import Reservation
+from allotment.entitlements.schemas import MAX_CHECK_QUANTITY, QuantityOut
+from allotment.errors import ValidationFailed
+from allotment.types import from_micros, utcnow
+
+router = APIRouter(prefix="/v1/reservations", tags=["reservations"])
+
+
+class ReservationIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    customer: str = Field(min_length=1, description="Customer key or id.")
+    feature: str = Field(min_length=1, description="Feature key or id (a metered entitlement).")
+    quantity: Annotated[Decimal, Field(gt=0, lt=MAX_CHECK_QUANTITY, decimal_places=6, allow_inf_nan=False)]
+    ttl_seconds: int = Field(ge=1, le=366 * 86_400, description="The hold expires this long after it is taken.")
+    idempotency_key: str | None = Field(default=None, min_length=1, max_length=255)
+
+
+class CommitIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    quantity: Annotated[
+        Decimal, Field(ge=0, lt=MAX_CHECK_QUANTITY, decimal_places=6, allow_inf_nan=False,
+                       description="The actual amount used: less or more than was reserved.")
+    ]
+
+
+class ReservationRead(BaseModel):
+    id: str
+    status: Literal["open", "committed", "released", "expired"]
+    customer_id: str
+    feature_id: str
+    quantity: QuantityOut
+    committed_quantity: QuantityOut | None
+    period_start: datetime
+    expires_at: datetime
+    created_at: datetime
+    closed_at: datetime | None
+
+
+class HeldRead(BaseModel):
+    decision: Literal["allow", "allow_overdraft", "deny"]
+    reason: str
+    reservation: ReservationRead | None
+    usage: QuantityOut | None = None
+    reserved: QuantityOut
+    included: QuantityOut | None = None
+    soft_limit: QuantityOut | None = None
+    hard_limit: QuantityOut | None = None
+    balance: QuantityOut | None = None
+    period_start: datetime | None = None
+    period_end: datetime | None = None
+
+
+class SettledRead(BaseModel):
+    reservation: ReservationRead
+    usage: QuantityOut
+    reserved: QuantityOut
+
+
+def reservation_read(r: Reservation) -> ReservationRead:
+    return ReservationRead(
+        id=r.id, status=r.status, customer_id=r.customer_id, feature_id=r.feature_id,  # type: ignore[arg-type]
+        quantity=r.quantity, committed_quantity=r.committed_quantity, period_start=from_micros(r.period_start),
+        expires_at=r.expires_at, created_at=r.created_at, closed_at=r.closed_at,
+    )
+
+
+@router.post("", response_model=HeldRead, status_code=201)
+async def create(
+    data: ReservationIn,
+    principal: Ingester,
+    session: WriteSession,
+    idempotency_header: Annotated[str | None, Header(alias="Idempotency-Key")] = None,
+) -> Response:
+    """Hold `quantity` for `ttl_seconds`: 201 with the reservation, or 200 with `deny`.
+
+    Denied (`hard_limit`) when the hold would cross the hard limit; held units count against
+    every other check and reservation. A retry with the same idempotency key returns the first
+    reservation (200, `Idempotent-Replayed: true`) and holds nothing more.
+    """
+    key = data.idempotency_key or idempotency_header
+    if key is not None and len(key) > 255:
+        raise ValidationFailed.on("Idempotency-Key", "must be 1 to 255 characters")
+    request = service.ReservationRequest(data.customer, data.feature, data.quantity, data.ttl_seconds, key)
+    held = await service.create(session, principal.tenant_id, request, at=utcnow())
+    d = held.decision
+    body = HeldRead(
+        decision=d.decision.value, reason=str(d.reason),
+        reservation=None if held.reservation is None else reservation_read(held.reservation),
+        usage=d.usage, reserved=held.reserved, included=d.included, soft_limit=d.soft_limit,
+        hard_limit=d.hard_limit, balance=d.balance, period_start=held.period_start, period_end=held.period_end,
+    )
+    status = 201 if held.reservation is not None and not held.replayed else 200
+    headers = {"Idempotent-Replayed": "true"} if held.replayed else None
+    return Response(body.model_dump_json().encode(), status_code=status, media_type="application/json",
+                    headers=headers)
+
+
+@router.get("/{reservation_id}", response_model=ReservationRead)
+async def get(reservation_id: str, principal: Ingester, session: WriteSession) -> ReservationRead:
+    """One reservation; 404 if unknown."""
+    return reservation_read(await service.get(session, principal.tenant_id, reservation_id))
+
+
+@router.post("/{reservation_id}/commit", response_model=SettledRead)
+async def commit(reservation_id: str, data: CommitIn, principal: Ingester, session: WriteSession) -> SettledRead:
+    """Record the actual `quantity` and end the hold.
+
+    409 when the reservation is no longer open (`reservation_expired`, `reservation_committed`,
+    `reservation_released`) or when more than was held would cross the hard limit (`hard_limit`).
+    """
+    settled = await service.commit(session, principal.tenant_id, reservation_id, data.quantity, at=utcnow())
+    return SettledRead(reservation=reservation_read(settled.reservation), usage=settled.usage,
+                       reserved=settled.reserved)
+
+
+@router.post("/{reservation_id}/release", response_model=SettledRead)
+async def release(reservation_id: str, principal: Ingester, session: WriteSession) -> SettledRead:
+    """Give the hold back without recording usage; 409 when the reservation is no longer open."""
+    settled = await service.release(session, principal.tenant_id, reservation_id, at=utcnow())
+    return SettledRead(reservation=reservation_read(settled.reservation), usage=settled.usage,
+                       reserved=settled.reserved)

@@ -1,0 +1,236 @@
+"""Reservations: hold, commit, release and expiry of units on metered entitlements, and races."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import datetime, timedelta
+from decimal import Decimal
+from typing import Any
+
+import httpx
+import pytest
+
+from allotment.api.app import create_app
+from allotment.db import Database
+from allotment.entitlements import check as checks
+from allotment.entitlements import reservations as service
+from allotment.errors import Conflict
+from allotment.types import utcnow
+from tests.entitlements.catalogue import customer, feature, metered, ok, plan, subscribe
+
+
+async def _prepaid(c, hard=100):  # type: ignore[no-untyped-def]
+    """A driver with 100 kWh of prepaid credit: included 100, hard limit 100."""
+    await feature(c, "kwh")
+    await plan(c, "prepaid", [metered("kwh", 100, None, hard)])
+    await customer(c, "driver")
+    await subscribe(c, "driver", "prepaid")
+
+
+async def _reserve(c, quantity, status=201, ttl=600, **extra):  # type: ignore[no-untyped-def]
+    body = {"customer": "driver", "feature": "kwh", "quantity": quantity, "ttl_seconds": ttl, **extra}
+    return await ok(await c.post("/v1/reservations", json=body), status)
+
+
+async def _check(c, quantity=1):  # type: ignore[no-untyped-def]
+    return await ok(await c.post("/v1/check", json={"customer": "driver", "feature": "kwh", "quantity": quantity}))
+
+
+async def test_ev_charging_session(tenant):
+    """Reserve 30 kWh at the plug, commit the 22.4 kWh actually charged; the rest goes back."""
+    c = tenant.client
+    await _prepaid(c)
+    held = await _reserve(c, 30)
+    assert (held["decision"], held["reason"], held["reserved"], held["balance"]) == ("allow", "within_limit", 30, 70)
+    res = held["reservation"]
+    assert (res["status"], res["quantity"], res["id"][:4]) == ("open", 30, "res_")
+    # Every other check counts the hold: 70 kWh are available, not 71.
+    seen = await _check(c, 70)
+    assert (seen["decision"], seen["balance"], seen["usage"]) == ("allow", 70, 0)
+    assert (await _check(c, 71))["decision"] == "deny"
+    settled = await ok(await c.post(f"/v1/reservations/{res['id']}/commit", json={"quantity": 22.4}))
+    assert (settled["usage"], settled["reserved"]) == (22.4, 0)
+    assert (settled["reservation"]["status"], settled["reservation"]["committed_quantity"]) == ("committed", 22.4)
+    after = await _check(c)
+    assert (after["usage"], after["balance"]) == (22.4, 77.6)
+    assert (await ok(await c.get(f"/v1/reservations/{res['id']}")))["status"] == "committed"
+    # A session asking for more than the balance is refused at the plug, and the refusal recorded.
+    refused = await _reserve(c, 78, status=200)
+    assert (refused["decision"], refused["reason"], refused["reservation"]) == ("deny", "hard_limit", None)
+    denials = await ok(await c.get("/v1/denials", params={"customer": "driver", "feature": "kwh"}))
+    assert [(d["reason"], d["quantity"]) for d in denials["items"]] == [("hard_limit", 71), ("hard_limit", 78)]
+    assert (await _reserve(c, 77.6))["reserved"] == 77.6
+
+
+async def test_two_reservations_never_hold_the_same_unit(tenant):
+    c = tenant.client
+    await _prepaid(c)
+    first = await _reserve(c, 60)
+    second = await _reserve(c, 60, status=200)
+    assert (second["decision"], second["reason"], second["reserved"]) == ("deny", "hard_limit", 60)
+    # Released, the units can be held again.
+    released = await ok(await c.post(f"/v1/reservations/{first['reservation']['id']}/release"))
+    assert (released["reservation"]["status"], released["usage"], released["reserved"]) == ("released", 0, 0)
+    assert (await _reserve(c, 60))["decision"] == "allow"
+
+
+async def test_commit_more_than_held_is_checked_against_the_hard_limit(tenant):
+    c = tenant.client
+    await _prepaid(c)
+    a = (await _reserve(c, 30))["reservation"]["id"]
+    await _reserve(c, 60)
+    # 30 held here + 60 elsewhere: committing 41 would make 101.
+    over = await c.post(f"/v1/reservations/{a}/commit", json={"quantity": 41})
+    assert (over.status_code, over.json()["type"]) == (409, "hard_limit")
+    assert "hard limit" in over.json()["detail"]
+    assert (await ok(await c.get(f"/v1/reservations/{a}")))["status"] == "open"  # the hold stays
+    done = await ok(await c.post(f"/v1/reservations/{a}/commit", json={"quantity": 40}))
+    assert (done["usage"], done["reserved"]) == (40, 60)
+
+
+async def test_double_release_release_after_commit_and_unknown_ids(tenant, db):
+    c = tenant.client
+    await _prepaid(c)
+    a = (await _reserve(c, 10))["reservation"]["id"]
+    await ok(await c.post(f"/v1/reservations/{a}/release"))
+    again = await c.post(f"/v1/reservations/{a}/release")
+    assert (again.status_code, again.json()["type"]) == (409, "reservation_released")
+    assert "already released" in again.json()["detail"]
+    commit = await c.post(f"/v1/reservations/{a}/commit", json={"quantity": 1})
+    assert (commit.status_code, commit.json()["type"]) == (409, "reservation_released")
+    b = (await _reserve(c, 10))["reservation"]["id"]
+    await ok(await c.post(f"/v1/reservations/{b}/commit", json={"quantity": 5}))
+    late = await c.post(f"/v1/reservations/{b}/release")
+    assert (late.status_code, late.json()["type"]) == (409, "reservation_committed")
+    assert (await _check(c))["usage"] == 5
+    for resp in (await c.get("/v1/reservations/res_nope"), await c.post("/v1/reservations/res_nope/release"),
+                 await c.post("/v1/reservations/res_nope/commit", json={"quantity": 1})):
+        assert (resp.status_code, resp.json()["type"]) == (404, "reservation_not_found")
+    reader = {"Authorization": f"Bearer {await tenant.key('read', db)}"}
+    body = {"customer": "driver", "feature": "kwh", "quantity": 1, "ttl_seconds": 60}
+    assert (await c.post("/v1/reservations", json=body, headers=reader)).status_code == 403
+    for bad in ({"quantity": 0}, {"quantity": -1}, {"ttl_seconds": 0}):
+        assert (await c.post("/v1/reservations", json={**body, **bad})).status_code == 422
+    missing = await c.post("/v1/reservations", json={**body, "customer": "nobody"})
+    assert (missing.status_code, missing.json()["type"]) == (404, "customer_not_found")
+
+
+async def test_not_entitled_and_not_metered(tenant):
+    c = tenant.client
+    await _prepaid(c)
+    await feature(c, "beta")
+    denied = await _reserve(c, 1, status=200, feature="beta")
+    assert (denied["decision"], denied["reason"]) == ("deny", "not_entitled")
+    await feature(c, "seats")
+    await plan(c, "team", [{"feature": "seats", "kind": "seats", "included": 2}])
+    await customer(c, "acme")
+    await subscribe(c, "acme", "team")
+    body = {"customer": "acme", "feature": "seats", "quantity": 1, "ttl_seconds": 60}
+    resp = await c.post("/v1/reservations", json=body)
+    assert resp.status_code == 422 and "only metered" in resp.json()["detail"]
+
+
+async def test_idempotent_create(tenant):
+    c = tenant.client
+    await _prepaid(c)
+    first = await _reserve(c, 30, idempotency_key="session-1")
+    retry = await c.post("/v1/reservations", json={"customer": "driver", "feature": "kwh", "quantity": "30.0",
+                                                   "ttl_seconds": 600, "idempotency_key": "session-1"})
+    assert retry.status_code == 200 and retry.headers["Idempotent-Replayed"] == "true"
+    assert retry.json()["reservation"]["id"] == first["reservation"]["id"]
+    assert (retry.json()["decision"], retry.json()["reserved"]) == ("allow", 30)
+    assert (await _check(c))["balance"] == 70  # held once
+    other = await c.post("/v1/reservations", json={"customer": "driver", "feature": "kwh", "quantity": 31,
+                                                   "ttl_seconds": 600, "idempotency_key": "session-1"})
+    assert (other.status_code, other.json()["type"]) == (409, "idempotency_conflict")
+    header = await c.post("/v1/reservations", headers={"Idempotency-Key": "session-1"},
+                          json={"customer": "driver", "feature": "kwh", "quantity": 30, "ttl_seconds": 600})
+    assert header.json()["reservation"]["id"] == first["reservation"]["id"]
+
+
+async def _create(db: Database, tenant_id: str, quantity: str, at: datetime, ttl: int = 60) -> Any:
+    async with db.transaction() as session:
+        request = service.ReservationRequest("driver", "kwh", Decimal(quantity), ttl)
+        return await service.create(session, tenant_id, request, at=at)
+
+
+async def _service_check(db: Database, tenant_id: str, at: datetime) -> checks.CheckResult:
+    async with db.transaction() as session:
+        return await checks.check(session, tenant_id, checks.CheckRequest("driver", "kwh"), at=at)
+
+
+async def test_an_expired_reservation_gives_its_hold_back(tenant, db):
+    """A charger that goes silent holds nothing once its reservation expires (no sleeping)."""
+    await _prepaid(tenant.client)
+    t0 = utcnow() + timedelta(seconds=1)
+    silent = await _create(db, tenant.id, "60", t0, ttl=60)
+    assert silent.reservation is not None
+    denied = await _create(db, tenant.id, "60", t0 + timedelta(seconds=59))
+    assert (denied.decision.decision, denied.reservation) == ("deny", None)
+    # At expiry the check sweeps it: the balance is whole again.
+    at = t0 + timedelta(seconds=60)
+    seen = await _service_check(db, tenant.id, at)
+    assert seen.decision.balance == 100
+    async with db.transaction() as session:
+        gone = await service.get(session, tenant.id, silent.reservation.id)
+        assert (gone.status, gone.closed_at) == ("expired", silent.reservation.expires_at)
+    # A reservation is also swept by the next reservation, without any check in between.
+    second = await _create(db, tenant.id, "60", at, ttl=60)
+    assert second.reserved == 60
+    taken = await _create(db, tenant.id, "60", at + timedelta(seconds=60))
+    assert (taken.decision.decision, taken.reserved) == ("allow", 60)
+
+
+async def test_commit_or_release_after_expiry_is_409(tenant, db):
+    await _prepaid(tenant.client)
+    t0 = utcnow() + timedelta(seconds=1)
+    a = (await _create(db, tenant.id, "30", t0)).reservation
+    b = (await _create(db, tenant.id, "30", t0)).reservation
+    later = t0 + timedelta(seconds=60)
+    for action in ("commit", "release"):
+        with pytest.raises(Conflict, match="expired") as info:
+            async with db.transaction() as session:
+                if action == "commit":
+                    await service.commit(session, tenant.id, a.id, Decimal(10), at=later)
+                else:
+                    await service.release(session, tenant.id, a.id, at=later)
+        assert info.value.code == "reservation_expired"
+    await _service_check(db, tenant.id, later)  # sweeps both
+    with pytest.raises(Conflict, match="expired"):
+        async with db.transaction() as session:
+            await service.commit(session, tenant.id, b.id, Decimal(10), at=later)
+    assert (await _service_check(db, tenant.id, later)).decision.usage == 0
+    # Over HTTP (the real clock), a reservation that expired long ago is a 409 too.
+    resp = await tenant.client.post(f"/v1/reservations/{a.id}/commit", json={"quantity": 1})
+    assert (resp.status_code, resp.json()["type"]) == (409, "reservation_expired")
+
+
+async def _race(clients: list[httpx.AsyncClient], n: int) -> list[dict[str, Any]]:
+    body = {"customer": "driver", "feature": "kwh", "quantity": 10, "ttl_seconds": 600}
+    responses = await asyncio.gather(*(clients[i % len(clients)].post("/v1/reservations", json=body)
+                                       for i in range(n)))
+    assert all(r.status_code in (200, 201) for r in responses), [r.text for r in responses if r.status_code >= 300]
+    return [r.json() for r in responses]
+
+
+async def test_concurrent_reservations_never_pass_the_hard_limit(tenant, settings):
+    """32 concurrent reservations of 10 against a hard limit of 100, over four engines: 10 held."""
+    await _prepaid(tenant.client)
+    databases = [Database(settings) for _ in range(4)]
+    clients = [
+        httpx.AsyncClient(transport=httpx.ASGITransport(app=create_app(settings, db=d)),
+                          base_url="http://allotment.test", headers={"Authorization": f"Bearer {tenant.admin}"})
+        for d in databases
+    ]
+    try:
+        answers = await _race(clients, 32)
+    finally:
+        for client, database in zip(clients, databases, strict=True):
+            await client.aclose()
+            await database.dispose()
+    held = [a for a in answers if a["reservation"] is not None]
+    assert len(held) == 10 and all(a["decision"] == "allow" for a in held)
+    assert sorted(a["reserved"] for a in held) == list(range(10, 101, 10))
+    assert (await _check(tenant.client))["balance"] == 0
+    denials = await ok(await tenant.client.get("/v1/denials", params={"customer": "driver"}))
+    assert len(denials["items"]) == 22 + 1  # the 22 refused reservations and the check of 1 unit
