@@ -32,10 +32,16 @@ async def _live(session: AsyncSession, tenant_id: str, key: str) -> Customer | N
 
 
 async def get(session: AsyncSession, tenant_id: str, key: str) -> CustomerView:
+    customer = await find(session, tenant_id, key)
+    return CustomerView(customer, await _subject_keys(session, tenant_id, customer.id))
+
+
+async def find(session: AsyncSession, tenant_id: str, key: str) -> Customer:
+    """The live customer with this key or id, without its subjects (one query); else 404."""
     customer = await _live(session, tenant_id, key)
     if customer is None:
         raise NotFound("customer", key)
-    return CustomerView(customer, await _subject_keys(session, tenant_id, customer.id))
+    return customer
 
 
 async def _subject_keys(session: AsyncSession, tenant_id: str, customer_id: str) -> list[str]:

@@ -97,7 +97,7 @@ async def check(
 async def _check(
     session: AsyncSession, tenant_id: str, request: CheckRequest, at: datetime
 ) -> CheckResult:
-    customer = (await customers.get(session, tenant_id, request.customer)).customer
+    customer = await customers.find(session, tenant_id, request.customer)
     feature = await features.get(session, tenant_id, request.feature)
     row = await live_entitlement(session, tenant_id, customer.id, feature.id, at)
     if row is None:
@@ -251,7 +251,7 @@ async def list_denials(
     """Recorded denials, oldest first (ids sort by time); unknown filters raise NotFound."""
     stmt = select(UsageDenial).where(UsageDenial.tenant_id == tenant_id)
     if customer is not None:
-        customer_id = (await customers.get(session, tenant_id, customer)).customer.id
+        customer_id = (await customers.find(session, tenant_id, customer)).id
         stmt = stmt.where(UsageDenial.customer_id == customer_id)
     if feature is not None:
         stmt = stmt.where(UsageDenial.feature_id == (await features.get(session, tenant_id, feature)).id)

@@ -36,7 +36,7 @@ class EntitlementView:
 async def _targets(
     session: AsyncSession, tenant_id: str, customer_key: str, feature_key: str
 ) -> tuple[str, Feature]:
-    customer = (await customers.get(session, tenant_id, customer_key)).customer
+    customer = await customers.find(session, tenant_id, customer_key)
     return customer.id, await features.get(session, tenant_id, feature_key)
 
 

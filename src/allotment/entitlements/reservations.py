@@ -140,7 +140,7 @@ async def create(
                 raise conflict("idempotency_conflict",
                                f"idempotency_key '{key}' was already used for a different reservation")
             return await _replay(session, first, at)
-    customer = (await customers.get(session, tenant_id, request.customer)).customer
+    customer = await customers.find(session, tenant_id, request.customer)
     feature = await features.get(session, tenant_id, request.feature)
     row = await checks.live_entitlement(session, tenant_id, customer.id, feature.id, at)
     if row is None:

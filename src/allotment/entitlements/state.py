@@ -95,7 +95,7 @@ async def list_states(
     session: AsyncSession, tenant_id: str, customer_key: str, *, at: datetime
 ) -> list[EntitlementState]:
     """Every entitlement of the customer in force at `at`, by feature key; unknown customer: 404."""
-    customer = (await customers.get(session, tenant_id, customer_key)).customer
+    customer = await customers.find(session, tenant_id, customer_key)
     found = await session.execute(
         select(CustomerEntitlement, Feature.key)
         .join(Feature, Feature.id == CustomerEntitlement.feature_id)
@@ -109,7 +109,7 @@ async def get_state(
     session: AsyncSession, tenant_id: str, customer_key: str, feature_key: str, *, at: datetime
 ) -> EntitlementState:
     """One entitlement; an unknown customer or feature, or no entitlement to it, is a 404."""
-    customer = (await customers.get(session, tenant_id, customer_key)).customer
+    customer = await customers.find(session, tenant_id, customer_key)
     feature = await features.get(session, tenant_id, feature_key)
     row = await live_entitlement(session, tenant_id, customer.id, feature.id, at)
     if row is None:

@@ -50,7 +50,7 @@ def billing_period_end(sub: Subscription, plan: Plan, at: datetime) -> datetime:
 
 
 async def _view(session: AsyncSession, sub: Subscription) -> SubscriptionView:
-    customer = (await customers.get(session, sub.tenant_id, sub.customer_id)).customer
+    customer = await customers.find(session, sub.tenant_id, sub.customer_id)
     return SubscriptionView(sub, customer.key, await plans.by_id(session, sub.tenant_id, sub.plan_id))
 
 
@@ -68,7 +68,7 @@ async def get(session: AsyncSession, tenant_id: str, sub_id: str) -> Subscriptio
 async def create(
     session: AsyncSession, tenant_id: str, data: SubscriptionCreate, *, actor: str, at: datetime
 ) -> SubscriptionView:
-    customer = (await customers.get(session, tenant_id, data.customer)).customer
+    customer = await customers.find(session, tenant_id, data.customer)
     plan = await plans.latest_published(session, tenant_id, data.plan)
     existing = await provisioning.current_subscriptions(session, tenant_id, customer.id, at)
     if existing:
@@ -224,7 +224,7 @@ async def list_(
 ) -> list[SubscriptionView]:
     stmt = select(Subscription).where(Subscription.tenant_id == tenant_id)
     if customer_key is not None:
-        customer = (await customers.get(session, tenant_id, customer_key)).customer
+        customer = await customers.find(session, tenant_id, customer_key)
         stmt = stmt.where(Subscription.customer_id == customer.id)
     if after:
         stmt = stmt.where(Subscription.id > after)

@@ -133,7 +133,7 @@ async def replace_customer(
     `usageAttribution` is left out. The key cannot change."""
     tenant_id = principal.tenant_id
     with openmeter_fields(CUSTOMER_FIELDS):
-        current = (await customers.get(session, tenant_id, customer_id_or_key)).customer
+        current = await customers.find(session, tenant_id, customer_id_or_key)
         if body.key is not None and body.key != current.key:
             raise ValidationFailed.on("key", "cannot be changed")
         data = CustomerUpdate(
@@ -200,7 +200,7 @@ async def customer_ids(session: AsyncSession, tenant_id: str, keys: set[str]) ->
     out = {}
     for key in sorted(keys):
         try:
-            out[key] = (await customers.get(session, tenant_id, key)).customer.id
+            out[key] = (await customers.find(session, tenant_id, key)).id
         except NotFound:
             continue  # deleted since the events were attributed: leave it out
     return out
