@@ -11,9 +11,6 @@ from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy.engine import Connection
-from sqlalchemy.ext.asyncio import create_async_engine
-
-from allotment.db import async_url
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 
@@ -47,11 +44,3 @@ def head_revision() -> str | None:
 def current_revision_of(sync_connection: Connection) -> str | None:
     return MigrationContext.configure(sync_connection).get_current_revision()
 
-
-async def current_revision(database_url: str) -> str | None:
-    engine = create_async_engine(async_url(database_url))
-    try:
-        async with engine.connect() as conn:
-            return await conn.run_sync(current_revision_of)
-    finally:
-        await engine.dispose()

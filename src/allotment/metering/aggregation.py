@@ -117,7 +117,6 @@ def _same(a: Any, b: Any) -> bool:
     return bool(a == b)
 
 
-FILTER_OPS = ("eq", "ne", "in", "not_in", "exists")
 
 
 @dataclass(frozen=True)

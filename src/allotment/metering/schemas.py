@@ -8,7 +8,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from allotment.metering.aggregation import FILTER_OPS, Aggregation
+from allotment.metering.aggregation import Aggregation
 
 KEY_PATTERN = r"^[a-z0-9][a-z0-9_\-]{0,63}$"
 GROUP_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
@@ -141,5 +141,3 @@ class IngestSummary(BaseModel):
     rejected: int
     errors: list[IngestError]
 
-
-__all__ = ["FILTER_OPS"]
