@@ -18,20 +18,30 @@ from allotment.entitlements.models import SeatLease
 MILLION = 1_000_000
 MAX_BIGINT = 2**63 - 1
 
-_PG_CONSUME = (
-    "INSERT INTO entitlement_usage AS u (tenant_id, entitlement_id, period_start, used, reserved)"
-    " SELECT $1, $2, $3, $4::int8, 0 WHERE $4::int8 <= $5::int8"
-    " ON CONFLICT (tenant_id, entitlement_id, period_start) DO UPDATE SET used = u.used + EXCLUDED.used"
-    " WHERE u.used + u.reserved + EXCLUDED.used <= $5::int8"
-    " RETURNING used, reserved"
-)
-_SQLITE_CONSUME = (
-    "INSERT INTO entitlement_usage (tenant_id, entitlement_id, period_start, used, reserved)"
-    " SELECT ?, ?, ?, ?, 0 WHERE ? <= ?"
-    " ON CONFLICT (tenant_id, entitlement_id, period_start) DO UPDATE SET used = used + excluded.used"
-    " WHERE used + reserved + excluded.used <= ?"
-    " RETURNING used, reserved"
-)
+def _add_within_limit_sql(column: str) -> tuple[str, str]:
+    """One conditional upsert adding to `used` or `reserved`, refused past the hard limit."""
+    values = "$4::int8, 0" if column == "used" else "0, $4::int8"
+    pg = (
+        "INSERT INTO entitlement_usage AS u (tenant_id, entitlement_id, period_start, used, reserved)"
+        f" SELECT $1, $2, $3, {values} WHERE $4::int8 <= $5::int8"
+        " ON CONFLICT (tenant_id, entitlement_id, period_start)"
+        f" DO UPDATE SET {column} = u.{column} + EXCLUDED.{column}"
+        f" WHERE u.used + u.reserved + EXCLUDED.{column} <= $5::int8"
+        " RETURNING used, reserved"
+    )
+    lite_values = "?, 0" if column == "used" else "0, ?"
+    lite = (
+        "INSERT INTO entitlement_usage (tenant_id, entitlement_id, period_start, used, reserved)"
+        f" SELECT ?, ?, ?, {lite_values} WHERE ? <= ?"
+        " ON CONFLICT (tenant_id, entitlement_id, period_start)"
+        f" DO UPDATE SET {column} = {column} + excluded.{column}"
+        f" WHERE used + reserved + excluded.{column} <= ?"
+        " RETURNING used, reserved"
+    )
+    return pg, lite
+
+
+_ADD_WITHIN_LIMIT = {column: _add_within_limit_sql(column) for column in ("used", "reserved")}
 
 
 async def read_counter(
@@ -57,17 +67,23 @@ async def consume(
     quantity: int,
     hard_limit: int | None,
 ) -> tuple[int, int] | None:
-    """Add `quantity` unless used + reserved would pass `hard_limit` (None: no cap).
+    """Add `quantity` to `used` unless used + reserved would pass `hard_limit` (None: no cap).
 
     Returns (used, reserved) after the increment, or None when the database refused it.
     """
+    return await _add_within_limit(session, "used", (tenant_id, entitlement_id, period_start), quantity, hard_limit)
+
+
+async def _add_within_limit(
+    session: AsyncSession, column: str, key: tuple[str, str, int], quantity: int, hard_limit: int | None
+) -> tuple[int, int] | None:
     hard = MAX_BIGINT if hard_limit is None else min(hard_limit, MAX_BIGINT)
+    pg, lite = _ADD_WITHIN_LIMIT[column]
     db, dialect = await driver(session)
-    key = (tenant_id, entitlement_id, period_start)
     if dialect == "postgresql":
-        row = await db.fetchrow(_PG_CONSUME, *key, quantity, hard)
+        row = await db.fetchrow(pg, *key, quantity, hard)
     else:
-        cursor = await db.execute(_SQLITE_CONSUME, (*key, quantity, quantity, hard, hard))
+        cursor = await db.execute(lite, (*key, quantity, quantity, hard, hard))
         row = await cursor.fetchone()
         await cursor.close()
     return None if row is None else (int(row[0]), int(row[1]))
@@ -169,22 +185,6 @@ async def active_seats(session: AsyncSession, tenant_id: str, entitlement_id: st
 
 # --- reservations: holds in the `reserved` column of the same counter row ---------------------
 
-_PG_RESERVE = (
-    "INSERT INTO entitlement_usage AS u (tenant_id, entitlement_id, period_start, used, reserved)"
-    " SELECT $1, $2, $3, 0, $4::int8 WHERE $4::int8 <= $5::int8"
-    " ON CONFLICT (tenant_id, entitlement_id, period_start) DO UPDATE SET reserved = u.reserved + EXCLUDED.reserved"
-    " WHERE u.used + u.reserved + EXCLUDED.reserved <= $5::int8"
-    " RETURNING used, reserved"
-)
-_SQLITE_RESERVE = (
-    "INSERT INTO entitlement_usage (tenant_id, entitlement_id, period_start, used, reserved)"
-    " SELECT ?, ?, ?, 0, ? WHERE ? <= ?"
-    " ON CONFLICT (tenant_id, entitlement_id, period_start) DO UPDATE SET reserved = reserved + excluded.reserved"
-    " WHERE used + reserved + excluded.reserved <= ?"
-    " RETURNING used, reserved"
-)
-
-
 async def reserve(
     session: AsyncSession,
     tenant_id: str,
@@ -193,20 +193,13 @@ async def reserve(
     quantity: int,
     hard_limit: int | None,
 ) -> tuple[int, int] | None:
-    """Hold `quantity` unless used + reserved would pass `hard_limit` (None: no cap).
+    """Hold `quantity` in `reserved` unless used + reserved would pass `hard_limit` (None: no cap).
 
     Returns (used, reserved) after the hold, or None when the database refused it.
     """
-    hard = MAX_BIGINT if hard_limit is None else min(hard_limit, MAX_BIGINT)
-    db, dialect = await driver(session)
-    key = (tenant_id, entitlement_id, period_start)
-    if dialect == "postgresql":
-        row = await db.fetchrow(_PG_RESERVE, *key, quantity, hard)
-    else:
-        cursor = await db.execute(_SQLITE_RESERVE, (*key, quantity, quantity, hard, hard))
-        row = await cursor.fetchone()
-        await cursor.close()
-    return None if row is None else (int(row[0]), int(row[1]))
+    return await _add_within_limit(
+        session, "reserved", (tenant_id, entitlement_id, period_start), quantity, hard_limit
+    )
 
 
 async def settle(
