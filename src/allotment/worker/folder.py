@@ -8,13 +8,14 @@ import structlog
 
 from allotment.db import Database
 from allotment.metering.folding import DEFAULT_BATCH, fold_pending
+from allotment.worker.stopping import nap
 
 log = structlog.get_logger()
 
 
-async def run_folder(db: Database, *, idle_seconds: float = 0.25) -> None:
-    """Fold until cancelled; sleeps only when the journal has been drained."""
-    while True:
+async def run_folder(db: Database, stop: asyncio.Event, *, idle_seconds: float = 0.25) -> None:
+    """Fold until `stop` is set; sleeps only when the journal has been drained."""
+    while not stop.is_set():
         try:
             async with db.transaction() as session:
                 folded = await fold_pending(session)
@@ -24,4 +25,4 @@ async def run_folder(db: Database, *, idle_seconds: float = 0.25) -> None:
             log.exception("folding the rollup journal failed")
             folded = 0
         if folded < DEFAULT_BATCH:
-            await asyncio.sleep(idle_seconds)
+            await nap(stop, idle_seconds)
