@@ -1,0 +1,228 @@
+"""Where a metered entitlement stands in the usage period containing `at`: grants and carry.
+
+Checks, consumes, reservations and the state page all judge a metered row against the same
+effective limits: the row's own soft and hard limits raised by what its live grants hold in
+this period (`engine.decide_metered`). What a grant holds in a period follows from usage in
+earlier periods (burn-down) and its rollover bounds at each reset, so `standing` replays the
+periods since the oldest grant that still matters began, one counter row per period, read in
+one query: O(periods since then), nothing when every live grant started in this period.
+
+The same replay gives the overage to carry into this period when the row's policy is
+`carry` (overage above the previous period's soft limit, after grants). It is fixed once,
+when the period's counter is first read or written by a check (`queries.fix_carry`), and is
+part of `used` from then on. Later changes to the previous period do not move it.
+
+Conventions (docs/grants.md):
+- counters hold one number per period, so a past period is judged as it stood at its last
+  instant: its usage burns the grants live then, in burn order, and what is left rolls over;
+- a plan change ends one row and starts another: usage restarts (a new counter), grants keep
+  what they held, and nothing rolls over or carries at that instant.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from datetime import datetime, timedelta
+from decimal import Decimal
+
+from sqlalchemy import or_, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from allotment.entitlements import check as checks
+from allotment.entitlements import queries
+from allotment.entitlements.engine import ZERO, Grant, burn, has_ended, is_live, rollover
+from allotment.entitlements.models import CustomerEntitlement, GrantRecord
+from allotment.entitlements.periods import Interval, period_at
+from allotment.types import as_utc, from_micros, to_micros
+
+CARRY = "carry"
+_TICK = timedelta(microseconds=1)
+
+
+@dataclass(frozen=True)
+class Standing:
+    """A metered row in the period containing `at`.
+
+    `grants` hold their amount for this period (for a row that began mid-period: what they
+    held when it began). `carry` is the overage, in millionths, still to be added to this
+    period's counter; None when there is none to fix (policy `forgive`, or already fixed).
+    """
+
+    grants: tuple[Grant, ...]
+    period_start: datetime
+    period_end: datetime | None
+    carry: int | None = None
+
+    def extra(self, at: datetime) -> Decimal:
+        """What live grants add to both limits at `at`."""
+        return sum((g.amount for g in self.grants if is_live(g, at)), ZERO)
+
+    def hard_limit(self, row: CustomerEntitlement, at: datetime) -> int | None:
+        """The hard limit the database enforces at `at`, in millionths (None: uncapped)."""
+        return None if row.hard_limit is None else checks.millionths(row.hard_limit + self.extra(at))
+
+
+def grant_of(record: GrantRecord) -> Grant:
+    return Grant(
+        id=record.id, amount=record.amount, priority=record.priority,
+        effective_at=record.effective_at, created_at=record.created_at,
+        expires_at=record.expires_at, voided_at=record.voided_at,
+        min_rollover=record.min_rollover, max_rollover=record.max_rollover,
+    )
+
+
+@dataclass(frozen=True)
+class _Segment:
+    """One usage period of one row, cut to the row's active span."""
+
+    row: CustomerEntitlement
+    period_start: datetime  # the key of its counter
+    end: datetime | None
+    resets: bool  # ends at a period boundary of the row (not at the row's own end mid-period)
+
+
+async def standing(session: AsyncSession, row: CustomerEntitlement, at: datetime) -> Standing:
+    """Grants and carry of a metered `row` in the period containing `at` (no writes)."""
+    at = as_utc(at)
+    start, end = period_at(checks.usage_period(row), at)
+    seg_start = max(start, row.active_from)
+    records = await _records(session, row, at)
+    carries = _carries(row) and start > row.active_from
+    counter = None
+    if carries:
+        counter = await queries.counter_state(session, *checks.counter_key(row, start))
+    needs_carry = carries and (counter is None or counter[2] is None)
+    since = await _since(session, row, records, seg_start, start, needs_carry)
+    if since is None:
+        grants = tuple(g for g in records if not has_ended(g, seg_start))
+        return Standing(grants, start, end)
+    rows = await _rows(session, row, since, at)
+    segments = _segments(rows, since, at)
+    amounts, carry_in = await _replay(session, row, records, segments)
+    grants = tuple(replace(g, amount=amounts[g.id]) for g in records if not has_ended(g, seg_start))
+    return Standing(grants, start, end, carry_in if needs_carry else None)
+
+
+async def _since(
+    session: AsyncSession,
+    row: CustomerEntitlement,
+    records: Sequence[Grant],
+    seg_start: datetime,
+    period_start: datetime,
+    needs_carry: bool,
+) -> datetime | None:
+    """Where the replay must start, or None when nothing before this period matters.
+
+    Every grant live at some instant from there on must be replayed from its start, and with
+    `carry` the replay must start at a period whose carry is already fixed (or the row's start).
+    """
+    lower = seg_start
+    if needs_carry:
+        lower = await _carry_start(session, row, period_start - _TICK)
+    while True:
+        earliest = min((g.effective_at for g in records if not has_ended(g, lower)), default=lower)
+        if earliest >= lower:
+            break
+        lower = earliest
+        if _carries(row):
+            lower = min(lower, await _carry_start(session, row, lower))
+    return None if lower >= seg_start else lower
+
+
+async def _carry_start(session: AsyncSession, row: CustomerEntitlement, before: datetime) -> datetime:
+    """The latest period start up to `before` whose carry is fixed, else the row's start."""
+    bound, _ = period_at(checks.usage_period(row), max(before, row.active_from))
+    latest = await queries.latest_carried(session, row.tenant_id, row.id, at_or_before=to_micros(bound))
+    return row.active_from if latest is None else max(row.active_from, from_micros(latest))
+
+
+async def _replay(
+    session: AsyncSession,
+    row: CustomerEntitlement,
+    records: Sequence[Grant],
+    segments: list[_Segment],
+) -> tuple[dict[str, Decimal], int]:
+    """Each grant's amount at the start of the last segment, and the overage carried into it."""
+    first = to_micros(segments[0].period_start)
+    counters = await queries.counters_between(
+        session, row.tenant_id, list({s.row.id for s in segments}), first, to_micros(segments[-1].period_start) + 1
+    )
+    amounts = {g.id: g.amount for g in records}
+    carry_in, previous = ZERO, None
+    for seg in segments[:-1]:
+        assert seg.end is not None  # only the last segment can be open-ended
+        grants = [replace(g, amount=amounts[g.id]) for g in records]
+        used, carried = counters.get((seg.row.id, to_micros(seg.period_start)), (0, None))
+        usage = checks.units(used)
+        if carried is None and previous is not None and previous.row is seg.row and previous.resets:
+            usage += carry_in
+        last = seg.end - _TICK
+        left = burn(grants, seg.row.included or ZERO, usage, last).grants
+        soft = _soft(seg.row) + sum((g.amount for g in grants if is_live(g, last)), ZERO)
+        carry_in = max(ZERO, usage - soft) if _carries(seg.row) else ZERO
+        amounts = rollover(grants, left, at=seg.end) if seg.resets else dict(left)
+        previous = seg
+    last_seg = segments[-1]
+    if not (previous is not None and previous.row is last_seg.row and previous.resets):
+        carry_in = ZERO
+    return amounts, checks.millionths(carry_in)
+
+
+def _segments(rows: Sequence[CustomerEntitlement], since: datetime, at: datetime) -> list[_Segment]:
+    """The periods of each row from `since` to `at`, cut to the row's active span, in order."""
+    out: list[_Segment] = []
+    for row in rows:
+        period = checks.usage_period(row)
+        t = max(since, row.active_from)
+        while t <= at and (row.active_to is None or t < row.active_to):
+            start, end = period_at(period, t)
+            cut = row.active_to if end is None or (row.active_to is not None and row.active_to < end) else end
+            out.append(_Segment(row, start, cut, end is not None and cut == end))
+            if cut is None:
+                break
+            t = cut
+    return out
+
+
+async def _records(session: AsyncSession, row: CustomerEntitlement, at: datetime) -> list[Grant]:
+    """The customer's grants on the row's feature that are effective by `at`."""
+    found = await session.scalars(
+        select(GrantRecord).where(
+            GrantRecord.tenant_id == row.tenant_id,
+            GrantRecord.customer_id == row.customer_id,
+            GrantRecord.feature_id == row.feature_id,
+            GrantRecord.effective_at <= at,
+        )
+    )
+    return [grant_of(r) for r in found]
+
+
+async def _rows(
+    session: AsyncSession, row: CustomerEntitlement, since: datetime, at: datetime
+) -> list[CustomerEntitlement]:
+    """The customer's metered rows on the feature in force at some instant of [since, at]."""
+    if row.active_from <= since:
+        return [row]
+    found = await session.scalars(
+        select(CustomerEntitlement)
+        .where(
+            CustomerEntitlement.tenant_id == row.tenant_id,
+            CustomerEntitlement.customer_id == row.customer_id,
+            CustomerEntitlement.feature_id == row.feature_id,
+            CustomerEntitlement.kind == "metered",
+            CustomerEntitlement.active_from <= at,
+            or_(CustomerEntitlement.active_to.is_(None), CustomerEntitlement.active_to > since),
+        )
+        .order_by(CustomerEntitlement.active_from)
+    )
+    return [r for r in found if r.id != row.id and r.active_from < row.active_from] + [row]
+
+
+def _carries(row: CustomerEntitlement) -> bool:
+    return row.overage_at_reset == CARRY and checks.usage_period(row).interval is not Interval.NONE
+
+
+def _soft(row: CustomerEntitlement) -> Decimal:
+    included = row.included or ZERO
+    return included if row.soft_limit is None else row.soft_limit

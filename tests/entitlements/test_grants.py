@@ -1,0 +1,331 @@
+"""Grants: top-ups raise the cap, burn order, expiry, void, rollover, overage at reset."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from allotment.db import Database
+from allotment.entitlements import check as checks
+from allotment.entitlements import grants, overrides, state
+from allotment.entitlements.engine import burn, rollover
+from allotment.entitlements.schemas import AdhocIn
+from tests.entitlements.catalogue import boolean, customer, feature, metered, ok, plan, subscribe
+
+BERLIN = ZoneInfo("Europe/Berlin")
+T0 = datetime(2026, 1, 1, tzinfo=UTC)
+D = Decimal
+
+
+def day(n: float) -> datetime:
+    return T0 + timedelta(days=n)
+
+
+async def _http_customer(c: Any, included: int, soft: int | None, hard: int | None) -> None:
+    await feature(c, "tokens")
+    await plan(c, "starter", [metered("tokens", included, soft, hard)])
+    await customer(c, "acme")
+    await subscribe(c, "acme", "starter")
+
+
+async def _http_check(c: Any, **body: Any) -> Any:
+    return await ok(await c.post("/v1/check", json={"customer": "acme", "feature": "tokens", **body}))
+
+
+async def _post_grant(c: Any, status: int = 201, **body: Any) -> Any:
+    return await ok(await c.post("/v1/customers/acme/entitlements/tokens/grants", json=body), status)
+
+
+class Clockwork:
+    """A customer entitled to `data` from T0, driven through the services at chosen instants."""
+
+    def __init__(self, db: Database, tenant_id: str, feature_key: str = "data") -> None:
+        self.db, self.tenant_id, self.feature = db, tenant_id, feature_key
+
+    async def entitle(self, c: Any, **values: Any) -> None:
+        await feature(c, self.feature)
+        async with self.db.transaction() as s:
+            data = AdhocIn(feature=self.feature, kind="metered", **{"usage_period": "MONTH", **values})
+            await overrides.create_adhoc(s, self.tenant_id, "acme", data, actor="test", at=T0)
+
+    async def grant(self, at: datetime, **options: Any) -> str:
+        async with self.db.transaction() as s:
+            record = await grants.create(s, self.tenant_id, customer="acme", feature=self.feature, at=at, **options)
+            return record.id
+
+    async def consume(self, quantity: float | str, at: datetime) -> checks.CheckResult:
+        async with self.db.transaction() as s:
+            request = checks.CheckRequest("acme", self.feature, D(str(quantity)), consume=True)
+            return await checks.check(s, self.tenant_id, request, at=at)
+
+    async def check(self, quantity: float | str, at: datetime) -> checks.CheckResult:
+        async with self.db.transaction() as s:
+            request = checks.CheckRequest("acme", self.feature, D(str(quantity)))
+            return await checks.check(s, self.tenant_id, request, at=at)
+
+    async def state(self, at: datetime) -> state.EntitlementState:
+        async with self.db.transaction(readonly=True) as s:
+            return await state.get_state(s, self.tenant_id, "acme", self.feature, at=at)
+
+    async def amounts(self, at: datetime) -> dict[str, Decimal]:
+        async with self.db.transaction(readonly=True) as s:
+            found = await grants.of_period(s, self.tenant_id, customer="acme", feature=self.feature, at=at)
+            return {g.id: g.amount for g in found}
+
+
+async def _clockwork(tenant: Any, db: Database, **values: Any) -> Clockwork:
+    await customer(tenant.client, "acme")
+    clock = Clockwork(db, tenant.id)
+    await clock.entitle(tenant.client, **values)
+    return clock
+
+
+# --- top-ups raise the cap -------------------------------------------------------------------
+
+
+async def test_top_up_raises_the_cap_and_consume_stops_exactly_at_hard_plus_grant(tenant):
+    c = tenant.client
+    await _http_customer(c, 10, None, 10)
+    assert (await _http_check(c, quantity=10, consume=True))["decision"] == "allow"
+    assert (await _http_check(c, consume=True))["reason"] == "hard_limit"
+    created = await _post_grant(c, amount=5)
+    assert (created["amount"], created["balance"], created["id"][:4]) == (5, 5, "grt_")
+    assert (await _http_check(c, quantity=4, consume=True))["decision"] == "allow"
+    last = await _http_check(c, consume=True)
+    assert (last["decision"], last["usage"], last["hard_limit"], last["balance"]) == ("allow", 15, 15, 0)
+    denied = await _http_check(c, consume=True)
+    assert (denied["decision"], denied["reason"], denied["usage"]) == ("deny", "hard_limit", 15)
+    assert (await ok(await c.get(f"/v1/grants/{created['id']}")))["balance"] == 0
+
+
+async def test_check_balance_and_state_show_what_grants_add(tenant):
+    c = tenant.client
+    await _http_customer(c, 10, 12, 20)
+    await _post_grant(c, amount=5, priority=2)
+    first = await _post_grant(c, amount=3, priority=1)
+    body = await _http_check(c, quantity=11, consume=True)
+    assert (body["decision"], body["soft_limit"], body["hard_limit"], body["balance"]) == ("allow", 20, 28, 9)
+    got = await ok(await c.get("/v1/customers/acme/entitlements/tokens"))
+    assert (got["balance"], got["soft_limit"], got["hard_limit"]) == (9, 20, 28)
+    assert next((g["id"], g["amount"], g["balance"]) for g in got["grants"]) == (first["id"], 3, 2)
+    assert [g["balance"] for g in got["grants"]] == [2, 5]
+    listed = await ok(await c.get("/v1/customers/acme/entitlements"))
+    assert listed["items"][0]["grants"] == got["grants"]
+
+
+async def test_concurrent_consumes_stop_exactly_at_hard_plus_grants(tenant):
+    """24 concurrent consumes against hard 4 + a grant of 4: exactly 8 are allowed."""
+    c = tenant.client
+    await _http_customer(c, 4, None, 4)
+    await _post_grant(c, amount=4)
+    body = {"customer": "acme", "feature": "tokens", "consume": True}
+    answers = await asyncio.gather(*(c.post("/v1/check", json=body) for _ in range(24)))
+    assert all(a.status_code == 200 for a in answers)
+    assert sum(a.json()["decision"] != "deny" for a in answers) == 8
+    assert (await _http_check(c))["usage"] == 8
+
+
+async def test_reservations_hold_against_the_raised_hard_limit(tenant):
+    c = tenant.client
+    await _http_customer(c, 0, None, 0)
+    await _post_grant(c, amount=30)
+    body = {"customer": "acme", "feature": "tokens", "ttl_seconds": 60}
+    held = await ok(await c.post("/v1/reservations", json={**body, "quantity": 30}), 201)
+    assert (held["decision"], held["hard_limit"], held["balance"]) == ("allow", 30, 0)
+    refused = await ok(await c.post("/v1/reservations", json={**body, "quantity": 0.5}))
+    assert (refused["decision"], refused["reason"]) == ("deny", "hard_limit")
+    settled = await ok(await c.post(f"/v1/reservations/{held['reservation']['id']}/commit", json={"quantity": 22.4}))
+    assert (settled["usage"], settled["reserved"]) == (22.4, 0)
+    assert (await _http_check(c))["balance"] == 7.6
+
+
+# --- burn order, expiry, void -----------------------------------------------------------------
+
+
+async def test_story_4_add_on_expiring_first_burns_first_and_the_monthly_bundle_rolls_over_up_to_2(tenant, db):
+    """Monthly 10 GB bundles (unused rolls over up to 2 GB) plus an add-on expiring first; 0 GB is deny."""
+    clock = await _clockwork(tenant, db, included=0, hard_limit=0, usage_anchor=T0.isoformat())
+    feb, mar, apr = datetime(2026, 2, 1, tzinfo=UTC), datetime(2026, 3, 1, tzinfo=UTC), datetime(2026, 4, 1, tzinfo=UTC)
+    january = await clock.grant(T0, amount=D(10), priority=5, expires_at=mar, max_rollover=D(2))
+    addon = await clock.grant(day(9), amount=D(1), priority=5, expires_at=day(40))
+    await clock.consume("1.5", day(10))
+    now = await clock.state(day(10))
+    assert [(g.grant.id, g.balance) for g in now.grants] == [(addon, 0), (january, D("9.5"))]
+    await clock.consume("2.5", day(20))  # January's bundle paid 3 of its 10: 7 left, 2 roll over
+    february = await clock.grant(feb, amount=D(10), priority=5, expires_at=apr, max_rollover=D(2))
+    assert await clock.amounts(feb) == {january: 2, addon: D("0"), february: 10}
+    # The add-on is spent; what expires first burns first: January's 2, then February's bundle.
+    await clock.consume(3, day(35))
+    after = await clock.state(day(35))
+    assert [(g.grant.id, g.balance) for g in after.grants] == [(addon, 0), (january, 0), (february, 9)]
+    assert (await clock.consume(9, day(36))).decision.decision == "allow"
+    denied = await clock.consume("0.001", day(37))
+    assert (denied.decision.decision, denied.decision.balance) == ("deny", 0)
+    assert await clock.amounts(mar) == {february: 0}
+
+
+async def test_a_grant_expiring_mid_period_stops_counting_exactly_at_its_expiry(tenant, db):
+    clock = await _clockwork(tenant, db, included=10, hard_limit=10, usage_anchor=T0.isoformat())
+    expiry = day(10) + timedelta(hours=7, microseconds=5)
+    await clock.grant(day(1), amount=D(5), expires_at=expiry)
+    await clock.consume(10, day(2))
+    just_before = await clock.check(5, expiry - timedelta(microseconds=1))
+    assert (just_before.decision.decision, just_before.decision.hard_limit) == ("allow", 15)
+    at_expiry = await clock.check(1, expiry)
+    assert (at_expiry.decision.decision, at_expiry.decision.hard_limit) == ("deny", 10)
+
+
+async def test_void_stops_the_grant_at_once_is_audited_and_twice_is_409(tenant):
+    c = tenant.client
+    await _http_customer(c, 10, None, 10)
+    created = await _post_grant(c, amount=5)
+    assert (await _http_check(c, quantity=15))["decision"] == "allow"
+    voided = await ok(await c.post(f"/v1/grants/{created['id']}/void", json={"reason": "refunded"}))
+    assert (voided["void_reason"], voided["balance"]) == ("refunded", 0) and voided["voided_at"]
+    assert (await _http_check(c, quantity=15))["decision"] == "deny"
+    again = await c.post(f"/v1/grants/{created['id']}/void", json={"reason": "again"})
+    assert (again.status_code, again.json()["type"]) == (409, "grant_voided")
+    log = await ok(await c.get("/v1/audit-log", params={"entity_type": "grant"}))
+    assert [e["action"] for e in log["items"]] == ["grant.created", "grant.voided"]
+    listed = await ok(await c.get("/v1/customers/acme/entitlements/tokens/grants"))
+    assert [g["id"] for g in listed["items"]] == [created["id"]] and listed["next_cursor"] is None
+
+
+# --- rollover ---------------------------------------------------------------------------------
+
+
+async def test_rollover_across_a_dst_change_in_berlin_clamps_to_min_and_max(tenant, db):
+    """Daily periods in Berlin over the spring-forward night: remainders clamp at local midnight."""
+    anchor = datetime(2026, 3, 1, tzinfo=BERLIN)
+    clock = await _clockwork(tenant, db, usage_period="DAY", included=0, hard_limit=0,
+                             usage_anchor=anchor.isoformat(), time_zone="Europe/Berlin")
+    start = datetime(2026, 3, 29, 0, 0, tzinfo=BERLIN).astimezone(UTC)  # 02:00 jumps to 03:00 this day
+    midnight = datetime(2026, 3, 30, 0, 0, tzinfo=BERLIN).astimezone(UTC)
+    assert midnight - start == timedelta(hours=23)
+    capped = await clock.grant(start, amount=D(10), priority=1, max_rollover=D(3))
+    floored = await clock.grant(start, amount=D(4), priority=2, min_rollover=D(2))
+    await clock.consume(12, start + timedelta(hours=5))  # capped: 0 left, floored: 2 left
+    await clock.consume(1, midnight - timedelta(microseconds=1))  # floored: 1 left
+    last = midnight - timedelta(microseconds=1)
+    assert await clock.amounts(last) == {capped: 10, floored: 4}
+    assert await clock.amounts(midnight) == {capped: 0, floored: 2}
+    await clock.consume(2, midnight + timedelta(hours=1))
+    assert await clock.amounts(midnight + timedelta(days=1)) == {capped: 0, floored: 2}
+    unused = await clock.grant(midnight + timedelta(days=1), amount=D(7), max_rollover=D(3))
+    assert (await clock.amounts(midnight + timedelta(days=2)))[unused] == 3
+
+
+async def test_computing_two_periods_in_two_runs_equals_one_run(tenant, db):
+    """The service's amounts after two periods equal the engine run period by period."""
+    clock = await _clockwork(tenant, db, included=3, usage_anchor=T0.isoformat())
+    a = await clock.grant(T0, amount=D(10), priority=1, max_rollover=D(6))
+    b = await clock.grant(day(5), amount=D(4), priority=1, expires_at=day(70), min_rollover=D(1))
+    feb, mar = datetime(2026, 2, 1, tzinfo=UTC), datetime(2026, 3, 1, tzinfo=UTC)
+    for quantity, at in ((2, day(3)), (5, day(12)), ("1.5", day(40)), (6, day(50))):
+        await clock.consume(quantity, at)
+    async with db.transaction(readonly=True) as s:
+        records = await grants.of_period(s, tenant.id, customer="acme", feature="data", at=day(5))
+    first = burn(records, D(3), D(7), feb - timedelta(microseconds=1)).grants
+    in_feb = rollover(records, first, at=feb)
+    assert await clock.amounts(feb) == in_feb
+    feb_grants = [replace(g, amount=in_feb[g.id]) for g in records]
+    second = burn(feb_grants, D(3), D("7.5"), mar - timedelta(microseconds=1)).grants
+    assert await clock.amounts(mar) == rollover(feb_grants, second, at=mar)
+    assert await clock.amounts(mar) == {a: D("2.5"), b: 1}
+
+
+# --- overage at reset -------------------------------------------------------------------------
+
+
+async def test_overage_is_carried_into_the_next_period_or_forgiven(tenant, db):
+    await customer(tenant.client, "acme")
+    carried, forgiven = Clockwork(db, tenant.id, "data"), Clockwork(db, tenant.id, "calls")
+    for clock, policy in ((carried, "carry"), (forgiven, "forgive")):
+        await clock.entitle(tenant.client, included=10, hard_limit=30, overage_at_reset=policy,
+                            usage_anchor=T0.isoformat())
+        await clock.grant(day(1), amount=D(3), expires_at=day(40))  # soft 13 in January
+        await clock.consume(18, day(2))  # 5 over the soft limit after the grant
+    feb = datetime(2026, 2, 1, tzinfo=UTC)
+    assert (await carried.state(feb)).usage == 5  # read-only: reported, not yet written
+    assert (await forgiven.state(feb)).usage == 0
+    assert (await carried.check(1, feb)).decision.usage == 5
+    assert (await carried.consume(1, feb + timedelta(days=1))).decision.usage == 6  # carried once
+    assert (await forgiven.consume(1, feb + timedelta(days=1))).decision.usage == 1
+    assert (await carried.state(datetime(2026, 3, 1, tzinfo=UTC))).usage == 0  # 6 < soft 10 (the grant expired)
+
+
+async def test_overage_is_carried_once_under_concurrent_first_consumes(tenant, db):
+    clock = await _clockwork(tenant, db, included=10, overage_at_reset="carry", usage_anchor=T0.isoformat())
+    await clock.consume(14, day(3))
+    feb = datetime(2026, 2, 1, tzinfo=UTC)
+    answers = await asyncio.gather(*(clock.consume(1, feb + timedelta(seconds=i)) for i in range(8)))
+    assert all(a.decision.decision != "deny" for a in answers)
+    assert (await clock.state(feb + timedelta(days=1))).usage == 4 + 8
+
+
+async def test_overage_carries_through_an_idle_period(tenant, db):
+    """Nobody used February: its usage was January's overage, and what exceeds it carries on."""
+    clock = await _clockwork(tenant, db, included=10, overage_at_reset="carry", usage_anchor=T0.isoformat())
+    await clock.consume(35, day(3))
+    assert (await clock.state(datetime(2026, 3, 2, tzinfo=UTC))).usage == 15
+    assert (await clock.consume(1, datetime(2026, 3, 2, tzinfo=UTC))).decision.usage == 16
+
+
+# --- bad input, idempotency, isolation --------------------------------------------------------
+
+
+async def test_idempotent_create_retry_grants_once(tenant):
+    c = tenant.client
+    await _http_customer(c, 10, None, 10)
+    headers = {"Idempotency-Key": "topup-1"}
+    url = "/v1/customers/acme/entitlements/tokens/grants"
+    first = await c.post(url, json={"amount": 5}, headers=headers)
+    retry = await c.post(url, json={"amount": 5}, headers=headers)
+    assert (first.status_code, retry.status_code, retry.headers["Idempotent-Replayed"]) == (201, 201, "true")
+    assert retry.json()["id"] == first.json()["id"]
+    assert (await c.post(url, json={"amount": 6}, headers=headers)).status_code == 409
+    assert len((await ok(await c.get(url)))["items"]) == 1
+    assert (await _http_check(c))["hard_limit"] == 15
+
+
+async def test_bad_grants_are_refused_naming_the_field(tenant):
+    c = tenant.client
+    await _http_customer(c, 10, None, 10)
+    await feature(c, "sso")
+    await ok(await c.post("/v1/customers/acme/entitlements", json=boolean("sso")), 201)
+    url = "/v1/customers/acme/entitlements/{}/grants"
+    cases = [
+        ({"amount": -1}, "amount"),
+        ({"amount": 0}, "amount"),
+        ({"amount": 1, "effective_at": "2026-02-01T00:00:00Z", "expires_at": "2026-01-01T00:00:00Z"}, "expires_at"),
+        ({"amount": 1, "min_rollover": 3, "max_rollover": 2}, "max_rollover"),
+    ]
+    for body, field in cases:
+        resp = await c.post(url.format("tokens"), json=body)
+        assert resp.status_code == 422, (body, resp.text)
+        assert [e["field"] for e in resp.json()["errors"]] == [field], resp.json()
+    resp = await c.post(url.format("sso"), json={"amount": 1})
+    assert (resp.status_code, [e["field"] for e in resp.json()["errors"]]) == (422, ["feature"])
+    resp = await c.post("/v1/customers/nobody/entitlements/tokens/grants", json={"amount": 1})
+    assert (resp.status_code, resp.json()["type"]) == (404, "customer_not_found") and "nobody" in resp.text
+    resp = await c.post(url.format("nothing"), json={"amount": 1})
+    assert (resp.status_code, resp.json()["type"]) == (404, "feature_not_found") and "nothing" in resp.text
+    assert (await c.post("/v1/grants/grt_nope/void", json={"reason": ""})).status_code == 422
+    assert (await ok(await c.get("/v1/customers/acme/entitlements/tokens/grants")))["items"] == []
+
+
+async def test_other_tenants_cannot_see_or_void_a_grant(tenant, other_tenant):
+    await _http_customer(tenant.client, 10, None, 10)
+    created = await _post_grant(tenant.client, amount=5)
+    assert (await other_tenant.client.get(f"/v1/grants/{created['id']}")).status_code == 404
+    resp = await other_tenant.client.post(f"/v1/grants/{created['id']}/void", json={"reason": "x"})
+    assert resp.status_code == 404
+    await customer(other_tenant.client, "acme")
+    await feature(other_tenant.client, "tokens")
+    resp = await other_tenant.client.get("/v1/customers/acme/entitlements/tokens/grants")
+    assert resp.json()["items"] == []
+    assert (await ok(await tenant.client.get(f"/v1/grants/{created['id']}")))["voided_at"] is None
