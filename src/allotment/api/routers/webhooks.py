@@ -1,0 +1,149 @@
+"""Webhook endpoints (`/v1/webhook-endpoints`) and their delivery log."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Response
+
+from allotment.api.deps import (
+    Admin,
+    Cursor,
+    Limit,
+    Reader,
+    ReadSession,
+    WriteSession,
+    decode_cursor,
+    page,
+)
+from allotment.api.idempotency import Idempotent
+from allotment.errors import Conflict, MalformedRequest
+from allotment.notifications import history, service
+from allotment.notifications.models import WebhookEndpoint
+from allotment.notifications.schemas import (
+    AttemptRead,
+    DeliveryRead,
+    DeliveryStatus,
+    WebhookEndpointCreate,
+    WebhookEndpointRead,
+    WebhookEndpointUpdate,
+    WebhookEndpointWithSecret,
+)
+from allotment.types import utcnow
+
+router = APIRouter(prefix="/v1/webhook-endpoints", tags=["webhooks"])
+
+
+def endpoint_read(e: WebhookEndpoint) -> WebhookEndpointRead:
+    return WebhookEndpointRead(
+        id=e.id, url=e.url, description=e.description, event_types=e.event_types,
+        enabled=e.enabled, rules_only=e.rules_only, headers=e.headers or {},
+        disabled_reason=e.disabled_reason, disabled_at=e.disabled_at,
+        created_at=e.created_at, updated_at=e.updated_at,
+    )
+
+
+def with_secret(e: WebhookEndpoint) -> WebhookEndpointWithSecret:
+    return WebhookEndpointWithSecret(**endpoint_read(e).model_dump(), secret=e.secret)
+
+
+def delivery_read(view: history.DeliveryView) -> DeliveryRead:
+    d = view.delivery
+    return DeliveryRead(
+        id=d.id, notification_id=view.notification_id, type=view.type, endpoint_id=d.endpoint_id,
+        status=d.status,  # type: ignore[arg-type]  # one of the three the table holds
+        attempt_count=d.attempt_count,
+        next_attempt_at=d.next_attempt_at if d.status == "pending" else None,
+        delivered_at=d.delivered_at, created_at=d.created_at,
+        attempts=[AttemptRead.model_validate(a, from_attributes=True) for a in view.attempts],
+    )
+
+
+def seq_cursor(cursor: str | None) -> int | None:
+    """Cursors of the outbox's lists stand for a position in emission order."""
+    value = decode_cursor(cursor)
+    if value is None:
+        return None
+    if not value.isdigit():
+        raise MalformedRequest("cursor: is not a cursor this API returned")
+    return int(value)
+
+
+@router.post("", status_code=201, response_model=WebhookEndpointWithSecret)
+async def create_endpoint(
+    data: WebhookEndpointCreate, principal: Admin, session: WriteSession, idem: Idempotent
+) -> Response:
+    """Register a receiver; the answer carries the signing secret (generated unless given)."""
+    endpoint = await service.create_endpoint(session, principal.tenant_id, data, at=utcnow())
+    return await idem.respond(201, with_secret(endpoint))
+
+
+@router.get("")
+async def list_endpoints(
+    principal: Reader, session: ReadSession, limit: Limit = 50, cursor: Cursor = None
+) -> dict[str, object]:
+    rows = await service.list_endpoints(
+        session, principal.tenant_id, after=decode_cursor(cursor), limit=limit
+    )
+    return page([endpoint_read(e) for e in rows], rows, limit=limit, position=lambda r: r.id)
+
+
+@router.get("/{endpoint_id}", response_model=WebhookEndpointRead)
+async def get_endpoint(endpoint_id: str, principal: Reader, session: ReadSession) -> WebhookEndpointRead:
+    return endpoint_read(await service.get_endpoint(session, principal.tenant_id, endpoint_id))
+
+
+@router.patch("/{endpoint_id}", response_model=WebhookEndpointRead)
+async def update_endpoint(
+    endpoint_id: str, data: WebhookEndpointUpdate, principal: Admin, session: WriteSession
+) -> WebhookEndpointRead:
+    """Change the URL, description or types; `enabled: true` resumes a disabled endpoint."""
+    endpoint = await service.update_endpoint(
+        session, principal.tenant_id, endpoint_id, data, at=utcnow()
+    )
+    return endpoint_read(endpoint)
+
+
+@router.delete("/{endpoint_id}", status_code=204)
+async def delete_endpoint(endpoint_id: str, principal: Admin, session: WriteSession) -> Response:
+    """Stop sending to it; its delivery log stays readable through the notifications."""
+    await service.delete_endpoint(session, principal.tenant_id, endpoint_id, at=utcnow())
+    return Response(status_code=204)
+
+
+@router.post("/{endpoint_id}/rotate-secret", response_model=WebhookEndpointWithSecret)
+async def rotate_secret(
+    endpoint_id: str, principal: Admin, session: WriteSession
+) -> WebhookEndpointWithSecret:
+    """A new secret signs every attempt from now on, retries of older messages included."""
+    endpoint = await service.rotate_secret(session, principal.tenant_id, endpoint_id, at=utcnow())
+    return with_secret(endpoint)
+
+
+@router.post("/{endpoint_id}/test", status_code=202)
+async def send_test(endpoint_id: str, principal: Admin, session: WriteSession) -> dict[str, str]:
+    """Queue a signed `webhook.test` ping to this endpoint through the outbox.
+
+    Follow it at `GET /v1/notifications/{notification_id}`.
+    """
+    endpoint = await service.get_endpoint(session, principal.tenant_id, endpoint_id)
+    if not endpoint.enabled:
+        raise Conflict(f"webhook endpoint '{endpoint_id}' is disabled; enable it to test it")
+    notification_id = await service.send_test(session, principal.tenant_id, endpoint_id, at=utcnow())
+    return {"notification_id": notification_id}
+
+
+@router.get("/{endpoint_id}/deliveries")
+async def list_deliveries(
+    endpoint_id: str,
+    principal: Reader,
+    session: ReadSession,
+    status: DeliveryStatus | None = None,
+    limit: Limit = 50,
+    cursor: Cursor = None,
+) -> dict[str, object]:
+    """The delivery log of this endpoint, newest message first, with every attempt."""
+    rows = await history.list_deliveries(
+        session, principal.tenant_id, endpoint_id, status=status, before=seq_cursor(cursor),
+        limit=limit,
+    )
+    return page([delivery_read(v) for v in rows], rows, limit=limit,
+                position=lambda v: v.delivery.notification_seq)

@@ -1,0 +1,341 @@
+"""What entitlements tell vendors: notifications emitted in the transaction of their cause.
+
+Every function here runs inside the caller's transaction and puts rows in the outbox through
+`notifications.service.emit`, so a notification exists exactly when its cause was committed.
+"Once" comes from dedupe keys built from what makes an occurrence unique (docs/notifications.md):
+
+    entitlement.threshold_reached  threshold:{entitlement}:{period µs}:{label}   per period
+    entitlement.overdraft_started  overdraft:{entitlement}:{period µs}           per period
+    entitlement.hard_limit_reached hard_limit:{entitlement}:{period µs}          per period
+    entitlement.period_reset       period_reset:{entitlement}:{period µs}        per period
+    entitlement.usage_denied       denied:{customer}:{feature}:{UTC hour}        per hour
+    entitlement.changed            changed:{customer}:{feature}:{row}:{at µs}    per change
+                                   changed:grant:{grant}:{created|voided}
+    seat.overdraft                 seat_overdraft:{entitlement}:{item}:{at µs}   per crossing
+    reservation.expired            reservation_expired:{reservation}             per hold
+    grant.expiring                 grant_expiring:{grant}                        per grant
+
+The hot paths pay for this only when something happened: `usage_moved` decides from numbers
+the caller already holds (the counter after the move and the increment) and the tenant's
+rules, cached per process; it reads the database only to name the customer and feature of
+a crossing, and once per period to see whether the period before had usage.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from decimal import Decimal
+from typing import Any
+
+from sqlalchemy import exists, literal, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from allotment.customers.models import Customer
+from allotment.entitlements.crossings import Crossing, Kind, crossings, worth_watching
+from allotment.entitlements.engine import ONE, ZERO, Decision, Grant, MeteredEntitlement, decide
+from allotment.entitlements.models import (
+    CustomerEntitlement,
+    EntitlementUsage,
+    Feature,
+    GrantRecord,
+)
+from allotment.notifications import rules, service
+from allotment.notifications.models import Notification
+from allotment.types import from_micros, to_micros
+
+THRESHOLD_REACHED = "entitlement.threshold_reached"
+OVERDRAFT_STARTED = "entitlement.overdraft_started"
+HARD_LIMIT_REACHED = "entitlement.hard_limit_reached"
+USAGE_DENIED = "entitlement.usage_denied"
+PERIOD_RESET = "entitlement.period_reset"
+CHANGED = "entitlement.changed"
+GRANT_EXPIRING = "grant.expiring"
+SEAT_OVERDRAFT = "seat.overdraft"
+RESERVATION_EXPIRED = "reservation.expired"
+
+_TYPES = {Kind.THRESHOLD: THRESHOLD_REACHED, Kind.OVERDRAFT: OVERDRAFT_STARTED, Kind.HARD_LIMIT: HARD_LIMIT_REACHED}
+_KEYS = {Kind.THRESHOLD: "threshold", Kind.OVERDRAFT: "overdraft", Kind.HARD_LIMIT: "hard_limit"}
+
+
+@dataclass(frozen=True)
+class Where:
+    """The entitlement and usage period some usage moved in."""
+
+    tenant_id: str
+    entitlement_id: str
+    customer_id: str
+    feature_id: str
+    period_start: datetime
+    period_end: datetime | None
+
+    @property
+    def period_us(self) -> int:
+        return to_micros(self.period_start)
+
+
+def standing_of(
+    ent: MeteredEntitlement, used: Decimal, reserved: Decimal, grants: Sequence[Grant], at: datetime
+) -> Decision:
+    """The counter's numbers (usage, effective limits, balance) when no decision is at hand."""
+    return decide(ent, usage=used, reserved=reserved, grants=grants, quantity=ONE, at=at)
+
+
+async def usage_moved(
+    session: AsyncSession, where: Where, *, before: Decimal, after: Decision, at: datetime
+) -> list[Crossing]:
+    """Call after usage of a metered entitlement grew from `before` to `after.usage`.
+
+    `after` carries the effective limits (raised by live grants), as `engine.decide` gives
+    them. Emits a notification for each threshold, the start of overdraft and the hard limit
+    reached by this move, and the reset when this is the first usage of a period that follows
+    one with usage. Returns what was crossed (emitted now or, by dedupe, before).
+    """
+    soft, hard, usage = after.soft_limit, after.hard_limit, after.usage
+    if soft is None or usage is None or not worth_watching(soft, hard):
+        return []
+    tenant_rules = await rules.for_tenant(session, where.tenant_id)
+    found = crossings(before, usage, soft=soft, hard=hard, thresholds=tenant_rules.thresholds_for(where.feature_id))
+    if before == ZERO and usage > ZERO:
+        await _maybe_reset(session, where, after, at)
+    if not found:
+        return found
+    base = await _usage_payload(session, where, after, at)
+    for c in found:
+        key = f"{_KEYS[c.kind]}:{where.entitlement_id}:{where.period_us}"
+        payload = dict(base)
+        if c.threshold is not None:
+            key = f"{key}:{c.threshold.label}"
+            payload["threshold"] = {"type": c.threshold.type, "value": c.threshold.value,
+                                    "label": c.threshold.label, "level": c.level}
+        await service.emit(session, where.tenant_id, type=_TYPES[c.kind], dedupe_key=key,
+                           customer_id=where.customer_id, payload=payload, at=at)
+    await _suggest_upsell(session, where.tenant_id, where.entitlement_id, usage=usage,
+                          period=(where.period_start, where.period_end), at=at)
+    return found
+
+
+async def denied(
+    session: AsyncSession,
+    tenant_id: str,
+    *,
+    customer_id: str,
+    feature_id: str,
+    entitlement_id: str | None,
+    decision: Decision,
+    quantity: Decimal,
+    consume: bool,
+    period_start: datetime | None,
+    period_end: datetime | None,
+    at: datetime,
+) -> None:
+    """A recorded denial: at most one `usage_denied` per customer, feature and UTC hour.
+
+    A customer hammering a denied feature a thousand times a second makes one notification
+    an hour (with the first denial's numbers), not a thousand a second; every denial stays
+    listed at /v1/denials. A consume refused at the hard limit also reaches it, once per period.
+    """
+    hour = to_micros(at) // 3_600_000_000
+    names = await _names(session, customer_id, feature_id)
+    payload: dict[str, Any] = {
+        **names, "quantity": quantity, "consume": consume, "reason": str(decision.reason),
+        **_numbers(decision), "period_start": period_start, "period_end": period_end, "at": at,
+    }
+    if consume and entitlement_id is not None and period_start is not None and decision.reason == "hard_limit":
+        key = f"hard_limit:{entitlement_id}:{to_micros(period_start)}"
+        await service.emit(session, tenant_id, type=HARD_LIMIT_REACHED, dedupe_key=key, customer_id=customer_id,
+                           payload={k: v for k, v in payload.items() if k not in ("quantity", "consume", "reason")},
+                           at=at)
+    first = await service.emit(
+        session, tenant_id, type=USAGE_DENIED, dedupe_key=f"denied:{customer_id}:{feature_id}:{hour}",
+        customer_id=customer_id, payload=payload, at=at,
+    )
+    if first and entitlement_id is not None and period_start is not None and decision.usage is not None:
+        await _suggest_upsell(session, tenant_id, entitlement_id, usage=decision.usage,
+                              period=(period_start, period_end), at=at)
+
+
+async def seat_taken(
+    session: AsyncSession, row: CustomerEntitlement, *, active: int, item: str, decision: Decision, at: datetime
+) -> None:
+    """An activation that took the gauge from the paid seats to one above them.
+
+    Each such activation is its own crossing (the gauge row serialises them), so going back
+    under and over again is a new `seat.overdraft`.
+    """
+    paid = decision.soft_limit
+    if paid is None or not (active - 1 <= paid < active):
+        return
+    payload = {**await _names(session, row.customer_id, row.feature_id), "item": item, "active": active,
+               **_numbers(decision), "at": at}
+    await service.emit(session, row.tenant_id, type=SEAT_OVERDRAFT,
+                       dedupe_key=f"seat_overdraft:{row.id}:{item}:{to_micros(at)}",
+                       customer_id=row.customer_id, payload=payload, at=at)
+    await _suggest_upsell(session, row.tenant_id, row.id, usage=Decimal(active), period=None, at=at)
+
+
+async def _suggest_upsell(
+    session: AsyncSession,
+    tenant_id: str,
+    entitlement_id: str,
+    *,
+    usage: Decimal,
+    period: tuple[datetime, datetime | None] | None,
+    at: datetime,
+) -> None:
+    """A crossing or a first denial is when a customer may need more: `upsell.suggested`,
+    once per entitlement and period, when the usage projected to the period end does not fit.
+    Seats have no usage period of their own: `period` None takes the row's (monthly)."""
+    # Imported here: upsell reads through check, which imports this module.
+    from allotment.entitlements import upsell
+
+    row = await session.get(CustomerEntitlement, entitlement_id)
+    if row is not None:
+        start, end = period or upsell.period_of(row, at)
+        await upsell.suggest_on_crossing(session, tenant_id, row, usage=usage, period_start=start,
+                                         period_end=end, at=at)
+
+
+async def reservations_expired(
+    session: AsyncSession, row: CustomerEntitlement, gone: Sequence[tuple[str, Decimal, datetime]], at: datetime
+) -> None:
+    """Holds (id, quantity, expired at) that `reservations.sweep` just gave back."""
+    names = await _names(session, row.customer_id, row.feature_id)
+    for reservation_id, quantity, expired_at in gone:
+        payload = {**names, "reservation_id": reservation_id, "quantity": quantity, "expired_at": expired_at,
+                   "at": at}
+        await service.emit(session, row.tenant_id, type=RESERVATION_EXPIRED,
+                           dedupe_key=f"reservation_expired:{reservation_id}", customer_id=row.customer_id,
+                           payload=payload, at=at)
+
+
+async def entitlement_changed(
+    session: AsyncSession, tenant_id: str, customer_id: str, feature_id: str, *, changes: Sequence[str], at: datetime
+) -> None:
+    """The customer's entitlement to a feature changed at `at`; the payload is what holds now."""
+    row: CustomerEntitlement | None = await session.scalar(
+        select(CustomerEntitlement).where(
+            CustomerEntitlement.tenant_id == tenant_id,
+            CustomerEntitlement.customer_id == customer_id,
+            CustomerEntitlement.feature_id == feature_id,
+            CustomerEntitlement.active_from <= at,
+            (CustomerEntitlement.active_to.is_(None)) | (CustomerEntitlement.active_to > at),
+        )
+    )
+    payload = {**await _names(session, customer_id, feature_id), "changes": list(dict.fromkeys(changes)),
+               "entitlement": None if row is None else _entitlement(row), "at": at}
+    key = f"changed:{customer_id}:{feature_id}:{row.id if row else 'none'}:{to_micros(at)}"
+    await service.emit(session, tenant_id, type=CHANGED, dedupe_key=key, customer_id=customer_id,
+                       payload=payload, at=at)
+
+
+async def grant_changed(session: AsyncSession, record: GrantRecord, *, change: str, at: datetime) -> None:
+    """A grant was created or voided: the customer's limits on the feature move with it."""
+    payload = {**await _names(session, record.customer_id, record.feature_id), "changes": [f"grant_{change}"],
+               "grant": _grant(record), "at": at}
+    await service.emit(session, record.tenant_id, type=CHANGED, dedupe_key=f"changed:grant:{record.id}:{change}",
+                       customer_id=record.customer_id, payload=payload, at=at)
+
+
+async def expiring_grants(session: AsyncSession, *, at: datetime, limit: int = 1000) -> int:
+    """Emit `grant.expiring` for grants (of any tenant) expiring within their lead time.
+
+    Run periodically by the delivery worker. Grants already told about are skipped by the
+    query itself; returns how many were emitted.
+    """
+    told = exists().where(
+        Notification.tenant_id == GrantRecord.tenant_id,
+        Notification.dedupe_key == literal("grant_expiring:") + GrantRecord.id,
+    )
+    horizon = at + await rules.longest_lead_time(session)
+    candidates = list(await session.scalars(
+        select(GrantRecord)
+        .where(GrantRecord.voided_at.is_(None), GrantRecord.expires_at > at, GrantRecord.expires_at <= horizon,
+               ~told)
+        .order_by(GrantRecord.expires_at)
+        .limit(limit)
+    ))
+    emitted = 0
+    for record in candidates:
+        assert record.expires_at is not None
+        lead = (await rules.for_tenant(session, record.tenant_id)).lead_time_for(record.feature_id)
+        if lead is None or record.expires_at - lead > at:
+            continue
+        payload = {**await _names(session, record.customer_id, record.feature_id), "grant": _grant(record),
+                   "expires_in_seconds": int((record.expires_at - at) / timedelta(seconds=1)), "at": at}
+        emitted += await service.emit(
+            session, record.tenant_id, type=GRANT_EXPIRING, dedupe_key=f"grant_expiring:{record.id}",
+            customer_id=record.customer_id, payload=payload, at=at,
+        )
+    return emitted
+
+
+# --- helpers ----------------------------------------------------------------------------------
+
+
+async def _maybe_reset(session: AsyncSession, where: Where, after: Decision, at: datetime) -> None:
+    """The first usage of a period: tell of the reset when the period before had usage.
+
+    Lazy: the reset is noticed when the new period's counter first moves, not at the instant
+    the period began (a period nobody uses has nothing to reset from).
+    """
+    previous = (await session.execute(
+        select(EntitlementUsage.period_start, EntitlementUsage.used)
+        .where(
+            EntitlementUsage.tenant_id == where.tenant_id,
+            EntitlementUsage.entitlement_id == where.entitlement_id,
+            EntitlementUsage.period_start < where.period_us,
+        )
+        .order_by(EntitlementUsage.period_start.desc())
+        .limit(1)
+    )).first()
+    if previous is None or int(previous.used) <= 0:
+        return
+    payload = {**await _usage_payload(session, where, after, at),
+               "previous_period_start": from_micros(int(previous.period_start)),
+               "previous_usage": Decimal(int(previous.used)) / 1_000_000}
+    await service.emit(session, where.tenant_id, type=PERIOD_RESET,
+                       dedupe_key=f"period_reset:{where.entitlement_id}:{where.period_us}",
+                       customer_id=where.customer_id, payload=payload, at=at)
+
+
+async def _usage_payload(session: AsyncSession, where: Where, after: Decision, at: datetime) -> dict[str, Any]:
+    return {**await _names(session, where.customer_id, where.feature_id), "entitlement_id": where.entitlement_id,
+            **_numbers(after), "period_start": where.period_start, "period_end": where.period_end, "at": at}
+
+
+def _numbers(d: Decision) -> dict[str, Decimal | None]:
+    return {"usage": d.usage, "included": d.included, "soft_limit": d.soft_limit, "hard_limit": d.hard_limit,
+            "balance": d.balance}
+
+
+# Keys never change and ids are never reused: a process may remember them for good.
+_keys: dict[str, str] = {}
+
+
+async def _names(session: AsyncSession, customer_id: str, feature_id: str) -> dict[str, Any]:
+    if customer_id not in _keys or feature_id not in _keys:
+        if len(_keys) >= 100_000:
+            _keys.clear()
+        found = (await session.execute(
+            select(Customer.key, Feature.key)
+            .join(Feature, Feature.tenant_id == Customer.tenant_id)
+            .where(Customer.id == customer_id, Feature.id == feature_id)
+        )).first()
+        if found is not None:
+            _keys[customer_id], _keys[feature_id] = found
+    return {"customer": {"id": customer_id, "key": _keys.get(customer_id)},
+            "feature": {"id": feature_id, "key": _keys.get(feature_id)}}
+
+
+def _entitlement(row: CustomerEntitlement) -> dict[str, Any]:
+    return {"id": row.id, "kind": row.kind, "source": row.source, "has_access": row.has_access,
+            "config": row.config, "usage_period": row.usage_period, "included": row.included,
+            "soft_limit": row.soft_limit, "hard_limit": row.hard_limit, "active_from": row.active_from,
+            "active_to": row.active_to}
+
+
+def _grant(record: GrantRecord) -> dict[str, Any]:
+    return {"id": record.id, "amount": record.amount, "priority": record.priority,
+            "effective_at": record.effective_at, "expires_at": record.expires_at, "voided_at": record.voided_at}

@@ -1,0 +1,264 @@
+"""API shapes of webhook endpoints, notifications and deliveries (tables are in models.py)."""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime
+from decimal import Decimal
+from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, PlainSerializer
+
+from allotment.notifications import catalogue, signing
+
+MAX_URL = 2048
+
+
+def check_url(value: str) -> str:
+    """Absolute http(s) URL with a host; anything else could never be delivered to."""
+    try:
+        parts = urlsplit(value)
+        port = parts.port
+    except ValueError:
+        raise ValueError("is not a valid URL") from None
+    if parts.scheme not in ("http", "https"):
+        raise ValueError("must be an http:// or https:// URL")
+    if not parts.hostname:
+        raise ValueError("must name a host")
+    if port == 0:
+        raise ValueError("port 0 cannot be connected to")
+    return value
+
+
+def check_event_type(value: str) -> str:
+    if value not in catalogue.SUBSCRIBABLE:
+        known = ", ".join(sorted(catalogue.SUBSCRIBABLE))
+        raise ValueError(f"unknown event type '{value}'; known types: {known}")
+    return value
+
+
+def check_secret(value: str) -> str:
+    problem = signing.secret_problem(value)
+    if problem:
+        raise ValueError(problem)
+    return value
+
+
+_TOKEN = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]{1,128}$")
+# Set by the sender for every attempt: a custom header may not replace them.
+RESERVED_HEADERS = frozenset(
+    {"webhook-id", "webhook-timestamp", "webhook-signature", "content-type", "content-length",
+     "host", "transfer-encoding", "connection"}
+)
+
+
+def check_headers(value: dict[str, str]) -> dict[str, str]:
+    for name, text in value.items():
+        if not _TOKEN.match(name):
+            raise ValueError(f"'{name}' is not a valid header name")
+        if name.lower() in RESERVED_HEADERS:
+            raise ValueError(f"'{name}' is set by the sender and cannot be overridden")
+        if len(text) > 1024 or any(c in text for c in "\r\n\0"):
+            raise ValueError(f"the value of '{name}' must be one line of at most 1024 characters")
+    return value
+
+
+Url = Annotated[str, Field(min_length=1, max_length=MAX_URL), AfterValidator(check_url)]
+EventType = Annotated[str, AfterValidator(check_event_type)]
+Secret = Annotated[str, AfterValidator(check_secret)]
+Description = Annotated[str, Field(max_length=1024)]
+Headers = Annotated[
+    dict[str, str],
+    Field(max_length=20, description="Sent with every attempt (not the signature headers)."),
+    AfterValidator(check_headers),
+]
+RulesOnly = Annotated[
+    bool,
+    Field(description="Receive only what notification rules naming this endpoint send."),
+]
+EventTypes = Annotated[
+    list[EventType],
+    Field(max_length=len(catalogue.SUBSCRIBABLE), description="Types to receive; empty: all."),
+]
+
+
+class WebhookEndpointCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    url: Url
+    description: Description | None = None
+    secret: Secret | None = Field(
+        default=None, description="`whsec_` + base64 of 24-64 bytes; generated when absent."
+    )
+    event_types: EventTypes = Field(default_factory=list)
+    enabled: bool = True
+    rules_only: RulesOnly = False
+    headers: Headers = Field(default_factory=dict)
+
+
+class WebhookEndpointUpdate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    url: Url | None = None
+    description: Description | None = None
+    event_types: EventTypes | None = None
+    enabled: bool | None = Field(
+        default=None, description="Re-enabling resumes the deliveries held while disabled."
+    )
+    rules_only: RulesOnly | None = None
+    headers: Headers | None = None
+    secret: Secret | None = Field(
+        default=None, description="Replace the signing secret with this one (see rotate-secret)."
+    )
+
+
+class WebhookEndpointRead(BaseModel):
+    id: str
+    url: str
+    description: str | None
+    event_types: list[str]
+    enabled: bool
+    rules_only: bool
+    headers: dict[str, str]
+    disabled_reason: str | None
+    disabled_at: datetime | None
+    created_at: datetime
+    updated_at: datetime
+
+
+class WebhookEndpointWithSecret(WebhookEndpointRead):
+    """Only create and rotate-secret answer with the secret."""
+
+    secret: str
+
+
+DeliveryStatus = Literal["pending", "delivered", "dead"]
+
+
+class AttemptRead(BaseModel):
+    attempt: int
+    at: datetime
+    succeeded: bool
+    status_code: int | None
+    error: str | None
+    latency_ms: int
+    response_excerpt: str | None
+
+
+class DeliveryRead(BaseModel):
+    id: str
+    notification_id: str
+    type: str
+    endpoint_id: str
+    status: DeliveryStatus
+    attempt_count: int
+    next_attempt_at: datetime | None = Field(description="When pending: the next try.")
+    delivered_at: datetime | None
+    created_at: datetime
+    attempts: list[AttemptRead]
+
+
+class NotificationRead(BaseModel):
+    id: str
+    type: str
+    customer_id: str | None
+    payload: dict[str, Any]
+    created_at: datetime
+
+
+class NotificationDetail(NotificationRead):
+    deliveries: list[DeliveryRead]
+
+
+class ReplayRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    endpoint_id: str | None = Field(
+        default=None, description="Only to this endpoint (default: every endpoint it went to)."
+    )
+
+
+# --- notification rules ---------------------------------------------------------------------
+
+THRESHOLD_REACHED = "entitlement.threshold_reached"
+GRANT_EXPIRING = "grant.expiring"
+PERIOD_RESET = "entitlement.period_reset"
+RuleEventType = Literal["entitlement.threshold_reached", "grant.expiring", "entitlement.period_reset"]
+DEFAULT_LEAD_TIME_SECONDS = 72 * 3600
+MAX_LEAD_TIME_SECONDS = 366 * 86_400
+
+
+def _number(value: Decimal) -> int | float:
+    return int(value) if value == value.to_integral_value() else float(value)
+
+
+class ThresholdSpec(BaseModel):
+    """`percent` of the effective soft limit (e.g. 80), or an `absolute` amount of usage."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    type: Literal["percent", "absolute"]
+    value: Annotated[
+        Decimal,
+        Field(gt=0, lt=Decimal(10) ** 12, decimal_places=6, allow_inf_nan=False),
+        PlainSerializer(_number, return_type=int | float),
+    ]
+
+
+FeatureKeys = Annotated[
+    list[Annotated[str, Field(min_length=1, max_length=64)]],
+    Field(max_length=1000, description="Feature keys the rule applies to; empty: every feature."),
+]
+Thresholds = Annotated[list[ThresholdSpec], Field(max_length=20)]
+LeadTime = Annotated[int, Field(ge=60, le=MAX_LEAD_TIME_SECONDS)]
+RuleName = Annotated[str, Field(min_length=1, max_length=256)]
+EndpointIds = Annotated[
+    list[Annotated[str, Field(min_length=1, max_length=40)]],
+    Field(
+        max_length=100,
+        description="Endpoints that receive what this rule matches, whatever they subscribe to.",
+    ),
+]
+
+
+class NotificationRuleCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    event_type: RuleEventType
+    name: RuleName | None = None
+    features: FeatureKeys = Field(default_factory=list)
+    thresholds: Thresholds = Field(
+        default_factory=list, description="entitlement.threshold_reached: the levels (at least one)."
+    )
+    lead_time_seconds: LeadTime | None = Field(
+        default=None, description="grant.expiring only: how long before expiry to tell (default 72 h)."
+    )
+    endpoint_ids: EndpointIds = Field(default_factory=list)
+    enabled: bool = True
+
+
+class NotificationRuleUpdate(BaseModel):
+    """Fields left out keep their value; the event type of a rule never changes."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: RuleName | None = None
+    features: FeatureKeys | None = None
+    thresholds: Thresholds | None = None
+    lead_time_seconds: LeadTime | None = None
+    endpoint_ids: EndpointIds | None = None
+    enabled: bool | None = None
+
+
+class NotificationRuleRead(BaseModel):
+    id: str
+    event_type: str
+    name: str | None
+    features: list[str]
+    thresholds: list[ThresholdSpec]
+    lead_time_seconds: int | None
+    endpoint_ids: list[str]
+    enabled: bool
+    created_at: datetime
+    updated_at: datetime

@@ -1,0 +1,219 @@
+"""Emitting notifications (the outbox) and managing webhook endpoints.
+
+`emit` is what other domains call, inside the transaction of the change that caused the
+notification, so the two commit or roll back together: a crash after commit loses nothing,
+a rollback sends nothing. It writes one row and never one per endpoint: the delivery worker
+fans out later (outbox.fan_out), which keeps the cost on ingest and check paths constant
+however many endpoints a tenant has.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+
+import orjson
+from sqlalchemy import select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from allotment.errors import NotFound
+from allotment.notifications import catalogue, queries, signing
+from allotment.notifications.models import PENDING, Delivery, Notification, WebhookEndpoint
+from allotment.notifications.schemas import WebhookEndpointCreate, WebhookEndpointUpdate
+from allotment.types import as_utc, new_id
+
+
+def _json_default(value: object) -> object:
+    if isinstance(value, Decimal):  # quantities are JSON numbers (API conventions)
+        return int(value) if value == value.to_integral_value() else float(value)
+    raise TypeError(f"{type(value).__name__} is not JSON serialisable")
+
+
+def encode_payload(payload: Mapping[str, Any]) -> str:
+    return orjson.dumps(payload, default=_json_default, option=orjson.OPT_UTC_Z).decode()
+
+
+async def emit(
+    session: AsyncSession,
+    tenant_id: str,
+    *,
+    type: str,
+    dedupe_key: str,
+    customer_id: str | None,
+    payload: Mapping[str, Any],
+    at: datetime,
+) -> bool:
+    """Put a notification in the outbox; False when `dedupe_key` was emitted before.
+
+    `dedupe_key` is unique per tenant and decides "once": build it from what makes the
+    occurrence unique, e.g. `threshold:{entitlement_id}:{period_start}:80`. Messages with
+    the same `customer_id` reach each endpoint in the order they were emitted. Never
+    commits and does not flush the session: the customer row must already be in the
+    database.
+    """
+    return await _put(
+        session, tenant_id, type=type, dedupe_key=dedupe_key, customer_id=customer_id,
+        payload=payload, at=at,
+    ) is not None
+
+
+async def was_emitted(session: AsyncSession, tenant_id: str, dedupe_key: str) -> bool:
+    """Whether `dedupe_key` was emitted before: lets a producer skip building a payload that
+    `emit` would drop (one read on the unique key)."""
+    found = await session.scalar(
+        select(Notification.seq).where(Notification.tenant_id == tenant_id, Notification.dedupe_key == dedupe_key)
+    )
+    return found is not None
+
+
+async def _put(
+    session: AsyncSession,
+    tenant_id: str,
+    *,
+    type: str,
+    dedupe_key: str,
+    customer_id: str | None,
+    payload: Mapping[str, Any],
+    at: datetime,
+    endpoint_id: str | None = None,
+    rule_id: str | None = None,
+) -> str | None:
+    """The new notification's id, or None when its dedupe key is taken.
+
+    `endpoint_id` or `rule_id` address it to one endpoint, or to the endpoints of one rule,
+    instead of to every subscriber."""
+    if type not in catalogue.EMITTABLE:
+        raise ValueError(f"unknown notification type '{type}'")
+    if not 1 <= len(dedupe_key) <= 256:
+        raise ValueError("dedupe_key must be 1 to 256 characters")
+    notification_id = new_id("ntf")
+    inserted = await queries.insert_notification(
+        session, id=notification_id, tenant_id=tenant_id, type=type, dedupe_key=dedupe_key,
+        customer_id=customer_id, endpoint_id=endpoint_id, rule_id=rule_id,
+        payload=encode_payload(payload), at=as_utc(at),
+    )
+    return notification_id if inserted else None
+
+
+# --- endpoints ------------------------------------------------------------------------------
+
+
+async def create_endpoint(
+    session: AsyncSession, tenant_id: str, data: WebhookEndpointCreate, *, at: datetime
+) -> WebhookEndpoint:
+    endpoint = WebhookEndpoint(
+        id=new_id("whe"), tenant_id=tenant_id, url=data.url, description=data.description,
+        secret=data.secret or signing.generate_secret(), event_types=list(dict.fromkeys(data.event_types)),
+        enabled=data.enabled, rules_only=data.rules_only, headers=data.headers,
+        created_at=at, updated_at=at,
+    )
+    session.add(endpoint)
+    await session.flush()
+    return endpoint
+
+
+async def get_endpoint(session: AsyncSession, tenant_id: str, endpoint_id: str) -> WebhookEndpoint:
+    """A live (not deleted) endpoint of this tenant; anything else is a 404."""
+    endpoint: WebhookEndpoint | None = await session.scalar(
+        select(WebhookEndpoint).where(
+            WebhookEndpoint.tenant_id == tenant_id,
+            WebhookEndpoint.id == endpoint_id,
+            WebhookEndpoint.deleted_at.is_(None),
+        )
+    )
+    if endpoint is None:
+        raise NotFound("webhook_endpoint", endpoint_id)
+    return endpoint
+
+
+async def list_endpoints(
+    session: AsyncSession, tenant_id: str, *, after: str | None, limit: int,
+    include_deleted: bool = False,
+) -> list[WebhookEndpoint]:
+    stmt = select(WebhookEndpoint).where(WebhookEndpoint.tenant_id == tenant_id)
+    if not include_deleted:
+        stmt = stmt.where(WebhookEndpoint.deleted_at.is_(None))
+    if after:
+        stmt = stmt.where(WebhookEndpoint.id > after)
+    return list(await session.scalars(stmt.order_by(WebhookEndpoint.id).limit(limit)))
+
+
+async def update_endpoint(
+    session: AsyncSession, tenant_id: str, endpoint_id: str, data: WebhookEndpointUpdate,
+    *, at: datetime,
+) -> WebhookEndpoint:
+    endpoint = await get_endpoint(session, tenant_id, endpoint_id)
+    changes = data.model_dump(exclude_unset=True)
+    if changes.get("url") is not None:
+        endpoint.url = changes["url"]
+    if "description" in changes:
+        endpoint.description = changes["description"]
+    if changes.get("event_types") is not None:
+        endpoint.event_types = list(dict.fromkeys(changes["event_types"]))
+    if changes.get("rules_only") is not None:
+        endpoint.rules_only = changes["rules_only"]
+    if changes.get("headers") is not None:
+        endpoint.headers = changes["headers"]
+    if changes.get("secret") is not None:
+        endpoint.secret = changes["secret"]
+    if changes.get("enabled") is True and not endpoint.enabled:
+        await _enable(session, endpoint)
+    elif changes.get("enabled") is False and endpoint.enabled:
+        endpoint.enabled, endpoint.disabled_at, endpoint.disabled_reason = False, at, "disabled by an operator"
+    endpoint.updated_at = at
+    await session.flush()
+    return endpoint
+
+
+async def _enable(session: AsyncSession, endpoint: WebhookEndpoint) -> None:
+    """Held deliveries resume with a fresh retry horizon: the outage was not theirs to pay for."""
+    endpoint.enabled, endpoint.disabled_at, endpoint.disabled_reason = True, None, None
+    endpoint.failing_since = None
+    await session.execute(
+        update(Delivery)
+        .where(Delivery.endpoint_id == endpoint.id, Delivery.status == PENDING)
+        .values(first_attempt_at=None)
+    )
+
+
+async def delete_endpoint(session: AsyncSession, tenant_id: str, endpoint_id: str, *, at: datetime) -> None:
+    """Soft delete: the delivery log stays readable; its pending deliveries are never sent."""
+    endpoint = await get_endpoint(session, tenant_id, endpoint_id)
+    endpoint.deleted_at = endpoint.updated_at = at
+    endpoint.enabled = False
+    await session.flush()
+
+
+async def rotate_secret(
+    session: AsyncSession, tenant_id: str, endpoint_id: str, *, at: datetime
+) -> WebhookEndpoint:
+    """A new secret signs every attempt from now on, retries of older messages included."""
+    endpoint = await get_endpoint(session, tenant_id, endpoint_id)
+    endpoint.secret = signing.generate_secret()
+    endpoint.updated_at = at
+    await session.flush()
+    return endpoint
+
+
+async def send_test(session: AsyncSession, tenant_id: str, endpoint_id: str, *, at: datetime) -> str:
+    """A `webhook.test` ping to one endpoint through the real outbox; returns its id."""
+    endpoint = await get_endpoint(session, tenant_id, endpoint_id)
+    return await ping(
+        session, tenant_id, payload={"endpoint_id": endpoint.id, "url": endpoint.url}, at=at,
+        endpoint_id=endpoint.id,
+    )
+
+
+async def ping(
+    session: AsyncSession, tenant_id: str, *, payload: Mapping[str, Any], at: datetime,
+    endpoint_id: str | None = None, rule_id: str | None = None,
+) -> str:
+    """A `webhook.test` to one endpoint, or to the endpoints one rule names; returns its id."""
+    notification_id = await _put(
+        session, tenant_id, type=catalogue.TEST, dedupe_key=new_id("ping"), customer_id=None,
+        payload=payload, at=at, endpoint_id=endpoint_id, rule_id=rule_id,
+    )
+    assert notification_id is not None  # a fresh dedupe key is never taken
+    return notification_id

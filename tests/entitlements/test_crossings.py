@@ -1,0 +1,94 @@
+"""Crossing detection: pure, composable, never reporting a level twice in a period."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from allotment.entitlements.crossings import Kind, Threshold, crossings
+
+D = Decimal
+DEFAULTS = (Threshold("percent", D(50)), Threshold("percent", D(80)), Threshold("percent", D(100)))
+
+amounts = st.decimals(min_value=0, max_value=1000, places=2, allow_nan=False, allow_infinity=False)
+positive = st.decimals(min_value=D("0.01"), max_value=500, places=2, allow_nan=False, allow_infinity=False)
+thresholds = st.lists(
+    st.builds(Threshold, st.sampled_from(["percent", "absolute"]), positive), max_size=6
+)
+
+
+@st.composite
+def limits(draw: st.DrawFn) -> tuple[Decimal, Decimal | None]:
+    soft = draw(amounts)
+    hard = draw(st.none() | amounts.map(lambda extra: soft + extra))
+    return soft, hard
+
+
+def names(found: list) -> list[str]:  # type: ignore[type-arg]
+    return [c.name for c in found]
+
+
+def test_each_level_in_order_with_overdraft_and_hard_limit():
+    """50/80/100 % of 10, overdraft just past 10, the hard limit at 15, lowest first."""
+    found = crossings(D(0), D(20), soft=D(10), hard=D(15), thresholds=DEFAULTS)
+    assert names(found) == ["50%", "80%", "100%", "overdraft", "hard_limit"]
+    assert [c.level for c in found] == [D(5), D(8), D(10), D(10), D(15)]
+
+
+def test_reaching_a_level_counts_passing_the_soft_limit_is_overdraft():
+    """Usage of exactly 10 reaches 100 % but is still within the soft limit."""
+    assert names(crossings(D(9), D(10), soft=D(10), hard=None, thresholds=DEFAULTS)) == ["100%"]
+    assert names(crossings(D(10), D(11), soft=D(10), hard=None, thresholds=DEFAULTS)) == ["overdraft"]
+
+
+def test_absolute_thresholds_and_no_percent_of_nothing():
+    found = crossings(D(0), D(3), soft=D(0), hard=D(5), thresholds=(Threshold("absolute", D(2)), *DEFAULTS))
+    assert names(found) == ["overdraft", "2"]
+
+
+def test_usage_that_does_not_grow_crosses_nothing():
+    assert crossings(D(8), D(8), soft=D(10), hard=D(15), thresholds=DEFAULTS) == []
+    assert crossings(D(12), D(3), soft=D(10), hard=D(15), thresholds=DEFAULTS) == []
+
+
+@given(amounts, amounts, amounts, limits(), thresholds)
+def test_consuming_in_two_steps_crosses_what_one_step_crosses(start, u1, u2, lim, ts):
+    """Consuming u1 then u2 reports exactly what consuming u1 + u2 at once reports."""
+    soft, hard = lim
+    first = crossings(start, start + u1, soft=soft, hard=hard, thresholds=ts)
+    second = crossings(start + u1, start + u1 + u2, soft=soft, hard=hard, thresholds=ts)
+    at_once = crossings(start, start + u1 + u2, soft=soft, hard=hard, thresholds=ts)
+    assert first + second == at_once
+
+
+@given(st.lists(amounts, max_size=30), limits(), thresholds)
+def test_never_reports_a_level_twice_in_a_period(steps, lim, ts):
+    soft, hard = lim
+    used, seen = D(0), []
+    for step in steps:
+        seen += names(crossings(used, used + step, soft=soft, hard=hard, thresholds=ts))
+        used += step
+    assert len(seen) == len(set(seen))
+
+
+@given(amounts, amounts, limits(), thresholds)
+def test_matches_a_naive_reference(before, delta, lim, ts):
+    """Each level in (before, after] is reported; overdraft when the soft limit is in [before, after)."""
+    soft, hard = lim
+    after = before + delta
+    want = set()
+    if after > before:
+        for t in ts:
+            level = soft * t.value / 100 if t.type == "percent" else t.value
+            if (t.type == "absolute" or soft > 0) and before < level <= after:
+                want.add(t.label)
+        if before <= soft < after:
+            want.add("overdraft")
+        if hard is not None and before < hard <= after:
+            want.add("hard_limit")
+    found = crossings(before, after, soft=soft, hard=hard, thresholds=ts)
+    assert set(names(found)) == want
+    assert [c.level for c in found] == sorted(c.level for c in found)
+    assert all(c.kind is Kind.THRESHOLD for c in found if c.threshold is not None)

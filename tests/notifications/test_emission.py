@@ -1,0 +1,293 @@
+"""Entitlements emit their notifications once per occurrence, in the transaction of their cause."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from typing import Any
+
+import orjson
+import pytest
+from sqlalchemy import select
+from standardwebhooks import Webhook
+
+from allotment.db import Database
+from allotment.entitlements import check as checks
+from allotment.entitlements import grants, notices, reservations, seats, subscriptions
+from allotment.entitlements.schemas import SubscriptionCreate
+from allotment.notifications.models import Notification
+from allotment.types import utcnow
+from allotment.worker.delivery import scan_due
+from tests.entitlements.catalogue import customer, feature, metered, ok, plan, subscribe
+from tests.helpers import event, meter
+from tests.notifications.conftest import drain, endpoint
+
+D = Decimal
+T0 = datetime(2026, 1, 1, tzinfo=UTC)
+THRESHOLDS = [{"type": "percent", "value": v} for v in (50, 80, 100)]
+
+
+async def _catalogue(c: Any, *, rule: bool = True, subscribed: bool = True, **feature_extra: Any) -> Any:
+    """acme on starter from now: 10 tokens included, overdraft to 15, monthly."""
+    if rule:
+        await ok(await c.post("/v1/notification-rules", json={
+            "event_type": "entitlement.threshold_reached", "thresholds": THRESHOLDS}), 201)
+    await feature(c, "tokens", **feature_extra)
+    await plan(c, "starter", [metered("tokens", 10, 10, 15)])
+    await plan(c, "pro", [metered("tokens", 100, 100, 150)])
+    await ok(await c.post("/v1/customers", json={"key": "acme", "name": "Acme", "subject_keys": ["acme-1"]}), 201)
+    if not subscribed:
+        return None
+    return await subscribe(c, "acme", "starter")
+
+
+async def _catalogue_at_t0(c: Any, db: Database, tenant_id: str) -> None:
+    """As `_catalogue`, with the subscription made at T0 (driven through the services from there)."""
+    await _catalogue(c, subscribed=False)
+    async with db.transaction() as s:
+        data = SubscriptionCreate(customer="acme", plan="starter")
+        await subscriptions.create(s, tenant_id, data, actor="test", at=T0)
+
+
+async def _check(c: Any, quantity: int = 1, **body: Any) -> Any:
+    payload = {"customer": "acme", "feature": "tokens", "quantity": quantity, "consume": True, **body}
+    return await ok(await c.post("/v1/check", json=payload))
+
+
+async def _consume(db: Database, tenant_id: str, quantity: int, at: datetime, **extra: Any) -> checks.CheckResult:
+    async with db.transaction() as s:
+        request = checks.CheckRequest("acme", "tokens", D(quantity), consume=True, **extra)
+        return await checks.check(s, tenant_id, request, at=at)
+
+
+async def _emitted(db: Database, tenant_id: str, *types: str) -> list[tuple[str, dict[str, Any]]]:
+    """(type, payload) of the tenant's notifications in emission order, of `types` if given."""
+    async with db.transaction(readonly=True) as s:
+        rows = (await s.scalars(
+            select(Notification).where(Notification.tenant_id == tenant_id).order_by(Notification.seq)
+        )).all()
+    return [(n.type, orjson.loads(n.payload)) for n in rows if not types or n.type in types]
+
+
+def _labels(found: list[tuple[str, dict[str, Any]]]) -> list[str]:
+    return [p["threshold"]["label"] if t == notices.THRESHOLD_REACHED else t.split(".")[1] for t, p in found]
+
+
+USAGE_TYPES = (notices.THRESHOLD_REACHED, notices.OVERDRAFT_STARTED, notices.HARD_LIMIT_REACHED)
+
+
+async def test_consuming_over_http_reaches_each_threshold_once_in_order_signed(db, tenant, receiver, sender):
+    """50/80/100 %, overdraft and the cap arrive once each, in order, and verify."""
+    c = tenant.client
+    await _catalogue(c)
+    hook = await endpoint(tenant, receiver.url)
+    for _ in range(15):
+        await _check(c)
+    assert (await _check(c))["decision"] == "deny"
+    await drain(db, sender, at=utcnow())
+    messages = [Webhook(hook["secret"]).verify(r.body, r.headers) for r in receiver.received]
+    usage = [m for m in messages if m["type"] in USAGE_TYPES]
+    assert [(m["type"], m["data"].get("threshold", {}).get("label"), m["data"]["usage"]) for m in usage] == [
+        (notices.THRESHOLD_REACHED, "50%", 5), (notices.THRESHOLD_REACHED, "80%", 8),
+        (notices.THRESHOLD_REACHED, "100%", 10), (notices.OVERDRAFT_STARTED, None, 11),
+        (notices.HARD_LIMIT_REACHED, None, 15),
+    ]
+    first = usage[0]["data"]
+    assert first["customer"]["key"] == "acme" and first["feature"]["key"] == "tokens"
+    assert (first["included"], first["soft_limit"], first["hard_limit"], first["balance"]) == (10, 10, 15, 5)
+    assert first["period_start"] is not None and first["period_end"] > first["period_start"]
+    assert [m["type"] for m in messages].count(notices.USAGE_DENIED) == 1
+
+
+async def test_without_rules_the_defaults_are_80_and_100_percent(db, tenant):
+    c = tenant.client
+    await _catalogue(c, rule=False)
+    await _check(c, 12)
+    assert _labels(await _emitted(db, tenant.id, *USAGE_TYPES)) == ["80%", "100%", "overdraft_started"]
+
+
+async def test_rules_per_feature_and_absolute_thresholds(db, tenant):
+    """A rule for another feature does not apply; an absolute one does; defaults are gone."""
+    c = tenant.client
+    await _catalogue(c, rule=False)
+    await feature(c, "other")
+    await ok(await c.post("/v1/notification-rules", json={
+        "event_type": "entitlement.threshold_reached", "features": ["other"], "thresholds": THRESHOLDS}), 201)
+    rule = await ok(await c.post("/v1/notification-rules", json={
+        "event_type": "entitlement.threshold_reached", "features": ["tokens"],
+        "thresholds": [{"type": "absolute", "value": 3}]}), 201)
+    assert rule["id"].startswith("nrl_") and rule["thresholds"] == [{"type": "absolute", "value": 3}]
+    await _check(c, 9)
+    assert _labels(await _emitted(db, tenant.id, *USAGE_TYPES)) == ["3"]
+
+
+async def test_bad_rules_name_the_field(tenant):
+    c = tenant.client
+    bad = [
+        ({"event_type": "entitlement.threshold_reached", "thresholds": []}, "thresholds"),
+        ({"event_type": "entitlement.threshold_reached", "thresholds": [{"type": "percent", "value": -1}]},
+         "thresholds[0].value"),
+        ({"event_type": "entitlement.threshold_reached", "features": ["nope"], "thresholds": THRESHOLDS},
+         "features[0]"),
+        ({"event_type": "seat.overdraft", "thresholds": THRESHOLDS}, "event_type"),
+    ]
+    for body, field in bad:
+        resp = await c.post("/v1/notification-rules", json=body)
+        assert resp.status_code == 422, resp.text
+        assert field in [e["field"] for e in resp.json()["errors"]], resp.text
+
+
+async def test_a_retried_consume_emits_nothing_twice(db, tenant):
+    """The same idempotency key consumes once, so it crosses once; so does a duplicate crossing."""
+    c = tenant.client
+    await _catalogue(c)
+    for _ in range(2):
+        await _check(c, 8, idempotency_key="k1")
+    assert _labels(await _emitted(db, tenant.id, *USAGE_TYPES)) == ["50%", "80%"]
+
+
+async def test_next_period_crosses_again_and_tells_of_the_reset(db, tenant):
+    c = tenant.client
+    await _catalogue_at_t0(c, db, tenant.id)
+    await _consume(db, tenant.id, 9, T0 + timedelta(days=3))
+    await _consume(db, tenant.id, 9, T0 + timedelta(days=33))
+    found = await _emitted(db, tenant.id, *USAGE_TYPES, notices.PERIOD_RESET)
+    assert _labels(found) == ["50%", "80%", "period_reset", "50%", "80%"]
+    reset = found[2][1]
+    assert reset["previous_usage"] == 9 and reset["period_start"] == "2026-02-01T00:00:00Z"
+    assert found[2][1]["usage"] == 9
+
+
+async def test_refused_consume_at_the_cap_reaches_it_once_and_denials_once_an_hour(db, tenant):
+    """A customer hammering a denied feature makes one usage_denied an hour, not one per request."""
+    c = tenant.client
+    await _catalogue(c)
+    await _check(c, 14)
+    for _ in range(20):
+        assert (await _check(c, 2))["decision"] == "deny"
+    found = await _emitted(db, tenant.id, notices.HARD_LIMIT_REACHED, notices.USAGE_DENIED)
+    assert [t for t, _ in found] == [notices.HARD_LIMIT_REACHED, notices.USAGE_DENIED]
+    denied = found[1][1]
+    assert (denied["quantity"], denied["reason"], denied["usage"], denied["consume"]) == (2, "hard_limit", 14, True)
+    denials = await ok(await c.get("/v1/denials", params={"customer": "acme"}))
+    assert len(denials["items"]) == 20
+
+
+async def test_ingested_events_cross_thresholds(db, tenant):
+    c = tenant.client
+    await ok(await c.post("/v1/meters", json=meter()), 201)
+    await _catalogue(c, meter="tokens")
+    await ok(await c.post("/v1/events", json=[event("acme-1", tokens=4), event("acme-1", tokens=2)]))
+    await ok(await c.post("/v1/events", json=[event("acme-1", tokens=5)]))
+    found = await _emitted(db, tenant.id, *USAGE_TYPES)
+    assert _labels(found) == ["50%", "80%", "100%", "overdraft_started"]
+    assert [p["usage"] for _, p in found] == [6, 11, 11, 11]
+
+
+async def test_seat_overdraft_once_per_crossing(db, tenant):
+    """Going above the paid seats, back under and above again: two notifications."""
+    c = tenant.client
+    await feature(c, "seats")
+    await plan(c, "team", [{"feature": "seats", "kind": "seats", "included": 2, "hard_limit": 4}])
+    await customer(c, "acme")
+    await subscribe(c, "acme", "team")
+    at = utcnow()
+    async with db.transaction() as s:
+        for item in ("a", "b", "c", "c"):
+            await seats.activate(s, tenant.id, "acme", "seats", item, at=at)
+        await seats.release(s, tenant.id, "acme", "seats", "c", at=at)
+        await seats.activate(s, tenant.id, "acme", "seats", "d", at=at + timedelta(seconds=1))
+    found = await _emitted(db, tenant.id, notices.SEAT_OVERDRAFT)
+    assert [(p["item"], p["active"], p["soft_limit"]) for _, p in found] == [("c", 3, 2), ("d", 3, 2)]
+
+
+async def test_an_expired_reservation_is_told_of_once(db, tenant):
+    c = tenant.client
+    await _catalogue_at_t0(c, db, tenant.id)
+    async with db.transaction() as s:
+        held = await reservations.create(
+            s, tenant.id, reservations.ReservationRequest("acme", "tokens", D(3), ttl_seconds=60), at=T0
+        )
+    assert held.reservation is not None
+    for minutes in (2, 3):
+        await _consume(db, tenant.id, 1, T0 + timedelta(minutes=minutes))
+    found = await _emitted(db, tenant.id, notices.RESERVATION_EXPIRED)
+    assert [(p["reservation_id"], p["quantity"]) for _, p in found] == [(held.reservation.id, 3)]
+
+
+async def test_committed_reservation_crosses_thresholds(db, tenant):
+    c = tenant.client
+    await _catalogue_at_t0(c, db, tenant.id)
+    async with db.transaction() as s:
+        held = await reservations.create(
+            s, tenant.id, reservations.ReservationRequest("acme", "tokens", D(9), ttl_seconds=600), at=T0
+        )
+        assert held.reservation is not None
+        await reservations.commit(s, tenant.id, held.reservation.id, D(9), at=T0 + timedelta(minutes=1))
+    assert _labels(await _emitted(db, tenant.id, *USAGE_TYPES)) == ["50%", "80%"]
+
+
+async def test_grant_expiring_is_told_once_within_its_lead_time(db, tenant):
+    c = tenant.client
+    await _catalogue(c)
+    now = utcnow()
+    async with db.transaction() as s:
+        soon = await grants.create(s, tenant.id, customer="acme", feature="tokens", amount=D(5),
+                                   expires_at=now + timedelta(hours=48), at=now)
+        await grants.create(s, tenant.id, customer="acme", feature="tokens", amount=D(5),
+                            expires_at=now + timedelta(days=30), at=now)
+    for _ in range(2):
+        async with db.transaction() as s:
+            await notices.expiring_grants(s, at=now)
+    found = await _emitted(db, tenant.id, notices.GRANT_EXPIRING)
+    assert [p["grant"]["id"] for _, p in found] == [soon.id]
+    await ok(await c.post("/v1/notification-rules", json={
+        "event_type": "grant.expiring", "lead_time_seconds": 40 * 86_400}), 201)
+    assert await scan_due(db, at=now) == 1  # what the delivery worker runs periodically
+    assert await scan_due(db, at=now) == 0
+
+
+async def test_plan_change_and_grants_tell_of_changed_entitlements(db, tenant):
+    c = tenant.client
+    sub = await _catalogue(c)
+    await ok(await c.post(f"/v1/subscriptions/{sub['id']}/change-plan", json={"plan": "pro"}))
+    top_up = await ok(await c.post("/v1/customers/acme/entitlements/tokens/grants", json={"amount": 5}), 201)
+    await ok(await c.post(f"/v1/grants/{top_up['id']}/void", json={"reason": "refund"}))
+    found = await _emitted(db, tenant.id, notices.CHANGED)
+    assert [p["changes"] for _, p in found] == [
+        ["provisioned"], ["ended", "provisioned"], ["grant_created"], ["grant_voided"],
+    ]
+    assert found[1][1]["entitlement"]["included"] == 100 and found[1][1]["feature"]["key"] == "tokens"
+
+
+async def test_rolled_back_consume_leaves_no_notification(db, tenant):
+    """The notification is part of the consume's transaction: no commit, no notification."""
+    c = tenant.client
+    await _catalogue_at_t0(c, db, tenant.id)
+
+    class Boom(Exception):
+        pass
+
+    with pytest.raises(Boom):
+        async with db.transaction() as s:
+            request = checks.CheckRequest("acme", "tokens", D(12), consume=True)
+            await checks.check(s, tenant.id, request, at=T0 + timedelta(days=1))
+            raise Boom
+    assert await _emitted(db, tenant.id, *USAGE_TYPES) == []
+    assert (await _consume(db, tenant.id, 1, T0 + timedelta(days=1))).decision.usage == 1
+
+
+async def test_rules_crud_and_deleting_the_last_brings_defaults_back(db, tenant):
+    c = tenant.client
+    await _catalogue(c, rule=False)
+    rule = await ok(await c.post("/v1/notification-rules", json={
+        "event_type": "entitlement.threshold_reached", "thresholds": [{"type": "percent", "value": 30}]}), 201)
+    listed = await ok(await c.get("/v1/notification-rules"))
+    assert [r["id"] for r in listed["items"]] == [rule["id"]] and listed["next_cursor"] is None
+    patched = await ok(await c.patch(f"/v1/notification-rules/{rule['id']}", json={"enabled": False}))
+    assert patched["enabled"] is False
+    await _check(c, 4)  # a disabled rule still means "configured": no thresholds at all
+    await ok(await c.delete(f"/v1/notification-rules/{rule['id']}"), 204)
+    await ok(await c.get(f"/v1/notification-rules/{rule['id']}"), 404)
+    await _check(c, 5)  # 9 of 10: the default 80 %
+    assert _labels(await _emitted(db, tenant.id, *USAGE_TYPES)) == ["80%"]
