@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import sys
 import threading
+import traceback
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -62,19 +64,31 @@ class _ServerThread(threading.Thread):
         asyncio.run(self._serve())
 
     async def _serve(self) -> None:
+        self.loop = asyncio.get_running_loop()
         try:
             app = create_app(self.settings)  # an engine of this thread's loop
-            config = uvicorn.Config(app, log_level="warning", ws="none", access_log=False)
+            # A client that keeps a request open must not hold the shutdown (and the test) up.
+            config = uvicorn.Config(app, log_level="warning", ws="none", access_log=False,
+                                    timeout_graceful_shutdown=5)
             self.server = uvicorn.Server(config)
         finally:
             self.created.set()
         await self.server.serve(sockets=[self.sock])
 
+    def where(self) -> str:
+        """What the server thread and its tasks are doing (for a shutdown that hangs)."""
+        frame = sys._current_frames().get(self.ident or 0)
+        out = ["".join(traceback.format_stack(frame)) if frame else "(thread gone)"]
+        for task in asyncio.all_tasks(self.loop):
+            out.append(f"{task!r}\n" + "".join(traceback.format_list(
+                [(f.f_code.co_filename, f.f_lineno, f.f_code.co_name, "") for f in task.get_stack()])))
+        return "\n".join(out)
+
     def stop(self) -> None:
         self.created.wait(10)
         if self.server is not None:
             self.server.should_exit = True
-        self.join(10)
+        self.join(30)
 
 
 @dataclass
@@ -116,7 +130,7 @@ def live(settings: Settings) -> Iterator[Live]:
     finally:
         thread.stop()
         sock.close()
-    assert not thread.is_alive(), "the server did not stop"
+    assert not thread.is_alive(), "the server did not stop:\n" + thread.where()
 
 
 @pytest.fixture

@@ -1,4 +1,4 @@
-"""OpenMeter-compatible API (`/api/v1`), a thin adapter over the same services.
+"""OpenMeter-compatible API (`/api/v1`, `/api/v2`), a thin adapter over the same services.
 
 Existing OpenMeter clients (the official SDKs included) work unchanged: same paths, status
 codes (ingest 204, creates 201, subject upsert 200, deletes 204), camelCase bodies, bare JSON
@@ -11,12 +11,28 @@ from __future__ import annotations
 from fastapi import APIRouter, FastAPI
 
 from allotment.api import errors
-from allotment.api.compat import openmeter_customers, openmeter_events, openmeter_meters
+from allotment.api.compat import (
+    openmeter_customers,
+    openmeter_entitlements,
+    openmeter_events,
+    openmeter_features,
+    openmeter_grants,
+    openmeter_meters,
+    openmeter_notifications,
+)
 from allotment.api.compat.openmeter_http import problem_for
 
 PREFIX = "/api"
 router = APIRouter(prefix=PREFIX, tags=["openmeter compatibility"])
-for _module in (openmeter_events, openmeter_meters, openmeter_customers):
+for _module in (
+    openmeter_events,
+    openmeter_meters,
+    openmeter_customers,
+    openmeter_features,
+    openmeter_entitlements,
+    openmeter_grants,
+    openmeter_notifications,
+):
     router.include_router(_module.router)
 
 

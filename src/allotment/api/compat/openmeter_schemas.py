@@ -7,14 +7,23 @@ and snake_case names are read. Responses use OpenMeter's names (`slug`, `eventTy
 
 from __future__ import annotations
 
+import json
 from datetime import datetime
+from decimal import Decimal
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic.alias_generators import to_camel
 
-from allotment.customers.models import Subject
+from allotment.customers.models import Customer, Subject
 from allotment.customers.service import CustomerView
+from allotment.entitlements.check import usage_period
+from allotment.entitlements.engine import Kind
+from allotment.entitlements.features import FeatureView
+from allotment.entitlements.models import CustomerEntitlement, GrantRecord
+from allotment.entitlements.periods import period_at
+from allotment.entitlements.schemas import QuantityIn, json_quantity
+from allotment.entitlements.state import EntitlementState
 from allotment.metering.aggregation import json_number
 from allotment.metering.events import EventView
 from allotment.metering.models import Meter
@@ -172,3 +181,209 @@ def row_out(row: Row, customer_ids: dict[str, str]) -> dict[str, Any]:
     if row.customer is not None:
         out["customerId"] = customer_ids.get(row.customer, row.customer)
     return out
+
+
+# --- features and entitlements -----------------------------------------------------------------
+
+
+class FeatureCreateIn(_In):
+    key: str
+    name: str | None = None
+    metadata: dict[str, Any] | None = None
+    meter_slug: str | None = None
+    meter_group_by_filters: dict[str, str] | None = None
+    advanced_meter_group_by_filters: dict[str, Any] | None = None
+    unit_cost: dict[str, Any] | None = None
+
+
+class UsagePeriodIn(_In):
+    interval: str
+    anchor: datetime | None = None
+
+
+class IssueIn(_In):
+    amount: QuantityIn
+    priority: int | None = Field(default=None, ge=1, le=255)
+
+
+class ExpirationIn(_In):
+    duration: str
+    count: int = Field(ge=1, le=100_000)
+
+
+class GrantCreateIn(_In):
+    amount: Decimal
+    priority: int = Field(default=1, ge=1, le=255)
+    effective_at: datetime
+    expiration: ExpirationIn | None = None
+    min_rollover_amount: Decimal = Decimal(0)
+    max_rollover_amount: Decimal | None = None  # v2: the grant's amount
+    metadata: dict[str, Any] | None = None
+    recurrence: dict[str, Any] | None = None
+
+
+class EntitlementCreateIn(_In):
+    """Every kind in one model: OpenMeter tells them apart by `type`; fields of another kind
+    are ignored, as OpenMeter does."""
+
+    type: str
+    feature_key: str | None = None
+    feature_id: str | None = None
+    metadata: dict[str, Any] | None = None
+    usage_period: UsagePeriodIn | None = None
+    # metered
+    is_soft_limit: bool = False
+    measure_usage_from: str | None = None
+    preserve_overage_at_reset: bool = False
+    issue_after_reset: QuantityIn | None = None
+    issue_after_reset_priority: int | None = Field(default=None, ge=1, le=255)
+    issue: IssueIn | None = None
+    grants: list[GrantCreateIn] | None = None
+    # static
+    config: str | None = None
+
+
+# Our field names as OpenMeter clients know them, for error messages.
+FEATURE_FIELDS = {"meter": "meterSlug", "meter_group_filter": "meterGroupByFilters"}
+ENTITLEMENT_FIELDS = {
+    "feature": "featureKey",
+    "included": "issueAfterReset",
+    "usage_period": "usagePeriod.interval",
+    "usage_anchor": "usagePeriod.anchor",
+}
+
+
+def feature_out(view: FeatureView) -> dict[str, Any]:
+    f = view.feature
+    return _compact(
+        {
+            "id": f.id,
+            "key": f.key,
+            "name": f.name,
+            "metadata": f.metadata_ or {},
+            "meterSlug": view.meter_key,
+            "meterGroupByFilters": f.meter_group_filter or None,
+            "createdAt": f.created_at,
+            "updatedAt": f.updated_at,
+            "archivedAt": f.archived_at,
+        }
+    )
+
+
+_ISO_INTERVAL = {"DAY": "P1D", "WEEK": "P1W", "MONTH": "P1M", "YEAR": "P1Y"}
+
+
+def entitlement_out(
+    row: CustomerEntitlement, customer: Customer, feature_key: str, *, at: datetime
+) -> dict[str, Any]:
+    """OpenMeter's EntitlementV2 of one of our rows; seats show as metered (a gauge)."""
+    ended = row.active_to is not None and row.active_to <= at
+    body: dict[str, Any] = {
+        "id": row.id,
+        "type": "metered" if row.kind in (Kind.METERED, Kind.SEATS) else row.kind,
+        "featureKey": feature_key,
+        "featureId": row.feature_id,
+        "customerId": customer.id,
+        "customerKey": customer.key,
+        "metadata": {},
+        "activeFrom": row.active_from,
+        "activeTo": row.active_to,
+        "createdAt": row.created_at,
+        "updatedAt": row.updated_at,
+        "deletedAt": row.active_to if ended else None,
+    }
+    if row.kind == Kind.STATIC:
+        body["config"] = json.dumps(row.config or {})
+    if row.kind == Kind.METERED:
+        body |= _metered_out(row, at)
+    return _compact(body)
+
+
+def _metered_out(row: CustomerEntitlement, at: datetime) -> dict[str, Any]:
+    included = row.included or Decimal(0)
+    period = usage_period(row)
+    start, end = period_at(period, at)
+    out: dict[str, Any] = {
+        "isSoftLimit": row.hard_limit is None,
+        "preserveOverageAtReset": row.overage_at_reset == "carry",
+        "measureUsageFrom": row.active_from,
+        "lastReset": max(start, row.active_from),
+        "currentUsagePeriod": {"from": start, "to": end} if end is not None else None,
+    }
+    if included > 0:
+        out["issueAfterReset"] = json_quantity(included)
+        out["issue"] = {"amount": json_quantity(included)}
+    if period.interval in _ISO_INTERVAL:
+        out["usagePeriod"] = {
+            "interval": str(period.interval),
+            "intervalISO": _ISO_INTERVAL[period.interval],
+            "anchor": period.anchor,
+        }
+    return out
+
+
+def value_out(state: EntitlementState) -> dict[str, Any]:
+    """OpenMeter's EntitlementValue: access, and the balance of counted kinds.
+
+    `totalAvailableGrantAmount` is what the period makes available: included units plus live
+    grants (the effective soft limit), so balance = total - usage while there is no overage.
+    """
+    kind = state.row.kind
+    if kind == Kind.BOOLEAN:
+        return {"hasAccess": state.has_access}
+    if kind == Kind.STATIC:
+        return {"hasAccess": state.has_access, "config": json.dumps(state.config or {})}
+    return _compact(
+        {
+            "hasAccess": state.has_access,
+            "balance": _number(state.balance),
+            "usage": _number(state.usage),
+            "overage": _number(state.overage),
+            "totalAvailableGrantAmount": _number(state.soft_limit),
+        }
+    )
+
+
+def value_v2_out(state: EntitlementState) -> dict[str, Any]:
+    """The v2 value adds, for metered entitlements, what each grant still holds."""
+    out = value_out(state)
+    if state.row.kind == Kind.METERED:
+        out["grantBalances"] = {g.grant.id: json_quantity(g.balance) for g in state.grants}
+    return out
+
+
+def _number(value: Decimal | None) -> int | float | None:
+    return None if value is None else json_quantity(value)
+
+
+# --- grants ------------------------------------------------------------------------------------
+
+
+GRANT_FIELDS = {
+    "amount": "amount",
+    "priority": "priority",
+    "effective_at": "effectiveAt",
+    "expires_at": "expiration",
+    "min_rollover": "minRolloverAmount",
+    "max_rollover": "maxRolloverAmount",
+    "metadata": "metadata",
+}
+
+
+def grant_out(record: GrantRecord, entitlement_id: str) -> dict[str, Any]:
+    return _compact(
+        {
+            "id": record.id,
+            "entitlementId": entitlement_id,
+            "amount": json_quantity(record.amount),
+            "priority": record.priority,
+            "effectiveAt": record.effective_at,
+            "expiresAt": record.expires_at,
+            "minRolloverAmount": json_quantity(record.min_rollover),
+            "maxRolloverAmount": _number(record.max_rollover),
+            "metadata": record.metadata_ or {},
+            "createdAt": record.created_at,
+            "updatedAt": record.voided_at or record.created_at,
+            "voidedAt": record.voided_at,
+        }
+    )

@@ -1,0 +1,238 @@
+"""OpenMeter customer entitlements, their values and a customer's access.
+
+Entitlements created here are our ad-hoc entitlements (`overrides.create_adhoc`); values come
+from the same entitlement state a native `GET /v1/customers/{key}/entitlements` reports, so
+both APIs always agree. How OpenMeter's metered fields map to ours:
+
+- `issueAfterReset` (or `issue.amount`): OpenMeter issues a grant of that amount with every
+  reset, with rollover bounds that bring it back to the same amount each period. That is
+  exactly our `included`: the units every usage period starts with. Its priority is not kept:
+  included units always burn before any grant.
+- `isSoftLimit` false (the default): access ends when the balance is spent, i.e. a hard limit
+  at the included units (live grants raise it). true: no hard limit; usage past the balance is
+  allowed and reported as overage.
+- `preserveOverageAtReset`: overage is carried into the next period (true) or forgiven.
+- `usagePeriod`: `DAY`/`WEEK`/`MONTH`/`YEAR` or ISO-8601 `P1D`/`P1W`/`P1M`/`P1Y` (also `P7D`,
+  `P12M`), aligned on `anchor` (default: now), in UTC.
+- `measureUsageFrom`: usage counts from the entitlement's creation (`NOW`, OpenMeter's
+  default); earlier starts are refused rather than silently ignored.
+- `grants` are created with the entitlement, as the grants endpoint would.
+- `metadata` is accepted but not kept: our entitlements have none.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+from fastapi import Query, Response
+
+from allotment.api.compat import openmeter_grants
+from allotment.api.compat.openmeter_http import openmeter_fields, openmeter_router, utc
+from allotment.api.compat.openmeter_lookup import resolve
+from allotment.api.compat.openmeter_schemas import (
+    ENTITLEMENT_FIELDS,
+    EntitlementCreateIn,
+    entitlement_out,
+    value_out,
+    value_v2_out,
+)
+from allotment.api.deps import Admin, Reader, ReadSession, WriteSession
+from allotment.api.responses import Json
+from allotment.customers import service as customers
+from allotment.entitlements import features, overrides, provisioning, state
+from allotment.entitlements.periods import Interval
+from allotment.entitlements.schemas import AdhocIn
+from allotment.errors import Conflict, NotFound, ValidationFailed
+from allotment.types import utcnow
+
+router = openmeter_router()
+_V2 = "/v2/customers/{customer_id_or_key}/entitlements"
+_INTERVALS = {
+    "DAY": Interval.DAY, "P1D": Interval.DAY,
+    "WEEK": Interval.WEEK, "P1W": Interval.WEEK, "P7D": Interval.WEEK,
+    "MONTH": Interval.MONTH, "P1M": Interval.MONTH,
+    "YEAR": Interval.YEAR, "P1Y": Interval.YEAR, "P12M": Interval.YEAR,
+}  # fmt: skip
+_ORDER_BY = {
+    "createdAt": lambda r: (r.created_at, r.id),
+    "updatedAt": lambda r: (r.updated_at, r.id),
+}
+Time = Annotated[datetime | None, Query(description="The instant to evaluate (default: now).")]
+
+
+@router.post(_V2, status_code=201)
+async def create_entitlement(
+    customer_id_or_key: str, body: EntitlementCreateIn, principal: Admin, session: WriteSession
+) -> Json:
+    """One entitlement per customer and feature: a second one is a 409, as in OpenMeter."""
+    at, tenant_id = utcnow(), principal.tenant_id
+    customer = await customers.find(session, tenant_id, customer_id_or_key)
+    with openmeter_fields(ENTITLEMENT_FIELDS):
+        data = AdhocIn.model_validate(_adhoc(body))
+        view = await overrides.create_adhoc(
+            session, tenant_id, customer.id, data, actor=principal.key_id, at=at
+        )
+    for i, grant in enumerate(body.grants or ()):
+        await openmeter_grants.issue(
+            session, principal, customer, view.feature_key, grant, at=at, field=f"grants[{i}]."
+        )
+    return Json(entitlement_out(view.row, customer, view.feature_key, at=at), status_code=201)
+
+
+def _adhoc(body: EntitlementCreateIn) -> dict[str, Any]:
+    """The native ad-hoc entitlement an OpenMeter create request describes."""
+    feature = body.feature_key or body.feature_id
+    if not feature:
+        raise ValidationFailed.on("featureKey", "featureKey or featureId is required")
+    kind = body.type.lower()
+    if kind == "boolean":
+        return {"feature": feature, "kind": "boolean", "has_access": True}
+    if kind == "static":
+        return {"feature": feature, "kind": "static", "config": _config(body.config)}
+    if kind == "metered":
+        return {"feature": feature, "kind": "metered", **_metered(body)}
+    raise ValidationFailed.on("type", "must be one of metered, boolean, static")
+
+
+def _config(raw: str | None) -> dict[str, Any]:
+    if raw is None:
+        raise ValidationFailed.on("config", "is required for static entitlements")
+    try:
+        parsed = json.loads(raw)
+    except ValueError:
+        raise ValidationFailed.on("config", "is not valid JSON") from None
+    if not isinstance(parsed, dict):
+        raise ValidationFailed.on("config", 'must be a JSON object such as {"seats": 5}')
+    return parsed
+
+
+def _metered(body: EntitlementCreateIn) -> dict[str, Any]:
+    if body.usage_period is None:
+        raise ValidationFailed.on("usagePeriod", "is required for metered entitlements")
+    if body.measure_usage_from is not None and body.measure_usage_from.upper() != "NOW":
+        raise ValidationFailed.on(
+            "measureUsageFrom",
+            "only NOW is supported: usage counts from the entitlement's creation",
+        )
+    interval = _INTERVALS.get(body.usage_period.interval.upper())
+    if interval is None:
+        raise ValidationFailed.on(
+            "usagePeriod.interval", "must be DAY, WEEK, MONTH, YEAR or one of P1D, P1W, P1M, P1Y"
+        )
+    included = body.issue_after_reset
+    if included is None and body.issue is not None:
+        included = body.issue.amount
+    return {
+        "usage_period": interval,
+        "included": included,
+        "hard_limit": None if body.is_soft_limit else (included or 0),
+        "overage_at_reset": "carry" if body.preserve_overage_at_reset else "forgive",
+        "usage_anchor": utc(body.usage_period.anchor),
+    }
+
+
+@router.get(_V2)
+async def list_entitlements(
+    customer_id_or_key: str,
+    principal: Reader,
+    session: ReadSession,
+    include_deleted: Annotated[bool, Query(alias="includeDeleted")] = False,
+    page: Annotated[int, Query(ge=1)] = 1,
+    page_size: Annotated[int, Query(alias="pageSize", ge=1, le=1000)] = 100,
+    order: Literal["ASC", "DESC"] = "ASC",
+    order_by: Annotated[Literal["createdAt", "updatedAt"], Query(alias="orderBy")] = "createdAt",
+) -> Json:
+    """Current and scheduled entitlements; ended ones too with `includeDeleted`."""
+    at, tenant_id = utcnow(), principal.tenant_id
+    customer = await customers.find(session, tenant_id, customer_id_or_key)
+    rows = await provisioning.rows_of(session, tenant_id, customer.id)
+    if not include_deleted:
+        rows = [r for r in rows if r.active_to is None or r.active_to > at]
+    rows.sort(key=_ORDER_BY[order_by], reverse=order == "DESC")
+    keys = await features.keys_of(session, tenant_id, {r.feature_id for r in rows})
+    shown = rows[(page - 1) * page_size : page * page_size]
+    return Json(
+        {
+            "items": [entitlement_out(r, customer, keys[r.feature_id], at=at) for r in shown],
+            "page": page,
+            "pageSize": page_size,
+            "totalCount": len(rows),
+        }
+    )
+
+
+@router.get(_V2 + "/{entitlement_id_or_feature_key}")
+async def get_entitlement(
+    customer_id_or_key: str,
+    entitlement_id_or_feature_key: str,
+    principal: Reader,
+    session: ReadSession,
+) -> Json:
+    at = utcnow()
+    customer, row, key = await resolve(
+        session, principal.tenant_id, customer_id_or_key, entitlement_id_or_feature_key, at
+    )
+    return Json(entitlement_out(row, customer, key, at=at))
+
+
+@router.delete(_V2 + "/{entitlement_id_or_feature_key}", status_code=204)
+async def delete_entitlement(
+    customer_id_or_key: str,
+    entitlement_id_or_feature_key: str,
+    principal: Admin,
+    session: WriteSession,
+) -> Response:
+    """Ends an entitlement created through this API; plan entitlements follow the subscription."""
+    at, tenant_id = utcnow(), principal.tenant_id
+    customer, row, key = await resolve(
+        session, tenant_id, customer_id_or_key, entitlement_id_or_feature_key, at
+    )
+    if row.active_to is not None and row.active_to <= at:
+        raise NotFound("entitlement", entitlement_id_or_feature_key)
+    if row.source != "adhoc":
+        raise Conflict(
+            f"the entitlement of '{customer.key}' to '{key}' comes from its subscription; "
+            "change the subscription or its override instead"
+        )
+    await overrides.remove_adhoc(
+        session, tenant_id, customer.id, key, actor=principal.key_id, at=at
+    )
+    return Response(status_code=204)
+
+
+@router.get(_V2 + "/{entitlement_id_or_feature_key}/value")
+async def entitlement_value_v2(
+    customer_id_or_key: str,
+    entitlement_id_or_feature_key: str,
+    principal: Reader,
+    session: ReadSession,
+    time: Time = None,
+) -> Json:
+    at = utc(time) or utcnow()
+    _, row, key = await resolve(
+        session, principal.tenant_id, customer_id_or_key, entitlement_id_or_feature_key, at
+    )
+    return Json(value_v2_out(await state.state_of(session, row, key, at)))
+
+
+@router.get("/v1/customers/{customer_id_or_key}/entitlements/{feature_key}/value")
+async def entitlement_value(
+    customer_id_or_key: str,
+    feature_key: str,
+    principal: Reader,
+    session: ReadSession,
+    time: Time = None,
+) -> Json:
+    found = await state.get_state(
+        session, principal.tenant_id, customer_id_or_key, feature_key, at=utc(time) or utcnow()
+    )
+    return Json(value_out(found))
+
+
+@router.get("/v1/customers/{customer_id_or_key}/access")
+async def customer_access(customer_id_or_key: str, principal: Reader, session: ReadSession) -> Json:
+    """Every feature the customer is entitled to now, by key, with its value."""
+    states = await state.list_states(session, principal.tenant_id, customer_id_or_key, at=utcnow())
+    return Json({"entitlements": {s.feature_key: value_out(s) for s in states}})

@@ -1,0 +1,161 @@
+"""OpenMeter grants on a customer's metered entitlement (`.../entitlements/{e}/grants`).
+
+A thin adapter over the native grants service; the differences are OpenMeter's defaults:
+- `expiration` `{duration, count}` becomes an expiry time counted from `effectiveAt`, in
+  calendar units (a month from Jan 31 is the last day of February); none: never expires.
+- `maxRolloverAmount` defaults to the grant's amount (the v2 API's default; v1 used 0), so a
+  grant left untouched keeps its whole remainder across a reset; `minRolloverAmount` to 0.
+- `effectiveAt` is taken as sent (OpenMeter rounds it up to the minute).
+- recurring grants (`recurrence`) are refused: the native grants do not recur.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from typing import Annotated, Literal
+from zoneinfo import ZoneInfo
+
+from fastapi import Query
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from allotment.api.compat.openmeter_http import openmeter_fields, openmeter_router, utc
+from allotment.api.compat.openmeter_lookup import resolve
+from allotment.api.compat.openmeter_schemas import (
+    GRANT_FIELDS,
+    ExpirationIn,
+    GrantCreateIn,
+    grant_out,
+)
+from allotment.api.deps import Admin, Reader, ReadSession, WriteSession
+from allotment.api.responses import Json
+from allotment.customers.models import Customer
+from allotment.entitlements import grants
+from allotment.entitlements.models import GrantRecord
+from allotment.entitlements.periods import Interval, UsagePeriod, boundary
+from allotment.errors import ValidationFailed
+from allotment.tenancy.service import Principal
+from allotment.types import utcnow
+
+router = openmeter_router()
+_PATH = "/v2/customers/{customer_id_or_key}/entitlements/{entitlement_id_or_feature_key}/grants"
+_PAGE = 1000
+_UTC = ZoneInfo("UTC")
+_FIXED = {"HOUR": timedelta(hours=1), "DAY": timedelta(days=1), "WEEK": timedelta(weeks=1)}
+_CALENDAR = {"MONTH": Interval.MONTH, "YEAR": Interval.YEAR}
+_ORDER_BY = {
+    "id": lambda g: g.id,
+    "createdAt": lambda g: (g.created_at, g.id),
+    "updatedAt": lambda g: (g.voided_at or g.created_at, g.id),
+}
+
+
+@router.post(_PATH, status_code=201)
+async def create_grant(
+    customer_id_or_key: str,
+    entitlement_id_or_feature_key: str,
+    body: GrantCreateIn,
+    principal: Admin,
+    session: WriteSession,
+) -> Json:
+    at, tenant_id = utcnow(), principal.tenant_id
+    customer, row, feature_key = await resolve(
+        session, tenant_id, customer_id_or_key, entitlement_id_or_feature_key, at
+    )
+    record = await issue(session, principal, customer, feature_key, body, at=at)
+    return Json(grant_out(record, row.id), status_code=201)
+
+
+async def issue(
+    session: AsyncSession,
+    principal: Principal,
+    customer: Customer,
+    feature_key: str,
+    body: GrantCreateIn,
+    *,
+    at: datetime,
+    field: str = "",
+) -> GrantRecord:
+    """Create one grant with OpenMeter's defaults; errors name fields under `field`."""
+    if body.recurrence is not None:
+        raise ValidationFailed.on(f"{field}recurrence", "recurring grants are not supported")
+    effective = utc(body.effective_at)
+    assert effective is not None
+    names = {ours: field + theirs for ours, theirs in GRANT_FIELDS.items()}
+    names["feature"] = "entitlementIdOrFeatureKey"
+    with openmeter_fields(names):
+        return await grants.create(
+            session,
+            principal.tenant_id,
+            customer=customer.id,
+            feature=feature_key,
+            amount=body.amount,
+            priority=body.priority,
+            effective_at=effective,
+            expires_at=expires_at(effective, body.expiration, field),
+            min_rollover=body.min_rollover_amount,
+            max_rollover=body.amount
+            if body.max_rollover_amount is None
+            else body.max_rollover_amount,
+            metadata=body.metadata,
+            at=at,
+            actor=principal.key_id,
+        )
+
+
+def expires_at(
+    effective: datetime, expiration: ExpirationIn | None, field: str = ""
+) -> datetime | None:
+    if expiration is None:
+        return None
+    unit = expiration.duration.upper()
+    if unit in _FIXED:
+        return effective + expiration.count * _FIXED[unit]
+    if unit in _CALENDAR:
+        return boundary(UsagePeriod(_CALENDAR[unit], effective, _UTC), expiration.count)
+    raise ValidationFailed.on(
+        f"{field}expiration.duration", "must be HOUR, DAY, WEEK, MONTH or YEAR"
+    )
+
+
+@router.get(_PATH)
+async def list_grants(
+    customer_id_or_key: str,
+    entitlement_id_or_feature_key: str,
+    principal: Reader,
+    session: ReadSession,
+    include_deleted: Annotated[bool, Query(alias="includeDeleted")] = False,
+    page: Annotated[int, Query(ge=1)] = 1,
+    page_size: Annotated[int, Query(alias="pageSize", ge=1, le=1000)] = 100,
+    order: Literal["ASC", "DESC"] = "ASC",
+    order_by: Annotated[Literal["id", "createdAt", "updatedAt"], Query(alias="orderBy")] = "id",
+) -> Json:
+    """The customer's grants on the feature; voided ones too with `includeDeleted`."""
+    at, tenant_id = utcnow(), principal.tenant_id
+    customer, row, feature_key = await resolve(
+        session, tenant_id, customer_id_or_key, entitlement_id_or_feature_key, at
+    )
+    records = await _all_grants(session, tenant_id, customer.id, feature_key, include_deleted)
+    records.sort(key=_ORDER_BY[order_by], reverse=order == "DESC")
+    shown = records[(page - 1) * page_size : page * page_size]
+    return Json(
+        {
+            "items": [grant_out(r, row.id) for r in shown],
+            "page": page,
+            "pageSize": page_size,
+            "totalCount": len(records),
+        }
+    )
+
+
+async def _all_grants(
+    session: AsyncSession, tenant_id: str, customer: str, feature: str, include_voided: bool
+) -> list[GrantRecord]:
+    out: list[GrantRecord] = []
+    while True:
+        chunk = await grants.list_(
+            session, tenant_id, customer=customer, feature=feature,
+            include_voided=include_voided, after=out[-1].id if out else None, limit=_PAGE,
+        )  # fmt: skip
+        out += chunk
+        if len(chunk) < _PAGE:
+            return out

@@ -1,0 +1,31 @@
+"""How OpenMeter paths name a customer's entitlement: by its id, or by its feature's key."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from allotment.customers import service as customers
+from allotment.customers.models import Customer
+from allotment.entitlements import features, provisioning
+from allotment.entitlements.check import live_entitlement
+from allotment.entitlements.models import CustomerEntitlement
+from allotment.errors import NotFound
+
+
+async def resolve(
+    session: AsyncSession, tenant_id: str, customer_ref: str, ref: str, at: datetime
+) -> tuple[Customer, CustomerEntitlement, str]:
+    """The customer's entitlement with id `ref` (even ended), else its live one to feature `ref`."""
+    customer = await customers.find(session, tenant_id, customer_ref)
+    rows = await provisioning.rows_of(session, tenant_id, customer.id)
+    row = next((r for r in rows if r.id == ref), None)
+    if row is not None:
+        keys = await features.keys_of(session, tenant_id, [row.feature_id])
+        return customer, row, keys[row.feature_id]
+    feature = await features.get(session, tenant_id, ref)
+    row = await live_entitlement(session, tenant_id, customer.id, feature.id, at)
+    if row is None:
+        raise NotFound("entitlement", ref)
+    return customer, row, feature.key

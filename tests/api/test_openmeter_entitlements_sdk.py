@@ -1,0 +1,495 @@
+"""OpenMeter features, entitlements, values and access, driven by the official SDK.
+
+The same live server as the other SDK tests (uvicorn in a thread), on SQLite and PostgreSQL.
+"""
+
+from __future__ import annotations
+
+import json
+from calendar import monthrange
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import openmeter
+import pytest
+from corehttp.exceptions import HttpResponseError, ResourceExistsError, ResourceNotFoundError
+from openmeter.aio import Client as AsyncClient
+from openmeter.models import (
+    CustomerCreate,
+    CustomerUsageAttribution,
+    EntitlementBooleanCreateInputs,
+    EntitlementGrantCreateInputV2,
+    EntitlementMeteredV2CreateInputs,
+    EntitlementStaticCreateInputs,
+    ExpirationPeriod,
+    FeatureCreateInputs,
+    RecurringPeriodCreateInput,
+)
+from tests.api import test_openmeter_sdk as sdk
+from tests.api.test_openmeter_sdk import Live, prompt, tokens_meter
+
+from allotment.types import utcnow
+
+live, om = sdk.live, sdk.om  # the live server and an admin client, as fixtures here too
+
+# --- builders ----------------------------------------------------------------------------------
+
+
+def customer(om: openmeter.Client, key: str = "acme", *subjects: str) -> Any:
+    return om.customers.create(
+        CustomerCreate(
+            key=key,
+            name=key.title(),
+            usage_attribution=CustomerUsageAttribution(subject_keys=list(subjects or [key])),
+        )
+    )
+
+
+def tokens_feature(om: openmeter.Client, key: str = "tokens", **extra: Any) -> Any:
+    tokens_meter(om)
+    return om.features.create(
+        FeatureCreateInputs(key=key, name="Tokens", meter_slug="tokens_total", **extra)
+    )
+
+
+def plain_feature(om: openmeter.Client, key: str) -> Any:
+    return om.features.create(FeatureCreateInputs(key=key, name=key.upper()))
+
+
+def metered(
+    om: openmeter.Client, customer_key: str = "acme", feature: str = "tokens", **extra: Any
+) -> Any:
+    """The created entitlement, as the JSON object the SDK hands back for this union type."""
+    inputs = {"usage_period": RecurringPeriodCreateInput(interval="MONTH")} | extra
+    return om.customer_entitlements_v2.post(
+        customer_key,
+        EntitlementMeteredV2CreateInputs(type="metered", feature_key=feature, **inputs),
+    )
+
+
+def use(om: openmeter.Client, tokens: float, subject: str = "acme") -> None:
+    """Usage of the tokens meter, now (usage counts from an entitlement's creation)."""
+    om.events.ingest_event(prompt(subject, tokens, at=utcnow()))
+
+
+def _at(text: str) -> datetime:
+    return datetime.fromisoformat(text)
+
+
+def value(om: openmeter.Client, feature: str = "tokens", customer_key: str = "acme") -> Any:
+    return om.customer_entitlement.get_customer_entitlement_value(customer_key, feature)
+
+
+# --- features ----------------------------------------------------------------------------------
+
+
+def test_feature_create_get_list_and_archive(om):
+    """A feature keeps its meter and group filter; deleting archives it."""
+    created = tokens_feature(om, meter_group_by_filters={"model": "gpt-4"}, metadata={"tier": "a"})
+    assert (created.key, created.name, created.meter_slug) == ("tokens", "Tokens", "tokens_total")
+    assert created.meter_group_by_filters == {"model": "gpt-4"}
+    assert created.metadata == {"tier": "a"} and created.archived_at is None
+    plain_feature(om, "sso")
+
+    assert om.features.get(created.id).key == "tokens"
+    assert om.features.get("tokens").id == created.id
+    # The SDK hands list results back as plain JSON: a bare array, or a page with `page`.
+    assert [f["key"] for f in om.features.list()] == ["tokens", "sso"]
+    assert [f["key"] for f in om.features.list(meter_slug=["tokens_total"])] == ["tokens"]
+    page = om.features.list(page=1, page_size=1, order_by="key")
+    assert (page["totalCount"], [f["key"] for f in page["items"]]) == (2, ["sso"])
+
+    om.features.delete("sso")
+    assert [f["key"] for f in om.features.list()] == ["tokens"]
+    archived = [f for f in om.features.list(include_archived=True) if f["key"] == "sso"]
+    assert archived and archived[0]["archivedAt"] is not None
+    with pytest.raises(ResourceNotFoundError):
+        om.features.get("sso")
+
+
+def test_duplicate_feature_is_resource_exists(om):
+    plain_feature(om, "sso")
+    with pytest.raises(ResourceExistsError):
+        plain_feature(om, "sso")
+
+
+@pytest.mark.parametrize(
+    ("inputs", "field"),
+    [
+        ({"key": "Not A Key", "name": "x"}, "key"),
+        ({"key": "tokens", "name": "x", "meter_slug": "nope"}, "meterSlug"),
+        (
+            {"key": "tokens", "name": "x", "meter_slug": "tokens_total",
+             "meter_group_by_filters": {"region": "eu"}},
+            "meterGroupByFilters.region",
+        ),
+    ],
+)  # fmt: skip
+def test_bad_feature_is_a_400_naming_the_field(om, inputs, field):
+    tokens_meter(om)
+    with pytest.raises(HttpResponseError) as err:
+        om.features.create(FeatureCreateInputs(**inputs))
+    assert err.value.status_code == 400
+    assert field in {e["field"] for e in err.value.response.json()["errors"]}
+
+
+# --- entitlements ------------------------------------------------------------------------------
+
+
+def test_usage_burns_the_balance_and_a_hard_limit_ends_access(om):
+    """Events ingested through the SDK show up in the value; at the limit access stops."""
+    customer(om)
+    tokens_feature(om)
+    created = metered(om, issue_after_reset=100)
+    assert (created["type"], created["featureKey"], created["customerKey"]) == (
+        "metered", "tokens", "acme",
+    )  # fmt: skip
+    assert created["isSoftLimit"] is False and created["issueAfterReset"] == 100
+    assert created["usagePeriod"]["interval"] == "MONTH"
+    period = created["currentUsagePeriod"]
+    assert _at(period["from"]) <= datetime.now(UTC) < _at(period["to"])
+
+    fresh = value(om)
+    assert (fresh.has_access, fresh.balance, fresh.usage, fresh.overage) == (True, 100, 0, 0)
+    assert fresh.total_available_grant_amount == 100
+
+    use(om, 60)
+    mid = value(om)
+    assert (mid.has_access, mid.balance, mid.usage, mid.overage) == (True, 40, 60, 0)
+
+    use(om, 40)
+    spent = value(om)
+    assert (spent.has_access, spent.balance, spent.usage) == (False, 0, 100)
+
+
+def test_soft_limit_keeps_access_and_reports_overage(om):
+    customer(om)
+    tokens_feature(om)
+    created = metered(om, issue_after_reset=10, is_soft_limit=True, preserve_overage_at_reset=True)
+    assert created["isSoftLimit"] is True and created["preserveOverageAtReset"] is True
+
+    use(om, 25)
+    over = value(om)
+    assert (over.has_access, over.balance, over.usage, over.overage) == (True, 0, 25, 15)
+
+
+@pytest.mark.parametrize(("preserve", "next_usage"), [(True, 15), (False, 0)])
+def test_overage_at_reset_is_carried_or_forgiven(om, preserve, next_usage):
+    """25 used of 10 on a soft limit: the next day starts with the 15 over, or with nothing."""
+    customer(om)
+    tokens_feature(om)
+    metered(
+        om, issue_after_reset=10, is_soft_limit=True, preserve_overage_at_reset=preserve,
+        usage_period=RecurringPeriodCreateInput(interval="DAY"),
+    )  # fmt: skip
+    use(om, 25)
+    tomorrow = om.customer_entitlement.get_customer_entitlement_value(
+        "acme", "tokens", time=utcnow() + timedelta(days=1)
+    )
+    assert (tomorrow.usage, tomorrow.overage) == (next_usage, max(0, next_usage - 10))
+    assert tomorrow.has_access is True
+
+
+def test_iso_interval_and_anchor_set_the_usage_period(om):
+    """P1W anchored on a Monday: the current period is the week that began on a Monday."""
+    customer(om)
+    tokens_feature(om)
+    anchor = datetime(2024, 1, 1, 9, tzinfo=UTC)  # a Monday
+    created = metered(om, usage_period=RecurringPeriodCreateInput(interval="P1W", anchor=anchor))
+    assert created["usagePeriod"]["interval"] == "WEEK"
+    assert created["usagePeriod"]["intervalISO"] == "P1W"
+    assert _at(created["usagePeriod"]["anchor"]) == anchor
+    start, end = (_at(created["currentUsagePeriod"][k]) for k in ("from", "to"))
+    assert end - start == timedelta(weeks=1)
+    assert start.weekday() == 0 and start.hour == 9
+
+
+def test_value_at_a_past_time_and_of_an_unknown_entitlement(om):
+    customer(om)
+    tokens_feature(om)
+    plain_feature(om, "sso")
+    metered(om, issue_after_reset=5)
+    assert value(om).has_access is True
+    with pytest.raises(ResourceNotFoundError):
+        om.customer_entitlement.get_customer_entitlement_value(
+            "acme", "tokens", time=datetime(2020, 1, 1, tzinfo=UTC)
+        )
+    with pytest.raises(ResourceNotFoundError):
+        value(om, "sso")  # a feature the customer has no entitlement to
+    with pytest.raises(ResourceNotFoundError):
+        value(om, "tokens", "nobody")
+
+
+def test_boolean_and_static_entitlements(om):
+    """Boolean access, and a static config that comes back as the JSON string it was sent as."""
+    customer(om)
+    plain_feature(om, "sso")
+    plain_feature(om, "models")
+    om.customer_entitlements_v2.post(
+        "acme", EntitlementBooleanCreateInputs(type="boolean", feature_key="sso")
+    )
+    config = {"models": ["gpt-4", "gpt-3"], "max": 3}
+    static = om.customer_entitlements_v2.post(
+        "acme",
+        EntitlementStaticCreateInputs(
+            type="static", feature_key="models", config=json.dumps(config)
+        ),
+    )
+    assert static["type"] == "static" and json.loads(static["config"]) == config
+
+    assert value(om, "sso").has_access is True
+    got = value(om, "models")
+    assert got.has_access is True and json.loads(got.config) == config
+
+
+def test_customer_access_lists_every_entitlement(om):
+    customer(om)
+    tokens_feature(om)
+    plain_feature(om, "sso")
+    plain_feature(om, "models")
+    metered(om, issue_after_reset=3)
+    om.customer_entitlements_v2.post(
+        "acme", EntitlementBooleanCreateInputs(type="boolean", feature_key="sso")
+    )
+    om.customer_entitlements_v2.post(
+        "acme", EntitlementStaticCreateInputs(type="static", feature_key="models", config='{"n":1}')
+    )
+    use(om, 3)
+
+    access = om.customer.get_customer_access("acme").entitlements
+    assert set(access) == {"tokens", "sso", "models"}
+    assert access["tokens"].has_access is False and access["tokens"].usage == 3
+    assert access["sso"].has_access is True
+    assert json.loads(access["models"].config) == {"n": 1}
+
+
+def test_list_get_and_delete_customer_entitlements(om):
+    cust = customer(om)
+    tokens_feature(om)
+    plain_feature(om, "sso")
+    ent = metered(om, issue_after_reset=5)
+    om.customer_entitlements_v2.post(
+        "acme", EntitlementBooleanCreateInputs(type="boolean", feature_key="sso")
+    )
+
+    listed = om.customer_entitlements_v2.list("acme")
+    assert listed.total_count == 2
+    assert [e["featureKey"] for e in listed.items_property] == ["tokens", "sso"]
+    assert om.customer_entitlements_v2.get(cust.id, ent["id"])["featureKey"] == "tokens"
+    assert om.customer_entitlements_v2.get("acme", "tokens")["id"] == ent["id"]
+
+    om.customer_entitlements_v2.delete("acme", "tokens")
+    live_ones = om.customer_entitlements_v2.list("acme").items_property
+    assert [e["featureKey"] for e in live_ones] == ["sso"]
+    with pytest.raises(ResourceNotFoundError):
+        value(om)
+    deleted = om.customer_entitlements_v2.list("acme", include_deleted=True).items_property
+    assert {e["featureKey"]: "deletedAt" in e for e in deleted} == {"tokens": True, "sso": False}
+    metered(om, issue_after_reset=7)  # the feature is free to be entitled again
+    assert value(om).balance == 7
+
+
+def test_second_entitlement_to_a_feature_is_resource_exists(om):
+    customer(om)
+    plain_feature(om, "sso")
+    sso = EntitlementBooleanCreateInputs(type="boolean", feature_key="sso")
+    om.customer_entitlements_v2.post("acme", sso)
+    with pytest.raises(ResourceExistsError):
+        om.customer_entitlements_v2.post("acme", sso)
+
+
+def test_unknown_customer_or_feature_is_not_found(om):
+    customer(om)
+    with pytest.raises(ResourceNotFoundError):
+        om.customer_entitlements_v2.post(
+            "nobody", EntitlementBooleanCreateInputs(type="boolean", feature_key="sso")
+        )
+    with pytest.raises(ResourceNotFoundError):
+        om.customer_entitlements_v2.post(
+            "acme", EntitlementBooleanCreateInputs(type="boolean", feature_key="nope")
+        )
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        ({"type": "metered", "featureKey": "tokens", "usagePeriod": {"interval": "PT1H"}},
+         "usagePeriod.interval"),
+        ({"type": "metered", "featureKey": "tokens"}, "usagePeriod"),
+        ({"type": "metered", "featureKey": "tokens", "usagePeriod": {"interval": "DAY"},
+          "issueAfterReset": -1}, "issueAfterReset"),
+        ({"type": "metered", "featureKey": "tokens", "usagePeriod": {"interval": "DAY"},
+          "measureUsageFrom": "CURRENT_PERIOD_START"}, "measureUsageFrom"),
+        ({"type": "static", "featureKey": "tokens", "config": "{not json"}, "config"),
+        ({"type": "static", "featureKey": "tokens", "config": "[1, 2]"}, "config"),
+        ({"type": "static", "featureKey": "tokens"}, "config"),
+        ({"type": "boolean"}, "featureKey"),
+        ({"type": "seats", "featureKey": "tokens"}, "type"),
+    ],
+)  # fmt: skip
+def test_bad_entitlement_is_a_400_naming_the_field(om, body, field):
+    customer(om)
+    tokens_feature(om)
+    with pytest.raises(HttpResponseError) as err:
+        om.customer_entitlements_v2.post("acme", body)
+    assert err.value.status_code == 400
+    problem = err.value.response.json()
+    assert field in {e["field"] for e in problem["errors"]}
+    assert problem["instance"] == "/api/v2/customers/acme/entitlements"
+
+
+def test_read_key_reads_values_but_cannot_create(live, om):
+    customer(om)
+    plain_feature(om, "sso")
+    with live.client("read") as reader:
+        with pytest.raises(HttpResponseError) as err:
+            reader.customer_entitlements_v2.post(
+                "acme", EntitlementBooleanCreateInputs(type="boolean", feature_key="sso")
+            )
+        assert err.value.status_code == 403
+        om.customer_entitlements_v2.post(
+            "acme", EntitlementBooleanCreateInputs(type="boolean", feature_key="sso")
+        )
+        assert reader.customer.get_customer_access("acme").entitlements["sso"].has_access
+
+
+async def test_async_client_reads_the_v2_value(live: Live):
+    """The v2 value endpoint, by feature key and by entitlement id, through the async client."""
+    async with AsyncClient(endpoint=live.url, token=live.keys["admin"], retry_total=0) as client:
+        await client.customers.create(
+            CustomerCreate(
+                key="acme",
+                name="Acme",
+                usage_attribution=CustomerUsageAttribution(subject_keys=["acme"]),
+            )
+        )
+        await client.meters.create(
+            {"slug": "tokens_total", "aggregation": "SUM", "eventType": "prompt",
+             "valueProperty": "$.tokens"}
+        )  # fmt: skip
+        await client.features.create(
+            FeatureCreateInputs(key="tokens", name="Tokens", meter_slug="tokens_total")
+        )
+        ent = await client.customer_entitlements_v2.post(
+            "acme",
+            EntitlementMeteredV2CreateInputs(
+                type="metered", feature_key="tokens", issue_after_reset=50,
+                usage_period=RecurringPeriodCreateInput(interval="P1D"),
+            ),
+        )  # fmt: skip
+        await client.events.ingest_event(prompt("acme", 20, at=utcnow()))
+        for ref in ("tokens", ent["id"]):
+            got = await client.customer_entitlement_v2.get_customer_entitlement_value("acme", ref)
+            assert (got.has_access, got.balance, got.usage) == (True, 30, 20)
+
+
+# --- grants ------------------------------------------------------------------------------------
+
+
+def grant(om: openmeter.Client, amount: float, feature: str = "tokens", **extra: Any) -> Any:
+    inputs = {"effective_at": utcnow()} | extra
+    return om.customer_entitlement_v2.create_customer_entitlement_grant(
+        "acme", feature, EntitlementGrantCreateInputV2(amount=amount, **inputs)
+    )
+
+
+def test_a_grant_tops_up_an_exhausted_entitlement(om):
+    """A hard limit reached; a grant of 5 gives access back, with 5 left to spend."""
+    customer(om)
+    tokens_feature(om)
+    ent = metered(om, issue_after_reset=10)
+    use(om, 10)
+    assert value(om).has_access is False
+
+    created = grant(om, 5, expiration=ExpirationPeriod(duration="MONTH", count=1))
+    assert (created.amount, created.priority, created.entitlement_id) == (5, 1, ent["id"])
+    assert created.expires_at == _month_after(created.effective_at)
+    assert (created.min_rollover_amount, created.max_rollover_amount) == (0, 5)
+
+    topped = value(om)
+    assert (topped.has_access, topped.balance, topped.usage) == (True, 5, 10)
+    assert topped.total_available_grant_amount == 15
+    use(om, 5)
+    assert value(om).has_access is False
+
+
+def _month_after(at: datetime) -> datetime:
+    """The same wall time a calendar month later, on the month's last day if it is shorter."""
+    year, month = at.year + at.month // 12, at.month % 12 + 1
+    return at.replace(year=year, month=month, day=min(at.day, monthrange(year, month)[1]))
+
+
+def test_grants_are_listed_by_feature_key_or_entitlement_id(om):
+    customer(om)
+    tokens_feature(om)
+    ent = metered(om, is_soft_limit=True)
+    first = grant(om, 3, priority=2, metadata={"order": "A-1"}, max_rollover_amount=1)
+    second = grant(om, 7, min_rollover_amount=2)
+    for ref in ("tokens", ent["id"]):
+        listed = om.customer_entitlement_v2.get_grants("acme", ref)
+        assert listed.total_count == 2
+        assert [(g.amount, g.priority) for g in listed.items_property] == [(3, 2), (7, 1)]
+    got = om.customer_entitlement_v2.get_grants("acme", "tokens").items_property[0]
+    assert (got.id, got.metadata, got.max_rollover_amount) == (first.id, {"order": "A-1"}, 1)
+    assert got.expires_at is None
+    assert value(om).total_available_grant_amount == 10
+    use(om, 4)  # the higher priority (lower number) burns first
+    v2 = om.customer_entitlement_v2.get_customer_entitlement_value("acme", "tokens")
+    assert v2.grant_balances == {second.id: 3, first.id: 3}
+
+
+def test_an_expired_grant_adds_nothing(om):
+    customer(om)
+    tokens_feature(om)
+    metered(om, issue_after_reset=4)
+    grant(om, 100, effective_at=utcnow() - timedelta(hours=3),
+          expiration=ExpirationPeriod(duration="HOUR", count=1))  # fmt: skip
+    assert value(om).total_available_grant_amount == 4
+
+
+def test_grants_sent_with_the_entitlement_are_created(om):
+    customer(om)
+    tokens_feature(om)
+    metered(
+        om, issue_after_reset=1,
+        grants=[EntitlementGrantCreateInputV2(amount=9, effective_at=utcnow())],
+    )  # fmt: skip
+    assert value(om).total_available_grant_amount == 10
+    assert om.customer_entitlement_v2.get_grants("acme", "tokens").total_count == 1
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        ({"amount": 0}, "amount"),
+        ({"amount": 5, "expiration": {"duration": "MINUTE", "count": 1}}, "expiration.duration"),
+        ({"amount": 5, "expiration": {"duration": "DAY", "count": 0}}, "expiration.count"),
+        ({"amount": 5, "recurrence": {"interval": "DAY"}}, "recurrence"),
+        ({"amount": 5, "minRolloverAmount": 3, "maxRolloverAmount": 2}, "maxRolloverAmount"),
+        ({"amount": 5, "priority": 0}, "priority"),
+        ({"amount": 5, "effectiveAt": "yesterday"}, "effectiveAt"),
+    ],
+)
+def test_bad_grant_is_a_400_naming_the_field(om, body, field):
+    customer(om)
+    tokens_feature(om)
+    metered(om, issue_after_reset=1)
+    with pytest.raises(HttpResponseError) as err:
+        om.customer_entitlement_v2.create_customer_entitlement_grant(
+            "acme", "tokens", {"effectiveAt": utcnow().isoformat()} | body
+        )
+    assert err.value.status_code == 400
+    assert field in {e["field"] for e in err.value.response.json()["errors"]}
+
+
+def test_grants_need_a_metered_entitlement(om):
+    customer(om)
+    plain_feature(om, "sso")
+    om.customer_entitlements_v2.post(
+        "acme", EntitlementBooleanCreateInputs(type="boolean", feature_key="sso")
+    )
+    with pytest.raises(HttpResponseError) as err:
+        grant(om, 5, feature="sso")
+    assert err.value.status_code == 400
+    with pytest.raises(ResourceNotFoundError):
+        grant(om, 5, feature="tokens")
