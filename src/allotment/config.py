@@ -20,6 +20,10 @@ class Settings:
     # SQLite: FULL survives power loss; NORMAL in WAL mode survives a killed process.
     sqlite_synchronous: str = "FULL"
     log_json: bool = False
+    # Webhook delivery: off leaves the outbox to `allotment worker` processes (or to tests).
+    delivery_enabled: bool = True
+    delivery_timeout_seconds: float = 10.0
+    delivery_lease_seconds: float = 60.0
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -31,4 +35,11 @@ class Settings:
             key_cache_seconds=float(env.get("ALLOTMENT_KEY_CACHE_SECONDS", cls.key_cache_seconds)),
             sqlite_synchronous=env.get("ALLOTMENT_SQLITE_SYNCHRONOUS", cls.sqlite_synchronous),
             log_json=env.get("ALLOTMENT_LOG_JSON", "") not in ("", "0", "false"),
+            delivery_enabled=env.get("ALLOTMENT_DELIVERY", "1") not in ("0", "false", "off"),
+            delivery_timeout_seconds=float(
+                env.get("ALLOTMENT_DELIVERY_TIMEOUT_SECONDS", cls.delivery_timeout_seconds)
+            ),
+            delivery_lease_seconds=float(
+                env.get("ALLOTMENT_DELIVERY_LEASE_SECONDS", cls.delivery_lease_seconds)
+            ),
         )

@@ -9,6 +9,7 @@ engine for both.
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
@@ -72,10 +73,14 @@ class Database:
             self.engine = _sqlite_engine(url, synchronous=sync, immediate=True)
             self.read_engine = _sqlite_engine(url, synchronous=sync, immediate=False)
         else:
-            self.engine = create_async_engine(url, pool_size=20, max_overflow=20)
+            # 20 connections a process, kept open: PostgreSQL gains nothing from more than a few
+            # per core, several processes must fit its max_connections (100 by default), and
+            # connections opened for a burst and closed after it cost more than waiting.
+            self.engine = create_async_engine(url, pool_size=20, max_overflow=0)
             # Reads span several statements (rollups, then the journal): one snapshot for all.
             self.read_engine = self.engine.execution_options(isolation_level="REPEATABLE READ")
         self._sqlite_writer = asyncio.Lock()
+        self._reader: sqlite3.Connection | None = None
         self._write = async_sessionmaker(self.engine, expire_on_commit=False)
         self._read = async_sessionmaker(self.read_engine, expire_on_commit=False)
 
@@ -100,10 +105,38 @@ class Database:
         async with maker() as session, session.begin():
             yield session
 
+    async def point_read(self, sql_pg: str, sql_sqlite: str, *args: Any) -> list[Any]:
+        """One read statement outside any transaction, on the cheapest path of each backend.
+
+        For hot reads of a few rows by key (a check). On SQLite the statement runs on this
+        process's own connection in the calling thread: an indexed read takes microseconds,
+        less than handing it to a driver thread, and WAL readers never wait for writers. On
+        PostgreSQL it is one round trip on a pooled connection, with no BEGIN or COMMIT.
+        """
+        if self.is_sqlite:
+            return self._sqlite_reader().execute(sql_sqlite, args).fetchall()
+        async with self.engine.connect() as conn:  # the one pool: no connections beyond it
+            raw = await conn.get_raw_connection()
+            driver_connection: Any = raw.driver_connection
+            return list(await driver_connection.fetch(sql_pg, *args))
+
+    def _sqlite_reader(self) -> sqlite3.Connection:
+        if self._reader is None:
+            path = make_url(self.url).database
+            reader = sqlite3.connect(
+                f"file:{path}?mode=ro", uri=True, isolation_level=None, check_same_thread=False
+            )
+            reader.execute("PRAGMA busy_timeout=5000")
+            self._reader = reader
+        return self._reader
+
     async def dispose(self) -> None:
         await self.engine.dispose()
         if self.is_sqlite:
             await self.read_engine.dispose()
+        if self._reader is not None:
+            self._reader.close()
+            self._reader = None
 
 
 # --- the driver connection, for hot-path SQL that skips statement compilation ---------------

@@ -203,3 +203,18 @@ async def test_concurrent_consumers_on_separate_engines_never_pass_the_hard_limi
     denials = await ok(await tenant.client.get("/v1/denials", params={"customer": "acme"}))
     assert len(denials["items"]) == 22
     assert (await _check(tenant.client))["usage"] == 10
+
+
+async def test_malformed_or_incomplete_check_bodies_are_4xx_naming_the_field(tenant):
+    c = tenant.client
+    await _metered_customer(c, 10, None, 10)
+    resp = await c.post("/v1/check", content=b"{not json", headers={"Content-Type": "application/json"})
+    assert (resp.status_code, resp.json()["type"]) == (400, "malformed_request")
+    resp = await c.post("/v1/check", json={"feature": "api-calls", "colour": "red"})
+    assert resp.status_code == 422
+    assert sorted(e["field"] for e in resp.json()["errors"]) == ["colour", "customer"]
+    resp = await c.post("/v1/check", json={"customer": "acme", "feature": "api-calls"},
+                        headers={"Idempotency-Key": "k" * 256})
+    assert resp.status_code == 422 and resp.json()["errors"][0]["field"] == "Idempotency-Key"
+    assert (await c.post("/v1/check", json={"customer": "acme", "feature": "api-calls"},
+                         headers={"Authorization": "Bearer nope"})).status_code == 401

@@ -14,6 +14,7 @@ from allotment.api.app import create_app
 from allotment.db import Database
 from allotment.entitlements import check as checks
 from allotment.entitlements import reservations as service
+from allotment.entitlements import state
 from allotment.errors import Conflict
 from allotment.types import utcnow
 from tests.entitlements.catalogue import customer, feature, metered, ok, plan, subscribe
@@ -84,6 +85,8 @@ async def test_commit_more_than_held_is_checked_against_the_hard_limit(tenant):
     assert (over.status_code, over.json()["type"]) == (409, "hard_limit")
     assert "hard limit" in over.json()["detail"]
     assert (await ok(await c.get(f"/v1/reservations/{a}")))["status"] == "open"  # the hold stays
+    denials = await ok(await c.get("/v1/denials", params={"customer": "driver", "feature": "kwh"}))
+    assert [(d["reason"], d["quantity"]) for d in denials["items"]] == [("hard_limit", 41)]
     done = await ok(await c.post(f"/v1/reservations/{a}/commit", json={"quantity": 40}))
     assert (done["usage"], done["reserved"]) == (40, 60)
 
@@ -234,3 +237,15 @@ async def test_concurrent_reservations_never_pass_the_hard_limit(tenant, setting
     assert (await _check(tenant.client))["balance"] == 0
     denials = await ok(await tenant.client.get("/v1/denials", params={"customer": "driver"}))
     assert len(denials["items"]) == 22 + 1  # the 22 refused reservations and the check of 1 unit
+
+
+async def test_the_state_view_does_not_count_an_expired_hold(tenant, db):
+    """Before anything sweeps it, an expired hold no longer lowers the balance shown."""
+    await _prepaid(tenant.client)
+    t0 = utcnow() + timedelta(seconds=1)
+    await _create(db, tenant.id, "100", t0)
+    async with db.transaction(readonly=True) as session:
+        held = await state.get_state(session, tenant.id, "driver", "kwh", at=t0 + timedelta(seconds=59))
+        gone = await state.get_state(session, tenant.id, "driver", "kwh", at=t0 + timedelta(seconds=60))
+    assert (held.balance, held.has_access) == (0, False)
+    assert (gone.balance, gone.has_access) == (100, True)

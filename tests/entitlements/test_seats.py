@@ -216,3 +216,21 @@ async def test_entitlement_state_shows_live_seats_and_overdraft(tenant):
     await _post(c, "release", "carol")
     state = await ok(await c.get("/v1/customers/acme/entitlements/seats"))
     assert (state["usage"], state["in_overdraft"], state["has_access"]) == (2, False, True)
+
+
+async def test_active_seats_survive_a_plan_change(tenant):
+    """Items holding seats keep them when the customer moves to a plan with more seats."""
+    c = tenant.client
+    await _seats_customer(c, 2, None, 3)
+    for item in ("alice", "bob", "carol"):
+        await _post(c, "activate", item)
+    assert (await _post(c, "activate", "dave"))["decision"] == "deny"
+    await plan(c, "business", [{"feature": "seats", "kind": "seats", "included": 4, "hard_limit": 4}])
+    subs = await ok(await c.get("/v1/subscriptions", params={"customer": "acme"}))
+    await ok(await c.post(f"/v1/subscriptions/{subs['items'][0]['id']}/change-plan", json={"plan": "business"}))
+    state = await ok(await c.get("/v1/customers/acme/entitlements/seats"))
+    assert (state["usage"], state["included"]) == (3, 4)
+    assert (await _post(c, "activate", "alice"))["active"] == 3  # still holds its seat
+    assert (await _post(c, "activate", "dave"))["active"] == 4
+    assert (await _post(c, "activate", "erin"))["decision"] == "deny"
+    assert (await _post(c, "release", "bob"))["active"] == 3

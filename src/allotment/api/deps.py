@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import base64
-from collections.abc import AsyncIterator, Callable, Coroutine
-from typing import Annotated, Any
+from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
+from typing import Annotated, Any, TypeVar
 
 from fastapi import Depends, Query, Request
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -37,6 +37,11 @@ async def _read_session(request: Request) -> AsyncIterator[AsyncSession]:
         yield session
 
 
+async def _database(request: Request) -> Database:
+    return database(request)  # as an async dependency: a plain one would run in a thread
+
+
+Db = Annotated[Database, Depends(_database)]
 WriteSession = Annotated[AsyncSession, Depends(_write_session, scope="function")]
 ReadSession = Annotated[AsyncSession, Depends(_read_session, scope="function")]
 
@@ -55,10 +60,13 @@ async def authenticate(request: Request) -> Principal:
         raise Unauthenticated("missing Authorization header: send 'Authorization: Bearer <api key>'")
     if scheme.lower() != "bearer" or not secret.strip():
         raise Unauthenticated("the Authorization header must be 'Bearer <api key>'")
-    db = database(request)
-    async with db.transaction(readonly=True) as session:
+    secret = secret.strip()
+    known = tenancy.remembered(secret)  # most requests: no transaction at all
+    if known is not None:
+        return known
+    async with database(request).transaction(readonly=True) as session:
         return await tenancy.authenticate(
-            session, secret.strip(), cache_seconds=settings(request).key_cache_seconds
+            session, secret, cache_seconds=settings(request).key_cache_seconds
         )
 
 
@@ -77,11 +85,20 @@ Reader = Annotated[Principal, Depends(require("read"))]
 Ingester = Annotated[Principal, Depends(require("ingest"))]
 
 
+R = TypeVar("R")
 _CURSOR_MARK = "after:"
 
 
 def encode_cursor(value: str) -> str:
     return base64.urlsafe_b64encode((_CURSOR_MARK + value).encode()).decode().rstrip("=")
+
+
+def page(
+    items: list[Any], rows: Sequence[R], *, limit: int, position: Callable[[R], object]
+) -> dict[str, object]:
+    """A list answer: its items, and a cursor after the last row when the page is full."""
+    full = len(rows) == limit
+    return {"items": items, "next_cursor": encode_cursor(str(position(rows[-1]))) if full else None}
 
 
 def decode_cursor(cursor: str | None) -> str | None:

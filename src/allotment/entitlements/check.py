@@ -24,12 +24,13 @@ from sqlalchemy import ColumnElement, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from allotment.customers import service as customers
-from allotment.entitlements import features, queries, reservations
+from allotment.entitlements import features, notices, queries, reservations, resolve, standing
 from allotment.entitlements.engine import (
     ONE,
     ZERO,
     BooleanEntitlement,
     Decision,
+    Grant,
     Kind,
     MeteredEntitlement,
     Reason,
@@ -38,7 +39,7 @@ from allotment.entitlements.engine import (
     decide,
 )
 from allotment.entitlements.models import Consumption, CustomerEntitlement, UsageDenial
-from allotment.entitlements.periods import Interval, UsagePeriod, period_at
+from allotment.entitlements.periods import Interval, UsagePeriod
 from allotment.errors import Conflict, ValidationFailed
 from allotment.types import new_id, to_micros
 
@@ -97,9 +98,8 @@ async def check(
 async def _check(
     session: AsyncSession, tenant_id: str, request: CheckRequest, at: datetime
 ) -> CheckResult:
-    customer = await customers.find(session, tenant_id, request.customer)
-    feature = await features.get(session, tenant_id, request.feature)
-    row = await live_entitlement(session, tenant_id, customer.id, feature.id, at)
+    found = await resolve.target(session, tenant_id, request.customer, request.feature, at)
+    row = found.row
     if row is None:
         result = CheckResult(Decision(Verdict.DENY, Reason.NOT_ENTITLED))
     elif row.kind == Kind.METERED:
@@ -111,12 +111,33 @@ async def _check(
     else:
         raise ValidationFailed.on("feature", f"'{request.feature}' counts seats: activate seats instead")
     if result.decision.decision is Verdict.DENY:
-        session.add(UsageDenial(
-            id=new_id("den"), tenant_id=tenant_id, customer_id=customer.id, feature_id=feature.id,
-            at=at, quantity=request.quantity, reason=str(result.decision.reason),
-        ))
-        await session.flush()
+        await record_denial(session, tenant_id, found.customer_id, found.feature_id, request, result, at,
+                            entitlement_id=None if row is None else row.id)
     return result
+
+
+async def record_denial(
+    session: AsyncSession,
+    tenant_id: str,
+    customer_id: str,
+    feature_id: str,
+    request: CheckRequest,
+    result: CheckResult,
+    at: datetime,
+    *,
+    entitlement_id: str | None = None,
+) -> None:
+    """Record a deny (both check paths) and tell of it (entitlements/notices.py)."""
+    session.add(UsageDenial(
+        id=new_id("den"), tenant_id=tenant_id, customer_id=customer_id, feature_id=feature_id,
+        at=at, quantity=request.quantity, reason=str(result.decision.reason),
+    ))
+    await session.flush()
+    await notices.denied(
+        session, tenant_id, customer_id=customer_id, feature_id=feature_id, entitlement_id=entitlement_id,
+        decision=result.decision, quantity=request.quantity, consume=request.consume,
+        period_start=result.period_start, period_end=result.period_end, at=at,
+    )
 
 
 async def live_entitlement(
@@ -163,13 +184,30 @@ class Counted:
     reserved: Decimal
     period_start: datetime
     period_end: datetime | None
+    grants: tuple[Grant, ...] = ()  # with their amounts for this period
 
 
 async def read_usage(session: AsyncSession, row: CustomerEntitlement, at: datetime) -> Counted:
-    """What the live counter of a metered `row` holds for the period containing `at` (no writes)."""
-    start, end = period_at(usage_period(row), at)
+    """What the live counter of a metered `row` holds for the period containing `at` (no writes).
+
+    Overage still to be carried into the period is counted as if it had been.
+    """
+    found = await standing.standing(session, row, at)
+    start = found.period_start
     used, reserved = await queries.read_counter(session, *counter_key(row, start))
-    return Counted(units(used), units(reserved), start, end)
+    if reserved:  # holds that expired but were not given back yet hold nothing
+        reserved -= await queries.expired_holds(session, *counter_key(row, start), at)
+    return Counted(units(used + (found.carry or 0)), units(reserved), start, found.period_end, found.grants)
+
+
+async def standing_now(
+    session: AsyncSession, row: CustomerEntitlement, at: datetime
+) -> standing.Standing:
+    """The row's grants and period at `at`, with any overage carried into the period fixed."""
+    found = await standing.standing(session, row, at)
+    if found.carry is not None:
+        await queries.fix_carry(session, *counter_key(row, found.period_start), found.carry)
+    return found
 
 
 async def _metered(
@@ -177,23 +215,28 @@ async def _metered(
 ) -> CheckResult:
     await reservations.sweep(session, row, at)  # expired holds go back before the counter is read
     ent = metered_entitlement(row)
-    start, end = period_at(usage_period(row), at)
+    found = await standing_now(session, row, at)
+    start, end = found.period_start, found.period_end
     counter = counter_key(row, start)
     q = request.quantity
 
     def judged(used: int, reserved: int, *, less: Decimal = ZERO) -> Decision:
-        return decide(ent, usage=units(used) - less, reserved=units(reserved), quantity=q, at=at)
+        return decide(
+            ent, usage=units(used) - less, reserved=units(reserved), grants=found.grants, quantity=q, at=at
+        )
 
     if not request.consume:
         return CheckResult(judged(*await queries.read_counter(session, *counter)), start, end)
-    hard = None if ent.hard_limit is None else millionths(ent.hard_limit)
-    counted = await queries.consume(session, *counter, millionths(q), hard)
+    # Live grants raise the hard limit the database enforces, not only the one judged here.
+    counted = await queries.consume(session, *counter, millionths(q), found.hard_limit(row, at))
     if counted is None:  # the database refused: the hard limit would be crossed
         now = judged(*await queries.read_counter(session, *counter))
         return CheckResult(replace(now, decision=Verdict.DENY, reason=Reason.HARD_LIMIT), start, end)
     # The verdict is what the state just before this increment called for; the numbers
     # are the state just after it.
     before, after = judged(*counted, less=q), judged(*counted)
+    where = notices.Where(row.tenant_id, row.id, row.customer_id, row.feature_id, start, end)
+    await notices.usage_moved(session, where, before=units(counted[0]) - q, after=after, at=at)
     return CheckResult(replace(after, decision=before.decision, reason=before.reason), start, end)
 
 

@@ -163,9 +163,16 @@ async def archive(session: AsyncSession, tenant_id: str, key: str, *, actor: str
 
 
 async def list_(
-    session: AsyncSession, tenant_id: str, *, after: str | None, limit: int
+    session: AsyncSession,
+    tenant_id: str,
+    *,
+    after: str | None,
+    limit: int,
+    include_archived: bool = False,
 ) -> list[FeatureView]:
-    stmt = select(Feature).where(Feature.tenant_id == tenant_id, Feature.archived_at.is_(None))
+    stmt = select(Feature).where(Feature.tenant_id == tenant_id)
+    if not include_archived:
+        stmt = stmt.where(Feature.archived_at.is_(None))
     if after:
         stmt = stmt.where(Feature.id > after)
     rows = list(await session.scalars(stmt.order_by(Feature.id).limit(limit)))

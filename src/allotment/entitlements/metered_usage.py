@@ -11,15 +11,16 @@ from __future__ import annotations
 
 from collections import defaultdict
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 
-from sqlalchemy import or_, select
+from sqlalchemy import exists, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from allotment.customers.models import CustomerSubject
-from allotment.entitlements import queries
-from allotment.entitlements.check import usage_period
-from allotment.entitlements.models import CustomerEntitlement, Feature
+from allotment.entitlements import notices, queries, standing
+from allotment.entitlements.check import metered_entitlement, units, usage_period
+from allotment.entitlements.crossings import worth_watching
+from allotment.entitlements.models import CustomerEntitlement, Feature, GrantRecord
 from allotment.entitlements.periods import UsagePeriod, period_at
 from allotment.metering import ingest as metering_ingest
 from allotment.metering.aggregation import Aggregation, parse_group_key
@@ -41,7 +42,7 @@ async def ingest(
     result = await metering_ingest.ingest(
         session, tenant_id, decoded, received_us=received_us, prepared=prepared
     )
-    await feed(session, tenant_id, result.counted)
+    await feed(session, tenant_id, result.counted, at=from_micros(received_us))
     return result
 
 
@@ -50,6 +51,8 @@ class _Target:
     """One metered entitlement fed by one meter for one subject."""
 
     entitlement_id: str
+    row: CustomerEntitlement
+    has_grants: bool
     group_filter: dict[str, str]
     period: UsagePeriod
     active_from_us: int
@@ -73,7 +76,9 @@ class _Target:
         return self._span[0]
 
 
-async def feed(session: AsyncSession, tenant_id: str, counted: list[metering_ingest.Counted]) -> None:
+async def feed(
+    session: AsyncSession, tenant_id: str, counted: list[metering_ingest.Counted], *, at: datetime
+) -> None:
     additive = [c for c in counted if c.meter.aggregation in ADDITIVE]
     if not additive:
         return
@@ -88,11 +93,32 @@ async def feed(session: AsyncSession, tenant_id: str, counted: list[metering_ing
     if not targets:
         return
     increments: dict[tuple[str, int], int] = defaultdict(int)
+    fed: dict[str, _Target] = {}
     for c in additive:
         for target in targets.get((c.meter.id, c.subject), ()):
             if target.accepts(c.contribution.group_key, c.time_us):
                 increments[(target.entitlement_id, target.period_start(c.time_us))] += c.contribution.micros
-    await queries.add_usage(session, tenant_id, [(e, p, q) for (e, p), q in increments.items()])
+                fed[target.entitlement_id] = target
+    after = await queries.add_usage(session, tenant_id, [(e, p, q) for (e, p), q in increments.items()])
+    for (entitlement_id, period_us), (used, reserved) in after.items():
+        await _moved(session, fed[entitlement_id], period_us, used, reserved, increments[(entitlement_id, period_us)], at)
+
+
+async def _moved(
+    session: AsyncSession, target: _Target, period_us: int, used: int, reserved: int, added: int, at: datetime
+) -> None:
+    """Tell of the thresholds this batch crossed on one counter (entitlements/notices.py)."""
+    row = target.row
+    ent = metered_entitlement(row)
+    soft = ent.included if ent.soft_limit is None else ent.soft_limit
+    if not worth_watching(soft, ent.hard_limit) and not target.has_grants:
+        return
+    start, end = period_at(target.period, from_micros(period_us))
+    when = at if end is None or at < end else end - timedelta(microseconds=1)  # a late event's period
+    grants = (await standing.standing(session, row, when)).grants if target.has_grants else ()
+    numbers = notices.standing_of(ent, units(used), units(reserved), grants, when)
+    where = notices.Where(row.tenant_id, row.id, row.customer_id, row.feature_id, start, end)
+    await notices.usage_moved(session, where, before=units(used - added), after=numbers, at=at)
 
 
 async def _linked_meters(session: AsyncSession, tenant_id: str, meter_ids: set[str]) -> set[str]:
@@ -111,8 +137,16 @@ async def _targets(
     session: AsyncSession, tenant_id: str, meter_ids: set[str], subjects: set[str], since: datetime
 ) -> dict[tuple[str, str], list[_Target]]:
     """Metered entitlements of the subjects' customers on features linked to these meters."""
+    # Whether standing.py must work out grants: only for customers who have some.
+    has_grants = exists().where(
+        GrantRecord.tenant_id == CustomerEntitlement.tenant_id,
+        GrantRecord.customer_id == CustomerEntitlement.customer_id,
+        GrantRecord.feature_id == CustomerEntitlement.feature_id,
+        GrantRecord.voided_at.is_(None),
+    )
     rows = await session.execute(
-        select(CustomerEntitlement, Feature.meter_id, Feature.meter_group_filter, CustomerSubject.subject_key)
+        select(CustomerEntitlement, Feature.meter_id, Feature.meter_group_filter, CustomerSubject.subject_key,
+               has_grants)
         .join(Feature, Feature.id == CustomerEntitlement.feature_id)
         .join(CustomerSubject, CustomerSubject.customer_id == CustomerEntitlement.customer_id)
         .where(
@@ -125,10 +159,12 @@ async def _targets(
         )
     )
     out: dict[tuple[str, str], list[_Target]] = defaultdict(list)
-    for ent, meter_id, group_filter, subject in rows:
+    for ent, meter_id, group_filter, subject, granted in rows:
         out[(str(meter_id), subject)].append(
             _Target(
                 ent.id,
+                ent,
+                bool(granted),
                 dict(group_filter or {}),
                 usage_period(ent),
                 to_micros(ent.active_from),

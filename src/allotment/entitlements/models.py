@@ -220,6 +220,9 @@ class EntitlementUsage(Base):
     period_start: Mapped[int] = mapped_column(BigInteger, primary_key=True)  # epoch microseconds
     used: Mapped[int] = mapped_column(BigInteger)
     reserved: Mapped[int] = mapped_column(BigInteger, default=0, server_default=text("0"))
+    # Overage carried in from the previous period (already part of `used`); NULL until the
+    # period's carry is fixed, which happens once (docs/grants.md, "Overage at reset").
+    carried: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
 
 
 class UsageDenial(Base):
@@ -298,3 +301,30 @@ class Reservation(Base):
     fingerprint: Mapped[str] = mapped_column(String(64))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime())
     closed_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+
+
+class GrantRecord(Base):
+    """Extra units on a customer's metered feature: a prepaid top-up, a promotion, a credit.
+
+    Attached to the customer and feature, not to one entitlement row, so a grant bought on
+    one plan survives a plan change. `amount` is what was granted; what a grant holds in a
+    later period follows from usage and its rollover bounds (engine.burn / engine.rollover).
+    """
+
+    __tablename__ = "grants"
+    __table_args__ = (Index(None, "tenant_id", "customer_id", "feature_id"),)
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id"))
+    customer_id: Mapped[str] = mapped_column(ForeignKey("customers.id"))
+    feature_id: Mapped[str] = mapped_column(ForeignKey("features.id"))
+    amount: Mapped[Decimal] = mapped_column(Quantity())
+    priority: Mapped[int] = mapped_column(Integer)
+    effective_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    voided_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    void_reason: Mapped[str | None] = mapped_column(String(512), nullable=True)
+    min_rollover: Mapped[Decimal] = mapped_column(Quantity())
+    max_rollover: Mapped[Decimal | None] = mapped_column(Quantity(), nullable=True)
+    metadata_: Mapped[dict[str, Any]] = mapped_column("metadata", JSON, default=dict)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())

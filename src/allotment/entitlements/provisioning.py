@@ -18,7 +18,7 @@ from typing import Any
 from sqlalchemy import or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from allotment.entitlements import audit, plans
+from allotment.entitlements import audit, notices, plans
 from allotment.entitlements.guards import flush_unique
 from allotment.entitlements.models import CustomerEntitlement, Subscription
 from allotment.entitlements.values import of_row
@@ -52,8 +52,16 @@ class Wanted:
 async def reprovision(
     session: AsyncSession, tenant_id: str, customer_id: str, *, actor: str, at: datetime
 ) -> None:
-    """Make the customer's plan rows follow its subscriptions from `at` on."""
-    manual = {r.feature_id for r in await open_rows(session, tenant_id, customer_id, at) if r.source in MANUAL}
+    """Make the customer's plan rows follow its subscriptions from `at` on.
+
+    Every feature whose rows changed in this transaction (here, or by an override closing
+    rows before calling this) gets one `entitlement.changed` naming what holds now.
+    """
+    manual_rows = [r for r in await open_rows(session, tenant_id, customer_id, at) if r.source in MANUAL]
+    for r in manual_rows:
+        if r.active_from == at and r.created_at == at:
+            _changed(session, r, r.source)
+    manual = {r.feature_id for r in manual_rows}
     wanted = [w for w in await _wanted(session, tenant_id, customer_id, at) if w.feature_id not in manual]
     existing = [r for r in await open_rows(session, tenant_id, customer_id, at) if r.source == "plan"]
     for row in existing:
@@ -65,11 +73,26 @@ async def reprovision(
         if row.active_to != match.active_to:
             before = audit.snapshot(row)
             row.active_to, row.updated_at = match.active_to, at
+            _changed(session, row, "rescheduled")
             await _audit(session, "entitlement.rescheduled", row, before, actor=actor, at=at)
     await session.flush()  # ended rows first: the new ones may take over their open slot
     for item in wanted:
         await _add(session, tenant_id, customer_id, item, actor=actor, at=at)
     await flush_unique(session, RACED)
+    pending: dict[tuple[str, str], list[str]] = session.info.get(_PENDING, {})
+    for (customer, feature_id), changes in list(pending.items()):
+        if customer == customer_id:
+            del pending[(customer, feature_id)]
+            await notices.entitlement_changed(session, tenant_id, customer_id, feature_id, changes=changes, at=at)
+
+
+_PENDING = "entitlement_changes"
+
+
+def _changed(session: AsyncSession, row: CustomerEntitlement, change: str) -> None:
+    """Note a change of the row's feature, told of at the end of `reprovision`."""
+    pending: dict[tuple[str, str], list[str]] = session.info.setdefault(_PENDING, {})
+    pending.setdefault((row.customer_id, row.feature_id), []).append(change)
 
 
 async def open_rows(
@@ -96,6 +119,7 @@ async def close(
 ) -> None:
     """End a row at `at`; one that had not started yet never took effect and is dropped."""
     before = audit.snapshot(row)
+    _changed(session, row, "ended")
     if row.active_from < at:
         row.active_to, row.updated_at = at, at
         await _audit(session, "entitlement.ended", row, before, actor=actor, at=at)
@@ -152,6 +176,7 @@ async def _add(
         created_at=at, updated_at=at, **item.values,
     )
     session.add(row)
+    _changed(session, row, "provisioned")
     await _audit(session, "entitlement.provisioned", row, None, actor=actor, at=at)
 
 

@@ -9,11 +9,16 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import func, or_, select
+from sqlalchemy import ColumnElement, and_, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from allotment.db import driver, fetch
-from allotment.entitlements.models import SeatLease
+from allotment.entitlements.models import (
+    CustomerEntitlement,
+    EntitlementUsage,
+    Reservation,
+    SeatLease,
+)
 
 MILLION = 1_000_000
 MAX_BIGINT = 2**63 - 1
@@ -59,6 +64,23 @@ async def read_counter(
     return (int(rows[0][0]), int(rows[0][1])) if rows else (0, 0)
 
 
+async def expired_holds(
+    session: AsyncSession, tenant_id: str, entitlement_id: str, period_start: int, at: datetime
+) -> int:
+    """Millionths still held in a period's `reserved` by reservations that expired by `at`.
+
+    Giving them back writes (reservations.sweep); a read subtracts them instead.
+    """
+    quantities = await session.scalars(
+        select(Reservation.quantity).where(
+            Reservation.tenant_id == tenant_id, Reservation.entitlement_id == entitlement_id,
+            Reservation.status == "open", Reservation.period_start == period_start,
+            Reservation.expires_at <= at,
+        )
+    )
+    return sum(int(q * MILLION) for q in quantities)
+
+
 async def consume(
     session: AsyncSession,
     tenant_id: str,
@@ -96,31 +118,47 @@ async def lock_key(session: AsyncSession, tenant_id: str, key: str) -> None:
         await db.execute("SELECT pg_advisory_xact_lock(hashtextextended($1, 13))", f"{tenant_id}\n{key}")
 
 
-async def add_usage(session: AsyncSession, tenant_id: str, increments: list[tuple[str, int, int]]) -> None:
+async def add_usage(
+    session: AsyncSession, tenant_id: str, increments: list[tuple[str, int, int]]
+) -> dict[tuple[str, int], tuple[int, int]]:
     """Add reported usage (entitlement id, period start, millionths) to the live counters.
 
     Unconditional: events report usage that already happened, so a hard limit cannot refuse
     it (the next check will deny). Sorted, so concurrent batches lock rows in one order.
+    Returns each counter's (used, reserved) after the addition: with the increment, the
+    usage before it follows without another read (for threshold crossings).
     """
     if not increments:
-        return
+        return {}
     increments.sort()
     db, dialect = await driver(session)
     if dialect == "postgresql":
-        await db.execute(
+        rows = await db.fetch(
             "INSERT INTO entitlement_usage AS u (tenant_id, entitlement_id, period_start, used, reserved)"
             " SELECT $1, e, p, q, 0 FROM unnest($2::text[], $3::int8[], $4::int8[]) AS t(e, p, q)"
             " ON CONFLICT (tenant_id, entitlement_id, period_start)"
-            " DO UPDATE SET used = u.used + EXCLUDED.used",
+            " DO UPDATE SET used = u.used + EXCLUDED.used"
+            " RETURNING entitlement_id, period_start, used, reserved",
             tenant_id, *zip(*increments, strict=True),
         )
-    else:
-        await db.executemany(
+        return {(r[0], int(r[1])): (int(r[2]), int(r[3])) for r in rows}
+    out: dict[tuple[str, int], tuple[int, int]] = {}
+    for i in range(0, len(increments), _SQLITE_ROWS):
+        chunk = increments[i:i + _SQLITE_ROWS]
+        cursor = await db.execute(
             "INSERT INTO entitlement_usage (tenant_id, entitlement_id, period_start, used, reserved)"
-            " VALUES (?, ?, ?, ?, 0) ON CONFLICT (tenant_id, entitlement_id, period_start)"
-            " DO UPDATE SET used = used + excluded.used",
-            [(tenant_id, *inc) for inc in increments],
+            f" VALUES {', '.join(['(?, ?, ?, ?, 0)'] * len(chunk))}"
+            " ON CONFLICT (tenant_id, entitlement_id, period_start)"
+            " DO UPDATE SET used = used + excluded.used"
+            " RETURNING entitlement_id, period_start, used, reserved",
+            [v for inc in chunk for v in (tenant_id, *inc)],
         )
+        out.update({(r[0], int(r[1])): (int(r[2]), int(r[3])) for r in await cursor.fetchall()})
+        await cursor.close()
+    return out
+
+
+_SQLITE_ROWS = 500  # four parameters a row, well under SQLite's limit of bound parameters
 
 
 # --- seats: a gauge of active items in the counter row of period 0 ---------------------------
@@ -169,18 +207,83 @@ async def free_seats(
 
 
 
-async def active_seats(session: AsyncSession, tenant_id: str, entitlement_id: str, *, at: datetime) -> int:
+def _held_by(row: CustomerEntitlement) -> ColumnElement[bool]:
+    """Leases of the row, and those of the rows it took over from (a plan change ended them).
+
+    Until the row's first seat operation adopts them, those leases still hold their seats.
+    """
+    replaced = select(CustomerEntitlement.id).where(
+        CustomerEntitlement.tenant_id == row.tenant_id,
+        CustomerEntitlement.customer_id == row.customer_id,
+        CustomerEntitlement.feature_id == row.feature_id,
+        CustomerEntitlement.kind == row.kind,
+        CustomerEntitlement.active_to.is_not(None),
+        CustomerEntitlement.active_to <= row.active_from,
+    )
+    return and_(
+        SeatLease.tenant_id == row.tenant_id,
+        or_(SeatLease.entitlement_id == row.id, SeatLease.entitlement_id.in_(replaced)),
+    )
+
+
+def _live_lease(at: datetime) -> ColumnElement[bool]:
+    return and_(SeatLease.released_at.is_(None), or_(SeatLease.expires_at.is_(None), SeatLease.expires_at > at))
+
+
+async def active_seats(session: AsyncSession, row: CustomerEntitlement, *, at: datetime) -> int:
     """Seats held at `at`, in millionths: live leases only, so a read does not depend on
-    whether an expired lease has been swept yet."""
+    whether an expired lease has been swept yet, or a plan change's leases adopted yet."""
     count = await session.scalar(
-        select(func.count()).select_from(SeatLease).where(
-            SeatLease.tenant_id == tenant_id,
-            SeatLease.entitlement_id == entitlement_id,
-            SeatLease.released_at.is_(None),
-            or_(SeatLease.expires_at.is_(None), SeatLease.expires_at > at),
-        )
+        select(func.count()).select_from(SeatLease).where(_held_by(row), _live_lease(at))
     )
     return int(count or 0) * MILLION
+
+
+async def adopt_seats(session: AsyncSession, row: CustomerEntitlement, *, at: datetime) -> None:
+    """Before a seats row's first operation: take over the live leases of the rows it replaced.
+
+    A plan change ends one entitlement row and starts another; the items holding seats keep
+    them. The gauge row is created here with the adopted count, so later operations skip
+    this (one indexed read). Concurrent first operations: one moves the leases and creates
+    the gauge; the other then finds no lease left to move and the gauge already there.
+    """
+    key = (row.tenant_id, row.id, SEAT_PERIOD)
+    if await _has_counter(session, *key):
+        return
+    moved = await session.execute(
+        update(SeatLease)
+        .where(_held_by(row), SeatLease.entitlement_id != row.id, _live_lease(at))
+        .values(entitlement_id=row.id)
+        .execution_options(synchronize_session=False)
+    )
+    await _open_gauge(session, *key, moved.rowcount * MILLION)  # type: ignore[attr-defined]
+
+
+async def _has_counter(session: AsyncSession, tenant_id: str, entitlement_id: str, period_start: int) -> bool:
+    rows = await fetch(
+        session,
+        "SELECT 1 FROM entitlement_usage WHERE tenant_id = $1 AND entitlement_id = $2 AND period_start = $3",
+        "SELECT 1 FROM entitlement_usage WHERE tenant_id = ? AND entitlement_id = ? AND period_start = ?",
+        tenant_id, entitlement_id, period_start,
+    )
+    return bool(rows)
+
+
+async def _open_gauge(session: AsyncSession, tenant_id: str, entitlement_id: str, period_start: int, used: int) -> None:
+    db, dialect = await driver(session)
+    if dialect == "postgresql":
+        await db.execute(
+            "INSERT INTO entitlement_usage (tenant_id, entitlement_id, period_start, used, reserved)"
+            " VALUES ($1, $2, $3, $4, 0) ON CONFLICT DO NOTHING",
+            tenant_id, entitlement_id, period_start, used,
+        )
+    else:
+        cursor = await db.execute(
+            "INSERT INTO entitlement_usage (tenant_id, entitlement_id, period_start, used, reserved)"
+            " VALUES (?, ?, ?, ?, 0) ON CONFLICT DO NOTHING",
+            (tenant_id, entitlement_id, period_start, used),
+        )
+        await cursor.close()
 
 
 # --- reservations: holds in the `reserved` column of the same counter row ---------------------
@@ -264,3 +367,87 @@ async def lock_reservation_key(session: AsyncSession, tenant_id: str, key: str) 
     db, dialect = await driver(session)
     if dialect == "postgresql":
         await db.execute("SELECT pg_advisory_xact_lock(hashtextextended($1, 19))", f"{tenant_id}\n{key}")
+
+
+# --- grants and overage at reset: the history of one entitlement's counters -------------------
+
+async def counter_state(
+    session: AsyncSession, tenant_id: str, entitlement_id: str, period_start: int
+) -> tuple[int, int, int | None] | None:
+    """(used, reserved, carried) of one period's counter, None when it has no row yet."""
+    rows = await fetch(
+        session,
+        "SELECT used, reserved, carried FROM entitlement_usage"
+        " WHERE tenant_id = $1 AND entitlement_id = $2 AND period_start = $3",
+        "SELECT used, reserved, carried FROM entitlement_usage"
+        " WHERE tenant_id = ? AND entitlement_id = ? AND period_start = ?",
+        tenant_id, entitlement_id, period_start,
+    )
+    if not rows:
+        return None
+    used, reserved, carried = rows[0]
+    return int(used), int(reserved), None if carried is None else int(carried)
+
+
+async def counters_between(
+    session: AsyncSession, tenant_id: str, entitlement_ids: list[str], since: int, before: int
+) -> dict[tuple[str, int], tuple[int, int | None]]:
+    """(entitlement id, period start) -> (used, carried) of the periods starting in [since, before)."""
+    found = await session.execute(
+        select(EntitlementUsage.entitlement_id, EntitlementUsage.period_start,
+               EntitlementUsage.used, EntitlementUsage.carried)
+        .where(
+            EntitlementUsage.tenant_id == tenant_id,
+            EntitlementUsage.entitlement_id.in_(entitlement_ids),
+            EntitlementUsage.period_start >= since,
+            EntitlementUsage.period_start < before,
+        )
+    )
+    return {(e, int(p)): (int(u), None if c is None else int(c)) for e, p, u, c in found}
+
+
+async def latest_carried(
+    session: AsyncSession, tenant_id: str, entitlement_id: str, *, at_or_before: int
+) -> int | None:
+    """The start of the latest period up to `at_or_before` whose carry is fixed, if any."""
+    latest = await session.scalar(
+        select(func.max(EntitlementUsage.period_start)).where(
+            EntitlementUsage.tenant_id == tenant_id,
+            EntitlementUsage.entitlement_id == entitlement_id,
+            EntitlementUsage.period_start <= at_or_before,
+            EntitlementUsage.carried.is_not(None),
+        )
+    )
+    return None if latest is None else int(latest)
+
+
+async def fix_carry(
+    session: AsyncSession, tenant_id: str, entitlement_id: str, period_start: int, carried: int
+) -> tuple[int, int]:
+    """Add `carried` to a period's usage once: creates the row, or fills it if its carry is unset.
+
+    One statement, conditional on `carried IS NULL`, so under any concurrency exactly one
+    transaction carries the overage in; the others find it done. Returns (used, reserved).
+    """
+    db, dialect = await driver(session)
+    key = (tenant_id, entitlement_id, period_start)
+    if dialect == "postgresql":
+        await db.execute(
+            "INSERT INTO entitlement_usage AS u (tenant_id, entitlement_id, period_start, used, reserved, carried)"
+            " VALUES ($1, $2, $3, $4::int8, 0, $4::int8)"
+            " ON CONFLICT (tenant_id, entitlement_id, period_start)"
+            " DO UPDATE SET used = u.used + EXCLUDED.carried, carried = EXCLUDED.carried"
+            " WHERE u.carried IS NULL",
+            *key, carried,
+        )
+    else:
+        cursor = await db.execute(
+            "INSERT INTO entitlement_usage (tenant_id, entitlement_id, period_start, used, reserved, carried)"
+            " VALUES (?, ?, ?, ?, 0, ?)"
+            " ON CONFLICT (tenant_id, entitlement_id, period_start)"
+            " DO UPDATE SET used = used + excluded.carried, carried = excluded.carried"
+            " WHERE carried IS NULL",
+            (*key, carried, carried),
+        )
+        await cursor.close()
+    return await read_counter(session, *key)

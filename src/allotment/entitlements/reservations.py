@@ -23,6 +23,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections import defaultdict
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from decimal import Decimal
@@ -32,8 +33,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from allotment.customers import service as customers
 from allotment.entitlements import check as checks
-from allotment.entitlements import features, queries
-from allotment.entitlements.engine import ZERO, Decision, Kind, Reason, Verdict, decide
+from allotment.entitlements import features, notices, queries, standing
+from allotment.entitlements.engine import ZERO, Decision, Grant, Kind, Reason, Verdict, decide
 from allotment.entitlements.models import CustomerEntitlement, Reservation, UsageDenial
 from allotment.entitlements.periods import period_at
 from allotment.errors import Conflict, NotFound, ValidationFailed
@@ -104,15 +105,16 @@ async def sweep(session: AsyncSession, row: CustomerEntitlement, at: datetime) -
             update(Reservation)
             .where(expired, Reservation.id.in_(mine))
             .values(status=EXPIRED, closed_at=Reservation.expires_at)
-            .returning(Reservation.period_start, Reservation.quantity)
+            .returning(Reservation.period_start, Reservation.quantity, Reservation.id, Reservation.expires_at)
             .execution_options(synchronize_session=False)
         )
     ).all()
     if gone:
         holds: dict[int, int] = defaultdict(int)
-        for period_start, quantity in gone:
+        for period_start, quantity, _, _ in gone:
             holds[period_start] += checks.millionths(quantity)
         await queries.unreserve(session, row.tenant_id, row.id, list(holds.items()))
+        await notices.reservations_expired(session, row, [(i, q, e) for _, q, i, e in gone], at)
     return len(gone)
 
 
@@ -152,13 +154,14 @@ async def create(
             "feature", f"'{request.feature}' is a {row.kind} entitlement: only metered usage can be reserved"
         )
     await sweep(session, row, at)
-    start, end = period_at(checks.usage_period(row), at)
+    found = await checks.standing_now(session, row, at)
+    start, end = found.period_start, found.period_end
     counter = checks.counter_key(row, start)
     q = request.quantity
-    held = await queries.reserve(session, *counter, checks.millionths(q), _hard(row))
+    held = await queries.reserve(session, *counter, checks.millionths(q), found.hard_limit(row, at))
     if held is None:  # the database refused: the hold would cross the hard limit
         used, reserved = await queries.read_counter(session, *counter)
-        now = _judge(row, used, reserved, q, at)
+        now = _judge(row, found.grants, used, reserved, q, at)
         decision = replace(now, decision=Verdict.DENY, reason=Reason.HARD_LIMIT)
         await _record_denial(session, tenant_id, customer.id, feature.id, q, decision, at)
         return Held(decision, None, checks.units(reserved), start, end)
@@ -171,7 +174,8 @@ async def create(
     session.add(reservation)
     await session.flush()
     used, reserved = held
-    return Held(_standing(row, used, reserved, q, at), reservation, checks.units(reserved), start, end)
+    return Held(_standing(row, found.grants, used, reserved, q, at), reservation, checks.units(reserved),
+                start, end)
 
 
 async def get(session: AsyncSession, tenant_id: str, reservation_id: str) -> Reservation:
@@ -193,15 +197,23 @@ async def commit(
         raise ValidationFailed.on("quantity", "must not be negative")
     reservation, row = await _open(session, tenant_id, reservation_id, at, "commit")
     held, actual = checks.millionths(reservation.quantity), checks.millionths(quantity)
-    counted = await queries.settle(
-        session, tenant_id, row.id, reservation.period_start, held, actual, _hard(row)
-    )
+    start = from_micros(reservation.period_start)
+    _, end = period_at(checks.usage_period(row), start)
+    found = await standing.standing(session, row, _within(start, end, at))
+    hard = found.hard_limit(row, at)
+    counted = await queries.settle(session, tenant_id, row.id, reservation.period_start, held, actual, hard)
     if counted is None:
         raise conflict(
             "hard_limit",
             f"committing {quantity} of reservation '{reservation_id}' (holding {reservation.quantity}) would "
             f"cross the hard limit of {row.hard_limit}: denied; the hold stays until released or expired",
         )
+    used, reserved = counted
+    after = notices.standing_of(
+        checks.metered_entitlement(row), checks.units(used), checks.units(reserved), found.grants, at
+    )
+    where = notices.Where(tenant_id, row.id, row.customer_id, row.feature_id, start, end)
+    await notices.usage_moved(session, where, before=checks.units(used) - quantity, after=after, at=at)
     return await _close(session, reservation, COMMITTED, quantity, counted, at)
 
 
@@ -273,28 +285,34 @@ async def _replay(session: AsyncSession, first: Reservation, at: datetime) -> He
     used, reserved = await queries.read_counter(session, first.tenant_id, row.id, first.period_start)
     start = from_micros(first.period_start)
     _, end = period_at(checks.usage_period(row), start)
-    decision = _standing(row, used, reserved, first.quantity, at)
+    found = await standing.standing(session, row, _within(start, end, at))
+    decision = _standing(row, found.grants, used, reserved, first.quantity, at)
     return Held(decision, first, checks.units(reserved), start, end, replayed=True)
 
 
-def _hard(row: CustomerEntitlement) -> int | None:
-    return None if row.hard_limit is None else checks.millionths(row.hard_limit)
+def _within(start: datetime, end: datetime | None, at: datetime) -> datetime:
+    """`at`, or the last instant of the period [start, end) when `at` is past it."""
+    return at if end is None or at < end else max(start, end - timedelta(microseconds=1))
 
 
-def _judge(row: CustomerEntitlement, used: int, reserved: int, quantity: Decimal, at: datetime) -> Decision:
+def _judge(
+    row: CustomerEntitlement, grants: Sequence[Grant], used: int, reserved: int, quantity: Decimal, at: datetime
+) -> Decision:
     return decide(
         checks.metered_entitlement(row), usage=checks.units(used), reserved=checks.units(reserved),
-        quantity=quantity, at=at,
+        grants=grants, quantity=quantity, at=at,
     )
 
 
-def _standing(row: CustomerEntitlement, used: int, reserved: int, quantity: Decimal, at: datetime) -> Decision:
+def _standing(
+    row: CustomerEntitlement, grants: Sequence[Grant], used: int, reserved: int, quantity: Decimal, at: datetime
+) -> Decision:
     """The verdict the counter before a hold of `quantity` called for; the numbers after it."""
     before = decide(
         checks.metered_entitlement(row), usage=checks.units(used),
-        reserved=max(ZERO, checks.units(reserved) - quantity), quantity=quantity, at=at,
+        reserved=max(ZERO, checks.units(reserved) - quantity), grants=grants, quantity=quantity, at=at,
     )
-    after = _judge(row, used, reserved, quantity, at)
+    after = _judge(row, grants, used, reserved, quantity, at)
     return replace(after, decision=before.decision, reason=before.reason)
 
 
@@ -310,5 +328,25 @@ async def _record_denial(
     session.add(UsageDenial(
         id=new_id("den"), tenant_id=tenant_id, customer_id=customer_id, feature_id=feature_id,
         at=at, quantity=quantity, reason=str(decision.reason),
+    ))
+    await session.flush()
+    await notices.denied(
+        session, tenant_id, customer_id=customer_id, feature_id=feature_id, entitlement_id=None,
+        decision=decision, quantity=quantity, consume=False, period_start=None, period_end=None, at=at,
+    )
+
+
+async def record_refused_commit(
+    session: AsyncSession, tenant_id: str, reservation_id: str, quantity: Decimal, *, at: datetime
+) -> None:
+    """Record a commit refused at the hard limit as a denial of `quantity`.
+
+    The refusal itself is an error that rolls its transaction back, so this runs in one of
+    its own: a refused commit is as visible to operators and customers as a refused check.
+    """
+    reservation = await get(session, tenant_id, reservation_id)
+    session.add(UsageDenial(
+        id=new_id("den"), tenant_id=tenant_id, customer_id=reservation.customer_id,
+        feature_id=reservation.feature_id, at=at, quantity=quantity, reason=str(Reason.HARD_LIMIT),
     ))
     await session.flush()

@@ -268,6 +268,19 @@ class CheckIn(BaseModel):
     idempotency_key: str | None = Field(default=None, min_length=1, max_length=255)
 
 
+UpsellAction = Literal["none", "upgrade", "top_up", "contact_sales"]
+
+
+class UpsellHintRead(BaseModel):
+    """A pointer to what would avoid the overdraft or denial; details at `href`."""
+
+    action: UpsellAction
+    plan: str | None = Field(default=None, description="Key of the suggested plan.")
+    top_ups: int | None = Field(default=None, description="Packs of the feature's top-up offer.")
+    projected_usage: QuantityOut = Field(description="Usage at period end, projected linearly.")
+    href: str = Field(description="Where the full suggestion is: GET it with a read key.")
+
+
 class CheckRead(BaseModel):
     decision: Literal["allow", "allow_overdraft", "deny"]
     reason: str
@@ -280,6 +293,9 @@ class CheckRead(BaseModel):
     period_start: datetime | None = None
     period_end: datetime | None = None
     config: dict[str, Any] | None = None
+    upsell: UpsellHintRead | None = Field(
+        default=None, description="On allow_overdraft or deny of a metered feature: what would cover it."
+    )
 
 
 class DenialRead(BaseModel):
@@ -289,6 +305,17 @@ class DenialRead(BaseModel):
     at: datetime
     quantity: QuantityOut
     reason: str
+
+
+class GrantStateRead(BaseModel):
+    """One grant in the current period of an entitlement, in burn order."""
+
+    id: str
+    amount: QuantityOut = Field(description="What it holds at the start of this period.")
+    balance: QuantityOut = Field(description="What it still holds now.")
+    priority: int
+    effective_at: datetime
+    expires_at: datetime | None
 
 
 class EntitlementStateRead(BaseModel):
@@ -308,3 +335,122 @@ class EntitlementStateRead(BaseModel):
     overage: QuantityOut | None = None
     period_start: datetime | None = None
     period_end: datetime | None = None
+    grants: list[GrantStateRead] = Field(
+        default_factory=list, description="metered: the grants of this period in burn order (an ended one holds 0)."
+    )
+
+
+# --- grants -----------------------------------------------------------------------------------
+
+
+class GrantCreate(BaseModel):
+    """Extra units on the customer's metered feature: a prepaid top-up, a promotion, a credit."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    amount: Annotated[Decimal, Field(gt=0, lt=MAX_CHECK_QUANTITY, decimal_places=6, allow_inf_nan=False)]
+    priority: int = Field(default=1, ge=0, le=1_000_000, description="Lower burns first.")
+    effective_at: AwareDatetime | None = Field(default=None, description="Default: now.")
+    expires_at: AwareDatetime | None = Field(default=None, description="Default: never.")
+    min_rollover: QuantityIn = Field(
+        default=Decimal(0), description="At each reset the grant holds at least this much."
+    )
+    max_rollover: QuantityIn | None = Field(
+        default=None, description="At each reset the grant holds at most this much (default: all it has left)."
+    )
+    metadata: dict[str, Any] = Field(default_factory=dict)
+
+
+class GrantVoid(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    reason: str = Field(min_length=1, max_length=512)
+
+
+class GrantRead(BaseModel):
+    id: str
+    customer: str
+    feature: str
+    amount: QuantityOut = Field(description="What was granted.")
+    balance: QuantityOut = Field(description="What the grant still holds now.")
+    priority: int
+    effective_at: datetime
+    expires_at: datetime | None
+    voided_at: datetime | None
+    void_reason: str | None
+    min_rollover: QuantityOut
+    max_rollover: QuantityOut | None
+    metadata: dict[str, Any]
+    created_at: datetime
+
+
+# --- upsell -----------------------------------------------------------------------------------
+
+MoneyOut = Annotated[Decimal, PlainSerializer(lambda v: format(v, "f"), return_type=str)]
+
+
+class UpsellTopUpRead(BaseModel):
+    """Prepaid packs of the feature that keep the projection within the soft limit."""
+
+    count: int
+    units: QuantityOut = Field(description="count x amount.")
+    amount: QuantityOut = Field(description="Units per pack.")
+    price: MoneyOut | None = Field(default=None, description="Per pack, when the offer has one.")
+    total_price: MoneyOut | None = None
+    currency: str | None = None
+    expires_after_days: int | None = None
+
+
+class UpsellPlanRead(BaseModel):
+    """A plan on the upgrade path (latest published version) and what it gives the feature."""
+
+    key: str
+    name: str
+    version: int
+    covers: Literal["soft", "hard"] = Field(
+        description="soft: the projection fits its soft limit; hard: it is only not denied (overdraft)."
+    )
+    unlimited: bool = Field(description="The plan grants the feature without a limit.")
+    included: QuantityOut | None = None
+    soft_limit: QuantityOut | None = None
+    hard_limit: QuantityOut | None = None
+
+
+class UpsellSuggestionRead(BaseModel):
+    action: UpsellAction = Field(description="What to offer; `none` when the projection fits.")
+    plan: UpsellPlanRead | None = None
+    top_up: UpsellTopUpRead | None = Field(default=None, description="The recommendation or the alternative.")
+
+
+class ProjectionRead(BaseModel):
+    usage_at_period_end: QuantityOut = Field(description="Usage plus reserved units, projected.")
+    rate_per_day: QuantityOut
+    basis: str = Field(description="The rate used: period (linear), 24h, 7d, none, or seats (a gauge).")
+
+
+class UpsellRead(BaseModel):
+    """Where a customer stands on one counted feature, where it is heading, and what covers it."""
+
+    customer: str
+    customer_id: str
+    feature: str
+    entitlement_id: str
+    kind: Literal["metered", "seats"]
+    current_plan: str | None
+    status: Literal["within_limit", "near_limit", "overdraft", "denied"] = Field(
+        description="The most severe: denied this period, past the soft limit, at 80 % of it, or within."
+    )
+    in_overdraft: bool
+    usage: QuantityOut
+    reserved: QuantityOut
+    included: QuantityOut
+    soft_limit: QuantityOut
+    hard_limit: QuantityOut | None
+    overage: QuantityOut = Field(description="How far past the soft limit (usage + reserved - soft).")
+    period_start: datetime | None
+    period_end: datetime | None
+    denials: int = Field(description="Denied checks this period.")
+    last_denied_at: datetime | None
+    projection: ProjectionRead
+    suggestion: UpsellSuggestionRead
+

@@ -6,7 +6,8 @@ period 0 in `entitlement_usage` (`used`, in millionths like every other counter)
 seat is taken by the same kind of single conditional statement that consumes metered usage:
 the database refuses it once active + 1 would pass the hard limit, under any concurrency.
 
-Every operation first ends the leases that expired by `at` (released_at = expires_at) and
+Every operation first takes over the live leases of the rows a plan change replaced (once
+per row: `queries.adopt_seats`), then ends the leases that expired by `at` (released_at = expires_at) and
 gives their seats back. Operations on one item are serialised by a transaction-scoped lock
 on the item; locks are always taken in the order item, its lease row, expired lease rows
 (skipping rows other transactions hold), gauge row, so concurrent operations cannot deadlock.
@@ -23,7 +24,7 @@ from sqlalchemy import ColumnElement, and_, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from allotment.customers import service as customers
-from allotment.entitlements import features, queries
+from allotment.entitlements import features, notices, queries
 from allotment.entitlements.check import live_entitlement, millionths, units
 from allotment.entitlements.engine import ONE, ZERO, Decision, Kind, Reason, Verdict, decide_seats
 from allotment.entitlements.models import CustomerEntitlement, SeatLease, UsageDenial
@@ -76,6 +77,7 @@ async def activate(
         return SeatResult(decision, 0, item, None)
     _require_seats(row, feature_key)
     expires_at = _expiry(row, lease_ttl_seconds, at)
+    await queries.adopt_seats(session, row, at=at)
     await queries.lock_seat_item(session, tenant_id, row.id, item)
     lease = await _lease(session, row, item)
     await _free_expired(session, row, at)
@@ -102,7 +104,9 @@ async def activate(
         await session.execute(update(SeatLease).where(*_key(row, item)).values(**values))
     active = _seats(taken[0])
     # The verdict is what the gauge before this seat called for; the numbers are after it.
-    return SeatResult(_standing(row, active), active, item, expires_at)
+    decision = _standing(row, active)
+    await notices.seat_taken(session, row, active=active, item=item, decision=decision, at=at)
+    return SeatResult(decision, active, item, expires_at)
 
 
 async def heartbeat(
@@ -123,6 +127,7 @@ async def heartbeat(
     at = as_utc(at)
     row = await _seats_entitlement(session, tenant_id, customer_key, feature_key, at)
     expires_at = _expiry(row, lease_ttl_seconds, at)
+    await queries.adopt_seats(session, row, at=at)
     await queries.lock_seat_item(session, tenant_id, row.id, item)
     lease = await _lease(session, row, item)
     await _free_expired(session, row, at)
@@ -142,6 +147,7 @@ async def release(
     """
     at = as_utc(at)
     row = await _seats_entitlement(session, tenant_id, customer_key, feature_key, at)
+    await queries.adopt_seats(session, row, at=at)
     await queries.lock_seat_item(session, tenant_id, row.id, item)
     lease = await _lease(session, row, item)
     await _free_expired(session, row, at)
@@ -283,3 +289,7 @@ async def _record_denial(
         at=at, quantity=ONE, reason=str(decision.reason),
     ))
     await session.flush()
+    await notices.denied(
+        session, tenant_id, customer_id=customer_id, feature_id=feature_id, entitlement_id=None,
+        decision=decision, quantity=ONE, consume=True, period_start=None, period_end=None, at=at,
+    )

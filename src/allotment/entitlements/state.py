@@ -23,9 +23,26 @@ from allotment.entitlements.check import (
     read_usage,
     units,
 )
-from allotment.entitlements.engine import ONE, ZERO, Kind, decide, decide_seats
+from allotment.entitlements.engine import (
+    ONE,
+    ZERO,
+    Grant,
+    Kind,
+    burn,
+    burn_order,
+    decide,
+    decide_seats,
+)
 from allotment.entitlements.models import CustomerEntitlement, Feature
 from allotment.errors import NotFound
+
+
+@dataclass(frozen=True)
+class GrantBalance:
+    """A grant as it stands in the current period: `amount` at its start, `balance` left now."""
+
+    grant: Grant
+    balance: Decimal
 
 
 @dataclass(frozen=True)
@@ -47,6 +64,7 @@ class EntitlementState:
     overage: Decimal | None = None
     period_start: datetime | None = None
     period_end: datetime | None = None
+    grants: tuple[GrantBalance, ...] = ()  # metered: in burn order
 
     @property
     def in_overdraft(self) -> bool:
@@ -68,13 +86,18 @@ async def state_of(
     counted = await read_usage(session, row, at)
     # The numbers of a decision do not depend on the quantity asked for; the verdict does,
     # so access is judged on the usage itself: anything left below the hard limit.
-    d = decide(metered_entitlement(row), usage=counted.used, reserved=counted.reserved, quantity=ONE, at=at)
+    d = decide(
+        metered_entitlement(row), usage=counted.used, reserved=counted.reserved, grants=counted.grants,
+        quantity=ONE, at=at,
+    )
     spent = counted.used + counted.reserved
+    left = burn(counted.grants, row.included or ZERO, spent, at).grants
+    breakdown = tuple(GrantBalance(g, left[g.id]) for g in burn_order(counted.grants))
     return EntitlementState(
         feature_key, row, has_access=d.hard_limit is None or spent < d.hard_limit,
         usage=d.usage, included=d.included, soft_limit=d.soft_limit, hard_limit=d.hard_limit,
         balance=d.balance, overage=d.overage,
-        period_start=counted.period_start, period_end=counted.period_end,
+        period_start=counted.period_start, period_end=counted.period_end, grants=breakdown,
     )
 
 
@@ -82,7 +105,7 @@ async def _seats_state(
     session: AsyncSession, row: CustomerEntitlement, feature_key: str, at: datetime
 ) -> EntitlementState:
     """Active seats from the live gauge (leases already past their expiry excluded)."""
-    active = units(await queries.active_seats(session, row.tenant_id, row.id, at=at))
+    active = units(await queries.active_seats(session, row, at=at))
     d = decide_seats(active, ONE, row.included or ZERO, row.soft_limit, row.hard_limit)
     return EntitlementState(
         feature_key, row, has_access=d.hard_limit is None or active < d.hard_limit,

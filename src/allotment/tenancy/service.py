@@ -107,12 +107,17 @@ def forget(secret_hash: str) -> None:
     _verified.pop(secret_hash, None)
 
 
+def remembered(secret: str) -> Principal | None:
+    """The principal of a key verified moments ago, without a lookup; None: authenticate."""
+    cached = _verified.get(hash_secret(secret))
+    return cached[1] if cached is not None and cached[0] > time.monotonic() else None
+
+
 async def authenticate(session: AsyncSession, secret: str, *, cache_seconds: float) -> Principal:
-    digest = hash_secret(secret)
-    cached = _verified.get(digest)
-    now = time.monotonic()
-    if cached is not None and cached[0] > now:
-        return cached[1]
+    known = remembered(secret)
+    if known is not None:
+        return known
+    digest, now = hash_secret(secret), time.monotonic()
     key: ApiKey | None = await session.scalar(select(ApiKey).where(ApiKey.secret_hash == digest))
     if key is None:
         raise Unauthenticated("the API key is not valid")

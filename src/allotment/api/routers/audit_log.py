@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from allotment.api.deps import Admin, Cursor, Limit, ReadSession, decode_cursor, encode_cursor
+from allotment.api.deps import Admin, Cursor, Limit, ReadSession, decode_cursor, page
 from allotment.entitlements import audit
 from allotment.entitlements.schemas import AuditRead
 
@@ -26,7 +26,7 @@ async def list_audit_log(
         session, principal.tenant_id, entity_type=entity_type, entity_id=entity_id,
         action=action, after=decode_cursor(cursor), limit=limit,
     )
-    return {
-        "items": [AuditRead.model_validate(r, from_attributes=True) for r in rows],
-        "next_cursor": encode_cursor(rows[-1].id) if len(rows) == limit else None,
-    }
+    return page(
+        [AuditRead.model_validate(r, from_attributes=True) for r in rows],
+        rows, limit=limit, position=lambda r: r.id,
+    )

@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Annotated
-
-from fastapi import APIRouter, Depends, Header, Response
+import pydantic
+from fastapi import APIRouter, Request, Response
 
 from allotment.api.deps import (
     ALLOWED,
@@ -12,20 +11,19 @@ from allotment.api.deps import (
     Limit,
     Reader,
     ReadSession,
-    WriteSession,
     authenticate,
+    database,
     decode_cursor,
-    encode_cursor,
+    page,
 )
 from allotment.entitlements import check as service
+from allotment.entitlements import fastpath, upsell_hint
+from allotment.entitlements.engine import Verdict
 from allotment.entitlements.schemas import CheckIn, CheckRead, DenialRead
-from allotment.errors import Forbidden, ValidationFailed
-from allotment.tenancy.service import Principal
+from allotment.errors import Forbidden, MalformedRequest, ValidationFailed
 from allotment.types import utcnow
 
 router = APIRouter(tags=["check"])
-
-AnyKey = Annotated[Principal, Depends(authenticate)]
 
 
 def check_read(result: service.CheckResult) -> CheckRead:
@@ -38,26 +36,48 @@ def check_read(result: service.CheckResult) -> CheckRead:
     )
 
 
-@router.post("/v1/check", response_model=CheckRead)
-async def check(
-    data: CheckIn,
-    principal: AnyKey,
-    session: WriteSession,
-    idempotency_header: Annotated[str | None, Header(alias="Idempotency-Key")] = None,
-) -> Response:
+def _check_in(body: bytes) -> CheckIn:
+    try:
+        return CheckIn.model_validate_json(body)
+    except pydantic.ValidationError as exc:
+        if any(e["type"] == "json_invalid" for e in exc.errors()):
+            raise MalformedRequest("body is not valid JSON") from None
+        raise  # a 422 naming each field
+
+
+@router.post(
+    "/v1/check",
+    response_model=CheckRead,
+    openapi_extra={"requestBody": {
+        "required": True, "content": {"application/json": {"schema": CheckIn.model_json_schema()}},
+    }},
+)
+async def check(request: Request) -> Response:
     """May the customer use `quantity` of the feature now? With `consume`, use it atomically.
 
     Any key may check; consuming needs an `ingest` or `admin` key.
     """
+    # The hottest endpoint reads its key, body and database itself: resolving dependencies
+    # and a body model per request costs more than the check.
+    principal = await authenticate(request)
+    data = _check_in(await request.body())
     if data.consume and principal.scope not in ALLOWED["ingest"]:
         raise Forbidden(f"this API key has scope '{principal.scope}'; consuming needs 'ingest'")
-    key = data.idempotency_key or idempotency_header
-    if key is not None and len(key) > 255:
+    key = data.idempotency_key or request.headers.get("idempotency-key")
+    if key is not None and not 1 <= len(key) <= 255:
         raise ValidationFailed.on("Idempotency-Key", "must be 1 to 255 characters")
-    request = service.CheckRequest(data.customer, data.feature, data.quantity, data.consume, key)
-    result = await service.check(session, principal.tenant_id, request, at=utcnow())
+    request_ = service.CheckRequest(data.customer, data.feature, data.quantity, data.consume, key)
+    db = database(request)
+    at = utcnow()
+    result = await fastpath.check(db, principal.tenant_id, request_, at)
+    if result is None:
+        async with db.transaction() as session:
+            result = await service.check(session, principal.tenant_id, request_, at=at)
     headers = {"Idempotent-Replayed": "true"} if result.replayed else None
-    body = check_read(result).model_dump_json().encode()
+    read = check_read(result)
+    if result.decision.decision is not Verdict.ALLOW:  # an allow never pays for a hint
+        read.upsell = await upsell_hint.hint(db, principal.tenant_id, request_, result, at=at)
+    body = read.model_dump_json().encode()
     return Response(body, media_type="application/json", headers=headers)
 
 
@@ -75,7 +95,7 @@ async def list_denials(
         session, principal.tenant_id, customer=customer, feature=feature,
         after=decode_cursor(cursor), limit=limit,
     )
-    return {
-        "items": [DenialRead.model_validate(r, from_attributes=True) for r in rows],
-        "next_cursor": encode_cursor(rows[-1].id) if len(rows) == limit else None,
-    }
+    return page(
+        [DenialRead.model_validate(r, from_attributes=True) for r in rows],
+        rows, limit=limit, position=lambda r: r.id,
+    )

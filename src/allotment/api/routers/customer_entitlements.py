@@ -10,7 +10,7 @@ from fastapi import APIRouter
 from allotment.api.deps import Reader, ReadSession
 from allotment.entitlements import state as service
 from allotment.entitlements.engine import Kind
-from allotment.entitlements.schemas import EntitlementStateRead
+from allotment.entitlements.schemas import EntitlementStateRead, GrantStateRead
 from allotment.types import utcnow
 
 router = APIRouter(prefix="/v1/customers/{customer_key}/entitlements", tags=["entitlements"])
@@ -23,6 +23,8 @@ def state_read(s: service.EntitlementState) -> EntitlementStateRead:
         has_access=s.has_access, in_overdraft=s.in_overdraft, config=s.config, usage=s.usage,
         included=s.included, soft_limit=s.soft_limit, hard_limit=s.hard_limit, balance=s.balance,
         overage=s.overage, period_start=s.period_start, period_end=s.period_end,
+        grants=[GrantStateRead(id=g.grant.id, amount=g.grant.amount, balance=g.balance, priority=g.grant.priority,
+                               effective_at=g.grant.effective_at, expires_at=g.grant.expires_at) for g in s.grants],
     )
 
 

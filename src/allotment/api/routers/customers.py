@@ -12,7 +12,7 @@ from allotment.api.deps import (
     ReadSession,
     WriteSession,
     decode_cursor,
-    encode_cursor,
+    page,
 )
 from allotment.api.idempotency import Idempotent
 from allotment.customers import service
@@ -39,10 +39,10 @@ async def create_customer(data: CustomerCreate, principal: Admin, session: Write
 @router.get("")
 async def list_customers(principal: Reader, session: ReadSession, limit: Limit = 50, cursor: Cursor = None) -> dict[str, object]:
     rows = await service.list_(session, principal.tenant_id, after=decode_cursor(cursor), limit=limit)
-    return {
-        "items": [customer_read(v) for v in rows],
-        "next_cursor": encode_cursor(rows[-1].customer.id) if len(rows) == limit else None,
-    }
+    return page(
+        [customer_read(v) for v in rows],
+        rows, limit=limit, position=lambda r: r.customer.id,
+    )
 
 
 @router.get("/{customer_key}", response_model=CustomerRead)

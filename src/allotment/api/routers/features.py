@@ -12,7 +12,7 @@ from allotment.api.deps import (
     ReadSession,
     WriteSession,
     decode_cursor,
-    encode_cursor,
+    page,
 )
 from allotment.api.idempotency import Idempotent
 from allotment.entitlements import features as service
@@ -45,10 +45,7 @@ async def list_features(
     principal: Reader, session: ReadSession, limit: Limit = 50, cursor: Cursor = None
 ) -> dict[str, object]:
     rows = await service.list_(session, principal.tenant_id, after=decode_cursor(cursor), limit=limit)
-    return {
-        "items": [feature_read(v) for v in rows],
-        "next_cursor": encode_cursor(rows[-1].feature.id) if len(rows) == limit else None,
-    }
+    return page([feature_read(v) for v in rows], rows, limit=limit, position=lambda r: r.feature.id)
 
 
 @router.get("/{feature_key}", response_model=FeatureRead)

@@ -19,7 +19,7 @@ from allotment.api.deps import (
     ReadSession,
     WriteSession,
     decode_cursor,
-    encode_cursor,
+    page,
 )
 from allotment.api.idempotency import Idempotent
 from allotment.api.responses import Json
@@ -55,10 +55,7 @@ async def create_meter(data: MeterCreate, principal: Admin, session: WriteSessio
 @router.get("")
 async def list_meters(principal: Reader, session: ReadSession, limit: Limit = 50, cursor: Cursor = None) -> dict[str, object]:
     rows = await service.list_(session, principal.tenant_id, after=decode_cursor(cursor), limit=limit)
-    return {
-        "items": [meter_read(m) for m in rows],
-        "next_cursor": encode_cursor(rows[-1].id) if len(rows) == limit else None,
-    }
+    return page([meter_read(m) for m in rows], rows, limit=limit, position=lambda r: r.id)
 
 
 @router.get("/{meter_key}", response_model=MeterRead)

@@ -14,7 +14,7 @@ from allotment.api.deps import (
     ReadSession,
     WriteSession,
     decode_cursor,
-    encode_cursor,
+    page,
 )
 from allotment.api.idempotency import Idempotent
 from allotment.entitlements import plans as service
@@ -56,10 +56,7 @@ async def list_plans(
     rows = await service.list_(
         session, principal.tenant_id, key=key, status=status, after=decode_cursor(cursor), limit=limit
     )
-    return {
-        "items": [plan_read(v) for v in rows],
-        "next_cursor": encode_cursor(rows[-1].plan.id) if len(rows) == limit else None,
-    }
+    return page([plan_read(v) for v in rows], rows, limit=limit, position=lambda r: r.plan.id)
 
 
 @router.get("/{plan_key}", response_model=PlanRead)

@@ -12,11 +12,11 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, Header, Response
 from pydantic import BaseModel, ConfigDict, Field
 
-from allotment.api.deps import Ingester, WriteSession
+from allotment.api.deps import Db, Ingester, WriteSession
 from allotment.entitlements import reservations as service
 from allotment.entitlements.models import Reservation
 from allotment.entitlements.schemas import MAX_CHECK_QUANTITY, QuantityOut
-from allotment.errors import ValidationFailed
+from allotment.errors import Conflict, ValidationFailed
 from allotment.types import from_micros, utcnow
 
 router = APIRouter(prefix="/v1/reservations", tags=["reservations"])
@@ -120,13 +120,24 @@ async def get(reservation_id: str, principal: Ingester, session: WriteSession) -
 
 
 @router.post("/{reservation_id}/commit", response_model=SettledRead)
-async def commit(reservation_id: str, data: CommitIn, principal: Ingester, session: WriteSession) -> SettledRead:
+async def commit(reservation_id: str, data: CommitIn, principal: Ingester, db: Db) -> SettledRead:
     """Record the actual `quantity` and end the hold.
 
     409 when the reservation is no longer open (`reservation_expired`, `reservation_committed`,
-    `reservation_released`) or when more than was held would cross the hard limit (`hard_limit`).
+    `reservation_released`) or when more than was held would cross the hard limit (`hard_limit`,
+    recorded as a denial).
     """
-    settled = await service.commit(session, principal.tenant_id, reservation_id, data.quantity, at=utcnow())
+    at = utcnow()
+    try:
+        async with db.transaction() as session:
+            settled = await service.commit(session, principal.tenant_id, reservation_id, data.quantity, at=at)
+    except Conflict as refused:
+        if refused.code == "hard_limit":
+            async with db.transaction() as session:
+                await service.record_refused_commit(
+                    session, principal.tenant_id, reservation_id, data.quantity, at=at
+                )
+        raise
     return SettledRead(reservation=reservation_read(settled.reservation), usage=settled.usage,
                        reserved=settled.reserved)
 

@@ -12,7 +12,7 @@ from allotment.api.deps import (
     ReadSession,
     WriteSession,
     decode_cursor,
-    encode_cursor,
+    page,
 )
 from allotment.api.idempotency import Idempotent
 from allotment.entitlements import subscriptions as service
@@ -52,10 +52,10 @@ async def list_subscriptions(
     rows = await service.list_(
         session, principal.tenant_id, customer_key=customer, after=decode_cursor(cursor), limit=limit
     )
-    return {
-        "items": [subscription_read(v) for v in rows],
-        "next_cursor": encode_cursor(rows[-1].subscription.id) if len(rows) == limit else None,
-    }
+    return page(
+        [subscription_read(v) for v in rows],
+        rows, limit=limit, position=lambda r: r.subscription.id,
+    )
 
 
 @router.get("/{subscription_id}", response_model=SubscriptionRead)

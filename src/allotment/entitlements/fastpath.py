@@ -1,0 +1,217 @@
+"""Checks and consumes in the common case: one read, then at most one conditional write.
+
+Vendors call the check before every request, so the common case must cost one indexed read.
+One statement, outside any transaction, proves that the entitlement row this process
+remembers for the names still answers (resolve.py) and reads the row's live counter for the
+period containing `at`. The pure engine decides, as in the full check, so both paths give
+the same answer. A consume then runs the full check's one conditional increment in a short
+write transaction, so the database keeps the last word on the hard limit.
+
+Whatever needs more than that goes the full way (`check.check`), which `None` asks for: an
+idempotency key, a pair without an entitlement in force, seats, live grants (their amounts
+follow from earlier periods), expired holds not yet given back (giving back writes), and a
+period whose overage carried from the last one is not fixed yet (fixing writes).
+
+A deny is recorded, in a write transaction, like any other.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from datetime import datetime
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from allotment.db import Database
+from allotment.entitlements import notices, queries, resolve, standing
+from allotment.entitlements.check import (
+    CheckRequest,
+    CheckResult,
+    metered_entitlement,
+    millionths,
+    record_denial,
+    units,
+    usage_period,
+)
+from allotment.entitlements.engine import (
+    BooleanEntitlement,
+    Entitlement,
+    Kind,
+    MeteredEntitlement,
+    Reason,
+    StaticEntitlement,
+    Verdict,
+    decide,
+)
+from allotment.entitlements.models import CustomerEntitlement
+from allotment.entitlements.periods import period_at
+from allotment.types import to_micros
+
+_PROOF_AND_COUNTER = """
+SELECT e.active_to, u.used, u.reserved, u.carried,
+  EXISTS (SELECT 1 FROM grants g
+          WHERE g.tenant_id = e.tenant_id AND g.customer_id = e.customer_id
+            AND g.feature_id = e.feature_id AND g.voided_at IS NULL
+            AND (g.expires_at IS NULL OR g.expires_at > {at})),
+  EXISTS (SELECT 1 FROM reservations r
+          WHERE r.tenant_id = e.tenant_id AND r.entitlement_id = e.id
+            AND r.status = 'open' AND r.expires_at <= {at})
+FROM customer_entitlements e
+JOIN customers c ON c.id = e.customer_id
+JOIN features f ON f.id = e.feature_id
+LEFT JOIN entitlement_usage u
+  ON u.tenant_id = e.tenant_id AND u.entitlement_id = e.id AND u.period_start = {period}
+WHERE e.id = {id} AND e.tenant_id = {tenant}
+  AND c.deleted_at IS NULL AND (c.key = {customer} OR c.id = {customer})
+  AND f.archived_at IS NULL AND (f.key = {feature} OR f.id = {feature})
+"""
+_NAMES = ("id", "tenant", "customer", "feature", "period", "at")
+_PG = _PROOF_AND_COUNTER.format(**{n: f"${i}" for i, n in enumerate(_NAMES, 1)})
+_SQLITE = _PROOF_AND_COUNTER.format(**{n: f"?{i}" for i, n in enumerate(_NAMES, 1)})
+
+
+@dataclass
+class _Prepared:
+    """What a remembered row means for checks, worked out once per row and process."""
+
+    row: CustomerEntitlement
+    entitlement: Entitlement | None  # None for seats (never checked this way)
+    # The row's columns a check reads, as plain values: ORM attribute access costs more.
+    id: str
+    active_from: datetime
+    active_to: datetime | None
+    carries_overage: bool
+    period: tuple[datetime, datetime | None, int] | None = None  # start, end, start in µs
+
+    def period_at(self, at: datetime) -> tuple[datetime, datetime | None, int]:
+        """The usage period containing `at`, recomputed only when `at` leaves the last one."""
+        known = self.period
+        if known is None or not (known[0] <= at and (known[1] is None or at < known[1])):
+            start, end = period_at(usage_period(self.row), at)
+            known = self.period = (start, end, to_micros(start))
+        return known
+
+
+_prepared: dict[str, _Prepared] = {}
+
+
+def _prepare(row: CustomerEntitlement) -> _Prepared:
+    found = _prepared.get(row.id)
+    if found is None or found.row is not row:
+        if len(_prepared) >= 100_000:
+            _prepared.clear()
+        entitlement: Entitlement | None = None
+        if row.kind == Kind.METERED:
+            entitlement = metered_entitlement(row)
+        elif row.kind == Kind.BOOLEAN:
+            entitlement = BooleanEntitlement(row.has_access)
+        elif row.kind == Kind.STATIC:
+            entitlement = StaticEntitlement(row.config or {})
+        found = _prepared[row.id] = _Prepared(
+            row, entitlement, row.id, row.active_from, row.active_to, row.overage_at_reset == standing.CARRY
+        )
+    return found
+
+
+@dataclass(frozen=True)
+class _Proven:
+    """A remembered row shown to still answer at `at`, and its counter in that period."""
+
+    known: resolve.Target
+    prepared: _Prepared
+    entitlement: Entitlement
+    period: tuple[datetime | None, datetime | None, int]
+    used: int
+    reserved: int
+
+
+async def _prove(db: Database, tenant_id: str, request: CheckRequest, at: datetime) -> _Proven | None:
+    known = resolve.remembered(tenant_id, request.customer, request.feature)
+    if known is None:  # first use of the names in this process: resolve them, reading only
+        async with db.transaction(readonly=True) as session:
+            known = await resolve.target(session, tenant_id, request.customer, request.feature, at)
+    if known.row is None:
+        return None
+    prepared = _prepare(known.row)
+    entitlement, active_to = prepared.entitlement, prepared.active_to
+    if entitlement is None or prepared.active_from > at or (active_to is not None and active_to <= at):
+        return None
+    metered = entitlement.kind == Kind.METERED
+    period = prepared.period_at(at) if metered else (None, None, -1)
+    stamp = at.replace(tzinfo=None).isoformat(" ", "microseconds") if db.is_sqlite else at
+    found = await db.point_read(
+        _PG, _SQLITE, prepared.id, tenant_id, request.customer, request.feature, period[2], stamp
+    )
+    if not found:
+        return None
+    active_to_now, used, reserved, carried, live_grants, expired_holds = found[0]
+    if resolve.utc(active_to_now) != active_to:
+        return None
+    if metered and (live_grants or expired_holds or (prepared.carries_overage and carried is None)):
+        return None  # an empty counter row has no carry fixed yet either
+    return _Proven(known, prepared, entitlement, period, int(used or 0), int(reserved or 0))
+
+
+async def check(db: Database, tenant_id: str, request: CheckRequest, at: datetime) -> CheckResult | None:
+    """The answer to a check without idempotency key, or None: use the full check.
+
+    With `consume`, the increment is the same one conditional statement as in the full
+    check, in a write transaction of its own: the database still has the last word on the
+    hard limit. A grant or hold that appears between the read and the increment can only
+    make this answer more cautious than the full check's, never let usage past the limit.
+    """
+    if request.idempotency_key is not None:
+        return None
+    proven = await _prove(db, tenant_id, request, at)
+    if proven is None:
+        return None
+    if request.consume and proven.entitlement.kind == Kind.METERED:
+        return await _consume(db, tenant_id, request, proven, at)
+    start, end, _ = proven.period
+    q = request.quantity
+    if proven.entitlement.kind == Kind.METERED:
+        decision = decide(proven.entitlement, usage=units(proven.used), reserved=units(proven.reserved),
+                          quantity=q, at=at)
+    else:
+        decision = decide(proven.entitlement, quantity=q, at=at)
+    result = CheckResult(decision, start, end)
+    if decision.decision is Verdict.DENY:
+        async with db.transaction() as session:
+            await _deny(session, tenant_id, request, proven, result, at)
+    return result
+
+
+async def _consume(
+    db: Database, tenant_id: str, request: CheckRequest, proven: _Proven, at: datetime
+) -> CheckResult:
+    ent = proven.entitlement
+    assert isinstance(ent, MeteredEntitlement)
+    start, end, start_us = proven.period
+    assert start is not None  # metered rows always have a period
+    q = request.quantity
+    hard = None if ent.hard_limit is None else millionths(ent.hard_limit)
+    async with db.transaction() as session:
+        counted = await queries.consume(session, tenant_id, proven.prepared.id, start_us, millionths(q), hard)
+        if counted is None:  # the database refused: the hard limit would be crossed
+            used, reserved = await queries.read_counter(session, tenant_id, proven.prepared.id, start_us)
+            now = decide(ent, usage=units(used), reserved=units(reserved), quantity=q, at=at)
+            result = CheckResult(replace(now, decision=Verdict.DENY, reason=Reason.HARD_LIMIT), start, end)
+            await _deny(session, tenant_id, request, proven, result, at)
+            return result
+        used, reserved = counted
+        # As in the full check: the verdict is the state before the increment, the numbers after.
+        before = decide(ent, usage=units(used) - q, reserved=units(reserved), quantity=q, at=at)
+        after = decide(ent, usage=units(used), reserved=units(reserved), quantity=q, at=at)
+        known = proven.known
+        where = notices.Where(tenant_id, proven.prepared.id, known.customer_id, known.feature_id, start, end)
+        await notices.usage_moved(session, where, before=units(used) - q, after=after, at=at)
+    return CheckResult(replace(after, decision=before.decision, reason=before.reason), start, end)
+
+
+async def _deny(
+    session: AsyncSession, tenant_id: str, request: CheckRequest, proven: _Proven, result: CheckResult,
+    at: datetime,
+) -> None:
+    known = proven.known
+    await record_denial(session, tenant_id, known.customer_id, known.feature_id, request, result, at,
+                        entitlement_id=proven.prepared.id)

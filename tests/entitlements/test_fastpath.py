@@ -1,0 +1,155 @@
+"""The one-read check: same answers as the full check, and never stale after a change."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+
+from allotment.db import Database
+from allotment.entitlements import check as full
+from allotment.entitlements import fastpath, queries, resolve
+from allotment.types import to_micros, utcnow
+from tests.entitlements.catalogue import boolean, customer, feature, metered, ok, plan, subscribe
+from tests.entitlements.test_grants import T0, _clockwork, day
+
+
+async def _setup(c):  # type: ignore[no-untyped-def]
+    await feature(c, "api-calls")
+    await feature(c, "sso")
+    await feature(c, "limits")
+    await plan(c, "starter", [
+        metered("api-calls", 10, 10, 15), boolean("sso"),
+        {"feature": "limits", "kind": "static", "config": {"rpm": 60}},
+    ])
+    await customer(c, "acme")
+    return await subscribe(c, "acme", "starter")
+
+
+async def _check(c, feature="api-calls", status=200, **body):  # type: ignore[no-untyped-def]
+    return await ok(await c.post("/v1/check", json={"customer": "acme", "feature": feature, **body}), status)
+
+
+async def _both(db: Database, tenant_id: str, feature: str, quantity: int):  # type: ignore[no-untyped-def]
+    request = full.CheckRequest("acme", feature, Decimal(quantity))
+    at = utcnow()
+    fast = await fastpath.check(db, tenant_id, request, at)
+    async with db.transaction(readonly=True) as session:
+        slow = await full.check(session, tenant_id, request, at=at)
+    return fast, slow
+
+
+async def test_fast_answers_equal_full_answers_in_every_state(tenant, db):
+    """Allow, overdraft and deny, boolean and static: the one read decides like the full check."""
+    c = tenant.client
+    await _setup(c)
+    for name in ("api-calls", "sso", "limits"):
+        await _check(c, feature=name)  # resolves the names in this process
+    for used in (0, 9, 12, 15):
+        if used:
+            await _check(c, quantity=used - (await _check(c))["usage"], consume=True)
+        for name, quantity in (("api-calls", 1), ("api-calls", 4), ("sso", 1), ("limits", 1)):
+            fast, slow = await _both(db, tenant.id, name, quantity)
+            assert fast is not None, f"{name} after {used} took the full path"
+            assert fast == slow
+
+
+async def test_fast_deny_is_recorded(tenant):
+    """A check refused on the one-read path is listed in the denials like any other."""
+    c = tenant.client
+    await _setup(c)
+    await _check(c, quantity=15, consume=True)
+    assert (await _check(c))["decision"] == "deny"
+    assert (await _check(c))["decision"] == "deny"
+    denials = await ok(await c.get("/v1/denials", params={"customer": "acme"}))
+    assert [d["reason"] for d in denials["items"]] == ["hard_limit", "hard_limit"]
+
+
+async def test_check_follows_a_plan_change_at_once(tenant):
+    """A remembered entitlement ended by a plan change is not used for the next check."""
+    c = tenant.client
+    sub = await _setup(c)
+    assert (await _check(c, quantity=20))["decision"] == "deny"
+    await plan(c, "pro", [metered("api-calls", 100, 100, 150)])
+    await ok(await c.post(f"/v1/subscriptions/{sub['id']}/change-plan", json={"plan": "pro"}))
+    body = await _check(c, quantity=20)
+    assert (body["decision"], body["included"]) == ("allow", 100)
+
+
+async def test_check_follows_a_cancel_and_an_override(tenant):
+    c = tenant.client
+    sub = await _setup(c)
+    assert (await _check(c, feature="sso"))["decision"] == "allow"
+    await ok(await c.put("/v1/customers/acme/entitlements/sso/override", json={"kind": "boolean", "has_access": False}))
+    assert (await _check(c, feature="sso"))["reason"] == "no_access"
+    await ok(await c.post(f"/v1/subscriptions/{sub['id']}/cancel", json={}))
+    assert (await _check(c))["reason"] == "not_entitled"
+
+
+async def test_check_after_customer_deleted_or_feature_archived_is_404(tenant):
+    c = tenant.client
+    await _setup(c)
+    assert (await _check(c, feature="sso"))["decision"] == "allow"
+    assert (await _check(c))["decision"] == "allow"
+    await ok(await c.delete("/v1/features/sso"), 204)
+    await _check(c, feature="sso", status=404)
+    await ok(await c.delete("/v1/customers/acme"), 204)
+    await _check(c, status=404)
+
+
+async def test_expired_hold_does_not_count_on_a_plain_check(tenant, db):
+    """A reservation past its expiry no longer holds units, even before anything swept it."""
+    c = tenant.client
+    await _setup(c)
+    await _check(c)
+    held = await ok(await c.post("/v1/reservations", json={
+        "customer": "acme", "feature": "api-calls", "quantity": 15, "ttl_seconds": 60}), 201)
+    assert held["decision"] != "deny"
+    assert (await _check(c))["decision"] == "deny"
+    later = utcnow() + timedelta(seconds=61)
+    request = full.CheckRequest("acme", "api-calls", Decimal(1))
+    assert await fastpath.check(db, tenant.id, request, later) is None
+    async with db.transaction() as session:
+        answer = await full.check(session, tenant.id, request, at=later)
+    assert answer.decision.decision == "allow"
+
+
+async def test_fast_consume_counts_like_the_full_consume(tenant, db):
+    """Consumes on the one-read path report and count exactly what the full path would."""
+    c = tenant.client
+    await _setup(c)
+    await _check(c)
+    request = full.CheckRequest("acme", "api-calls", Decimal(6), consume=True)
+    answers = [await fastpath.check(db, tenant.id, request, utcnow()) for _ in range(3)]
+    assert all(a is not None for a in answers)
+    verdicts = [(a.decision.decision, a.decision.usage) for a in answers]  # type: ignore[union-attr]
+    assert verdicts == [("allow", 6), ("allow_overdraft", 12), ("deny", 12)]
+    state = await ok(await c.get("/v1/customers/acme/entitlements/api-calls"))
+    assert state["usage"] == 12
+    denials = await ok(await c.get("/v1/denials", params={"customer": "acme"}))
+    assert [(d["reason"], d["quantity"]) for d in denials["items"]] == [("hard_limit", 6)]
+
+
+async def test_concurrent_fast_consumes_stop_exactly_at_the_hard_limit(tenant):
+    """Forty concurrent consumers of 1 against a hard limit of 15: exactly 15 are allowed."""
+    c = tenant.client
+    await _setup(c)
+    await _check(c)
+    answers = await asyncio.gather(*(_check(c, consume=True) for _ in range(40)))
+    assert sum(a["decision"] != "deny" for a in answers) == 15
+    assert (await _check(c))["usage"] == 15
+
+
+async def test_carried_overage_counts_when_reported_usage_opened_the_period(tenant, db):
+    """February's counter opened by reported usage still starts from January's overage."""
+    clock = await _clockwork(tenant, db, included=10, overage_at_reset="carry", usage_anchor=T0.isoformat())
+    await clock.consume(14, day(3))  # 4 over the soft limit in January
+    known = resolve.remembered(tenant.id, "acme", "data")
+    assert known is not None and known.row is not None
+    feb = datetime(2026, 2, 1, tzinfo=UTC)
+    async with db.transaction() as session:  # what ingest does with an event of February
+        await queries.add_usage(session, tenant.id, [(known.row.id, to_micros(feb), queries.MILLION)])
+    later = feb + timedelta(days=1)
+    request = full.CheckRequest("acme", "data", Decimal(1))
+    answer = await fastpath.check(db, tenant.id, request, later) or await clock.check(1, later)
+    assert answer.decision.usage == 5
