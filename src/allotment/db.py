@@ -27,6 +27,8 @@ from sqlalchemy.orm import DeclarativeBase
 
 from allotment.config import Settings
 
+_MEMO_LIMIT = 100_000  # remembered reads per process, at most
+
 
 def async_url(database_url: str) -> str:
     """`sqlite:///x.db` -> aiosqlite, `postgresql://` -> asyncpg; explicit drivers are kept."""
@@ -81,6 +83,8 @@ class Database:
             self.read_engine = self.engine.execution_options(isolation_level="REPEATABLE READ")
         self._sqlite_writer = asyncio.Lock()
         self._reader: sqlite3.Connection | None = None
+        self._memo: dict[Any, Any] = {}
+        self._memo_version = -1
         self._write = async_sessionmaker(self.engine, expire_on_commit=False)
         self._read = async_sessionmaker(self.read_engine, expire_on_commit=False)
 
@@ -119,6 +123,22 @@ class Database:
             raw = await conn.get_raw_connection()
             driver_connection: Any = raw.driver_connection
             return list(await driver_connection.fetch(sql_pg, *args))
+
+    def read_memo(self) -> dict[Any, Any] | None:
+        """A dict for remembering reads, emptied whenever anyone has committed since (SQLite).
+
+        SQLite's data version changes with every commit by any connection of any process,
+        and reading it touches only the shared WAL index (no file read), so what was read
+        after the version last stayed put is exactly what a new read would return. None on
+        PostgreSQL, which offers nothing as cheap: there every read is a round trip.
+        """
+        if not self.is_sqlite:
+            return None
+        version = self._sqlite_reader().execute("PRAGMA data_version").fetchone()[0]
+        if version != self._memo_version or len(self._memo) >= _MEMO_LIMIT:
+            self._memo.clear()
+            self._memo_version = version
+        return self._memo
 
     def _sqlite_reader(self) -> sqlite3.Connection:
         if self._reader is None:

@@ -153,3 +153,26 @@ async def test_carried_overage_counts_when_reported_usage_opened_the_period(tena
     request = full.CheckRequest("acme", "data", Decimal(1))
     answer = await fastpath.check(db, tenant.id, request, later) or await clock.check(1, later)
     assert answer.decision.usage == 5
+
+
+async def test_check_sees_a_commit_made_through_other_connections_at_once(tenant, db, settings):
+    """Usage consumed by another process (its own connections) shows in this process's next check.
+
+    The first checks are answered, and remembered, before the other process writes.
+    """
+    c = tenant.client
+    await _setup(c)
+    request = full.CheckRequest("acme", "api-calls", Decimal(1))
+    for _ in range(2):
+        before = await fastpath.check(db, tenant.id, request, utcnow())
+        assert before is not None and before.decision.usage == 0
+    other = Database(settings)
+    try:
+        async with other.transaction() as session:
+            consume = full.CheckRequest("acme", "api-calls", Decimal(12), consume=True)
+            await full.check(session, tenant.id, consume, at=utcnow())
+    finally:
+        await other.dispose()
+    after = await fastpath.check(db, tenant.id, request, utcnow())
+    assert after is not None
+    assert (after.decision.usage, after.decision.decision) == (12, "allow_overdraft")

@@ -53,9 +53,8 @@ SELECT e.active_to, u.used, u.reserved, u.carried,
           WHERE g.tenant_id = e.tenant_id AND g.customer_id = e.customer_id
             AND g.feature_id = e.feature_id AND g.voided_at IS NULL
             AND (g.expires_at IS NULL OR g.expires_at > {at})),
-  EXISTS (SELECT 1 FROM reservations r
-          WHERE r.tenant_id = e.tenant_id AND r.entitlement_id = e.id
-            AND r.status = 'open' AND r.expires_at <= {at})
+  (SELECT MIN(r.expires_at) FROM reservations r
+   WHERE r.tenant_id = e.tenant_id AND r.entitlement_id = e.id AND r.status = 'open')
 FROM customer_entitlements e
 JOIN customers c ON c.id = e.customer_id
 JOIN features f ON f.id = e.feature_id
@@ -138,18 +137,50 @@ async def _prove(db: Database, tenant_id: str, request: CheckRequest, at: dateti
         return None
     metered = entitlement.kind == Kind.METERED
     period = prepared.period_at(at) if metered else (None, None, -1)
+    found = await _read(db, tenant_id, request, prepared.id, period[2], at)
+    if found is None:
+        return None
+    active_to_now, used, reserved, carried, live_grants, first_hold_expiry = found
+    if active_to_now != active_to:
+        return None
+    if metered and (live_grants or (first_hold_expiry is not None and first_hold_expiry <= at)
+                    or (prepared.carries_overage and carried is None)):
+        return None  # an empty counter row has no carry fixed yet either
+    return _Proven(known, prepared, entitlement, period, int(used or 0), int(reserved or 0))
+
+
+_Row = tuple[datetime | None, int | None, int | None, int | None, bool, datetime | None]
+
+
+async def _read(
+    db: Database, tenant_id: str, request: CheckRequest, entitlement_id: str, period_us: int, at: datetime
+) -> _Row | None:
+    """The proof-and-counter row, or None when the remembered row no longer answers.
+
+    On SQLite the read is remembered until any connection commits (`Database.read_memo`),
+    so a remembered read is exactly what a new read would return. Nothing in it depends on
+    `at` except the grant flag, which can only turn from true to false as time passes (a
+    true flag is never remembered: it sends the check the full way), and the first expiry
+    of the open holds, which is compared with `at` on every use.
+    """
+    key = (entitlement_id, tenant_id, request.customer, request.feature, period_us)
+    memo = db.read_memo()
+    if memo is not None:
+        known: _Row | None = memo.get(key)
+        if known is not None:
+            return known
     stamp = at.replace(tzinfo=None).isoformat(" ", "microseconds") if db.is_sqlite else at
     found = await db.point_read(
-        _PG, _SQLITE, prepared.id, tenant_id, request.customer, request.feature, period[2], stamp
+        _PG, _SQLITE, entitlement_id, tenant_id, request.customer, request.feature, period_us, stamp
     )
     if not found:
         return None
-    active_to_now, used, reserved, carried, live_grants, expired_holds = found[0]
-    if resolve.utc(active_to_now) != active_to:
-        return None
-    if metered and (live_grants or expired_holds or (prepared.carries_overage and carried is None)):
-        return None  # an empty counter row has no carry fixed yet either
-    return _Proven(known, prepared, entitlement, period, int(used or 0), int(reserved or 0))
+    active_to, used, reserved, carried, live_grants, first_hold_expiry = found[0]
+    row: _Row = (resolve.utc(active_to), used, reserved, carried, bool(live_grants),
+                 resolve.utc(first_hold_expiry))
+    if memo is not None and not live_grants:
+        memo[key] = row
+    return row
 
 
 async def check(db: Database, tenant_id: str, request: CheckRequest, at: datetime) -> CheckResult | None:
