@@ -210,11 +210,13 @@ async def test_malformed_or_incomplete_check_bodies_are_4xx_naming_the_field(ten
     await _metered_customer(c, 10, None, 10)
     resp = await c.post("/v1/check", content=b"{not json", headers={"Content-Type": "application/json"})
     assert (resp.status_code, resp.json()["type"]) == (400, "malformed_request")
+    assert resp.headers["content-type"] == "application/problem+json"
     resp = await c.post("/v1/check", json={"feature": "api-calls", "colour": "red"})
     assert resp.status_code == 422
     assert sorted(e["field"] for e in resp.json()["errors"]) == ["colour", "customer"]
     resp = await c.post("/v1/check", json={"customer": "acme", "feature": "api-calls"},
                         headers={"Idempotency-Key": "k" * 256})
     assert resp.status_code == 422 and resp.json()["errors"][0]["field"] == "Idempotency-Key"
-    assert (await c.post("/v1/check", json={"customer": "acme", "feature": "api-calls"},
-                         headers={"Authorization": "Bearer nope"})).status_code == 401
+    resp = await c.post("/v1/check", json={"customer": "acme", "feature": "api-calls"},
+                        headers={"Authorization": "Bearer nope"})
+    assert (resp.status_code, resp.headers["www-authenticate"]) == (401, "Bearer")

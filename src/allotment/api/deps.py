@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
 from typing import Annotated, Any, TypeVar
@@ -64,6 +65,19 @@ async def authenticate(request: Request) -> Principal:
     known = tenancy.remembered(secret)  # most requests: no transaction at all
     if known is not None:
         return known
+    # One lookup per key at a time: when a remembered key runs out under load, the requests
+    # arriving meanwhile wait for that one lookup instead of each queueing a transaction.
+    lookup = _lookups.get(secret)
+    if lookup is None:
+        lookup = _lookups[secret] = asyncio.ensure_future(_look_up(request, secret))
+        lookup.add_done_callback(lambda _: _lookups.pop(secret, None))
+    return await asyncio.shield(lookup)
+
+
+_lookups: dict[str, asyncio.Future[Principal]] = {}
+
+
+async def _look_up(request: Request, secret: str) -> Principal:
     async with database(request).transaction(readonly=True) as session:
         return await tenancy.authenticate(
             session, secret, cache_seconds=settings(request).key_cache_seconds

@@ -125,6 +125,15 @@ def _on_pydantic(_: Request, exc: Exception) -> Json:
     return problem(422, "validation_failed", "Invalid input", detail, errors)
 
 
+def render(request: Request, exc: Exception) -> Response:
+    """What the installed handlers answer for `exc`, for a route served in front of the app."""
+    if isinstance(exc, AllotmentError):
+        return _on_domain(request, exc)
+    if isinstance(exc, pydantic.ValidationError):
+        return _on_pydantic(request, exc)
+    return _on_unexpected(request, exc)
+
+
 def install(app: FastAPI) -> None:
     app.add_exception_handler(Replayed, replay)
     app.add_exception_handler(RequestValidationError, _dialect(_on_validation))

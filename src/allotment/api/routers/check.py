@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import pydantic
 from fastapi import APIRouter, Request, Response
+from starlette.types import Receive, Scope, Send
 
+from allotment.api import errors
 from allotment.api.deps import (
     ALLOWED,
     Cursor,
@@ -79,6 +81,16 @@ async def check(request: Request) -> Response:
         read.upsell = await upsell_hint.hint(db, principal.tenant_id, request_, result, at=at)
     body = read.model_dump_json().encode()
     return Response(body, media_type="application/json", headers=headers)
+
+
+async def serve(scope: Scope, receive: Receive, send: Send) -> None:
+    """`POST /v1/check` as a bare ASGI app, answering errors as the app's handlers would."""
+    request = Request(scope, receive)
+    try:
+        response = await check(request)
+    except Exception as exc:  # noqa: BLE001  (rendered, and logged when unexpected, as the app does)
+        response = errors.render(request, exc)
+    await response(scope, receive, send)
 
 
 @router.get("/v1/denials")
