@@ -85,6 +85,7 @@ class Database:
         self._reader: sqlite3.Connection | None = None
         self._memo: dict[Any, Any] = {}
         self._memo_version = -1
+        self._memo_checked = False
         self._write = async_sessionmaker(self.engine, expire_on_commit=False)
         self._read = async_sessionmaker(self.read_engine, expire_on_commit=False)
 
@@ -131,14 +132,24 @@ class Database:
         and reading it touches only the shared WAL index (no file read), so what was read
         after the version last stayed put is exactly what a new read would return. None on
         PostgreSQL, which offers nothing as cheap: there every read is a round trip.
+
+        The version is read once per turn of the event loop. Every request served in a
+        turn arrived before the turn began, so before the version was read: whatever was
+        committed before a client sent its request is seen by it.
         """
         if not self.is_sqlite:
             return None
-        version = self._sqlite_reader().execute("PRAGMA data_version").fetchone()[0]
-        if version != self._memo_version or len(self._memo) >= _MEMO_LIMIT:
-            self._memo.clear()
-            self._memo_version = version
+        if not self._memo_checked:
+            version = self._sqlite_reader().execute("PRAGMA data_version").fetchone()[0]
+            if version != self._memo_version or len(self._memo) >= _MEMO_LIMIT:
+                self._memo.clear()
+                self._memo_version = version
+            self._memo_checked = True
+            asyncio.get_running_loop().call_soon(self._memo_turn_over)
         return self._memo
+
+    def _memo_turn_over(self) -> None:
+        self._memo_checked = False
 
     def _sqlite_reader(self) -> sqlite3.Connection:
         if self._reader is None:
