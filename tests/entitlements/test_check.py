@@ -13,6 +13,7 @@ from allotment.api.app import create_app
 from allotment.db import Database
 from allotment.entitlements import check as service
 from allotment.entitlements.periods import Interval, UsagePeriod, period_at
+from allotment.entitlements.schemas import CheckRead
 from allotment.types import utcnow
 from tests.entitlements.catalogue import boolean, customer, feature, metered, ok, plan, subscribe
 
@@ -220,3 +221,28 @@ async def test_malformed_or_incomplete_check_bodies_are_4xx_naming_the_field(ten
     resp = await c.post("/v1/check", json={"customer": "acme", "feature": "api-calls"},
                         headers={"Authorization": "Bearer nope"})
     assert (resp.status_code, resp.headers["www-authenticate"]) == (401, "Bearer")
+
+
+async def test_every_check_answer_is_the_documented_document(tenant):
+    """Allow, overdraft with an upsell hint, deny, fractional usage, boolean and static: each
+    body is exactly what the documented CheckRead schema serialises."""
+    c = tenant.client
+    await feature(c, "api-calls")
+    await plan(c, "pro", [metered("api-calls", 100, 100, 150)])
+    await plan(c, "starter", [metered("api-calls", 10, 10, 15)], next_tier="pro")
+    await customer(c, "acme")
+    await subscribe(c, "acme", "starter")
+    await feature(c, "sso")
+    await feature(c, "limits")
+    await plan(c, "extras", [boolean("sso"), {"feature": "limits", "kind": "static", "config": {"rpm": 60}}])
+    await customer(c, "bravo")
+    await subscribe(c, "bravo", "extras")
+    bodies = [await _check(c), await _check(c, quantity=2.5, consume=True),
+              await _check(c, quantity=9, consume=True), await _check(c, quantity=9)]
+    for name in ("sso", "limits"):
+        bodies.append(await ok(await c.post("/v1/check", json={"customer": "bravo", "feature": name})))
+    assert [b["decision"] for b in bodies] == ["allow", "allow", "allow_overdraft", "deny", "allow", "allow"]
+    assert bodies[1]["usage"] == 2.5 and bodies[-1]["config"] == {"rpm": 60}
+    assert bodies[3]["upsell"]["href"] == "/v1/customers/acme/upsell"
+    for body in bodies:
+        assert CheckRead.model_validate(body).model_dump(mode="json") == body

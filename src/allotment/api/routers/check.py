@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from decimal import Decimal
+
+import orjson
 import pydantic
 from fastapi import APIRouter, Request, Response
 from starlette.types import Receive, Scope, Send
@@ -21,21 +24,35 @@ from allotment.api.deps import (
 from allotment.entitlements import check as service
 from allotment.entitlements import fastpath, upsell_hint
 from allotment.entitlements.engine import Verdict
-from allotment.entitlements.schemas import CheckIn, CheckRead, DenialRead
+from allotment.entitlements.schemas import (
+    CheckIn,
+    CheckRead,
+    DenialRead,
+    UpsellHintRead,
+    json_quantity,
+)
 from allotment.errors import Forbidden, MalformedRequest, ValidationFailed
 from allotment.types import utcnow
 
 router = APIRouter(tags=["check"])
 
 
-def check_read(result: service.CheckResult) -> CheckRead:
+def check_body(result: service.CheckResult, upsell: UpsellHintRead | None = None) -> bytes:
+    """The `CheckRead` document of an answer, written straight to JSON: building the model
+    first would cost more than the check."""
     d = result.decision
-    return CheckRead(
-        decision=d.decision.value, reason=str(d.reason), usage=d.usage, included=d.included,
-        soft_limit=d.soft_limit, hard_limit=d.hard_limit, balance=d.balance, overage=d.overage,
-        period_start=result.period_start, period_end=result.period_end,
-        config=None if d.config is None else dict(d.config),
-    )
+    return orjson.dumps({
+        "decision": d.decision.value, "reason": str(d.reason), "usage": _number(d.usage),
+        "included": _number(d.included), "soft_limit": _number(d.soft_limit),
+        "hard_limit": _number(d.hard_limit), "balance": _number(d.balance),
+        "overage": _number(d.overage), "period_start": result.period_start,
+        "period_end": result.period_end, "config": None if d.config is None else dict(d.config),
+        "upsell": None if upsell is None else upsell.model_dump(mode="json"),
+    }, option=orjson.OPT_UTC_Z)
+
+
+def _number(value: Decimal | None) -> int | float | None:
+    return None if value is None else json_quantity(value)
 
 
 def _check_in(body: bytes) -> CheckIn:
@@ -76,11 +93,10 @@ async def check(request: Request) -> Response:
         async with db.transaction() as session:
             result = await service.check(session, principal.tenant_id, request_, at=at)
     headers = {"Idempotent-Replayed": "true"} if result.replayed else None
-    read = check_read(result)
+    hint = None
     if result.decision.decision is not Verdict.ALLOW:  # an allow never pays for a hint
-        read.upsell = await upsell_hint.hint(db, principal.tenant_id, request_, result, at=at)
-    body = read.model_dump_json().encode()
-    return Response(body, media_type="application/json", headers=headers)
+        hint = await upsell_hint.hint(db, principal.tenant_id, request_, result, at=at)
+    return Response(check_body(result, hint), media_type="application/json", headers=headers)
 
 
 async def serve(scope: Scope, receive: Receive, send: Send) -> None:
