@@ -17,18 +17,17 @@ A deny is recorded, in a write transaction, like any other.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import datetime
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from allotment.db import Database
-from allotment.entitlements import notices, queries, resolve, standing
+from allotment.entitlements import group_commit, notices, resolve, standing
 from allotment.entitlements.check import (
     CheckRequest,
     CheckResult,
     metered_entitlement,
-    millionths,
     record_denial,
     units,
     usage_period,
@@ -38,7 +37,6 @@ from allotment.entitlements.engine import (
     Entitlement,
     Kind,
     MeteredEntitlement,
-    Reason,
     StaticEntitlement,
     Verdict,
     decide,
@@ -217,26 +215,11 @@ async def _consume(
 ) -> CheckResult:
     ent = proven.entitlement
     assert isinstance(ent, MeteredEntitlement)
-    start, end, start_us = proven.period
+    start, end, _ = proven.period
     assert start is not None  # metered rows always have a period
-    q = request.quantity
-    hard = None if ent.hard_limit is None else millionths(ent.hard_limit)
-    async with db.transaction() as session:
-        counted = await queries.consume(session, tenant_id, proven.prepared.id, start_us, millionths(q), hard)
-        if counted is None:  # the database refused: the hard limit would be crossed
-            used, reserved = await queries.read_counter(session, tenant_id, proven.prepared.id, start_us)
-            now = decide(ent, usage=units(used), reserved=units(reserved), quantity=q, at=at)
-            result = CheckResult(replace(now, decision=Verdict.DENY, reason=Reason.HARD_LIMIT), start, end)
-            await _deny(session, tenant_id, request, proven, result, at)
-            return result
-        used, reserved = counted
-        # As in the full check: the verdict is the state before the increment, the numbers after.
-        before = decide(ent, usage=units(used) - q, reserved=units(reserved), quantity=q, at=at)
-        after = decide(ent, usage=units(used), reserved=units(reserved), quantity=q, at=at)
-        known = proven.known
-        where = notices.Where(tenant_id, proven.prepared.id, known.customer_id, known.feature_id, start, end)
-        await notices.usage_moved(session, where, before=units(used) - q, after=after, at=at)
-    return CheckResult(replace(after, decision=before.decision, reason=before.reason), start, end)
+    known = proven.known
+    where = notices.Where(tenant_id, proven.prepared.id, known.customer_id, known.feature_id, start, end)
+    return await group_commit.consume(db, group_commit.Consume(request, ent, where, at))
 
 
 async def _deny(

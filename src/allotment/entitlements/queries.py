@@ -111,6 +111,59 @@ async def _add_within_limit(
     return None if row is None else (int(row[0]), int(row[1]))
 
 
+Counter = tuple[str, str, int]  # tenant id, entitlement id, period start (µs)
+
+
+async def lock_counters(session: AsyncSession, keys: list[Counter]) -> dict[Counter, tuple[int, int]]:
+    """Lock the counter rows of `keys` for this transaction, opening empty ones; their
+    (used, reserved). One statement, in key order, so concurrent batches never deadlock."""
+    keys = sorted(set(keys))
+    db, dialect = await driver(session)
+    if dialect == "postgresql":
+        rows = await db.fetch(
+            "INSERT INTO entitlement_usage AS u (tenant_id, entitlement_id, period_start, used, reserved)"
+            " SELECT t, e, p, 0, 0 FROM unnest($1::text[], $2::text[], $3::int8[]) AS k(t, e, p)"
+            " ON CONFLICT (tenant_id, entitlement_id, period_start) DO UPDATE SET used = u.used"
+            " RETURNING tenant_id, entitlement_id, period_start, used, reserved",
+            *zip(*keys, strict=True),
+        )
+    else:  # the write transaction already excludes every other writer
+        rows = []
+        for i in range(0, len(keys), _SQLITE_ROWS):
+            chunk = keys[i:i + _SQLITE_ROWS]
+            cursor = await db.execute(
+                "INSERT INTO entitlement_usage (tenant_id, entitlement_id, period_start, used, reserved)"
+                f" VALUES {', '.join(['(?, ?, ?, 0, 0)'] * len(chunk))}"
+                " ON CONFLICT (tenant_id, entitlement_id, period_start) DO UPDATE SET used = used"
+                " RETURNING tenant_id, entitlement_id, period_start, used, reserved",
+                [v for key in chunk for v in key],
+            )
+            rows.extend(await cursor.fetchall())
+            await cursor.close()
+    return {(r[0], r[1], int(r[2])): (int(r[3]), int(r[4])) for r in rows}
+
+
+async def add_to_locked(session: AsyncSession, increments: dict[Counter, int]) -> None:
+    """Add millionths to `used` of counters this transaction locked (lock_counters)."""
+    if not increments:
+        return
+    db, dialect = await driver(session)
+    keys = sorted(increments)
+    if dialect == "postgresql":
+        await db.execute(
+            "UPDATE entitlement_usage AS u SET used = u.used + d.q"
+            " FROM unnest($1::text[], $2::text[], $3::int8[], $4::int8[]) AS d(t, e, p, q)"
+            " WHERE u.tenant_id = d.t AND u.entitlement_id = d.e AND u.period_start = d.p",
+            *zip(*keys, strict=True), [increments[k] for k in keys],
+        )
+        return
+    await db.executemany(
+        "UPDATE entitlement_usage SET used = used + ?"
+        " WHERE tenant_id = ? AND entitlement_id = ? AND period_start = ?",
+        [(increments[k], *k) for k in keys],
+    )
+
+
 async def lock_key(session: AsyncSession, tenant_id: str, key: str) -> None:
     """Serialise checks carrying one idempotency key (SQLite's single writer already does)."""
     db, dialect = await driver(session)
