@@ -4,9 +4,14 @@
 
 Loads N events (one SUM meter, 1,000 subjects each owned by its own customer, spread over 90
 days) through the real ingest and folding code in-process, timing ingest over the first and the
-last million events; then starts `allotment serve --workers 2` on that database and times over
+last million events, beside `allotment serve --workers 2` on that database. Then times over
 HTTP: (a) a 30-day query with DAY windows for one customer, (b) the same for all customers
 grouped by subject. Prints p50/p95 of each.
+
+Checks against the log's size: every customer is subscribed to a plan whose metered feature is
+fed by the meter, and `POST /v1/check` is driven by wrk (64 connections, customers in turn)
+before the first event is stored and again after the last; prints both and their ratio.
+Needs `wrk` (Debian package `wrk`).
 """
 
 from __future__ import annotations
@@ -44,15 +49,51 @@ def batch_bodies(total: int, seed: int = 3):  # type: ignore[no-untyped-def]
         yield orjson.dumps(events)
 
 
+def prepare(base: str, key: str) -> None:
+    """The meter, the customers, and a plan whose metered feature that meter feeds."""
+    with httpx.Client(base_url=base, headers={"Authorization": f"Bearer {key}"}, timeout=60) as c:
+        for path, body in [
+            ("/v1/meters", {"key": "tokens", "event_type": "prompt", "aggregation": "SUM",
+                            "value_property": "$.tokens"}),
+            ("/v1/features", {"key": "tokens", "name": "Tokens", "meter": "tokens"}),
+            ("/v1/plans", {"key": "starter", "name": "Starter", "entitlements": [
+                {"feature": "tokens", "kind": "metered", "usage_period": "MONTH",
+                 "included": 10**12, "soft_limit": 10**12, "hard_limit": 10**13}]}),
+            ("/v1/plans/starter/publish", None),
+        ]:
+            c.post(path, json=body).raise_for_status()
+        for i in range(SUBJECTS):
+            c.post("/v1/customers", json={"key": f"cust-{i}", "name": f"Customer {i}",
+                                          "subject_keys": [f"user-{i}"]}).raise_for_status()
+            c.post("/v1/subscriptions", json={"customer": f"cust-{i}", "plan": "starter"}).raise_for_status()
+
+
+CHECK_LUA = """
+local n = 0
+request = function()
+  n = n + 1
+  local body = '{{"customer":"cust-' .. (n % {customers}) .. '","feature":"tokens"}}'
+  return wrk.format("POST", "/v1/check", {{["Content-Type"] = "application/json",
+    ["Authorization"] = "Bearer {key}"}}, body)
+end
+"""
+
+
+def checks(base: str, key: str) -> dict[str, float]:
+    """wrk checking every customer in turn: warm-up, then 10 s measured."""
+    from check_http import wrk
+
+    script = CHECK_LUA.format(customers=SUBJECTS, key=key)
+    wrk(base, 8, 64, script)
+    return wrk(base, 10, 64, script)
+
+
 async def load(url: str, total: int) -> tuple[float, float]:
     """Returns ingest events/s over the first and the last million events (or tenth)."""
     from allotment.config import Settings
-    from allotment.customers import service as customers
-    from allotment.customers.schemas import CustomerCreate
     from allotment.db import Database
-    from allotment.metering import ingest, meters
+    from allotment.metering import ingest
     from allotment.metering.folding import fold_pending
-    from allotment.metering.schemas import MeterCreate
     from allotment.metering.wire import decode
     from allotment.tenancy import service as tenancy
     from allotment.types import to_micros, utcnow
@@ -61,11 +102,6 @@ async def load(url: str, total: int) -> tuple[float, float]:
     async with db.transaction() as s:
         tenant = await tenancy.first_tenant(s)
         assert tenant is not None
-        await meters.create(s, tenant.id, MeterCreate(key="tokens", event_type="prompt", aggregation="SUM",
-                                                      value_property="$.tokens"), at=utcnow())
-        for i in range(SUBJECTS):
-            await customers.create(s, tenant.id, CustomerCreate(key=f"cust-{i}", name=f"Customer {i}",
-                                                                subject_keys=[f"user-{i}"]), at=utcnow())
     window = min(1_000_000, total // 10)
     rates: list[float] = []
     done, mark, mark_at = 0, 0, time.perf_counter()
@@ -108,6 +144,8 @@ def run(backend: str, total: int) -> None:
 
         upgrade(url)
         with server(url, workers=2) as (base, key):  # creates the tenant; load runs beside it
+            prepare(base, key)
+            empty = checks(base, key)
             started = time.perf_counter()
             first, last = asyncio.run(load(url, total))
             print(f"{backend:>10}: loaded {total:,} events in {time.perf_counter() - started:,.0f} s;"
@@ -120,6 +158,11 @@ def run(backend: str, total: int) -> None:
                 print(f"{backend:>10}: 30 days x DAY, one customer:            p50 {p50:7.1f} ms  p95 {p95:7.1f} ms ({rows} rows)")
                 p50, p95, rows = timed(client, "/v1/meters/tokens/query", {**params, "group_by": "subject"}, runs=10)
                 print(f"{backend:>10}: 30 days x DAY, all customers by subject: p50 {p50:7.1f} ms  p95 {p95:7.1f} ms ({rows} rows)")
+            full = checks(base, key)
+            for label, got in (("no events stored", empty), (f"{total:,} events stored", full)):
+                print(f"{backend:>10}: check, {label:<22} {got['rps']:9,.0f} req/s"
+                      f"  p50 {got['p50']:6.2f} ms  p99 {got['p99']:6.2f} ms")
+            print(f"{backend:>10}: check throughput, full log / empty log: {full['rps'] / empty['rps']:.2f}")
     finally:
         drop_database(url)
 
