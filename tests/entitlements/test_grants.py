@@ -179,6 +179,37 @@ async def test_a_grant_expiring_mid_period_stops_counting_exactly_at_its_expiry(
     assert (at_expiry.decision.decision, at_expiry.decision.hard_limit) == ("deny", 10)
 
 
+async def test_usage_a_grant_paid_for_before_it_expired_stays_paid(tenant, db):
+    """A 4-unit add-on (burns first) pays for 3 units, then expires mid-period: those 3 stay
+    paid by it, so the monthly bundle still holds all its 10; usage after the expiry burns the
+    bundle only."""
+    clock = await _clockwork(tenant, db, included=0, hard_limit=0, usage_anchor=T0.isoformat())
+    monthly = await clock.grant(T0, amount=D(10), priority=5)
+    addon = await clock.grant(day(1), amount=D(4), priority=1, expires_at=day(10))
+    await clock.consume(3, day(5))
+    after = await clock.check(10, day(11))
+    assert (after.decision.decision, after.decision.balance, after.decision.hard_limit) == ("allow", 10, 13)
+    assert (await clock.check("10.001", day(11))).decision.decision == "deny"
+    await clock.consume(2, day(12))  # the first usage after the expiry
+    later = await clock.check(1, day(13))
+    assert (later.decision.usage, later.decision.balance, later.decision.hard_limit) == (5, 8, 13)
+    now = await clock.state(day(13))
+    assert [(g.grant.id, g.balance) for g in now.grants] == [(addon, 0), (monthly, 8)]
+    assert (await clock.consume(8, day(14))).decision.decision == "allow"
+    assert (await clock.consume("0.001", day(14))).decision.decision == "deny"
+
+
+async def test_usage_a_voided_grant_paid_for_stays_paid(tenant):
+    c = tenant.client
+    await _http_customer(c, 10, None, 10)
+    created = await _post_grant(c, amount=5)
+    assert (await _http_check(c, quantity=12, consume=True))["decision"] == "allow"
+    await ok(await c.post(f"/v1/grants/{created['id']}/void", json={"reason": "refunded"}))
+    body = await _http_check(c)  # the 2 units the grant paid for stay paid; its other 3 are gone
+    assert (body["decision"], body["usage"], body["hard_limit"], body["balance"]) == ("deny", 12, 12, 0)
+    assert (await _http_check(c, quantity=1, consume=True))["decision"] == "deny"
+
+
 async def test_void_stops_the_grant_at_once_is_audited_and_twice_is_409(tenant):
     c = tenant.client
     await _http_customer(c, 10, None, 10)

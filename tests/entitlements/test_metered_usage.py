@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+import asyncio
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import update
@@ -83,3 +84,19 @@ async def test_late_event_counts_in_its_own_period_not_the_current_one(tenant, d
         sql = "SELECT period_start, used FROM entitlement_usage ORDER BY period_start"
         counters = await fetch(session, sql, sql)
     assert (from_micros(counters[0][0]), counters[0][1]) == (datetime(2020, 1, 1, tzinfo=UTC), 9_000_000)
+
+
+async def test_usage_an_expired_grant_paid_for_stays_paid_when_events_follow(tenant):
+    """A 4-unit add-on (burns first) pays for 3 units reported by events and then expires;
+    events after the expiry burn the monthly grant only: 10 - 2 left of it."""
+    c = tenant.client
+    await _setup(c, hard=0)
+    grants = "/v1/customers/acme/entitlements/tokens/grants"
+    await ok(await c.post(grants, json={"amount": 10, "priority": 5}), 201)
+    expiry = datetime.now(UTC) + timedelta(seconds=1.5)
+    await ok(await c.post(grants, json={"amount": 4, "priority": 1, "expires_at": expiry.isoformat()}), 201)
+    await ok(await c.post("/v1/events", json=[event("acme-1", tokens=3, model="a")]))
+    await asyncio.sleep(max(0.0, (expiry - datetime.now(UTC)).total_seconds()) + 0.1)
+    await ok(await c.post("/v1/events", json=[event("acme-2", tokens=2, model="a")]))
+    body = await _usage(c)
+    assert (body["usage"], body["hard_limit"], body["balance"]) == (5, 13, 8)

@@ -122,6 +122,9 @@ class Grant:
     voided_at: datetime | None = None
     min_rollover: Decimal = ZERO
     max_rollover: Decimal | None = None  # None carries the whole remaining amount
+    # For a grant that ended (expired or voided) within the current period: the part of its
+    # amount that usage had burned by then. That usage stays paid by it (see `burn`).
+    paid_at_end: Decimal = ZERO
 
     def __post_init__(self) -> None:
         for name in ("effective_at", "created_at", "expires_at", "voided_at"):
@@ -223,7 +226,7 @@ def decide_metered(
     _require_positive(quantity)
     _require_non_negative("usage", usage, InvalidQuantity)
     _require_non_negative("reserved", reserved, InvalidQuantity)
-    extra = sum((g.amount for g in grants if is_live(g, at)), ZERO)
+    extra = raised_by(grants, at)
     soft = (ent.included if ent.soft_limit is None else ent.soft_limit) + extra
     hard = None if ent.hard_limit is None else ent.hard_limit + extra
     return _judge(usage, reserved, quantity, ent.included, soft, hard)
@@ -268,6 +271,13 @@ def _judge(
 # --- grants -------------------------------------------------------------------------------------
 
 
+def raised_by(grants: Iterable[Grant], at: datetime) -> Decimal:
+    """What grants add to both limits at `at`: live grants their amount, grants that ended
+    within the period what they had paid for by then."""
+    return sum((g.amount if is_live(g, at) else g.paid_at_end if has_ended(g, at) else ZERO
+                for g in grants), ZERO)
+
+
 def is_live(grant: Grant, at: datetime) -> bool:
     """Whether the grant can be spent at `at`: effective, not expired, not voided."""
     return grant.effective_at <= at and not has_ended(grant, at)
@@ -289,15 +299,20 @@ def burn_order(grants: Iterable[Grant]) -> list[Grant]:
 def burn(grants: Iterable[Grant], included: Decimal, usage: Decimal, at: datetime) -> BurnDown:
     """Spend `usage` from `included` first, then from live grants in burn order.
 
-    Grants that ended by `at` are left with nothing; grants not yet effective are untouched.
-    To burn across a grant's expiry, burn each stretch of usage at its own `at` and feed the
-    remainders into the next run: runs compose (burning u1 then u2 equals burning u1 + u2).
+    Grants that ended by `at` are left with nothing, but the usage they paid for before they
+    ended (`paid_at_end`) stays theirs: it burns nothing else. Grants not yet effective are
+    untouched. To burn across a grant's expiry, burn each stretch of usage at its own `at`
+    and feed the remainders into the next run: runs compose (burning u1 then u2 equals
+    burning u1 + u2).
     """
     _require_non_negative("included", included)
     _require_non_negative("usage", usage, InvalidQuantity)
     at = as_utc(at)
     from_included = min(included, usage)
     left = usage - from_included
+    for grant in grants:
+        if has_ended(grant, at):
+            left -= min(grant.paid_at_end, left)
     remaining: dict[str, Decimal] = {}
     for grant in burn_order(grants):
         if not is_live(grant, at):

@@ -8,7 +8,7 @@ the same answer. A consume then runs the full check's one conditional increment 
 write transaction, so the database keeps the last word on the hard limit.
 
 Whatever needs more than that goes the full way (`check.check`), which `None` asks for: an
-idempotency key, a pair without an entitlement in force, seats, live grants (their amounts
+idempotency key, a pair without an entitlement in force, seats, grants of the period (their amounts
 follow from earlier periods), expired holds not yet given back (giving back writes), and a
 period whose overage carried from the last one is not fixed yet (fixing writes).
 
@@ -49,8 +49,8 @@ _PROOF_AND_COUNTER = """
 SELECT e.active_to, u.used, u.reserved, u.carried,
   EXISTS (SELECT 1 FROM grants g
           WHERE g.tenant_id = e.tenant_id AND g.customer_id = e.customer_id
-            AND g.feature_id = e.feature_id AND g.voided_at IS NULL
-            AND (g.expires_at IS NULL OR g.expires_at > {at})),
+            AND g.feature_id = e.feature_id AND (g.voided_at IS NULL OR g.voided_at > {since})
+            AND (g.expires_at IS NULL OR g.expires_at > {since})),
   (SELECT MIN(r.expires_at) FROM reservations r
    WHERE r.tenant_id = e.tenant_id AND r.entitlement_id = e.id AND r.status = 'open')
 FROM customer_entitlements e
@@ -62,7 +62,7 @@ WHERE e.id = {id} AND e.tenant_id = {tenant}
   AND c.deleted_at IS NULL AND (c.key = {customer} OR c.id = {customer})
   AND f.archived_at IS NULL AND (f.key = {feature} OR f.id = {feature})
 """
-_NAMES = ("id", "tenant", "customer", "feature", "period", "at")
+_NAMES = ("id", "tenant", "customer", "feature", "period", "since")
 _PG = _PROOF_AND_COUNTER.format(**{n: f"${i}" for i, n in enumerate(_NAMES, 1)})
 _SQLITE = _PROOF_AND_COUNTER.format(**{n: f"?{i}" for i, n in enumerate(_NAMES, 1)})
 
@@ -135,13 +135,13 @@ async def _prove(db: Database, tenant_id: str, request: CheckRequest, at: dateti
         return None
     metered = entitlement.kind == Kind.METERED
     period = prepared.period_at(at) if metered else (None, None, -1)
-    found = await _read(db, tenant_id, request, prepared.id, period[2], at)
+    found = await _read(db, tenant_id, request, prepared.id, period[2], period[0] or at)
     if found is None:
         return None
-    active_to_now, used, reserved, carried, live_grants, first_hold_expiry = found
+    active_to_now, used, reserved, carried, grants, first_hold_expiry = found
     if active_to_now != active_to:
         return None
-    if metered and (live_grants or (first_hold_expiry is not None and first_hold_expiry <= at)
+    if metered and (grants or (first_hold_expiry is not None and first_hold_expiry <= at)
                     or (prepared.carries_overage and carried is None)):
         return None  # an empty counter row has no carry fixed yet either
     return _Proven(known, prepared, entitlement, period, int(used or 0), int(reserved or 0))
@@ -151,15 +151,19 @@ _Row = tuple[datetime | None, int | None, int | None, int | None, bool, datetime
 
 
 async def _read(
-    db: Database, tenant_id: str, request: CheckRequest, entitlement_id: str, period_us: int, at: datetime
+    db: Database, tenant_id: str, request: CheckRequest, entitlement_id: str, period_us: int,
+    since: datetime,
 ) -> _Row | None:
     """The proof-and-counter row, or None when the remembered row no longer answers.
 
+    The grant flag says whether a grant of the customer's feature is live at some instant
+    from `since` (the period's start) on: live now, or ended within the period (what it paid
+    for before its end stays paid, which the full check works out).
+
     On SQLite the read is remembered until any connection commits (`Database.read_memo`),
     so a remembered read is exactly what a new read would return. Nothing in it depends on
-    `at` except the grant flag, which can only turn from true to false as time passes (a
-    true flag is never remembered: it sends the check the full way), and the first expiry
-    of the open holds, which is compared with `at` on every use.
+    the time of the read but the first expiry of the open holds, which is compared with the
+    check's time on every use; the key holds the period.
     """
     key = (entitlement_id, tenant_id, request.customer, request.feature, period_us)
     memo = db.read_memo()
@@ -167,16 +171,16 @@ async def _read(
         known: _Row | None = memo.get(key)
         if known is not None:
             return known
-    stamp = at.replace(tzinfo=None).isoformat(" ", "microseconds") if db.is_sqlite else at
+    stamp = since.replace(tzinfo=None).isoformat(" ", "microseconds") if db.is_sqlite else since
     found = await db.point_read(
         _PG, _SQLITE, entitlement_id, tenant_id, request.customer, request.feature, period_us, stamp
     )
     if not found:
         return None
-    active_to, used, reserved, carried, live_grants, first_hold_expiry = found[0]
-    row: _Row = (resolve.utc(active_to), used, reserved, carried, bool(live_grants),
+    active_to, used, reserved, carried, grants, first_hold_expiry = found[0]
+    row: _Row = (resolve.utc(active_to), used, reserved, carried, bool(grants),
                  resolve.utc(first_hold_expiry))
-    if memo is not None and not live_grants:
+    if memo is not None:
         memo[key] = row
     return row
 

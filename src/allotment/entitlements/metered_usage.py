@@ -99,6 +99,10 @@ async def feed(
             if target.accepts(c.contribution.group_key, c.time_us):
                 increments[(target.entitlement_id, target.period_start(c.time_us))] += c.contribution.micros
                 fed[target.entitlement_id] = target
+    for entitlement_id, period_us in increments:
+        target = fed[entitlement_id]
+        if target.has_grants:  # usage of grants that ended in the period is kept first
+            await standing.record_ends(session, target.row, from_micros(period_us), at)
     after = await queries.add_usage(session, tenant_id, [(e, p, q) for (e, p), q in increments.items()])
     for (entitlement_id, period_us), (used, reserved) in after.items():
         await _moved(session, fed[entitlement_id], period_us, used, reserved, increments[(entitlement_id, period_us)], at)

@@ -328,3 +328,7 @@ class GrantRecord(Base):
     max_rollover: Mapped[Decimal | None] = mapped_column(Quantity(), nullable=True)
     metadata_: Mapped[dict[str, Any]] = mapped_column("metadata", JSON, default=dict)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    # The `used` of the counter of the period it ended in, at the instant it ended (expiry or
+    # void), in millionths: recorded by the first write to that counter after the end
+    # (grants.record_ends). NULL while nothing was written since: the counter still holds it.
+    usage_at_end: Mapped[int | None] = mapped_column(BigInteger, nullable=True)

@@ -201,6 +201,8 @@ async def commit(
     _, end = period_at(checks.usage_period(row), start)
     found = await standing.standing(session, row, _within(start, end, at))
     hard = found.hard_limit(row, at)
+    if actual and found.ended_by(at):
+        await standing.record_ends(session, row, start, at)
     counted = await queries.settle(session, tenant_id, row.id, reservation.period_start, held, actual, hard)
     if counted is None:
         raise conflict(

@@ -21,18 +21,18 @@ Conventions (docs/grants.md):
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from decimal import Decimal
 
-from sqlalchemy import or_, select
+from sqlalchemy import and_, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from allotment.entitlements import check as checks
 from allotment.entitlements import queries
-from allotment.entitlements.engine import ZERO, Grant, burn, has_ended, is_live, rollover
-from allotment.entitlements.models import CustomerEntitlement, GrantRecord
+from allotment.entitlements.engine import ZERO, Grant, burn, has_ended, raised_by, rollover
+from allotment.entitlements.models import CustomerEntitlement, EntitlementUsage, GrantRecord
 from allotment.entitlements.periods import Interval, period_at
 from allotment.types import as_utc, from_micros, to_micros
 
@@ -55,12 +55,74 @@ class Standing:
     carry: int | None = None
 
     def extra(self, at: datetime) -> Decimal:
-        """What live grants add to both limits at `at`."""
-        return sum((g.amount for g in self.grants if is_live(g, at)), ZERO)
+        """What grants add to both limits at `at` (engine.raised_by)."""
+        return raised_by(self.grants, at)
+
+    def ended_by(self, at: datetime) -> bool:
+        """Whether a grant of this period has ended by `at` (its usage then must be kept)."""
+        return any(has_ended(g, at) for g in self.grants)
 
     def hard_limit(self, row: CustomerEntitlement, at: datetime) -> int | None:
         """The hard limit the database enforces at `at`, in millionths (None: uncapped)."""
         return None if row.hard_limit is None else checks.millionths(row.hard_limit + self.extra(at))
+
+
+async def record_ends(session: AsyncSession, row: CustomerEntitlement, period_start: datetime,
+                      at: datetime) -> None:
+    """Before the counter of `row`'s period moves: keep its usage in each grant that ended in
+    the period (expiry or void, up to `at`) and has none kept yet.
+
+    Every write to a counter calls this first (when a grant of the period has ended), so a
+    grant with nothing kept has seen no write since its end: the counter still holds its usage.
+    """
+    expires, voided = GrantRecord.expires_at, GrantRecord.voided_at
+    ended_in_period = or_(
+        and_(expires > period_start, expires <= at, or_(voided.is_(None), voided >= expires)),
+        and_(voided > period_start, voided <= at, or_(expires.is_(None), expires > voided)),
+    )
+    used = select(EntitlementUsage.used).where(
+        EntitlementUsage.tenant_id == row.tenant_id, EntitlementUsage.entitlement_id == row.id,
+        EntitlementUsage.period_start == to_micros(period_start),
+    ).scalar_subquery()
+    await session.execute(
+        update(GrantRecord)
+        .where(GrantRecord.tenant_id == row.tenant_id, GrantRecord.customer_id == row.customer_id,
+               GrantRecord.feature_id == row.feature_id, GrantRecord.usage_at_end.is_(None),
+               ended_in_period)
+        .values(usage_at_end=func.coalesce(used, 0))
+        .execution_options(synchronize_session=False)
+    )
+
+
+def _end(grant: Grant) -> datetime | None:
+    ends = [t for t in (grant.expires_at, grant.voided_at) if t is not None]
+    return min(ends) if ends else None
+
+
+def _with_paid(
+    grants: Sequence[Grant], included: Decimal, start: datetime, until: datetime,
+    usage_at_end: Callable[[Grant], Decimal],
+) -> list[Grant]:
+    """`grants`, those that ended in (start, until] with what usage had burned of them by
+    their end (`paid_at_end`), worked out in the order they ended."""
+    out = {g.id: g for g in grants}
+    ended = sorted((g for g in grants if (e := _end(g)) is not None and start < e <= until),
+                   key=lambda g: _end(g) or start)
+    for grant in ended:
+        end = _end(grant)
+        assert end is not None
+        down = burn(list(out.values()), included, usage_at_end(grant), end - _TICK)
+        out[grant.id] = replace(grant, paid_at_end=grant.amount - down.grants[grant.id])
+    return [out[g.id] for g in grants]
+
+
+def _at_end(recorded: dict[str, int | None], otherwise: Decimal) -> Callable[[Grant], Decimal]:
+    """Each grant's usage at its end: as recorded, else `otherwise` (nothing moved since)."""
+    def usage(grant: Grant) -> Decimal:
+        value = recorded.get(grant.id)
+        return otherwise if value is None else checks.units(value)
+
+    return usage
 
 
 def grant_of(record: GrantRecord) -> Grant:
@@ -87,21 +149,29 @@ async def standing(session: AsyncSession, row: CustomerEntitlement, at: datetime
     at = as_utc(at)
     start, end = period_at(checks.usage_period(row), at)
     seg_start = max(start, row.active_from)
-    records = await _records(session, row, at)
+    records, usage_at_ends = await _records(session, row, at)
     carries = _carries(row) and start > row.active_from
+    ended_within = any((e := _end(g)) is not None and seg_start < e <= at for g in records)
     counter = None
-    if carries:
+    if carries or ended_within:
         counter = await queries.counter_state(session, *checks.counter_key(row, start))
     needs_carry = carries and (counter is None or counter[2] is None)
     since = await _since(session, row, records, seg_start, start, needs_carry)
+    carry_in = None
     if since is None:
-        grants = tuple(g for g in records if not has_ended(g, seg_start))
-        return Standing(grants, start, end)
-    rows = await _rows(session, row, since, at)
-    segments = _segments(rows, since, at)
-    amounts, carry_in = await _replay(session, row, records, segments)
-    grants = tuple(replace(g, amount=amounts[g.id]) for g in records if not has_ended(g, seg_start))
-    return Standing(grants, start, end, carry_in if needs_carry else None)
+        grants = [g for g in records if not has_ended(g, seg_start)]
+    else:
+        rows = await _rows(session, row, since, at)
+        segments = _segments(rows, since, at)
+        amounts, carried = await _replay(session, row, records, usage_at_ends, segments)
+        grants = [replace(g, amount=amounts[g.id]) for g in records if not has_ended(g, seg_start)]
+        carry_in = carried if needs_carry else None
+    if ended_within:
+        # A grant's usage at its end is recorded by the first write after it; until then the
+        # counter has not moved since, so it still holds that usage (plus a carry not fixed yet).
+        now = checks.units((counter[0] if counter else 0) + (carry_in or 0))
+        grants = _with_paid(grants, row.included or ZERO, seg_start, at, _at_end(usage_at_ends, now))
+    return Standing(tuple(grants), start, end, carry_in)
 
 
 async def _since(
@@ -141,6 +211,7 @@ async def _replay(
     session: AsyncSession,
     row: CustomerEntitlement,
     records: Sequence[Grant],
+    usage_at_ends: dict[str, int | None],
     segments: list[_Segment],
 ) -> tuple[dict[str, Decimal], int]:
     """Each grant's amount at the start of the last segment, and the overage carried into it."""
@@ -158,8 +229,10 @@ async def _replay(
         if carried is None and previous is not None and previous.row is seg.row and previous.resets:
             usage += carry_in
         last = seg.end - _TICK
+        grants = _with_paid(grants, seg.row.included or ZERO, seg.period_start, last,
+                            _at_end(usage_at_ends, usage))
         left = burn(grants, seg.row.included or ZERO, usage, last).grants
-        soft = _soft(seg.row) + sum((g.amount for g in grants if is_live(g, last)), ZERO)
+        soft = _soft(seg.row) + raised_by(grants, last)
         carry_in = max(ZERO, usage - soft) if _carries(seg.row) else ZERO
         amounts = rollover(grants, left, at=seg.end) if seg.resets else dict(left)
         previous = seg
@@ -185,17 +258,20 @@ def _segments(rows: Sequence[CustomerEntitlement], since: datetime, at: datetime
     return out
 
 
-async def _records(session: AsyncSession, row: CustomerEntitlement, at: datetime) -> list[Grant]:
-    """The customer's grants on the row's feature that are effective by `at`."""
-    found = await session.scalars(
+async def _records(
+    session: AsyncSession, row: CustomerEntitlement, at: datetime
+) -> tuple[list[Grant], dict[str, int | None]]:
+    """The customer's grants on the row's feature that are effective by `at`, and the usage
+    recorded at each one's end (millionths; None: not recorded)."""
+    found = list(await session.scalars(
         select(GrantRecord).where(
             GrantRecord.tenant_id == row.tenant_id,
             GrantRecord.customer_id == row.customer_id,
             GrantRecord.feature_id == row.feature_id,
             GrantRecord.effective_at <= at,
         )
-    )
-    return [grant_of(r) for r in found]
+    ))
+    return [grant_of(r) for r in found], {r.id: r.usage_at_end for r in found}
 
 
 async def _rows(
