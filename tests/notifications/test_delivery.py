@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 from datetime import timedelta
 
+import pytest
 from standardwebhooks import Webhook
+from standardwebhooks.webhooks import WebhookVerificationError
 
 from allotment.types import utcnow
 from allotment.worker.delivery import DeliveryOptions, deliver_due
@@ -198,3 +201,39 @@ async def test_disabled_endpoint_holds_its_deliveries_until_enabled(db, tenant, 
     assert len(receiver.received) == 2
     assert (await deliveries(tenant, hook["id"]))[0]["status"] == "delivered"
 
+
+
+async def test_a_rotated_secret_overlaps_the_previous_one_for_the_window_asked(db, tenant, receiver, sender):
+    """During the overlap every attempt carries a signature by each secret, so a receiver that
+    still holds the old secret keeps verifying; after it, only the new secret signs."""
+    hook = await endpoint(tenant, receiver.url)
+    path = f"/v1/webhook-endpoints/{hook['id']}/rotate-secret"
+    rotated = await ok(await tenant.client.post(path, json={"keep_previous_seconds": 2}))
+    assert rotated["secret"] != hook["secret"] and rotated["previous_secret_expires_at"]
+    await emit(db, tenant, "during", at=utcnow())
+    await drain(db, sender, at=utcnow())
+    [during] = receiver.received
+    for secret in (hook["secret"], rotated["secret"]):
+        assert Webhook(secret).verify(during.body, during.headers)["data"]["key"] == "during"
+    await asyncio.sleep(2.1)
+    await emit(db, tenant, "after", at=utcnow())
+    await drain(db, sender, at=utcnow())
+    after = receiver.received[1]
+    assert Webhook(rotated["secret"]).verify(after.body, after.headers)["data"]["key"] == "after"
+    with pytest.raises(WebhookVerificationError):
+        Webhook(hook["secret"]).verify(after.body, after.headers)
+    shown = await ok(await tenant.client.get(f"/v1/webhook-endpoints/{hook['id']}"))
+    assert shown["previous_secret_expires_at"] is None
+
+
+async def test_rotating_with_no_overlap_retires_the_old_secret_at_once(db, tenant, receiver, sender):
+    hook = await endpoint(tenant, receiver.url)
+    path = f"/v1/webhook-endpoints/{hook['id']}/rotate-secret"
+    rotated = await ok(await tenant.client.post(path, json={"keep_previous_seconds": 0}))
+    assert rotated["previous_secret_expires_at"] is None
+    await emit(db, tenant, "now", at=utcnow())
+    await drain(db, sender, at=utcnow())
+    [got] = receiver.received
+    Webhook(rotated["secret"]).verify(got.body, got.headers)
+    with pytest.raises(WebhookVerificationError):
+        Webhook(hook["secret"]).verify(got.body, got.headers)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
+
 import pytest
 from standardwebhooks import Webhook
 
@@ -53,10 +55,22 @@ async def test_deleted_endpoint_is_gone(tenant):
     assert (await ok(await tenant.client.get("/v1/webhook-endpoints")))["items"] == []
 
 
-async def test_rotated_secret_replaces_the_old_one(tenant):
+async def test_rotated_secret_replaces_the_old_one_which_signs_for_a_day_more(tenant):
     created = await endpoint(tenant, URL)
+    before = datetime.now(UTC)
     rotated = await ok(await tenant.client.post(f"/v1/webhook-endpoints/{created['id']}/rotate-secret"))
     assert rotated["secret"].startswith("whsec_") and rotated["secret"] != created["secret"]
+    until = datetime.fromisoformat(rotated["previous_secret_expires_at"])
+    assert before + timedelta(hours=24) <= until <= datetime.now(UTC) + timedelta(hours=24)
+
+
+@pytest.mark.parametrize("keep", [-1, 7 * 86400 + 1, "soon", 1.5])
+async def test_rotation_overlap_out_of_range_is_a_422_naming_it(tenant, keep):
+    created = await endpoint(tenant, URL)
+    resp = await tenant.client.post(f"/v1/webhook-endpoints/{created['id']}/rotate-secret",
+                                    json={"keep_previous_seconds": keep})
+    assert resp.status_code == 422, resp.text
+    assert [e["field"] for e in resp.json()["errors"]] == ["keep_previous_seconds"]
 
 
 @pytest.mark.parametrize("url", ["ftp://files.example.com/x", "mailto:ops@example.com", "example.com/hook",

@@ -47,6 +47,9 @@ class WebhookEndpoint(Base):
     url: Mapped[str] = mapped_column(String(2048))
     description: Mapped[str | None] = mapped_column(String(1024), nullable=True)
     secret: Mapped[str] = mapped_column(String(128))
+    # The secret a rotation replaced: it signs too, beside `secret`, until `previous_secret_until`.
+    previous_secret: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    previous_secret_until: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
     event_types: Mapped[list[str]] = mapped_column(JSON, default=list)
     enabled: Mapped[bool] = mapped_column(Boolean, default=True)
     # Set: receives only what rules naming it send (and pings), never by `event_types`.

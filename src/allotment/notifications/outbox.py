@@ -53,7 +53,7 @@ from allotment.notifications.models import (
     WebhookEndpoint,
 )
 from allotment.notifications.sender import Outcome
-from allotment.types import new_id
+from allotment.types import as_utc, new_id
 
 log = structlog.get_logger()
 
@@ -73,10 +73,17 @@ class Claimed:
     attempt: int
     first_attempt_at: datetime
     url: str
-    secret: str
+    secrets: tuple[str, ...]  # the current one, and one a rotation replaced while it still signs
     message_id: str
     body: bytes
     headers: dict[str, str]
+
+
+def _signing(row: Any, at: datetime) -> tuple[str, ...]:
+    until = row.previous_secret_until
+    if row.previous_secret is None or until is None or as_utc(until) <= at:
+        return (row.secret,)
+    return (row.secret, row.previous_secret)
 
 
 def body(message_id: str, type_: str, created_at: datetime, payload: str) -> bytes:
@@ -179,7 +186,7 @@ async def claim(session: AsyncSession, *, at: datetime, limit: int, lease_for: t
     rows = (await session.execute(
         select(d.id, d.tenant_id, d.endpoint_id, d.attempt_count, d.first_attempt_at,
                n.id.label("message_id"), n.type, n.payload, n.created_at, e.url, e.secret,
-               e.headers)
+               e.previous_secret, e.previous_secret_until, e.headers)
         .join(n, n.seq == d.notification_seq).join(e, e.id == d.endpoint_id)
         .where(d.status == _IS_PENDING, d.next_attempt_at <= at,
                or_(d.locked_until.is_(None), d.locked_until <= at),
@@ -198,7 +205,7 @@ async def claim(session: AsyncSession, *, at: datetime, limit: int, lease_for: t
     )
     return [
         Claimed(r.id, r.tenant_id, r.endpoint_id, lease, r.attempt_count + 1,
-                r.first_attempt_at or at, r.url, r.secret, r.message_id,
+                r.first_attempt_at or at, r.url, _signing(r, at), r.message_id,
                 body(r.message_id, r.type, r.created_at, r.payload), dict(r.headers or {}))
         for r in rows
     ]

@@ -8,7 +8,7 @@ from decimal import Decimal
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, PlainSerializer
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, PlainSerializer, StrictInt
 
 from allotment.notifications import catalogue, signing
 
@@ -123,8 +123,20 @@ class WebhookEndpointRead(BaseModel):
     headers: dict[str, str]
     disabled_reason: str | None
     disabled_at: datetime | None
+    previous_secret_expires_at: datetime | None = Field(
+        default=None, description="Until then the secret a rotation replaced still signs too."
+    )
     created_at: datetime
     updated_at: datetime
+
+
+class SecretRotation(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    keep_previous_seconds: StrictInt = Field(
+        default=86_400, ge=0, le=7 * 86_400,
+        description="How long the replaced secret keeps signing beside the new one (0: not at all).",
+    )
 
 
 class WebhookEndpointWithSecret(WebhookEndpointRead):

@@ -10,7 +10,7 @@ however many endpoints a tenant has.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from datetime import datetime
+from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
@@ -157,7 +157,7 @@ async def update_endpoint(
     if changes.get("headers") is not None:
         endpoint.headers = changes["headers"]
     if changes.get("secret") is not None:
-        endpoint.secret = changes["secret"]
+        replace_secret(endpoint, changes["secret"], at=at, keep_previous=DEFAULT_OVERLAP)
     if changes.get("enabled") is True and not endpoint.enabled:
         await _enable(session, endpoint)
     elif changes.get("enabled") is False and endpoint.enabled:
@@ -186,15 +186,30 @@ async def delete_endpoint(session: AsyncSession, tenant_id: str, endpoint_id: st
     await session.flush()
 
 
+# How long a replaced secret keeps signing beside the new one unless told otherwise: a day for
+# receivers to switch, as the signature scheme's multiple-signature header intends.
+DEFAULT_OVERLAP = timedelta(hours=24)
+
+
 async def rotate_secret(
-    session: AsyncSession, tenant_id: str, endpoint_id: str, *, at: datetime
+    session: AsyncSession, tenant_id: str, endpoint_id: str, *, at: datetime,
+    keep_previous: timedelta = DEFAULT_OVERLAP,
 ) -> WebhookEndpoint:
-    """A new secret signs every attempt from now on, retries of older messages included."""
+    """A new secret signs every attempt from now on, retries of older messages included; the
+    replaced one signs beside it for `keep_previous` more."""
     endpoint = await get_endpoint(session, tenant_id, endpoint_id)
-    endpoint.secret = signing.generate_secret()
-    endpoint.updated_at = at
+    replace_secret(endpoint, signing.generate_secret(), at=at, keep_previous=keep_previous)
     await session.flush()
     return endpoint
+
+
+def replace_secret(endpoint: WebhookEndpoint, secret: str, *, at: datetime, keep_previous: timedelta) -> None:
+    if keep_previous > timedelta(0):
+        endpoint.previous_secret, endpoint.previous_secret_until = endpoint.secret, at + keep_previous
+    else:
+        endpoint.previous_secret = endpoint.previous_secret_until = None
+    endpoint.secret = secret
+    endpoint.updated_at = at
 
 
 async def send_test(session: AsyncSession, tenant_id: str, endpoint_id: str, *, at: datetime) -> str:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import binascii
 import secrets
+from collections.abc import Sequence
 from datetime import datetime
 from functools import lru_cache
 
@@ -43,9 +44,11 @@ def _signer(secret: str) -> Webhook:
     return Webhook(secret)
 
 
-def headers(secret: str, *, message_id: str, at: datetime, body: bytes) -> dict[str, str]:
-    """The three Standard Webhooks headers for one attempt."""
-    signature = _signer(secret).sign(message_id, at, body.decode())
+def headers(secrets: Sequence[str], *, message_id: str, at: datetime, body: bytes) -> dict[str, str]:
+    """The three Standard Webhooks headers for one attempt, signed with each of `secrets`
+    (space-separated signatures: a receiver holding any one of the secrets verifies)."""
+    text = body.decode()
+    signature = " ".join(_signer(secret).sign(message_id, at, text) for secret in secrets)
     return {
         "webhook-id": message_id,
         "webhook-timestamp": str(int(at.timestamp())),

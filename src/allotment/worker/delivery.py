@@ -82,7 +82,7 @@ async def deliver_due(
 
 async def _send(client: sender.Client, c: outbox.Claimed, *, at: datetime, timeout: float) -> sender.Outcome:
     # The endpoint's own headers cannot name the signature headers (schemas.check_headers).
-    headers = {**c.headers, **signing.headers(c.secret, message_id=c.message_id, at=at, body=c.body)}
+    headers = {**c.headers, **signing.headers(c.secrets, message_id=c.message_id, at=at, body=c.body)}
     return await sender.post(client, c.url, body=c.body, headers=headers, timeout=timeout)
 
 

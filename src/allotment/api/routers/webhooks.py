@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 from fastapi import APIRouter, Response
 
 from allotment.api.deps import (
@@ -22,6 +24,7 @@ from allotment.notifications.schemas import (
     AttemptRead,
     DeliveryRead,
     DeliveryStatus,
+    SecretRotation,
     WebhookEndpointCreate,
     WebhookEndpointRead,
     WebhookEndpointUpdate,
@@ -33,10 +36,12 @@ router = APIRouter(prefix="/v1/webhook-endpoints", tags=["webhooks"])
 
 
 def endpoint_read(e: WebhookEndpoint) -> WebhookEndpointRead:
+    overlap = e.previous_secret_until
     return WebhookEndpointRead(
         id=e.id, url=e.url, description=e.description, event_types=e.event_types,
         enabled=e.enabled, rules_only=e.rules_only, headers=e.headers or {},
         disabled_reason=e.disabled_reason, disabled_at=e.disabled_at,
+        previous_secret_expires_at=overlap if overlap is not None and overlap > utcnow() else None,
         created_at=e.created_at, updated_at=e.updated_at,
     )
 
@@ -111,10 +116,17 @@ async def delete_endpoint(endpoint_id: str, principal: Admin, session: WriteSess
 
 @router.post("/{endpoint_id}/rotate-secret", response_model=WebhookEndpointWithSecret)
 async def rotate_secret(
-    endpoint_id: str, principal: Admin, session: WriteSession
+    endpoint_id: str, principal: Admin, session: WriteSession, body: SecretRotation | None = None,
 ) -> WebhookEndpointWithSecret:
-    """A new secret signs every attempt from now on, retries of older messages included."""
-    endpoint = await service.rotate_secret(session, principal.tenant_id, endpoint_id, at=utcnow())
+    """A new secret signs every attempt from now on, retries of older messages included.
+
+    The replaced secret keeps signing beside it (a second signature in `webhook-signature`)
+    for `keep_previous_seconds` (default a day), so receivers can switch without a gap.
+    """
+    keep = (body or SecretRotation()).keep_previous_seconds
+    endpoint = await service.rotate_secret(
+        session, principal.tenant_id, endpoint_id, at=utcnow(), keep_previous=timedelta(seconds=keep)
+    )
     return with_secret(endpoint)
 
 
