@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from typing import Any
@@ -25,6 +25,7 @@ from sqlalchemy.ext.asyncio import (
 )
 from sqlalchemy.orm import DeclarativeBase
 
+from allotment.batching import Batcher
 from allotment.config import Settings
 
 _MEMO_LIMIT = 100_000  # remembered reads per process, at most
@@ -86,6 +87,7 @@ class Database:
         self._memo: dict[Any, Any] = {}
         self._memo_version = -1
         self._memo_checked = False
+        self._batchers: dict[str, Batcher[Any, Any]] = {}
         self._write = async_sessionmaker(self.engine, expire_on_commit=False)
         self._read = async_sessionmaker(self.read_engine, expire_on_commit=False)
 
@@ -124,6 +126,13 @@ class Database:
             raw = await conn.get_raw_connection()
             driver_connection: Any = raw.driver_connection
             return list(await driver_connection.fetch(sql_pg, *args))
+
+    def batcher(self, name: str, make: Callable[[], Batcher[Any, Any]]) -> Batcher[Any, Any]:
+        """This database's batcher called `name`, made by `make` on first use."""
+        found = self._batchers.get(name)
+        if found is None:
+            found = self._batchers[name] = make()
+        return found
 
     def read_memo(self) -> dict[Any, Any] | None:
         """A dict for remembering reads, emptied whenever anyone has committed since (SQLite).

@@ -91,3 +91,16 @@ async def test_answers_wait_for_the_commit(tenant, db, hot):
     keys = ["acme"] * 6 if hot else list(CUSTOMERS) * 2
     for reported, stored in await asyncio.gather(*(consume_then_read(k) for k in keys)):
         assert stored >= reported
+
+
+async def test_concurrent_checks_each_get_their_own_customers_numbers(tenant):
+    """Checks read together (one round trip on PostgreSQL) still answer each for its customer."""
+    c = tenant.client
+    await _setup(c)
+    for n, key in enumerate(CUSTOMERS, 1):
+        await ok(await c.post("/v1/check", json={"customer": key, "feature": "api-calls", "quantity": n,
+                                                  "consume": True}))
+    asks = [CUSTOMERS[i % 3] for i in range(60)]
+    answers = await asyncio.gather(*(
+        c.post("/v1/check", json={"customer": key, "feature": "api-calls"}) for key in asks))
+    assert [a.json()["usage"] for a in answers] == [CUSTOMERS.index(key) + 1 for key in asks]

@@ -19,9 +19,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from allotment.batching import Batcher
 from allotment.db import Database
 from allotment.entitlements import group_commit, notices, resolve, standing
 from allotment.entitlements.check import (
@@ -46,14 +48,14 @@ from allotment.entitlements.periods import period_at
 from allotment.types import to_micros
 
 _PROOF_AND_COUNTER = """
-SELECT e.active_to, u.used, u.reserved, u.carried,
+SELECT {ordinal}e.active_to, u.used, u.reserved, u.carried,
   EXISTS (SELECT 1 FROM grants g
           WHERE g.tenant_id = e.tenant_id AND g.customer_id = e.customer_id
             AND g.feature_id = e.feature_id AND (g.voided_at IS NULL OR g.voided_at > {since})
             AND (g.expires_at IS NULL OR g.expires_at > {since})),
   (SELECT MIN(r.expires_at) FROM reservations r
    WHERE r.tenant_id = e.tenant_id AND r.entitlement_id = e.id AND r.status = 'open')
-FROM customer_entitlements e
+FROM {keys}customer_entitlements e
 JOIN customers c ON c.id = e.customer_id
 JOIN features f ON f.id = e.feature_id
 LEFT JOIN entitlement_usage u
@@ -63,8 +65,15 @@ WHERE e.id = {id} AND e.tenant_id = {tenant}
   AND f.archived_at IS NULL AND (f.key = {feature} OR f.id = {feature})
 """
 _NAMES = ("id", "tenant", "customer", "feature", "period", "since")
-_PG = _PROOF_AND_COUNTER.format(**{n: f"${i}" for i, n in enumerate(_NAMES, 1)})
-_SQLITE = _PROOF_AND_COUNTER.format(**{n: f"?{i}" for i, n in enumerate(_NAMES, 1)})
+_SQLITE = _PROOF_AND_COUNTER.format(ordinal="", keys="", **{n: f"?{i}" for i, n in enumerate(_NAMES, 1)})
+# PostgreSQL reads the keys of many checks at once (one round trip for all of them).
+_PG_MANY = _PROOF_AND_COUNTER.format(
+    ordinal="k.i, ",
+    keys="unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::int8[], $6::timestamptz[])"
+         f" WITH ORDINALITY AS k({', '.join(_NAMES)}, i) CROSS JOIN ",
+    **{n: f"k.{n}" for n in _NAMES},
+)
+_READS_PER_TRIP = 256
 
 
 @dataclass
@@ -171,18 +180,36 @@ async def _read(
         known: _Row | None = memo.get(key)
         if known is not None:
             return known
-    stamp = since.replace(tzinfo=None).isoformat(" ", "microseconds") if db.is_sqlite else since
-    found = await db.point_read(
-        _PG, _SQLITE, entitlement_id, tenant_id, request.customer, request.feature, period_us, stamp
-    )
-    if not found:
+    if db.is_sqlite:
+        stamp = since.replace(tzinfo=None).isoformat(" ", "microseconds")
+        rows = await db.point_read("", _SQLITE, entitlement_id, tenant_id, request.customer,
+                                   request.feature, period_us, stamp)
+        found = rows[0] if rows else None
+    else:
+        batcher = db.batcher("check-reads", lambda: Batcher(lambda keys: _read_many(db, keys),
+                                                           limit=_READS_PER_TRIP))
+        found = await batcher.submit((entitlement_id, tenant_id, request.customer, request.feature,
+                                      period_us, since))
+    if found is None:
         return None
-    active_to, used, reserved, carried, grants, first_hold_expiry = found[0]
+    active_to, used, reserved, carried, grants, first_hold_expiry = found
     row: _Row = (resolve.utc(active_to), used, reserved, carried, bool(grants),
                  resolve.utc(first_hold_expiry))
     if memo is not None:
         memo[key] = row
     return row
+
+
+async def _read_many(db: Database, keys: list[tuple[Any, ...]]) -> list[Any]:
+    """The rows of many checks' keys in one statement, in the keys' order (None: not found).
+
+    Checks that arrive while a read is in flight wait for the next (allotment/batching.py):
+    under load one round trip serves many checks, and a lone check does not wait."""
+    rows = await db.point_read(_PG_MANY, "", *(list(column) for column in zip(*keys, strict=True)))
+    found: list[Any] = [None] * len(keys)
+    for row in rows:
+        found[row[0] - 1] = tuple(row[1:])
+    return found
 
 
 async def check(db: Database, tenant_id: str, request: CheckRequest, at: datetime) -> CheckResult | None:

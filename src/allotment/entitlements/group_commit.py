@@ -10,20 +10,19 @@ commit, so an allow is durable when it is sent. The rows stay locked until the c
 consumers in other processes wait for it and then see the new counters, so the hard limit
 holds exactly as it does for one consume at a time.
 
-A transaction that fails is retried one consume at a time, so a consume that cannot be
-committed fails alone.
+A transaction that fails is retried one consume at a time (allotment/batching.py), so a
+consume that cannot be committed fails alone.
 """
 
 from __future__ import annotations
 
-import asyncio
-import weakref
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from datetime import datetime
 from decimal import Decimal
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from allotment.batching import Batcher
 from allotment.db import Database
 from allotment.entitlements import notices, queries
 from allotment.entitlements.check import CheckRequest, CheckResult, millionths, record_denial, units
@@ -46,58 +45,11 @@ class Consume:
         return (self.where.tenant_id, self.where.entitlement_id, self.where.period_us)
 
 
-@dataclass
-class _Queue:
-    waiting: list[tuple[Consume, asyncio.Future[CheckResult]]] = field(default_factory=list)
-    drain: asyncio.Task[None] | None = None
-
-
-_queues: weakref.WeakKeyDictionary[Database, _Queue] = weakref.WeakKeyDictionary()
-
-
 async def consume(db: Database, item: Consume) -> CheckResult:
     """The answer to `item`, once the transaction that decided it has committed."""
-    queue = _queues.get(db)
-    if queue is None:
-        queue = _queues[db] = _Queue()
-    answer: asyncio.Future[CheckResult] = asyncio.get_running_loop().create_future()
-    queue.waiting.append((item, answer))
-    if queue.drain is None:
-        queue.drain = asyncio.ensure_future(_drain(db, queue))
-    return await answer
-
-
-async def _drain(db: Database, queue: _Queue) -> None:
-    try:
-        while queue.waiting:
-            batch, queue.waiting = queue.waiting[:_BATCH], queue.waiting[_BATCH:]
-            try:
-                results = await _commit(db, [item for item, _ in batch])
-            except Exception as exc:  # noqa: BLE001  (each consume is tried alone below)
-                if len(batch) == 1:
-                    _answer(batch[0][1], error=exc)
-                    continue
-                for item, answer in batch:
-                    try:
-                        _answer(answer, (await _commit(db, [item]))[0])
-                    except Exception as alone:  # noqa: BLE001  (handed to the one who asked)
-                        _answer(answer, error=alone)
-                continue
-            for (_, answer), result in zip(batch, results, strict=True):
-                _answer(answer, result)
-    finally:
-        queue.drain = None
-
-
-def _answer(answer: asyncio.Future[CheckResult], result: CheckResult | None = None, *,
-            error: BaseException | None = None) -> None:
-    if answer.done():  # the one who asked has gone away
-        return
-    if error is not None:
-        answer.set_exception(error)
-    else:
-        assert result is not None
-        answer.set_result(result)
+    batcher = db.batcher("consume", lambda: Batcher(lambda batch: _commit(db, batch), limit=_BATCH))
+    result: CheckResult = await batcher.submit(item)
+    return result
 
 
 async def _commit(db: Database, batch: list[Consume]) -> list[CheckResult]:
