@@ -146,6 +146,30 @@ async def test_a_retried_consume_emits_nothing_twice(db, tenant):
     assert _labels(await _emitted(db, tenant.id, *USAGE_TYPES)) == ["50%", "80%"]
 
 
+async def test_the_reset_is_told_at_the_boundary_without_waiting_for_usage(db, tenant):
+    """The worker's periodic scan tells of January's reset just after February begins, once;
+    February's first usage tells nothing more, and an idle February has no reset to tell."""
+    c = tenant.client
+    await _catalogue_at_t0(c, db, tenant.id)
+    await _consume(db, tenant.id, 9, T0 + timedelta(days=3))
+    feb, mar = datetime(2026, 2, 1, tzinfo=UTC), datetime(2026, 3, 1, tzinfo=UTC)
+    await scan_due(db, at=feb - timedelta(minutes=1))
+    assert await _emitted(db, tenant.id, notices.PERIOD_RESET) == []
+    await scan_due(db, at=feb + timedelta(minutes=1))
+    await scan_due(db, at=feb + timedelta(minutes=2))
+    [(_, reset)] = await _emitted(db, tenant.id, notices.PERIOD_RESET)
+    assert (reset["previous_usage"], reset["usage"], reset["included"]) == (9, 0, 10)
+    assert (reset["period_start"], reset["period_end"]) == ("2026-02-01T00:00:00Z", "2026-03-01T00:00:00Z")
+    assert reset["previous_period_start"] == "2026-01-01T00:00:00Z" and reset["customer"]["key"] == "acme"
+    await _consume(db, tenant.id, 1, feb + timedelta(days=1))
+    assert len(await _emitted(db, tenant.id, notices.PERIOD_RESET)) == 1
+    await scan_due(db, at=mar + timedelta(minutes=1))  # February had 1: its reset is told
+    assert len(await _emitted(db, tenant.id, notices.PERIOD_RESET)) == 2
+    await scan_due(db, at=datetime(2026, 4, 1, 0, 1, tzinfo=UTC))  # March had none
+    await _consume(db, tenant.id, 1, datetime(2026, 4, 2, tzinfo=UTC))  # nor does April's first usage
+    assert len(await _emitted(db, tenant.id, notices.PERIOD_RESET)) == 2
+
+
 async def test_next_period_crosses_again_and_tells_of_the_reset(db, tenant):
     c = tenant.client
     await _catalogue_at_t0(c, db, tenant.id)

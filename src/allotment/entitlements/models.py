@@ -18,6 +18,7 @@ from sqlalchemy import (
     String,
     TypeDecorator,
     UniqueConstraint,
+    false,
     text,
 )
 from sqlalchemy.engine import Dialect
@@ -212,6 +213,7 @@ class EntitlementUsage(Base):
     """
 
     __tablename__ = "entitlement_usage"
+    __table_args__ = (Index(None, "reset_told", "period_end"),)
 
     tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id"), primary_key=True)
     entitlement_id: Mapped[str] = mapped_column(
@@ -223,6 +225,10 @@ class EntitlementUsage(Base):
     # Overage carried in from the previous period (already part of `used`); NULL until the
     # period's carry is fixed, which happens once (docs/grants.md, "Overage at reset").
     carried: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    # When the period ends (epoch µs; NEVER for a period that never ends), filled in by the
+    # worker's scan, and whether the reset at that end was told (entitlements/resets.py).
+    period_end: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    reset_told: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
 
 
 class UsageDenial(Base):

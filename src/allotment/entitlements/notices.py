@@ -275,13 +275,16 @@ async def expiring_grants(session: AsyncSession, *, at: datetime, limit: int = 1
 
 
 async def _maybe_reset(session: AsyncSession, where: Where, after: Decision, at: datetime) -> None:
-    """The first usage of a period: tell of the reset when the period before had usage.
+    """The first usage of a period: tell of the reset when the period just before had usage.
 
-    Lazy: the reset is noticed when the new period's counter first moves, not at the instant
-    the period began (a period nobody uses has nothing to reset from).
+    The worker's scan tells it at the boundary when nobody uses the period first
+    (entitlements/resets.py); this path tells it before this usage's own crossings.
     """
+    from allotment.entitlements.resets import period_end  # resets builds on this module
+
     previous = (await session.execute(
-        select(EntitlementUsage.period_start, EntitlementUsage.used)
+        select(EntitlementUsage.period_start, EntitlementUsage.used, CustomerEntitlement)
+        .join(CustomerEntitlement, CustomerEntitlement.id == EntitlementUsage.entitlement_id)
         .where(
             EntitlementUsage.tenant_id == where.tenant_id,
             EntitlementUsage.entitlement_id == where.entitlement_id,
@@ -292,12 +295,22 @@ async def _maybe_reset(session: AsyncSession, where: Where, after: Decision, at:
     )).first()
     if previous is None or int(previous.used) <= 0:
         return
-    payload = {**await _usage_payload(session, where, after, at),
-               "previous_period_start": from_micros(int(previous.period_start)),
-               "previous_usage": Decimal(int(previous.used)) / 1_000_000}
-    await service.emit(session, where.tenant_id, type=PERIOD_RESET,
-                       dedupe_key=f"period_reset:{where.entitlement_id}:{where.period_us}",
-                       customer_id=where.customer_id, payload=payload, at=at)
+    if period_end(previous.CustomerEntitlement, int(previous.period_start)) != where.period_us:
+        return  # the period just before had no usage: nothing was reset
+    await tell_reset(session, where, after, previous_start=from_micros(int(previous.period_start)),
+                     previous_usage=Decimal(int(previous.used)) / 1_000_000, at=at)
+
+
+async def tell_reset(
+    session: AsyncSession, where: Where, numbers: Decision, *, previous_start: datetime,
+    previous_usage: Decimal, at: datetime,
+) -> bool:
+    """`entitlement.period_reset` for the period of `where`, once; False if already told."""
+    payload = {**await _usage_payload(session, where, numbers, at),
+               "previous_period_start": previous_start, "previous_usage": previous_usage}
+    return await service.emit(session, where.tenant_id, type=PERIOD_RESET,
+                              dedupe_key=f"period_reset:{where.entitlement_id}:{where.period_us}",
+                              customer_id=where.customer_id, payload=payload, at=at)
 
 
 async def _usage_payload(session: AsyncSession, where: Where, after: Decision, at: datetime) -> dict[str, Any]:
