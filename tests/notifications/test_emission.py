@@ -284,6 +284,34 @@ async def test_plan_change_and_grants_tell_of_changed_entitlements(db, tenant):
     assert found[1][1]["entitlement"]["included"] == 100 and found[1][1]["feature"]["key"] == "tokens"
 
 
+async def test_a_scheduled_plan_change_and_cancel_are_told_when_they_take_effect(db, tenant):
+    """Scheduling tells what holds now; the boundary tells again, with what holds from then."""
+    c = tenant.client
+    await _catalogue(c, subscribed=False)
+    feb, mar = datetime(2026, 2, 1, tzinfo=UTC), datetime(2026, 3, 1, tzinfo=UTC)
+    async with db.transaction() as s:
+        first = await subscriptions.create(s, tenant.id, SubscriptionCreate(customer="acme", plan="starter"),
+                                           actor="test", at=T0)
+    async with db.transaction() as s:
+        successor = await subscriptions.change_plan(s, tenant.id, first.subscription.id, "pro", when="period_end",
+                                                    actor="test", at=T0 + timedelta(days=10))
+    scheduled = await _emitted(db, tenant.id, notices.CHANGED)
+    assert scheduled[-1][1]["entitlement"]["included"] == 10  # still starter until February
+    await scan_due(db, at=feb - timedelta(minutes=1))
+    assert len(await _emitted(db, tenant.id, notices.CHANGED)) == len(scheduled)
+    for _ in range(2):
+        await scan_due(db, at=feb + timedelta(minutes=1))
+    took = (await _emitted(db, tenant.id, notices.CHANGED))[len(scheduled):]
+    assert [(p["changes"], p["entitlement"]["included"], p["at"]) for _, p in took] == [
+        (["took_effect"], 100, "2026-02-01T00:00:00Z")]
+    async with db.transaction() as s:
+        await subscriptions.cancel(s, tenant.id, successor.subscription.id, when="period_end", actor="test",
+                                   at=feb + timedelta(days=3))
+    await scan_due(db, at=mar + timedelta(minutes=1))
+    ended = (await _emitted(db, tenant.id, notices.CHANGED))[-1][1]
+    assert (ended["changes"], ended["entitlement"], ended["at"]) == (["ended"], None, "2026-03-01T00:00:00Z")
+
+
 async def test_rolled_back_consume_leaves_no_notification(db, tenant):
     """The notification is part of the consume's transaction: no commit, no notification."""
     c = tenant.client

@@ -167,6 +167,9 @@ class CustomerEntitlement(_Values, Base):
             sqlite_where=text("active_to IS NULL"),
             postgresql_where=text("active_to IS NULL"),
         ),
+        # Rows starting or ending at a scheduled instant are found by time (scheduled.py).
+        Index(None, "active_from"),
+        Index(None, "active_to"),
     )
 
     id: Mapped[str] = mapped_column(String(40), primary_key=True)

@@ -211,9 +211,14 @@ async def reservations_expired(
 
 
 async def entitlement_changed(
-    session: AsyncSession, tenant_id: str, customer_id: str, feature_id: str, *, changes: Sequence[str], at: datetime
-) -> None:
-    """The customer's entitlement to a feature changed at `at`; the payload is what holds now."""
+    session: AsyncSession, tenant_id: str, customer_id: str, feature_id: str, *, changes: Sequence[str] | None,
+    at: datetime,
+) -> bool:
+    """The customer's entitlement to a feature changed at `at`; the payload is what holds now.
+
+    `changes` None: a change scheduled earlier took effect at `at` (`took_effect`, or `ended`
+    when nothing holds from then). False when this change was told already.
+    """
     row: CustomerEntitlement | None = await session.scalar(
         select(CustomerEntitlement).where(
             CustomerEntitlement.tenant_id == tenant_id,
@@ -223,11 +228,13 @@ async def entitlement_changed(
             (CustomerEntitlement.active_to.is_(None)) | (CustomerEntitlement.active_to > at),
         )
     )
+    if changes is None:
+        changes = ["ended"] if row is None else ["took_effect"]
     payload = {**await _names(session, customer_id, feature_id), "changes": list(dict.fromkeys(changes)),
                "entitlement": None if row is None else _entitlement(row), "at": at}
     key = f"changed:{customer_id}:{feature_id}:{row.id if row else 'none'}:{to_micros(at)}"
-    await service.emit(session, tenant_id, type=CHANGED, dedupe_key=key, customer_id=customer_id,
-                       payload=payload, at=at)
+    return await service.emit(session, tenant_id, type=CHANGED, dedupe_key=key, customer_id=customer_id,
+                              payload=payload, at=at)
 
 
 async def grant_changed(session: AsyncSession, record: GrantRecord, *, change: str, at: datetime) -> None:

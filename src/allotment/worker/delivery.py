@@ -19,7 +19,7 @@ import structlog
 
 from allotment.config import Settings
 from allotment.db import Database
-from allotment.entitlements import notices, resets
+from allotment.entitlements import notices, resets, scheduled
 from allotment.migrations import all_models  # noqa: F401  (foreign keys name every domain's tables)
 from allotment.notifications import outbox, queries, sender, signing
 from allotment.notifications.lanes import Lanes
@@ -87,15 +87,16 @@ async def _send(client: sender.Client, c: outbox.Claimed, *, at: datetime, timeo
 
 
 async def scan_due(db: Database, *, at: datetime) -> int:
-    """Emit what is due by time alone (grants expiring within their lead time, period resets);
-    returns how many.
+    """Emit what is due by time alone (grants expiring within their lead time, period resets,
+    scheduled changes taking effect); returns how many.
 
     Every worker scans; dedupe keys make concurrent scans emit each notification once.
     """
-    async with db.transaction() as session:
-        expiring = await notices.expiring_grants(session, at=at)
-    async with db.transaction() as session:
-        return expiring + await resets.tell_due(session, at=at)
+    told = 0
+    for scan in (notices.expiring_grants, resets.tell_due, scheduled.tell_due):
+        async with db.transaction() as session:
+            told += await scan(session, at=at)
+    return told
 
 
 async def run_delivery(db: Database, options: DeliveryOptions, stop: asyncio.Event) -> None:
