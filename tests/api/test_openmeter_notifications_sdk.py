@@ -12,6 +12,7 @@ from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 
 import openmeter
+import orjson
 import pytest
 from corehttp.exceptions import HttpResponseError, ResourceNotFoundError
 from openmeter.models import (
@@ -95,9 +96,10 @@ def test_threshold_event_reaches_the_channel_signed(om, receiver):
 
     ents.use(om, 85)
     got = eventually(lambda: receiver.received)[0]
-    body = verified(got, ch["signingSecret"])
-    assert body["type"] == "entitlement.threshold_reached"
-    assert body["data"]["threshold"]["label"] == "80%" and body["data"]["usage"] == 85
+    body = verified(got, ch["signingSecret"])  # in OpenMeter's form: the channel was made there
+    assert (body["id"], body["type"]) == (got.webhook_id, "entitlements.balance.threshold")
+    assert body["data"]["threshold"] == {"value": 80, "type": "PERCENT"}
+    assert (body["data"]["value"]["usage"], body["data"]["entitlement"]["featureKey"]) == (85, "tokens")
     assert got.headers["x-team"] == "billing"
 
     def delivered() -> Any:
@@ -115,11 +117,12 @@ def test_threshold_event_reaches_the_channel_signed(om, receiver):
     assert data["threshold"] == {"value": 80, "type": "PERCENT"}
     assert (data["value"]["usage"], data["value"]["balance"]) == (85, 15)
     assert data["feature"]["key"] == "tokens" and data["subject"]["key"] == "acme"
+    assert body["data"] == orjson.loads(orjson.dumps(data))  # the webhook is the event's payload
     assert om.notification_events.get(event.id).id == event.id
     # Only what the rule asks for reaches a channel: no default 100 %, no overdraft.
     ents.use(om, 30)
     time.sleep(1)
-    assert [r.json["type"] for r in receiver.received] == ["entitlement.threshold_reached"]
+    assert [r.json["type"] for r in receiver.received] == ["entitlements.balance.threshold"]
 
 
 def test_reset_rule_and_events_filters(om, receiver):

@@ -9,6 +9,7 @@ import pytest
 from standardwebhooks import Webhook
 from standardwebhooks.webhooks import WebhookVerificationError
 
+from allotment.notifications import service
 from allotment.types import utcnow
 from allotment.worker.delivery import DeliveryOptions, deliver_due
 from tests.notifications.conftest import customer_id, drain, emit, endpoint, ok
@@ -237,3 +238,32 @@ async def test_rotating_with_no_overlap_retires_the_old_secret_at_once(db, tenan
     Webhook(rotated["secret"]).verify(got.body, got.headers)
     with pytest.raises(WebhookVerificationError):
         Webhook(hook["secret"]).verify(got.body, got.headers)
+
+
+async def test_an_endpoint_may_take_openmeter_bodies(db, tenant, receiver, sender):
+    """The same threshold in OpenMeter's form, then, after a PATCH, in the native one."""
+    hook = await endpoint(tenant, receiver.url, body_format="openmeter")
+    assert hook["body_format"] == "openmeter"
+    cid = await customer_id(tenant, "acme")
+    payload = {"customer": {"id": cid, "key": "acme"}, "feature": {"id": "fea_1", "key": "tokens"},
+               "entitlement_id": "ent_1", "usage": 85, "soft_limit": 100, "hard_limit": 100,
+               "balance": 15, "threshold": {"type": "percent", "value": 80, "label": "80%"}}
+    await _threshold(db, tenant.id, "80", cid, payload)
+    await drain(db, sender, at=utcnow())
+    om = Webhook(hook["secret"]).verify(receiver.received[0].body, receiver.received[0].headers)
+    assert om["type"] == "entitlements.balance.threshold"
+    assert om["data"]["threshold"] == {"value": 80, "type": "PERCENT"}
+    assert (om["data"]["value"]["usage"], om["data"]["subject"]["key"]) == (85, "acme")
+    await ok(await tenant.client.patch(f"/v1/webhook-endpoints/{hook['id']}", json={"body_format": "native"}))
+    await _threshold(db, tenant.id, "100", cid, payload)
+    await drain(db, sender, at=utcnow())
+    native = Webhook(hook["secret"]).verify(receiver.received[1].body, receiver.received[1].headers)
+    assert native["type"] == "entitlement.threshold_reached" and native["data"]["usage"] == 85
+    resp = await tenant.client.post("/v1/webhook-endpoints", json={"url": receiver.url, "body_format": "xml"})
+    assert resp.status_code == 422 and resp.json()["errors"][0]["field"] == "body_format"
+
+
+async def _threshold(db, tenant_id: str, key: str, customer: str, payload: dict) -> None:
+    async with db.transaction() as session:
+        await service.emit(session, tenant_id, type="entitlement.threshold_reached", dedupe_key=key,
+                           customer_id=customer, payload=payload, at=utcnow())

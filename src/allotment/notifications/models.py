@@ -56,6 +56,8 @@ class WebhookEndpoint(Base):
     rules_only: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
     # Sent with every attempt; the signature and content headers always win over them.
     headers: Mapped[dict[str, str]] = mapped_column(JSON, default=dict, server_default="{}")
+    # How bodies are written: "native", or "openmeter" for channels made through its API.
+    body_format: Mapped[str] = mapped_column(String(16), default="native", server_default="native")
     disabled_reason: Mapped[str | None] = mapped_column(String(512), nullable=True)
     disabled_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
     # Start of the current run of failed attempts; cleared by any success.

@@ -41,7 +41,7 @@ from sqlalchemy.orm import aliased
 from sqlalchemy.sql.elements import ColumnClause
 
 from allotment.db import UTCDateTime
-from allotment.notifications import catalogue, queries, retries, rules, service
+from allotment.notifications import bodies, catalogue, queries, retries, rules, service
 from allotment.notifications.models import (
     DEAD,
     DELIVERED,
@@ -84,13 +84,6 @@ def _signing(row: Any, at: datetime) -> tuple[str, ...]:
     if row.previous_secret is None or until is None or as_utc(until) <= at:
         return (row.secret,)
     return (row.secret, row.previous_secret)
-
-
-def body(message_id: str, type_: str, created_at: datetime, payload: str) -> bytes:
-    """`{"id", "type", "timestamp", "data"}`; the stored payload text is spliced in as is."""
-    head = orjson.dumps({"id": message_id, "type": type_, "timestamp": created_at},
-                        option=orjson.OPT_UTC_Z)
-    return head[:-1] + b',"data":' + payload.encode() + b"}"
 
 
 async def fan_out(session: AsyncSession, *, at: datetime, limit: int = 1000) -> int:
@@ -186,7 +179,7 @@ async def claim(session: AsyncSession, *, at: datetime, limit: int, lease_for: t
     rows = (await session.execute(
         select(d.id, d.tenant_id, d.endpoint_id, d.attempt_count, d.first_attempt_at,
                n.id.label("message_id"), n.type, n.payload, n.created_at, e.url, e.secret,
-               e.previous_secret, e.previous_secret_until, e.headers)
+               e.previous_secret, e.previous_secret_until, e.headers, e.body_format)
         .join(n, n.seq == d.notification_seq).join(e, e.id == d.endpoint_id)
         .where(d.status == _IS_PENDING, d.next_attempt_at <= at,
                or_(d.locked_until.is_(None), d.locked_until <= at),
@@ -206,7 +199,8 @@ async def claim(session: AsyncSession, *, at: datetime, limit: int, lease_for: t
     return [
         Claimed(r.id, r.tenant_id, r.endpoint_id, lease, r.attempt_count + 1,
                 r.first_attempt_at or at, r.url, _signing(r, at), r.message_id,
-                body(r.message_id, r.type, r.created_at, r.payload), dict(r.headers or {}))
+                bodies.body(r.body_format, r.message_id, r.type, r.created_at, r.payload),
+                dict(r.headers or {}))
         for r in rows
     ]
 

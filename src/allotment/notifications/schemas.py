@@ -83,6 +83,11 @@ EventTypes = Annotated[
 ]
 
 
+BodyFormat = Annotated[Literal["native", "openmeter"], Field(
+    description="`native` bodies, or OpenMeter's (its event types and data) for its receivers."
+)]
+
+
 class WebhookEndpointCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -95,6 +100,7 @@ class WebhookEndpointCreate(BaseModel):
     enabled: bool = True
     rules_only: RulesOnly = False
     headers: Headers = Field(default_factory=dict)
+    body_format: BodyFormat = "native"
 
 
 class WebhookEndpointUpdate(BaseModel):
@@ -108,6 +114,7 @@ class WebhookEndpointUpdate(BaseModel):
     )
     rules_only: RulesOnly | None = None
     headers: Headers | None = None
+    body_format: BodyFormat | None = None
     secret: Secret | None = Field(
         default=None, description="Replace the signing secret with this one (see rotate-secret)."
     )
@@ -121,6 +128,7 @@ class WebhookEndpointRead(BaseModel):
     enabled: bool
     rules_only: bool
     headers: dict[str, str]
+    body_format: BodyFormat
     disabled_reason: str | None
     disabled_at: datetime | None
     previous_secret_expires_at: datetime | None = Field(

@@ -107,7 +107,7 @@ async def create_endpoint(
         id=new_id("whe"), tenant_id=tenant_id, url=data.url, description=data.description,
         secret=data.secret or signing.generate_secret(), event_types=list(dict.fromkeys(data.event_types)),
         enabled=data.enabled, rules_only=data.rules_only, headers=data.headers,
-        created_at=at, updated_at=at,
+        body_format=data.body_format, created_at=at, updated_at=at,
     )
     session.add(endpoint)
     await session.flush()
@@ -156,6 +156,8 @@ async def update_endpoint(
         endpoint.rules_only = changes["rules_only"]
     if changes.get("headers") is not None:
         endpoint.headers = changes["headers"]
+    if changes.get("body_format") is not None:
+        endpoint.body_format = changes["body_format"]
     if changes.get("secret") is not None:
         replace_secret(endpoint, changes["secret"], at=at, keep_previous=DEFAULT_OVERLAP)
     if changes.get("enabled") is True and not endpoint.enabled:

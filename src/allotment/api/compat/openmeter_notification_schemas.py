@@ -19,6 +19,12 @@ from pydantic.alias_generators import to_camel
 
 from allotment.errors import ValidationFailed
 from allotment.metering.aggregation import json_number
+from allotment.notifications.bodies import (
+    BALANCE_THRESHOLD,
+    OPENMETER_TYPE,
+    THRESHOLD_NAME,
+    openmeter_data,
+)
 from allotment.notifications.history import DeliveryView
 from allotment.notifications.models import (
     DEAD,
@@ -27,13 +33,10 @@ from allotment.notifications.models import (
     NotificationRule,
     WebhookEndpoint,
 )
-from allotment.notifications.schemas import GRANT_EXPIRING, PERIOD_RESET, THRESHOLD_REACHED
+from allotment.notifications.schemas import GRANT_EXPIRING, THRESHOLD_REACHED
 
-BALANCE_THRESHOLD = "entitlements.balance.threshold"
-RESET = "entitlements.reset"
 # OpenMeter rule and event types, and the native types they are.
-NATIVE_TYPE = {BALANCE_THRESHOLD: THRESHOLD_REACHED, RESET: PERIOD_RESET}
-OPENMETER_TYPE = {native: om for om, native in NATIVE_TYPE.items()}
+NATIVE_TYPE = {om: native for native, om in OPENMETER_TYPE.items()}
 _UNSUPPORTED_TYPES = ("invoice.created", "invoice.updated")
 assert GRANT_EXPIRING not in OPENMETER_TYPE  # a grant lead time has no OpenMeter rule
 
@@ -46,7 +49,6 @@ _THRESHOLD_KIND = {
     "PERCENT": "percent", "usage_percentage": "percent",
     "NUMBER": "absolute", "usage_value": "absolute",
 }
-_THRESHOLD_NAME = {"percent": "PERCENT", "absolute": "NUMBER"}
 
 
 class _In(BaseModel):
@@ -148,7 +150,7 @@ def rule_out(r: NotificationRule, feature_ids: dict[str, str]) -> dict[str, Any]
         body["features"] = [{"id": feature_ids.get(k, ""), "key": k} for k in r.features]
     if r.event_type == THRESHOLD_REACHED:
         body["thresholds"] = [
-            {"value": json_number(Decimal(str(t["value"]))), "type": _THRESHOLD_NAME[str(t["type"])]}
+            {"value": json_number(Decimal(str(t["value"]))), "type": THRESHOLD_NAME[str(t["type"])]}
             for t in r.thresholds
         ]
     return body
@@ -165,7 +167,7 @@ def event_out(
         "rule": rule,
         "deliveryStatus": [_status(v, now=now) for v in deliveries],
         "payload": {"id": n.id, "type": type_, "timestamp": n.created_at,
-                    "data": payload_data(orjson.loads(n.payload), type_)},
+                    "data": openmeter_data(orjson.loads(n.payload), type_)},
     }
 
 
@@ -195,30 +197,3 @@ def _status(view: DeliveryView, *, now: datetime) -> dict[str, Any]:
     if state in ("PENDING", "RESENDING"):
         body["nextAttempt"] = d.next_attempt_at
     return body
-
-
-def payload_data(p: dict[str, Any], type_: str) -> dict[str, Any]:
-    """OpenMeter's event data, from what the notification carries (docs/openmeter-notifications.md).
-
-    Rule tests carry no usage: their data is the test's own payload."""
-    if "feature" not in p or "customer" not in p:
-        return p
-    customer, feature = p["customer"], p["feature"]
-    usage, soft, hard = p.get("usage"), p.get("soft_limit"), p.get("hard_limit")
-    overage = max(usage - soft, 0) if usage is not None and soft is not None else 0
-    data: dict[str, Any] = {
-        "entitlement": {
-            "id": p.get("entitlement_id"), "type": "metered", "featureId": feature["id"],
-            "featureKey": feature["key"], "subjectKey": customer["key"],
-            "currentUsagePeriod": {"from": p.get("period_start"), "to": p.get("period_end")},
-        },
-        "feature": {"id": feature["id"], "key": feature["key"], "name": feature["key"]},
-        "subject": {"key": customer["key"]},
-        "customer": {"id": customer["id"], "key": customer["key"]},
-        "value": {"balance": p.get("balance"), "usage": usage, "overage": overage,
-                  "hasAccess": hard is None or usage is None or usage < hard},
-    }
-    threshold = p.get("threshold")
-    if type_ == BALANCE_THRESHOLD and isinstance(threshold, dict):
-        data["threshold"] = {"value": threshold["value"], "type": _THRESHOLD_NAME[threshold["type"]]}
-    return data

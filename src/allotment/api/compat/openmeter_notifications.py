@@ -19,7 +19,6 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from allotment.api.compat.openmeter_http import openmeter_fields, openmeter_router, utc
 from allotment.api.compat.openmeter_notification_schemas import (
     CHANNEL_FIELDS,
-    OPENMETER_TYPE,
     RULE_FIELDS,
     ChannelIn,
     ResendIn,
@@ -33,6 +32,7 @@ from allotment.api.responses import Json
 from allotment.entitlements import features
 from allotment.errors import NotFound, ValidationFailed
 from allotment.notifications import catalogue, history, rules, service
+from allotment.notifications.bodies import OPENMETER_TYPE
 from allotment.notifications.models import Notification, NotificationRule, WebhookEndpoint
 from allotment.notifications.schemas import (
     NotificationRuleCreate,
@@ -74,7 +74,7 @@ def _endpoint_data(body: ChannelIn) -> dict[str, Any]:
 async def create_channel(body: ChannelIn, principal: Admin, session: WriteSession) -> Json:
     with openmeter_fields(CHANNEL_FIELDS):
         data = WebhookEndpointCreate(
-            **_endpoint_data(body), secret=body.signing_secret, rules_only=True
+            **_endpoint_data(body), secret=body.signing_secret, rules_only=True, body_format="openmeter"
         )
     endpoint = await service.create_endpoint(session, principal.tenant_id, data, at=utcnow())
     return Json(channel_out(endpoint, with_secret=True), status_code=201)

@@ -39,7 +39,7 @@ def endpoint_read(e: WebhookEndpoint) -> WebhookEndpointRead:
     overlap = e.previous_secret_until
     return WebhookEndpointRead(
         id=e.id, url=e.url, description=e.description, event_types=e.event_types,
-        enabled=e.enabled, rules_only=e.rules_only, headers=e.headers or {},
+        enabled=e.enabled, rules_only=e.rules_only, headers=e.headers or {}, body_format=e.body_format,  # type: ignore[arg-type]
         disabled_reason=e.disabled_reason, disabled_at=e.disabled_at,
         previous_secret_expires_at=overlap if overlap is not None and overlap > utcnow() else None,
         created_at=e.created_at, updated_at=e.updated_at,
