@@ -116,31 +116,16 @@ Counter = tuple[str, str, int]  # tenant id, entitlement id, period start (µs)
 
 async def lock_counters(session: AsyncSession, keys: list[Counter]) -> dict[Counter, tuple[int, int]]:
     """Lock the counter rows of `keys` for this transaction, opening empty ones; their
-    (used, reserved). One statement, in key order, so concurrent batches never deadlock."""
-    keys = sorted(set(keys))
-    db, dialect = await driver(session)
-    if dialect == "postgresql":
-        rows = await db.fetch(
-            "INSERT INTO entitlement_usage AS u (tenant_id, entitlement_id, period_start, used, reserved)"
-            " SELECT t, e, p, 0, 0 FROM unnest($1::text[], $2::text[], $3::int8[]) AS k(t, e, p)"
-            " ON CONFLICT (tenant_id, entitlement_id, period_start) DO UPDATE SET used = u.used"
-            " RETURNING tenant_id, entitlement_id, period_start, used, reserved",
-            *zip(*keys, strict=True),
-        )
-    else:  # the write transaction already excludes every other writer
-        rows = []
-        for i in range(0, len(keys), _SQLITE_ROWS):
-            chunk = keys[i:i + _SQLITE_ROWS]
-            cursor = await db.execute(
-                "INSERT INTO entitlement_usage (tenant_id, entitlement_id, period_start, used, reserved)"
-                f" VALUES {', '.join(['(?, ?, ?, 0, 0)'] * len(chunk))}"
-                " ON CONFLICT (tenant_id, entitlement_id, period_start) DO UPDATE SET used = used"
-                " RETURNING tenant_id, entitlement_id, period_start, used, reserved",
-                [v for key in chunk for v in key],
-            )
-            rows.extend(await cursor.fetchall())
-            await cursor.close()
-    return {(r[0], r[1], int(r[2])): (int(r[3]), int(r[4])) for r in rows}
+    (used, reserved). Adding nothing takes the rows' locks and reads them in one statement per
+    tenant, in key order, so concurrent batches never deadlock."""
+    by_tenant: dict[str, list[tuple[str, int, int]]] = {}
+    for tenant_id, entitlement_id, period_start in sorted(set(keys)):
+        by_tenant.setdefault(tenant_id, []).append((entitlement_id, period_start, 0))
+    found: dict[Counter, tuple[int, int]] = {}
+    for tenant_id, nothing in by_tenant.items():
+        for (entitlement_id, period_start), values in (await add_usage(session, tenant_id, nothing)).items():
+            found[(tenant_id, entitlement_id, period_start)] = values
+    return found
 
 
 async def add_to_locked(session: AsyncSession, increments: dict[Counter, int]) -> None:
