@@ -1,11 +1,13 @@
-"""Checks and consumes in the common case: one read, then at most one conditional write.
+"""Checks and consumes in the common case: one read, then at most one locked write.
 
 Vendors call the check before every request, so the common case must cost one indexed read.
 One statement, outside any transaction, proves that the entitlement row this process
 remembers for the names still answers (resolve.py) and reads the row's live counter for the
-period containing `at`. The pure engine decides, as in the full check, so both paths give
-the same answer. A consume then runs the full check's one conditional increment in a short
-write transaction, so the database keeps the last word on the hard limit.
+period containing `at` (on SQLite remembered until anyone commits; on PostgreSQL read
+together with the checks that arrive meanwhile). The pure engine decides, as in the full
+check, so both paths give the same answer. A consume is then decided again on the locked
+counter and committed with the consumes that arrive with it (group_commit.py), so the
+database keeps the last word on the hard limit.
 
 Whatever needs more than that goes the full way (`check.check`), which `None` asks for: an
 idempotency key, a pair without an entitlement in force, seats, grants of the period (their amounts
@@ -215,9 +217,9 @@ async def _read_many(db: Database, keys: list[tuple[Any, ...]]) -> list[Any]:
 async def check(db: Database, tenant_id: str, request: CheckRequest, at: datetime) -> CheckResult | None:
     """The answer to a check without idempotency key, or None: use the full check.
 
-    With `consume`, the increment is the same one conditional statement as in the full
-    check, in a write transaction of its own: the database still has the last word on the
-    hard limit. A grant or hold that appears between the read and the increment can only
+    With `consume`, the increment is decided on the locked counter by the rule of the full
+    check's conditional statement (group_commit.py): the database still has the last word on
+    the hard limit. A grant or hold that appears between the read and the increment can only
     make this answer more cautious than the full check's, never let usage past the limit.
     """
     if request.idempotency_key is not None:
