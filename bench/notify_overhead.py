@@ -27,6 +27,7 @@ from typing import Any
 import httpx
 import orjson
 from common import batches, drop_database, fresh_database, make_events
+from sqlalchemy import func, select
 
 RULE = {"event_type": "entitlement.threshold_reached",
         "thresholds": [{"type": "percent", "value": v} for v in (50, 80, 100)]}
@@ -55,14 +56,17 @@ async def _setup(client: httpx.AsyncClient, *, included: int, hard: int | None, 
             await post("/v1/webhook-endpoints", {"url": f"http://127.0.0.1:9/hook-{i}"})
 
 
-async def _side(url: str, *, noisy: bool, mode: str, events: list[dict[str, Any]], consumes: int) -> tuple[float, int]:
-    """(events/s or decisions/s, notifications emitted) of one side on a fresh database."""
+async def _side(
+    url: str, *, noisy: bool, mode: str, events: list[dict[str, Any]], consumes: int
+) -> tuple[float, int, int]:
+    """(events/s or decisions/s, notifications emitted, upsell asks) of one side on a fresh database."""
     from allotment.api.app import create_app
     from allotment.bootstrap import ensure_default_tenant
     from allotment.config import Settings
     from allotment.db import Database
     from allotment.entitlements import check as service
     from allotment.entitlements import fastpath
+    from allotment.entitlements.models import UpsellDue
     from allotment.migrate import upgrade
     from allotment.types import utcnow
 
@@ -101,7 +105,9 @@ async def _side(url: str, *, noisy: bool, mode: str, events: list[dict[str, Any]
                             await service.check(session, tenant_id, request, at=at)
                 rate = consumes / (time.perf_counter() - started)
             listed = orjson.loads((await client.get("/v1/notifications", params={"limit": 1000})).content)
-            return rate, len(listed["items"])
+            async with db.transaction(readonly=True) as session:
+                asked = await session.scalar(select(func.count()).select_from(UpsellDue))
+            return rate, len(listed["items"]), int(asked or 0)
     finally:
         await db.dispose()
 
@@ -121,13 +127,13 @@ def main() -> None:
                 for noisy in (False, True):
                     url = fresh_database(backend)
                     try:
-                        rate, emitted = asyncio.run(_side(url, noisy=noisy, mode=mode, events=events,
+                        rate, emitted, asked = asyncio.run(_side(url, noisy=noisy, mode=mode, events=events,
                                                           consumes=args.consumes))
                     finally:
                         drop_database(url)
                     rates[noisy].append(rate)
                     side = "100 endpoints, crossing" if noisy else "0 endpoints, quiet    "
-                    print(f"{backend:>10} {mode:<7} {side}: {rate:10,.0f} {unit}  ({emitted} notifications)")
+                    print(f"{backend:>10} {mode:<7} {side}: {rate:10,.0f} {unit}  ({emitted} notifications, {asked} upsell asks)")
             quiet, noisy_rate = max(rates[False]), max(rates[True])
             print(f"{backend:>10} {mode:<7} best noisy / best quiet: {noisy_rate / quiet:.2f}")
 

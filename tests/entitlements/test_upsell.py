@@ -14,8 +14,9 @@ from sqlalchemy import select
 
 from allotment.db import Database
 from allotment.entitlements import check as check_service
-from allotment.entitlements import offers, upsell, upsell_hint
+from allotment.entitlements import offers, upsell, upsell_hint, upsell_queue
 from allotment.entitlements.engine import Decision, Reason, Verdict
+from allotment.entitlements.models import UpsellDue
 from allotment.entitlements.projection import (
     MIN_ELAPSED,
     Action,
@@ -28,6 +29,7 @@ from allotment.entitlements.projection import (
 )
 from allotment.notifications.models import Notification
 from allotment.types import utcnow
+from allotment.worker.delivery import DeliveryOptions, deliver_due, http_lanes
 from tests.entitlements.catalogue import customer, feature, metered, ok, plan, subscribe
 from tests.helpers import event, meter
 
@@ -280,6 +282,8 @@ async def _row(db: Database, tenant_id: str, customer_key: str) -> Any:
 
 
 async def _emitted(db: Database, tenant_id: str) -> list[Notification]:
+    """The suggestions emitted, after the worker's step that projects what crossings asked for."""
+    await upsell_queue.suggest_due(db)
     async with db.transaction(readonly=True) as session:
         rows = await session.scalars(
             select(Notification).where(Notification.tenant_id == tenant_id, Notification.type == "upsell.suggested")
@@ -341,6 +345,27 @@ async def test_usage_crossing_into_overdraft_emits_one_suggestion_end_to_end(ten
     assert len(sent) == 1
     payload = json.loads(sent[0].payload)
     assert (payload["customer"], payload["suggestion"]["plan"]["key"]) == ("acme", "pro")
+
+
+async def test_a_crossing_asks_and_the_next_delivery_round_suggests(tenant, db):
+    """The consume that crosses only queues the projection; the worker's round emits it once,
+    projected from the crossing's usage and time, however many crossings asked meanwhile."""
+    c = tenant.client
+    await _catalogue(c)
+    await _customer(c, "acme")
+    await _use(c, "acme", 900_000)  # 80 %
+    await _use(c, "acme", 200_000)  # overdraft: asks again for the same period
+    async with db.transaction(readonly=True) as session:
+        asked = list(await session.scalars(select(UpsellDue)))
+        told = await session.scalar(select(Notification).where(Notification.type == "upsell.suggested"))
+    assert [(a.usage, a.period_end is not None) for a in asked] == [(1_100_000 * M, True)] and told is None
+    async with http_lanes(DeliveryOptions()) as lanes:
+        await deliver_due(db, lanes, at=utcnow())
+        await deliver_due(db, lanes, at=utcnow())
+    sent = await _emitted(db, tenant.id)
+    assert len(sent) == 1 and json.loads(sent[0].payload)["usage"] == 1_100_000
+    async with db.transaction(readonly=True) as session:
+        assert list(await session.scalars(select(UpsellDue))) == []
 
 
 async def test_ingested_usage_crossing_emits_a_suggestion(tenant, db):

@@ -85,11 +85,13 @@ async def decide_all(session: AsyncSession, batch: list[Consume]) -> list[CheckR
         moved.append((units(used) - q, after))
     await queries.add_to_locked(session, increments)
     # Then what each consume tells, in order, with the counters already written.
+    pending = notices.Pending()
     for item, result, move in zip(batch, results, moved, strict=True):
         where = item.where
         if move is None:
             await record_denial(session, where.tenant_id, where.customer_id, where.feature_id,
                                 item.request, result, item.at, entitlement_id=where.entitlement_id)
         else:
-            await notices.usage_moved(session, where, before=move[0], after=move[1], at=item.at)
+            await notices.usage_moved(session, where, before=move[0], after=move[1], at=item.at, pending=pending)
+    await pending.write(session)
     return results

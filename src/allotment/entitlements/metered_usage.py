@@ -104,12 +104,16 @@ async def feed(
         if target.has_grants:  # usage of grants that ended in the period is kept first
             await standing.record_ends(session, target.row, from_micros(period_us), at)
     after = await queries.add_usage(session, tenant_id, [(e, p, q) for (e, p), q in increments.items()])
+    pending = notices.Pending()  # what the batch crossed, written in one statement
     for (entitlement_id, period_us), (used, reserved) in after.items():
-        await _moved(session, fed[entitlement_id], period_us, used, reserved, increments[(entitlement_id, period_us)], at)
+        await _moved(session, fed[entitlement_id], period_us, used, reserved, increments[(entitlement_id, period_us)],
+                     at, pending)
+    await pending.write(session)
 
 
 async def _moved(
-    session: AsyncSession, target: _Target, period_us: int, used: int, reserved: int, added: int, at: datetime
+    session: AsyncSession, target: _Target, period_us: int, used: int, reserved: int, added: int, at: datetime,
+    pending: notices.Pending,
 ) -> None:
     """Tell of the thresholds this batch crossed on one counter (entitlements/notices.py)."""
     row = target.row
@@ -122,7 +126,7 @@ async def _moved(
     grants = (await standing.standing(session, row, when)).grants if target.has_grants else ()
     numbers = notices.standing_of(ent, units(used), units(reserved), grants, when)
     where = notices.Where(row.tenant_id, row.id, row.customer_id, row.feature_id, start, end)
-    await notices.usage_moved(session, where, before=units(used - added), after=numbers, at=at)
+    await notices.usage_moved(session, where, before=units(used - added), after=numbers, at=at, pending=pending)
 
 
 async def _linked_meters(session: AsyncSession, tenant_id: str, meter_ids: set[str]) -> set[str]:

@@ -234,6 +234,24 @@ class EntitlementUsage(Base):
     reset_told: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
 
 
+class UpsellDue(Base):
+    """An upsell suggestion a crossing asked for, waiting for the worker (upsell_queue.py).
+
+    One row per entitlement and period: later crossings before the worker comes update the
+    usage and time the projection starts from. `usage` is in millionths.
+    """
+
+    __tablename__ = "upsell_due"
+
+    tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id"), primary_key=True)
+    # No foreign key: a row that never took effect is deleted, and the worker skips its asks.
+    entitlement_id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    period_start: Mapped[int] = mapped_column(BigInteger, primary_key=True)  # epoch microseconds
+    period_end: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    usage: Mapped[int] = mapped_column(BigInteger)
+    at: Mapped[int] = mapped_column(BigInteger)  # epoch microseconds of the crossing
+
+
 class UsageDenial(Base):
     """One refused check: who asked for how much of what, when, and why it was refused."""
 

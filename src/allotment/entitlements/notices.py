@@ -24,7 +24,7 @@ a crossing, and once per period to see whether the period before had usage.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
@@ -82,15 +82,42 @@ def standing_of(
     return decide(ent, usage=used, reserved=reserved, grants=grants, quantity=ONE, at=at)
 
 
+@dataclass
+class Pending:
+    """What a batch of usage moves tells, written at its end: one statement for the
+    notifications (in the order they were found) and one for the upsell asks."""
+
+    notes: list[service.Note] = field(default_factory=list)
+    # (tenant, entitlement, period start) -> usage and period of the latest ask
+    asks: dict[tuple[str, str, datetime], tuple[Decimal, tuple[datetime, datetime | None], datetime]] = field(
+        default_factory=dict
+    )
+
+    async def write(self, session: AsyncSession) -> None:
+        """Write and forget what was collected; in the transaction of the moves."""
+        # Imported here: upsell reads through check, which imports this module.
+        from allotment.entitlements import upsell_queue
+
+        notes, asks = self.notes, self.asks
+        self.notes, self.asks = [], {}
+        if notes:
+            await service.emit_all(session, notes)
+        if asks:
+            await upsell_queue.ask_all(session, [(t, e, *v) for (t, e, _), v in asks.items()])
+
+
 async def usage_moved(
-    session: AsyncSession, where: Where, *, before: Decimal, after: Decision, at: datetime
+    session: AsyncSession, where: Where, *, before: Decimal, after: Decision, at: datetime,
+    pending: Pending | None = None,
 ) -> list[Crossing]:
     """Call after usage of a metered entitlement grew from `before` to `after.usage`.
 
     `after` carries the effective limits (raised by live grants), as `engine.decide` gives
     them. Emits a notification for each threshold, the start of overdraft and the hard limit
     reached by this move, and the reset when this is the first usage of a period that follows
-    one with usage. Returns what was crossed (emitted now or, by dedupe, before).
+    one with usage. Returns what was crossed (emitted now or, by dedupe, before). With
+    `pending`, the crossings' notifications and upsell ask are collected there for the caller
+    to write once for a whole batch.
     """
     soft, hard, usage = after.soft_limit, after.hard_limit, after.usage
     if soft is None or usage is None or not worth_watching(soft, hard):
@@ -101,6 +128,7 @@ async def usage_moved(
         await _maybe_reset(session, where, after, at)
     if not found:
         return found
+    mine = Pending() if pending is None else pending
     base = await _usage_payload(session, where, after, at)
     for c in found:
         key = f"{_KEYS[c.kind]}:{where.entitlement_id}:{where.period_us}"
@@ -109,10 +137,11 @@ async def usage_moved(
             key = f"{key}:{c.threshold.label}"
             payload["threshold"] = {"type": c.threshold.type, "value": c.threshold.value,
                                     "label": c.threshold.label, "level": c.level}
-        await service.emit(session, where.tenant_id, type=_TYPES[c.kind], dedupe_key=key,
-                           customer_id=where.customer_id, payload=payload, at=at)
-    await _suggest_upsell(session, where.tenant_id, where.entitlement_id, usage=usage,
-                          period=(where.period_start, where.period_end), at=at)
+        mine.notes.append(service.Note(where.tenant_id, _TYPES[c.kind], key, where.customer_id, payload, at))
+    period = (where.period_start, where.period_end)
+    mine.asks[(where.tenant_id, where.entitlement_id, where.period_start)] = (usage, period, at)
+    if pending is None:
+        await mine.write(session)
     return found
 
 
@@ -184,17 +213,19 @@ async def _suggest_upsell(
     period: tuple[datetime, datetime | None] | None,
     at: datetime,
 ) -> None:
-    """A crossing or a first denial is when a customer may need more: `upsell.suggested`,
-    once per entitlement and period, when the usage projected to the period end does not fit.
-    Seats have no usage period of their own: `period` None takes the row's (monthly)."""
+    """A crossing or a first denial is when a customer may need more: ask the worker for
+    `upsell.suggested` (once per entitlement and period, when the usage projected to the
+    period end does not fit; upsell_queue.py). Seats have no usage period of their own:
+    `period` None takes the row's (monthly)."""
     # Imported here: upsell reads through check, which imports this module.
-    from allotment.entitlements import upsell
+    from allotment.entitlements import upsell, upsell_queue
 
-    row = await session.get(CustomerEntitlement, entitlement_id)
-    if row is not None:
-        start, end = period or upsell.period_of(row, at)
-        await upsell.suggest_on_crossing(session, tenant_id, row, usage=usage, period_start=start,
-                                         period_end=end, at=at)
+    if period is None:
+        row = await session.get(CustomerEntitlement, entitlement_id)
+        if row is None:
+            return
+        period = upsell.period_of(row, at)
+    await upsell_queue.ask(session, tenant_id, entitlement_id, usage=usage, period=period, at=at)
 
 
 async def reservations_expired(

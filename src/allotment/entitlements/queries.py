@@ -196,7 +196,34 @@ async def add_usage(
     return out
 
 
-_SQLITE_ROWS = 500  # four parameters a row, well under SQLite's limit of bound parameters
+_SQLITE_ROWS = 500  # a few parameters a row, well under SQLite's limit of bound parameters
+
+
+async def ask_upsell(session: AsyncSession, asks: list[tuple[str, str, int, int | None, int, int]]) -> None:
+    """Queue upsell projections: (tenant, entitlement, period start, period end, usage, at),
+    at most one per entitlement and period (entitlements/upsell_queue.py).
+
+    A later ask for the same period before the worker came replaces usage and time: the
+    projection starts from the latest crossing.
+    """
+    db, dialect = await driver(session)
+    for i in range(0, len(asks), _SQLITE_ROWS):
+        chunk = asks[i:i + _SQLITE_ROWS]
+        if dialect == "postgresql":
+            values = ", ".join(f"(${6 * r + 1}, ${6 * r + 2}, ${6 * r + 3}::int8, ${6 * r + 4}::int8,"
+                               f" ${6 * r + 5}::int8, ${6 * r + 6}::int8)" for r in range(len(chunk)))
+        else:
+            values = ", ".join(["(?, ?, ?, ?, ?, ?)"] * len(chunk))
+        sql = (
+            "INSERT INTO upsell_due (tenant_id, entitlement_id, period_start, period_end, usage, at)"
+            f" VALUES {values} ON CONFLICT (tenant_id, entitlement_id, period_start)"
+            " DO UPDATE SET usage = excluded.usage, at = excluded.at"
+        )
+        params = [v for ask in chunk for v in ask]
+        if dialect == "postgresql":
+            await db.execute(sql, *params)
+        else:
+            await (await db.execute(sql, params)).close()
 
 
 # --- seats: a gauge of active items in the counter row of period 0 ---------------------------

@@ -15,10 +15,10 @@ from allotment.notifications.models import Delivery
 
 _INSERT = (
     "INSERT INTO notifications (id, tenant_id, type, dedupe_key, customer_id, endpoint_id,"
-    " rule_id, payload, created_at) VALUES ({}) ON CONFLICT (tenant_id, dedupe_key) DO NOTHING"
+    " rule_id, payload, created_at) VALUES {} ON CONFLICT (tenant_id, dedupe_key) DO NOTHING"
 )
-_INSERT_PG = _INSERT.format("$1, $2, $3, $4, $5, $6, $7, $8, $9")
-_INSERT_SQLITE = _INSERT.format("?, ?, ?, ?, ?, ?, ?, ?, ?")
+_COLUMNS = 9
+_ROWS = 500  # per statement: well under both databases' limits of bound parameters
 
 # Any constant: it names the one lock that serialises fan-out across workers.
 _FAN_OUT_LOCK = 0x616C6C6F746D6E74
@@ -29,29 +29,30 @@ def _sqlite_time(at: datetime) -> str:
     return at.astimezone(UTC).replace(tzinfo=None).isoformat(sep=" ", timespec="microseconds")
 
 
-async def insert_notification(
-    session: AsyncSession,
-    *,
-    id: str,
-    tenant_id: str,
-    type: str,
-    dedupe_key: str,
-    customer_id: str | None,
-    endpoint_id: str | None,
-    rule_id: str | None,
-    payload: str,
-    at: datetime,
-) -> bool:
-    """One statement on the driver connection (this runs inside ingest and check); True if new."""
+async def insert_notifications(session: AsyncSession, rows: list[tuple[Any, ...]]) -> int:
+    """Insert outbox rows in their order, skipping taken dedupe keys; returns how many were new.
+
+    On the driver connection: this runs inside ingest and check. The last column is the
+    creation time.
+    """
     db, dialect = await driver(session)
-    args = (id, tenant_id, type, dedupe_key, customer_id, endpoint_id, rule_id, payload)
-    if dialect == "postgresql":
-        status: str = await db.execute(_INSERT_PG, *args, at)
-        return status.endswith(" 1")
-    cursor = await db.execute(_INSERT_SQLITE, (*args, _sqlite_time(at)))
-    inserted = cursor.rowcount == 1
-    await cursor.close()
-    return bool(inserted)
+    inserted = 0
+    for i in range(0, len(rows), _ROWS):
+        chunk = rows[i:i + _ROWS]
+        if dialect == "postgresql":
+            values = ", ".join(
+                "(" + ", ".join(f"${r * _COLUMNS + c + 1}" for c in range(_COLUMNS)) + ")" for r in range(len(chunk))
+            )
+            status: str = await db.execute(_INSERT.format(values), *(v for row in chunk for v in row))
+            inserted += int(status.rsplit(" ", 1)[1])
+            continue
+        values = ", ".join(["(" + ", ".join("?" * _COLUMNS) + ")"] * len(chunk))
+        cursor = await db.execute(
+            _INSERT.format(values), [v for row in chunk for v in (*row[:-1], _sqlite_time(row[-1]))]
+        )
+        inserted += cursor.rowcount
+        await cursor.close()
+    return inserted
 
 
 async def try_fan_out_lock(session: AsyncSession) -> bool:

@@ -9,7 +9,8 @@ however many endpoints a tenant has.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
@@ -35,6 +36,18 @@ def encode_payload(payload: Mapping[str, Any]) -> str:
     return orjson.dumps(payload, default=_json_default, option=orjson.OPT_UTC_Z).decode()
 
 
+@dataclass(frozen=True)
+class Note:
+    """One notification to put in the outbox (see `emit`)."""
+
+    tenant_id: str
+    type: str
+    dedupe_key: str
+    customer_id: str | None
+    payload: Mapping[str, Any]
+    at: datetime
+
+
 async def emit(
     session: AsyncSession,
     tenant_id: str,
@@ -53,10 +66,13 @@ async def emit(
     commits and does not flush the session: the customer row must already be in the
     database.
     """
-    return await _put(
-        session, tenant_id, type=type, dedupe_key=dedupe_key, customer_id=customer_id,
-        payload=payload, at=at,
-    ) is not None
+    return await emit_all(session, [Note(tenant_id, type, dedupe_key, customer_id, payload, at)]) == 1
+
+
+async def emit_all(session: AsyncSession, notes: Sequence[Note]) -> int:
+    """`emit` for several notifications in one statement, in their order; returns how many
+    were new. For a batch of usage that crosses several thresholds at once."""
+    return await queries.insert_notifications(session, [_row(n) for n in notes])
 
 
 async def was_emitted(session: AsyncSession, tenant_id: str, dedupe_key: str) -> bool:
@@ -68,33 +84,15 @@ async def was_emitted(session: AsyncSession, tenant_id: str, dedupe_key: str) ->
     return found is not None
 
 
-async def _put(
-    session: AsyncSession,
-    tenant_id: str,
-    *,
-    type: str,
-    dedupe_key: str,
-    customer_id: str | None,
-    payload: Mapping[str, Any],
-    at: datetime,
-    endpoint_id: str | None = None,
-    rule_id: str | None = None,
-) -> str | None:
-    """The new notification's id, or None when its dedupe key is taken.
-
-    `endpoint_id` or `rule_id` address it to one endpoint, or to the endpoints of one rule,
-    instead of to every subscriber."""
-    if type not in catalogue.EMITTABLE:
-        raise ValueError(f"unknown notification type '{type}'")
-    if not 1 <= len(dedupe_key) <= 256:
+def _row(note: Note, *, endpoint_id: str | None = None, rule_id: str | None = None) -> tuple[Any, ...]:
+    """The outbox row of a note. `endpoint_id` or `rule_id` address it to one endpoint, or to
+    the endpoints of one rule, instead of to every subscriber."""
+    if note.type not in catalogue.EMITTABLE:
+        raise ValueError(f"unknown notification type '{note.type}'")
+    if not 1 <= len(note.dedupe_key) <= 256:
         raise ValueError("dedupe_key must be 1 to 256 characters")
-    notification_id = new_id("ntf")
-    inserted = await queries.insert_notification(
-        session, id=notification_id, tenant_id=tenant_id, type=type, dedupe_key=dedupe_key,
-        customer_id=customer_id, endpoint_id=endpoint_id, rule_id=rule_id,
-        payload=encode_payload(payload), at=as_utc(at),
-    )
-    return notification_id if inserted else None
+    return (new_id("ntf"), note.tenant_id, note.type, note.dedupe_key, note.customer_id, endpoint_id, rule_id,
+            encode_payload(note.payload), as_utc(note.at))
 
 
 # --- endpoints ------------------------------------------------------------------------------
@@ -228,9 +226,7 @@ async def ping(
     endpoint_id: str | None = None, rule_id: str | None = None,
 ) -> str:
     """A `webhook.test` to one endpoint, or to the endpoints one rule names; returns its id."""
-    notification_id = await _put(
-        session, tenant_id, type=catalogue.TEST, dedupe_key=new_id("ping"), customer_id=None,
-        payload=payload, at=at, endpoint_id=endpoint_id, rule_id=rule_id,
-    )
-    assert notification_id is not None  # a fresh dedupe key is never taken
-    return notification_id
+    row = _row(Note(tenant_id, catalogue.TEST, new_id("ping"), None, payload, at),
+               endpoint_id=endpoint_id, rule_id=rule_id)
+    await queries.insert_notifications(session, [row])  # a fresh dedupe key is never taken
+    return str(row[0])

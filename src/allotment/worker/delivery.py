@@ -1,10 +1,11 @@
-"""The delivery loop: fan out, claim, send, record — run by `allotment serve` and `allotment worker`.
+"""The delivery loop: suggest, fan out, claim, send, record — run by `allotment serve` and `allotment worker`.
 
 Three short transactions per round and none during HTTP: a slow receiver holds a lease,
 never a lock or a connection. A worker killed mid-round leaves leased deliveries that any
 worker retries once their lease runs out (at least once; the retry carries the same
 `webhook-id`). A claimed batch holds at most one message per endpoint and customer, so it
-is sent concurrently without breaking any customer's order.
+is sent concurrently without breaking any customer's order. Each round first turns the
+upsell projections that crossings asked for into notifications (entitlements/upsell_queue.py).
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import structlog
 
 from allotment.config import Settings
 from allotment.db import Database
-from allotment.entitlements import notices, resets, scheduled
+from allotment.entitlements import notices, resets, scheduled, upsell_queue
 from allotment.migrations import all_models  # noqa: F401  (foreign keys name every domain's tables)
 from allotment.notifications import outbox, queries, sender, signing
 from allotment.notifications.lanes import Lanes
@@ -60,6 +61,7 @@ async def deliver_due(
     options: DeliveryOptions = DeliveryOptions(), rng: random.Random = _rng,
 ) -> int:
     """One round at time `at`; returns how many attempts were made."""
+    await upsell_queue.suggest_due(db)  # what crossings asked for goes out in this round
     if not await queries.anything_due(db, at=at):
         return 0
     async with db.transaction() as session:
