@@ -53,8 +53,7 @@ def serve(
     no_migrate: Annotated[bool, typer.Option("--no-migrate", help="Do not migrate on start.")] = False,
 ) -> None:
     """Migrate, create the default tenant on first start, and serve the API."""
-    import uvicorn
-
+    from allotment import serving
     from allotment.bootstrap import ensure_default_tenant
     from allotment.db import Database
     from allotment.migrate import upgrade
@@ -79,15 +78,7 @@ def serve(
         print(secret, flush=True)
     if workers > 1 and not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="allotment-metrics-")
-    uvicorn.run(
-        "allotment.api.app:create_app",
-        factory=True,
-        host=host,
-        port=port,
-        workers=workers,
-        log_level="warning",
-        access_log=False,
-    )
+    serving.serve(host=host, port=port, workers=workers, log_level="warning", access_log=False)
 
 
 @app.command()

@@ -9,6 +9,8 @@ engine for both.
 from __future__ import annotations
 
 import asyncio
+import fcntl
+import os
 import sqlite3
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -52,6 +54,8 @@ def _sqlite_engine(url: str, *, synchronous: str, immediate: bool) -> AsyncEngin
         cursor.execute("PRAGMA journal_mode=WAL")
         cursor.execute(f"PRAGMA synchronous={synchronous}")
         cursor.execute("PRAGMA busy_timeout=60000")
+        cursor.execute("PRAGMA wal_autocheckpoint=20000")
+        cursor.execute("PRAGMA cache_size=-65536")
         cursor.execute("PRAGMA foreign_keys=ON")
         cursor.close()
 
@@ -62,6 +66,53 @@ def _sqlite_engine(url: str, *, synchronous: str, immediate: bool) -> AsyncEngin
         conn.exec_driver_sql(begin)
 
     return engine
+
+
+class WriterLock:
+    """One SQLite writer across processes, handed over by the kernel (an exclusive `flock`).
+
+    SQLite's busy handler polls its lock in growing sleeps, up to 100 ms: with two processes
+    writing, a waiter often sleeps on long after the lock was freed, which made throughput
+    uneven and p99 latencies of hundreds of milliseconds. A `flock` waiter wakes as soon as
+    the holder lets go (or dies: the kernel drops the locks of a dead process). It sits beside
+    the database file; a database without a file (in memory) needs none.
+    """
+
+    def __init__(self, database_path: str | None) -> None:
+        in_memory = not database_path or database_path == ":memory:" or database_path.startswith("file::memory:")
+        self._path = None if in_memory else f"{database_path}.writer-lock"
+        self._fd: int | None = None
+
+    async def __aenter__(self) -> None:
+        if self._path is None:
+            return
+        if self._fd is None:
+            self._fd = os.open(self._path, os.O_RDWR | os.O_CREAT, 0o600)
+        fd = self._fd
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return
+        except BlockingIOError:
+            pass
+        waiting = asyncio.get_running_loop().run_in_executor(None, fcntl.flock, fd, fcntl.LOCK_EX)
+        try:
+            await asyncio.shield(waiting)
+        except asyncio.CancelledError:  # the thread still takes the lock: give it back then
+            def give_back(taken: asyncio.Future[None]) -> None:
+                if not taken.cancelled() and taken.exception() is None:
+                    fcntl.flock(fd, fcntl.LOCK_UN)
+
+            waiting.add_done_callback(give_back)
+            raise
+
+    async def __aexit__(self, *_exc: object) -> None:
+        if self._fd is not None:
+            fcntl.flock(self._fd, fcntl.LOCK_UN)
+
+    def close(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
 
 
 class Database:
@@ -83,6 +134,7 @@ class Database:
             # Reads span several statements (rollups, then the journal): one snapshot for all.
             self.read_engine = self.engine.execution_options(isolation_level="REPEATABLE READ")
         self._sqlite_writer = asyncio.Lock()
+        self._writers = WriterLock(make_url(url).database if self.dialect == "sqlite" else None)
         self._reader: sqlite3.Connection | None = None
         self._memo: dict[Any, Any] = {}
         self._memo_version = -1
@@ -102,9 +154,10 @@ class Database:
             async with self._unit(self._read if readonly else self._write) as session:
                 yield session
             return
-        # SQLite has one writer. Writers of this process queue here, in order, instead of
-        # polling the database lock (whose busy handler sleeps in growing steps).
-        async with self._sqlite_writer, self._unit(self._write) as session:
+        # SQLite has one writer. Writers queue here, in order, instead of polling the database
+        # lock (whose busy handler sleeps in growing steps): those of this process on an
+        # asyncio lock, then one per process on a file lock that the kernel hands over.
+        async with self._sqlite_writer, self._writers, self._unit(self._write) as session:
             yield session
 
     @asynccontextmanager
@@ -177,6 +230,7 @@ class Database:
         if self._reader is not None:
             self._reader.close()
             self._reader = None
+        self._writers.close()
 
 
 # --- the driver connection, for hot-path SQL that skips statement compilation ---------------
