@@ -127,10 +127,18 @@ class Database:
             self.engine = _sqlite_engine(url, synchronous=sync, immediate=True)
             self.read_engine = _sqlite_engine(url, synchronous=sync, immediate=False)
         else:
-            # 20 connections a process, kept open: PostgreSQL gains nothing from more than a few
-            # per core, several processes must fit its max_connections (100 by default), and
-            # connections opened for a burst and closed after it cost more than waiting.
-            self.engine = create_async_engine(url, pool_size=20, max_overflow=0)
+            # 20 connections a process (16, and 4 for point reads), kept open: PostgreSQL gains
+            # nothing from more than a few per core, several processes must fit its
+            # max_connections (100 by default), and connections opened for a burst and closed
+            # after it cost more than waiting.
+            self.engine = create_async_engine(url, pool_size=16, max_overflow=0)
+            # Point reads (checks) are key lookups whose best plan never depends on the values:
+            # a generic plan, planned once per connection, saves replanning on every execution
+            # (PostgreSQL keeps choosing custom plans for them, at about 0.3 ms each).
+            self.point_engine = create_async_engine(
+                url, pool_size=4, max_overflow=0,
+                connect_args={"server_settings": {"plan_cache_mode": "force_generic_plan"}},
+            )
             # Reads span several statements (rollups, then the journal): one snapshot for all.
             self.read_engine = self.engine.execution_options(isolation_level="REPEATABLE READ")
         self._sqlite_writer = asyncio.Lock()
@@ -175,7 +183,7 @@ class Database:
         """
         if self.is_sqlite:
             return self._sqlite_reader().execute(sql_sqlite, args).fetchall()
-        async with self.engine.connect() as conn:  # the one pool: no connections beyond it
+        async with self.point_engine.connect() as conn:
             raw = await conn.get_raw_connection()
             driver_connection: Any = raw.driver_connection
             return list(await driver_connection.fetch(sql_pg, *args))
@@ -227,6 +235,8 @@ class Database:
         await self.engine.dispose()
         if self.is_sqlite:
             await self.read_engine.dispose()
+        else:
+            await self.point_engine.dispose()
         if self._reader is not None:
             self._reader.close()
             self._reader = None

@@ -50,30 +50,33 @@ from allotment.entitlements.periods import period_at
 from allotment.types import to_micros
 
 _PROOF_AND_COUNTER = """
-SELECT {ordinal}e.active_to, u.used, u.reserved, u.carried,
+SELECT e.active_to, u.used, u.reserved, u.carried,
   EXISTS (SELECT 1 FROM grants g
           WHERE g.tenant_id = e.tenant_id AND g.customer_id = e.customer_id
             AND g.feature_id = e.feature_id AND (g.voided_at IS NULL OR g.voided_at > {since})
             AND (g.expires_at IS NULL OR g.expires_at > {since})),
   (SELECT MIN(r.expires_at) FROM reservations r
    WHERE r.tenant_id = e.tenant_id AND r.entitlement_id = e.id AND r.status = 'open')
-FROM {keys}customer_entitlements e
-JOIN customers c ON c.id = e.customer_id
-JOIN features f ON f.id = e.feature_id
+FROM customer_entitlements e
 LEFT JOIN entitlement_usage u
   ON u.tenant_id = e.tenant_id AND u.entitlement_id = e.id AND u.period_start = {period}
 WHERE e.id = {id} AND e.tenant_id = {tenant}
-  AND c.deleted_at IS NULL AND (c.key = {customer} OR c.id = {customer})
-  AND f.archived_at IS NULL AND (f.key = {feature} OR f.id = {feature})
+  AND (SELECT c.deleted_at IS NULL AND (c.key = {customer} OR c.id = {customer})
+       FROM customers c WHERE c.id = e.customer_id)
+  AND (SELECT f.archived_at IS NULL AND (f.key = {feature} OR f.id = {feature})
+       FROM features f WHERE f.id = e.feature_id)
 """
 _NAMES = ("id", "tenant", "customer", "feature", "period", "since")
-_SQLITE = _PROOF_AND_COUNTER.format(ordinal="", keys="", **{n: f"?{i}" for i, n in enumerate(_NAMES, 1)})
-# PostgreSQL reads the keys of many checks at once (one round trip for all of them).
-_PG_MANY = _PROOF_AND_COUNTER.format(
-    ordinal="k.i, ",
-    keys="unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::int8[], $6::timestamptz[])"
-         f" WITH ORDINALITY AS k({', '.join(_NAMES)}, i) CROSS JOIN ",
-    **{n: f"k.{n}" for n in _NAMES},
+_SQLITE = _PROOF_AND_COUNTER.format(**{n: f"?{i}" for i, n in enumerate(_NAMES, 1)})
+# PostgreSQL reads the keys of many checks at once (one round trip for all of them). Each key
+# is its own lateral lookup by primary keys only (the customer and feature as subqueries on
+# theirs): as one join, the planner scanned every customer of the tenant on each trip when
+# its statistics predated the customers (a fresh database, a bulk load).
+_PG_MANY = (
+    "SELECT k.i, x.* FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::int8[],"
+    f" $6::timestamptz[]) WITH ORDINALITY AS k({', '.join(_NAMES)}, i) CROSS JOIN LATERAL ("
+    + _PROOF_AND_COUNTER.format(**{n: f"k.{n}" for n in _NAMES})
+    + ") x"
 )
 _READS_PER_TRIP = 256
 
