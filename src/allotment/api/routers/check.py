@@ -76,6 +76,13 @@ async def check(request: Request) -> Response:
 
     Any key may check; consuming needs an `ingest` or `admin` key.
     """
+    body, replayed = await _answer(request)
+    return Response(body, media_type="application/json",
+                    headers={"Idempotent-Replayed": "true"} if replayed else None)
+
+
+async def _answer(request: Request) -> tuple[bytes, bool]:
+    """The answer's JSON, and whether it replays an earlier consume's."""
     # The hottest endpoint reads its key, body and database itself: resolving dependencies
     # and a body model per request costs more than the check.
     principal = await authenticate(request)
@@ -92,21 +99,32 @@ async def check(request: Request) -> Response:
     if result is None:
         async with db.transaction() as session:
             result = await service.check(session, principal.tenant_id, request_, at=at)
-    headers = {"Idempotent-Replayed": "true"} if result.replayed else None
     hint = None
     if result.decision.decision is not Verdict.ALLOW:  # an allow never pays for a hint
         hint = await upsell_hint.hint(db, principal.tenant_id, request_, result, at=at)
-    return Response(check_body(result, hint), media_type="application/json", headers=headers)
+    return check_body(result, hint), result.replayed
+
+
+_JSON = (b"content-type", b"application/json")
+_REPLAYED = (b"idempotent-replayed", b"true")
 
 
 async def serve(scope: Scope, receive: Receive, send: Send) -> None:
-    """`POST /v1/check` as a bare ASGI app, answering errors as the app's handlers would."""
+    """`POST /v1/check` as a bare ASGI app, answering errors as the app's handlers would.
+
+    An answer goes out as the two ASGI messages themselves: a Response object's header
+    handling costs more per request than the check does."""
     request = Request(scope, receive)
     try:
-        response = await check(request)
+        body, replayed = await _answer(request)
     except Exception as exc:  # noqa: BLE001  (rendered, and logged when unexpected, as the app does)
-        response = errors.render(request, exc)
-    await response(scope, receive, send)
+        await errors.render(request, exc)(scope, receive, send)
+        return
+    headers = [_JSON, (b"content-length", b"%d" % len(body))]
+    if replayed:
+        headers.append(_REPLAYED)
+    await send({"type": "http.response.start", "status": 200, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
 
 
 @router.get("/v1/denials")
