@@ -17,6 +17,7 @@ import multiprocessing
 import os
 import signal
 import socket
+import sys
 import time
 from multiprocessing.process import BaseProcess
 from typing import Any
@@ -28,6 +29,7 @@ log = structlog.get_logger()
 APP = "allotment.api.app:create_app"
 _STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 _PR_SET_PDEATHSIG = 1  # linux/prctl.h
+STARTUP_FAILURE = 3  # the exit status uvicorn gives a server that could not start
 
 
 def serve(*, host: str, port: int, workers: int, **options: Any) -> None:
@@ -41,17 +43,25 @@ def serve(*, host: str, port: int, workers: int, **options: Any) -> None:
     for sig in _STOP_SIGNALS:
         signal.signal(sig, lambda number, _frame: stopping.append(number))
     running = [_start(context, host, port, options) for _ in range(workers)]
-    while not stopping:
+    failed = False
+    while not stopping and not failed:
         time.sleep(0.2)
         for i, process in enumerate(running):
-            if not process.is_alive() and not stopping:
-                log.warning("worker process died; starting another", pid=process.pid, exitcode=process.exitcode)
-                running[i] = _start(context, host, port, options)
+            if process.is_alive() or stopping:
+                continue
+            if process.exitcode == STARTUP_FAILURE:  # restarting would fail the same way
+                log.error("a worker could not start; stopping", pid=process.pid)
+                failed = True
+                break
+            log.warning("worker process died; starting another", pid=process.pid, exitcode=process.exitcode)
+            running[i] = _start(context, host, port, options)
     for process in running:
         if process.is_alive() and process.pid is not None:
             process.terminate()  # SIGTERM: uvicorn finishes in-flight requests, then the lifespan
     for process in running:
         process.join()
+    if failed:
+        sys.exit(STARTUP_FAILURE)
 
 
 def _start(context: Any, host: str, port: int, options: dict[str, Any]) -> BaseProcess:
@@ -69,7 +79,10 @@ def _run_worker(host: str, port: int, options: dict[str, Any], *, parent: int | 
         _stop_with_parent(parent)
 
     config = uvicorn.Config(APP, factory=True, host=host, port=port, **options)
-    uvicorn.Server(config).run(sockets=[_listening_socket(host, port)])
+    server = uvicorn.Server(config)
+    server.run(sockets=[_listening_socket(host, port)])
+    if not server.started:  # the application's start-up failed (logged by uvicorn)
+        sys.exit(STARTUP_FAILURE)
 
 
 def _stop_with_parent(parent: int) -> None:
