@@ -21,6 +21,21 @@ async def _write(db: Database, value: int) -> None:
         await session.execute(text("INSERT INTO marks (v) VALUES (:v)"), {"v": value})
 
 
+async def _holding(db: Database) -> tuple[asyncio.Task[None], asyncio.Event]:
+    """A write transaction of `db` that has written and stays open until the event is set."""
+    entered, release = asyncio.Event(), asyncio.Event()
+
+    async def hold() -> None:
+        async with db.transaction() as session:
+            await session.execute(text("INSERT INTO marks (v) VALUES (1)"))
+            entered.set()
+            await release.wait()
+
+    holder = asyncio.create_task(hold())
+    await entered.wait()
+    return holder, release
+
+
 async def test_a_writer_waits_for_another_process_writer_and_then_proceeds(tmp_path: Path) -> None:
     """The second writer starts only once the first one committed, and then at once."""
     path = tmp_path / "lock.db"
@@ -28,17 +43,7 @@ async def test_a_writer_waits_for_another_process_writer_and_then_proceeds(tmp_p
     try:
         async with first.transaction() as session:
             await session.execute(text("CREATE TABLE marks (v INTEGER)"))
-        entered = asyncio.Event()
-        release = asyncio.Event()
-
-        async def hold() -> None:
-            async with first.transaction() as session:
-                await session.execute(text("INSERT INTO marks (v) VALUES (1)"))
-                entered.set()
-                await release.wait()
-
-        holder = asyncio.create_task(hold())
-        await entered.wait()
+        holder, release = await _holding(first)
         waiter = asyncio.create_task(_write(second, 2))
         await asyncio.sleep(0.2)
         assert not waiter.done()  # queued behind the holder, not failed or through
@@ -58,15 +63,7 @@ async def test_a_cancelled_waiter_leaves_the_lock_free(tmp_path: Path) -> None:
     try:
         async with first.transaction() as session:
             await session.execute(text("CREATE TABLE marks (v INTEGER)"))
-        entered, release = asyncio.Event(), asyncio.Event()
-
-        async def hold() -> None:
-            async with first.transaction():
-                entered.set()
-                await release.wait()
-
-        holder = asyncio.create_task(hold())
-        await entered.wait()
+        holder, release = await _holding(first)
         waiter = asyncio.create_task(_write(second, 2))
         await asyncio.sleep(0.2)
         waiter.cancel()
@@ -75,7 +72,7 @@ async def test_a_cancelled_waiter_leaves_the_lock_free(tmp_path: Path) -> None:
         await asyncio.wait_for(_write(third, 3), timeout=10)
         await asyncio.wait_for(_write(second, 4), timeout=10)
         async with third.transaction(readonly=True) as session:
-            assert list(await session.scalars(text("SELECT v FROM marks ORDER BY rowid"))) == [3, 4]
+            assert list(await session.scalars(text("SELECT v FROM marks ORDER BY rowid"))) == [1, 3, 4]
     finally:
         for db in (first, second, third):
             await db.dispose()
