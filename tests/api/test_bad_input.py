@@ -119,3 +119,31 @@ async def test_unknown_route_is_problem_404(tenant):
 async def test_body_too_large_is_413(tenant):
     resp = await tenant.client.post("/v1/events", content=b"[" + b" " * (21 * 1024 * 1024) + b"]")
     assert_problem(resp, 413)
+
+
+@pytest.mark.parametrize(
+    "path", ["/v1/customers/a%00b", "/v1/events?subject=a%00", "/api/v1/meters/a%00", "/v1/meters/x/query?subject=%00"]
+)
+async def test_nul_in_a_path_or_query_is_400_on_every_backend(tenant, path):
+    """No key, name or filter may hold NUL (PostgreSQL text cannot): 400 on both backends."""
+    assert_problem(await tenant.client.get(path), 400)
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"customer": "a\u0000", "feature": "f"},
+        {"customer": "a", "feature": "f", "idempotency_key": "k\u0000"},
+    ],
+)
+async def test_nul_in_a_check_is_a_4xx(tenant, body):
+    resp = await tenant.client.post("/v1/check", json=body)
+    assert 400 <= resp.status_code < 500, resp.text
+
+
+async def test_nul_in_a_stored_field_is_never_a_500(tenant):
+    """SQLite stores it as given; PostgreSQL cannot, and says so with a 400."""
+    resp = await tenant.client.post("/v1/customers", json={"key": "acme", "name": "x", "subject_keys": ["s\u0000"]})
+    assert resp.status_code in (201, 400), resp.text
+    if resp.status_code == 400:
+        assert "NUL" in resp.json()["detail"]

@@ -48,6 +48,24 @@ async def test_bad_event_is_reported_by_index_and_the_rest_is_kept(tenant):
     assert {r["index"] for r in rejected} == {1, 2}
 
 
+async def test_nul_characters_are_rejected_by_index_and_the_rest_is_kept(tenant):
+    """PostgreSQL text cannot hold NUL: refused per event and field, never a 500 or a fold
+    that can never be stored."""
+    c = tenant.client
+    await c.post("/v1/meters", json=meter())
+    await c.post("/v1/meters", json=meter("users", "UNIQUE_COUNT", value_property="$.user"))
+    batch = [event(tokens=1, user="a"), event(id="bad\u0000id", tokens=5), event(subject="u\u0000", tokens=5),
+             event(tokens=5, user="x\u0000y"), event(tokens=2, user="b")]
+    resp = await c.post("/v1/events", json=batch)
+    assert resp.status_code == 200, resp.text
+    body = resp.json()
+    assert (body["accepted"], body["rejected"]) == (2, 3)
+    assert [(e["index"], e["field"]) for e in body["errors"]] == [(1, "id"), (2, "subject"), (3, "data.user")]
+    assert all("NUL" in e["message"] for e in body["errors"])
+    assert await total(tenant) == 3
+    assert await total(tenant, "users") == 2
+
+
 async def test_all_rejected_is_422_naming_each_field(tenant):
     resp = await tenant.client.post("/v1/events", json=[{"id": 1, "source": "s", "type": "t", "subject": "u"}])
     assert resp.status_code == 422

@@ -7,7 +7,7 @@ import gc
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from fastapi import FastAPI
+from fastapi import FastAPI, Request
 from fastapi_offline import FastAPIOffline
 from starlette.types import Receive, Scope, Send
 
@@ -37,6 +37,7 @@ from allotment.api.routers import (
 from allotment.api.routers import notifications as notifications_router
 from allotment.config import Settings
 from allotment.db import Database
+from allotment.errors import MalformedRequest
 from allotment.logging import configure_logging
 from allotment.worker.delivery import DeliveryOptions, run_delivery
 from allotment.worker.folder import run_folder
@@ -99,5 +100,12 @@ class _App(FastAPI):
         if scope["type"] == "http" and scope["path"] == "/v1/check" and scope["method"] == "POST":
             scope["app"] = self
             await check.serve(scope, receive, send)
+            return
+        if scope["type"] == "http" and ("\x00" in scope["path"] or b"%00" in scope["query_string"]):
+            # No key, name or filter may hold NUL (PostgreSQL text cannot): the same answer on
+            # both backends, before anything looks the value up.
+            scope["app"] = self
+            bad = MalformedRequest("the path or query holds the NUL character (%00)")
+            await errors.render(Request(scope, receive), bad)(scope, receive, send)
             return
         await super().__call__(scope, receive, send)

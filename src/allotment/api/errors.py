@@ -7,8 +7,10 @@ from typing import Any
 
 import pydantic
 import structlog
+from asyncpg.exceptions import CharacterNotInRepertoireError  # type: ignore[import-untyped]
 from fastapi import FastAPI, Request, Response
 from fastapi.exceptions import RequestValidationError
+from sqlalchemy.exc import DBAPIError
 from starlette.exceptions import HTTPException
 
 from allotment.api.idempotency import Replayed, replay
@@ -103,6 +105,19 @@ def add_dialect(app: FastAPI, prefix: str, render: Render) -> None:
     app.state.problem_dialects = [*getattr(app.state, "problem_dialects", []), (prefix, render)]
 
 
+def _unstorable(exc: BaseException) -> MalformedRequest | None:
+    """A NUL character reaching PostgreSQL (its text cannot hold one) is bad input, from
+    whichever path, query parameter or body field it came."""
+    seen: BaseException | None = exc
+    for _ in range(8):  # SQLAlchemy wraps the driver's error; follow a few links only
+        if seen is None:
+            break
+        if isinstance(seen, CharacterNotInRepertoireError):
+            return MalformedRequest("a value contains the NUL character (\\u0000), which cannot be stored")
+        seen = getattr(seen, "orig", None) or seen.__cause__ or seen.__context__
+    return None
+
+
 def _dialect(native: Render) -> Render:
     def handle(request: Request, exc: Exception) -> Response:
         dialects: list[tuple[str, Render]] = getattr(request.app.state, "problem_dialects", [])
@@ -131,7 +146,12 @@ def render(request: Request, exc: Exception) -> Response:
         return _on_domain(request, exc)
     if isinstance(exc, pydantic.ValidationError):
         return _on_pydantic(request, exc)
-    return _on_unexpected(request, exc)
+    return _on_storage(request, exc)
+
+
+def _on_storage(request: Request, exc: Exception) -> Json:
+    bad = _unstorable(exc)
+    return _on_unexpected(request, exc) if bad is None else _on_domain(request, bad)
 
 
 def install(app: FastAPI) -> None:
@@ -140,4 +160,6 @@ def install(app: FastAPI) -> None:
     app.add_exception_handler(pydantic.ValidationError, _dialect(_on_pydantic))
     app.add_exception_handler(AllotmentError, _dialect(_on_domain))
     app.add_exception_handler(HTTPException, _dialect(_on_http))
+    app.add_exception_handler(CharacterNotInRepertoireError, _dialect(_on_storage))
+    app.add_exception_handler(DBAPIError, _dialect(_on_storage))
     app.add_exception_handler(Exception, _dialect(_on_unexpected))

@@ -186,6 +186,8 @@ class CompiledMeter:
         if self.aggregation is Aggregation.UNIQUE_COUNT:
             if isinstance(raw, dict | list):
                 raise DataError(where, f"must be a scalar for meter '{self.key}'")
+            if isinstance(raw, str) and "\x00" in raw:  # stored as text: PostgreSQL refuses NUL
+                raise DataError(where, f"must not contain the NUL character (\\u0000) (meter '{self.key}')")
             return Contribution(group_key, SCALE, distinct_token(raw))
         try:
             return Contribution(group_key, to_micros(raw), None)

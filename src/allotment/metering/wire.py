@@ -99,17 +99,30 @@ def binary_mode_event(headers: Mapping[str, str], body: bytes) -> bytes | None:
 def _checked(
     events: list[tuple[int, CloudEvent]], problems: list[Problem], raw: list[Any] | None
 ) -> Decoded:
-    """Rules msgspec's types cannot say: an offset on `time`, the spec version."""
+    """Rules msgspec's types cannot say: an offset on `time`, the spec version, no NUL."""
     kept = []
     for index, event in events:
         if event.time is not None and event.time.tzinfo is None:
             problems.append(Problem(index, "must be RFC 3339 with a UTC offset", "time"))
         elif event.specversion != "1.0":
             problems.append(Problem(index, "must be '1.0'", "specversion"))
+        elif (field := _with_nul(event)) is not None:
+            problems.append(Problem(index, _NUL, field))
         else:
             kept.append((index, event))
     problems.sort(key=lambda p: p.index)
     return Decoded(kept, problems, raw)
+
+
+_NUL = "must not contain the NUL character (\\u0000)"
+
+
+def _with_nul(event: CloudEvent) -> str | None:
+    """The first identity field holding a NUL, which PostgreSQL text cannot store."""
+    for name in ("id", "source", "type", "subject"):
+        if "\x00" in getattr(event, name):
+            return name
+    return None
 
 
 def _explain(message: str) -> tuple[str | None, str]:
