@@ -161,3 +161,19 @@ async def test_meter_created_between_batches_counts_the_next_batch(tenant):
     resp = await tenant.client.post("/v1/events", json=[event(tokens=8)])
     assert resp.json()["accepted"] == 1
     assert await total(tenant, "calls") == 4
+
+
+async def test_concurrent_batches_are_each_answered_with_their_own_counts(tenant):
+    """Batches that arrive together are stored together; each answer is still its own, and an
+    event sent in two of them counts once."""
+    import asyncio
+
+    await tenant.client.post("/v1/meters", json=meter())
+    shared = [event(id=f"shared-{i}", tokens=1) for i in range(5)]
+    batches = [[*shared, *(event(id=f"own-{n}-{i}", tokens=10) for i in range(3))] for n in range(8)]
+    answers = await asyncio.gather(*(tenant.client.post("/v1/events", json=b) for b in batches))
+    bodies = [a.json() for a in answers]
+    assert all(a.status_code == 200 for a in answers)
+    assert all(b["accepted"] + b["duplicates"] == 8 and b["accepted"] >= 3 for b in bodies)
+    assert sum(b["accepted"] for b in bodies) == 5 + 8 * 3
+    assert await total(tenant) == 5 + 8 * 3 * 10

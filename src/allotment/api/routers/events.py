@@ -59,8 +59,9 @@ _BODY = {
 async def ingest_body(request: Request, tenant_id: str) -> ingest_service.IngestResult:
     """Shared by every ingest surface (native, OpenMeter): decode, prepare, store, observe.
 
-    The transaction is opened only once the batch is decoded and prepared, so the database
-    (SQLite's single writer in particular) is held just for the statements.
+    The batch is decoded and prepared before it waits for the database (SQLite's single writer
+    in particular), and stored in one transaction with whatever batches this process's other
+    requests send meanwhile (`metered_usage.ingest_together`).
     """
     started = time.perf_counter()
     config = settings(request)
@@ -70,10 +71,9 @@ async def ingest_body(request: Request, tenant_id: str) -> ingest_service.Ingest
     received_us = to_micros(utcnow())
     catalogue = meters.cached_catalogue(tenant_id)
     prepared = ingest_service.prepare(decoded, catalogue, received_us=received_us) if catalogue else None
-    async with database(request).transaction() as session:
-        result = await metered_usage.ingest(
-            session, tenant_id, decoded, received_us=received_us, prepared=prepared
-        )
+    result = await metered_usage.ingest_together(
+        database(request), metered_usage.Batch(tenant_id, decoded, received_us, prepared)
+    )
     metrics.EVENTS_ACCEPTED.inc(result.accepted)
     metrics.EVENTS_DUPLICATE.inc(result.duplicates)
     metrics.EVENTS_REJECTED.inc(len(result.problems))
