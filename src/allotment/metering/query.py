@@ -142,26 +142,33 @@ async def query(session: AsyncSession, tenant_id: str, meter: Meter, q: MeterQue
                 continue
             if aggregation is Aggregation.UNIQUE_COUNT:
                 distinct[key].add(row[3])
+            elif aggregation is Aggregation.SUM:  # tens of thousands of rows: add in place
+                cell = cells[key]
+                cell.n += 1
+                cell.total += int(row[3])
+            elif aggregation is Aggregation.COUNT:
+                cells[key].n += int(row[3])
             else:
                 cells[key].merge(_cell_from(aggregation, row[3:]))
 
     await _fold_journal(session, tenant_id, meter.id, by_width, subjects, cells, distinct, key_for)
-    keys = set(cells) | set(distinct)
+    keys: list[GroupKey] = list(set(cells) | set(distinct) if aggregation is Aggregation.UNIQUE_COUNT else cells)
+    dense = q.dense and not q.group_by
+    if not dense:  # window, subject, customer, group values: on the keys, before any row exists
+        keys.sort(key=lambda k: (k[0], k[1] or "", k[2] or "", tuple(v or "" for v in k[3])))
+    empty = Cell()
     out = [
         Row(
             spans[k[0]][0],
             spans[k[0]][1],
-            result(aggregation, cells.get(k, Cell()), distinct.get(k)),
+            result(aggregation, cells.get(k, empty), distinct.get(k)),
             k[1],
             k[2],
-            dict(zip(group_names, k[3], strict=True)),
+            dict(zip(group_names, k[3], strict=True)) if group_names else {},
         )
         for k in keys
     ]
-    if q.dense and not q.group_by:
-        return _dense_rows(q, spans, out, aggregation)
-    out.sort(key=lambda r: (r.window_start_us, r.subject or "", r.customer or "", str(r.groups)))
-    return out
+    return _dense_rows(q, spans, out, aggregation) if dense else out
 
 
 def _dense_rows(
