@@ -4,7 +4,7 @@ A crossing (threshold, overdraft, first denial, seat overdraft) happens inside a
 consume. Projecting there costs several reads (the standing, the customer's subjects, the
 rollups of the last day and week, the catalogue), which made a crossing ten times dearer than
 the notification it emits. So the hot path only asks: one upsert of (entitlement, period,
-usage, time) in its own transaction, like an outbox row, so an ask is never lost. The
+usage, time) in the crossing's transaction, like an outbox row, so an ask is never lost. The
 delivery worker's round (`suggest_due`) then projects from the crossing's usage and time and
 emits `upsell.suggested` once per entitlement and period (`upsell.suggest_on_crossing`), in
 the transaction that deletes the ask. See docs/upsell.md.
