@@ -368,6 +368,24 @@ async def test_a_crossing_asks_and_the_next_delivery_round_suggests(tenant, db):
         assert list(await session.scalars(select(UpsellDue))) == []
 
 
+async def test_an_ask_that_cannot_be_projected_is_dropped_without_stopping_delivery(tenant, db):
+    """The customer was deleted between the crossing and the worker's round: that ask is
+    dropped (logged), the others are projected, and webhooks still go out."""
+    c = tenant.client
+    await _catalogue(c)
+    await _customer(c, "gone")
+    await _customer(c, "acme")
+    await _use(c, "gone", 900_000)
+    await _use(c, "acme", 900_000)
+    await ok(await c.delete("/v1/customers/gone"), 204)
+    async with http_lanes(DeliveryOptions()) as lanes:
+        await deliver_due(db, lanes, at=utcnow())
+    sent = await _emitted(db, tenant.id)
+    assert [json.loads(n.payload)["customer"] for n in sent] == ["acme"]
+    async with db.transaction(readonly=True) as session:
+        assert list(await session.scalars(select(UpsellDue))) == []
+
+
 async def test_ingested_usage_crossing_emits_a_suggestion(tenant, db):
     c = tenant.client
     await ok(await c.post("/v1/meters", json=meter()), 201)

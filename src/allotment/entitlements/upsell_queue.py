@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from decimal import Decimal
 
+import structlog
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -24,6 +25,8 @@ from allotment.entitlements import queries, upsell
 from allotment.entitlements.check import millionths, units
 from allotment.entitlements.models import CustomerEntitlement, UpsellDue
 from allotment.types import from_micros, to_micros
+
+log = structlog.get_logger()
 
 _ANYTHING = "SELECT EXISTS (SELECT 1 FROM upsell_due)"
 
@@ -64,15 +67,21 @@ async def suggest_due(db: Database, *, limit: int = 100) -> int:
             stmt = stmt.with_for_update(skip_locked=True)
         asks = list(await session.scalars(stmt))
         for due in asks:
-            row = await session.get(CustomerEntitlement, due.entitlement_id)
-            if row is not None:
-                await upsell.suggest_on_crossing(
-                    session, due.tenant_id, row, usage=units(due.usage),
-                    period_start=from_micros(due.period_start),
-                    period_end=None if due.period_end is None else from_micros(due.period_end),
-                    at=from_micros(due.at),
-                )
+            try:
+                async with session.begin_nested():  # an ask that fails is undone alone
+                    await _suggest(session, due)
+            except Exception:  # e.g. the customer was deleted since the crossing
+                log.exception("dropping an upsell ask that cannot be projected", entitlement_id=due.entitlement_id)
             # A crossing asking again meanwhile waits for this row's lock (SQLite: the write
             # lock), then inserts afresh: it is projected in the next round.
             await session.delete(due)
         return len(asks)
+
+
+async def _suggest(session: AsyncSession, due: UpsellDue) -> None:
+    row = await session.get(CustomerEntitlement, due.entitlement_id)
+    if row is not None:
+        await upsell.suggest_on_crossing(
+            session, due.tenant_id, row, usage=units(due.usage), period_start=from_micros(due.period_start),
+            period_end=None if due.period_end is None else from_micros(due.period_end), at=from_micros(due.at),
+        )

@@ -61,7 +61,10 @@ async def deliver_due(
     options: DeliveryOptions = DeliveryOptions(), rng: random.Random = _rng,
 ) -> int:
     """One round at time `at`; returns how many attempts were made."""
-    await upsell_queue.suggest_due(db)  # what crossings asked for goes out in this round
+    try:
+        await upsell_queue.suggest_due(db)  # what crossings asked for goes out in this round
+    except Exception:  # never in the way of delivery; the asks stay for the next round
+        log.exception("projecting upsell asks failed")
     if not await queries.anything_due(db, at=at):
         return 0
     async with db.transaction() as session:
