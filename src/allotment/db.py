@@ -267,10 +267,7 @@ async def fetch(session: AsyncSession, sql_pg: str, sql_sqlite: str, *args: Any)
     db, dialect = await driver(session)
     if dialect == "postgresql":
         return list(await db.fetch(sql_pg, *args))
-    cursor = await db.execute(sql_sqlite, args)
-    rows = await cursor.fetchall()
-    await cursor.close()
-    return list(rows)
+    return list(await db.execute_fetchall(sql_sqlite, args))
 
 
 # --- declarative base shared by every domain's models ----------------------------------------

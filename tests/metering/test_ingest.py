@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
+import orjson
+import pytest
 from tests.helpers import event, meter
+
+from allotment.metering import ingest, meters
+from allotment.metering.wire import decode
+from allotment.types import to_micros, utcnow
 
 
 async def total(tenant, key="tokens", **params):  # type: ignore[no-untyped-def]
@@ -177,3 +183,33 @@ async def test_concurrent_batches_are_each_answered_with_their_own_counts(tenant
     assert all(b["accepted"] + b["duplicates"] == 8 and b["accepted"] >= 3 for b in bodies)
     assert sum(b["accepted"] for b in bodies) == 5 + 8 * 3
     assert await total(tenant) == 5 + 8 * 3 * 10
+
+
+async def test_batches_stored_again_after_their_shared_transaction_failed_count_once(tenant, db):
+    """Batches stored together whose transaction fails are stored again one at a time
+    (allotment/batching.py): each then counts what it would have counted alone."""
+    await tenant.client.post("/v1/meters", json=meter())
+    async with db.transaction(readonly=True) as session:
+        catalogue = await meters.load_catalogue(session, tenant.id, await meters.catalogue_version(session, tenant.id))
+
+    def batch(*events: dict[str, object]) -> ingest.Batch:
+        decoded = decode(orjson.dumps(list(events)), max_events=100)
+        received_us = to_micros(utcnow())
+        return ingest.Batch(decoded, received_us, ingest.prepare(decoded, catalogue, received_us=received_us))
+
+    first = batch(event(id="a", tokens=1), event(id="b", tokens=2))
+    second = batch(event(id="c", tokens=4))
+    with pytest.raises(RuntimeError):
+        async with db.transaction() as session:
+            together = await ingest.ingest(session, tenant.id, [first, second])
+            assert [(r.accepted, r.duplicates) for r in together] == [(2, 0), (1, 0)]
+            raise RuntimeError("the shared transaction fails")
+    nothing = await tenant.client.get("/v1/meters/tokens/query")
+    assert nothing.json()["data"] == []
+    answers = []
+    for alone in (batch(event(id="b", tokens=2), event(id="d", tokens=8)), first, second):
+        async with db.transaction() as session:
+            [result] = await ingest.ingest(session, tenant.id, [alone])
+            answers.append((result.accepted, result.duplicates))
+    assert answers == [(2, 0), (1, 1), (1, 0)]
+    assert await total(tenant) == 1 + 2 + 4 + 8

@@ -26,7 +26,6 @@ from allotment.entitlements.models import CustomerEntitlement, Feature, GrantRec
 from allotment.entitlements.periods import UsagePeriod, period_at
 from allotment.metering import ingest as metering_ingest
 from allotment.metering.aggregation import Aggregation, parse_group_key
-from allotment.metering.wire import Decoded
 from allotment.types import from_micros, to_micros
 
 ADDITIVE = (Aggregation.SUM, Aggregation.COUNT)
@@ -34,12 +33,11 @@ ADDITIVE = (Aggregation.SUM, Aggregation.COUNT)
 
 @dataclass(frozen=True)
 class Batch:
-    """One request's batch of events, decoded (and prepared, if the catalogue was at hand)."""
+    """One request's batch of events for a tenant, decoded (and prepared, if the catalogue was
+    at hand)."""
 
     tenant_id: str
-    decoded: Decoded
-    received_us: int
-    prepared: metering_ingest.Prepared | None
+    batch: metering_ingest.Batch
 
 
 _REQUESTS_PER_COMMIT = 16
@@ -51,9 +49,9 @@ async def ingest_together(db: Database, batch: Batch) -> metering_ingest.IngestR
 
     A commit costs about as much as the statements before it (SQLite writes every index page
     a transaction dirtied to its log, and batches of random ids share pages; PostgreSQL waits
-    for its log flush): requests that queue for the database while one commits are stored
-    together. A shared transaction that fails is retried one request at a time, so a batch
-    that cannot be stored fails alone.
+    for its log flush), and so does each statement: requests that queue for the database while
+    one commits are stored together, each tenant's batches in one insert. A shared transaction
+    that fails is retried one request at a time, so a batch that cannot be stored fails alone.
     """
     batcher = db.batcher("ingest", lambda: Batcher(lambda batches: _ingest_all(db, batches),
                                                    limit=_REQUESTS_PER_COMMIT))
@@ -62,27 +60,26 @@ async def ingest_together(db: Database, batch: Batch) -> metering_ingest.IngestR
 
 
 async def _ingest_all(db: Database, batches: list[Batch]) -> list[metering_ingest.IngestResult]:
+    by_tenant: dict[str, list[int]] = defaultdict(list)
+    for i, b in enumerate(batches):
+        by_tenant[b.tenant_id].append(i)
+    results: list[metering_ingest.IngestResult | None] = [None] * len(batches)
     async with db.transaction() as session:
-        return [
-            await ingest(session, b.tenant_id, b.decoded, received_us=b.received_us, prepared=b.prepared)
-            for b in batches
-        ]
+        for tenant_id, indexes in by_tenant.items():
+            stored = await ingest(session, tenant_id, [batches[i].batch for i in indexes])
+            for i, result in zip(indexes, stored, strict=True):
+                results[i] = result
+    return [r for r in results if r is not None]
 
 
 async def ingest(
-    session: AsyncSession,
-    tenant_id: str,
-    decoded: Decoded,
-    *,
-    received_us: int,
-    prepared: metering_ingest.Prepared | None = None,
-) -> metering_ingest.IngestResult:
-    """Store a batch (metering) and move the live counters it feeds, in one transaction."""
-    result = await metering_ingest.ingest(
-        session, tenant_id, decoded, received_us=received_us, prepared=prepared
-    )
-    await feed(session, tenant_id, result.counted, at=from_micros(received_us))
-    return result
+    session: AsyncSession, tenant_id: str, batches: list[metering_ingest.Batch]
+) -> list[metering_ingest.IngestResult]:
+    """Store batches (metering) and move the live counters they feed, in one transaction."""
+    results = await metering_ingest.ingest(session, tenant_id, batches)
+    at = from_micros(max(b.received_us for b in batches))
+    await feed(session, tenant_id, results, at=at)
+    return results
 
 
 @dataclass
@@ -116,24 +113,30 @@ class _Target:
 
 
 async def feed(
-    session: AsyncSession, tenant_id: str, counted: list[metering_ingest.Counted], *, at: datetime
+    session: AsyncSession, tenant_id: str, results: list[metering_ingest.IngestResult], *, at: datetime
 ) -> None:
-    additive = [c for c in counted if c.meter.aggregation in ADDITIVE]
-    if not additive:
+    additive = {
+        meter.id for r in results if r.stored is not None
+        for of_type in r.stored.catalogue.by_type.values() for meter in of_type
+        if meter.aggregation in ADDITIVE
+    }
+    if not additive or not any(r.accepted for r in results):
         return
-    linked = await _linked_meters(session, tenant_id, {c.meter.id for c in additive})
-    additive = [c for c in additive if c.meter.id in linked]
-    if not additive:  # the common case of pure metering: one cheap look at a small table
+    linked = await queries.linked_meters(session, tenant_id, additive)
+    if not linked:  # the common case of pure metering: one cheap look at a small table
         return
-    earliest = from_micros(min(c.time_us for c in additive))
+    counted = [c for r in results for c in r.counted(linked)]
+    if not counted:
+        return
+    earliest = from_micros(min(c.time_us for c in counted))
     targets = await _targets(
-        session, tenant_id, {c.meter.id for c in additive}, {c.subject for c in additive}, earliest
+        session, tenant_id, {c.meter.id for c in counted}, {c.subject for c in counted}, earliest
     )
     if not targets:
         return
     increments: dict[tuple[str, int], int] = defaultdict(int)
     fed: dict[str, _Target] = {}
-    for c in additive:
+    for c in counted:
         for target in targets.get((c.meter.id, c.subject), ()):
             if target.accepts(c.contribution.group_key, c.time_us):
                 increments[(target.entitlement_id, target.period_start(c.time_us))] += c.contribution.micros
@@ -166,18 +169,6 @@ async def _moved(
     numbers = notices.standing_of(ent, units(used), units(reserved), grants, when)
     where = notices.Where(row.tenant_id, row.id, row.customer_id, row.feature_id, start, end)
     await notices.usage_moved(session, where, before=units(used - added), after=numbers, at=at, pending=pending)
-
-
-async def _linked_meters(session: AsyncSession, tenant_id: str, meter_ids: set[str]) -> set[str]:
-    """The meters among `meter_ids` that some live feature counts."""
-    rows = await session.scalars(
-        select(Feature.meter_id).distinct().where(
-            Feature.tenant_id == tenant_id,
-            Feature.meter_id.in_(sorted(meter_ids)),
-            Feature.archived_at.is_(None),
-        )
-    )
-    return {str(m) for m in rows}
 
 
 async def _targets(

@@ -156,6 +156,25 @@ async def lock_key(session: AsyncSession, tenant_id: str, key: str) -> None:
         await db.execute("SELECT pg_advisory_xact_lock(hashtextextended($1, 13))", f"{tenant_id}\n{key}")
 
 
+async def linked_meters(session: AsyncSession, tenant_id: str, meter_ids: set[str]) -> set[str]:
+    """The meters among `meter_ids` that some live feature counts (every ingest asks)."""
+    ids = sorted(meter_ids)
+    db, dialect = await driver(session)
+    if dialect == "postgresql":
+        rows = await db.fetch(
+            "SELECT DISTINCT meter_id FROM features WHERE tenant_id = $1"
+            " AND meter_id = ANY($2::text[]) AND archived_at IS NULL",
+            tenant_id, ids,
+        )
+    else:
+        rows = await db.execute_fetchall(
+            "SELECT DISTINCT meter_id FROM features WHERE tenant_id = ?"
+            f" AND meter_id IN ({','.join('?' * len(ids))}) AND archived_at IS NULL",
+            (tenant_id, *ids),
+        )
+    return {str(r[0]) for r in rows}
+
+
 async def add_usage(
     session: AsyncSession, tenant_id: str, increments: list[tuple[str, int, int]]
 ) -> dict[tuple[str, int], tuple[int, int]]:
@@ -183,7 +202,7 @@ async def add_usage(
     out: dict[tuple[str, int], tuple[int, int]] = {}
     for i in range(0, len(increments), _SQLITE_ROWS):
         chunk = increments[i:i + _SQLITE_ROWS]
-        cursor = await db.execute(
+        returned = await db.execute_fetchall(
             "INSERT INTO entitlement_usage (tenant_id, entitlement_id, period_start, used, reserved)"
             f" VALUES {', '.join(['(?, ?, ?, ?, 0)'] * len(chunk))}"
             " ON CONFLICT (tenant_id, entitlement_id, period_start)"
@@ -191,8 +210,7 @@ async def add_usage(
             " RETURNING entitlement_id, period_start, used, reserved",
             [v for inc in chunk for v in (tenant_id, *inc)],
         )
-        out.update({(r[0], int(r[1])): (int(r[2]), int(r[3])) for r in await cursor.fetchall()})
-        await cursor.close()
+        out.update({(r[0], int(r[1])): (int(r[2]), int(r[3])) for r in returned})
     return out
 
 

@@ -21,6 +21,7 @@ from allotment.importer.console import err, say
 from allotment.importer.decoding import decode_batch
 from allotment.importer.files import open_source, records
 from allotment.importer.source import FileUnusable, Item, Source
+from allotment.metering.ingest import Batch
 from allotment.migrate import upgrade
 from allotment.tenancy import service as tenancy
 from allotment.types import to_micros, utcnow
@@ -85,7 +86,7 @@ async def _resolve_tenant(db: Database, tenant: str | None) -> str:
 async def _commit(db: Database, tenant_id: str, batch: list[Item], tally: Tally) -> None:
     decoded = decode_batch(batch)
     async with db.transaction() as session:
-        result = await ingest(session, tenant_id, decoded, received_us=to_micros(utcnow()))
+        [result] = await ingest(session, tenant_id, [Batch(decoded, to_micros(utcnow()))])
     tally.accepted += result.accepted
     tally.duplicates += result.duplicates
     for problem in result.problems:

@@ -3,11 +3,19 @@
 Invariants: an event counts at most once per (tenant, source, id), forever (the unique key
 decides, not a time window); only rows the database actually inserted are rolled up, so a
 retried batch adds nothing; a rejected event is reported by index and the rest are kept.
-The batch's minute cells go to the rollup journal in the same transaction (see folding.py).
+The minute cells of what was stored go to the rollup journal in the same transaction (see
+folding.py).
+
+The work that does not need the database is done before the write transaction, in `prepare`:
+decoding, validation, what each event adds to each meter, and the batch's minute cells as if
+every event were new. Inside the transaction, the batches stored together are one insert
+statement and one journal row; a batch whose events all turned out new contributes its
+prepared cells, and only a batch with duplicates is folded again from its new rows.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 
 import msgspec
@@ -37,14 +45,6 @@ class Counted:
 
 
 @dataclass
-class IngestResult:
-    accepted: int = 0
-    duplicates: int = 0
-    problems: list[Problem] = field(default_factory=list)
-    counted: list[Counted] = field(default_factory=list)
-
-
-@dataclass
 class Prepared:
     """A batch validated against one version of the tenant's meters, ready to store."""
 
@@ -53,6 +53,37 @@ class Prepared:
     contributions: list[list[tuple[CompiledMeter, Contribution]]]  # parallel to rows
     problems: list[Problem]
     duplicates: int  # repeated within the batch itself
+    fold: Fold = field(default_factory=Fold)  # minute cells of every row; never changed once made
+
+
+@dataclass
+class IngestResult:
+    accepted: int = 0
+    duplicates: int = 0
+    problems: list[Problem] = field(default_factory=list)
+    stored: Prepared | None = None
+    new_rows: list[int] | None = None  # indexes into stored.rows; None: every row was new
+
+    def counted(self, meter_ids: set[str] | None = None) -> Iterator[Counted]:
+        """What the events this batch newly stored added to the meters (all, or `meter_ids`)."""
+        if self.stored is None or self.accepted == 0:
+            return
+        rows, contributions = self.stored.rows, self.stored.contributions
+        indexes: Sequence[int] = range(len(rows)) if self.new_rows is None else self.new_rows
+        for i in indexes:
+            row = rows[i]
+            for meter, contribution in contributions[i]:
+                if meter_ids is None or meter.id in meter_ids:
+                    yield Counted(meter, row[3], row[4], contribution)
+
+
+@dataclass(frozen=True)
+class Batch:
+    """One request's events, decoded (and prepared, if the catalogue was at hand)."""
+
+    decoded: Decoded
+    received_us: int
+    prepared: Prepared | None = None
 
 
 def prepare(decoded: Decoded, catalogue: Catalogue, *, received_us: int) -> Prepared:
@@ -63,6 +94,7 @@ def prepare(decoded: Decoded, catalogue: Catalogue, *, received_us: int) -> Prep
     """
     out = Prepared(catalogue, [], [], list(decoded.problems), 0)
     seen: set[tuple[str, str]] = set()
+    fold = out.fold
     for index, event in decoded.events:
         identity = (event.source, event.id)
         if identity in seen:
@@ -81,42 +113,66 @@ def prepare(decoded: Decoded, catalogue: Catalogue, *, received_us: int) -> Prep
              codec.dumps(data) if data else None)
         )
         out.contributions.append(contributions)
+        for meter, contribution in contributions:
+            fold.add(meter.id, event.subject, time_us, contribution)
     out.problems.sort(key=lambda p: p.index)
     return out
 
 
 async def ingest(
-    session: AsyncSession,
-    tenant_id: str,
-    decoded: Decoded,
-    *,
-    received_us: int,
-    prepared: Prepared | None = None,
-) -> IngestResult:
-    """Store a batch in the caller's transaction. A batch prepared against meters that have
-    changed since is prepared again here, so it is always counted by the meters that exist."""
+    session: AsyncSession, tenant_id: str, batches: Sequence[Batch]
+) -> list[IngestResult]:
+    """Store batches of one tenant in the caller's transaction, answering each on its own.
+
+    A batch prepared against meters that have changed since is prepared again here, so it is
+    always counted by the meters that exist. An event sent in two of the batches is stored
+    once, as new in the first and as a duplicate in the later one.
+    """
     await queries.lock_tenant_shared(session, tenant_id)
     version = await meters.catalogue_version(session, tenant_id)
-    if prepared is None or prepared.catalogue.version != version:
-        catalogue = await meters.load_catalogue(session, tenant_id, version)
-        prepared = prepare(decoded, catalogue, received_us=received_us)
-    inserted = await queries.insert_events(session, tenant_id, prepared.rows)
-    result = IngestResult(
-        accepted=len(inserted),
-        duplicates=prepared.duplicates + len(prepared.rows) - len(inserted),
-        problems=prepared.problems,
-    )
+    catalogue: Catalogue | None = None
+    prepared: list[Prepared] = []
+    for batch in batches:
+        if batch.prepared is not None and batch.prepared.catalogue.version == version:
+            prepared.append(batch.prepared)
+            continue
+        if catalogue is None:
+            catalogue = await meters.load_catalogue(session, tenant_id, version)
+        prepared.append(prepare(batch.decoded, catalogue, received_us=batch.received_us))
+    rows = [row for p in prepared for row in p.rows]
+    inserted = await queries.insert_events(session, tenant_id, rows)
+    every_row_new = len(inserted) == len(rows)  # then no identity repeats across batches either
     fold = Fold()
-    for row, contributions in zip(prepared.rows, prepared.contributions, strict=True):
-        if (row[0], row[1]) in inserted:
-            for meter, contribution in contributions:
-                fold.add(meter.id, row[3], row[4], contribution)
-                result.counted.append(Counted(meter, row[3], row[4], contribution))
+    results = []
+    for batch, p in zip(batches, prepared, strict=True):
+        result = IngestResult(problems=p.problems, stored=p)
+        if every_row_new:
+            fold.merge(p.fold)
+        else:
+            result.new_rows = _claim(p, inserted)
+            for i in result.new_rows:
+                row = p.rows[i]
+                for meter, contribution in p.contributions[i]:
+                    fold.add(meter.id, row[3], row[4], contribution)
+        result.accepted = len(p.rows) if result.new_rows is None else len(result.new_rows)
+        result.duplicates = p.duplicates + len(p.rows) - result.accepted
+        if p.problems:
+            _record_rejections(session, tenant_id, batch.decoded, p.problems, batch.received_us)
+        results.append(result)
     if fold.cells:
         await queries.append_journal(session, tenant_id, fold.journal_payload())
-    if result.problems:
-        _record_rejections(session, tenant_id, decoded, result.problems, received_us)
-    return result
+    return results
+
+
+def _claim(prepared: Prepared, inserted: set[tuple[str, str]]) -> list[int]:
+    """The rows of this batch that the insert stored, each claimed by the first batch sending it."""
+    new = []
+    for i, row in enumerate(prepared.rows):
+        identity = (row[0], row[1])
+        if identity in inserted:
+            inserted.discard(identity)
+            new.append(i)
+    return new
 
 
 def _contributions(

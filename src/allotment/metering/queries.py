@@ -60,13 +60,12 @@ async def insert_events(
             params.append(tenant_id)
             params.extend(row)
         values = ",".join(["(?,?,?,?,?,?,?,?)"] * len(chunk))
-        cursor = await db.execute(
+        returned = await db.execute_fetchall(
             "INSERT OR IGNORE INTO events (tenant_id, source, event_id, type, subject, time_us,"
             f" received_us, data) VALUES {values} RETURNING source, event_id",
             params,
         )
-        inserted.update((r[0], r[1]) for r in await cursor.fetchall())
-        await cursor.close()
+        inserted.update((r[0], r[1]) for r in returned)
     return inserted
 
 
@@ -170,9 +169,7 @@ async def live_meter_ids(session: AsyncSession, tenant_ids: list[str]) -> set[st
         )
     else:
         marks = ",".join("?" * len(tenant_ids))
-        cursor = await db.execute(
+        rows = await db.execute_fetchall(
             f"SELECT id FROM meters WHERE tenant_id IN ({marks}) AND deleted_at IS NULL", tenant_ids
         )
-        rows = await cursor.fetchall()
-        await cursor.close()
     return {r[0] for r in rows}

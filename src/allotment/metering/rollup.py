@@ -51,6 +51,15 @@ class Fold:
                 self.cells[key] = mine = Cell()
             mine.merge(cell)
 
+    def merge(self, other: Fold) -> None:
+        """Add another fold of the same widths into this one; `other` is left as it was."""
+        for key, cell in other.cells.items():
+            mine = self.cells.get(key)
+            if mine is None:
+                self.cells[key] = mine = Cell()
+            mine.merge(cell)
+        self.distinct |= other.distinct
+
     def add_token(self, meter_id: str, subject: str, group_key: str, minute: int, token: str) -> None:
         for width in self.widths:
             self.distinct.add((meter_id, width, subject, group_key, minute // width * width, token))

@@ -72,7 +72,7 @@ async def ingest_body(request: Request, tenant_id: str) -> ingest_service.Ingest
     catalogue = meters.cached_catalogue(tenant_id)
     prepared = ingest_service.prepare(decoded, catalogue, received_us=received_us) if catalogue else None
     result = await metered_usage.ingest_together(
-        database(request), metered_usage.Batch(tenant_id, decoded, received_us, prepared)
+        database(request), metered_usage.Batch(tenant_id, ingest_service.Batch(decoded, received_us, prepared))
     )
     metrics.EVENTS_ACCEPTED.inc(result.accepted)
     metrics.EVENTS_DUPLICATE.inc(result.duplicates)
