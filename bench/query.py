@@ -112,7 +112,7 @@ async def load(url: str, total: int) -> tuple[float, float]:
     for body in batch_bodies(total):
         decoded = decode(body, max_events=BATCH)
         async with db.transaction() as s:
-            await ingest.ingest(s, tenant.id, decoded, received_us=to_micros(utcnow()))
+            await ingest.ingest(s, tenant.id, [ingest.Batch(decoded, to_micros(utcnow()))])
         async with db.transaction() as s:
             await fold_pending(s)
         done += len(decoded.events)
