@@ -43,7 +43,6 @@ from allotment.worker.delivery import DeliveryOptions, run_delivery
 from allotment.worker.folder import run_folder
 from allotment.worker.stopping import stop_loops
 
-
 # Requests allocate many short-lived containers (a 500-event batch: thousands), nearly all
 # freed by reference counting alone. Python's default first threshold (700) ran the cycle
 # collector several times per batch: a fifth of the ingest's CPU. Cycles are rare here, so
