@@ -262,6 +262,22 @@ async def driver(session: AsyncSession) -> tuple[Any, str]:
     return raw.driver_connection, conn.dialect.name
 
 
+async def fetch_opening(session: AsyncSession, sql_pg: str, *args: Any) -> list[Any]:
+    """Run a PostgreSQL statement that may be the first of the session's transaction.
+
+    When it is, it goes through SQLAlchemy, which opens the transaction with it: `driver()`
+    would first spend a round trip on `SELECT 1`. Later statements take the driver directly.
+    """
+    conn = await session.connection()
+    if session.info.get("driver_in_transaction"):
+        raw = await conn.get_raw_connection()
+        driver_connection: Any = raw.driver_connection
+        return list(await driver_connection.fetch(sql_pg, *args))
+    result = await conn.exec_driver_sql(sql_pg, tuple(args))
+    session.info["driver_in_transaction"] = True
+    return list(result.all())
+
+
 async def fetch(session: AsyncSession, sql_pg: str, sql_sqlite: str, *args: Any) -> list[Any]:
     """Run a read on the driver connection with the dialect's own placeholders."""
     db, dialect = await driver(session)

@@ -104,3 +104,30 @@ async def test_concurrent_checks_each_get_their_own_customers_numbers(tenant):
     answers = await asyncio.gather(*(
         c.post("/v1/check", json={"customer": key, "feature": "api-calls"}) for key in asks))
     assert [a.json()["usage"] for a in answers] == [CUSTOMERS.index(key) + 1 for key in asks]
+
+
+async def test_a_batch_mixing_roomy_and_nearly_full_counters_decides_each_in_order(tenant, db):
+    """In one transaction, a counter with room for the whole batch takes it at once and one near
+    its hard limit is decided consume by consume: each answer reports its own increment."""
+    c = tenant.client
+    await _setup(c)
+    await ok(await c.post("/v1/check", json={"customer": "bravo", "feature": "api-calls", "quantity": 18,
+                                             "consume": True}))
+
+    def item(key: str, quantity: int) -> group_commit.Consume:
+        known = resolve.remembered(tenant.id, key, "api-calls")
+        assert known is not None and known.row is not None
+        at = utcnow()
+        start, end = period_at(full.usage_period(known.row), at)
+        where = notices.Where(tenant.id, known.row.id, known.customer_id, known.feature_id, start, end)
+        request = full.CheckRequest(key, "api-calls", Decimal(quantity), consume=True)
+        return group_commit.Consume(request, full.metered_entitlement(known.row), where, at)
+
+    batch = [item("acme", 2), item("bravo", 1), item("acme", 3), item("bravo", 2), item("bravo", 1)]
+    async with db.transaction() as session:
+        answers = await group_commit.decide_all(session, batch)
+    assert [(a.decision.decision.value, a.decision.usage) for a in answers] == [
+        ("allow", 2), ("allow_overdraft", 19), ("allow", 5), ("deny", 19), ("allow_overdraft", 20)]
+    for key, usage in (("acme", 5), ("bravo", 20)):
+        state = await ok(await c.get(f"/v1/customers/{key}/entitlements/api-calls"))
+        assert state["usage"] == usage

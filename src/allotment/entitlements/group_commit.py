@@ -31,6 +31,11 @@ from allotment.entitlements.engine import Decision, MeteredEntitlement, Reason, 
 _BATCH = 256  # consumes per transaction, at most
 
 
+def _hard(ent: MeteredEntitlement) -> int:
+    """The hard limit in millionths (the largest counter value without one)."""
+    return queries.MAX_BIGINT if ent.hard_limit is None else min(millionths(ent.hard_limit), queries.MAX_BIGINT)
+
+
 @dataclass
 class Consume:
     """One consume of a metered entitlement proven to be in force at `at`."""
@@ -59,16 +64,21 @@ async def _commit(db: Database, batch: list[Consume]) -> list[CheckResult]:
 
 async def decide_all(session: AsyncSession, batch: list[Consume]) -> list[CheckResult]:
     """Decide and record `batch` in order, in the session's transaction."""
-    counters = await queries.lock_counters(session, [item.counter for item in batch])
+    wanted: dict[queries.Counter, tuple[int, int]] = {}
+    for item in batch:
+        total, hard = wanted.get(item.counter, (0, _hard(item.entitlement)))
+        wanted[item.counter] = (total + millionths(item.request.quantity), hard)
+    # Usually every counter can take all its consumes: one statement adds them (PostgreSQL).
+    taken = await queries.take_whole(session, wanted)
+    counters = {c: (used - wanted[c][0], reserved) for c, (used, reserved) in taken.items()}
+    counters |= await queries.lock_counters(session, [c for c in wanted if c not in taken])
     increments: dict[queries.Counter, int] = {}
     results: list[CheckResult] = []
     moved: list[tuple[Decimal, Decision] | None] = []  # usage before and decision after, or denied
     for item in batch:
         used, reserved = counters[item.counter]
         ent, q, at, where = item.entitlement, item.request.quantity, item.at, item.where
-        hard = queries.MAX_BIGINT if ent.hard_limit is None else min(millionths(ent.hard_limit),
-                                                                     queries.MAX_BIGINT)
-        if used + reserved + millionths(q) > hard:  # what the conditional increment refuses
+        if used + reserved + millionths(q) > _hard(ent):  # what the conditional increment refuses
             now = decide(ent, usage=units(used), reserved=units(reserved), quantity=q, at=at)
             results.append(CheckResult(replace(now, decision=Verdict.DENY, reason=Reason.HARD_LIMIT),
                                        where.period_start, where.period_end))
@@ -76,7 +86,8 @@ async def decide_all(session: AsyncSession, batch: list[Consume]) -> list[CheckR
             continue
         used += millionths(q)
         counters[item.counter] = (used, reserved)
-        increments[item.counter] = increments.get(item.counter, 0) + millionths(q)
+        if item.counter not in taken:
+            increments[item.counter] = increments.get(item.counter, 0) + millionths(q)
         # As in the full check: the verdict is the state before the increment, the numbers after.
         before = decide(ent, usage=units(used) - q, reserved=units(reserved), quantity=q, at=at)
         after = decide(ent, usage=units(used), reserved=units(reserved), quantity=q, at=at)

@@ -11,7 +11,7 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from allotment.db import driver, fetch
+from allotment.db import driver, fetch, fetch_opening
 
 EventRow = tuple[str, str, str, str, int, int, str | None]  # source, id, type, subject, time, recv, data
 RollupRow = tuple[str, int, str, str, int, int, int, int, int, int, int]
@@ -22,9 +22,8 @@ _SQLITE_ROWS_PER_STATEMENT = 2000  # 8 parameters a row, well under SQLite's 32,
 
 async def lock_tenant_shared(session: AsyncSession, tenant_id: str) -> None:
     """Ingest holds this shared; changing meters holds it exclusively (see docs/storage.md)."""
-    db, dialect = await driver(session)
-    if dialect == "postgresql":
-        await db.execute("SELECT pg_advisory_xact_lock_shared(hashtextextended($1, 7))", tenant_id)
+    if session.get_bind().dialect.name == "postgresql":
+        await fetch_opening(session, "SELECT pg_advisory_xact_lock_shared(hashtextextended($1, 7))", tenant_id)
 
 
 async def lock_tenant_exclusive(session: AsyncSession, tenant_id: str) -> None:
