@@ -2,13 +2,16 @@
 
 A consume costs mostly its transaction (BEGIN, COMMIT and, on SQLite, an fsync), not its
 one increment. While a transaction of consumes commits, the consumes that arrive queue, and
-the next transaction takes them all: it locks their counter rows in one statement, decides
-each consume in arrival order against the locked counter by the rule of the single
-conditional increment (`used + reserved + quantity <= hard limit`), writes the sums in one
-statement, records denials and notifications, and commits. Nobody is answered before that
-commit, so an allow is durable when it is sent. The rows stay locked until the commit:
-consumers in other processes wait for it and then see the new counters, so the hard limit
-holds exactly as it does for one consume at a time.
+the next transaction takes them all. On PostgreSQL it first offers every counter the sum of
+its consumes in one conditional upsert (`queries.take_whole`): a counter with room for all of
+them takes it, and each of its consumes is allowed (every prefix of the sum fits too). The
+other counters are locked in one statement, their consumes decided in arrival order against
+the locked counter by the rule of the single conditional increment (`used + reserved +
+quantity <= hard limit`), and their sums written in one more. Then denials and notifications
+are recorded, and the transaction commits. Nobody is answered before that commit, so an
+allow is durable when it is sent. The rows stay locked until the commit: consumers in other
+processes wait for it and then see the new counters, so the hard limit holds exactly as it
+does for one consume at a time.
 
 A transaction that fails is retried one consume at a time (allotment/batching.py), so a
 consume that cannot be committed fails alone.
