@@ -173,6 +173,16 @@ class Database:
         async with maker() as session, session.begin():
             yield session
 
+    @asynccontextmanager
+    async def driver_transaction(self) -> AsyncIterator[Any]:
+        """A PostgreSQL driver connection in a transaction of its own: commits when the block
+        succeeds, rolls back when it raises. For hot paths whose statements are all raw."""
+        async with self.engine.connect() as conn:
+            raw = await conn.get_raw_connection()
+            driver_connection: Any = raw.driver_connection
+            async with driver_connection.transaction():
+                yield driver_connection
+
     async def point_read(self, sql_pg: str, sql_sqlite: str, *args: Any) -> list[Any]:
         """One read statement outside any transaction, on the cheapest path of each backend.
 

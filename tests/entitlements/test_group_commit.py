@@ -131,3 +131,22 @@ async def test_a_batch_mixing_roomy_and_nearly_full_counters_decides_each_in_ord
     for key, usage in (("acme", 5), ("bravo", 20)):
         state = await ok(await c.get(f"/v1/customers/{key}/entitlements/api-calls"))
         assert state["usage"] == usage
+
+
+async def test_consumes_batched_across_thresholds_tell_each_crossing_once(tenant, db):
+    """Consumes that arrive together and cross 80 % and 100 % of what is included are still told
+    of once each, whichever of them crossed, and counted once each."""
+    from sqlalchemy import select
+
+    from allotment.notifications.models import Notification
+
+    c = tenant.client
+    await _setup(c)
+    answers = await asyncio.gather(*(
+        c.post("/v1/check", json={"customer": "acme", "feature": "api-calls", "consume": True}) for _ in range(12)))
+    assert sorted(a.json()["usage"] for a in answers) == list(range(1, 13))
+    async with db.transaction(readonly=True) as s:
+        kinds = (await s.scalars(select(Notification.type).where(Notification.tenant_id == tenant.id))).all()
+    usage_kinds = (notices.THRESHOLD_REACHED, notices.OVERDRAFT_STARTED, notices.HARD_LIMIT_REACHED)
+    assert sorted(k for k in kinds if k in usage_kinds) == sorted(
+        [notices.THRESHOLD_REACHED, notices.THRESHOLD_REACHED, notices.OVERDRAFT_STARTED])

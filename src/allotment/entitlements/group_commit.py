@@ -8,7 +8,9 @@ them takes it, and each of its consumes is allowed (every prefix of the sum fits
 other counters are locked in one statement, their consumes decided in arrival order against
 the locked counter by the rule of the single conditional increment (`used + reserved +
 quantity <= hard limit`), and their sums written in one more. Then denials and notifications
-are recorded, and the transaction commits. Nobody is answered before that commit, so an
+are recorded, and the transaction commits. A batch with nothing to record but its counters
+takes a leaner way on PostgreSQL: the same first statement on a driver connection, without
+the ORM session (`_commit_quietly`). Nobody is answered before that commit, so an
 allow is durable when it is sent. The rows stay locked until the commit: consumers in other
 processes wait for it and then see the new counters, so the hard limit holds exactly as it
 does for one consume at a time.
@@ -22,6 +24,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from datetime import datetime
 from decimal import Decimal
+from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -61,23 +64,80 @@ async def consume(db: Database, item: Consume) -> CheckResult:
 
 
 async def _commit(db: Database, batch: list[Consume]) -> list[CheckResult]:
+    if not db.is_sqlite:
+        quiet = await _commit_quietly(db, batch)
+        if quiet is not None:
+            return quiet
     async with db.transaction() as session:
         return await decide_all(session, batch)
 
 
-async def decide_all(session: AsyncSession, batch: list[Consume]) -> list[CheckResult]:
-    """Decide and record `batch` in order, in the session's transaction."""
+class _Telling(Exception):
+    """The batch has something to record besides its counters: undo, take the full way."""
+
+
+async def _commit_quietly(db: Database, batch: list[Consume]) -> list[CheckResult] | None:
+    """The common case on PostgreSQL, without the ORM session's cost: every counter takes all
+    its consumes in one statement and nothing is denied or crosses anything to tell. None
+    (and nothing written) when that is not so: the full way then decides the batch."""
+    wanted = _wanted(batch)
+    try:
+        async with db.driver_transaction() as connection:
+            taken = await queries.take_whole_on(connection, wanted)
+            if len(taken) < len(wanted):
+                raise _Telling
+            counters = {c: (used - wanted[c][0], reserved) for c, (used, reserved) in taken.items()}
+            results, moved, _ = _decide(batch, counters, taken)
+            for item, move in zip(batch, moved, strict=True):
+                if move is None or notices.would_tell(item.where, before=move[0], after=move[1]) is not False:
+                    raise _Telling
+    except _Telling:
+        return None
+    return results
+
+
+def _wanted(batch: list[Consume]) -> dict[queries.Counter, tuple[int, int]]:
+    """Each counter's (sum of its consumes, hard limit), in millionths."""
     wanted: dict[queries.Counter, tuple[int, int]] = {}
     for item in batch:
         total, hard = wanted.get(item.counter, (0, _hard(item.entitlement)))
         wanted[item.counter] = (total + millionths(item.request.quantity), hard)
+    return wanted
+
+
+async def decide_all(session: AsyncSession, batch: list[Consume]) -> list[CheckResult]:
+    """Decide and record `batch` in order, in the session's transaction."""
+    wanted = _wanted(batch)
     # Usually every counter can take all its consumes: one statement adds them (PostgreSQL).
     taken = await queries.take_whole(session, wanted)
     counters = {c: (used - wanted[c][0], reserved) for c, (used, reserved) in taken.items()}
     counters |= await queries.lock_counters(session, [c for c in wanted if c not in taken])
+    results, moved, increments = _decide(batch, counters, taken)
+    await queries.add_to_locked(session, increments)
+    # Then what each consume tells, in order, with the counters already written.
+    pending = notices.Pending()
+    for item, result, move in zip(batch, results, moved, strict=True):
+        where = item.where
+        if move is None:
+            await record_denial(session, where.tenant_id, where.customer_id, where.feature_id,
+                                item.request, result, item.at, entitlement_id=where.entitlement_id)
+        else:
+            await notices.usage_moved(session, where, before=move[0], after=move[1], at=item.at, pending=pending)
+    await pending.write(session)
+    return results
+
+
+Moved = tuple[Decimal, Decision] | None  # usage before and the decision after, or None: denied
+
+
+def _decide(
+    batch: list[Consume], counters: dict[queries.Counter, tuple[int, int]], taken: dict[queries.Counter, Any]
+) -> tuple[list[CheckResult], list[Moved], dict[queries.Counter, int]]:
+    """Each consume in order against its counter's value before the batch (`counters`, updated
+    as it goes); what still has to be added to counters not `taken` whole."""
     increments: dict[queries.Counter, int] = {}
     results: list[CheckResult] = []
-    moved: list[tuple[Decimal, Decision] | None] = []  # usage before and decision after, or denied
+    moved: list[Moved] = []
     for item in batch:
         used, reserved = counters[item.counter]
         ent, q, at, where = item.entitlement, item.request.quantity, item.at, item.where
@@ -97,15 +157,4 @@ async def decide_all(session: AsyncSession, batch: list[Consume]) -> list[CheckR
         results.append(CheckResult(replace(after, decision=before.decision, reason=before.reason),
                                    where.period_start, where.period_end))
         moved.append((units(used) - q, after))
-    await queries.add_to_locked(session, increments)
-    # Then what each consume tells, in order, with the counters already written.
-    pending = notices.Pending()
-    for item, result, move in zip(batch, results, moved, strict=True):
-        where = item.where
-        if move is None:
-            await record_denial(session, where.tenant_id, where.customer_id, where.feature_id,
-                                item.request, result, item.at, entitlement_id=where.entitlement_id)
-        else:
-            await notices.usage_moved(session, where, before=move[0], after=move[1], at=item.at, pending=pending)
-    await pending.write(session)
-    return results
+    return results, moved, increments

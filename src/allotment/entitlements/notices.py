@@ -106,6 +106,21 @@ class Pending:
             await upsell_queue.ask_all(session, [(t, e, *v) for (t, e, _), v in asks.items()])
 
 
+def would_tell(where: Where, *, before: Decimal, after: Decision) -> bool | None:
+    """Whether `usage_moved` would record anything for this move; None when that cannot be
+    known without reading the database (the tenant's rules are not in this process's cache)."""
+    soft, hard, usage = after.soft_limit, after.hard_limit, after.usage
+    if soft is None or usage is None or not worth_watching(soft, hard):
+        return False
+    tenant_rules = rules.cached(where.tenant_id)
+    if tenant_rules is None:
+        return None
+    if before == ZERO and usage > ZERO:  # the first usage of a period may tell of a reset
+        return True
+    return bool(crossings(before, usage, soft=soft, hard=hard,
+                          thresholds=tenant_rules.thresholds_for(where.feature_id)))
+
+
 async def usage_moved(
     session: AsyncSession, where: Where, *, before: Decimal, after: Decision, at: datetime,
     pending: Pending | None = None,

@@ -8,6 +8,7 @@ processes) can never push `used + reserved` past the hard limit.
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy import ColumnElement, and_, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -153,10 +154,20 @@ async def take_whole(
     """
     if session.get_bind().dialect.name != "postgresql" or not wanted:
         return {}
+    return _taken(await fetch_opening(session, _TAKE_WHOLE, *_take_whole_args(wanted)))
+
+
+async def take_whole_on(connection: Any, wanted: dict[Counter, tuple[int, int]]) -> dict[Counter, tuple[int, int]]:
+    """`take_whole` on an asyncpg connection in a transaction of its own (no ORM session)."""
+    return _taken(await connection.fetch(_TAKE_WHOLE, *_take_whole_args(wanted)))
+
+
+def _take_whole_args(wanted: dict[Counter, tuple[int, int]]) -> list[Any]:
     keys = sorted(wanted)
-    rows = await fetch_opening(
-        session, _TAKE_WHOLE, *zip(*keys, strict=True), [wanted[k][0] for k in keys], [wanted[k][1] for k in keys]
-    )
+    return [*map(list, zip(*keys, strict=True)), [wanted[k][0] for k in keys], [wanted[k][1] for k in keys]]
+
+
+def _taken(rows: Any) -> dict[Counter, tuple[int, int]]:
     return {(r[0], r[1], int(r[2])): (int(r[3]), int(r[4])) for r in rows}
 
 

@@ -88,10 +88,10 @@ _cache: dict[str, tuple[float, TenantRules]] = {}
 
 async def for_tenant(session: AsyncSession, tenant_id: str) -> TenantRules:
     """The tenant's rules, from this process's cache when read less than CACHE_SECONDS ago."""
-    cached = _cache.get(tenant_id)
+    known = cached(tenant_id)
+    if known is not None:
+        return known
     now = time.monotonic()
-    if cached is not None and cached[0] > now:
-        return cached[1]
     found = await _load(session, tenant_id)
     if len(_cache) >= 100_000:
         _cache.clear()
@@ -107,6 +107,14 @@ async def longest_lead_time(session: AsyncSession) -> timedelta:
         )
     )
     return max(DEFAULT_LEAD_TIME, timedelta(seconds=int(longest or 0)))
+
+
+def cached(tenant_id: str) -> TenantRules | None:
+    """The tenant's rules as `for_tenant` would answer them from the cache, or None."""
+    entry = _cache.get(tenant_id)
+    if entry is not None and entry[0] > time.monotonic():
+        return entry[1]
+    return None
 
 
 def forget(tenant_id: str) -> None:
