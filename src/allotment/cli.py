@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import shutil
 import tempfile
 from datetime import datetime
 from pathlib import Path
@@ -76,9 +77,14 @@ def serve(
     if secret:
         err.print("First start: an admin API key was created. It is shown only this once:")
         print(secret, flush=True)
+    made = None  # the workers' shared metrics folder, when this command made it
     if workers > 1 and not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
-        os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="allotment-metrics-")
-    serving.serve(host=host, port=port, workers=workers, log_level="warning", access_log=False)
+        made = os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="allotment-metrics-")
+    try:
+        serving.serve(host=host, port=port, workers=workers, log_level="warning", access_log=False)
+    finally:
+        if made is not None:
+            shutil.rmtree(made, ignore_errors=True)
 
 
 @app.command()

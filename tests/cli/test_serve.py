@@ -48,12 +48,26 @@ def two_workers(tmp_path: Path) -> Iterator[Server]:
     running = Server(f"sqlite:///{tmp_path}/serve.db", tmp_path, workers=2)
     running.start()
     assert running.proc is not None
-    # /healthz may answer before the second worker listens: wait for both.
-    _until(lambda: len(_workers(running)) == 2, "two workers within a minute")
+    # /healthz may answer before the second worker listens: wait for both listening sockets.
+    _until(lambda: len(_workers(running)) == 2 and _listeners(running.port) == 2, "two workers within a minute")
     try:
         yield running
     finally:
         running.stop()
+
+
+def _listeners(port: int) -> int:
+    """Sockets listening on `port` (state 0A in the kernel's TCP tables)."""
+    count = 0
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            lines = Path(table).read_text().splitlines()[1:]
+        except OSError:
+            continue
+        for line in lines:
+            local, state = line.split()[1], line.split()[3]
+            count += state == "0A" and int(local.rsplit(":", 1)[1], 16) == port
+    return count
 
 
 def _workers(server: Server) -> set[int]:
@@ -106,3 +120,21 @@ def _alive(pid: int) -> bool:
     except OSError:
         return False
     return state != "Z"
+
+
+def test_the_workers_metrics_folder_is_removed_when_the_server_stops(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Serving with several workers makes a folder for their shared metrics; a server that
+    stops removes it, so restarts do not pile folders up."""
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    monkeypatch.setenv("TMPDIR", str(scratch))
+    running = Server(f"sqlite:///{tmp_path}/serve.db", tmp_path, workers=2)
+    running.start()
+    try:
+        _until(lambda: _listeners(running.port) == 2, "two workers within a minute")
+        assert [p.name.startswith("allotment-metrics-") for p in scratch.iterdir()] == [True]
+    finally:
+        running.stop()
+    assert list(scratch.iterdir()) == []
