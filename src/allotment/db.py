@@ -278,11 +278,10 @@ async def fetch_opening(session: AsyncSession, sql_pg: str, *args: Any) -> list[
     When it is, it goes through SQLAlchemy, which opens the transaction with it: `driver()`
     would first spend a round trip on `SELECT 1`. Later statements take the driver directly.
     """
-    conn = await session.connection()
     if session.info.get("driver_in_transaction"):
-        raw = await conn.get_raw_connection()
-        driver_connection: Any = raw.driver_connection
-        return list(await driver_connection.fetch(sql_pg, *args))
+        db, _ = await driver(session)
+        return list(await db.fetch(sql_pg, *args))
+    conn = await session.connection()
     result = await conn.exec_driver_sql(sql_pg, tuple(args))
     session.info["driver_in_transaction"] = True
     return list(result.all())

@@ -21,10 +21,10 @@ consume that cannot be committed fails alone.
 
 from __future__ import annotations
 
+from collections.abc import Container
 from dataclasses import dataclass, replace
 from datetime import datetime
 from decimal import Decimal
-from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -86,8 +86,7 @@ async def _commit_quietly(db: Database, batch: list[Consume]) -> list[CheckResul
             taken = await queries.take_whole_on(connection, wanted)
             if len(taken) < len(wanted):
                 raise _Telling
-            counters = {c: (used - wanted[c][0], reserved) for c, (used, reserved) in taken.items()}
-            results, moved, _ = _decide(batch, counters, taken)
+            results, moved, _ = _decide(batch, dict(taken), taken)
             for item, move in zip(batch, moved, strict=True):
                 if move is None or notices.would_tell(item.where, before=move[0], after=move[1]) is not False:
                     raise _Telling
@@ -110,8 +109,7 @@ async def decide_all(session: AsyncSession, batch: list[Consume]) -> list[CheckR
     wanted = _wanted(batch)
     # Usually every counter can take all its consumes: one statement adds them (PostgreSQL).
     taken = await queries.take_whole(session, wanted)
-    counters = {c: (used - wanted[c][0], reserved) for c, (used, reserved) in taken.items()}
-    counters |= await queries.lock_counters(session, [c for c in wanted if c not in taken])
+    counters = taken | await queries.lock_counters(session, [c for c in wanted if c not in taken])
     results, moved, increments = _decide(batch, counters, taken)
     await queries.add_to_locked(session, increments)
     # Then what each consume tells, in order, with the counters already written.
@@ -131,7 +129,7 @@ Moved = tuple[Decimal, Decision] | None  # usage before and the decision after, 
 
 
 def _decide(
-    batch: list[Consume], counters: dict[queries.Counter, tuple[int, int]], taken: dict[queries.Counter, Any]
+    batch: list[Consume], counters: dict[queries.Counter, tuple[int, int]], taken: Container[queries.Counter]
 ) -> tuple[list[CheckResult], list[Moved], dict[queries.Counter, int]]:
     """Each consume in order against its counter's value before the batch (`counters`, updated
     as it goes); what still has to be added to counters not `taken` whole."""

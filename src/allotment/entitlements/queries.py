@@ -146,7 +146,8 @@ async def take_whole(
     session: AsyncSession, wanted: dict[Counter, tuple[int, int]]
 ) -> dict[Counter, tuple[int, int]]:
     """Add to each counter its whole (quantity, hard limit) where `used + reserved` stays
-    within the limit, in one statement; the counters taken, with their (used, reserved) after.
+    within the limit, in one statement; the counters taken, with their (used, reserved) as
+    they were before this addition.
 
     PostgreSQL only (SQLite's single writer gains nothing from it: {} there). The rows are
     locked in key order, as `lock_counters` does; a counter it does not take is locked too
@@ -154,12 +155,12 @@ async def take_whole(
     """
     if session.get_bind().dialect.name != "postgresql" or not wanted:
         return {}
-    return _taken(await fetch_opening(session, _TAKE_WHOLE, *_take_whole_args(wanted)))
+    return _taken(await fetch_opening(session, _TAKE_WHOLE, *_take_whole_args(wanted)), wanted)
 
 
 async def take_whole_on(connection: Any, wanted: dict[Counter, tuple[int, int]]) -> dict[Counter, tuple[int, int]]:
     """`take_whole` on an asyncpg connection in a transaction of its own (no ORM session)."""
-    return _taken(await connection.fetch(_TAKE_WHOLE, *_take_whole_args(wanted)))
+    return _taken(await connection.fetch(_TAKE_WHOLE, *_take_whole_args(wanted)), wanted)
 
 
 def _take_whole_args(wanted: dict[Counter, tuple[int, int]]) -> list[Any]:
@@ -167,8 +168,13 @@ def _take_whole_args(wanted: dict[Counter, tuple[int, int]]) -> list[Any]:
     return [*map(list, zip(*keys, strict=True)), [wanted[k][0] for k in keys], [wanted[k][1] for k in keys]]
 
 
-def _taken(rows: Any) -> dict[Counter, tuple[int, int]]:
-    return {(r[0], r[1], int(r[2])): (int(r[3]), int(r[4])) for r in rows}
+def _taken(rows: Any, wanted: dict[Counter, tuple[int, int]]) -> dict[Counter, tuple[int, int]]:
+    """(used, reserved) before the addition, of each counter the statement returned."""
+    taken = {}
+    for r in rows:
+        counter = (r[0], r[1], int(r[2]))
+        taken[counter] = (int(r[3]) - wanted[counter][0], int(r[4]))
+    return taken
 
 
 async def add_to_locked(session: AsyncSession, increments: dict[Counter, int]) -> None:
