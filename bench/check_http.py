@@ -3,12 +3,14 @@
     .venv/bin/python bench/check_http.py [--backends sqlite,postgresql] [--seconds 10]
         [--connections 64] [--workers 2] [--customers 1000]
 
-Needs `wrk` (Debian package `wrk`). First measures a hello-world Starlette app on uvicorn
-with the same worker count (the baseline), then `allotment serve` on a fresh database of
-each backend: one plan with a metered feature, `--customers` customers, and wrk checking
+Needs `wrk` (Debian package `wrk`). The baseline is a hello-world Starlette app on uvicorn
+with the same worker count. Against it, `allotment serve` on a fresh database of each
+backend: one plan with a metered feature, `--customers` customers, and wrk checking
 customers in turn (no consume; then `consume=true` against a high hard limit, spread over
 the customers and on one hot customer). Prints requests/s, p50/p99 latency and the ratio
-to the baseline. Load generator and servers share this machine's cores.
+to the baseline. Both servers run throughout, and the baseline is measured again right
+before each case, because this machine's speed drifts by tens of percent within minutes;
+each ratio is against the baseline beside it. Load generator and servers share the cores.
 """
 
 from __future__ import annotations
@@ -22,6 +24,8 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
@@ -67,7 +71,9 @@ def _ms(text: str) -> float:
     return float(value) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit]
 
 
-def baseline(workers: int, seconds: int, connections: int) -> dict[str, float]:
+@contextmanager
+def baseline_server(workers: int) -> Iterator[str]:
+    """The hello-world app on uvicorn with `workers` processes; yields its URL."""
     port = free_port()
     proc = subprocess.Popen(
         [sys.executable, "-m", "uvicorn", "hello:app", "--app-dir", str(HERE), "--port", str(port),
@@ -75,7 +81,7 @@ def baseline(workers: int, seconds: int, connections: int) -> dict[str, float]:
     )
     try:
         _wait(f"http://127.0.0.1:{port}/")
-        return wrk(f"http://127.0.0.1:{port}/", seconds, connections)
+        yield f"http://127.0.0.1:{port}/"
     finally:
         proc.send_signal(signal.SIGTERM)
         proc.wait(timeout=15)
@@ -107,7 +113,7 @@ def setup(url: str, key: str, customers: int) -> None:
             c.post("/v1/subscriptions", json={"customer": f"c{i}", "plan": "starter"}).raise_for_status()
 
 
-def run(backend: str, args: argparse.Namespace, base: dict[str, float]) -> None:
+def run(backend: str, args: argparse.Namespace, hello: str) -> None:
     url = fresh_database(backend)
     try:
         from allotment.migrate import upgrade
@@ -121,9 +127,11 @@ def run(backend: str, args: argparse.Namespace, base: dict[str, float]) -> None:
                 script = LUA.format(customers=args.customers, consume=consume, hot=hot, key=key)
                 # Warm up: every worker process resolves every customer's names once, for good.
                 wrk(base_url, 12 if n == 0 else 2, args.connections, script)
+                base = wrk(hello, args.seconds, args.connections)
                 got = wrk(base_url, args.seconds, args.connections, script)
                 print(f"{backend:>10}: {label:<17} {got['rps']:9,.0f} req/s  p50 {got['p50']:6.2f} ms"
                       f"  p99 {got['p99']:6.2f} ms  = {got['rps'] / base['rps']:.0%} of baseline"
+                      f" ({base['rps']:,.0f} req/s just before)"
                       + (f"  ({got['errors']:.0f} non-2xx!)" if got["errors"] else ""))
     finally:
         drop_database(url)
@@ -139,11 +147,12 @@ def main() -> None:
     args = parser.parse_args()
     if shutil.which("wrk") is None:
         sys.exit("this benchmark needs wrk (Debian package `wrk`)")
-    base = baseline(args.workers, args.seconds, args.connections)
-    print(f"{'baseline':>10}: Starlette hello   {base['rps']:9,.0f} req/s  p50 {base['p50']:6.2f} ms"
-          f"  p99 {base['p99']:6.2f} ms  ({args.workers} workers, {args.connections} connections)")
-    for backend in args.backends.split(","):
-        run(backend, args, base)
+    with baseline_server(args.workers) as hello:
+        base = wrk(hello, args.seconds, args.connections)
+        print(f"{'baseline':>10}: Starlette hello   {base['rps']:9,.0f} req/s  p50 {base['p50']:6.2f} ms"
+              f"  p99 {base['p99']:6.2f} ms  ({args.workers} workers, {args.connections} connections)")
+        for backend in args.backends.split(","):
+            run(backend, args, hello)
 
 
 if __name__ == "__main__":

@@ -17,6 +17,7 @@ from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from typing import Any
 
+import asyncpg  # type: ignore[import-untyped]
 from sqlalchemy import DateTime, Index, MetaData, TypeDecorator, event, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import (
@@ -29,6 +30,7 @@ from sqlalchemy.orm import DeclarativeBase
 
 from allotment.batching import Batcher
 from allotment.config import Settings
+from allotment.driver_pool import DriverPool
 
 _MEMO_LIMIT = 100_000  # remembered reads per process, at most
 
@@ -127,18 +129,12 @@ class Database:
             self.engine = _sqlite_engine(url, synchronous=sync, immediate=True)
             self.read_engine = _sqlite_engine(url, synchronous=sync, immediate=False)
         else:
-            # 20 connections a process (16, and 4 for point reads), kept open: PostgreSQL gains
-            # nothing from more than a few per core, several processes must fit its
-            # max_connections (100 by default), and connections opened for a burst and closed
-            # after it cost more than waiting.
+            # 20 connections a process (16, and 4 for the hot paths' raw statements), kept open:
+            # PostgreSQL gains nothing from more than a few per core, several processes must
+            # fit its max_connections (100 by default), and connections opened for a burst and
+            # closed after it cost more than waiting.
             self.engine = create_async_engine(url, pool_size=16, max_overflow=0)
-            # Point reads (checks) are key lookups whose best plan never depends on the values:
-            # a generic plan, planned once per connection, saves replanning on every execution
-            # (PostgreSQL keeps choosing custom plans for them, at about 0.3 ms each).
-            self.point_engine = create_async_engine(
-                url, pool_size=4, max_overflow=0,
-                connect_args={"server_settings": {"plan_cache_mode": "force_generic_plan"}},
-            )
+            self._driver_pool = DriverPool(self._connect_driver, size=4)
             # Reads span several statements (rollups, then the journal): one snapshot for all.
             self.read_engine = self.engine.execution_options(isolation_level="REPEATABLE READ")
         self._sqlite_writer = asyncio.Lock()
@@ -177,11 +173,8 @@ class Database:
     async def driver_transaction(self) -> AsyncIterator[Any]:
         """A PostgreSQL driver connection in a transaction of its own: commits when the block
         succeeds, rolls back when it raises. For hot paths whose statements are all raw."""
-        async with self.engine.connect() as conn:
-            raw = await conn.get_raw_connection()
-            driver_connection: Any = raw.driver_connection
-            async with driver_connection.transaction():
-                yield driver_connection
+        async with self._driver_pool.connection() as connection, connection.transaction():
+            yield connection
 
     async def point_read(self, sql_pg: str, sql_sqlite: str, *args: Any) -> list[Any]:
         """One read statement outside any transaction, on the cheapest path of each backend.
@@ -189,14 +182,25 @@ class Database:
         For hot reads of a few rows by key (a check). On SQLite the statement runs on this
         process's own connection in the calling thread: an indexed read takes microseconds,
         less than handing it to a driver thread, and WAL readers never wait for writers. On
-        PostgreSQL it is one round trip on a pooled connection, with no BEGIN or COMMIT.
+        PostgreSQL it is one round trip on a raw connection, with no BEGIN or COMMIT.
         """
         if self.is_sqlite:
             return self._sqlite_reader().execute(sql_sqlite, args).fetchall()
-        async with self.point_engine.connect() as conn:
-            raw = await conn.get_raw_connection()
-            driver_connection: Any = raw.driver_connection
-            return list(await driver_connection.fetch(sql_pg, *args))
+        return await self._driver_pool.fetch(sql_pg, *args)
+
+    async def _connect_driver(self) -> Any:
+        """A raw connection made as the engine makes its own (same URL, same options).
+
+        Statements on these are key lookups and conditional updates whose best plan never
+        depends on the values: a generic plan, planned once per connection, saves replanning
+        on every execution (PostgreSQL keeps choosing custom plans for them, at about 0.3 ms
+        each)."""
+        dialect = self.engine.sync_engine.dialect
+        _, options = dialect.create_connect_args(self.engine.sync_engine.url)
+        options.pop("prepared_statement_name_func", None)
+        cache = options.pop("prepared_statement_cache_size", 100)
+        settings = {**options.pop("server_settings", {}), "plan_cache_mode": "force_generic_plan"}
+        return await asyncpg.connect(**options, statement_cache_size=cache, server_settings=settings)
 
     def batcher(self, name: str, make: Callable[[], Batcher[Any, Any]]) -> Batcher[Any, Any]:
         """This database's batcher called `name`, made by `make` on first use."""
@@ -246,7 +250,7 @@ class Database:
         if self.is_sqlite:
             await self.read_engine.dispose()
         else:
-            await self.point_engine.dispose()
+            await self._driver_pool.close()
         if self._reader is not None:
             self._reader.close()
             self._reader = None
