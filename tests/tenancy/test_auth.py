@@ -2,7 +2,18 @@
 
 from __future__ import annotations
 
+import asyncio
+import time
+
+from sqlalchemy import update
+from tests.conftest import make_tenant
 from tests.helpers import event
+
+from allotment.api.app import create_app
+from allotment.config import Settings
+from allotment.db import Database
+from allotment.tenancy.models import ApiKey
+from allotment.types import utcnow
 
 
 async def test_missing_key_is_401(anon):
@@ -41,3 +52,30 @@ async def test_created_key_secret_is_shown_once(tenant):
     listed = (await tenant.client.get("/v1/api-keys")).json()["items"]
     assert all("secret" not in k for k in listed)
     assert any(created["secret"].startswith(k["hint"]) for k in listed)
+
+
+async def test_a_remembered_key_is_checked_again_in_the_background_before_it_lapses(database_url):
+    """Past half its cache time a key is still answered at once (nobody waits on a lookup)
+    while it is looked up again, so a revocation made elsewhere shows before the time is up."""
+    cache_seconds = 6.0
+    settings = Settings(database_url=database_url, key_cache_seconds=cache_seconds)
+    db = Database(settings)
+    tenant = await make_tenant(db, create_app(settings, db=db), "acme-vendor")
+    try:
+        read = {"Authorization": f"Bearer {await tenant.key('read', db)}"}
+        assert (await tenant.client.get("/v1/meters", headers=read)).status_code == 200
+        remembered_at = time.monotonic()
+        async with db.transaction() as session:  # as another process would: this one is not told
+            await session.execute(update(ApiKey).where(ApiKey.scope == "read").values(revoked_at=utcnow()))
+        assert (await tenant.client.get("/v1/meters", headers=read)).status_code == 200
+        await asyncio.sleep(cache_seconds / 2 - (time.monotonic() - remembered_at) + 0.05)
+        # Due for renewal: still answered from memory, and the lookup starts.
+        assert (await tenant.client.get("/v1/meters", headers=read)).status_code == 200
+        while (resp := await tenant.client.get("/v1/meters", headers=read)).status_code == 200:
+            await asyncio.sleep(0.02)
+        assert resp.status_code == 401 and "revoked" in resp.json()["detail"]
+        # Well before the key would have lapsed and been looked up anyway.
+        assert time.monotonic() - remembered_at < cache_seconds - 1
+    finally:
+        await tenant.client.aclose()
+        await db.dispose()

@@ -64,24 +64,35 @@ async def authenticate(request: Request) -> Principal:
     secret = secret.strip()
     known = tenancy.remembered(secret)  # most requests: no transaction at all
     if known is not None:
-        return known
-    # One lookup per key at a time: when a remembered key runs out under load, the requests
-    # arriving meanwhile wait for that one lookup instead of each queueing a transaction.
+        principal, renew = known
+        if renew:  # looked up again in the background, before it lapses: nobody waits for it
+            _lookup(request, secret)
+        return principal
+    return await asyncio.shield(_lookup(request, secret))
+
+
+# One lookup per key at a time: the requests that need a key looked up while a lookup is in
+# flight wait for that one instead of each queueing a transaction.
+_lookups: dict[str, asyncio.Future[Principal]] = {}
+
+
+def _lookup(request: Request, secret: str) -> asyncio.Future[Principal]:
     lookup = _lookups.get(secret)
     if lookup is None:
         lookup = _lookups[secret] = asyncio.ensure_future(_look_up(request, secret))
-        lookup.add_done_callback(lambda _: _lookups.pop(secret, None))
-    return await asyncio.shield(lookup)
+        lookup.add_done_callback(lambda done: _settled(secret, done))
+    return lookup
 
 
-_lookups: dict[str, asyncio.Future[Principal]] = {}
+def _settled(secret: str, lookup: asyncio.Future[Principal]) -> None:
+    _lookups.pop(secret, None)
+    if not lookup.cancelled():
+        lookup.exception()  # a renewal nobody awaited fails quietly: the next request verifies
 
 
 async def _look_up(request: Request, secret: str) -> Principal:
     async with database(request).transaction(readonly=True) as session:
-        return await tenancy.authenticate(
-            session, secret, cache_seconds=settings(request).key_cache_seconds
-        )
+        return await tenancy.verify(session, secret, cache_seconds=settings(request).key_cache_seconds)
 
 
 def require(need: str) -> Callable[..., Coroutine[Any, Any, Principal]]:

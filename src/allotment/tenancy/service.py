@@ -99,31 +99,34 @@ async def revoke_key(session: AsyncSession, tenant_id: str, key_id: str, *, at: 
     return key
 
 
-# Verified keys are remembered briefly so the hot paths do not pay a lookup per request.
-_verified: dict[str, tuple[float, Principal]] = {}
+# Verified keys are remembered briefly so the hot paths do not pay a lookup per request:
+# digest -> (looked up again from, forgotten at, principal).
+_verified: dict[str, tuple[float, float, Principal]] = {}
 
 
 def forget(secret_hash: str) -> None:
     _verified.pop(secret_hash, None)
 
 
-def remembered(secret: str) -> Principal | None:
-    """The principal of a key verified moments ago, without a lookup; None: authenticate."""
+def remembered(secret: str) -> tuple[Principal, bool] | None:
+    """The principal of a key verified moments ago, and whether it is due to be looked up
+    again (past half its time); None: verify it first."""
     cached = _verified.get(hash_secret(secret))
-    return cached[1] if cached is not None and cached[0] > time.monotonic() else None
+    if cached is None:
+        return None
+    now = time.monotonic()
+    return (cached[2], cached[0] <= now) if now < cached[1] else None
 
 
-async def authenticate(session: AsyncSession, secret: str, *, cache_seconds: float) -> Principal:
-    known = remembered(secret)
-    if known is not None:
-        return known
+async def verify(session: AsyncSession, secret: str, *, cache_seconds: float) -> Principal:
+    """Look the key up, and remember it for `cache_seconds`; a key that fails is forgotten.
+
+    The time bounds how long a key revoked by another process still works here."""
     digest, now = hash_secret(secret), time.monotonic()
     key: ApiKey | None = await session.scalar(select(ApiKey).where(ApiKey.secret_hash == digest))
-    if key is None:
-        raise Unauthenticated("the API key is not valid")
-    if key.revoked_at is not None:
+    if key is None or key.revoked_at is not None:
         forget(digest)
-        raise Unauthenticated("the API key has been revoked")
+        raise Unauthenticated("the API key is not valid" if key is None else "the API key has been revoked")
     principal = Principal(key.tenant_id, key.id, Scope(key.scope))
-    _verified[digest] = (now + cache_seconds, principal)
+    _verified[digest] = (now + cache_seconds / 2, now + cache_seconds, principal)
     return principal
