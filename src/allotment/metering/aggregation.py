@@ -7,10 +7,9 @@ which both SQLite and PostgreSQL add without rounding.
 from __future__ import annotations
 
 import enum
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
-from typing import Any
+from typing import Any, NamedTuple
 
 from allotment import codec
 from allotment.metering.jsonpath import MISSING, Getter, compile_path
@@ -119,9 +118,11 @@ def _same(a: Any, b: Any) -> bool:
 
 
 
-@dataclass(frozen=True)
-class Contribution:
-    """What one event adds to one meter: a group and a value (micros, or a distinct token)."""
+class Contribution(NamedTuple):
+    """What one event adds to one meter: a group and a value (micros, or a distinct token).
+
+    A tuple: ingest makes one per event and meter, and a frozen dataclass costs several
+    times as much to build."""
 
     group_key: str
     micros: int
@@ -178,21 +179,25 @@ class CompiledMeter:
         group_key = self.group_key(data)
         if self.aggregation is Aggregation.COUNT:
             return Contribution(group_key, SCALE, None)
-        assert self._value is not None and self.value_property is not None
+        assert self._value is not None
         raw = self._value(data)
-        where = "data" + self.value_property[1:]
         if raw is MISSING or raw is None:
-            raise DataError(where, f"is required by meter '{self.key}'")
+            raise DataError(self._where(), f"is required by meter '{self.key}'")
         if self.aggregation is Aggregation.UNIQUE_COUNT:
             if isinstance(raw, dict | list):
-                raise DataError(where, f"must be a scalar for meter '{self.key}'")
+                raise DataError(self._where(), f"must be a scalar for meter '{self.key}'")
             if isinstance(raw, str) and "\x00" in raw:  # stored as text: PostgreSQL refuses NUL
-                raise DataError(where, f"must not contain the NUL character (\\u0000) (meter '{self.key}')")
+                raise DataError(self._where(), f"must not contain the NUL character (\\u0000) (meter '{self.key}')")
             return Contribution(group_key, SCALE, distinct_token(raw))
         try:
             return Contribution(group_key, to_micros(raw), None)
         except ValueError as exc:
-            raise DataError(where, f"{exc} (meter '{self.key}')") from None
+            raise DataError(self._where(), f"{exc} (meter '{self.key}')") from None
+
+    def _where(self) -> str:
+        """The field an error names: the value property, under `data`."""
+        assert self.value_property is not None
+        return "data" + self.value_property[1:]
 
     def group_key(self, data: dict[str, Any]) -> str:
         if not self._groups:
@@ -249,22 +254,25 @@ class Cell:
 
     def merge(self, other: Cell) -> None:
         """Fold a later-arriving cell into this one (ties on time go to `other`)."""
-        if other.n == 0:
+        self.absorb(other.n, other.total, other.lo, other.hi, other.last_value, other.last_us)
+
+    def absorb(
+        self, n: int, total: int, lo: int | None, hi: int | None, last_value: int | None,
+        last_us: int | None,
+    ) -> None:
+        """`merge` of a later-arriving cell given as its values (as the journal holds them)."""
+        if n == 0:
             return
-        self.n += other.n
-        self.total += other.total
+        self.n += n
+        self.total += total
         # Cells read back for one aggregation carry only its measure (no lo for SUM, no hi for
         # MIN), so either side may lack an extreme.
-        self.lo = _extreme(min, self.lo, other.lo)
-        self.hi = _extreme(max, self.hi, other.hi)
-        if other.last_us is not None and (self.last_us is None or other.last_us >= self.last_us):
-            self.last_us, self.last_value = other.last_us, other.last_value
-
-
-def _extreme(pick: Callable[[int, int], int], a: int | None, b: int | None) -> int | None:
-    if a is None or b is None:
-        return b if a is None else a
-    return pick(a, b)
+        if lo is not None and (self.lo is None or lo < self.lo):
+            self.lo = lo
+        if hi is not None and (self.hi is None or hi > self.hi):
+            self.hi = hi
+        if last_us is not None and (self.last_us is None or last_us >= self.last_us):
+            self.last_us, self.last_value = last_us, last_value
 
 
 def result(aggregation: Aggregation, cell: Cell, distinct: set[str] | None) -> Decimal | None:

@@ -24,7 +24,7 @@ from allotment.metering import queries
 from allotment.metering.aggregation import Aggregation, Cell, DataError, parse_group_key, result
 from allotment.metering.meters import compile_meter
 from allotment.metering.models import Meter
-from allotment.metering.rollup import cell_of, read_journal
+from allotment.metering.rollup import read_journal
 from allotment.metering.windows import (
     MINUTE_US,
     RAW,
@@ -301,7 +301,7 @@ async def _fold_journal(
         journal_cells, tokens = read_journal(payload)
         for jc in journal_cells:
             if jc[0] == meter_id and (key := target(jc[1], jc[2], jc[3])) is not None:
-                cells[key].merge(cell_of(jc))
+                cells[key].absorb(*jc[4:])
         for token_meter, subject, group_key, minute, token in tokens:
             if token_meter == meter_id and (key := target(subject, group_key, minute)) is not None:
                 distinct[key].add(token)
