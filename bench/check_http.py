@@ -1,16 +1,17 @@
 """Throughput of `POST /v1/check` over HTTP against a bare Starlette app, in the same run.
 
-    .venv/bin/python bench/check_http.py [--backends sqlite,postgresql] [--seconds 10]
-        [--connections 64] [--workers 2] [--customers 1000]
+    .venv/bin/python bench/check_http.py [--backends sqlite,postgresql] [--seconds 6]
+        [--rounds 3] [--connections 64] [--workers 2] [--customers 1000]
 
 Needs `wrk` (Debian package `wrk`). The baseline is a hello-world Starlette app on uvicorn
 with the same worker count. Against it, `allotment serve` on a fresh database of each
 backend: one plan with a metered feature, `--customers` customers, and wrk checking
 customers in turn (no consume; then `consume=true` against a high hard limit, spread over
 the customers and on one hot customer). Prints requests/s, p50/p99 latency and the ratio
-to the baseline. Both servers run throughout, and the baseline is measured again right
-before each case, because this machine's speed drifts by tens of percent within minutes;
-each ratio is against the baseline beside it. Load generator and servers share the cores.
+to the baseline. Both servers run throughout and each case runs in rounds, the baseline
+right before the case in each, because this machine's speed drifts by tens of percent
+within minutes: each round's ratio is against the baseline beside it, and the round with
+the median ratio is printed, with the range. Load generator and servers share the cores.
 """
 
 from __future__ import annotations
@@ -127,11 +128,17 @@ def run(backend: str, args: argparse.Namespace, hello: str) -> None:
                 script = LUA.format(customers=args.customers, consume=consume, hot=hot, key=key)
                 # Warm up: every worker process resolves every customer's names once, for good.
                 wrk(base_url, 12 if n == 0 else 2, args.connections, script)
-                base = wrk(hello, args.seconds, args.connections)
-                got = wrk(base_url, args.seconds, args.connections, script)
+                rounds = []
+                for _ in range(args.rounds):
+                    base = wrk(hello, args.seconds, args.connections)
+                    got = wrk(base_url, args.seconds, args.connections, script)
+                    rounds.append((got["rps"] / base["rps"], got, base))
+                rounds.sort(key=lambda r: r[0])
+                ratio, got, base = rounds[len(rounds) // 2]
+                spread = f"{rounds[0][0]:.0%}-{rounds[-1][0]:.0%}"
                 print(f"{backend:>10}: {label:<17} {got['rps']:9,.0f} req/s  p50 {got['p50']:6.2f} ms"
-                      f"  p99 {got['p99']:6.2f} ms  = {got['rps'] / base['rps']:.0%} of baseline"
-                      f" ({base['rps']:,.0f} req/s just before)"
+                      f"  p99 {got['p99']:6.2f} ms  = {ratio:.0%} of baseline ({base['rps']:,.0f} req/s"
+                      f" just before; {spread} over {len(rounds)} rounds)"
                       + (f"  ({got['errors']:.0f} non-2xx!)" if got["errors"] else ""))
     finally:
         drop_database(url)
@@ -140,7 +147,8 @@ def run(backend: str, args: argparse.Namespace, hello: str) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--backends", default="sqlite,postgresql")
-    parser.add_argument("--seconds", type=int, default=10)
+    parser.add_argument("--seconds", type=int, default=6)
+    parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--connections", type=int, default=64)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--customers", type=int, default=1000)
