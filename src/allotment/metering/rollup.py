@@ -87,8 +87,8 @@ def fold_journal(payloads: Iterable[bytes], live_meters: set[str]) -> Fold:
     cells = fold.cells
     for payload in payloads:
         journal_cells, tokens = read_journal(payload)
-        # The hottest loop of folding: a cell's values go straight into the cells of each
-        # width (Fold.add_cell, written out).
+        # The hottest loop of folding: each journal cell's values go straight into the cell
+        # of each width, with no Cell built for the journal cell itself.
         for meter_id, subject, group_key, minute, n, total, lo, hi, last_value, last_us in journal_cells:
             if meter_id not in live_meters:
                 continue
