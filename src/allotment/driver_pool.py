@@ -47,14 +47,14 @@ class DriverPool:
         noticed only when a statement fails on it: the read is then sent once more on a new
         one, which is safe for a read and spares the caller a failure it did not cause.
         """
-        for attempt in range(2):
-            async with self.connection() as conn:
-                try:
-                    return list(await conn.fetch(sql, *args))
-                except Exception:
-                    if attempt or not conn.is_closed():
-                        raise
-        raise AssertionError("unreachable")
+        async with self.connection() as conn:
+            try:
+                return list(await conn.fetch(sql, *args))
+            except Exception:
+                if not conn.is_closed():
+                    raise
+        async with self.connection() as conn:
+            return list(await conn.fetch(sql, *args))
 
     async def close(self) -> None:
         self._closed = True
