@@ -147,3 +147,32 @@ async def test_nul_in_a_stored_field_is_never_a_500(tenant):
     assert resp.status_code in (201, 400), resp.text
     if resp.status_code == 400:
         assert "NUL" in resp.json()["detail"]
+
+
+async def test_an_integer_beyond_64_bits_in_event_data_is_listed_back_exactly(tenant):
+    """JSON numbers have no size limit: what was accepted is shown as sent, never a 500."""
+    huge = 2**70 + 1
+    resp = await tenant.client.post("/v1/events", json=[event(id="big", serial=huge)])
+    assert resp.status_code == 200 and resp.json()["accepted"] == 1, resp.text
+    for path in ("/v1/events", "/api/v1/events"):
+        listed = await tenant.client.get(path)
+        assert listed.status_code == 200, listed.text
+        body = listed.json()
+        shown = [e.get("event", e) for e in (body["items"] if isinstance(body, dict) else body)]
+        assert [e["data"]["serial"] for e in shown if e["id"] == "big"] == [huge]
+
+
+@pytest.mark.parametrize(
+    ("path", "status", "field"),
+    [
+        ("/api/v1/customers?page=10000000000000000000000000", 400, "page"),
+        ("/api/v1/features?page=10000000000000000000000000", 400, "page"),
+        ("/api/v1/notification/events?page=10000000000000000000000000", 400, "page"),
+        ("/api/v1/notification/rules?page=10000000000000000000000000", 400, "page"),
+        ("/api/v1/meters?page=10000000000000000000000000", 400, "page"),
+        ("/api/v2/customers/acme/entitlements?page=10000000000000000000000000", 400, "page"),
+        ("/v1/plans/pro?version=10000000000000000000000000", 422, "version"),
+    ],
+)
+async def test_a_page_or_version_number_beyond_any_stored_one_is_a_4xx(tenant, path, status, field):
+    assert_problem(await tenant.client.get(path), status, field)

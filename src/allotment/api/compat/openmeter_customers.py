@@ -14,7 +14,7 @@ from typing import Annotated, Literal
 from fastapi import Query, Response
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from allotment.api.compat.openmeter_http import openmeter_fields, openmeter_router
+from allotment.api.compat.openmeter_http import Page, PageSize, openmeter_fields, openmeter_router
 from allotment.api.compat.openmeter_schemas import (
     CUSTOMER_FIELDS,
     CustomerIn,
@@ -53,8 +53,8 @@ async def create_customer(body: CustomerIn, principal: Admin, session: WriteSess
 async def list_customers(
     principal: Reader,
     session: ReadSession,
-    page: Annotated[int, Query(ge=1)] = 1,
-    page_size: Annotated[int, Query(alias="pageSize", ge=1, le=1000)] = 100,
+    page: Page = 1,
+    page_size: PageSize = 100,
     order: Literal["ASC", "DESC"] = "ASC",
     order_by: Annotated[Literal["id", "name", "createdAt"], Query(alias="orderBy")] = "id",
     key: str | None = None,

@@ -29,7 +29,13 @@ from typing import Annotated, Any, Literal
 from fastapi import Query, Response
 
 from allotment.api.compat import openmeter_grants
-from allotment.api.compat.openmeter_http import openmeter_fields, openmeter_router, utc
+from allotment.api.compat.openmeter_http import (
+    Page,
+    PageSize,
+    openmeter_fields,
+    openmeter_router,
+    utc,
+)
 from allotment.api.compat.openmeter_lookup import resolve
 from allotment.api.compat.openmeter_schemas import (
     ENTITLEMENT_FIELDS,
@@ -139,8 +145,8 @@ async def list_entitlements(
     principal: Reader,
     session: ReadSession,
     include_deleted: Annotated[bool, Query(alias="includeDeleted")] = False,
-    page: Annotated[int, Query(ge=1)] = 1,
-    page_size: Annotated[int, Query(alias="pageSize", ge=1, le=1000)] = 100,
+    page: Page = 1,
+    page_size: PageSize = 100,
     order: Literal["ASC", "DESC"] = "ASC",
     order_by: Annotated[Literal["createdAt", "updatedAt"], Query(alias="orderBy")] = "createdAt",
 ) -> Json:

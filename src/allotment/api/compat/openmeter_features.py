@@ -12,7 +12,12 @@ from typing import Annotated, Literal
 from fastapi import Query, Response
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from allotment.api.compat.openmeter_http import openmeter_fields, openmeter_router
+from allotment.api.compat.openmeter_http import (
+    OptionalPage,
+    OptionalPageSize,
+    openmeter_fields,
+    openmeter_router,
+)
 from allotment.api.compat.openmeter_schemas import FEATURE_FIELDS, FeatureCreateIn, feature_out
 from allotment.api.deps import Admin, Reader, ReadSession, WriteSession
 from allotment.api.responses import Json
@@ -82,8 +87,8 @@ async def list_features(
     session: ReadSession,
     meter_slug: Annotated[list[str] | None, Query(alias="meterSlug")] = None,
     include_archived: Annotated[bool, Query(alias="includeArchived")] = False,
-    page: Annotated[int | None, Query(ge=1)] = None,
-    page_size: Annotated[int | None, Query(alias="pageSize", ge=1, le=1000)] = None,
+    page: OptionalPage = None,
+    page_size: OptionalPageSize = None,
     offset: Annotated[int, Query(ge=0)] = 0,
     limit: Annotated[int | None, Query(ge=1, le=1000)] = None,
     order: Literal["ASC", "DESC"] = "ASC",

@@ -18,7 +18,13 @@ from zoneinfo import ZoneInfo
 from fastapi import Query
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from allotment.api.compat.openmeter_http import openmeter_fields, openmeter_router, utc
+from allotment.api.compat.openmeter_http import (
+    Page,
+    PageSize,
+    openmeter_fields,
+    openmeter_router,
+    utc,
+)
 from allotment.api.compat.openmeter_lookup import resolve
 from allotment.api.compat.openmeter_schemas import (
     GRANT_FIELDS,
@@ -124,8 +130,8 @@ async def list_grants(
     principal: Reader,
     session: ReadSession,
     include_deleted: Annotated[bool, Query(alias="includeDeleted")] = False,
-    page: Annotated[int, Query(ge=1)] = 1,
-    page_size: Annotated[int, Query(alias="pageSize", ge=1, le=1000)] = 100,
+    page: Page = 1,
+    page_size: PageSize = 100,
     order: Literal["ASC", "DESC"] = "ASC",
     order_by: Annotated[Literal["id", "createdAt", "updatedAt"], Query(alias="orderBy")] = "id",
 ) -> Json:

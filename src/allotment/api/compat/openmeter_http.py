@@ -15,12 +15,12 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from http import HTTPStatus
-from typing import Any
+from typing import Annotated, Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import pydantic
 import structlog
-from fastapi import APIRouter, Request, Response
+from fastapi import APIRouter, Query, Request, Response
 from fastapi.exceptions import RequestValidationError
 from starlette.datastructures import QueryParams
 from starlette.exceptions import HTTPException
@@ -34,6 +34,13 @@ log = structlog.get_logger()
 # Invalid input is a 400 for OpenMeter clients; every other domain error keeps its status.
 _OPENMETER_STATUS = {422: 400}
 _MAX_FILTER_CHARS = 8192  # bounds the work `ast.literal_eval` may be asked to do
+
+# Page numbers are bounded so that an offset always fits a 64-bit database integer.
+MAX_PAGE = 2**31 - 1
+Page = Annotated[int, Query(ge=1, le=MAX_PAGE)]
+PageSize = Annotated[int, Query(alias="pageSize", ge=1, le=1000)]
+OptionalPage = Annotated[int | None, Query(ge=1, le=MAX_PAGE)]
+OptionalPageSize = Annotated[int | None, Query(alias="pageSize", ge=1, le=1000)]
 
 
 def problem(

@@ -15,6 +15,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from allotment.api.compat.openmeter_customers import customer_ids, unknown_customer_is_invalid
 from allotment.api.compat.openmeter_http import (
+    OptionalPage,
+    OptionalPageSize,
     filter_group_by,
     json_param,
     openmeter_fields,
@@ -66,8 +68,8 @@ _ORDER_BY = {
 async def list_meters(
     principal: Reader,
     session: ReadSession,
-    page: Annotated[int | None, Query(ge=1)] = None,
-    page_size: Annotated[int | None, Query(alias="pageSize", ge=1, le=1000)] = None,
+    page: OptionalPage = None,
+    page_size: OptionalPageSize = None,
     order: Literal["ASC", "DESC"] = "ASC",
     order_by: Annotated[
         Literal["key", "name", "aggregation", "createdAt", "updatedAt"] | None,

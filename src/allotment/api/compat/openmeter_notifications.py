@@ -16,7 +16,13 @@ import orjson
 from fastapi import Body, Query, Response
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from allotment.api.compat.openmeter_http import openmeter_fields, openmeter_router, utc
+from allotment.api.compat.openmeter_http import (
+    Page,
+    PageSize,
+    openmeter_fields,
+    openmeter_router,
+    utc,
+)
 from allotment.api.compat.openmeter_notification_schemas import (
     CHANNEL_FIELDS,
     RULE_FIELDS,
@@ -48,8 +54,6 @@ _CHUNK = 1000
 _SCAN = 10_000  # events: how many of the newest notifications a list looks through
 T = TypeVar("T")
 
-Page = Annotated[int, Query(ge=1)]
-PageSize = Annotated[int, Query(alias="pageSize", ge=1, le=1000)]
 Order = Literal["ASC", "DESC"]
 
 

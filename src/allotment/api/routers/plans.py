@@ -64,7 +64,7 @@ async def get_plan(
     plan_key: str,
     principal: Reader,
     session: ReadSession,
-    version: Annotated[int | None, Query(ge=1, description="Default: latest published.")] = None,
+    version: Annotated[int | None, Query(ge=1, le=2**31 - 1, description="Default: latest published.")] = None,
 ) -> PlanRead:
     return plan_read(await service.get(session, principal.tenant_id, plan_key, version=version))
 
