@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from typing import Annotated
 
+from pydantic import AfterValidator, AwareDatetime
 from ulid import ULID
 
 
@@ -33,3 +35,28 @@ def as_utc(at: datetime) -> datetime:
 
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+# Every time the product takes in lies here, so that windows, periods and expiries computed
+# from it (in any time zone) stay within what a datetime can hold.
+EARLIEST = EPOCH
+LATEST = datetime(9000, 1, 1, tzinfo=UTC)
+OUT_OF_RANGE = "must be from 1970-01-01T00:00:00Z and before 9000-01-01T00:00:00Z"
+
+
+def within_range(at: datetime) -> bool:
+    """Whether `at` lies in [EARLIEST, LATEST); naive means UTC."""
+    try:
+        instant = at.replace(tzinfo=UTC) if at.tzinfo is None else at.astimezone(UTC)
+    except OverflowError:
+        return False
+    return EARLIEST <= instant < LATEST
+
+
+def in_range(at: datetime) -> datetime:
+    """`at` unchanged when it is within range; a ValueError saying the range when not."""
+    if not within_range(at):
+        raise ValueError(OUT_OF_RANGE)
+    return at
+
+
+Instant = Annotated[datetime, AfterValidator(in_range)]
+AwareInstant = Annotated[AwareDatetime, AfterValidator(in_range)]

@@ -176,3 +176,50 @@ async def test_an_integer_beyond_64_bits_in_event_data_is_listed_back_exactly(te
 )
 async def test_a_page_or_version_number_beyond_any_stored_one_is_a_4xx(tenant, path, status, field):
     assert_problem(await tenant.client.get(path), status, field)
+
+
+async def test_a_number_beyond_a_double_rejects_its_event_and_keeps_the_others(tenant):
+    """1e400 is JSON by grammar but no number a meter or a reader can hold: that event is
+    rejected by index and field, the rest of the batch is stored."""
+    body = (b'[{"specversion": "1.0", "id": "a", "source": "s", "type": "prompt", "subject": "u",'
+            b' "data": {"tokens": 1e400}},'
+            b' {"specversion": "1.0", "id": "b", "source": "s", "type": "prompt", "subject": "u",'
+            b' "data": {"tokens": 2, "nested": [1, -1e999]}},'
+            b' {"specversion": "1.0", "id": "c", "source": "s", "type": "prompt", "subject": "u",'
+            b' "data": {"tokens": 3}}]')
+    resp = await tenant.client.post("/v1/events", content=body, headers={"content-type": "application/json"})
+    assert resp.status_code == 200, resp.text
+    summary = resp.json()
+    assert (summary["accepted"], summary["rejected"]) == (1, 2)
+    assert [(e["index"], e["field"]) for e in summary["errors"]] == [(0, "data.tokens"), (1, "data.nested[1]")]
+    listed = (await tenant.client.get("/v1/events")).json()["items"]
+    assert [e["id"] for e in listed] == ["c"]
+
+
+_FAR = "9999-12-31T23:59:59-14:00"  # a valid RFC 3339 time whose UTC instant is in year 10000
+
+
+async def test_an_event_time_out_of_range_rejects_that_event(tenant):
+    resp = await tenant.client.post("/v1/events", json=[
+        event(id="late", time="9999-12-31T23:59:59Z"), event(id="early", time="0001-01-01T00:00:00+01:00"),
+        event(id="fine", time="2026-11-20T10:00:00Z")])
+    assert resp.status_code == 200, resp.text
+    assert [(e["index"], e["field"]) for e in resp.json()["errors"]] == [(0, "time"), (1, "time")]
+    om = await tenant.client.post("/api/v1/events", json=event(id="om", time="0001-01-01T00:00:00+01:00"),
+                                  headers={"content-type": "application/cloudevents+json"})
+    assert_problem(om, 400)
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "body", "status", "field"),
+    [
+        ("GET", f"/v1/events?to={_FAR}", None, 422, "to"),
+        ("GET", "/v1/meters/tokens/query?from=0001-01-01T00:00:00%2B01:00", None, 422, "from"),
+        ("GET", f"/api/v1/events?from={_FAR}", None, 400, "from"),
+        ("POST", "/v1/customers/acme/entitlements/tokens/grants", {"amount": 1, "expires_at": _FAR}, 422, "expires_at"),
+        ("POST", "/v1/subscriptions", {"customer": "acme", "plan": "pro", "starts_at": "0001-01-01T00:00:00Z"}, 422, "starts_at"),
+    ],
+)
+async def test_a_time_beyond_what_a_calendar_can_hold_is_a_4xx_naming_it(tenant, method, path, body, status, field):
+    resp = await tenant.client.request(method, path.replace("+", "%2B"), json=body)
+    assert_problem(resp, status, field)

@@ -246,3 +246,19 @@ async def test_every_check_answer_is_the_documented_document(tenant):
     assert bodies[3]["upsell"]["href"] == "/v1/customers/acme/upsell"
     for body in bodies:
         assert CheckRead.model_validate(body).model_dump(mode="json") == body
+
+
+async def test_limits_of_32_integer_digits_are_kept_and_computed_exactly(tenant):
+    """NUMERIC(38, 6) limits: stored, shown and subtracted without rounding to 28 digits."""
+    c = tenant.client
+    await feature(c, "api-calls")
+    await customer(c, "acme")
+    hard = 98765432109876543210987654321098
+    await ok(await c.post("/v1/customers/acme/entitlements", json={
+        "feature": "api-calls", "kind": "metered", "usage_period": "MONTH", "included": 1,
+        "soft_limit": 8.875706715068986e+31, "hard_limit": hard}), 201)
+    soft = 88757067150689860000000000000000
+    shown = await ok(await c.get("/v1/customers/acme/entitlements/api-calls"))
+    assert (shown["hard_limit"], shown["soft_limit"]) == (hard, soft)
+    checked = await ok(await c.post("/v1/check", json={"customer": "acme", "feature": "api-calls", "quantity": 3, "consume": True}))
+    assert (checked["decision"], checked["usage"], checked["balance"]) == ("allow", 3, soft - 3)

@@ -7,24 +7,21 @@ from decimal import Decimal
 from typing import Annotated, Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, PlainSerializer, field_validator
+from pydantic import BaseModel, ConfigDict, Field, PlainSerializer, field_validator
 
+from allotment.codec import quantity_number
 from allotment.entitlements.engine import Kind
 from allotment.entitlements.periods import Interval
+from allotment.types import AwareInstant
 
 KEY_PATTERN = r"^[a-z0-9][a-z0-9_\-]{0,63}$"
 MAX_QUANTITY = Decimal(10) ** 32  # NUMERIC(38, 6) holds 32 integer digits
 
 
-def json_quantity(value: Decimal) -> int | float:
-    """Quantities are JSON numbers: integers when integral, else the nearest double."""
-    return int(value) if value == value.to_integral_value() else float(value)
-
-
 QuantityIn = Annotated[
     Decimal, Field(ge=0, lt=MAX_QUANTITY, decimal_places=6, allow_inf_nan=False)
 ]
-QuantityOut = Annotated[Decimal, PlainSerializer(json_quantity, return_type=int | float)]
+QuantityOut = Annotated[Decimal, PlainSerializer(quantity_number, return_type=int | float)]
 OverageAtReset = Literal["forgive", "carry"]
 When = Literal["now", "period_end"]
 
@@ -77,7 +74,7 @@ class OverrideIn(BaseModel):
     hard_limit: QuantityIn | None = None
     overage_at_reset: OverageAtReset | None = None
     lease_ttl_seconds: int | None = Field(default=None, ge=1, le=366 * 86_400)
-    usage_anchor: AwareDatetime | None = None
+    usage_anchor: AwareInstant | None = None
     time_zone: str | None = None
 
     @field_validator("time_zone")
@@ -88,7 +85,7 @@ class OverrideIn(BaseModel):
 
 class AdhocIn(EntitlementValues):
     feature: str = Field(description="Feature key.")
-    usage_anchor: AwareDatetime | None = Field(
+    usage_anchor: AwareInstant | None = Field(
         default=None, description="Where usage periods are aligned (default: now)."
     )
     time_zone: str = Field(default="UTC", description="IANA zone of usage periods.")
@@ -204,8 +201,8 @@ class SubscriptionCreate(BaseModel):
 
     customer: str = Field(description="Customer key.")
     plan: str = Field(description="Plan key; its latest published version is used.")
-    starts_at: AwareDatetime | None = Field(default=None, description="Default: now.")
-    billing_anchor: AwareDatetime | None = Field(default=None, description="Default: starts_at.")
+    starts_at: AwareInstant | None = Field(default=None, description="Default: now.")
+    billing_anchor: AwareInstant | None = Field(default=None, description="Default: starts_at.")
     time_zone: str = Field(default="UTC", description="IANA zone of billing and usage periods.")
 
     @field_validator("time_zone")
@@ -350,8 +347,8 @@ class GrantCreate(BaseModel):
 
     amount: Annotated[Decimal, Field(gt=0, lt=MAX_CHECK_QUANTITY, decimal_places=6, allow_inf_nan=False)]
     priority: int = Field(default=1, ge=0, le=1_000_000, description="Lower burns first.")
-    effective_at: AwareDatetime | None = Field(default=None, description="Default: now.")
-    expires_at: AwareDatetime | None = Field(default=None, description="Default: never.")
+    effective_at: AwareInstant | None = Field(default=None, description="Default: now.")
+    expires_at: AwareInstant | None = Field(default=None, description="Default: never.")
     min_rollover: QuantityIn = Field(
         default=Decimal(0), description="At each reset the grant holds at least this much."
     )

@@ -7,6 +7,8 @@ the good ones are kept.
 
 from __future__ import annotations
 
+import json
+import math
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -16,6 +18,7 @@ from typing import Annotated, Any
 import msgspec
 
 from allotment.errors import MalformedRequest, PayloadTooLarge, Problem
+from allotment.types import OUT_OF_RANGE, within_range
 
 Text = Annotated[str, msgspec.Meta(min_length=1, max_length=256)]
 
@@ -60,7 +63,7 @@ def decode(body: bytes, *, max_events: int) -> Decoded:
         pass
     except msgspec.DecodeError as exc:
         raise MalformedRequest(f"body is not valid JSON: {exc}") from None
-    items = _any.decode(body)
+    items = _decode_any(body)
     if not isinstance(items, list | dict):
         raise MalformedRequest("body must be a CloudEvent object or an array of them")
     if not is_batch:
@@ -70,12 +73,45 @@ def decode(body: bytes, *, max_events: int) -> Decoded:
     good: list[tuple[int, CloudEvent]] = []
     problems: list[Problem] = []
     for index, item in enumerate(items):
+        if (where := _infinite(item)) is not None:
+            problems.append(Problem(index, "is a number beyond the range of a double", where))
+            continue
         try:
             good.append((index, msgspec.convert(item, CloudEvent)))
         except msgspec.ValidationError as exc:
             field, reason = _explain(str(exc))
             problems.append(Problem(index, reason, field))
     return _checked(good, problems, items)
+
+
+def _decode_any(body: bytes) -> Any:
+    try:
+        return _any.decode(body)
+    except msgspec.ValidationError:
+        pass  # a number beyond a double (1e400): JSON by grammar, decoded below as infinity
+    except msgspec.DecodeError as exc:
+        raise MalformedRequest(f"body is not valid JSON: {exc}") from None
+    try:
+        return json.loads(body)
+    except (ValueError, RecursionError) as exc:
+        raise MalformedRequest(f"body is not valid JSON: {exc}") from None
+
+
+def _infinite(value: Any, path: str = "") -> str | None:
+    """The path of the first number in `value` that is not finite, so its event is rejected
+    by field rather than stored with a number no reader can hold."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return path
+    if isinstance(value, dict):
+        items: Any = ((f"{path}.{key}" if path else str(key), v) for key, v in value.items())
+    elif isinstance(value, list):
+        items = ((f"{path}[{i}]", v) for i, v in enumerate(value))
+    else:
+        return None
+    for where, inner in items:
+        if (found := _infinite(inner, where)) is not None:
+            return found
+    return None
 
 
 def binary_mode_event(headers: Mapping[str, str], body: bytes) -> bytes | None:
@@ -104,6 +140,8 @@ def _checked(
     for index, event in events:
         if event.time is not None and event.time.tzinfo is None:
             problems.append(Problem(index, "must be RFC 3339 with a UTC offset", "time"))
+        elif event.time is not None and not within_range(event.time):
+            problems.append(Problem(index, OUT_OF_RANGE, "time"))
         elif event.specversion != "1.0":
             problems.append(Problem(index, "must be '1.0'", "specversion"))
         elif (field := _with_nul(event)) is not None:

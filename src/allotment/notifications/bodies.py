@@ -13,6 +13,7 @@ from typing import Any
 
 import orjson
 
+from allotment import codec
 from allotment.notifications.schemas import PERIOD_RESET, THRESHOLD_REACHED
 
 NATIVE, OPENMETER = "native", "openmeter"
@@ -28,8 +29,8 @@ def body(body_format: str, message_id: str, type_: str, created_at: datetime, pa
     """The bytes sent for one message; `payload` is the stored JSON text."""
     if body_format == OPENMETER and type_ in OPENMETER_TYPE:
         om_type = OPENMETER_TYPE[type_]
-        return _envelope(message_id, om_type, created_at, orjson.dumps(
-            openmeter_data(orjson.loads(payload), om_type), option=orjson.OPT_UTC_Z).decode())
+        return _envelope(message_id, om_type, created_at, codec.render(
+            openmeter_data(codec.loads(payload), om_type)).decode())
     return _envelope(message_id, type_, created_at, payload)
 
 

@@ -22,7 +22,6 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, cast
 
-import orjson
 import structlog
 from sqlalchemy import (
     Table,
@@ -40,6 +39,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import aliased
 from sqlalchemy.sql.elements import ColumnClause
 
+from allotment import codec
 from allotment.db import UTCDateTime
 from allotment.notifications import bodies, catalogue, queries, retries, rules, service
 from allotment.notifications.models import (
@@ -152,7 +152,7 @@ async def _payloads(session: AsyncSession, seqs: list[int]) -> dict[int, dict[st
     if not seqs:
         return {}
     found = await session.execute(select(Notification.seq, Notification.payload).where(Notification.seq.in_(seqs)))
-    return {seq: orjson.loads(text) for seq, text in found}
+    return {seq: codec.loads(text) for seq, text in found}
 
 
 async def _subscribers(session: AsyncSession, tenant_ids: set[str]) -> dict[str, list[_Subscriber]]:

@@ -12,13 +12,12 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from decimal import Decimal
 from typing import Any
 
-import orjson
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from allotment import codec
 from allotment.errors import NotFound
 from allotment.notifications import catalogue, queries, signing
 from allotment.notifications.models import PENDING, Delivery, Notification, WebhookEndpoint
@@ -26,14 +25,8 @@ from allotment.notifications.schemas import WebhookEndpointCreate, WebhookEndpoi
 from allotment.types import as_utc, new_id
 
 
-def _json_default(value: object) -> object:
-    if isinstance(value, Decimal):  # quantities are JSON numbers (API conventions)
-        return int(value) if value == value.to_integral_value() else float(value)
-    raise TypeError(f"{type(value).__name__} is not JSON serialisable")
-
-
 def encode_payload(payload: Mapping[str, Any]) -> str:
-    return orjson.dumps(payload, default=_json_default, option=orjson.OPT_UTC_Z).decode()
+    return codec.render(payload).decode()
 
 
 @dataclass(frozen=True)

@@ -23,7 +23,6 @@ both APIs always agree. How OpenMeter's metered fields map to ours:
 from __future__ import annotations
 
 import json
-from datetime import datetime
 from typing import Annotated, Any, Literal
 
 from fastapi import Query, Response
@@ -51,7 +50,7 @@ from allotment.entitlements import features, overrides, provisioning, state
 from allotment.entitlements.periods import Interval
 from allotment.entitlements.schemas import AdhocIn
 from allotment.errors import Conflict, NotFound, ValidationFailed
-from allotment.types import utcnow
+from allotment.types import Instant, utcnow
 
 router = openmeter_router()
 _V2 = "/v2/customers/{customer_id_or_key}/entitlements"
@@ -65,7 +64,7 @@ _ORDER_BY = {
     "createdAt": lambda r: (r.created_at, r.id),
     "updatedAt": lambda r: (r.updated_at, r.id),
 }
-Time = Annotated[datetime | None, Query(description="The instant to evaluate (default: now).")]
+Time = Annotated[Instant | None, Query(description="The instant to evaluate (default: now).")]
 
 
 @router.post(_V2, status_code=201)

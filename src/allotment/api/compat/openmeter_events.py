@@ -18,7 +18,7 @@ from allotment.api.responses import Json
 from allotment.api.routers.events import ingest_body
 from allotment.errors import FieldError
 from allotment.metering import events as event_log
-from allotment.types import to_micros
+from allotment.types import Instant, to_micros
 
 router = openmeter_router()
 
@@ -52,10 +52,10 @@ async def list_events(
     session: ReadSession,
     subject: Annotated[list[str] | None, Query()] = None,
     customer_id: Annotated[list[str] | None, Query(alias="customerId")] = None,
-    from_: Annotated[datetime | None, Query(alias="from")] = None,
-    to: datetime | None = None,
-    ingested_at_from: Annotated[datetime | None, Query(alias="ingestedAtFrom")] = None,
-    ingested_at_to: Annotated[datetime | None, Query(alias="ingestedAtTo")] = None,
+    from_: Annotated[Instant | None, Query(alias="from")] = None,
+    to: Instant | None = None,
+    ingested_at_from: Annotated[Instant | None, Query(alias="ingestedAtFrom")] = None,
+    ingested_at_to: Annotated[Instant | None, Query(alias="ingestedAtTo")] = None,
     id: str | None = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> Json:

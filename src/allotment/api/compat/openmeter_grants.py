@@ -40,7 +40,7 @@ from allotment.entitlements.models import GrantRecord
 from allotment.entitlements.periods import Interval, UsagePeriod, boundary
 from allotment.errors import ValidationFailed
 from allotment.tenancy.service import Principal
-from allotment.types import utcnow
+from allotment.types import LATEST, OUT_OF_RANGE, utcnow, within_range
 
 router = openmeter_router()
 _PATH = "/v2/customers/{customer_id_or_key}/entitlements/{entitlement_id_or_feature_key}/grants"
@@ -114,13 +114,20 @@ def expires_at(
     if expiration is None:
         return None
     unit = expiration.duration.upper()
-    if unit in _FIXED:
-        return effective + expiration.count * _FIXED[unit]
-    if unit in _CALENDAR:
-        return boundary(UsagePeriod(_CALENDAR[unit], effective, _UTC), expiration.count)
-    raise ValidationFailed.on(
-        f"{field}expiration.duration", "must be HOUR, DAY, WEEK, MONTH or YEAR"
-    )
+    if unit not in _FIXED and unit not in _CALENDAR:
+        raise ValidationFailed.on(
+            f"{field}expiration.duration", "must be HOUR, DAY, WEEK, MONTH or YEAR"
+        )
+    try:
+        if unit in _FIXED:
+            end = effective + expiration.count * _FIXED[unit]
+        else:
+            end = boundary(UsagePeriod(_CALENDAR[unit], effective, _UTC), expiration.count)
+    except (OverflowError, ValueError):
+        end = LATEST
+    if not within_range(end):
+        raise ValidationFailed.on(f"{field}expiration.count", f"expiry {OUT_OF_RANGE}")
+    return end
 
 
 @router.get(_PATH)

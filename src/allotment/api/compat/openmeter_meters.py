@@ -42,7 +42,7 @@ from allotment.metering import query as meter_query
 from allotment.metering.models import Meter
 from allotment.metering.schemas import MeterCreate, MeterUpdate
 from allotment.metering.windows import WindowSize
-from allotment.types import from_micros, to_micros, utcnow
+from allotment.types import Instant, from_micros, to_micros, utcnow
 
 router = openmeter_router()
 _PAGE = 1000
@@ -150,8 +150,8 @@ async def query_meter(
     meter_id_or_slug: str,
     principal: Reader,
     session: ReadSession,
-    from_: Annotated[datetime | None, Query(alias="from")] = None,
-    to: datetime | None = None,
+    from_: Annotated[Instant | None, Query(alias="from")] = None,
+    to: Instant | None = None,
     window_size: Annotated[WindowSize | None, Query(alias="windowSize")] = None,
     window_time_zone: Annotated[str, Query(alias="windowTimeZone")] = "UTC",
     subject: Annotated[list[str] | None, Query()] = None,
@@ -194,8 +194,8 @@ async def list_meter_subjects(
     meter_id_or_slug: str,
     principal: Reader,
     session: ReadSession,
-    from_: Annotated[datetime | None, Query(alias="from")] = None,
-    to: datetime | None = None,
+    from_: Annotated[Instant | None, Query(alias="from")] = None,
+    to: Instant | None = None,
 ) -> Json:
     """Subjects with usage on the meter in the range, sorted."""
     spec = MeterQueryIn.model_validate({"from": from_, "to": to, "groupBy": ["subject"]})
@@ -209,8 +209,8 @@ async def list_group_by_values(
     group_by_key: str,
     principal: Reader,
     session: ReadSession,
-    from_: Annotated[datetime | None, Query(alias="from")] = None,
-    to: datetime | None = None,
+    from_: Annotated[Instant | None, Query(alias="from")] = None,
+    to: Instant | None = None,
 ) -> Json:
     spec = MeterQueryIn.model_validate({"from": from_, "to": to, "groupBy": [group_by_key]})
     result = await _query(session, principal.tenant_id, meter_id_or_slug, spec)

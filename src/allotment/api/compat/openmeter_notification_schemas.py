@@ -13,10 +13,10 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any, Literal
 
-import orjson
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic.alias_generators import to_camel
 
+from allotment import codec
 from allotment.errors import ValidationFailed
 from allotment.metering.aggregation import json_number
 from allotment.notifications.bodies import (
@@ -167,7 +167,7 @@ def event_out(
         "rule": rule,
         "deliveryStatus": [_status(v, now=now) for v in deliveries],
         "payload": {"id": n.id, "type": type_, "timestamp": n.created_at,
-                    "data": openmeter_data(orjson.loads(n.payload), type_)},
+                    "data": openmeter_data(codec.loads(n.payload), type_)},
     }
 
 

@@ -9,13 +9,12 @@ Webhooks, as OpenMeter's webhook channels) and retries are the native ones.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from datetime import datetime
 from typing import Annotated, Any, Literal, TypeVar
 
-import orjson
 from fastapi import Body, Query, Response
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from allotment import codec
 from allotment.api.compat.openmeter_http import (
     Page,
     PageSize,
@@ -47,7 +46,7 @@ from allotment.notifications.schemas import (
     WebhookEndpointUpdate,
 )
 from allotment.tenancy.service import Principal
-from allotment.types import utcnow
+from allotment.types import Instant, utcnow
 
 router = openmeter_router()
 _CHUNK = 1000
@@ -295,7 +294,7 @@ def _rule_for(n: Notification, candidates: list[NotificationRule]) -> Notificati
     it now (rules that name channels first)."""
     if n.type == catalogue.TEST:
         return next((r for r in candidates if r.id == n.rule_id), None)
-    payload = orjson.loads(n.payload)
+    payload = codec.loads(n.payload)
     return next((r for r in candidates if rules.matches(r, n.type, payload)), None)
 
 
@@ -313,8 +312,8 @@ async def _event(session: AsyncSession, n: Notification, rule: NotificationRule)
 async def list_events(
     principal: Reader,
     session: ReadSession,
-    from_: Annotated[datetime | None, Query(alias="from")] = None,
-    to: datetime | None = None,
+    from_: Annotated[Instant | None, Query(alias="from")] = None,
+    to: Instant | None = None,
     feature: Annotated[list[str] | None, Query()] = None,
     subject: Annotated[list[str] | None, Query()] = None,
     rule: Annotated[list[str] | None, Query()] = None,
@@ -335,7 +334,7 @@ async def list_events(
     if rule:
         pairs = [(n, r) for n, r in pairs if r.id in rule]
     if feature or subject:
-        pairs = [(n, r) for n, r in pairs if _about(orjson.loads(n.payload), feature, subject)]
+        pairs = [(n, r) for n, r in pairs if _about(codec.loads(n.payload), feature, subject)]
     if channel:
         sent = await history.sent_to(session, tenant_id, [n.seq for n, _ in pairs], channel)
         pairs = [(n, r) for n, r in pairs if n.seq in sent]

@@ -15,6 +15,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic.alias_generators import to_camel
 
+from allotment.codec import quantity_number
 from allotment.customers.models import Customer, Subject
 from allotment.customers.service import CustomerView
 from allotment.entitlements.check import usage_period
@@ -22,14 +23,14 @@ from allotment.entitlements.engine import Kind
 from allotment.entitlements.features import FeatureView
 from allotment.entitlements.models import CustomerEntitlement, GrantRecord
 from allotment.entitlements.periods import period_at
-from allotment.entitlements.schemas import QuantityIn, json_quantity
+from allotment.entitlements.schemas import QuantityIn
 from allotment.entitlements.state import EntitlementState
 from allotment.metering.aggregation import json_number
 from allotment.metering.events import EventView
 from allotment.metering.models import Meter
 from allotment.metering.query import Row
 from allotment.metering.windows import WindowSize
-from allotment.types import from_micros
+from allotment.types import Instant, from_micros
 
 
 class _In(BaseModel):
@@ -55,8 +56,8 @@ class MeterUpdateIn(_In):
 class MeterQueryIn(_In):
     """The POST body of a meter query; the GET form is read into the same model."""
 
-    from_: datetime | None = Field(default=None, alias="from")
-    to: datetime | None = None
+    from_: Instant | None = Field(default=None, alias="from")
+    to: Instant | None = None
     window_size: WindowSize | None = None
     window_time_zone: str | None = None  # UTC
     subject: list[str] | None = None
@@ -198,7 +199,7 @@ class FeatureCreateIn(_In):
 
 class UsagePeriodIn(_In):
     interval: str
-    anchor: datetime | None = None
+    anchor: Instant | None = None
 
 
 class IssueIn(_In):
@@ -214,7 +215,7 @@ class ExpirationIn(_In):
 class GrantCreateIn(_In):
     amount: Decimal
     priority: int = Field(default=1, ge=1, le=255)
-    effective_at: datetime
+    effective_at: Instant
     expiration: ExpirationIn | None = None
     min_rollover_amount: Decimal = Decimal(0)
     max_rollover_amount: Decimal | None = None  # v2: the grant's amount
@@ -311,8 +312,8 @@ def _metered_out(row: CustomerEntitlement, at: datetime) -> dict[str, Any]:
         "currentUsagePeriod": {"from": start, "to": end} if end is not None else None,
     }
     if included > 0:
-        out["issueAfterReset"] = json_quantity(included)
-        out["issue"] = {"amount": json_quantity(included)}
+        out["issueAfterReset"] = quantity_number(included)
+        out["issue"] = {"amount": quantity_number(included)}
     if period.interval in _ISO_INTERVAL:
         out["usagePeriod"] = {
             "interval": str(period.interval),
@@ -348,12 +349,12 @@ def value_v2_out(state: EntitlementState) -> dict[str, Any]:
     """The v2 value adds, for metered entitlements, what each grant still holds."""
     out = value_out(state)
     if state.row.kind == Kind.METERED:
-        out["grantBalances"] = {g.grant.id: json_quantity(g.balance) for g in state.grants}
+        out["grantBalances"] = {g.grant.id: quantity_number(g.balance) for g in state.grants}
     return out
 
 
 def _number(value: Decimal | None) -> int | float | None:
-    return None if value is None else json_quantity(value)
+    return None if value is None else quantity_number(value)
 
 
 # --- grants ------------------------------------------------------------------------------------
@@ -375,11 +376,11 @@ def grant_out(record: GrantRecord, entitlement_id: str) -> dict[str, Any]:
         {
             "id": record.id,
             "entitlementId": entitlement_id,
-            "amount": json_quantity(record.amount),
+            "amount": quantity_number(record.amount),
             "priority": record.priority,
             "effectiveAt": record.effective_at,
             "expiresAt": record.expires_at,
-            "minRolloverAmount": json_quantity(record.min_rollover),
+            "minRolloverAmount": quantity_number(record.min_rollover),
             "maxRolloverAmount": _number(record.max_rollover),
             "metadata": record.metadata_ or {},
             "createdAt": record.created_at,

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from decimal import Decimal
 
-import orjson
 import pydantic
 from fastapi import APIRouter, Request, Response
 from starlette.types import Receive, Scope, Send
 
+from allotment import codec
 from allotment.api import errors
 from allotment.api.deps import (
     ALLOWED,
@@ -29,7 +29,6 @@ from allotment.entitlements.schemas import (
     CheckRead,
     DenialRead,
     UpsellHintRead,
-    json_quantity,
 )
 from allotment.errors import Forbidden, MalformedRequest, ValidationFailed
 from allotment.types import utcnow
@@ -41,18 +40,18 @@ def check_body(result: service.CheckResult, upsell: UpsellHintRead | None = None
     """The `CheckRead` document of an answer, written straight to JSON: building the model
     first would cost more than the check."""
     d = result.decision
-    return orjson.dumps({
+    return codec.render({
         "decision": d.decision.value, "reason": str(d.reason), "usage": _number(d.usage),
         "included": _number(d.included), "soft_limit": _number(d.soft_limit),
         "hard_limit": _number(d.hard_limit), "balance": _number(d.balance),
         "overage": _number(d.overage), "period_start": result.period_start,
         "period_end": result.period_end, "config": None if d.config is None else dict(d.config),
         "upsell": None if upsell is None else upsell.model_dump(mode="json"),
-    }, option=orjson.OPT_UTC_Z)
+    })
 
 
 def _number(value: Decimal | None) -> int | float | None:
-    return None if value is None else json_quantity(value)
+    return None if value is None else codec.quantity_number(value)
 
 
 def _check_in(body: bytes) -> CheckIn:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import time
-from datetime import datetime
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Query, Request
@@ -30,7 +29,7 @@ from allotment.metering import ingest as ingest_service
 from allotment.metering import meters
 from allotment.metering.schemas import EventRead, IngestSummary, RejectedRead
 from allotment.metering.wire import binary_mode_event, decode
-from allotment.types import as_utc, from_micros, to_micros, utcnow
+from allotment.types import Instant, as_utc, from_micros, to_micros, utcnow
 
 router = APIRouter(prefix="/v1/events", tags=["events"])
 
@@ -115,8 +114,8 @@ async def list_events(
     subject: Annotated[list[str] | None, Query()] = None,
     customer: Annotated[list[str] | None, Query()] = None,
     type: str | None = None,
-    from_: Annotated[datetime | None, Query(alias="from")] = None,
-    to: datetime | None = None,
+    from_: Annotated[Instant | None, Query(alias="from")] = None,
+    to: Instant | None = None,
     status: Literal["counted", "unattributed"] | None = None,
 ) -> dict[str, object]:
     before = decode_cursor(cursor)

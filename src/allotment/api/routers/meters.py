@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import csv
 import io
-from datetime import datetime
 from typing import Annotated, Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -36,7 +35,7 @@ from allotment.metering.schemas import (
     QueryResult,
 )
 from allotment.metering.windows import WindowSize
-from allotment.types import as_utc, from_micros, to_micros, utcnow
+from allotment.types import Instant, as_utc, from_micros, to_micros, utcnow
 
 router = APIRouter(prefix="/v1/meters", tags=["meters"])
 
@@ -77,8 +76,8 @@ async def delete_meter(meter_key: str, principal: Admin, session: WriteSession) 
 class QueryBody(BaseModel):
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
 
-    from_: datetime | None = Field(default=None, alias="from")
-    to: datetime | None = None
+    from_: Instant | None = Field(default=None, alias="from")
+    to: Instant | None = None
     window_size: WindowSize | None = None
     window_time_zone: str = "UTC"
     subject: list[str] | None = None
@@ -167,8 +166,8 @@ async def query_meter(
     meter_key: str,
     principal: Reader,
     session: ReadSession,
-    from_: Annotated[datetime | None, Query(alias="from")] = None,
-    to: datetime | None = None,
+    from_: Annotated[Instant | None, Query(alias="from")] = None,
+    to: Instant | None = None,
     window_size: WindowSize | None = None,
     window_time_zone: str = "UTC",
     subject: Annotated[list[str] | None, Query()] = None,

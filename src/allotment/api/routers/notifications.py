@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import Annotated
 
-import orjson
 from fastapi import APIRouter, Body
 
+from allotment import codec
 from allotment.api.deps import (
     Admin,
     Cursor,
@@ -28,7 +28,7 @@ router = APIRouter(prefix="/v1/notifications", tags=["webhooks"])
 
 def notification_read(n: Notification) -> NotificationRead:
     return NotificationRead(
-        id=n.id, type=n.type, customer_id=n.customer_id, payload=orjson.loads(n.payload),
+        id=n.id, type=n.type, customer_id=n.customer_id, payload=codec.loads(n.payload),
         created_at=n.created_at,
     )
 
