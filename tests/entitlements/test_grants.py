@@ -12,7 +12,7 @@ from zoneinfo import ZoneInfo
 from allotment.db import Database
 from allotment.entitlements import check as checks
 from allotment.entitlements import grants, overrides, state
-from allotment.entitlements.engine import burn, rollover
+from allotment.entitlements.engine import burn, has_ended, rollover
 from allotment.entitlements.schemas import AdhocIn
 from tests.entitlements.catalogue import boolean, customer, feature, metered, ok, plan, subscribe
 
@@ -267,6 +267,32 @@ async def test_computing_two_periods_in_two_runs_equals_one_run(tenant, db):
     second = burn(feb_grants, D(3), D("7.5"), mar - timedelta(microseconds=1)).grants
     assert await clock.amounts(mar) == rollover(feb_grants, second, at=mar)
     assert await clock.amounts(mar) == {a: D("2.5"), b: 1}
+
+
+async def test_idle_periods_between_usage_leave_the_amounts_of_a_period_by_period_run(tenant, db):
+    """Daily periods over months with usage on a few days only, a grant starting and one
+    expiring in the idle stretches: the service equals the engine run day by day, and a day
+    thousands of years later holds what the last reset left."""
+    clock = await _clockwork(tenant, db, usage_period="DAY", included=1, usage_anchor=T0.isoformat())
+    capped = await clock.grant(T0, amount=D(10), priority=1, max_rollover=D(6), min_rollover=D(2))
+    later = await clock.grant(day(40), amount=D(5), priority=2, expires_at=day(90) + timedelta(hours=5),
+                              max_rollover=D(4))
+    used = {3: D(5), 4: D("0.5"), 41: D(4), 120: D(3)}
+    for n, quantity in used.items():
+        await clock.consume(str(quantity), day(n) + timedelta(hours=1))
+    async with db.transaction(readonly=True) as s:
+        records = await grants.of_period(s, tenant.id, customer="acme", feature="data", at=day(40))
+    amounts = {g.id: g.amount for g in records}
+    for n in range(150):
+        live = [replace(g, amount=amounts[g.id]) for g in records]
+        left = burn(live, D(1), used.get(n, D(0)), day(n + 1) - timedelta(microseconds=1)).grants
+        amounts = rollover(live, left, at=day(n + 1))
+        if n + 1 in (5, 41, 42, 91, 120, 150):
+            at = day(n + 1) + timedelta(hours=2)
+            expected = {g.id: amounts[g.id] for g in records if g.effective_at <= at and not has_ended(g, at)}
+            assert await clock.amounts(at) == expected, n + 1
+    assert amounts == {capped: 2, later: 0}
+    assert await clock.amounts(datetime(8999, 6, 1, tzinfo=UTC)) == {capped: 2}
 
 
 # --- overage at reset -------------------------------------------------------------------------

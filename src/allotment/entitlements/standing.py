@@ -5,7 +5,8 @@ effective limits: the row's own soft and hard limits raised by what its live gra
 this period (`engine.decide_metered`). What a grant holds in a period follows from usage in
 earlier periods (burn-down) and its rollover bounds at each reset, so `standing` replays the
 periods since the oldest grant that still matters began, one counter row per period, read in
-one query: O(periods since then), nothing when every live grant started in this period.
+one query: O(periods in which something happened since then; idle periods are skipped),
+nothing when every live grant started in this period.
 
 The same replay gives the overage to carry into this period when the row's policy is
 `carry` (overage above the previous period's soft limit, after grants). It is fixed once,
@@ -21,6 +22,7 @@ Conventions (docs/grants.md):
 
 from __future__ import annotations
 
+from bisect import bisect_left
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
@@ -162,8 +164,10 @@ async def standing(session: AsyncSession, row: CustomerEntitlement, at: datetime
         grants = [g for g in records if not has_ended(g, seg_start)]
     else:
         rows = await _rows(session, row, since, at)
-        segments = _segments(rows, since, at)
-        amounts, carried = await _replay(session, row, records, usage_at_ends, segments)
+        counters = await _counters(session, row, rows, since, at)
+        marks = sorted({from_micros(start) for _, start in counters} | _grant_times(records))
+        segments = _segments(rows, since, at, marks)
+        amounts, carried = _replay(records, usage_at_ends, segments, counters)
         grants = [replace(g, amount=amounts[g.id]) for g in records if not has_ended(g, seg_start)]
         carry_in = carried if needs_carry else None
     if ended_within:
@@ -207,18 +211,29 @@ async def _carry_start(session: AsyncSession, row: CustomerEntitlement, before: 
     return row.active_from if latest is None else max(row.active_from, from_micros(latest))
 
 
-async def _replay(
-    session: AsyncSession,
-    row: CustomerEntitlement,
+async def _counters(
+    session: AsyncSession, row: CustomerEntitlement, rows: Sequence[CustomerEntitlement],
+    since: datetime, at: datetime,
+) -> dict[tuple[str, int], tuple[int, int | None]]:
+    """(row id, period start) -> (used, carried) of every period of `rows` from `since` to `at`."""
+    first = min(period_at(checks.usage_period(r), max(since, r.active_from))[0] for r in rows)
+    return await queries.counters_between(
+        session, row.tenant_id, [r.id for r in rows], to_micros(first), to_micros(at) + 1
+    )
+
+
+def _grant_times(records: Sequence[Grant]) -> set[datetime]:
+    times = {g.effective_at for g in records}
+    return times | {t for g in records for t in (g.expires_at, g.voided_at) if t is not None}
+
+
+def _replay(
     records: Sequence[Grant],
     usage_at_ends: dict[str, int | None],
     segments: list[_Segment],
+    counters: dict[tuple[str, int], tuple[int, int | None]],
 ) -> tuple[dict[str, Decimal], int]:
     """Each grant's amount at the start of the last segment, and the overage carried into it."""
-    first = to_micros(segments[0].period_start)
-    counters = await queries.counters_between(
-        session, row.tenant_id, list({s.row.id for s in segments}), first, to_micros(segments[-1].period_start) + 1
-    )
     amounts = {g.id: g.amount for g in records}
     carry_in, previous = ZERO, None
     for seg in segments[:-1]:
@@ -242,13 +257,32 @@ async def _replay(
     return amounts, checks.millionths(carry_in)
 
 
-def _segments(rows: Sequence[CustomerEntitlement], since: datetime, at: datetime) -> list[_Segment]:
-    """The periods of each row from `since` to `at`, cut to the row's active span, in order."""
+def _segments(
+    rows: Sequence[CustomerEntitlement], since: datetime, at: datetime, marks: Sequence[datetime]
+) -> list[_Segment]:
+    """The periods of each row from `since` to `at`, cut to the row's active span, in order,
+    without the idle ones that cannot change what the replay finds.
+
+    `marks` (sorted) are the instants at which something happens: a counted period starts,
+    a grant starts, expires or is voided. A period holding none of them burns nothing, and
+    once a reset has clamped every grant to its rollover bounds, clamping again changes
+    nothing (engine.rollover). So after a segment of the same row that ended at a reset, the
+    walk jumps to the period holding the next mark (or `at`): the replay costs what happened,
+    not how many periods passed. Rows that carry overage walk every period (a carry moves
+    from period to period by itself).
+    """
     out: list[_Segment] = []
     for row in rows:
         period = checks.usage_period(row)
+        idle_skips = not _carries(row)
         t = max(since, row.active_from)
         while t <= at and (row.active_to is None or t < row.active_to):
+            if idle_skips and out and out[-1].row is row and out[-1].resets:
+                following = bisect_left(marks, t)
+                target = at if following == len(marks) else min(marks[following], at)
+                t = max(t, period_at(period, target)[0])
+                if row.active_to is not None and t >= row.active_to:
+                    break
             start, end = period_at(period, t)
             cut = row.active_to if end is None or (row.active_to is not None and row.active_to < end) else end
             out.append(_Segment(row, start, cut, end is not None and cut == end))
