@@ -12,7 +12,7 @@ from zoneinfo import ZoneInfo
 from allotment.db import Database
 from allotment.entitlements import check as checks
 from allotment.entitlements import grants, overrides, state
-from allotment.entitlements.engine import burn, has_ended, rollover
+from allotment.entitlements.engine import burn, has_ended, raised_by, rollover
 from allotment.entitlements.schemas import AdhocIn
 from tests.entitlements.catalogue import boolean, customer, feature, metered, ok, plan, subscribe
 
@@ -330,6 +330,33 @@ async def test_overage_carries_through_an_idle_period(tenant, db):
     await clock.consume(35, day(3))
     assert (await clock.state(datetime(2026, 3, 2, tzinfo=UTC))).usage == 15
     assert (await clock.consume(1, datetime(2026, 3, 2, tzinfo=UTC))).decision.usage == 16
+
+
+async def test_overage_carried_day_after_day_then_idle_equals_a_day_by_day_run(tenant, db):
+    """A carry drains over idle days (burning a grant on the way); once it is gone, idle days
+    change nothing, however many: amounts and usage equal the engine run day by day."""
+    clock = await _clockwork(tenant, db, usage_period="DAY", included=2, overage_at_reset="carry",
+                             usage_anchor=T0.isoformat())
+    grant = await clock.grant(T0, amount=D(3), priority=1, max_rollover=D(2))
+    used = {3: D(20), 40: D(1)}
+    for n, quantity in used.items():
+        await clock.consume(str(quantity), day(n) + timedelta(hours=1))
+    async with db.transaction(readonly=True) as s:
+        records = await grants.of_period(s, tenant.id, customer="acme", feature="data", at=day(1))
+    amounts, carry = {g.id: g.amount for g in records}, D(0)
+    for n in range(60):
+        live = [replace(g, amount=amounts[g.id]) for g in records]
+        usage = used.get(n, D(0)) + carry
+        if n in (5, 9, 20, 41, 59):
+            at = day(n) + timedelta(hours=2)
+            assert (await clock.amounts(at), (await clock.state(at)).usage) == (amounts, usage), n
+        last = day(n + 1) - timedelta(microseconds=1)
+        left = burn(live, D(2), usage, last).grants
+        carry = max(D(0), usage - 2 - raised_by(live, last))
+        amounts = rollover(live, left, at=day(n + 1))
+    assert carry == 0 and amounts == {grant: 0}
+    far = datetime(8999, 6, 1, tzinfo=UTC)
+    assert (await clock.amounts(far), (await clock.state(far)).usage) == ({grant: 0}, 0)
 
 
 # --- bad input, idempotency, isolation --------------------------------------------------------

@@ -166,8 +166,7 @@ async def standing(session: AsyncSession, row: CustomerEntitlement, at: datetime
         rows = await _rows(session, row, since, at)
         counters = await _counters(session, row, rows, since, at)
         marks = sorted({from_micros(start) for _, start in counters} | _grant_times(records))
-        segments = _segments(rows, since, at, marks)
-        amounts, carried = _replay(records, usage_at_ends, segments, counters)
+        amounts, carried = _replay(records, usage_at_ends, _Walk(rows, since, at, marks), counters)
         grants = [replace(g, amount=amounts[g.id]) for g in records if not has_ended(g, seg_start)]
         carry_in = carried if needs_carry else None
     if ended_within:
@@ -230,13 +229,14 @@ def _grant_times(records: Sequence[Grant]) -> set[datetime]:
 def _replay(
     records: Sequence[Grant],
     usage_at_ends: dict[str, int | None],
-    segments: list[_Segment],
+    walk: _Walk,
     counters: dict[tuple[str, int], tuple[int, int | None]],
 ) -> tuple[dict[str, Decimal], int]:
     """Each grant's amount at the start of the last segment, and the overage carried into it."""
     amounts = {g.id: g.amount for g in records}
     carry_in, previous = ZERO, None
-    for seg in segments[:-1]:
+    seg = walk.first()
+    while not walk.is_last(seg):
         assert seg.end is not None  # only the last segment can be open-ended
         grants = [replace(g, amount=amounts[g.id]) for g in records]
         used, carried = counters.get((seg.row.id, to_micros(seg.period_start)), (0, None))
@@ -251,45 +251,56 @@ def _replay(
         carry_in = max(ZERO, usage - soft) if _carries(seg.row) else ZERO
         amounts = rollover(grants, left, at=seg.end) if seg.resets else dict(left)
         previous = seg
-    last_seg = segments[-1]
-    if not (previous is not None and previous.row is last_seg.row and previous.resets):
+        seg = walk.after(seg, settled=seg.resets and carry_in == ZERO)
+    if not (previous is not None and previous.row is seg.row and previous.resets):
         carry_in = ZERO
     return amounts, checks.millionths(carry_in)
 
 
-def _segments(
-    rows: Sequence[CustomerEntitlement], since: datetime, at: datetime, marks: Sequence[datetime]
-) -> list[_Segment]:
+@dataclass(frozen=True)
+class _Walk:
     """The periods of each row from `since` to `at`, cut to the row's active span, in order,
     without the idle ones that cannot change what the replay finds.
 
     `marks` (sorted) are the instants at which something happens: a counted period starts,
-    a grant starts, expires or is voided. A period holding none of them burns nothing, and
-    once a reset has clamped every grant to its rollover bounds, clamping again changes
-    nothing (engine.rollover). So after a segment of the same row that ended at a reset, the
-    walk jumps to the period holding the next mark (or `at`): the replay costs what happened,
-    not how many periods passed. Rows that carry overage walk every period (a carry moves
-    from period to period by itself).
+    a grant starts, expires or is voided. A period holding none of them burns nothing but a
+    carry, and once a reset has clamped every grant to its rollover bounds, clamping again
+    changes nothing (engine.rollover). So after a segment that ended at a reset with nothing
+    to carry (`settled`), the walk jumps to the period of the same row holding the next mark,
+    or `at`: the replay costs what happened, not how many periods passed.
     """
-    out: list[_Segment] = []
-    for row in rows:
-        period = checks.usage_period(row)
-        idle_skips = not _carries(row)
-        t = max(since, row.active_from)
-        while t <= at and (row.active_to is None or t < row.active_to):
-            if idle_skips and out and out[-1].row is row and out[-1].resets:
-                following = bisect_left(marks, t)
-                target = at if following == len(marks) else min(marks[following], at)
-                t = max(t, period_at(period, target)[0])
-                if row.active_to is not None and t >= row.active_to:
-                    break
-            start, end = period_at(period, t)
-            cut = row.active_to if end is None or (row.active_to is not None and row.active_to < end) else end
-            out.append(_Segment(row, start, cut, end is not None and cut == end))
-            if cut is None:
-                break
-            t = cut
-    return out
+
+    rows: Sequence[CustomerEntitlement]  # in order; the last is in force at `at`
+    since: datetime
+    at: datetime
+    marks: Sequence[datetime]
+
+    def first(self) -> _Segment:
+        return self._at(0, max(self.since, self.rows[0].active_from))
+
+    def is_last(self, seg: _Segment) -> bool:
+        """Whether `seg` is the period containing `at` (never replayed: it is the answer's)."""
+        return seg.row is self.rows[-1] and (seg.end is None or seg.end > self.at)
+
+    def after(self, seg: _Segment, *, settled: bool) -> _Segment:
+        assert seg.end is not None
+        index = next(i for i, r in enumerate(self.rows) if r is seg.row)
+        t = seg.end
+        if settled:
+            following = bisect_left(self.marks, t)
+            target = self.at if following == len(self.marks) else min(self.marks[following], self.at)
+            t = max(t, period_at(checks.usage_period(seg.row), target)[0])
+        return self._at(index, t)
+
+    def _at(self, index: int, t: datetime) -> _Segment:
+        """The segment of rows[index] from `t`, or the first of the next row once it ended."""
+        row = self.rows[index]
+        while row.active_to is not None and t >= row.active_to:
+            index += 1
+            row, t = self.rows[index], max(self.since, self.rows[index].active_from)
+        start, end = period_at(checks.usage_period(row), t)
+        cut = row.active_to if end is None or (row.active_to is not None and row.active_to < end) else end
+        return _Segment(row, start, cut, end is not None and cut == end)
 
 
 async def _records(
