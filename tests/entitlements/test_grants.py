@@ -11,7 +11,7 @@ from zoneinfo import ZoneInfo
 
 from allotment.db import Database
 from allotment.entitlements import check as checks
-from allotment.entitlements import grants, overrides, state
+from allotment.entitlements import grants, overrides, reservations, state
 from allotment.entitlements.engine import burn, has_ended, raised_by, rollover
 from allotment.entitlements.schemas import AdhocIn
 from tests.entitlements.catalogue import boolean, customer, feature, metered, ok, plan, subscribe
@@ -357,6 +357,25 @@ async def test_overage_carried_day_after_day_then_idle_equals_a_day_by_day_run(t
     assert carry == 0 and amounts == {grant: 0}
     far = datetime(8999, 6, 1, tzinfo=UTC)
     assert (await clock.amounts(far), (await clock.state(far)).usage) == ({grant: 0}, 0)
+
+
+async def test_a_hold_taken_before_a_change_of_values_commits_on_its_row_with_older_grants(tenant, db):
+    """The reservation's row ended mid-period (its values were replaced by another row): the
+    commit still replays January's grant up to the row's end and settles in the held period."""
+    clock = await _clockwork(tenant, db, included=0, hard_limit=10, usage_anchor=T0.isoformat())
+    await clock.grant(T0, amount=D(5), priority=1)
+    await clock.consume(2, day(3))
+    async with db.transaction() as s:
+        request = reservations.ReservationRequest("acme", "data", D(6), ttl_seconds=30 * 86_400)
+        held = await reservations.create(s, tenant.id, request, at=day(35))
+    assert held.reservation is not None
+    async with db.transaction() as s:
+        await overrides.remove_adhoc(s, tenant.id, "acme", "data", actor="test", at=day(36))
+        data = AdhocIn(feature="data", kind="metered", usage_period="MONTH", included=0, hard_limit=20, usage_anchor=T0)
+        await overrides.create_adhoc(s, tenant.id, "acme", data, actor="test", at=day(36))
+    async with db.transaction() as s:
+        settled = await reservations.commit(s, tenant.id, held.reservation.id, D(4), at=day(37))
+    assert (settled.reservation.status, settled.usage, settled.reserved) == ("committed", 4, 0)
 
 
 # --- bad input, idempotency, isolation --------------------------------------------------------

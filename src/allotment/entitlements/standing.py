@@ -270,34 +270,49 @@ class _Walk:
     or `at`: the replay costs what happened, not how many periods passed.
     """
 
-    rows: Sequence[CustomerEntitlement]  # in order; the last is in force at `at`
+    rows: Sequence[CustomerEntitlement]  # in order of their start
     since: datetime
     at: datetime
     marks: Sequence[datetime]
 
     def first(self) -> _Segment:
-        return self._at(0, max(self.since, self.rows[0].active_from))
+        first = self._at(0, max(self.since, self.rows[0].active_from))
+        assert first is not None
+        return first
 
     def is_last(self, seg: _Segment) -> bool:
-        """Whether `seg` is the period containing `at` (never replayed: it is the answer's)."""
-        return seg.row is self.rows[-1] and (seg.end is None or seg.end > self.at)
+        """Whether nothing follows `seg`: the period containing `at`, or the end of the last
+        row (never replayed: it is the answer's)."""
+        return seg.end is None or self._at(self._index(seg), seg.end) is None
 
     def after(self, seg: _Segment, *, settled: bool) -> _Segment:
+        """The segment to replay after `seg` (which is not the last)."""
         assert seg.end is not None
-        index = next(i for i, r in enumerate(self.rows) if r is seg.row)
-        t = seg.end
+        t, row = seg.end, seg.row
         if settled:
             following = bisect_left(self.marks, t)
             target = self.at if following == len(self.marks) else min(self.marks[following], self.at)
-            t = max(t, period_at(checks.usage_period(seg.row), target)[0])
-        return self._at(index, t)
+            if row.active_to is not None:
+                target = min(target, row.active_to - _TICK)  # the row's last segment stays
+            t = max(t, period_at(checks.usage_period(row), target)[0])
+        found = self._at(self._index(seg), t)
+        assert found is not None
+        return found
 
-    def _at(self, index: int, t: datetime) -> _Segment:
-        """The segment of rows[index] from `t`, or the first of the next row once it ended."""
+    def _index(self, seg: _Segment) -> int:
+        return next(i for i, r in enumerate(self.rows) if r is seg.row)
+
+    def _at(self, index: int, t: datetime) -> _Segment | None:
+        """The segment of rows[index] from `t`, or the first of a later row once it ended;
+        None past `at` or past the last row."""
         row = self.rows[index]
         while row.active_to is not None and t >= row.active_to:
             index += 1
+            if index == len(self.rows):
+                return None
             row, t = self.rows[index], max(self.since, self.rows[index].active_from)
+        if t > self.at:
+            return None
         start, end = period_at(checks.usage_period(row), t)
         cut = row.active_to if end is None or (row.active_to is not None and row.active_to < end) else end
         return _Segment(row, start, cut, end is not None and cut == end)
