@@ -262,3 +262,24 @@ async def test_limits_of_32_integer_digits_are_kept_and_computed_exactly(tenant)
     assert (shown["hard_limit"], shown["soft_limit"]) == (hard, soft)
     checked = await ok(await c.post("/v1/check", json={"customer": "acme", "feature": "api-calls", "quantity": 3, "consume": True}))
     assert (checked["decision"], checked["usage"], checked["balance"]) == ("allow", 3, soft - 3)
+
+
+async def test_consuming_up_to_what_a_counter_holds_is_allowed_and_past_it_denied(tenant):
+    """Counters hold 64-bit millionths (about 9.2 million million units): an uncapped
+    entitlement consumed past that gets a deny naming the reason, never a 500."""
+    c = tenant.client
+    await feature(c, "api-calls")
+    await customer(c, "acme")
+    await ok(await c.post("/v1/customers/acme/entitlements", json={
+        "feature": "api-calls", "kind": "metered", "usage_period": "MONTH", "included": 1}), 201)
+    body = {"customer": "acme", "feature": "api-calls", "quantity": 999_999_999_999, "consume": True}
+    answers = [await c.post("/v1/check", json=body) for _ in range(10)]
+    assert [a.status_code for a in answers] == [200] * 10, answers[-1].text
+    assert [a.json()["decision"] for a in answers] == ["allow_overdraft"] * 9 + ["deny"]
+    assert answers[-1].json()["reason"] == "counter_full" and answers[-1].json()["usage"] == 9 * 999_999_999_999
+    await customer(c, "bigco")
+    await ok(await c.post("/v1/customers/bigco/entitlements", json={
+        "feature": "api-calls", "kind": "metered", "usage_period": "MONTH", "included": 1}), 201)
+    together = await asyncio.gather(*(c.post("/v1/check", json={**body, "customer": "bigco"}) for _ in range(12)))
+    assert [a.status_code for a in together] == [200] * 12
+    assert sorted(a.json()["reason"] for a in together) == ["counter_full"] * 3 + ["soft_limit"] * 9

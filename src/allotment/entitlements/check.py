@@ -232,14 +232,21 @@ async def _metered(
     # Live grants raise the hard limit the database enforces, not only the one judged here.
     counted = await queries.consume(session, *counter, millionths(q), found.hard_limit(row, at))
     if counted is None:  # the database refused: the hard limit would be crossed
-        now = judged(*await queries.read_counter(session, *counter))
-        return CheckResult(replace(now, decision=Verdict.DENY, reason=Reason.HARD_LIMIT), start, end)
+        used, reserved = await queries.read_counter(session, *counter)
+        now = judged(used, reserved)
+        return CheckResult(replace(now, decision=Verdict.DENY, reason=refusal(used, reserved, q)), start, end)
     # The verdict is what the state just before this increment called for; the numbers
     # are the state just after it.
     before, after = judged(*counted, less=q), judged(*counted)
     where = notices.Where(row.tenant_id, row.id, row.customer_id, row.feature_id, start, end)
     await notices.usage_moved(session, where, before=units(counted[0]) - q, after=after, at=at)
     return CheckResult(replace(after, decision=before.decision, reason=before.reason), start, end)
+
+
+def refusal(used: int, reserved: int, quantity: Decimal) -> Reason:
+    """Why the database refused to add `quantity` to a counter at (`used`, `reserved`)."""
+    full = used + reserved + millionths(quantity) > queries.MAX_BIGINT
+    return Reason.COUNTER_FULL if full else Reason.HARD_LIMIT
 
 
 def millionths(value: Decimal) -> int:

@@ -31,8 +31,15 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from allotment.batching import Batcher
 from allotment.db import Database
 from allotment.entitlements import notices, queries
-from allotment.entitlements.check import CheckRequest, CheckResult, millionths, record_denial, units
-from allotment.entitlements.engine import Decision, MeteredEntitlement, Reason, Verdict, decide
+from allotment.entitlements.check import (
+    CheckRequest,
+    CheckResult,
+    millionths,
+    record_denial,
+    refusal,
+    units,
+)
+from allotment.entitlements.engine import Decision, MeteredEntitlement, Verdict, decide
 
 _BATCH = 256  # consumes per transaction, at most
 
@@ -141,7 +148,7 @@ def _decide(
         ent, q, at, where = item.entitlement, item.request.quantity, item.at, item.where
         if used + reserved + millionths(q) > _hard(ent):  # what the conditional increment refuses
             now = decide(ent, usage=units(used), reserved=units(reserved), quantity=q, at=at)
-            results.append(CheckResult(replace(now, decision=Verdict.DENY, reason=Reason.HARD_LIMIT),
+            results.append(CheckResult(replace(now, decision=Verdict.DENY, reason=refusal(used, reserved, q)),
                                        where.period_start, where.period_end))
             moved.append(None)
             continue

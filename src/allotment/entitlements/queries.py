@@ -32,7 +32,7 @@ def _add_within_limit_sql(column: str) -> tuple[str, str]:
         f" SELECT $1, $2, $3, {values} WHERE $4::int8 <= $5::int8"
         " ON CONFLICT (tenant_id, entitlement_id, period_start)"
         f" DO UPDATE SET {column} = u.{column} + EXCLUDED.{column}"
-        f" WHERE u.used + u.reserved + EXCLUDED.{column} <= $5::int8"
+        f" WHERE u.used + u.reserved <= $5::int8 - EXCLUDED.{column}"
         " RETURNING used, reserved"
     )
     lite_values = "?, 0" if column == "used" else "0, ?"
@@ -41,7 +41,7 @@ def _add_within_limit_sql(column: str) -> tuple[str, str]:
         f" SELECT ?, ?, ?, {lite_values} WHERE ? <= ?"
         " ON CONFLICT (tenant_id, entitlement_id, period_start)"
         f" DO UPDATE SET {column} = {column} + excluded.{column}"
-        f" WHERE used + reserved + excluded.{column} <= ?"
+        f" WHERE used + reserved <= ? - excluded.{column}"
         " RETURNING used, reserved"
     )
     return pg, lite
@@ -135,9 +135,10 @@ _TAKE_WHOLE = (
     " FROM unnest($1::text[], $2::text[], $3::int8[], $4::int8[], $5::int8[]) AS d(t, e, p, q, hard)"
     " WHERE d.q <= d.hard ORDER BY d.t, d.e, d.p"
     " ON CONFLICT (tenant_id, entitlement_id, period_start) DO UPDATE SET used = u.used + EXCLUDED.used"
-    " WHERE u.used + u.reserved + EXCLUDED.used <= ("
+    " WHERE u.used + u.reserved <= ("
     "   SELECT h.hard FROM unnest($1::text[], $2::text[], $3::int8[], $5::int8[]) AS h(t, e, p, hard)"
-    "   WHERE h.t = EXCLUDED.tenant_id AND h.e = EXCLUDED.entitlement_id AND h.p = EXCLUDED.period_start)"
+    "   WHERE h.t = EXCLUDED.tenant_id AND h.e = EXCLUDED.entitlement_id AND h.p = EXCLUDED.period_start"
+    " ) - EXCLUDED.used"
     " RETURNING tenant_id, entitlement_id, period_start, used, reserved"
 )
 
@@ -164,7 +165,8 @@ async def take_whole_on(connection: Any, wanted: dict[Counter, tuple[int, int]])
 
 
 def _take_whole_args(wanted: dict[Counter, tuple[int, int]]) -> list[Any]:
-    keys = sorted(wanted)
+    # A sum above its hard limit can never be taken whole (and may not fit 64 bits).
+    keys = sorted(k for k, (quantity, hard) in wanted.items() if quantity <= hard)
     return [*map(list, zip(*keys, strict=True)), [wanted[k][0] for k in keys], [wanted[k][1] for k in keys]]
 
 
@@ -458,7 +460,7 @@ async def settle(
         row = await db.fetchrow(
             "UPDATE entitlement_usage SET reserved = reserved - $4::int8, used = used + $5::int8"
             " WHERE tenant_id = $1 AND entitlement_id = $2 AND period_start = $3"
-            " AND ($5::int8 <= $4::int8 OR used + reserved - $4::int8 + $5::int8 <= $6::int8)"
+            " AND ($5::int8 <= $4::int8 OR used + reserved - $4::int8 <= $6::int8 - $5::int8)"
             " RETURNING used, reserved",
             *key, held, actual, hard,
         )
@@ -466,9 +468,9 @@ async def settle(
         cursor = await db.execute(
             "UPDATE entitlement_usage SET reserved = reserved - ?, used = used + ?"
             " WHERE tenant_id = ? AND entitlement_id = ? AND period_start = ?"
-            " AND (? <= ? OR used + reserved - ? + ? <= ?)"
+            " AND (? <= ? OR used + reserved - ? <= ? - ?)"
             " RETURNING used, reserved",
-            (held, actual, *key, actual, held, held, actual, hard),
+            (held, actual, *key, actual, held, held, hard, actual),
         )
         row = await cursor.fetchone()
         await cursor.close()

@@ -162,7 +162,7 @@ async def create(
     if held is None:  # the database refused: the hold would cross the hard limit
         used, reserved = await queries.read_counter(session, *counter)
         now = _judge(row, found.grants, used, reserved, q, at)
-        decision = replace(now, decision=Verdict.DENY, reason=Reason.HARD_LIMIT)
+        decision = replace(now, decision=Verdict.DENY, reason=checks.refusal(used, reserved, q))
         await _record_denial(session, tenant_id, customer.id, feature.id, q, decision, at)
         return Held(decision, None, checks.units(reserved), start, end)
     reservation = Reservation(
