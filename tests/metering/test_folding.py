@@ -60,3 +60,21 @@ async def test_deleted_meter_is_not_folded(tenant, db):
         await fold_pending(session)
         rows = await fetch(session, "SELECT COUNT(*) FROM rollups", "SELECT COUNT(*) FROM rollups")
     assert rows[0][0] == 0
+
+
+async def test_a_batch_no_rollup_can_hold_stays_in_the_journal_while_every_other_folds(tenant, other_tenant, db):
+    """Four events of 3e12 units in one cell pass what a 64-bit rollup holds: that journal row
+    stays (queries read it from there, exactly) and the batches around it, of any tenant, fold."""
+    for t in (tenant, other_tenant):
+        assert (await t.client.post("/v1/meters", json=meter())).status_code == 201
+    at = "2026-05-01T10:00:00Z"
+    await tenant.client.post("/v1/events", json=[event("u1", time=at, tokens=1)])
+    huge = [event("u2", time=at, tokens=3_000_000_000_000) for _ in range(4)]
+    assert (await tenant.client.post("/v1/events", json=huge)).json()["accepted"] == 4
+    await other_tenant.client.post("/v1/events", json=[event("u3", time=at, tokens=5)])
+    async with db.transaction() as session:
+        assert await fold_pending(session) == 2
+    assert (await pending(db, tenant.id), await pending(db, other_tenant.id)) == (1, 0)
+    shown = sorted((r["subject"], r["value"]) for r in await answers(tenant, "tokens"))
+    assert shown == [("u1", 1), ("u2", 12_000_000_000_000)]
+    assert [(r["subject"], r["value"]) for r in await answers(other_tenant, "tokens")] == [("u3", 5)]

@@ -6,7 +6,8 @@ skips SQLAlchemy's statement compilation: a 500-event batch is one round trip pe
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import AsyncIterator, Iterable, Sequence
+from contextlib import asynccontextmanager
 from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -150,6 +151,19 @@ async def pending_journal(session: AsyncSession, tenant_id: str) -> list[bytes]:
         tenant_id,
     )
     return [bytes(r[0]) for r in rows]
+
+
+@asynccontextmanager
+async def savepoint(session: AsyncSession) -> AsyncIterator[None]:
+    """What runs inside is undone together when it raises, and the transaction goes on."""
+    db, _ = await driver(session)
+    await db.execute("SAVEPOINT part")
+    try:
+        yield
+    except Exception:
+        await db.execute("ROLLBACK TO SAVEPOINT part")
+        raise
+    await db.execute("RELEASE SAVEPOINT part")
 
 
 async def delete_journal(session: AsyncSession, seqs: list[int]) -> None:
