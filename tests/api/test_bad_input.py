@@ -141,6 +141,13 @@ async def test_nul_in_a_check_is_a_4xx(tenant, body):
     assert 400 <= resp.status_code < 500, resp.text
 
 
+async def test_nul_in_a_subject_key_on_the_openmeter_surface_is_never_a_500(tenant):
+    resp = await tenant.client.post("/api/v1/subjects", json=[{"key": "ok"}, {"key": "a\u0000b"}])
+    assert resp.status_code in (200, 400), resp.text
+    if resp.status_code == 400:
+        assert "NUL" in resp.json()["detail"]
+
+
 async def test_nul_in_a_stored_field_is_never_a_500(tenant):
     """SQLite stores it as given; PostgreSQL cannot, and says so with a 400."""
     resp = await tenant.client.post("/v1/customers", json={"key": "acme", "name": "x", "subject_keys": ["s\u0000"]})

@@ -123,7 +123,7 @@ def _dialect(native: Render) -> Render:
         dialects: list[tuple[str, Render]] = getattr(request.app.state, "problem_dialects", [])
         for prefix, render in dialects:
             if request.url.path.startswith(prefix):
-                return render(request, exc)
+                return render(request, _unstorable(exc) or exc)
         return native(request, exc)
 
     return handle
