@@ -283,3 +283,23 @@ async def test_consuming_up_to_what_a_counter_holds_is_allowed_and_past_it_denie
     together = await asyncio.gather(*(c.post("/v1/check", json={**body, "customer": "bigco"}) for _ in range(12)))
     assert [a.status_code for a in together] == [200] * 12
     assert sorted(a.json()["reason"] for a in together) == ["counter_full"] * 3 + ["soft_limit"] * 9
+
+
+async def test_events_past_what_a_counter_holds_are_stored_and_the_counter_stays_full(tenant):
+    """Events are facts: usage past a counter's 64-bit capacity is acknowledged and counted
+    exactly by its meter, while the live counter stays full and checks deny as counter_full."""
+    c = tenant.client
+    await ok(await c.post("/v1/meters", json={"key": "bytes", "event_type": "egress", "aggregation": "SUM",
+                                              "value_property": "$.bytes"}), 201)
+    await feature(c, "egress", meter="bytes")
+    await ok(await c.post("/v1/customers", json={"key": "acme", "name": "Acme", "subject_keys": ["box"]}), 201)
+    await ok(await c.post("/v1/customers/acme/entitlements", json={
+        "feature": "egress", "kind": "metered", "usage_period": "MONTH", "included": 1}), 201)
+    for i in range(3):
+        sent = await c.post("/v1/events", json=[{"specversion": "1.0", "id": f"e{i}", "source": "cdn",
+                                                 "type": "egress", "subject": "box", "data": {"bytes": 4 * 10**12}}])
+        assert (sent.status_code, sent.json()["accepted"]) == (200, 1), sent.text
+    total = await ok(await c.get("/v1/meters/bytes/query", params={"customer": "acme"}))
+    assert [row["value"] for row in total["data"]] == [12 * 10**12]
+    checked = await ok(await c.post("/v1/check", json={"customer": "acme", "feature": "egress"}))
+    assert (checked["decision"], checked["reason"]) == ("deny", "counter_full")

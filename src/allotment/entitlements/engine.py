@@ -5,7 +5,8 @@ as values and time comes in as `at`, so every decision can be replayed exactly. 
 `Decimal`. One strategy per entitlement kind; `decide` picks it by kind.
 
 Invariants (property-tested):
-- a check allows at most up to the hard limit: usage + reserved + quantity <= hard, or deny;
+- a check allows at most up to the hard limit: usage + reserved + quantity <= hard, or deny,
+  and never past what a live counter holds (COUNTER_CAPACITY, reason `counter_full`);
 - decisions are monotone in quantity: a larger request is never treated better;
 - burn-down never drives a balance negative, consumes `min(usage, included + live grants)`,
   and burning u1 then u2 equals burning u1 + u2 (a period can be computed in any number of runs).
@@ -51,6 +52,10 @@ class Verdict(enum.StrEnum):
     ALLOW = "allow"
     ALLOW_OVERDRAFT = "allow_overdraft"  # allowed, but past the soft limit: flagged, maybe billed
     DENY = "deny"
+
+
+# Live counters hold 64-bit integers of millionths: no period's usage can be counted past this.
+COUNTER_CAPACITY = Decimal(2**63 - 1).scaleb(-6)
 
 
 class Reason(enum.StrEnum):
@@ -258,7 +263,9 @@ def _judge(
 ) -> Decision:
     """The one rule every counted kind shares; reserved units are spent units."""
     after = usage + reserved + quantity
-    if after <= soft:
+    if after > COUNTER_CAPACITY:
+        verdict, reason = Verdict.DENY, Reason.COUNTER_FULL
+    elif after <= soft:
         verdict, reason = Verdict.ALLOW, Reason.WITHIN_LIMIT
     elif hard is None or after <= hard:
         verdict, reason = Verdict.ALLOW_OVERDRAFT, Reason.SOFT_LIMIT

@@ -232,22 +232,25 @@ async def add_usage(
     """Add reported usage (entitlement id, period start, millionths) to the live counters.
 
     Unconditional: events report usage that already happened, so a hard limit cannot refuse
-    it (the next check will deny). Sorted, so concurrent batches lock rows in one order.
+    it (the next check will deny). A counter that would pass what 64 bits hold stays full at
+    MAX_BIGINT (checks then deny with `counter_full`) rather than fail the ingest. Sorted, so
+    concurrent batches lock rows in one order.
     Returns each counter's (used, reserved) after the addition: with the increment, the
     usage before it follows without another read (for threshold crossings).
     """
     if not increments:
         return {}
-    increments.sort()
+    increments = sorted((e, p, min(q, MAX_BIGINT)) for e, p, q in increments)
     db, dialect = await driver(session)
     if dialect == "postgresql":
         rows = await db.fetch(
             "INSERT INTO entitlement_usage AS u (tenant_id, entitlement_id, period_start, used, reserved)"
             " SELECT $1, e, p, q, 0 FROM unnest($2::text[], $3::int8[], $4::int8[]) AS t(e, p, q)"
             " ON CONFLICT (tenant_id, entitlement_id, period_start)"
-            " DO UPDATE SET used = u.used + EXCLUDED.used"
+            " DO UPDATE SET used = CASE WHEN u.used > $5::int8 - EXCLUDED.used THEN $5::int8"
+            " ELSE u.used + EXCLUDED.used END"
             " RETURNING entitlement_id, period_start, used, reserved",
-            tenant_id, *zip(*increments, strict=True),
+            tenant_id, *zip(*increments, strict=True), MAX_BIGINT,
         )
         return {(r[0], int(r[1])): (int(r[2]), int(r[3])) for r in rows}
     out: dict[tuple[str, int], tuple[int, int]] = {}
@@ -257,9 +260,9 @@ async def add_usage(
             "INSERT INTO entitlement_usage (tenant_id, entitlement_id, period_start, used, reserved)"
             f" VALUES {', '.join(['(?, ?, ?, ?, 0)'] * len(chunk))}"
             " ON CONFLICT (tenant_id, entitlement_id, period_start)"
-            " DO UPDATE SET used = used + excluded.used"
+            " DO UPDATE SET used = CASE WHEN used > ? - excluded.used THEN ? ELSE used + excluded.used END"
             " RETURNING entitlement_id, period_start, used, reserved",
-            [v for inc in chunk for v in (tenant_id, *inc)],
+            [*(v for inc in chunk for v in (tenant_id, *inc)), MAX_BIGINT, MAX_BIGINT],
         )
         out.update({(r[0], int(r[1])): (int(r[2]), int(r[3])) for r in returned})
     return out
