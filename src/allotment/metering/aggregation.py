@@ -57,9 +57,9 @@ def to_micros(value: Any) -> int:
         raise ValueError("must be a finite number")
     if number.is_zero():
         return 0
-    # Bound the magnitude before any arithmetic: Decimal rounds to 28 digits (accepting
-    # 1.0000000000000000000000000001 as 1), flushes tiny exponents to zero and overflows on huge
-    # ones. Below 10**19, quantizing to millionths needs at most 25 digits, so it is exact.
+    # Bound the magnitude before any arithmetic: Decimal rounds to its context's precision,
+    # flushes tiny exponents to zero and overflows on huge ones. Below 10**19, quantizing to
+    # millionths needs at most 25 digits, within any precision Allotment runs with, so it is exact.
     if number.adjusted() > 18:
         raise ValueError("is too large")
     quantized = number.quantize(MICRO)
