@@ -72,10 +72,8 @@ def to_micros(value: Any) -> int:
 
 
 def json_number(value: Decimal | None) -> int | float | None:
-    """Exact decimals to JSON numbers: integral values stay integers, others the nearest double."""
-    if value is None:
-        return None
-    return int(value) if value == value.to_integral_value() else float(value)
+    """A meter value as a JSON number (codec.quantity_number); None stays None."""
+    return None if value is None else codec.quantity_number(value)
 
 
 def from_micros(micros: int) -> Decimal:
