@@ -20,15 +20,19 @@ log = structlog.get_logger()
 DEFAULT_BATCH = 200
 
 
-async def fold_pending(session: AsyncSession, *, max_rows: int = DEFAULT_BATCH) -> int:
+async def fold_pending(
+    session: AsyncSession, *, max_rows: int = DEFAULT_BATCH, stuck: set[int] | None = None
+) -> int:
     """Fold up to `max_rows` journal rows; returns how many were folded.
 
     A row that cannot be folded (a cell past what a 64-bit rollup holds: docs/storage.md)
     must not hold up the rows behind it, of any tenant: when the whole claim fails, each row
-    is folded on its own and the ones that fail stay in the journal, where queries still
-    read them.
+    is folded on its own, and the ones whose values cannot be stored stay in the journal,
+    where queries still read them. Their seqs are added to `stuck`, which later runs pass
+    over. Any other failure is raised: the next run tries the rows again.
     """
-    claimed = await queries.claim_journal(session, max_rows)
+    stuck = set() if stuck is None else stuck
+    claimed = await queries.claim_journal(session, max_rows, passing=stuck)
     if not claimed:
         return 0
     live = await queries.live_meter_ids(session, list({tenant_id for _, tenant_id, _ in claimed}))
@@ -45,8 +49,9 @@ async def fold_pending(session: AsyncSession, *, max_rows: int = DEFAULT_BATCH) 
             async with queries.savepoint(session):
                 await _fold(session, [row], live)
             folded += 1
-        except Exception:
+        except queries.UNSTORABLE:
             log.exception("journal row cannot be folded; it stays in the journal", seq=row[0])
+            stuck.add(row[0])
     return folded
 
 

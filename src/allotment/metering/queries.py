@@ -10,8 +10,10 @@ from collections.abc import AsyncIterator, Iterable, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
 
+import asyncpg  # type: ignore[import-untyped]
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from allotment import codec
 from allotment.db import driver, fetch, fetch_opening
 
 EventRow = tuple[str, str, str, str, int, int, str | None]  # source, id, type, subject, time, recv, data
@@ -133,13 +135,23 @@ async def append_journal(session: AsyncSession, tenant_id: str, payload: bytes) 
         await db.execute("INSERT INTO rollup_journal (tenant_id, payload) VALUES (?, ?)", (tenant_id, payload))
 
 
-async def claim_journal(session: AsyncSession, limit: int) -> list[tuple[int, str, bytes]]:
-    rows = await fetch(
-        session,
-        "SELECT seq, tenant_id, payload FROM rollup_journal ORDER BY seq LIMIT $1 FOR UPDATE SKIP LOCKED",
-        "SELECT seq, tenant_id, payload FROM rollup_journal ORDER BY seq LIMIT ?",
-        limit,
-    )
+async def claim_journal(
+    session: AsyncSession, limit: int, *, passing: Iterable[int] = ()
+) -> list[tuple[int, str, bytes]]:
+    """The oldest journal rows, but those in `passing` (rows known not to fold)."""
+    db, dialect = await driver(session)
+    if dialect == "postgresql":
+        rows = await db.fetch(
+            "SELECT seq, tenant_id, payload FROM rollup_journal WHERE seq <> ALL($2::int8[])"
+            " ORDER BY seq LIMIT $1 FOR UPDATE SKIP LOCKED",
+            limit, list(passing),
+        )
+    else:
+        rows = await db.execute_fetchall(
+            "SELECT seq, tenant_id, payload FROM rollup_journal"
+            " WHERE seq NOT IN (SELECT value FROM json_each(?)) ORDER BY seq LIMIT ?",
+            (codec.dumps(list(passing)), limit),
+        )
     return [(int(r[0]), r[1], bytes(r[2])) for r in rows]
 
 
@@ -151,6 +163,11 @@ async def pending_journal(session: AsyncSession, tenant_id: str) -> list[bytes]:
         tenant_id,
     )
     return [bytes(r[0]) for r in rows]
+
+
+# What a driver raises for a value its column cannot hold (past 64 bits): the data, not the
+# database, is at fault, so trying again cannot help.
+UNSTORABLE: tuple[type[Exception], ...] = (OverflowError, asyncpg.exceptions.DataError)
 
 
 @asynccontextmanager

@@ -22,10 +22,11 @@ log = structlog.get_logger()
 
 async def run_folder(db: Database, stop: asyncio.Event, *, idle_seconds: float = 1.0) -> None:
     """Fold until `stop` is set; sleeps only when the journal has been drained."""
+    stuck: set[int] = set()  # journal rows that cannot be folded: logged once, passed over
     while not stop.is_set():
         try:
             async with db.transaction() as session:
-                folded = await fold_pending(session)
+                folded = await fold_pending(session, stuck=stuck)
         except asyncio.CancelledError:
             raise
         except Exception:  # a failed fold leaves its rows for the next run; keep going
