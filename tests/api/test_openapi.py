@@ -25,3 +25,30 @@ async def test_interactive_docs_load_nothing_from_the_internet(anon):
     for asset in assets:
         assert asset.startswith("/"), asset
         assert (await anon.get(asset)).status_code == 200, asset
+
+
+async def test_every_operation_documents_its_problem_responses(anon):
+    """Errors are part of the contract: each operation lists the 4xx it may answer, as RFC 7807
+    problems (the OpenMeter surface answers 400 where the native API answers 422)."""
+    spec = (await anon.get("/openapi.json")).json()
+    assert {"type", "title", "status", "detail"} <= set(spec["components"]["schemas"]["Problem"]["required"])
+    for path, operations in spec["paths"].items():
+        if not path.startswith(("/v1/", "/api/")):
+            continue
+        for method, operation in operations.items():
+            codes = operation["responses"]
+            expected = {"400", "401", "403", "404"} | ({"422"} if path.startswith("/v1/") else set())
+            assert expected <= set(codes), (method, path, sorted(codes))
+            if path.startswith("/api/"):
+                assert "422" not in codes, (method, path)
+            for code, response in codes.items():
+                if code.startswith("4"):
+                    assert list(response["content"]) == ["application/problem+json"], (method, path, code)
+
+
+async def test_a_method_a_path_does_not_serve_is_405_naming_the_allowed_ones(tenant):
+    for path in ("/v1/meters", "/api/v1/meters"):
+        resp = await tenant.client.request("PATCH", path)
+        assert resp.status_code == 405, resp.text
+        assert resp.headers["content-type"].startswith("application/problem+json")
+        assert {"GET", "POST"} <= {m.strip() for m in resp.headers["allow"].split(",")}, resp.headers

@@ -12,7 +12,7 @@ from fastapi_offline import FastAPIOffline
 from starlette.types import Receive, Scope, Send
 
 from allotment import __version__
-from allotment.api import errors
+from allotment.api import errors, openapi
 from allotment.api.compat import openmeter
 from allotment.api.routers import (
     audit_log,
@@ -91,6 +91,7 @@ def create_app(settings: Settings | None = None, db: Database | None = None) -> 
                    reservations, grants, webhooks, notifications_router, notification_rules, upsell):
         app.include_router(module.router)
     openmeter.install(app)
+    openapi.install(app)
     app.__class__ = _App  # FastAPIOffline builds a FastAPI; this adds only the entry below
     return app
 

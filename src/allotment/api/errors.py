@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import pydantic
@@ -12,6 +12,7 @@ from fastapi import FastAPI, Request, Response
 from fastapi.exceptions import RequestValidationError
 from sqlalchemy.exc import DBAPIError
 from starlette.exceptions import HTTPException
+from starlette.routing import Match
 
 from allotment.api.idempotency import Replayed, replay
 from allotment.api.responses import Json
@@ -49,13 +50,29 @@ def status_of(exc: AllotmentError) -> int:
 
 
 def problem(
-    status: int, code: str, title: str, detail: str, errors: list[FieldError] | None = None
+    status: int, code: str, title: str, detail: str, errors: list[FieldError] | None = None,
+    headers: Mapping[str, str] | None = None,
 ) -> Json:
     body: dict[str, Any] = {"type": code, "title": title, "status": status, "detail": detail}
     if errors:
         body["errors"] = [{"field": e.field, "message": e.message} for e in errors]
-    headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
+    if status == 401:
+        headers = {**(headers or {}), "WWW-Authenticate": "Bearer"}
     return Json(body, status_code=status, media_type=PROBLEM, headers=headers)
+
+
+def http_headers(request: Request, exc: HTTPException) -> Mapping[str, str] | None:
+    """The headers an HTTP error carries; a 405 names every method the path serves (RFC 9110),
+    not only those of the first route that matched it."""
+    if exc.status_code != 405:
+        return exc.headers
+    routes = request.app.router.routes
+    allowed = [m for m in _METHODS
+               if any(r.matches({**request.scope, "method": m})[0] is Match.FULL for r in routes)]
+    return {**(exc.headers or {}), "Allow": ", ".join(allowed)}
+
+
+_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE")
 
 
 def _field_name(loc: tuple[Any, ...]) -> str:
@@ -84,10 +101,10 @@ def _on_domain(_: Request, exc: Exception) -> Json:
     return problem(status_of(exc), exc.code, exc.title, exc.detail, exc.errors)
 
 
-def _on_http(_: Request, exc: Exception) -> Json:
+def _on_http(request: Request, exc: Exception) -> Json:
     assert isinstance(exc, HTTPException)
     code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
-    return problem(exc.status_code, code, str(exc.detail), str(exc.detail))
+    return problem(exc.status_code, code, str(exc.detail), str(exc.detail), headers=http_headers(request, exc))
 
 
 def _on_unexpected(request: Request, exc: Exception) -> Json:

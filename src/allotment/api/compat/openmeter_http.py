@@ -11,7 +11,7 @@ from __future__ import annotations
 import ast
 import json
 import re
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from http import HTTPStatus
@@ -25,7 +25,7 @@ from fastapi.exceptions import RequestValidationError
 from starlette.datastructures import QueryParams
 from starlette.exceptions import HTTPException
 
-from allotment.api.errors import PROBLEM, status_of
+from allotment.api.errors import PROBLEM, http_headers, status_of
 from allotment.api.responses import Json
 from allotment.errors import AllotmentError, FieldError, ValidationFailed
 
@@ -44,7 +44,8 @@ OptionalPageSize = Annotated[int | None, Query(alias="pageSize", ge=1, le=1000)]
 
 
 def problem(
-    request: Request, status: int, code: str, detail: str, errors: list[FieldError] | None = None
+    request: Request, status: int, code: str, detail: str, errors: list[FieldError] | None = None,
+    headers: Mapping[str, str] | None = None,
 ) -> Json:
     body: dict[str, Any] = {
         "type": code,
@@ -55,7 +56,8 @@ def problem(
     }
     if errors:
         body["errors"] = [{"field": e.field, "message": e.message} for e in errors]
-    headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
+    if status == 401:
+        headers = {**(headers or {}), "WWW-Authenticate": "Bearer"}
     return Json(body, status_code=status, media_type=PROBLEM, headers=headers)
 
 
@@ -70,7 +72,8 @@ def problem_for(request: Request, exc: Exception) -> Response:
     if isinstance(exc, pydantic.ValidationError):
         return problem_for(request, _failed(_pydantic_errors(exc), {}))
     if isinstance(exc, HTTPException):
-        return problem(request, exc.status_code, "http_error", str(exc.detail))
+        return problem(request, exc.status_code, "http_error", str(exc.detail),
+                       headers=http_headers(request, exc))
     log.exception("unhandled error", path=request.url.path, exc_info=exc)
     return problem(request, 500, "internal_error", "an unexpected error occurred")
 

@@ -1,0 +1,86 @@
+"""The OpenAPI document: FastAPI's, with the problems each operation may answer.
+
+Errors are part of the contract (RFC 7807 problems, api/errors.py), but FastAPI documents only
+its own 422 with a body we never send. Here every operation lists the problems it may answer
+as `application/problem+json`: under /v1 400, 401, 403, 404 and 422, plus 409 and 413 for
+requests that write; under /api (the OpenMeter surface, which answers 400 for invalid input)
+the same without 422.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import FastAPI
+
+from allotment.api.errors import PROBLEM
+
+PROBLEM_SCHEMA: dict[str, Any] = {
+    "title": "Problem",
+    "description": "An RFC 7807 problem: what went wrong and, for invalid input, each bad field.",
+    "type": "object",
+    "required": ["type", "title", "status", "detail"],
+    "properties": {
+        "type": {"type": "string", "description": "A stable slug, e.g. customer_not_found."},
+        "title": {"type": "string"},
+        "status": {"type": "integer"},
+        "detail": {"type": "string"},
+        "instance": {"type": "string"},
+        "errors": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "required": ["field", "message"],
+                "properties": {"field": {"type": "string"}, "message": {"type": "string"}},
+            },
+        },
+    },
+}
+_ALWAYS = {
+    "400": "Malformed request: a body that is not JSON, a NUL character, a bad cursor",
+    "401": "No API key, or one that is unknown or revoked",
+    "403": "The key's scope does not allow this",
+    "404": "Something the request names does not exist",
+}
+_WRITES = {
+    "409": "Conflict: a duplicate key, an idempotency key reused with another request",
+    "413": "The body or batch is too large",
+}
+_INVALID = {"422": "Well-formed but invalid: each bad field is named in `errors`"}
+_READS = {"get", "head"}
+
+
+def install(app: FastAPI) -> None:
+    generate = app.openapi
+
+    def document() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            with_problems(generate())
+        assert app.openapi_schema is not None
+        return app.openapi_schema
+
+    app.openapi = document  # type: ignore[method-assign]
+
+
+def with_problems(spec: dict[str, Any]) -> None:
+    """Add the problem responses to every operation of `spec`, in place."""
+    schemas = spec.setdefault("components", {}).setdefault("schemas", {})
+    schemas["Problem"] = PROBLEM_SCHEMA
+    for path, operations in spec.get("paths", {}).items():
+        native = path.startswith("/v1/")
+        if not native and not path.startswith("/api/"):
+            continue
+        for method, operation in operations.items():
+            responses = operation.setdefault("responses", {})
+            if not native:
+                responses.pop("422", None)
+            wanted = {**_ALWAYS, **({} if method in _READS else _WRITES), **(_INVALID if native else {})}
+            for code, description in wanted.items():
+                responses.setdefault(code, {"description": description})
+            for code, response in responses.items():
+                if code.startswith("4"):
+                    response["content"] = {PROBLEM: {"schema": {"$ref": "#/components/schemas/Problem"}}}
+    # FastAPI's validation body is now referenced nowhere (unless from a path outside both).
+    if "#/components/schemas/HTTPValidationError" not in repr(spec.get("paths")):
+        schemas.pop("HTTPValidationError", None)
+        schemas.pop("ValidationError", None)
