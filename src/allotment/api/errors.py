@@ -61,6 +61,9 @@ def problem(
     return Json(body, status_code=status, media_type=PROBLEM, headers=headers)
 
 
+_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE")
+
+
 def http_headers(request: Request, exc: HTTPException) -> Mapping[str, str] | None:
     """The headers an HTTP error carries; a 405 names every method the path serves (RFC 9110),
     not only those of the first route that matched it."""
@@ -70,9 +73,6 @@ def http_headers(request: Request, exc: HTTPException) -> Mapping[str, str] | No
     allowed = [m for m in _METHODS
                if any(r.matches({**request.scope, "method": m})[0] is Match.FULL for r in routes)]
     return {**(exc.headers or {}), "Allow": ", ".join(allowed)}
-
-
-_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE")
 
 
 def _field_name(loc: tuple[Any, ...]) -> str:
@@ -104,7 +104,8 @@ def _on_domain(_: Request, exc: Exception) -> Json:
 def _on_http(request: Request, exc: Exception) -> Json:
     assert isinstance(exc, HTTPException)
     code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
-    return problem(exc.status_code, code, str(exc.detail), str(exc.detail), headers=http_headers(request, exc))
+    detail = str(exc.detail)
+    return problem(exc.status_code, code, detail, detail, headers=http_headers(request, exc))
 
 
 def _on_unexpected(request: Request, exc: Exception) -> Json:
