@@ -48,6 +48,7 @@ _WRITES = {
 }
 _INVALID = {"422": "Well-formed but invalid: each bad field is named in `errors`"}
 _READS = {"get", "head"}
+_PROBLEM_REF = {"$ref": "#/components/schemas/Problem"}
 
 
 def install(app: FastAPI) -> None:
@@ -74,12 +75,13 @@ def with_problems(spec: dict[str, Any]) -> None:
             responses = operation.setdefault("responses", {})
             if not native:
                 responses.pop("422", None)
-            wanted = {**_ALWAYS, **({} if method in _READS else _WRITES), **(_INVALID if native else {})}
+            wanted = {**_ALWAYS, **({} if method in _READS else _WRITES)}
+            wanted |= _INVALID if native else {}
             for code, description in wanted.items():
                 responses.setdefault(code, {"description": description})
             for code, response in responses.items():
                 if code.startswith("4"):
-                    response["content"] = {PROBLEM: {"schema": {"$ref": "#/components/schemas/Problem"}}}
+                    response["content"] = {PROBLEM: {"schema": _PROBLEM_REF}}
     # FastAPI's validation body is now referenced nowhere (unless from a path outside both).
     if "#/components/schemas/HTTPValidationError" not in repr(spec.get("paths")):
         schemas.pop("HTTPValidationError", None)

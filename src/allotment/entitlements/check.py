@@ -233,8 +233,8 @@ async def _metered(
     counted = await queries.consume(session, *counter, millionths(q), found.hard_limit(row, at))
     if counted is None:  # the database refused: the hard limit would be crossed
         used, reserved = await queries.read_counter(session, *counter)
-        now = judged(used, reserved)
-        return CheckResult(replace(now, decision=Verdict.DENY, reason=refusal(used, reserved, q)), start, end)
+        denied = replace(judged(used, reserved), decision=Verdict.DENY, reason=refusal(used, reserved, q))
+        return CheckResult(denied, start, end)
     # The verdict is what the state just before this increment called for; the numbers
     # are the state just after it.
     before, after = judged(*counted, less=q), judged(*counted)

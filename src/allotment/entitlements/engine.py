@@ -62,7 +62,7 @@ class Reason(enum.StrEnum):
     WITHIN_LIMIT = "within_limit"
     SOFT_LIMIT = "soft_limit"  # over the soft limit, within the hard one (overdraft)
     HARD_LIMIT = "hard_limit"
-    COUNTER_FULL = "counter_full"  # the counter holds no more (64-bit millionths) below the hard limit
+    COUNTER_FULL = "counter_full"  # the counter holds no more (COUNTER_CAPACITY), below the hard limit
     HAS_ACCESS = "has_access"
     NO_ACCESS = "no_access"
     STATIC = "static"

@@ -148,8 +148,8 @@ def _decide(
         ent, q, at, where = item.entitlement, item.request.quantity, item.at, item.where
         if used + reserved + millionths(q) > _hard(ent):  # what the conditional increment refuses
             now = decide(ent, usage=units(used), reserved=units(reserved), quantity=q, at=at)
-            results.append(CheckResult(replace(now, decision=Verdict.DENY, reason=refusal(used, reserved, q)),
-                                       where.period_start, where.period_end))
+            denied = replace(now, decision=Verdict.DENY, reason=refusal(used, reserved, q))
+            results.append(CheckResult(denied, where.period_start, where.period_end))
             moved.append(None)
             continue
         used += millionths(q)
