@@ -43,12 +43,9 @@ OUT_OF_RANGE = "must be from 1970-01-01T00:00:00Z and before 9000-01-01T00:00:00
 
 
 def within_range(at: datetime) -> bool:
-    """Whether `at` lies in [EARLIEST, LATEST); naive means UTC."""
-    try:
-        instant = at.replace(tzinfo=UTC) if at.tzinfo is None else at.astimezone(UTC)
-    except OverflowError:
-        return False
-    return EARLIEST <= instant < LATEST
+    """Whether `at` lies in [EARLIEST, LATEST); naive means UTC. Compared, not converted:
+    converting 9999-12-31T23:59:59-14:00 to UTC would overflow."""
+    return EARLIEST <= (at.replace(tzinfo=UTC) if at.tzinfo is None else at) < LATEST
 
 
 def in_range(at: datetime) -> datetime:
