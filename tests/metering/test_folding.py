@@ -83,3 +83,19 @@ async def test_a_batch_no_rollup_can_hold_stays_in_the_journal_while_every_other
     shown = sorted((r["subject"], r["value"]) for r in await answers(tenant, "tokens"))
     assert shown == [("u1", 1), ("u2", 12_000_000_000_000)]
     assert sorted((r["subject"], r["value"]) for r in await answers(other_tenant, "tokens")) == [("u3", 5), ("u4", 6)]
+
+
+async def test_a_rollup_sum_that_would_pass_64_bits_in_the_database_is_never_rounded(tenant, db):
+    """SQLite's + turns to floating point past 64 bits: the fold that would do it is left in
+    the journal instead, and the meter still answers the exact sum."""
+    assert (await tenant.client.post("/v1/meters", json=meter())).status_code == 201
+    at = "2026-05-01T10:00:00Z"
+    units = 4_000_000_000_001
+    stuck: set[int] = set()
+    for batch in ([event("u", time=at, tokens=units)] * 2, [event("u", time=at, tokens=units)]):
+        batch = [{**e, "id": f"{e['id']}-{i}"} for i, e in enumerate(batch)]
+        assert (await tenant.client.post("/v1/events", json=batch)).json()["accepted"] == len(batch)
+        async with db.transaction() as session:
+            await fold_pending(session, stuck=stuck)
+    assert (len(stuck), await pending(db, tenant.id)) == (1, 1)
+    assert [(r["subject"], r["value"]) for r in await answers(tenant, "tokens")] == [("u", 3 * units)]

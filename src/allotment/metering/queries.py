@@ -6,6 +6,7 @@ skips SQLAlchemy's statement compilation: a 500-event batch is one round trip pe
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import AsyncIterator, Iterable, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
@@ -75,7 +76,11 @@ _SQLITE_UPSERT = (
     "INSERT INTO rollups (tenant_id, meter_id, width, subject, group_key, bucket, n, total,"
     " lo, hi, last_value, last_us) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)"
     " ON CONFLICT (tenant_id, meter_id, width, subject, group_key, bucket) DO UPDATE SET"
-    " n = n + excluded.n, total = total + excluded.total,"
+    " n = n + excluded.n,"
+    # SQLite's + turns to floating point past 64 bits; abs() of the smallest integer raises
+    # "integer overflow" instead, so a sum is exact or not written (upsert_rollups).
+    " total = CASE WHEN typeof(total + excluded.total) = 'integer' THEN total + excluded.total"
+    " ELSE abs(-9223372036854775808) END,"
     " lo = min(lo, excluded.lo), hi = max(hi, excluded.hi),"
     " last_value = CASE WHEN excluded.last_us >= last_us THEN excluded.last_value"
     " ELSE last_value END, last_us = max(last_us, excluded.last_us)"
@@ -102,8 +107,13 @@ async def upsert_rollups(session: AsyncSession, tenant_id: str, rows: list[Rollu
     db, dialect = await driver(session)
     if dialect == "postgresql":
         await db.execute(_PG_UPSERT, tenant_id, *zip(*rows, strict=True))
-    else:
+        return
+    try:
         await db.executemany(_SQLITE_UPSERT, [(tenant_id, *row) for row in rows])
+    except sqlite3.OperationalError as exc:
+        if "integer overflow" in str(exc):
+            raise OverflowError("a rollup sum would pass 64 bits") from exc
+        raise
 
 
 async def insert_distinct(session: AsyncSession, tenant_id: str, rows: Iterable[DistinctRow]) -> None:
