@@ -32,6 +32,10 @@ def quantity_number(value: Decimal) -> int | float:
     return int(value) if value == value.to_integral_value() else float(value)
 
 
+def optional_number(value: Decimal | None) -> int | float | None:
+    return None if value is None else quantity_number(value)
+
+
 def render(value: Any) -> bytes:
     """JSON bytes with datetimes in RFC 3339 (UTC as `Z`) and quantities as numbers."""
     try:

@@ -71,11 +71,6 @@ def to_micros(value: Any) -> int:
     return micros
 
 
-def json_number(value: Decimal | None) -> int | float | None:
-    """A meter value as a JSON number (codec.quantity_number); None stays None."""
-    return None if value is None else codec.quantity_number(value)
-
-
 def from_micros(micros: int) -> Decimal:
     return (Decimal(micros) / SCALE).normalize() if micros else Decimal(0)
 

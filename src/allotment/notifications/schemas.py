@@ -10,6 +10,7 @@ from urllib.parse import urlsplit
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, PlainSerializer, StrictInt
 
+from allotment.codec import quantity_number
 from allotment.notifications import catalogue, signing
 
 MAX_URL = 2048
@@ -209,10 +210,6 @@ DEFAULT_LEAD_TIME_SECONDS = 72 * 3600
 MAX_LEAD_TIME_SECONDS = 366 * 86_400
 
 
-def _number(value: Decimal) -> int | float:
-    return int(value) if value == value.to_integral_value() else float(value)
-
-
 class ThresholdSpec(BaseModel):
     """`percent` of the effective soft limit (e.g. 80), or an `absolute` amount of usage."""
 
@@ -222,7 +219,7 @@ class ThresholdSpec(BaseModel):
     value: Annotated[
         Decimal,
         Field(gt=0, lt=Decimal(10) ** 12, decimal_places=6, allow_inf_nan=False),
-        PlainSerializer(_number, return_type=int | float),
+        PlainSerializer(quantity_number, return_type=int | float),
     ]
 
 

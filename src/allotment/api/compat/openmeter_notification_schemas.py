@@ -18,7 +18,6 @@ from pydantic.alias_generators import to_camel
 
 from allotment import codec
 from allotment.errors import ValidationFailed
-from allotment.metering.aggregation import json_number
 from allotment.notifications.bodies import (
     BALANCE_THRESHOLD,
     OPENMETER_TYPE,
@@ -150,7 +149,7 @@ def rule_out(r: NotificationRule, feature_ids: dict[str, str]) -> dict[str, Any]
         body["features"] = [{"id": feature_ids.get(k, ""), "key": k} for k in r.features]
     if r.event_type == THRESHOLD_REACHED:
         body["thresholds"] = [
-            {"value": json_number(Decimal(str(t["value"]))), "type": THRESHOLD_NAME[str(t["type"])]}
+            {"value": codec.quantity_number(Decimal(str(t["value"]))), "type": THRESHOLD_NAME[str(t["type"])]}
             for t in r.thresholds
         ]
     return body

@@ -15,7 +15,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic.alias_generators import to_camel
 
-from allotment.codec import quantity_number
+from allotment import codec
 from allotment.customers.models import Customer, Subject
 from allotment.customers.service import CustomerView
 from allotment.entitlements.check import usage_period
@@ -25,7 +25,6 @@ from allotment.entitlements.models import CustomerEntitlement, GrantRecord
 from allotment.entitlements.periods import period_at
 from allotment.entitlements.schemas import QuantityIn
 from allotment.entitlements.state import EntitlementState
-from allotment.metering.aggregation import json_number
 from allotment.metering.events import EventView
 from allotment.metering.models import Meter
 from allotment.metering.query import Row
@@ -173,7 +172,7 @@ def ingested_event_out(view: EventView, customer_ids: dict[str, str]) -> dict[st
 
 def row_out(row: Row, customer_ids: dict[str, str]) -> dict[str, Any]:
     out: dict[str, Any] = {
-        "value": json_number(row.value),
+        "value": codec.optional_number(row.value),
         "windowStart": from_micros(row.window_start_us),
         "windowEnd": from_micros(row.window_end_us),
         "subject": row.subject,
@@ -312,8 +311,8 @@ def _metered_out(row: CustomerEntitlement, at: datetime) -> dict[str, Any]:
         "currentUsagePeriod": {"from": start, "to": end} if end is not None else None,
     }
     if included > 0:
-        out["issueAfterReset"] = quantity_number(included)
-        out["issue"] = {"amount": quantity_number(included)}
+        out["issueAfterReset"] = codec.quantity_number(included)
+        out["issue"] = {"amount": codec.quantity_number(included)}
     if period.interval in _ISO_INTERVAL:
         out["usagePeriod"] = {
             "interval": str(period.interval),
@@ -337,10 +336,10 @@ def value_out(state: EntitlementState) -> dict[str, Any]:
     return _compact(
         {
             "hasAccess": state.has_access,
-            "balance": _number(state.balance),
-            "usage": _number(state.usage),
-            "overage": _number(state.overage),
-            "totalAvailableGrantAmount": _number(state.soft_limit),
+            "balance": codec.optional_number(state.balance),
+            "usage": codec.optional_number(state.usage),
+            "overage": codec.optional_number(state.overage),
+            "totalAvailableGrantAmount": codec.optional_number(state.soft_limit),
         }
     )
 
@@ -349,12 +348,8 @@ def value_v2_out(state: EntitlementState) -> dict[str, Any]:
     """The v2 value adds, for metered entitlements, what each grant still holds."""
     out = value_out(state)
     if state.row.kind == Kind.METERED:
-        out["grantBalances"] = {g.grant.id: quantity_number(g.balance) for g in state.grants}
+        out["grantBalances"] = {g.grant.id: codec.quantity_number(g.balance) for g in state.grants}
     return out
-
-
-def _number(value: Decimal | None) -> int | float | None:
-    return None if value is None else quantity_number(value)
 
 
 # --- grants ------------------------------------------------------------------------------------
@@ -376,12 +371,12 @@ def grant_out(record: GrantRecord, entitlement_id: str) -> dict[str, Any]:
         {
             "id": record.id,
             "entitlementId": entitlement_id,
-            "amount": quantity_number(record.amount),
+            "amount": codec.quantity_number(record.amount),
             "priority": record.priority,
             "effectiveAt": record.effective_at,
             "expiresAt": record.expires_at,
-            "minRolloverAmount": quantity_number(record.min_rollover),
-            "maxRolloverAmount": _number(record.max_rollover),
+            "minRolloverAmount": codec.quantity_number(record.min_rollover),
+            "maxRolloverAmount": codec.optional_number(record.max_rollover),
             "metadata": record.metadata_ or {},
             "createdAt": record.created_at,
             "updatedAt": record.voided_at or record.created_at,

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from decimal import Decimal
-
 import pydantic
 from fastapi import APIRouter, Request, Response
 from starlette.types import Receive, Scope, Send
@@ -39,19 +37,15 @@ router = APIRouter(tags=["check"])
 def check_body(result: service.CheckResult, upsell: UpsellHintRead | None = None) -> bytes:
     """The `CheckRead` document of an answer, written straight to JSON: building the model
     first would cost more than the check."""
-    d = result.decision
+    d, number = result.decision, codec.optional_number
     return codec.render({
-        "decision": d.decision.value, "reason": str(d.reason), "usage": _number(d.usage),
-        "included": _number(d.included), "soft_limit": _number(d.soft_limit),
-        "hard_limit": _number(d.hard_limit), "balance": _number(d.balance),
-        "overage": _number(d.overage), "period_start": result.period_start,
+        "decision": d.decision.value, "reason": str(d.reason), "usage": number(d.usage),
+        "included": number(d.included), "soft_limit": number(d.soft_limit),
+        "hard_limit": number(d.hard_limit), "balance": number(d.balance),
+        "overage": number(d.overage), "period_start": result.period_start,
         "period_end": result.period_end, "config": None if d.config is None else dict(d.config),
         "upsell": None if upsell is None else upsell.model_dump(mode="json"),
     })
-
-
-def _number(value: Decimal | None) -> int | float | None:
-    return None if value is None else codec.quantity_number(value)
 
 
 def _check_in(body: bytes) -> CheckIn:

@@ -10,6 +10,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from fastapi import APIRouter, Query, Request, Response
 from pydantic import BaseModel, ConfigDict, Field
 
+from allotment import codec
 from allotment.api.deps import (
     Admin,
     Cursor,
@@ -25,7 +26,6 @@ from allotment.api.responses import Json
 from allotment.errors import ValidationFailed
 from allotment.metering import meters as service
 from allotment.metering import query as meter_query
-from allotment.metering.aggregation import json_number
 from allotment.metering.models import Meter
 from allotment.metering.schemas import (
     MeterCreate,
@@ -137,7 +137,7 @@ async def run_query(session: ReadSession, tenant_id: str, meter_key: str, body: 
             {
                 "window_start": stamp(r.window_start_us),
                 "window_end": stamp(r.window_end_us),
-                "value": json_number(r.value),
+                "value": codec.optional_number(r.value),
                 "subject": r.subject,
                 "customer": r.customer,
                 "group_by": r.groups,
