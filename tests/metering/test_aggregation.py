@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from decimal import Decimal
 from fractions import Fraction
 
@@ -16,6 +17,7 @@ from allotment.metering.aggregation import (
     Cell,
     CompiledMeter,
     from_micros,
+    parse_group_key,
     result,
     to_micros,
 )
@@ -161,3 +163,30 @@ def _flag_meter(op: str, value: object) -> CompiledMeter:
 def test_filters_compare_like_json(op: str, value: object, flag: object, counted: bool) -> None:
     """A filter on `true` does not count events whose value is `1` (nor the reverse)."""
     assert (_flag_meter(op, value).contribution({"flag": flag}) is not None) is counted
+
+
+group_values = st.one_of(st.none(), st.booleans(), st.integers(-2, 2), st.sampled_from([0.0, -0.0, 1.0, 1.5]),
+                         st.sampled_from(["a", "b", "é", "0", "false"]), st.lists(st.integers(0, 2), max_size=2))
+
+
+@given(st.integers(0, 5), st.data())
+def test_group_keys_name_every_group_by_value(count: int, data: st.DataObject) -> None:
+    """Whatever the number of group-by properties, top-level or nested, present or missing,
+    an event's group key holds each value as sent (text as is, anything else as JSON, missing
+    as null), also after an equal Python value of another JSON type (0, 0.0, -0.0, false)."""
+    paths = {f"g{i}": f"$.g{i}" if i % 2 == 0 else f"$.nest.g{i}" for i in range(count)}
+    meter = CompiledMeter.build(id="m", key="m", event_type="t", aggregation="COUNT", value_property=None,
+                                group_by=paths, filters=[])
+    for _ in range(3):  # group keys are remembered: a repeat must give the same answer
+        event: dict[str, object] = {"nest": {}}
+        expected: dict[str, str | None] = {}
+        for i in range(count):
+            name = f"g{i}"
+            value = data.draw(group_values | st.just(KeyError), label=name)
+            if value is not KeyError:
+                (event if i % 2 == 0 else event["nest"])[name] = value  # type: ignore[index]
+            expected[name] = (None if value is KeyError or value is None
+                              else value if isinstance(value, str) else json.dumps(value, separators=(",", ":")))
+        contribution = meter.contribution(event)
+        assert contribution is not None
+        assert (parse_group_key(contribution.group_key), contribution.micros) == (expected, 1_000_000)

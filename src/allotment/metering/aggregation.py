@@ -7,6 +7,7 @@ which both SQLite and PostgreSQL add without rounding.
 from __future__ import annotations
 
 import enum
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
 from typing import Any, NamedTuple
@@ -134,7 +135,15 @@ class CompiledMeter:
     _groups: list[Getter]
     _filters: list[Filter]
     # Group values repeat (a few models, regions...): their encoded key is computed once.
-    _group_keys: dict[tuple[Any, ...], str] = field(default_factory=dict)
+    _group_keys: dict[tuple[tuple[Any, ...], tuple[type, ...]], str] = field(default_factory=dict)
+    _group_values: Callable[[Any], tuple[Any, ...]] | None = None
+    # What every event adds to a COUNT without filters or groups: the same value each time.
+    _constant: Contribution | None = None
+
+    def __post_init__(self) -> None:
+        self._group_values = _values_of(self._groups)
+        if self.aggregation is Aggregation.COUNT and not self._filters and not self._groups:
+            self._constant = Contribution("", SCALE, None)
 
     @classmethod
     def build(
@@ -166,6 +175,8 @@ class CompiledMeter:
 
     def contribution(self, data: dict[str, Any]) -> Contribution | None:
         """None when the meter's filters exclude the event; raises DataError on bad data."""
+        if self._constant is not None:
+            return self._constant
         for flt in self._filters:
             if not flt.matches(data):
                 return None
@@ -193,16 +204,22 @@ class CompiledMeter:
         return "data" + self.value_property[1:]
 
     def group_key(self, data: dict[str, Any]) -> str:
-        if not self._groups:
+        if self._group_values is None:
             return ""
-        found = tuple(getter(data) for getter in self._groups)
+        found = self._group_values(data)
+        # Remembered by value and type: 0, 0.0 and false are equal keys in Python but
+        # different JSON ("0", "0.0", "false"). Floats are not remembered: 0.0 == -0.0.
+        kinds = tuple(map(type, found))
+        if float in kinds:
+            return self._encode_group(found)
+        memo = (found, kinds)
         try:
-            return self._group_keys[found]
+            return self._group_keys[memo]
         except KeyError:
             pass
         except TypeError:  # an unhashable value (object, array): no memo
             return self._encode_group(found)
-        key = self._group_keys[found] = self._encode_group(found)
+        key = self._group_keys[memo] = self._encode_group(found)
         if len(self._group_keys) > _GROUP_MEMO:
             self._group_keys.clear()
         return key
@@ -216,6 +233,23 @@ class CompiledMeter:
 
 
 _GROUP_MEMO = 100_000
+
+
+def _values_of(getters: list[Getter]) -> Callable[[Any], tuple[Any, ...]] | None:
+    """One function reading every group-by value of an event (None: the meter has none).
+    Most meters group by one to three properties: those read them without a loop."""
+    if not getters:
+        return None
+    if len(getters) == 1:
+        (first,) = getters
+        return lambda data: (first(data),)
+    if len(getters) == 2:
+        first, second = getters
+        return lambda data: (first(data), second(data))
+    if len(getters) == 3:
+        first, second, third = getters
+        return lambda data: (first(data), second(data), third(data))
+    return lambda data: tuple([getter(data) for getter in getters])
 
 
 def _group_text(value: Any) -> str:

@@ -56,6 +56,14 @@ def _simple_steps(path: str) -> list[str | int] | None:
 
 
 def _lookup(steps: list[str | int]) -> Getter:
+    if len(steps) == 1 and isinstance(steps[0], str):  # `$.tokens`: most meters, every event
+        name = steps[0]
+
+        def get_member(data: Any) -> Any:
+            return data.get(name, MISSING) if isinstance(data, dict) else MISSING
+
+        return get_member
+
     def get(data: Any) -> Any:
         for step in steps:
             if isinstance(step, int):

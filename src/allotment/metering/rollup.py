@@ -32,16 +32,18 @@ class Fold:
     distinct: set[DistinctRow] = field(default_factory=set)
 
     def add(self, meter_id: str, subject: str, time_us: int, contribution: Contribution) -> None:
+        group_key, micros, token = contribution
         minute = time_us // 60_000_000 * MINUTE
-        group_key = contribution.group_key
+        cells = self.cells
         for width in self.widths:
             key = (meter_id, width, subject, group_key, minute // width * width)
-            cell = self.cells.get(key)
-            if cell is None:
-                self.cells[key] = cell = Cell()
-            cell.add(contribution.micros, time_us)
-        if contribution.token is not None:
-            self.add_token(meter_id, subject, group_key, minute, contribution.token)
+            cell = cells.get(key)
+            if cell is None:  # most cells of a batch meet one event: made whole, not added to
+                cells[key] = Cell(1, micros, micros, micros, micros, time_us)
+            else:
+                cell.add(micros, time_us)
+        if token is not None:
+            self.add_token(meter_id, subject, group_key, minute, token)
 
     def merge(self, other: Fold) -> None:
         """Add another fold of the same widths into this one; `other` is left as it was."""
