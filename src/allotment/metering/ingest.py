@@ -140,13 +140,12 @@ async def ingest(
             catalogue = await meters.load_catalogue(session, tenant_id, version)
         prepared.append(prepare(batch.decoded, catalogue, received_us=batch.received_us))
     rows = [row for p in prepared for row in p.rows]
-    inserted = await queries.insert_events(session, tenant_id, rows)
-    every_row_new = len(inserted) == len(rows)  # then no identity repeats across batches either
+    inserted = await queries.insert_events(session, tenant_id, rows)  # None: every row was new
     fold = Fold()
     results = []
     for batch, p in zip(batches, prepared, strict=True):
         result = IngestResult(problems=p.problems, stored=p)
-        if every_row_new:
+        if inserted is None:  # then no identity repeats across batches either
             fold.merge(p.fold)
         else:
             result.new_rows = _claim(p, inserted)

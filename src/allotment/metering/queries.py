@@ -38,23 +38,27 @@ async def lock_tenant_exclusive(session: AsyncSession, tenant_id: str) -> None:
 
 async def insert_events(
     session: AsyncSession, tenant_id: str, rows: Sequence[EventRow]
-) -> set[tuple[str, str]]:
-    """Append events, skipping known identities; returns the (source, id) actually inserted."""
+) -> set[tuple[str, str]] | None:
+    """Append events, skipping known identities; returns the (source, id) actually inserted,
+    or None when every row was."""
     if not rows:
-        return set()
+        return None
     db, dialect = await driver(session)
     if dialect == "postgresql":
-        cols = list(zip(*rows, strict=True))
-        records = await db.fetch(
-            "INSERT INTO events (tenant_id, source, event_id, type, subject, time_us,"
-            " received_us, data) SELECT $1, * FROM unnest($2::text[], $3::text[], $4::text[],"
-            " $5::text[], $6::int8[], $7::int8[], $8::text[])"
-            " ON CONFLICT ON CONSTRAINT uq_events_identity DO NOTHING"
-            " RETURNING source, event_id",
+        # The identities come back only when some were known already: most batches are all
+        # new, and reading back one row per event cost more than a fifth of the insert.
+        count, sources, ids = await db.fetchrow(
+            "WITH inserted AS (INSERT INTO events (tenant_id, source, event_id, type, subject,"
+            " time_us, received_us, data) SELECT $1, * FROM unnest($2::text[], $3::text[],"
+            " $4::text[], $5::text[], $6::int8[], $7::int8[], $8::text[])"
+            " ON CONFLICT ON CONSTRAINT uq_events_identity DO NOTHING RETURNING source, event_id)"
+            " SELECT count(*), CASE WHEN count(*) < $9 THEN array_agg(source) END,"
+            " CASE WHEN count(*) < $9 THEN array_agg(event_id) END FROM inserted",
             tenant_id,
-            *cols,
+            *zip(*rows, strict=True),
+            len(rows),
         )
-        return {(r[0], r[1]) for r in records}
+        return None if count == len(rows) else set(zip(sources or (), ids or (), strict=True))
     inserted: set[tuple[str, str]] = set()
     for start in range(0, len(rows), _SQLITE_ROWS_PER_STATEMENT):
         chunk = rows[start : start + _SQLITE_ROWS_PER_STATEMENT]
@@ -69,7 +73,7 @@ async def insert_events(
             params,
         )
         inserted.update((r[0], r[1]) for r in returned)
-    return inserted
+    return None if len(inserted) == len(rows) else inserted
 
 
 _SQLITE_UPSERT = (
