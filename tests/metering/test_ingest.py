@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import orjson
 import pytest
 from tests.helpers import event, meter
@@ -142,6 +144,26 @@ async def test_unattributed_events_are_listed_with_reasons(tenant):
     assert stray["problems"] == ["subject 'stray' belongs to no customer"]
     counted = (await tenant.client.get("/v1/events", params={"status": "counted"})).json()["items"]
     assert [(i["subject"], i["customer"], i["meters"]) for i in counted] == [("owned", "acme", ["tokens"])]
+
+
+async def test_listed_events_show_how_often_they_came_again(tenant):
+    """Retries are visible: each stored event says how many duplicates of it arrived (within
+    one batch, in later requests, in batches stored together) and when the last one did;
+    `status=duplicate` lists the events that had any, and nothing counts twice."""
+    await tenant.client.post("/v1/meters", json=meter())
+    first = [event(id="a", tokens=1), event(id="a", tokens=1), event(id="b", tokens=2)]
+    assert (await tenant.client.post("/v1/events", json=first)).json()["duplicates"] == 1
+    again = [event(id="a", tokens=1), event(id="c", tokens=4)]
+    together = await asyncio.gather(*(tenant.client.post("/v1/events", json=again) for _ in range(3)))
+    assert sorted(r.json()["duplicates"] for r in together) == [1, 2, 2]
+    items = {i["id"]: i for i in (await tenant.client.get("/v1/events")).json()["items"]}
+    assert {k: (i["duplicates"], i["status"]) for k, i in items.items()} == {
+        "a": (4, "unattributed"), "b": (0, "unattributed"), "c": (2, "unattributed")}
+    assert items["b"]["last_duplicate_at"] is None
+    assert items["a"]["last_duplicate_at"] >= items["c"]["received_at"]
+    retried = (await tenant.client.get("/v1/events", params={"status": "duplicate"})).json()["items"]
+    assert sorted(i["id"] for i in retried) == ["a", "c"]
+    assert await total(tenant) == 7
 
 
 async def test_integers_beyond_64_bits_in_data_are_kept(tenant):

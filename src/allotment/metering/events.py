@@ -5,14 +5,14 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import exists, select, tuple_
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from allotment import codec
 from allotment.customers import service as customers
 from allotment.metering.aggregation import DataError
 from allotment.metering.meters import compiled_by_type
-from allotment.metering.models import Event, RejectedEvent
+from allotment.metering.models import Event, EventRepeat, RejectedEvent
 
 
 @dataclass
@@ -22,6 +22,7 @@ class EventView:
     customer: str | None
     meters: list[str]
     problems: list[str] = field(default_factory=list)
+    repeat: EventRepeat | None = None  # later arrivals of the same identity, if any
 
     @property
     def status(self) -> str:
@@ -35,7 +36,7 @@ class EventFilter:
     type: str | None = None
     start_us: int | None = None
     end_us: int | None = None
-    status: str | None = None  # counted | unattributed
+    status: str | None = None  # counted | unattributed | duplicate (arrived more than once)
     before_seq: int | None = None
 
 
@@ -55,6 +56,12 @@ async def list_events(
         stmt = stmt.where(Event.time_us >= flt.start_us)
     if flt.end_us is not None:
         stmt = stmt.where(Event.time_us < flt.end_us)
+    attributed = flt.status in ("counted", "unattributed")  # known only after attribution
+    if flt.status == "duplicate":
+        stmt = stmt.where(exists().where(
+            EventRepeat.tenant_id == Event.tenant_id, EventRepeat.source == Event.source,
+            EventRepeat.event_id == Event.event_id,
+        ))
     by_type = await compiled_by_type(session, tenant_id)
     out: list[EventView] = []
     before = flt.before_seq
@@ -64,14 +71,26 @@ async def list_events(
         if not page:
             break
         owners = await customers.owners_of_subjects(session, tenant_id, sorted({e.subject for e in page}))
+        repeats = await _repeats_of(session, tenant_id, page)
         for event in page:
             view = _attribute(event, owners.get(event.subject), by_type)
-            if flt.status is None or view.status == flt.status:
+            view.repeat = repeats.get((event.source, event.event_id))
+            if not attributed or view.status == flt.status:
                 out.append(view)
         before = page[-1].seq
-        if len(out) >= limit or flt.status is None:
+        if len(out) >= limit or not attributed:
             break
     return out[:limit]
+
+
+async def _repeats_of(
+    session: AsyncSession, tenant_id: str, page: list[Event]
+) -> dict[tuple[str, str], EventRepeat]:
+    rows = await session.scalars(select(EventRepeat).where(
+        EventRepeat.tenant_id == tenant_id,
+        tuple_(EventRepeat.source, EventRepeat.event_id).in_(sorted({(e.source, e.event_id) for e in page})),
+    ))
+    return {(r.source, r.event_id): r for r in rows}
 
 
 def _attribute(event: Event, owner: str | None, by_type: dict[str, Any]) -> EventView:

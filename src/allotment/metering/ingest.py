@@ -52,7 +52,7 @@ class Prepared:
     rows: list[queries.EventRow]
     contributions: list[list[tuple[CompiledMeter, Contribution]]]  # parallel to rows
     problems: list[Problem]
-    duplicates: int  # repeated within the batch itself
+    repeats: list[tuple[str, str]]  # identities (source, id) sent again within the batch itself
     fold: Fold = field(default_factory=Fold)  # minute cells of every row; never changed once made
 
 
@@ -92,13 +92,13 @@ def prepare(decoded: Decoded, catalogue: Catalogue, *, received_us: int) -> Prep
     Runs before the write transaction, so that on SQLite the single writer is held only for
     the statements themselves.
     """
-    out = Prepared(catalogue, [], [], list(decoded.problems), 0)
+    out = Prepared(catalogue, [], [], list(decoded.problems), [])
     seen: set[tuple[str, str]] = set()
     fold = out.fold
     for index, event in decoded.events:
         identity = (event.source, event.id)
         if identity in seen:
-            out.duplicates += 1
+            out.repeats.append(identity)
             continue
         data = event.data or {}
         try:
@@ -143,23 +143,32 @@ async def ingest(
     inserted = await queries.insert_events(session, tenant_id, rows)  # None: every row was new
     fold = Fold()
     results = []
+    again: dict[tuple[str, str], tuple[int, int]] = {}  # identity -> duplicates, last received
     for batch, p in zip(batches, prepared, strict=True):
         result = IngestResult(problems=p.problems, stored=p)
         if inserted is None:  # then no identity repeats across batches either
             fold.merge(p.fold)
+            repeated: list[tuple[str, str]] = p.repeats
         else:
             result.new_rows = _claim(p, inserted)
             for i in result.new_rows:
                 row = p.rows[i]
                 for meter, contribution in p.contributions[i]:
                     fold.add(meter.id, row[3], row[4], contribution)
+            new = set(result.new_rows)
+            repeated = p.repeats + [p.rows[i][:2] for i in range(len(p.rows)) if i not in new]
+        for identity in repeated:
+            count, _ = again.get(identity, (0, 0))
+            again[identity] = (count + 1, batch.received_us)
         result.accepted = len(p.rows) if result.new_rows is None else len(result.new_rows)
-        result.duplicates = p.duplicates + len(p.rows) - result.accepted
+        result.duplicates = len(p.repeats) + len(p.rows) - result.accepted
         if p.problems:
             _record_rejections(session, tenant_id, batch.decoded, p.problems, batch.received_us)
         results.append(result)
     if fold.cells:
         await queries.append_journal(session, tenant_id, fold.journal_payload())
+    if again:
+        await queries.record_duplicates(session, tenant_id, again)
     return results
 
 

@@ -66,6 +66,22 @@ class Event(Base):
     data: Mapped[str | None] = mapped_column(Text, nullable=True)
 
 
+class EventRepeat(Base):
+    """Later arrivals of a stored event's identity: how many, and when the last one came.
+
+    Beside the log rather than in it, so that the log stays append-only; only events that
+    were sent again have a row."""
+
+    __tablename__ = "event_repeats"
+    __table_args__ = (PrimaryKeyConstraint("tenant_id", "source", "event_id"),)
+
+    tenant_id: Mapped[str] = mapped_column(String(40))
+    source: Mapped[str] = mapped_column(String(256))
+    event_id: Mapped[str] = mapped_column(String(256))
+    count: Mapped[int] = mapped_column(BigInteger)
+    last_us: Mapped[int] = mapped_column(BigInteger)
+
+
 class RejectedEvent(Base):
     """What an ingest call refused, kept so operators can see it (the caller was told too)."""
 

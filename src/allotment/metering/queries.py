@@ -76,6 +76,33 @@ async def insert_events(
     return None if len(inserted) == len(rows) else inserted
 
 
+async def record_duplicates(
+    session: AsyncSession, tenant_id: str, again: dict[tuple[str, str], tuple[int, int]]
+) -> None:
+    """Count later arrivals of stored events: identity -> (how many, last received µs).
+
+    Only batches that met duplicates pay for this, with one upsert into `event_repeats`
+    (the log itself stays append-only). Rows are written in identity order, so two
+    transactions counting duplicates of the same events cannot deadlock."""
+    found = sorted((source, event_id, n, last) for (source, event_id), (n, last) in again.items())
+    db, dialect = await driver(session)
+    if dialect == "postgresql":
+        await db.execute(
+            "INSERT INTO event_repeats AS r (tenant_id, source, event_id, count, last_us)"
+            " SELECT $1, * FROM unnest($2::text[], $3::text[], $4::int8[], $5::int8[])"
+            " ON CONFLICT (tenant_id, source, event_id) DO UPDATE SET count = r.count + EXCLUDED.count,"
+            " last_us = GREATEST(r.last_us, EXCLUDED.last_us)",
+            tenant_id, *zip(*found, strict=True),
+        )
+        return
+    await db.executemany(
+        "INSERT INTO event_repeats (tenant_id, source, event_id, count, last_us) VALUES (?, ?, ?, ?, ?)"
+        " ON CONFLICT (tenant_id, source, event_id) DO UPDATE SET count = count + excluded.count,"
+        " last_us = max(last_us, excluded.last_us)",
+        [(tenant_id, *row) for row in found],
+    )
+
+
 _SQLITE_UPSERT = (
     "INSERT INTO rollups (tenant_id, meter_id, width, subject, group_key, bucket, n, total,"
     " lo, hi, last_value, last_us) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)"

@@ -119,6 +119,8 @@ class EventRead(BaseModel):
         default_factory=list,
         description="Why the event is unattributed, or which meters could not use it.",
     )
+    duplicates: int = Field(0, description="How many times the same source and id arrived again (not counted).")
+    last_duplicate_at: datetime | None = Field(None, description="When the last of those arrived.")
 
 
 class RejectedRead(BaseModel):

@@ -116,7 +116,8 @@ async def list_events(
     type: str | None = None,
     from_: Annotated[Instant | None, Query(alias="from")] = None,
     to: Instant | None = None,
-    status: Literal["counted", "unattributed"] | None = None,
+    status: Annotated[Literal["counted", "unattributed", "duplicate"] | None, Query(
+        description="counted or unattributed; duplicate: events that arrived more than once")] = None,
 ) -> dict[str, object]:
     before = decode_cursor(cursor)
     flt = event_log.EventFilter(
@@ -148,6 +149,8 @@ def event_read(view: event_log.EventView) -> EventRead:
         meters=view.meters,
         status=view.status,  # type: ignore[arg-type]
         problems=view.problems,
+        duplicates=0 if view.repeat is None else view.repeat.count,
+        last_duplicate_at=None if view.repeat is None else from_micros(view.repeat.last_us),
     )
 
 
