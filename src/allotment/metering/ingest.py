@@ -158,8 +158,8 @@ async def ingest(
             new = set(result.new_rows)
             repeated = p.repeats + [p.rows[i][:2] for i in range(len(p.rows)) if i not in new]
         for identity in repeated:
-            count, _ = again.get(identity, (0, 0))
-            again[identity] = (count + 1, batch.received_us)
+            count, last = again.get(identity, (0, 0))
+            again[identity] = (count + 1, max(last, batch.received_us))
         result.accepted = len(p.rows) if result.new_rows is None else len(result.new_rows)
         result.duplicates = len(p.repeats) + len(p.rows) - result.accepted
         if p.problems:
