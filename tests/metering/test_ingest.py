@@ -56,6 +56,25 @@ async def test_bad_event_is_reported_by_index_and_the_rest_is_kept(tenant):
     assert {r["index"] for r in rejected} == {1, 2}
 
 
+async def test_every_rejected_event_can_be_paged_through(tenant):
+    """Rejections are listed newest first, page by page, each exactly once."""
+    await tenant.client.post("/v1/meters", json=meter())
+    for n in range(3):
+        await tenant.client.post("/v1/events", json=[event(tokens=1)] + [event(tokens=f"bad{n}-{i}") for i in range(2)])
+    seen, cursor = [], None
+    while True:
+        params = {"limit": 4} | ({"cursor": cursor} if cursor else {})
+        body = (await tenant.client.get("/v1/events/rejected", params=params)).json()
+        assert len(body["items"]) <= 4
+        seen += [orjson.loads(r["raw"])["data"]["tokens"] for r in body["items"]]
+        cursor = body["next_cursor"]
+        if cursor is None:
+            break
+    assert seen == [f"bad{n}-{i}" for n in (2, 1, 0) for i in (1, 0)]
+    bad = await tenant.client.get("/v1/events/rejected", params={"cursor": "nope"})
+    assert bad.status_code == 400 and bad.json()["detail"].startswith("cursor:")
+
+
 async def test_nul_characters_are_rejected_by_index_and_the_rest_is_kept(tenant):
     """PostgreSQL text cannot hold NUL: refused per event and field, never a 500 or a fold
     that can never be stored."""

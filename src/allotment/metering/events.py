@@ -109,12 +109,11 @@ def _attribute(event: Event, owner: str | None, by_type: dict[str, Any]) -> Even
     return view
 
 
-async def list_rejected(session: AsyncSession, tenant_id: str, *, limit: int) -> list[RejectedEvent]:
-    return list(
-        await session.scalars(
-            select(RejectedEvent)
-            .where(RejectedEvent.tenant_id == tenant_id)
-            .order_by(RejectedEvent.seq.desc())
-            .limit(limit)
-        )
-    )
+async def list_rejected(
+    session: AsyncSession, tenant_id: str, *, limit: int, before_seq: int | None = None
+) -> list[RejectedEvent]:
+    """Newest first; `before_seq` continues after the last row of the previous page."""
+    stmt = select(RejectedEvent).where(RejectedEvent.tenant_id == tenant_id)
+    if before_seq is not None:
+        stmt = stmt.where(RejectedEvent.seq < before_seq)
+    return list(await session.scalars(stmt.order_by(RejectedEvent.seq.desc()).limit(limit)))

@@ -18,6 +18,7 @@ from allotment.api.deps import (
     database,
     decode_cursor,
     encode_cursor,
+    page,
     settings,
 )
 from allotment.api.errors import problem
@@ -154,14 +155,20 @@ def event_read(view: event_log.EventView) -> EventRead:
     )
 
 
-@router.get("/rejected", response_model=dict[str, list[RejectedRead]], summary="Recently rejected events")
-async def list_rejected(principal: Reader, session: ReadSession, limit: Limit = 50) -> dict[str, object]:
-    rows = await event_log.list_rejected(session, principal.tenant_id, limit=limit)
-    return {
-        "items": [
-            RejectedRead(
-                received_at=from_micros(r.received_us), index=r.batch_index, field=r.field, reason=r.reason, raw=r.raw
-            )
-            for r in rows
-        ]
-    }
+@router.get("/rejected", response_model=dict[str, object], summary="Rejected events, newest first")
+async def list_rejected(
+    principal: Reader, session: ReadSession, limit: Limit = 50, cursor: Cursor = None
+) -> dict[str, object]:
+    """What ingest refused, by batch index and reason, with the event as sent (cut at 4,096
+    characters)."""
+    before = decode_cursor(cursor)
+    rows = await event_log.list_rejected(
+        session, principal.tenant_id, limit=limit, before_seq=int(before) if before and before.isdigit() else None
+    )
+    items = [
+        RejectedRead(
+            received_at=from_micros(r.received_us), index=r.batch_index, field=r.field, reason=r.reason, raw=r.raw
+        ).model_dump(mode="json")
+        for r in rows
+    ]
+    return page(items, rows, limit=limit, position=lambda r: r.seq)
