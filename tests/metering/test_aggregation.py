@@ -190,3 +190,8 @@ def test_group_keys_name_every_group_by_value(count: int, data: st.DataObject) -
         contribution = meter.contribution(event)
         assert contribution is not None
         assert (parse_group_key(contribution.group_key), contribution.micros) == (expected, 1_000_000)
+
+
+@given(micros, st.integers(0, 20))
+def test_a_first_cell_equals_one_added_value(value: int, at: int) -> None:
+    assert Cell.first(value, at) == one_run([(value, at)])

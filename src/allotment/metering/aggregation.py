@@ -271,6 +271,11 @@ class Cell:
     last_value: int | None = None
     last_us: int | None = None
 
+    @classmethod
+    def first(cls, micros: int, at_us: int) -> Cell:
+        """A cell holding one value: `Cell()` then `add`, in one step."""
+        return cls(1, micros, micros, micros, micros, at_us)
+
     def add(self, micros: int, at_us: int) -> None:
         self.n += 1
         self.total += micros

@@ -39,7 +39,7 @@ class Fold:
             key = (meter_id, width, subject, group_key, minute // width * width)
             cell = cells.get(key)
             if cell is None:  # most cells of a batch meet one event: made whole, not added to
-                cells[key] = Cell(1, micros, micros, micros, micros, time_us)
+                cells[key] = Cell.first(micros, time_us)
             else:
                 cell.add(micros, time_us)
         if token is not None:

@@ -120,7 +120,6 @@ async def list_events(
     status: Annotated[Literal["counted", "unattributed", "duplicate"] | None, Query(
         description="counted or unattributed; duplicate: events that arrived more than once")] = None,
 ) -> dict[str, object]:
-    before = decode_cursor(cursor)
     flt = event_log.EventFilter(
         subjects=subject,
         customers=customer,
@@ -128,12 +127,18 @@ async def list_events(
         start_us=to_micros(as_utc(from_)) if from_ else None,
         end_us=to_micros(as_utc(to)) if to else None,
         status=status,
-        before_seq=int(before) if before and before.isdigit() else None,
+        before_seq=_before_seq(cursor),
     )
     views = await event_log.list_events(session, principal.tenant_id, flt, limit=limit)
     items = [event_read(v).model_dump(mode="json") for v in views]
     next_cursor = encode_cursor(str(views[-1].event.seq)) if len(views) == limit else None
     return {"items": items, "next_cursor": next_cursor}
+
+
+def _before_seq(cursor: str | None) -> int | None:
+    """The log position a list cursor stands for (both event lists page by `seq`)."""
+    before = decode_cursor(cursor)
+    return int(before) if before and before.isdigit() else None
 
 
 def event_read(view: event_log.EventView) -> EventRead:
@@ -161,10 +166,7 @@ async def list_rejected(
 ) -> dict[str, object]:
     """What ingest refused, by batch index and reason, with the event as sent (cut at 4,096
     characters)."""
-    before = decode_cursor(cursor)
-    rows = await event_log.list_rejected(
-        session, principal.tenant_id, limit=limit, before_seq=int(before) if before and before.isdigit() else None
-    )
+    rows = await event_log.list_rejected(session, principal.tenant_id, limit=limit, before_seq=_before_seq(cursor))
     items = [
         RejectedRead(
             received_at=from_micros(r.received_us), index=r.batch_index, field=r.field, reason=r.reason, raw=r.raw
