@@ -223,6 +223,24 @@ async def test_malformed_or_incomplete_check_bodies_are_4xx_naming_the_field(ten
     assert (resp.status_code, resp.headers["www-authenticate"]) == (401, "Bearer")
 
 
+async def test_a_check_body_sent_in_pieces_is_read_whole(tenant):
+    """A body streamed in chunks is answered as if sent at once, its Idempotency-Key header too."""
+    c = tenant.client
+    await _metered_customer(c, 10, None, 10)
+
+    async def pieces():  # type: ignore[no-untyped-def]
+        for part in (b'{"customer": "acme", ', b'"feature": "api-calls", ', b'"quantity": 3, "consume": true}'):
+            yield part
+
+    headers = {"Content-Type": "application/json", "Idempotency-Key": "streamed-1"}
+    first = await ok(await c.post("/v1/check", content=pieces(), headers=headers))
+    assert (first["decision"], first["usage"]) == ("allow", 3)
+    retry = await c.post("/v1/check", json={"customer": "acme", "feature": "api-calls", "quantity": 3,
+                                            "consume": True}, headers={"Idempotency-Key": "streamed-1"})
+    assert retry.json() == first and retry.headers["Idempotent-Replayed"] == "true"
+    assert (await _check(c))["usage"] == 3
+
+
 async def test_every_check_answer_is_the_documented_document(tenant):
     """Allow, overdraft with an upsell hint, deny, fractional usage, boolean and static: each
     body is exactly what the documented CheckRead schema serialises."""

@@ -108,7 +108,7 @@ class _App(FastAPI):
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and scope["path"] == "/v1/check" and scope["method"] == "POST":
             scope["app"] = self
-            await check.serve(scope, receive, send)
+            await check.serve(self.state, scope, receive, send)
             return
         if scope["type"] == "http" and ("\x00" in scope["path"] or b"%00" in scope["query_string"]):
             # No key, name or filter may hold NUL (PostgreSQL text cannot): the same answer on

@@ -9,6 +9,7 @@ from typing import Annotated, Any, TypeVar
 
 from fastapi import Depends, Query, Request
 from sqlalchemy.ext.asyncio import AsyncSession
+from starlette.datastructures import State
 
 from allotment.config import Settings
 from allotment.db import Database
@@ -55,7 +56,11 @@ ALLOWED: dict[str, set[Scope]] = {
 
 
 async def authenticate(request: Request) -> Principal:
-    header = request.headers.get("authorization", "")
+    return await principal_of(request.headers.get("authorization", ""), request.app.state)
+
+
+async def principal_of(header: str, state: State) -> Principal:
+    """Who the `Authorization` header's key belongs to; `state` is the app's (db, settings)."""
     scheme, _, secret = header.partition(" ")
     if not header:
         raise Unauthenticated("missing Authorization header: send 'Authorization: Bearer <api key>'")
@@ -66,9 +71,9 @@ async def authenticate(request: Request) -> Principal:
     if known is not None:
         principal, renew = known
         if renew:  # looked up again in the background, before it lapses: nobody waits for it
-            _lookup(request, secret)
+            _lookup(state, secret)
         return principal
-    return await asyncio.shield(_lookup(request, secret))
+    return await asyncio.shield(_lookup(state, secret))
 
 
 # One lookup per key at a time: the requests that need a key looked up while a lookup is in
@@ -76,10 +81,10 @@ async def authenticate(request: Request) -> Principal:
 _lookups: dict[str, asyncio.Future[Principal]] = {}
 
 
-def _lookup(request: Request, secret: str) -> asyncio.Future[Principal]:
+def _lookup(state: State, secret: str) -> asyncio.Future[Principal]:
     lookup = _lookups.get(secret)
     if lookup is None:
-        lookup = _lookups[secret] = asyncio.ensure_future(_look_up(request, secret))
+        lookup = _lookups[secret] = asyncio.ensure_future(_look_up(state, secret))
         lookup.add_done_callback(lambda done: _settled(secret, done))
     return lookup
 
@@ -90,9 +95,10 @@ def _settled(secret: str, lookup: asyncio.Future[Principal]) -> None:
         lookup.exception()  # a renewal nobody awaited fails quietly: the next request verifies
 
 
-async def _look_up(request: Request, secret: str) -> Principal:
-    async with database(request).transaction(readonly=True) as session:
-        return await tenancy.verify(session, secret, cache_seconds=settings(request).key_cache_seconds)
+async def _look_up(state: State, secret: str) -> Principal:
+    db: Database = state.db
+    async with db.transaction(readonly=True) as session:
+        return await tenancy.verify(session, secret, cache_seconds=state.settings.key_cache_seconds)
 
 
 def require(need: str) -> Callable[..., Coroutine[Any, Any, Principal]]:

@@ -14,10 +14,10 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
-from typing import Any
+from typing import Any, NamedTuple
 from zoneinfo import ZoneInfo
 
 from sqlalchemy import ColumnElement, or_, select
@@ -46,8 +46,7 @@ from allotment.types import new_id, to_micros
 _NUMBERS = ("usage", "included", "soft_limit", "hard_limit", "balance", "overage")
 
 
-@dataclass(frozen=True)
-class CheckRequest:
+class CheckRequest(NamedTuple):  # a tuple: built on every check (see engine.Decision)
     customer: str
     feature: str
     quantity: Decimal = ONE
@@ -60,8 +59,7 @@ class CheckRequest:
         return hashlib.sha256(json.dumps(fields).encode()).hexdigest()
 
 
-@dataclass(frozen=True)
-class CheckResult:
+class CheckResult(NamedTuple):  # a tuple: built on every check (see engine.Decision)
     """The decision and, for metered entitlements, the usage period it was made in.
 
     After a consume the numbers describe the counter with the consumption included.
@@ -85,7 +83,7 @@ async def check(
     if stored is not None:
         if stored.fingerprint != request.fingerprint():
             raise Conflict(f"idempotency_key '{key}' was already used for a different check")
-        return replace(decode(stored.response), replayed=True)
+        return decode(stored.response)._replace(replayed=True)
     result = await _check(session, tenant_id, request, at)
     session.add(Consumption(
         tenant_id=tenant_id, idempotency_key=key, fingerprint=request.fingerprint(),
@@ -233,14 +231,14 @@ async def _metered(
     counted = await queries.consume(session, *counter, millionths(q), found.hard_limit(row, at))
     if counted is None:  # the database refused: the hard limit would be crossed
         used, reserved = await queries.read_counter(session, *counter)
-        denied = replace(judged(used, reserved), decision=Verdict.DENY, reason=refusal(used, reserved, q))
+        denied = judged(used, reserved)._replace(decision=Verdict.DENY, reason=refusal(used, reserved, q))
         return CheckResult(denied, start, end)
     # The verdict is what the state just before this increment called for; the numbers
     # are the state just after it.
     before, after = judged(*counted, less=q), judged(*counted)
     where = notices.Where(row.tenant_id, row.id, row.customer_id, row.feature_id, start, end)
     await notices.usage_moved(session, where, before=units(counted[0]) - q, after=after, at=at)
-    return CheckResult(replace(after, decision=before.decision, reason=before.reason), start, end)
+    return CheckResult(after._replace(decision=before.decision, reason=before.reason), start, end)
 
 
 def refusal(used: int, reserved: int, quantity: Decimal) -> Reason:

@@ -19,7 +19,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal
-from typing import assert_never
+from typing import NamedTuple, assert_never
 
 from allotment.errors import ValidationFailed
 from allotment.types import as_utc
@@ -145,11 +145,12 @@ class Grant:
             raise InvalidEntitlement.on("expires_at", "must be after effective_at")
 
 
-@dataclass(frozen=True)
-class Decision:
+class Decision(NamedTuple):
     """The answer to a check. Numbers are None for kinds that do not count (boolean, static).
 
     soft_limit and hard_limit are the effective limits, i.e. raised by live grants.
+    A tuple, not a frozen dataclass: every check builds one, and a frozen dataclass sets
+    each of its fields through `object.__setattr__` (five times the cost).
     """
 
     decision: Verdict
@@ -232,9 +233,11 @@ def decide_metered(
     _require_positive(quantity)
     _require_non_negative("usage", usage, InvalidQuantity)
     _require_non_negative("reserved", reserved, InvalidQuantity)
-    extra = raised_by(grants, at)
-    soft = (ent.included if ent.soft_limit is None else ent.soft_limit) + extra
-    hard = None if ent.hard_limit is None else ent.hard_limit + extra
+    soft = ent.included if ent.soft_limit is None else ent.soft_limit
+    hard = ent.hard_limit
+    if grants:  # most checks have none: their sum is worked out only when there are some
+        extra = raised_by(grants, at)
+        soft, hard = soft + extra, None if hard is None else hard + extra
     return _judge(usage, reserved, quantity, ent.included, soft, hard)
 
 

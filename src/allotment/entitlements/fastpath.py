@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -124,8 +124,7 @@ def _prepare(row: CustomerEntitlement) -> _Prepared:
     return found
 
 
-@dataclass(frozen=True)
-class _Proven:
+class _Proven(NamedTuple):
     """A remembered row shown to still answer at `at`, and its counter in that period."""
 
     known: resolve.Target

@@ -22,7 +22,7 @@ consume that cannot be committed fails alone.
 from __future__ import annotations
 
 from collections.abc import Container
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
 
@@ -148,7 +148,7 @@ def _decide(
         ent, q, at, where = item.entitlement, item.request.quantity, item.at, item.where
         if used + reserved + millionths(q) > _hard(ent):  # what the conditional increment refuses
             now = decide(ent, usage=units(used), reserved=units(reserved), quantity=q, at=at)
-            denied = replace(now, decision=Verdict.DENY, reason=refusal(used, reserved, q))
+            denied = now._replace(decision=Verdict.DENY, reason=refusal(used, reserved, q))
             results.append(CheckResult(denied, where.period_start, where.period_end))
             moved.append(None)
             continue
@@ -159,7 +159,7 @@ def _decide(
         # As in the full check: the verdict is the state before the increment, the numbers after.
         before = decide(ent, usage=units(used) - q, reserved=units(reserved), quantity=q, at=at)
         after = decide(ent, usage=units(used), reserved=units(reserved), quantity=q, at=at)
-        results.append(CheckResult(replace(after, decision=before.decision, reason=before.reason),
+        results.append(CheckResult(after._replace(decision=before.decision, reason=before.reason),
                                    where.period_start, where.period_end))
         moved.append((units(used) - q, after))
     return results, moved, increments

@@ -24,7 +24,7 @@ import hashlib
 import json
 from collections import defaultdict
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
 
@@ -162,7 +162,7 @@ async def create(
     if held is None:  # the database refused: the hold would cross the hard limit
         used, reserved = await queries.read_counter(session, *counter)
         now = _judge(row, found.grants, used, reserved, q, at)
-        decision = replace(now, decision=Verdict.DENY, reason=checks.refusal(used, reserved, q))
+        decision = now._replace(decision=Verdict.DENY, reason=checks.refusal(used, reserved, q))
         await _record_denial(session, tenant_id, customer.id, feature.id, q, decision, at)
         return Held(decision, None, checks.units(reserved), start, end)
     reservation = Reservation(
@@ -315,7 +315,7 @@ def _standing(
         reserved=max(ZERO, checks.units(reserved) - quantity), grants=grants, quantity=quantity, at=at,
     )
     after = _judge(row, grants, used, reserved, quantity, at)
-    return replace(after, decision=before.decision, reason=before.reason)
+    return after._replace(decision=before.decision, reason=before.reason)
 
 
 async def _record_denial(

@@ -17,7 +17,7 @@ Functions take the session first and `at`, and never commit.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from sqlalchemy import ColumnElement, and_, insert, select, update
@@ -92,7 +92,7 @@ async def activate(
     taken = await queries.consume(session, tenant_id, row.id, queries.SEAT_PERIOD, SEAT, hard)
     if taken is None:  # the database refused: one more seat would pass the hard limit
         active = await _active(session, row)
-        decision = replace(_judge(row, active), decision=Verdict.DENY, reason=Reason.HARD_LIMIT)
+        decision = _judge(row, active)._replace(decision=Verdict.DENY, reason=Reason.HARD_LIMIT)
         await _record_denial(session, tenant_id, customer_id, feature_id, decision, at)
         return SeatResult(decision, active, item, None)
     values = {"activated_at": at, "expires_at": expires_at, "released_at": None}
@@ -278,7 +278,7 @@ def _standing(row: CustomerEntitlement, active: int) -> Decision:
     """
     seat = _judge(row, max(active - 1, 0))
     now = _judge(row, active)
-    return replace(now, decision=seat.decision, reason=seat.reason)
+    return now._replace(decision=seat.decision, reason=seat.reason)
 
 
 async def _record_denial(

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import pydantic
 from fastapi import APIRouter, Request, Response
+from starlette.datastructures import State
+from starlette.requests import ClientDisconnect
 from starlette.types import Receive, Scope, Send
 
 from allotment import codec
@@ -14,11 +16,11 @@ from allotment.api.deps import (
     Limit,
     Reader,
     ReadSession,
-    authenticate,
-    database,
     decode_cursor,
     page,
+    principal_of,
 )
+from allotment.db import Database
 from allotment.entitlements import check as service
 from allotment.entitlements import fastpath, upsell_hint
 from allotment.entitlements.engine import Verdict
@@ -69,24 +71,27 @@ async def check(request: Request) -> Response:
 
     Any key may check; consuming needs an `ingest` or `admin` key.
     """
-    body, replayed = await _answer(request)
+    headers = request.headers
+    body, replayed = await _answer(request.app.state, headers.get("authorization", ""),
+                                   headers.get("idempotency-key"), await request.body())
     return Response(body, media_type="application/json",
                     headers={"Idempotent-Replayed": "true"} if replayed else None)
 
 
-async def _answer(request: Request) -> tuple[bytes, bool]:
+async def _answer(state: State, authorization: str, idempotency_key: str | None,
+                  body: bytes) -> tuple[bytes, bool]:
     """The answer's JSON, and whether it replays an earlier consume's."""
     # The hottest endpoint reads its key, body and database itself: resolving dependencies
     # and a body model per request costs more than the check.
-    principal = await authenticate(request)
-    data = _check_in(await request.body())
+    principal = await principal_of(authorization, state)
+    data = _check_in(body)
     if data.consume and principal.scope not in ALLOWED["ingest"]:
         raise Forbidden(f"this API key has scope '{principal.scope}'; consuming needs 'ingest'")
-    key = data.idempotency_key or request.headers.get("idempotency-key")
+    key = data.idempotency_key or idempotency_key
     if key is not None and not 1 <= len(key) <= 255:
         raise ValidationFailed.on("Idempotency-Key", "must be 1 to 255 characters")
     request_ = service.CheckRequest(data.customer, data.feature, data.quantity, data.consume, key)
-    db = database(request)
+    db: Database = state.db
     at = utcnow()
     result = await fastpath.check(db, principal.tenant_id, request_, at)
     if result is None:
@@ -102,22 +107,39 @@ _JSON = (b"content-type", b"application/json")
 _REPLAYED = (b"idempotent-replayed", b"true")
 
 
-async def serve(scope: Scope, receive: Receive, send: Send) -> None:
+async def serve(state: State, scope: Scope, receive: Receive, send: Send) -> None:
     """`POST /v1/check` as a bare ASGI app, answering errors as the app's handlers would.
 
-    An answer goes out as the two ASGI messages themselves: a Response object's header
-    handling costs more per request than the check does."""
-    request = Request(scope, receive)
+    The request's two headers and body are read straight from the ASGI messages, and the
+    answer goes out as the two ASGI messages themselves: Starlette's request and response
+    objects cost more per request than the check does."""
+    authorization, idempotency_key = None, None
+    for name, value in scope["headers"]:  # the first of repeated headers counts, as in Starlette
+        if name == b"authorization" and authorization is None:
+            authorization = value.decode("latin-1")
+        elif name == b"idempotency-key" and idempotency_key is None:
+            idempotency_key = value.decode("latin-1")
     try:
-        body, replayed = await _answer(request)
+        body, replayed = await _answer(state, authorization or "", idempotency_key, await _body(receive))
     except Exception as exc:  # noqa: BLE001  (rendered, and logged when unexpected, as the app does)
-        await errors.render(request, exc)(scope, receive, send)
+        await errors.render(Request(scope, receive), exc)(scope, receive, send)
         return
     headers = [_JSON, (b"content-length", b"%d" % len(body))]
     if replayed:
         headers.append(_REPLAYED)
     await send({"type": "http.response.start", "status": 200, "headers": headers})
     await send({"type": "http.response.body", "body": body})
+
+
+async def _body(receive: Receive) -> bytes:
+    chunks = []
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise ClientDisconnect()
+        chunks.append(message.get("body", b""))
+        if not message.get("more_body", False):
+            return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
 
 @router.get("/v1/denials")
