@@ -49,7 +49,7 @@ def _hard(ent: MeteredEntitlement) -> int:
     return queries.MAX_BIGINT if ent.hard_limit is None else min(millionths(ent.hard_limit), queries.MAX_BIGINT)
 
 
-@dataclass
+@dataclass(slots=True)
 class Consume:
     """One consume of a metered entitlement proven to be in force at `at`."""
 

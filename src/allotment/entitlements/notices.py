@@ -27,7 +27,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from decimal import Decimal
-from typing import Any
+from typing import Any, NamedTuple
 
 from sqlalchemy import exists, literal, select
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -59,9 +59,8 @@ _TYPES = {Kind.THRESHOLD: THRESHOLD_REACHED, Kind.OVERDRAFT: OVERDRAFT_STARTED, 
 _KEYS = {Kind.THRESHOLD: "threshold", Kind.OVERDRAFT: "overdraft", Kind.HARD_LIMIT: "hard_limit"}
 
 
-@dataclass(frozen=True)
-class Where:
-    """The entitlement and usage period some usage moved in."""
+class Where(NamedTuple):
+    """The entitlement and usage period some usage moved in (a tuple: built per consume)."""
 
     tenant_id: str
     entitlement_id: str
