@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime
 from typing import Annotated
 
-from pydantic import AfterValidator, AwareDatetime
+from pydantic import AfterValidator, AwareDatetime, BeforeValidator
 from ulid import ULID
 
 
@@ -55,5 +56,17 @@ def in_range(at: datetime) -> datetime:
     return at
 
 
-Instant = Annotated[datetime, AfterValidator(in_range)]
-AwareInstant = Annotated[AwareDatetime, AfterValidator(in_range)]
+_NUMBER = re.compile(r"\s*[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?\s*")
+NOT_A_DATE_TIME = "must be an RFC 3339 date-time with an offset, e.g. 2026-01-31T12:00:00Z"
+
+
+def date_time_text(value: object) -> object:
+    """Times come in as RFC 3339 text, as documented. Pydantic would also read a number (or
+    a numeric string) as seconds since the epoch, so a stray `0.5` would mean 1970."""
+    if isinstance(value, int | float) or (isinstance(value, str) and _NUMBER.fullmatch(value)):
+        raise ValueError(NOT_A_DATE_TIME)
+    return value
+
+
+Instant = Annotated[datetime, BeforeValidator(date_time_text), AfterValidator(in_range)]
+AwareInstant = Annotated[AwareDatetime, BeforeValidator(date_time_text), AfterValidator(in_range)]

@@ -230,3 +230,36 @@ async def test_an_event_time_out_of_range_rejects_that_event(tenant):
 async def test_a_time_beyond_what_a_calendar_can_hold_is_a_4xx_naming_it(tenant, method, path, body, status, field):
     resp = await tenant.client.request(method, path.replace("+", "%2B"), json=body)
     assert_problem(resp, status, field)
+
+
+@pytest.mark.parametrize("value", ["0.5", "1700000000", " 12 "])
+async def test_a_number_where_a_time_is_expected_is_a_422_naming_it(tenant, value):
+    """Times are RFC 3339 text: a number is not read as seconds since 1970."""
+    await tenant.client.post("/v1/meters", json=meter())
+    resp = await tenant.client.get("/v1/meters/tokens/query", params={"from": value})
+    assert_problem(resp, 422, "from")
+    assert "RFC 3339" in resp.json()["errors"][0]["message"]
+    assert_problem(await tenant.client.get("/v1/events", params={"to": value}), 422, "to")
+
+
+@pytest.mark.parametrize("value", [0, 1, "true"])
+async def test_a_flag_that_is_not_true_or_false_is_a_422_naming_it(tenant, value):
+    """JSON booleans only: 0, 1 or "true" are refused rather than guessed at."""
+    check = {"customer": "acme", "feature": "api-calls", "consume": value}
+    assert_problem(await tenant.client.post("/v1/check", json=check), 422, "consume")
+    rule = {"name": "r", "event_type": "entitlement.overdraft_started", "enabled": value}
+    assert_problem(await tenant.client.post("/v1/notification-rules", json=rule), 422, "enabled")
+
+
+async def test_an_event_with_null_data_and_time_is_stored_as_documented(tenant):
+    """The schema says data and time may be null; such an event is accepted, timed at receipt."""
+    schema = (await tenant.client.get("/openapi.json")).json()
+    body = schema["paths"]["/v1/events"]["post"]["requestBody"]["content"]["application/json"]["schema"]
+    properties = body["oneOf"][0]["properties"]
+    assert "null" in properties["data"]["type"] and "null" in properties["time"]["type"]
+    sent = {**event(), "data": None, "time": None}
+    resp = await tenant.client.post("/v1/events", json=sent)
+    assert resp.status_code == 200 and resp.json()["accepted"] == 1, resp.text
+    listed = (await tenant.client.get("/v1/events")).json()["items"]
+    assert [(e["id"], e["data"]) for e in listed] == [(sent["id"], None)]
+    assert listed[0]["time"] is not None

@@ -7,7 +7,7 @@ from decimal import Decimal
 from typing import Annotated, Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import BaseModel, ConfigDict, Field, PlainSerializer, field_validator
+from pydantic import BaseModel, ConfigDict, Field, PlainSerializer, StrictBool, field_validator
 
 from allotment.codec import quantity_number
 from allotment.entitlements.engine import Kind
@@ -40,7 +40,7 @@ class EntitlementValues(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     kind: Kind
-    has_access: bool | None = Field(default=None, description="boolean: access (default true).")
+    has_access: StrictBool | None = Field(default=None, description="boolean: access (default true).")
     config: dict[str, Any] | None = Field(default=None, description="static: the configuration.")
     usage_period: Interval | None = Field(default=None, description="metered (default MONTH).")
     included: QuantityIn | None = Field(default=None, description="metered, seats (default 0).")
@@ -66,7 +66,7 @@ class OverrideIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     kind: Kind | None = None
-    has_access: bool | None = None
+    has_access: StrictBool | None = None
     config: dict[str, Any] | None = None
     usage_period: Interval | None = None
     included: QuantityIn | None = None
@@ -261,7 +261,7 @@ class CheckIn(BaseModel):
     quantity: Annotated[
         Decimal, Field(gt=0, lt=MAX_CHECK_QUANTITY, decimal_places=6, allow_inf_nan=False)
     ] = Decimal(1)
-    consume: bool = Field(default=False, description="Record the usage if allowed.")
+    consume: StrictBool = Field(default=False, description="Record the usage if allowed.")
     idempotency_key: str | None = Field(default=None, min_length=1, max_length=255)
 
 

@@ -8,7 +8,15 @@ from decimal import Decimal
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, PlainSerializer, StrictInt
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    PlainSerializer,
+    StrictBool,
+    StrictInt,
+)
 
 from allotment.codec import quantity_number
 from allotment.notifications import catalogue, signing
@@ -98,7 +106,7 @@ class WebhookEndpointCreate(BaseModel):
         default=None, description="`whsec_` + base64 of 24-64 bytes; generated when absent."
     )
     event_types: EventTypes = Field(default_factory=list)
-    enabled: bool = True
+    enabled: StrictBool = True
     rules_only: RulesOnly = False
     headers: Headers = Field(default_factory=dict)
     body_format: BodyFormat = "native"
@@ -110,7 +118,7 @@ class WebhookEndpointUpdate(BaseModel):
     url: Url | None = None
     description: Description | None = None
     event_types: EventTypes | None = None
-    enabled: bool | None = Field(
+    enabled: StrictBool | None = Field(
         default=None, description="Re-enabling resumes the deliveries held while disabled."
     )
     rules_only: RulesOnly | None = None
@@ -252,7 +260,7 @@ class NotificationRuleCreate(BaseModel):
         default=None, description="grant.expiring only: how long before expiry to tell (default 72 h)."
     )
     endpoint_ids: EndpointIds = Field(default_factory=list)
-    enabled: bool = True
+    enabled: StrictBool = True
 
 
 class NotificationRuleUpdate(BaseModel):
@@ -265,7 +273,7 @@ class NotificationRuleUpdate(BaseModel):
     thresholds: Thresholds | None = None
     lead_time_seconds: LeadTime | None = None
     endpoint_ids: EndpointIds | None = None
-    enabled: bool | None = None
+    enabled: StrictBool | None = None
 
 
 class NotificationRuleRead(BaseModel):

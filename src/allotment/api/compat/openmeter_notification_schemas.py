@@ -13,7 +13,7 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, StrictBool
 from pydantic.alias_generators import to_camel
 
 from allotment import codec
@@ -60,7 +60,7 @@ class ChannelIn(_In):
     type: Literal["WEBHOOK"]
     name: str = Field(min_length=1, max_length=1024)
     url: str
-    disabled: bool = False
+    disabled: StrictBool = False
     metadata: dict[str, str] | None = None  # accepted, not kept
     custom_headers: dict[str, str] | None = None
     signing_secret: str | None = None
@@ -76,7 +76,7 @@ class RuleIn(_In):
 
     type: str
     name: str = Field(min_length=1, max_length=256)
-    disabled: bool = False
+    disabled: StrictBool = False
     metadata: dict[str, str] | None = None  # accepted, not kept
     channels: list[str] = Field(min_length=1, max_length=100)
     features: list[str] | None = Field(default=None, max_length=1000)

@@ -12,7 +12,7 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, StrictBool
 from pydantic.alias_generators import to_camel
 
 from allotment import codec
@@ -232,9 +232,9 @@ class EntitlementCreateIn(_In):
     metadata: dict[str, Any] | None = None
     usage_period: UsagePeriodIn | None = None
     # metered
-    is_soft_limit: bool = False
+    is_soft_limit: StrictBool = False
     measure_usage_from: str | None = None
-    preserve_overage_at_reset: bool = False
+    preserve_overage_at_reset: StrictBool = False
     issue_after_reset: QuantityIn | None = None
     issue_after_reset_priority: int | None = Field(default=None, ge=1, le=255)
     issue: IssueIn | None = None

@@ -43,8 +43,9 @@ _CLOUDEVENT_SCHEMA = {
         "source": {"type": "string", "minLength": 1, "maxLength": 256},
         "type": {"type": "string", "minLength": 1, "maxLength": 256},
         "subject": {"type": "string", "minLength": 1, "maxLength": 256},
-        "time": {"type": "string", "format": "date-time"},
-        "data": {"type": "object"},
+        "time": {"type": ["string", "null"], "format": "date-time"},
+        "data": {"type": ["object", "null"]},  # null or absent: an event without data
+        "datacontenttype": {"type": ["string", "null"]},
     },
 }
 _BODY = {
