@@ -78,6 +78,19 @@ async def test_customer_subject_taken_by_another_customer_is_409(tenant):
     assert "'a'" in resp.json()["detail"]
 
 
+@pytest.mark.parametrize("method", ["POST", "PATCH"])
+async def test_an_empty_or_overlong_subject_key_is_a_422_naming_its_place(tenant, method):
+    """The field named is the bad key's place in the request, and the schema states the bounds."""
+    await tenant.client.post("/v1/customers", json={"key": "a", "name": "A"})
+    path, body = ("/v1/customers", {"key": "b", "name": "B"}) if method == "POST" else ("/v1/customers/a", {})
+    for keys, field in ((["z", "a", ""], "subject_keys[2]"), (["s" * 257, "b"], "subject_keys[0]")):
+        resp = await tenant.client.request(method, path, json={**body, "subject_keys": keys})
+        assert_problem(resp, 422, field)
+    schema = (await tenant.client.get("/openapi.json")).json()["components"]["schemas"]
+    items = schema["CustomerCreate"]["properties"]["subject_keys"]["items"]
+    assert (items["minLength"], items["maxLength"]) == (1, 256)
+
+
 async def test_customer_missing_name(tenant):
     assert_problem(await tenant.client.post("/v1/customers", json={"key": "a"}), 422, "name")
 

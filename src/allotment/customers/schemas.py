@@ -1,11 +1,12 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
 KEY_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.:@\-]{0,255}$"
+SubjectKey = Annotated[str, Field(min_length=1, max_length=256)]
 
 
 class CustomerCreate(BaseModel):
@@ -17,7 +18,7 @@ class CustomerCreate(BaseModel):
     email: str | None = Field(default=None, max_length=320)
     currency: str | None = Field(default=None, pattern=r"^[A-Z]{3}$")
     metadata: dict[str, Any] = Field(default_factory=dict)
-    subject_keys: list[str] = Field(
+    subject_keys: list[SubjectKey] = Field(
         default_factory=list,
         description="Subjects whose events belong to this customer (unique per tenant).",
     )
@@ -31,7 +32,7 @@ class CustomerUpdate(BaseModel):
     email: str | None = Field(default=None, max_length=320)
     currency: str | None = Field(default=None, pattern=r"^[A-Z]{3}$")
     metadata: dict[str, Any] | None = None
-    subject_keys: list[str] | None = None
+    subject_keys: list[SubjectKey] | None = None
 
 
 class CustomerRead(BaseModel):

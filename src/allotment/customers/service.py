@@ -57,10 +57,10 @@ async def _claim_subjects(
     session: AsyncSession, tenant_id: str, customer_id: str, keys: list[str]
 ) -> None:
     """Attach subjects; a subject owned by another customer is a conflict naming both."""
-    clean = sorted(set(keys))
-    for index, key in enumerate(clean):
+    for index, key in enumerate(keys):
         if not key or len(key) > 256:
             raise ValidationFailed.on(f"subject_keys[{index}]", "must be 1 to 256 characters")
+    clean = sorted(set(keys))
     if not clean:
         return
     taken = await session.execute(

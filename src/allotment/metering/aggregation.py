@@ -260,7 +260,7 @@ def parse_group_key(group_key: str) -> dict[str, str | None]:
     return codec.loads(group_key) if group_key else {}
 
 
-@dataclass
+@dataclass(slots=True)
 class Cell:
     """A rollup cell: count, sum, min, max and the latest value (by time, then arrival)."""
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 import msgspec
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -34,9 +35,11 @@ from allotment.types import to_micros
 _RAW_KEPT = 4096  # characters of a rejected event kept for operators
 
 
-@dataclass(frozen=True)
-class Counted:
-    """What one newly stored event added to one meter (for live counters downstream)."""
+class Counted(NamedTuple):
+    """What one newly stored event added to one meter (for live counters downstream).
+
+    A tuple: one is built per stored event and meter, and a frozen dataclass would set each
+    field through `object.__setattr__`."""
 
     meter: CompiledMeter
     subject: str
