@@ -1,12 +1,13 @@
-"""Small shared value helpers: opaque ids and UTC time."""
+"""Small shared value helpers: opaque ids, UTC time, and the quantities and times the API takes in."""
 
 from __future__ import annotations
 
 import re
 from datetime import UTC, datetime
-from typing import Annotated
+from decimal import Decimal
+from typing import Annotated, Any
 
-from pydantic import AfterValidator, AwareDatetime, BeforeValidator
+from pydantic import AfterValidator, AwareDatetime, BeforeValidator, Field, WithJsonSchema
 from ulid import ULID
 
 
@@ -70,3 +71,47 @@ def date_time_text(value: object) -> object:
 
 Instant = Annotated[datetime, BeforeValidator(date_time_text), AfterValidator(in_range)]
 AwareInstant = Annotated[AwareDatetime, BeforeValidator(date_time_text), AfterValidator(in_range)]
+
+
+# --- quantities in ---------------------------------------------------------------------------
+# A quantity comes in as a JSON number or as text in plain decimal notation (digits, at most
+# six after the point: counters hold millionths). The schema states exactly which texts are
+# taken, so that a client generated from it never sends one the API refuses.
+
+PLACES = 6
+_DECIMAL_TEXT = re.compile(r"([0-9]+(\.[0-9]{1,6})?|\.[0-9]{1,6})")
+NOT_A_QUANTITY = 'must be a number, or text such as "12.5" (digits, at most 6 after the point)'
+
+
+def quantity_text(value: object) -> object:
+    """Numbers go on to the range checks; text only in plain decimal notation; never a bool."""
+    if isinstance(value, bool) or (isinstance(value, str) and not _DECIMAL_TEXT.fullmatch(value)):
+        raise ValueError(NOT_A_QUANTITY)
+    return value
+
+
+def _quantity_schema(below: int, *, positive: bool) -> dict[str, Any]:
+    """What a quantity below 10^`below` takes, as JSON Schema: the number's range and the
+    text's pattern."""
+    fraction = rf"(\.[0-9]{{1,{PLACES}}})?"
+    if positive:  # a non-zero digit somewhere, without lookahead (not every generator has it)
+        small = "|".join(f"{'0' * k}[1-9][0-9]{{0,{PLACES - 1 - k}}}" for k in range(PLACES))
+        pattern = rf"^(0*[1-9][0-9]{{0,{below - 1}}}{fraction}|0*\.({small}))$"
+        low = {"exclusiveMinimum": 0}
+    else:
+        pattern = rf"^(0*[0-9]{{1,{below}}}{fraction}|\.[0-9]{{1,{PLACES}}})$"
+        low = {"minimum": 0}
+    return {"anyOf": [{"type": "number", **low, "exclusiveMaximum": 10**below},
+                      {"type": "string", "pattern": pattern}]}
+
+
+_IN = BeforeValidator(quantity_text)
+_EXACT: dict[str, Any] = {"decimal_places": PLACES, "allow_inf_nan": False}
+# Checks, holds, grants and thresholds stay below 10^12 units, so that a counter (in
+# millionths) stays within 64 bits; plan values may use all 32 integer digits NUMERIC(38, 6) has.
+PositiveQuantity = Annotated[Decimal, _IN, Field(gt=0, lt=Decimal(10) ** 12, **_EXACT),
+                             WithJsonSchema(_quantity_schema(12, positive=True), mode="validation")]
+Quantity = Annotated[Decimal, _IN, Field(ge=0, lt=Decimal(10) ** 12, **_EXACT),
+                     WithJsonSchema(_quantity_schema(12, positive=False), mode="validation")]
+LargeQuantity = Annotated[Decimal, _IN, Field(ge=0, lt=Decimal(10) ** 32, **_EXACT),
+                          WithJsonSchema(_quantity_schema(32, positive=False), mode="validation")]

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import re
 from datetime import datetime, timedelta
 from decimal import Decimal
 from zoneinfo import ZoneInfo
 
 import httpx
+import pytest
 
 from allotment.api.app import create_app
 from allotment.db import Database
@@ -239,6 +241,22 @@ async def test_a_check_body_sent_in_pieces_is_read_whole(tenant):
                                             "consume": True}, headers={"Idempotency-Key": "streamed-1"})
     assert retry.json() == first and retry.headers["Idempotent-Replayed"] == "true"
     assert (await _check(c))["usage"] == 3
+
+
+@pytest.mark.parametrize("text", ["1e3", " 5", "5.", "+5", "0.0000001", "\u0665", "1_000"])
+async def test_a_quantity_as_text_takes_only_the_notation_the_schema_states(tenant, text):
+    """Text in plain decimal notation counts like the number; any other text is a 422 naming
+    quantity, and the schema's pattern refuses it too."""
+    c = tenant.client
+    await _metered_customer(c, 10, None, 10)
+    schema = (await c.get("/openapi.json")).json()
+    body = schema["paths"]["/v1/check"]["post"]["requestBody"]["content"]["application/json"]["schema"]
+    pattern = body["properties"]["quantity"]["anyOf"][1]["pattern"]
+    assert re.fullmatch(pattern, "0.5") and re.fullmatch(pattern, text) is None
+    assert (await _check(c, quantity="0.5", consume=True))["usage"] == 0.5
+    resp = await c.post("/v1/check", json={"customer": "acme", "feature": "api-calls", "quantity": text})
+    assert resp.status_code == 422 and [e["field"] for e in resp.json()["errors"]] == ["quantity"]
+    assert (await _check(c))["usage"] == 0.5
 
 
 async def test_every_check_answer_is_the_documented_document(tenant):

@@ -12,15 +12,9 @@ from pydantic import BaseModel, ConfigDict, Field, PlainSerializer, StrictBool, 
 from allotment.codec import quantity_number
 from allotment.entitlements.engine import Kind
 from allotment.entitlements.periods import Interval
-from allotment.types import AwareInstant
+from allotment.types import AwareInstant, LargeQuantity, PositiveQuantity
 
 KEY_PATTERN = r"^[a-z0-9][a-z0-9_\-]{0,63}$"
-MAX_QUANTITY = Decimal(10) ** 32  # NUMERIC(38, 6) holds 32 integer digits
-
-
-QuantityIn = Annotated[
-    Decimal, Field(ge=0, lt=MAX_QUANTITY, decimal_places=6, allow_inf_nan=False)
-]
 QuantityOut = Annotated[Decimal, PlainSerializer(quantity_number, return_type=int | float)]
 OverageAtReset = Literal["forgive", "carry"]
 When = Literal["now", "period_end"]
@@ -43,11 +37,11 @@ class EntitlementValues(BaseModel):
     has_access: StrictBool | None = Field(default=None, description="boolean: access (default true).")
     config: dict[str, Any] | None = Field(default=None, description="static: the configuration.")
     usage_period: Interval | None = Field(default=None, description="metered (default MONTH).")
-    included: QuantityIn | None = Field(default=None, description="metered, seats (default 0).")
-    soft_limit: QuantityIn | None = Field(
+    included: LargeQuantity | None = Field(default=None, description="metered, seats (default 0).")
+    soft_limit: LargeQuantity | None = Field(
         default=None, description="Past it usage is overdraft (default: included)."
     )
-    hard_limit: QuantityIn | None = Field(default=None, description="Past it usage is denied.")
+    hard_limit: LargeQuantity | None = Field(default=None, description="Past it usage is denied.")
     overage_at_reset: OverageAtReset | None = Field(
         default=None, description="metered: forgive (default) or carry overage into the next period."
     )
@@ -69,9 +63,9 @@ class OverrideIn(BaseModel):
     has_access: StrictBool | None = None
     config: dict[str, Any] | None = None
     usage_period: Interval | None = None
-    included: QuantityIn | None = None
-    soft_limit: QuantityIn | None = None
-    hard_limit: QuantityIn | None = None
+    included: LargeQuantity | None = None
+    soft_limit: LargeQuantity | None = None
+    hard_limit: LargeQuantity | None = None
     overage_at_reset: OverageAtReset | None = None
     lease_ttl_seconds: int | None = Field(default=None, ge=1, le=366 * 86_400)
     usage_anchor: AwareInstant | None = None
@@ -250,7 +244,6 @@ class AuditRead(BaseModel):
 
 # --- real-time checks -------------------------------------------------------------------------
 
-MAX_CHECK_QUANTITY = Decimal(10) ** 12  # keeps counters, in millionths, within 64 bits
 
 
 class CheckIn(BaseModel):
@@ -258,9 +251,7 @@ class CheckIn(BaseModel):
 
     customer: str = Field(min_length=1, description="Customer key or id.")
     feature: str = Field(min_length=1, description="Feature key or id.")
-    quantity: Annotated[
-        Decimal, Field(gt=0, lt=MAX_CHECK_QUANTITY, decimal_places=6, allow_inf_nan=False)
-    ] = Decimal(1)
+    quantity: PositiveQuantity = Decimal(1)
     consume: StrictBool = Field(default=False, description="Record the usage if allowed.")
     idempotency_key: str | None = Field(default=None, min_length=1, max_length=255)
 
@@ -345,14 +336,14 @@ class GrantCreate(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    amount: Annotated[Decimal, Field(gt=0, lt=MAX_CHECK_QUANTITY, decimal_places=6, allow_inf_nan=False)]
+    amount: PositiveQuantity
     priority: int = Field(default=1, ge=0, le=1_000_000, description="Lower burns first.")
     effective_at: AwareInstant | None = Field(default=None, description="Default: now.")
     expires_at: AwareInstant | None = Field(default=None, description="Default: never.")
-    min_rollover: QuantityIn = Field(
+    min_rollover: LargeQuantity = Field(
         default=Decimal(0), description="At each reset the grant holds at least this much."
     )
-    max_rollover: QuantityIn | None = Field(
+    max_rollover: LargeQuantity | None = Field(
         default=None, description="At each reset the grant holds at most this much (default: all it has left)."
     )
     metadata: dict[str, Any] = Field(default_factory=dict)

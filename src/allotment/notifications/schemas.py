@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import re
 from datetime import datetime
-from decimal import Decimal
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
@@ -20,6 +19,7 @@ from pydantic import (
 
 from allotment.codec import quantity_number
 from allotment.notifications import catalogue, signing
+from allotment.types import PositiveQuantity
 
 MAX_URL = 2048
 
@@ -224,11 +224,7 @@ class ThresholdSpec(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     type: Literal["percent", "absolute"]
-    value: Annotated[
-        Decimal,
-        Field(gt=0, lt=Decimal(10) ** 12, decimal_places=6, allow_inf_nan=False),
-        PlainSerializer(quantity_number, return_type=int | float),
-    ]
+    value: Annotated[PositiveQuantity, PlainSerializer(quantity_number, return_type=int | float)]
 
 
 FeatureKeys = Annotated[

@@ -23,13 +23,12 @@ from allotment.entitlements.engine import Kind
 from allotment.entitlements.features import FeatureView
 from allotment.entitlements.models import CustomerEntitlement, GrantRecord
 from allotment.entitlements.periods import period_at
-from allotment.entitlements.schemas import QuantityIn
 from allotment.entitlements.state import EntitlementState
 from allotment.metering.events import EventView
 from allotment.metering.models import Meter
 from allotment.metering.query import Row
 from allotment.metering.windows import WindowSize
-from allotment.types import Instant, from_micros
+from allotment.types import Instant, LargeQuantity, PositiveQuantity, from_micros
 
 
 class _In(BaseModel):
@@ -202,7 +201,7 @@ class UsagePeriodIn(_In):
 
 
 class IssueIn(_In):
-    amount: QuantityIn
+    amount: LargeQuantity
     priority: int | None = Field(default=None, ge=1, le=255)
 
 
@@ -212,12 +211,12 @@ class ExpirationIn(_In):
 
 
 class GrantCreateIn(_In):
-    amount: Decimal
+    amount: PositiveQuantity
     priority: int = Field(default=1, ge=1, le=255)
     effective_at: Instant
     expiration: ExpirationIn | None = None
-    min_rollover_amount: Decimal = Decimal(0)
-    max_rollover_amount: Decimal | None = None  # v2: the grant's amount
+    min_rollover_amount: LargeQuantity = Decimal(0)
+    max_rollover_amount: LargeQuantity | None = None  # v2: the grant's amount
     metadata: dict[str, Any] | None = None
     recurrence: dict[str, Any] | None = None
 
@@ -235,7 +234,7 @@ class EntitlementCreateIn(_In):
     is_soft_limit: StrictBool = False
     measure_usage_from: str | None = None
     preserve_overage_at_reset: StrictBool = False
-    issue_after_reset: QuantityIn | None = None
+    issue_after_reset: LargeQuantity | None = None
     issue_after_reset_priority: int | None = Field(default=None, ge=1, le=255)
     issue: IssueIn | None = None
     grants: list[GrantCreateIn] | None = None

@@ -6,7 +6,6 @@ An `ingest` or `admin` key is required: reservations change what the customer ma
 from __future__ import annotations
 
 from datetime import datetime
-from decimal import Decimal
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Header, Response
@@ -15,9 +14,9 @@ from pydantic import BaseModel, ConfigDict, Field
 from allotment.api.deps import Db, Ingester, WriteSession
 from allotment.entitlements import reservations as service
 from allotment.entitlements.models import Reservation
-from allotment.entitlements.schemas import MAX_CHECK_QUANTITY, QuantityOut
+from allotment.entitlements.schemas import QuantityOut
 from allotment.errors import Conflict, ValidationFailed
-from allotment.types import from_micros, utcnow
+from allotment.types import PositiveQuantity, Quantity, from_micros, utcnow
 
 router = APIRouter(prefix="/v1/reservations", tags=["reservations"])
 
@@ -27,7 +26,7 @@ class ReservationIn(BaseModel):
 
     customer: str = Field(min_length=1, description="Customer key or id.")
     feature: str = Field(min_length=1, description="Feature key or id (a metered entitlement).")
-    quantity: Annotated[Decimal, Field(gt=0, lt=MAX_CHECK_QUANTITY, decimal_places=6, allow_inf_nan=False)]
+    quantity: PositiveQuantity
     ttl_seconds: int = Field(ge=1, le=366 * 86_400, description="The hold expires this long after it is taken.")
     idempotency_key: str | None = Field(default=None, min_length=1, max_length=255)
 
@@ -35,10 +34,7 @@ class ReservationIn(BaseModel):
 class CommitIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    quantity: Annotated[
-        Decimal, Field(ge=0, lt=MAX_CHECK_QUANTITY, decimal_places=6, allow_inf_nan=False,
-                       description="The actual amount used: less or more than was reserved.")
-    ]
+    quantity: Quantity = Field(description="The actual amount used: less or more than was reserved.")
 
 
 class ReservationRead(BaseModel):
