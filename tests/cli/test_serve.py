@@ -28,7 +28,11 @@ def _children(parent: int) -> set[int]:
 
 def _sockets(pid: int) -> int:
     count = 0
-    for fd in os.listdir(f"/proc/{pid}/fd"):
+    try:
+        fds = os.listdir(f"/proc/{pid}/fd")
+    except FileNotFoundError:  # the process ended since it was listed: it holds nothing
+        return 0
+    for fd in fds:
         try:
             count += os.readlink(f"/proc/{pid}/fd/{fd}").startswith("socket:")
         except OSError:
@@ -76,7 +80,10 @@ def _workers(server: Server) -> set[int]:
 
 
 def _listening(pid: int) -> bool:
-    cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+    try:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except FileNotFoundError:  # ended since it was listed
+        return False
     return b"multiprocessing" in cmdline and b"resource_tracker" not in cmdline
 
 
