@@ -58,19 +58,19 @@ def in_range(at: datetime) -> datetime:
 
 
 _NUMBER = re.compile(r"\s*[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?\s*")
-NOT_A_DATE_TIME = "must be an RFC 3339 date-time with an offset, e.g. 2026-01-31T12:00:00Z"
+_NOT_A_DATE_TIME = "must be an RFC 3339 date-time with an offset, e.g. 2026-01-31T12:00:00Z"
 
 
-def date_time_text(value: object) -> object:
+def _date_time_text(value: object) -> object:
     """Times come in as RFC 3339 text, as documented. Pydantic would also read a number (or
     a numeric string) as seconds since the epoch, so a stray `0.5` would mean 1970."""
     if isinstance(value, int | float) or (isinstance(value, str) and _NUMBER.fullmatch(value)):
-        raise ValueError(NOT_A_DATE_TIME)
+        raise ValueError(_NOT_A_DATE_TIME)
     return value
 
 
-Instant = Annotated[datetime, BeforeValidator(date_time_text), AfterValidator(in_range)]
-AwareInstant = Annotated[AwareDatetime, BeforeValidator(date_time_text), AfterValidator(in_range)]
+Instant = Annotated[datetime, BeforeValidator(_date_time_text), AfterValidator(in_range)]
+AwareInstant = Annotated[AwareDatetime, BeforeValidator(_date_time_text), AfterValidator(in_range)]
 
 
 # --- quantities in ---------------------------------------------------------------------------
@@ -78,35 +78,35 @@ AwareInstant = Annotated[AwareDatetime, BeforeValidator(date_time_text), AfterVa
 # six after the point: counters hold millionths). The schema states exactly which texts are
 # taken, so that a client generated from it never sends one the API refuses.
 
-PLACES = 6
+_PLACES = 6
 _DECIMAL_TEXT = re.compile(r"([0-9]+(\.[0-9]{1,6})?|\.[0-9]{1,6})")
-NOT_A_QUANTITY = 'must be a number, or text such as "12.5" (digits, at most 6 after the point)'
+_NOT_A_QUANTITY = 'must be a number, or text such as "12.5" (digits, at most 6 after the point)'
 
 
-def quantity_text(value: object) -> object:
+def _quantity_text(value: object) -> object:
     """Numbers go on to the range checks; text only in plain decimal notation; never a bool."""
     if isinstance(value, bool) or (isinstance(value, str) and not _DECIMAL_TEXT.fullmatch(value)):
-        raise ValueError(NOT_A_QUANTITY)
+        raise ValueError(_NOT_A_QUANTITY)
     return value
 
 
 def _quantity_schema(below: int, *, positive: bool) -> dict[str, Any]:
     """What a quantity below 10^`below` takes, as JSON Schema: the number's range and the
     text's pattern."""
-    fraction = rf"(\.[0-9]{{1,{PLACES}}})?"
+    fraction = rf"(\.[0-9]{{1,{_PLACES}}})?"
     if positive:  # a non-zero digit somewhere, without lookahead (not every generator has it)
-        small = "|".join(f"{'0' * k}[1-9][0-9]{{0,{PLACES - 1 - k}}}" for k in range(PLACES))
+        small = "|".join(f"{'0' * k}[1-9][0-9]{{0,{_PLACES - 1 - k}}}" for k in range(_PLACES))
         pattern = rf"^(0*[1-9][0-9]{{0,{below - 1}}}{fraction}|0*\.({small}))$"
         low = {"exclusiveMinimum": 0}
     else:
-        pattern = rf"^(0*[0-9]{{1,{below}}}{fraction}|\.[0-9]{{1,{PLACES}}})$"
+        pattern = rf"^(0*[0-9]{{1,{below}}}{fraction}|\.[0-9]{{1,{_PLACES}}})$"
         low = {"minimum": 0}
     return {"anyOf": [{"type": "number", **low, "exclusiveMaximum": 10**below},
                       {"type": "string", "pattern": pattern}]}
 
 
-_IN = BeforeValidator(quantity_text)
-_EXACT: dict[str, Any] = {"decimal_places": PLACES, "allow_inf_nan": False}
+_IN = BeforeValidator(_quantity_text)
+_EXACT: dict[str, Any] = {"decimal_places": _PLACES, "allow_inf_nan": False}
 # Checks, holds, grants and thresholds stay below 10^12 units, so that a counter (in
 # millionths) stays within 64 bits; plan values may use all 32 integer digits NUMERIC(38, 6) has.
 PositiveQuantity = Annotated[Decimal, _IN, Field(gt=0, lt=Decimal(10) ** 12, **_EXACT),

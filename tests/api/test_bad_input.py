@@ -276,3 +276,11 @@ async def test_an_event_with_null_data_and_time_is_stored_as_documented(tenant):
     listed = (await tenant.client.get("/v1/events")).json()["items"]
     assert [(e["id"], e["data"]) for e in listed] == [(sent["id"], None)]
     assert listed[0]["time"] is not None
+
+
+async def test_an_empty_subject_key_on_the_openmeter_surface_is_named_by_its_place(tenant):
+    """OpenMeter's customers take subject keys too: a bad one is named where it was sent."""
+    body = {"key": "acme", "name": "Acme", "usageAttribution": {"subjectKeys": ["z", "a", ""]}}
+    resp = await tenant.client.post("/api/v1/customers", json=body)
+    assert resp.status_code == 400, resp.text
+    assert [e["field"] for e in resp.json()["errors"]] == ["usageAttribution.subjectKeys[2]"]
