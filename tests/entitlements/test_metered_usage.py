@@ -100,3 +100,16 @@ async def test_usage_an_expired_grant_paid_for_stays_paid_when_events_follow(ten
     await ok(await c.post("/v1/events", json=[event("acme-2", tokens=2, model="a")]))
     body = await _usage(c)
     assert (body["usage"], body["hard_limit"], body["balance"]) == (5, 13, 8)
+
+
+async def test_usage_ingested_after_a_grant_was_voided_is_not_paid_by_it(tenant):
+    """10 included and a grant of 5; 12 used, the grant voided (it paid 2), then 3 more arrive
+    as events: the cap is 12, not 15, so the voided grant's unspent 3 stay gone."""
+    c = tenant.client
+    await _setup(c, hard=10)
+    created = await ok(await c.post("/v1/customers/acme/entitlements/tokens/grants", json={"amount": 5}), 201)
+    await c.post("/v1/events", json=[event("acme-1", tokens=12, model="a")])
+    await ok(await c.post(f"/v1/grants/{created['id']}/void", json={"reason": "refunded"}))
+    await c.post("/v1/events", json=[event("acme-1", tokens=3, model="a")])
+    state = await _usage(c)
+    assert (state["usage"], state["hard_limit"], state["decision"]) == (15, 12, "deny")

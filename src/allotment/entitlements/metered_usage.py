@@ -175,12 +175,12 @@ async def _targets(
     session: AsyncSession, tenant_id: str, meter_ids: set[str], subjects: set[str], since: datetime
 ) -> dict[tuple[str, str], list[_Target]]:
     """Metered entitlements of the subjects' customers on features linked to these meters."""
-    # Whether standing.py must work out grants: only for customers who have some.
+    # Whether standing.py must work out grants: only for customers who have some. Ended ones
+    # count too: the first usage after a grant's end keeps what it had paid for.
     has_grants = exists().where(
         GrantRecord.tenant_id == CustomerEntitlement.tenant_id,
         GrantRecord.customer_id == CustomerEntitlement.customer_id,
         GrantRecord.feature_id == CustomerEntitlement.feature_id,
-        GrantRecord.voided_at.is_(None),
     )
     rows = await session.execute(
         select(CustomerEntitlement, Feature.meter_id, Feature.meter_group_filter, CustomerSubject.subject_key,
