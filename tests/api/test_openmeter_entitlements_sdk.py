@@ -447,6 +447,23 @@ def test_an_expired_grant_adds_nothing(om):
     assert value(om).total_available_grant_amount == 4
 
 
+def test_a_recurring_grant_holds_its_whole_amount_again_at_each_step(om):
+    """Daily 5 from 30 hours ago: the instance live now began 6 hours ago and holds 5."""
+    customer(om)
+    tokens_feature(om)
+    metered(om, issue_after_reset=0)
+    began = (utcnow() - timedelta(hours=30)).replace(microsecond=0)
+    created = grant(om, 5, effective_at=began, recurrence=RecurringPeriodCreateInput(interval="DAY"))
+    assert (created.recurrence.interval, created.recurrence.anchor) == ("DAY", began)
+    assert created.next_recurrence == began + timedelta(days=2)
+    assert value(om).total_available_grant_amount == 5
+    use(om, 3)
+    got = value(om)
+    assert (got.has_access, got.balance, got.usage) == (True, 2, 3)
+    listed = om.customer_entitlement_v2.get_grants("acme", "tokens").items_property[0]
+    assert (listed.id, listed.recurrence.interval_iso) == (created.id, timedelta(days=1))
+
+
 def test_grants_sent_with_the_entitlement_are_created(om):
     customer(om)
     tokens_feature(om)
@@ -464,7 +481,7 @@ def test_grants_sent_with_the_entitlement_are_created(om):
         ({"amount": 0}, "amount"),
         ({"amount": 5, "expiration": {"duration": "MINUTE", "count": 1}}, "expiration.duration"),
         ({"amount": 5, "expiration": {"duration": "DAY", "count": 0}}, "expiration.count"),
-        ({"amount": 5, "recurrence": {"interval": "DAY"}}, "recurrence"),
+        ({"amount": 5, "recurrence": {"interval": "PT1H"}}, "recurrence.interval"),
         ({"amount": 5, "minRolloverAmount": 3, "maxRolloverAmount": 2}, "maxRolloverAmount"),
         ({"amount": 5, "priority": 0}, "priority"),
         ({"amount": 5, "effectiveAt": "yesterday"}, "effectiveAt"),

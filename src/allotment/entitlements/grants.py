@@ -26,6 +26,8 @@ from allotment.entitlements import audit, features, notices, standing
 from allotment.entitlements.check import read_usage
 from allotment.entitlements.engine import ZERO, Grant, Kind, burn, has_ended
 from allotment.entitlements.models import CustomerEntitlement, GrantRecord
+from allotment.entitlements.periods import Interval, UsagePeriod
+from allotment.entitlements.recurring import grant_id_of
 from allotment.errors import Conflict, NotFound, ValidationFailed
 from allotment.types import as_utc, new_id
 
@@ -46,6 +48,7 @@ async def create(
     expires_at: datetime | None = None,
     min_rollover: Decimal = ZERO,
     max_rollover: Decimal | None = None,
+    recurrence: UsagePeriod | None = None,
     metadata: dict[str, Any] | None = None,
     at: datetime,
     actor: str = audit.SYSTEM,
@@ -54,12 +57,15 @@ async def create(
 
     `customer` and `feature` are keys or ids; an unknown one is a 404 naming it, and a
     feature the customer holds as another kind than metered is refused. Bad values are
-    refused naming the field.
+    refused naming the field. A `recurrence` makes the grant start over with its whole amount
+    at each of its steps (its anchor and zone say where they fall); what it held is forfeit.
     """
     at = as_utc(at)
     effective = at if effective_at is None else _aware("effective_at", effective_at)
     expires = None if expires_at is None else _aware("expires_at", expires_at)
     _validate(amount, priority, effective, expires, min_rollover, max_rollover)
+    if recurrence is not None and recurrence.interval is Interval.NONE:
+        raise ValidationFailed.on("recurrence.interval", "must be DAY, WEEK, MONTH or YEAR")
     found = await customers.find(session, tenant_id, customer)
     feat = await features.get(session, tenant_id, feature)
     await _require_metered(session, tenant_id, found.id, feat.id, customer, feature, at)
@@ -68,6 +74,9 @@ async def create(
         amount=amount, priority=priority, effective_at=effective, expires_at=expires,
         voided_at=None, void_reason=None, min_rollover=min_rollover, max_rollover=max_rollover,
         metadata_=dict(metadata or {}), created_at=at,
+        recurrence_interval=None if recurrence is None else recurrence.interval.value,
+        recurrence_anchor=None if recurrence is None else recurrence.anchor,
+        recurrence_timezone=None if recurrence is None else recurrence.tz.key,
     )
     session.add(record)
     await session.flush()
@@ -177,7 +186,9 @@ async def balances(session: AsyncSession, tenant_id: str, records: Sequence[Gran
         left: dict[str, Decimal] = {}
         if row is not None:
             counted = await read_usage(session, row, at)
-            left = dict(burn(counted.grants, row.included or ZERO, counted.used + counted.reserved, at).grants)
+            burned = burn(counted.grants, row.included or ZERO, counted.used + counted.reserved, at).grants
+            # a recurring grant holds what its instance live at `at` holds (ended ones: nothing)
+            left = {grant_id_of(g.id): burned[g.id] for g in counted.grants if not has_ended(g, at)}
         for r in records:
             if (r.customer_id, r.feature_id) == (customer_id, feature_id):
                 out[r.id] = _balance(standing.grant_of(r), left, at)

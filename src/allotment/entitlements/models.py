@@ -359,3 +359,24 @@ class GrantRecord(Base):
     # void), in millionths: recorded by the first write to that counter after the end
     # (grants.record_ends). NULL while nothing was written since: the counter still holds it.
     usage_at_end: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    # A recurring grant starts over with its whole amount at every calendar step of
+    # `recurrence_interval` from `recurrence_anchor`, stepped in `recurrence_timezone`.
+    recurrence_interval: Mapped[str | None] = mapped_column(String(8), nullable=True)
+    recurrence_anchor: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    recurrence_timezone: Mapped[str | None] = mapped_column(String(64), nullable=True)
+
+
+class GrantRecurrence(Base):
+    """The `used` of the counter at a recurring grant's start-over inside a usage period, in
+    millionths: what the instance that ended there had paid for follows from it.
+
+    Written by the first write to that counter after the instant (standing.record_ends); no
+    row while nothing was written since: the counter still holds it.
+    """
+
+    __tablename__ = "grant_recurrences"
+
+    tenant_id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    grant_id: Mapped[str] = mapped_column(ForeignKey("grants.id"), primary_key=True)
+    at_us: Mapped[int] = mapped_column(BigInteger, primary_key=True)  # epoch microseconds
+    used: Mapped[int] = mapped_column(BigInteger)

@@ -53,12 +53,19 @@ def period_at(period: UsagePeriod, at: datetime) -> tuple[datetime, datetime | N
     at = as_utc(at)
     if period.interval is Interval.NONE:
         return period.anchor, None
+    n = index_at(period, at)
+    return boundary(period, n), boundary(period, n + 1)
+
+
+def index_at(period: UsagePeriod, at: datetime) -> int:
+    """The index n of the period containing `at`: boundary(n) <= at < boundary(n + 1)."""
+    at = as_utc(at)
     n = _estimate(period, at)
     while boundary(period, n) > at:
         n -= 1
     while boundary(period, n + 1) <= at:
         n += 1
-    return boundary(period, n), boundary(period, n + 1)
+    return n
 
 
 def boundary(period: UsagePeriod, n: int) -> datetime:

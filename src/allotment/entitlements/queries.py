@@ -17,6 +17,7 @@ from allotment.db import driver, fetch, fetch_opening
 from allotment.entitlements.models import (
     CustomerEntitlement,
     EntitlementUsage,
+    GrantRecurrence,
     Reservation,
     SeatLease,
 )
@@ -588,3 +589,47 @@ async def fix_carry(
         )
         await cursor.close()
     return await read_counter(session, *key)
+
+
+async def usage_at_recurrences(
+    session: AsyncSession, tenant_id: str, grant_ids: list[str], *, after: int, until: int
+) -> dict[tuple[str, int], int]:
+    """(grant id, instant) -> the usage kept at each start-over in (after, until]."""
+    found = await session.execute(
+        select(GrantRecurrence.grant_id, GrantRecurrence.at_us, GrantRecurrence.used).where(
+            GrantRecurrence.tenant_id == tenant_id,
+            GrantRecurrence.grant_id.in_(grant_ids),
+            GrantRecurrence.at_us > after,
+            GrantRecurrence.at_us <= until,
+        )
+    )
+    return {(g, int(t)): int(u) for g, t, u in found}
+
+
+async def keep_usage_at_recurrences(
+    session: AsyncSession, tenant_id: str, entitlement_id: str, period_start: int,
+    starts: list[tuple[str, int]],
+) -> None:
+    """Keep the counter's current `used` for each (grant id, instant) that has none yet.
+
+    Called before the counter moves, by every writer once a start-over has passed: the first
+    one keeps the usage of that instant, the others find it kept (ON CONFLICT DO NOTHING).
+    """
+    db, dialect = await driver(session)
+    used_now = (
+        "COALESCE((SELECT used FROM entitlement_usage WHERE tenant_id = {t} AND entitlement_id = {e}"
+        " AND period_start = {p}), 0)"
+    )
+    if dialect == "postgresql":
+        await db.execute(
+            "INSERT INTO grant_recurrences (tenant_id, grant_id, at_us, used)"
+            f" SELECT $1::varchar, g, a, {used_now.format(t='$1::varchar', e='$2::varchar', p='$3::int8')}"
+            " FROM unnest($4::text[], $5::int8[]) AS s(g, a) ON CONFLICT DO NOTHING",
+            tenant_id, entitlement_id, period_start, [g for g, _ in starts], [a for _, a in starts],
+        )
+    else:
+        await db.executemany(
+            "INSERT INTO grant_recurrences (tenant_id, grant_id, at_us, used)"
+            f" VALUES (?1, ?4, ?5, {used_now.format(t='?1', e='?2', p='?3')}) ON CONFLICT DO NOTHING",
+            [(tenant_id, entitlement_id, period_start, g, a) for g, a in starts],
+        )

@@ -331,6 +331,27 @@ class EntitlementStateRead(BaseModel):
 # --- grants -----------------------------------------------------------------------------------
 
 
+class RecurrenceIn(BaseModel):
+    """The grant starts over with its whole amount at every step (what it held is forfeit)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    interval: Literal["DAY", "WEEK", "MONTH", "YEAR"]
+    anchor: AwareInstant | None = Field(default=None, description="A start-over instant (default: effective_at).")
+    timezone: str = Field(default="UTC", description="IANA zone the calendar steps are taken in.")
+
+    @field_validator("timezone")
+    @classmethod
+    def _zone(cls, value: str) -> str:
+        return check_time_zone(value)
+
+
+class RecurrenceRead(BaseModel):
+    interval: Interval
+    anchor: datetime
+    timezone: str
+
+
 class GrantCreate(BaseModel):
     """Extra units on the customer's metered feature: a prepaid top-up, a promotion, a credit."""
 
@@ -346,6 +367,7 @@ class GrantCreate(BaseModel):
     max_rollover: LargeQuantity | None = Field(
         default=None, description="At each reset the grant holds at most this much (default: all it has left)."
     )
+    recurrence: RecurrenceIn | None = Field(default=None, description="Default: the grant does not recur.")
     metadata: dict[str, Any] = Field(default_factory=dict)
 
 
@@ -368,6 +390,7 @@ class GrantRead(BaseModel):
     void_reason: str | None
     min_rollover: QuantityOut
     max_rollover: QuantityOut | None
+    recurrence: RecurrenceRead | None
     metadata: dict[str, Any]
     created_at: datetime
 

@@ -27,15 +27,16 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from decimal import Decimal
+from zoneinfo import ZoneInfo
 
 from sqlalchemy import and_, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from allotment.entitlements import check as checks
-from allotment.entitlements import queries
+from allotment.entitlements import queries, recurring
 from allotment.entitlements.engine import ZERO, Grant, burn, has_ended, raised_by, rollover
 from allotment.entitlements.models import CustomerEntitlement, EntitlementUsage, GrantRecord
-from allotment.entitlements.periods import Interval, period_at
+from allotment.entitlements.periods import Interval, UsagePeriod, period_at
 from allotment.types import as_utc, from_micros, to_micros
 
 CARRY = "carry"
@@ -94,6 +95,25 @@ async def record_ends(session: AsyncSession, row: CustomerEntitlement, period_st
         .values(usage_at_end=func.coalesce(used, 0))
         .execution_options(synchronize_session=False)
     )
+    await _record_recurrences(session, row, period_start, at)
+
+
+async def _record_recurrences(session: AsyncSession, row: CustomerEntitlement, period_start: datetime,
+                              at: datetime) -> None:
+    """The same for recurring grants: keep the counter's usage at each start-over in the
+    period up to `at` that has none kept yet (the instance that ended there paid for it)."""
+    found = await session.scalars(
+        select(GrantRecord).where(
+            GrantRecord.tenant_id == row.tenant_id, GrantRecord.customer_id == row.customer_id,
+            GrantRecord.feature_id == row.feature_id, GrantRecord.recurrence_interval.is_not(None),
+            GrantRecord.effective_at < at,
+        )
+    )
+    starts = [(r.id, to_micros(t)) for r in found if (every := recurrence_of(r)) is not None
+              for t in recurring.starts_within(grant_of(r), every, after=period_start, until=at)]
+    if starts:
+        await queries.keep_usage_at_recurrences(
+            session, row.tenant_id, row.id, to_micros(period_start), starts)
 
 
 def _end(grant: Grant) -> datetime | None:
@@ -127,6 +147,14 @@ def _at_end(recorded: dict[str, int | None], otherwise: Decimal) -> Callable[[Gr
     return usage
 
 
+def recurrence_of(record: GrantRecord) -> UsagePeriod | None:
+    """How a stored grant recurs, None when it does not."""
+    if record.recurrence_interval is None or record.recurrence_anchor is None:
+        return None
+    return UsagePeriod(Interval(record.recurrence_interval), record.recurrence_anchor,
+                       ZoneInfo(record.recurrence_timezone or "UTC"))
+
+
 def grant_of(record: GrantRecord) -> Grant:
     return Grant(
         id=record.id, amount=record.amount, priority=record.priority,
@@ -151,14 +179,15 @@ async def standing(session: AsyncSession, row: CustomerEntitlement, at: datetime
     at = as_utc(at)
     start, end = period_at(checks.usage_period(row), at)
     seg_start = max(start, row.active_from)
-    records, usage_at_ends = await _records(session, row, at)
+    granted = await _granted(session, row, at)
     carries = _carries(row) and start > row.active_from
-    ended_within = any((e := _end(g)) is not None and seg_start < e <= at for g in records)
+    ended_within = any(_ends_within(g, seg_start, at) for g in granted)
     counter = None
     if carries or ended_within:
         counter = await queries.counter_state(session, *checks.counter_key(row, start))
     needs_carry = carries and (counter is None or counter[2] is None)
-    since = await _since(session, row, records, seg_start, start, needs_carry)
+    since = await _since(session, row, granted, seg_start, start, needs_carry)
+    records, usage_at_ends = await _instances(session, row, granted, seg_start if since is None else since, at)
     carry_in = None
     if since is None:
         grants = [g for g in records if not has_ended(g, seg_start)]
@@ -180,7 +209,7 @@ async def standing(session: AsyncSession, row: CustomerEntitlement, at: datetime
 async def _since(
     session: AsyncSession,
     row: CustomerEntitlement,
-    records: Sequence[Grant],
+    granted: Sequence[_Granted],
     seg_start: datetime,
     period_start: datetime,
     needs_carry: bool,
@@ -194,7 +223,7 @@ async def _since(
     if needs_carry:
         lower = await _carry_start(session, row, period_start - _TICK)
     while True:
-        earliest = min((g.effective_at for g in records if not has_ended(g, lower)), default=lower)
+        earliest = min((g.live_from(lower) for g in granted if not has_ended(g.grant, lower)), default=lower)
         if earliest >= lower:
             break
         lower = earliest
@@ -318,20 +347,65 @@ class _Walk:
         return _Segment(row, start, cut, end is not None and cut == end)
 
 
-async def _records(
-    session: AsyncSession, row: CustomerEntitlement, at: datetime
-) -> tuple[list[Grant], dict[str, int | None]]:
-    """The customer's grants on the row's feature that are effective by `at`, and the usage
-    recorded at each one's end (millionths; None: not recorded)."""
-    found = list(await session.scalars(
+@dataclass(frozen=True)
+class _Granted:
+    """A grant as stored: its recurrence (None: it does not recur) and its usage at its end."""
+
+    grant: Grant
+    every: UsagePeriod | None
+    usage_at_end: int | None
+
+    def live_from(self, at: datetime) -> datetime:
+        """When what the grant holds at `at` (or first holds after it) began to count."""
+        if self.every is None:
+            return self.grant.effective_at
+        return recurring.live_from(self.grant, self.every, at)
+
+
+def _ends_within(granted: _Granted, after: datetime, until: datetime) -> bool:
+    """Whether the grant, or one of its instances, ended in (after, until]."""
+    end = _end(granted.grant)
+    if end is not None and after < end <= until:
+        return True
+    return granted.every is not None and bool(
+        recurring.starts_within(granted.grant, granted.every, after=after, until=until))
+
+
+async def _granted(session: AsyncSession, row: CustomerEntitlement, at: datetime) -> list[_Granted]:
+    """The customer's grants on the row's feature that are effective by `at`."""
+    found = await session.scalars(
         select(GrantRecord).where(
             GrantRecord.tenant_id == row.tenant_id,
             GrantRecord.customer_id == row.customer_id,
             GrantRecord.feature_id == row.feature_id,
             GrantRecord.effective_at <= at,
         )
-    ))
-    return [grant_of(r) for r in found], {r.id: r.usage_at_end for r in found}
+    )
+    return [_Granted(grant_of(r), recurrence_of(r), r.usage_at_end) for r in found]
+
+
+async def _instances(
+    session: AsyncSession, row: CustomerEntitlement, granted: Sequence[_Granted], since: datetime, at: datetime
+) -> tuple[list[Grant], dict[str, int | None]]:
+    """The grants to replay from `since` to `at` (a recurring one as its instances live in
+    that span), and the usage recorded at each one's end (millionths; None: not recorded)."""
+    recurs = [g for g in granted if g.every is not None]
+    kept = await queries.usage_at_recurrences(
+        session, row.tenant_id, [g.grant.id for g in recurs], after=to_micros(since), until=to_micros(at)
+    ) if recurs else {}
+    grants: list[Grant] = []
+    at_ends: dict[str, int | None] = {}
+    for g in granted:
+        if g.every is None:
+            grants.append(g.grant)
+            at_ends[g.grant.id] = g.usage_at_end
+            continue
+        for instance in recurring.instances(g.grant, g.every, after=since, until=at):
+            grants.append(instance)
+            ends_with_grant = _end(instance) == _end(g.grant)
+            at_ends[instance.id] = g.usage_at_end if ends_with_grant else kept.get(
+                (g.grant.id, to_micros(_end(instance) or at)))
+    return grants, at_ends
 
 
 async def _rows(

@@ -6,7 +6,7 @@ the same engine, but nothing is consumed and no denial is recorded.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from decimal import Decimal
 from typing import Any
@@ -34,6 +34,7 @@ from allotment.entitlements.engine import (
     decide_seats,
 )
 from allotment.entitlements.models import CustomerEntitlement, Feature
+from allotment.entitlements.recurring import grant_id_of
 from allotment.errors import NotFound
 
 
@@ -92,7 +93,8 @@ async def state_of(
     )
     spent = counted.used + counted.reserved
     left = burn(counted.grants, row.included or ZERO, spent, at).grants
-    breakdown = tuple(GrantBalance(g, left[g.id]) for g in burn_order(counted.grants))
+    breakdown = tuple(GrantBalance(replace(g, id=grant_id_of(g.id)), left[g.id])
+                      for g in burn_order(_latest_instances(counted.grants)))
     return EntitlementState(
         feature_key, row, has_access=d.hard_limit is None or spent < d.hard_limit,
         usage=d.usage, included=d.included, soft_limit=d.soft_limit, hard_limit=d.hard_limit,
@@ -138,3 +140,13 @@ async def get_state(
     if row is None:
         raise NotFound("entitlement", feature_key)
     return await state_of(session, row, feature.key, at)
+
+
+def _latest_instances(grants: tuple[Grant, ...]) -> list[Grant]:
+    """The grants of the period, a recurring one as its latest instance: what it holds now."""
+    latest: dict[str, Grant] = {}
+    for grant in grants:
+        key = grant_id_of(grant.id)
+        if key not in latest or grant.effective_at > latest[key].effective_at:
+            latest[key] = grant
+    return list(latest.values())

@@ -38,6 +38,8 @@ from allotment.api.compat.openmeter_http import (
 from allotment.api.compat.openmeter_lookup import resolve
 from allotment.api.compat.openmeter_schemas import (
     ENTITLEMENT_FIELDS,
+    INTERVAL_RULE,
+    INTERVALS,
     EntitlementCreateIn,
     entitlement_out,
     value_out,
@@ -47,19 +49,12 @@ from allotment.api.deps import Admin, Reader, ReadSession, WriteSession
 from allotment.api.responses import Json
 from allotment.customers import service as customers
 from allotment.entitlements import features, overrides, provisioning, state
-from allotment.entitlements.periods import Interval
 from allotment.entitlements.schemas import AdhocIn
 from allotment.errors import Conflict, NotFound, ValidationFailed
 from allotment.types import Instant, utcnow
 
 router = openmeter_router()
 _V2 = "/v2/customers/{customer_id_or_key}/entitlements"
-_INTERVALS = {
-    "DAY": Interval.DAY, "P1D": Interval.DAY,
-    "WEEK": Interval.WEEK, "P1W": Interval.WEEK, "P7D": Interval.WEEK,
-    "MONTH": Interval.MONTH, "P1M": Interval.MONTH,
-    "YEAR": Interval.YEAR, "P1Y": Interval.YEAR, "P12M": Interval.YEAR,
-}  # fmt: skip
 _ORDER_BY = {
     "createdAt": lambda r: (r.created_at, r.id),
     "updatedAt": lambda r: (r.updated_at, r.id),
@@ -121,11 +116,9 @@ def _metered(body: EntitlementCreateIn) -> dict[str, Any]:
             "measureUsageFrom",
             "only NOW is supported: usage counts from the entitlement's creation",
         )
-    interval = _INTERVALS.get(body.usage_period.interval.upper())
+    interval = INTERVALS.get(body.usage_period.interval.upper())
     if interval is None:
-        raise ValidationFailed.on(
-            "usagePeriod.interval", "must be DAY, WEEK, MONTH, YEAR or one of P1D, P1W, P1M, P1Y"
-        )
+        raise ValidationFailed.on("usagePeriod.interval", INTERVAL_RULE)
     included = body.issue_after_reset
     if included is None and body.issue is not None:
         included = body.issue.amount

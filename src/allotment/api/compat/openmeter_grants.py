@@ -6,7 +6,8 @@ A thin adapter over the native grants service; the differences are OpenMeter's d
 - `maxRolloverAmount` defaults to the grant's amount (the v2 API's default; v1 used 0), so a
   grant left untouched keeps its whole remainder across a reset; `minRolloverAmount` to 0.
 - `effectiveAt` is taken as sent (OpenMeter rounds it up to the minute).
-- recurring grants (`recurrence`) are refused: the native grants do not recur.
+- `recurrence` `{interval, anchor}` (anchor default: `effectiveAt`) steps in UTC, as OpenMeter
+  does; reads show it with `nextRecurrence`.
 """
 
 from __future__ import annotations
@@ -28,6 +29,8 @@ from allotment.api.compat.openmeter_http import (
 from allotment.api.compat.openmeter_lookup import resolve
 from allotment.api.compat.openmeter_schemas import (
     GRANT_FIELDS,
+    INTERVAL_RULE,
+    INTERVALS,
     ExpirationIn,
     GrantCreateIn,
     grant_out,
@@ -68,7 +71,7 @@ async def create_grant(
         session, tenant_id, customer_id_or_key, entitlement_id_or_feature_key, at
     )
     record = await issue(session, principal, customer, feature_key, body, at=at)
-    return Json(grant_out(record, row.id), status_code=201)
+    return Json(grant_out(record, row.id, at), status_code=201)
 
 
 async def issue(
@@ -82,10 +85,14 @@ async def issue(
     field: str = "",
 ) -> GrantRecord:
     """Create one grant with OpenMeter's defaults; errors name fields under `field`."""
-    if body.recurrence is not None:
-        raise ValidationFailed.on(f"{field}recurrence", "recurring grants are not supported")
     effective = utc(body.effective_at)
     assert effective is not None
+    recurrence = None
+    if body.recurrence is not None:
+        interval = INTERVALS.get(body.recurrence.interval.upper())
+        if interval is None:
+            raise ValidationFailed.on(f"{field}recurrence.interval", INTERVAL_RULE)
+        recurrence = UsagePeriod(interval, utc(body.recurrence.anchor) or effective, _UTC)
     names = {ours: field + theirs for ours, theirs in GRANT_FIELDS.items()}
     names["feature"] = "entitlementIdOrFeatureKey"
     with openmeter_fields(names):
@@ -102,6 +109,7 @@ async def issue(
             max_rollover=body.amount
             if body.max_rollover_amount is None
             else body.max_rollover_amount,
+            recurrence=recurrence,
             metadata=body.metadata,
             at=at,
             actor=principal.key_id,
@@ -152,7 +160,7 @@ async def list_grants(
     shown = records[(page - 1) * page_size : page * page_size]
     return Json(
         {
-            "items": [grant_out(r, row.id) for r in shown],
+            "items": [grant_out(r, row.id, at) for r in shown],
             "page": page,
             "pageSize": page_size,
             "totalCount": len(records),

@@ -22,7 +22,8 @@ from allotment.entitlements.check import usage_period
 from allotment.entitlements.engine import Kind
 from allotment.entitlements.features import FeatureView
 from allotment.entitlements.models import CustomerEntitlement, GrantRecord
-from allotment.entitlements.periods import period_at
+from allotment.entitlements.periods import Interval, UsagePeriod, period_at
+from allotment.entitlements.standing import recurrence_of
 from allotment.entitlements.state import EntitlementState
 from allotment.metering.events import EventView
 from allotment.metering.models import Meter
@@ -200,6 +201,16 @@ class UsagePeriodIn(_In):
     anchor: Instant | None = None
 
 
+# OpenMeter's intervals: its enum and the ISO 8601 durations it takes for them.
+INTERVALS = {
+    "DAY": Interval.DAY, "P1D": Interval.DAY,
+    "WEEK": Interval.WEEK, "P1W": Interval.WEEK, "P7D": Interval.WEEK,
+    "MONTH": Interval.MONTH, "P1M": Interval.MONTH,
+    "YEAR": Interval.YEAR, "P1Y": Interval.YEAR, "P12M": Interval.YEAR,
+}  # fmt: skip
+INTERVAL_RULE = "must be DAY, WEEK, MONTH, YEAR or one of P1D, P1W, P1M, P1Y"
+
+
 class IssueIn(_In):
     amount: LargeQuantity
     priority: int | None = Field(default=None, ge=1, le=255)
@@ -218,7 +229,7 @@ class GrantCreateIn(_In):
     min_rollover_amount: LargeQuantity = Decimal(0)
     max_rollover_amount: LargeQuantity | None = None  # v2: the grant's amount
     metadata: dict[str, Any] | None = None
-    recurrence: dict[str, Any] | None = None
+    recurrence: UsagePeriodIn | None = None
 
 
 class EntitlementCreateIn(_In):
@@ -313,12 +324,12 @@ def _metered_out(row: CustomerEntitlement, at: datetime) -> dict[str, Any]:
         out["issueAfterReset"] = codec.quantity_number(included)
         out["issue"] = {"amount": codec.quantity_number(included)}
     if period.interval in _ISO_INTERVAL:
-        out["usagePeriod"] = {
-            "interval": str(period.interval),
-            "intervalISO": _ISO_INTERVAL[period.interval],
-            "anchor": period.anchor,
-        }
+        out["usagePeriod"] = _period_out(period.interval, period.anchor)
     return out
+
+
+def _period_out(interval: Interval, anchor: datetime) -> dict[str, Any]:
+    return {"interval": str(interval), "intervalISO": _ISO_INTERVAL[interval], "anchor": anchor}
 
 
 def value_out(state: EntitlementState) -> dict[str, Any]:
@@ -365,7 +376,8 @@ GRANT_FIELDS = {
 }
 
 
-def grant_out(record: GrantRecord, entitlement_id: str) -> dict[str, Any]:
+def grant_out(record: GrantRecord, entitlement_id: str, at: datetime) -> dict[str, Any]:
+    every = recurrence_of(record)
     return _compact(
         {
             "id": record.id,
@@ -380,5 +392,14 @@ def grant_out(record: GrantRecord, entitlement_id: str) -> dict[str, Any]:
             "createdAt": record.created_at,
             "updatedAt": record.voided_at or record.created_at,
             "voidedAt": record.voided_at,
+            "recurrence": None if every is None else _period_out(every.interval, every.anchor),
+            "nextRecurrence": None if every is None else _next_recurrence(record, every, at),
         }
     )
+
+
+def _next_recurrence(record: GrantRecord, every: UsagePeriod, at: datetime) -> datetime | None:
+    """When the grant next starts over after `at`, while it has not ended by then."""
+    upcoming = period_at(every, max(at, record.effective_at))[1]
+    ends = [t for t in (record.expires_at, record.voided_at) if t is not None]
+    return upcoming if upcoming is not None and all(upcoming < t for t in ends) else None

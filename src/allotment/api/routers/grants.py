@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime
+from zoneinfo import ZoneInfo
 
 from fastapi import APIRouter, Response
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -27,7 +28,9 @@ from allotment.customers.models import Customer
 from allotment.entitlements import features
 from allotment.entitlements import grants as service
 from allotment.entitlements.models import GrantRecord
-from allotment.entitlements.schemas import GrantCreate, GrantRead, GrantVoid
+from allotment.entitlements.periods import Interval, UsagePeriod
+from allotment.entitlements.schemas import GrantCreate, GrantRead, GrantVoid, RecurrenceRead
+from allotment.entitlements.standing import recurrence_of
 from allotment.types import utcnow
 
 router = APIRouter(tags=["grants"])
@@ -46,11 +49,25 @@ async def grant_reads(
             id=r.id, customer=customer_keys[r.customer_id], feature=feature_keys[r.feature_id],
             amount=r.amount, balance=balances[r.id], priority=r.priority, effective_at=r.effective_at,
             expires_at=r.expires_at, voided_at=r.voided_at, void_reason=r.void_reason,
-            min_rollover=r.min_rollover, max_rollover=r.max_rollover, metadata=r.metadata_,
-            created_at=r.created_at,
+            min_rollover=r.min_rollover, max_rollover=r.max_rollover, recurrence=_recurrence_read(r),
+            metadata=r.metadata_, created_at=r.created_at,
         )
         for r in records
     ]
+
+
+def _recurrence_read(record: GrantRecord) -> RecurrenceRead | None:
+    every = recurrence_of(record)
+    return None if every is None else RecurrenceRead(interval=every.interval, anchor=every.anchor,
+                                                     timezone=every.tz.key)
+
+
+def _recurrence(data: GrantCreate, at: datetime) -> UsagePeriod | None:
+    """The grant's steps; they fall on its effective time unless an anchor says otherwise."""
+    if data.recurrence is None:
+        return None
+    anchor = data.recurrence.anchor or data.effective_at or at
+    return UsagePeriod(Interval(data.recurrence.interval), anchor, ZoneInfo(data.recurrence.timezone))
 
 
 async def _customer_key(session: AsyncSession, customer_id: str) -> str:
@@ -68,8 +85,8 @@ async def create_grant(
     record = await service.create(
         session, principal.tenant_id, customer=customer_key, feature=feature_key, amount=data.amount,
         priority=data.priority, effective_at=data.effective_at, expires_at=data.expires_at,
-        min_rollover=data.min_rollover, max_rollover=data.max_rollover, metadata=data.metadata,
-        at=at, actor=principal.key_id,
+        min_rollover=data.min_rollover, max_rollover=data.max_rollover,
+        recurrence=_recurrence(data, at), metadata=data.metadata, at=at, actor=principal.key_id,
     )
     [read] = await grant_reads(session, principal.tenant_id, [record], at)
     return await idem.respond(201, read)
