@@ -9,7 +9,13 @@ from zoneinfo import ZoneInfo
 from allotment.entitlements import grants
 from allotment.entitlements.engine import Grant
 from allotment.entitlements.periods import Interval, UsagePeriod
-from allotment.entitlements.recurring import grant_id_of, instances, live_from, starts_within
+from allotment.entitlements.recurring import (
+    grant_id_of,
+    instances,
+    live_from,
+    next_start,
+    starts_within,
+)
 from tests.entitlements.catalogue import ok
 from tests.entitlements.test_grants import _clockwork, _http_check, _http_customer, _post_grant
 
@@ -61,6 +67,8 @@ def test_start_overs_are_the_steps_after_the_grant_began_and_before_it_ended():
     assert starts_within(_grant(expires_at=day(21)), weekly(), after=T0, until=day(40)) == [day(7), day(14)]
     assert starts_within(_grant(), weekly(), after=day(7), until=day(14)) == [day(14)]
     assert live_from(_grant(), weekly(), day(9)) == day(7)
+    assert (next_start(_grant(), weekly(), T0), next_start(_grant(), weekly(), day(7))) == (day(7), day(14))
+    assert next_start(_grant(expires_at=day(14)), weekly(), day(7)) is None
     assert live_from(_grant(), weekly(), day(1)) == day(3)
 
 

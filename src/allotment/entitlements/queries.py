@@ -606,6 +606,19 @@ async def usage_at_recurrences(
     return {(g, int(t)): int(u) for g, t, u in found}
 
 
+async def latest_recurrences(
+    session: AsyncSession, tenant_id: str, grant_ids: list[str], *, after: int
+) -> dict[str, int]:
+    """grant id -> the latest start-over after `after` whose usage is kept (none: left out)."""
+    found = await session.execute(
+        select(GrantRecurrence.grant_id, func.max(GrantRecurrence.at_us))
+        .where(GrantRecurrence.tenant_id == tenant_id, GrantRecurrence.grant_id.in_(grant_ids),
+               GrantRecurrence.at_us > after)
+        .group_by(GrantRecurrence.grant_id)
+    )
+    return {g: int(t) for g, t in found}
+
+
 async def keep_usage_at_recurrences(
     session: AsyncSession, tenant_id: str, entitlement_id: str, period_start: int,
     starts: list[tuple[str, int]],

@@ -50,6 +50,13 @@ def starts_within(grant: Grant, every: UsagePeriod, *, after: datetime, until: d
             if after < start and start > grant.effective_at and (end is None or start < end)]
 
 
+def next_start(grant: Grant, every: UsagePeriod, after: datetime) -> datetime | None:
+    """The first instant after `after` at which `grant` starts over, None once it has ended."""
+    upcoming = period_at(every, max(after, grant.effective_at))[1]
+    end = _end(grant)
+    return upcoming if upcoming is not None and (end is None or upcoming < end) else None
+
+
 def live_from(grant: Grant, every: UsagePeriod, at: datetime) -> datetime:
     """When the instance live at `at` (or the first one after it) became effective."""
     if at <= grant.effective_at:

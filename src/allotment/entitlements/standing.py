@@ -109,8 +109,14 @@ async def _record_recurrences(session: AsyncSession, row: CustomerEntitlement, p
             GrantRecord.effective_at < at,
         )
     )
-    starts = [(r.id, to_micros(t)) for r in found if (every := recurrence_of(r)) is not None
-              for t in recurring.starts_within(grant_of(r), every, after=period_start, until=at)]
+    records = [(r, every) for r in found if (every := recurrence_of(r)) is not None]
+    if not records:
+        return
+    kept = await queries.latest_recurrences(
+        session, row.tenant_id, [r.id for r, _ in records], after=to_micros(period_start))
+    starts = [(r.id, to_micros(t)) for r, every in records
+              for t in recurring.starts_within(grant_of(r), every, until=at,
+                                               after=from_micros(kept.get(r.id, to_micros(period_start))))]
     if starts:
         await queries.keep_usage_at_recurrences(
             session, row.tenant_id, row.id, to_micros(period_start), starts)
@@ -126,14 +132,31 @@ def _with_paid(
     usage_at_end: Callable[[Grant], Decimal],
 ) -> list[Grant]:
     """`grants`, those that ended in (start, until] with what usage had burned of them by
-    their end (`paid_at_end`), worked out in the order they ended."""
+    their end (`paid_at_end`), worked out in the order they ended.
+
+    Each end is judged as `engine.burn` would over all the grants at the instant before it;
+    a sweep keeps only the grants live then, and what those that ended earlier had paid as
+    one sum, so a recurring grant starting over every day of a year costs O(n log n), not n².
+    """
     out = {g.id: g for g in grants}
     ended = sorted((g for g in grants if (e := _end(g)) is not None and start < e <= until),
                    key=lambda g: _end(g) or start)
+    by_start = sorted(grants, key=lambda g: g.effective_at)
+    live: dict[str, Grant] = {}
+    paid, begun, settled = ZERO, 0, 0
     for grant in ended:
-        end = _end(grant)
-        assert end is not None
-        down = burn(list(out.values()), included, usage_at_end(grant), end - _TICK)
+        t = (_end(grant) or until) - _TICK
+        while begun < len(by_start) and by_start[begun].effective_at <= t:
+            live[by_start[begun].id] = by_start[begun]
+            begun += 1
+        while (end := _end(ended[settled])) is not None and end <= t:  # ended before this one
+            paid += out[ended[settled].id].paid_at_end
+            settled += 1
+        for gone in [k for k, g in live.items() if has_ended(g, t)]:
+            del live[gone]
+        usage = usage_at_end(grant)
+        spent = min(included, usage) + max(ZERO, usage - included - paid)  # burn() less what they paid
+        down = burn(list(live.values()), included, spent, t)
         out[grant.id] = replace(grant, paid_at_end=grant.amount - down.grants[grant.id])
     return [out[g.id] for g in grants]
 
@@ -367,8 +390,10 @@ def _ends_within(granted: _Granted, after: datetime, until: datetime) -> bool:
     end = _end(granted.grant)
     if end is not None and after < end <= until:
         return True
-    return granted.every is not None and bool(
-        recurring.starts_within(granted.grant, granted.every, after=after, until=until))
+    if granted.every is None:
+        return False
+    upcoming = recurring.next_start(granted.grant, granted.every, after)
+    return upcoming is not None and upcoming <= until
 
 
 async def _granted(session: AsyncSession, row: CustomerEntitlement, at: datetime) -> list[_Granted]:
