@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from zoneinfo import ZoneInfo
@@ -104,6 +105,18 @@ async def test_a_weekly_grant_starts_over_mid_period_and_what_it_paid_stays_paid
     assert [(g.grant.id, g.grant.amount, g.balance, g.grant.expires_at) for g in shown.grants] == [
         (grant, 10, 10, day(21))
     ]
+
+
+async def test_concurrent_first_consumes_after_a_start_over_keep_one_usage_and_stop_at_the_cap(tenant, db):
+    """8 used in the first week; 24 concurrent consumes of 1 in the second: the start-over
+    keeps 8 whoever writes first, and exactly 10 more are allowed (cap 8 paid + 10 live)."""
+    clock = await _clockwork(tenant, db, included=0, hard_limit=0, usage_anchor=T0.isoformat())
+    await clock.grant(T0, amount=D(10), recurrence=weekly())
+    await clock.consume(8, day(2))
+    answers = await asyncio.gather(*(clock.consume(1, day(8)) for _ in range(24)))
+    assert sum(a.decision.decision != "deny" for a in answers) == 10
+    after = await clock.check(1, day(9))
+    assert (after.decision.usage, after.decision.hard_limit, after.decision.decision) == (18, 18, "deny")
 
 
 async def test_a_recurring_grant_decides_as_the_chain_of_grants_it_stands_for(tenant, other_tenant, db):
