@@ -27,6 +27,7 @@ from allotment.api.routers import (
     keys,
     meters,
     notification_rules,
+    overdraft,
     plans,
     reservations,
     seats,
@@ -88,7 +89,7 @@ def create_app(settings: Settings | None = None, db: Database | None = None) -> 
     # Routes are matched in order: the hot paths (check, ingest) come first.
     for module in (check, events, health, meters, customers, keys, features, plans, subscriptions,
                    entitlements_admin, customer_entitlements, audit_log, seats,
-                   reservations, grants, webhooks, notifications_router, notification_rules, upsell):
+                   reservations, grants, webhooks, notifications_router, notification_rules, upsell, overdraft):
         app.include_router(module.router)
     openmeter.install(app)
     openapi.install(app)

@@ -299,6 +299,20 @@ class SeatLease(Base):
     released_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
 
 
+class SeatSpan(Base):
+    """A lease an item held before its latest one: written when the item is activated again
+    after its lease ended (the lease row is then reused). With `seat_leases`, the whole
+    history of the gauge, which the overdraft report sweeps."""
+
+    __tablename__ = "seat_spans"
+
+    tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id"), primary_key=True)
+    entitlement_id: Mapped[str] = mapped_column(ForeignKey("customer_entitlements.id"), primary_key=True)
+    item: Mapped[str] = mapped_column(String(255), primary_key=True)
+    activated_at: Mapped[datetime] = mapped_column(UTCDateTime(), primary_key=True)
+    ended_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
 class Reservation(Base):
     """Units of a metered entitlement held in its live counter (`reserved`) until commit.
 

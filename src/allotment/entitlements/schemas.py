@@ -395,6 +395,46 @@ class GrantRead(BaseModel):
     created_at: datetime
 
 
+# --- overdraft report -------------------------------------------------------------------------
+
+
+class OverdraftEpisodeRead(BaseModel):
+    started_at: datetime
+    ended_at: datetime | None = Field(description="None: still in overdraft at the end of the window.")
+    peak: int = Field(description="Most seats active during the episode.")
+    peak_overdraft: QuantityOut = Field(description="Most seats above the soft limit during it.")
+
+
+class PeriodOverageRead(BaseModel):
+    period_start: datetime
+    period_end: datetime | None
+    usage: QuantityOut
+    soft_limit: QuantityOut = Field(description="Raised by the grants live at the period's last instant.")
+    overage: QuantityOut
+
+
+class OverdraftRead(BaseModel):
+    """How far and how long one customer ran above what it paid for on one feature."""
+
+    customer: str
+    feature: str
+    kind: Kind
+    included: QuantityOut
+    soft_limit: QuantityOut
+    hard_limit: QuantityOut | None
+    peak_overdraft: QuantityOut = Field(description="seats: most seats above the soft limit; metered: largest overage.")
+    denials: int = Field(description="Refused checks and activations in the window.")
+    peak: int | None = Field(default=None, description="seats: most seats active at once.")
+    overdraft_seconds: QuantityOut | None = Field(default=None, description="seats: time above the soft limit.")
+    overdraft_seat_hours: QuantityOut | None = Field(
+        default=None, description="seats: seats above the soft limit times hours."
+    )
+    episodes: list[OverdraftEpisodeRead] = Field(default_factory=list, description="seats: each stretch of overdraft.")
+    periods: list[PeriodOverageRead] = Field(
+        default_factory=list, description="metered: the usage periods whose usage passed the soft limit."
+    )
+
+
 # --- upsell -----------------------------------------------------------------------------------
 
 MoneyOut = Annotated[Decimal, PlainSerializer(lambda v: format(v, "f"), return_type=str)]

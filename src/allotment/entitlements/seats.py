@@ -20,14 +20,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import ColumnElement, and_, insert, select, update
+from sqlalchemy import ColumnElement, and_, func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from allotment.customers import service as customers
 from allotment.entitlements import features, notices, queries
 from allotment.entitlements.check import live_entitlement, millionths, units
 from allotment.entitlements.engine import ONE, ZERO, Decision, Kind, Reason, Verdict, decide_seats
-from allotment.entitlements.models import CustomerEntitlement, SeatLease, UsageDenial
+from allotment.entitlements.models import CustomerEntitlement, SeatLease, SeatSpan, UsageDenial
 from allotment.errors import Conflict, NotFound, ValidationFailed
 from allotment.types import as_utc, new_id
 
@@ -101,6 +101,7 @@ async def activate(
             insert(SeatLease).values(tenant_id=tenant_id, entitlement_id=row.id, item=item, **values)
         )
     else:
+        await _keep_span(session, row, item)
         await session.execute(update(SeatLease).where(*_key(row, item)).values(**values))
     active = _seats(taken[0])
     # The verdict is what the gauge before this seat called for; the numbers are after it.
@@ -212,6 +213,22 @@ async def _lease(session: AsyncSession, row: CustomerEntitlement, item: str) -> 
         )
     ).first()
     return None if found is None else _Lease(found.expires_at, found.released_at)
+
+
+async def _keep_span(session: AsyncSession, row: CustomerEntitlement, item: str) -> None:
+    """Before an ended lease row is reused: keep the span it covered (`seat_spans`).
+
+    A span of no length adds nothing to any gauge and is not kept, so two kept spans of one
+    item never start at the same instant (a later one starts no earlier than the last ended).
+    """
+    ended = func.coalesce(SeatLease.released_at, SeatLease.expires_at)
+    await session.execute(
+        insert(SeatSpan).from_select(
+            ["tenant_id", "entitlement_id", "item", "activated_at", "ended_at"],
+            select(SeatLease.tenant_id, SeatLease.entitlement_id, SeatLease.item, SeatLease.activated_at, ended)
+            .where(*_key(row, item), ended > SeatLease.activated_at),
+        )
+    )
 
 
 async def _free_expired(session: AsyncSession, row: CustomerEntitlement, at: datetime) -> int:

@@ -1,0 +1,194 @@
+"""The overdraft report: how far and for how long customers ran above what they paid for."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from typing import Any
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from allotment.db import Database
+from allotment.entitlements import check as checks
+from allotment.entitlements import overdraft_report, overrides, seats
+from allotment.entitlements.overdraft import Lease, Terms, seat_overdraft
+from allotment.entitlements.schemas import AdhocIn
+from tests.entitlements.catalogue import customer, feature, ok
+
+T0 = datetime(2026, 1, 1, tzinfo=UTC)
+D = Decimal
+
+
+def hour(n: float) -> datetime:
+    return T0 + timedelta(hours=n)
+
+
+# --- the sweep (pure) -----------------------------------------------------------------------------
+
+
+def test_story_2_seats_101_to_120_for_two_hours_are_forty_seat_hours():
+    leases = [Lease(hour(1), None) for _ in range(100)] + [Lease(hour(2), hour(4)) for _ in range(20)]
+    found = seat_overdraft(leases, [Terms(T0, None, D(100))], start=T0, end=hour(24))
+    assert (found.peak, found.seconds_over, found.seat_hours_over, found.peak_over) == (120, 7200, 40, 20)
+    assert [(e.started_at, e.ended_at, e.peak) for e in found.episodes] == [(hour(2), hour(4), 120)]
+
+
+def test_only_time_under_terms_counts_and_new_terms_move_the_soft_limit():
+    leases = [Lease(hour(0), None) for _ in range(5)]
+    terms = [Terms(hour(1), hour(3), D(3)), Terms(hour(3), hour(5), D(4))]
+    found = seat_overdraft(leases, terms, start=T0, end=hour(6))
+    assert (found.seconds_over, found.seat_hours_over) == (4 * 3600, 2 * 2 + 1 * 2)
+    assert [(e.started_at, e.ended_at, e.peak_over) for e in found.episodes] == [(hour(1), hour(5), 2)]
+
+
+def test_an_episode_lasting_to_the_window_end_has_no_end():
+    found = seat_overdraft([Lease(hour(1), None)] * 2, [Terms(T0, None, D(1))], start=T0, end=hour(2))
+    assert [(e.started_at, e.ended_at) for e in found.episodes] == [(hour(1), None)]
+
+
+_minutes = st.integers(min_value=0, max_value=60)
+_leases = st.lists(st.tuples(_minutes, st.one_of(st.none(), _minutes)), max_size=12)
+_terms = st.lists(st.integers(min_value=0, max_value=6), min_size=1, max_size=3)
+
+
+def _minute(n: int) -> datetime:
+    return T0 + timedelta(minutes=n)
+
+
+def _build(raw: list[tuple[int, int | None]], softs: list[int]) -> tuple[list[Lease], list[Terms]]:
+    leases = [Lease(_minute(a), None if b is None else _minute(max(a, b))) for a, b in raw]
+    cut = 60 // len(softs)
+    terms = [Terms(_minute(i * cut), None if i == len(softs) - 1 else _minute((i + 1) * cut), D(s))
+             for i, s in enumerate(softs)]
+    return leases, terms
+
+
+@given(_leases, _terms)
+def test_the_sweep_equals_a_minute_by_minute_count(raw, softs):
+    leases, terms = _build(raw, softs)
+    found = seat_overdraft(leases, terms, start=T0, end=_minute(60))
+    over_minutes, unit_minutes, peak = 0, 0, 0
+    for m in range(60):
+        t = _minute(m)
+        active = sum(1 for lease in leases if lease.start <= t and (lease.end is None or t < lease.end))
+        soft = next(term.soft_limit for term in terms if term.start <= t and (term.end is None or t < term.end))
+        peak = max(peak, active)
+        if active > soft:
+            over_minutes += 1
+            unit_minutes += int(active - soft)
+    assert (found.seconds_over, found.seat_seconds_over, found.peak) == (over_minutes * 60, unit_minutes * 60, peak)
+    assert sum(((e.ended_at or _minute(60)) - e.started_at).total_seconds() for e in found.episodes) == over_minutes * 60
+
+
+@given(_leases, _terms, st.integers(min_value=1, max_value=59))
+def test_two_halves_of_a_window_add_up_to_the_whole(raw, softs, middle):
+    leases, terms = _build(raw, softs)
+    whole = seat_overdraft(leases, terms, start=T0, end=_minute(60))
+    parts = [seat_overdraft(leases, terms, start=a, end=b)
+             for a, b in ((T0, _minute(middle)), (_minute(middle), _minute(60)))]
+    assert whole.seconds_over == sum(p.seconds_over for p in parts)
+    assert whole.seat_seconds_over == sum(p.seat_seconds_over for p in parts)
+
+
+# --- the report ----------------------------------------------------------------------------------
+
+
+async def _entitle(c: Any, db: Database, tenant_id: str, key: str, feature_key: str = "seats", **values: Any) -> None:
+    """`key` entitled from T0 (an ad-hoc entitlement: a subscription's terms start when made)."""
+    await customer(c, key)
+    async with db.transaction() as s:
+        data = AdhocIn(feature=feature_key, **({"kind": "seats", "included": 100, "hard_limit": 120} | values))
+        await overrides.create_adhoc(s, tenant_id, key, data, actor="test", at=T0)
+
+
+async def _seat(db: Database, tenant_id: str, action: str, item: str, at: datetime, key: str = "acme") -> Any:
+    async with db.transaction() as s:
+        if action == "activate":
+            return await seats.activate(s, tenant_id, key, "seats", item, at=at)
+        return await seats.release(s, tenant_id, key, "seats", item, at=at)
+
+
+async def _report(db: Database, tenant_id: str, **options: Any) -> Any:
+    async with db.transaction(readonly=True) as s:
+        return await overdraft_report.report(s, tenant_id, at=datetime.now(UTC), **options)
+
+
+async def test_seat_overdraft_shows_how_far_and_how_long_with_the_denials(tenant, db):
+    """100 paid, cap 120: 110 active from 1h, 120 from 3h, the 121st denied at 4h, back to
+    100 at 5h; one seat over again from 6h to 8h (an item reactivated after its release)."""
+    await feature(tenant.client, "seats")
+    await _entitle(tenant.client, db, tenant.id, "acme")
+    for n in range(1, 111):
+        await _seat(db, tenant.id, "activate", f"user-{n}", hour(1))
+    for n in range(111, 121):
+        await _seat(db, tenant.id, "activate", f"user-{n}", hour(3))
+    assert (await _seat(db, tenant.id, "activate", "user-121", hour(4))).decision.decision == "deny"
+    for n in range(101, 121):
+        await _seat(db, tenant.id, "release", f"user-{n}", hour(5))
+    await _seat(db, tenant.id, "activate", "user-101", hour(6))
+    await _seat(db, tenant.id, "release", "user-101", hour(8))
+    found, after = await _report(db, tenant.id, start=T0, end=hour(24))
+    assert after is None and len(found) == 1
+    [item] = found
+    assert (item.customer, item.feature, item.kind, item.soft_limit, item.hard_limit) == ("acme", "seats", "seats", 100, 120)
+    assert (item.seats.peak, item.seats.seconds_over, item.seats.seat_hours_over, item.denials) == (120, 6 * 3600, 62, 1)
+    assert [(e.started_at, e.ended_at, e.peak, e.peak_over) for e in item.seats.episodes] == [
+        (hour(1), hour(5), 120, 20), (hour(6), hour(8), 101, 1)
+    ]
+    later, _ = await _report(db, tenant.id, start=hour(5), end=hour(24))
+    assert [(e.started_at, e.ended_at) for e in later[0].seats.episodes] == [(hour(6), hour(8))]
+    assert later[0].denials == 0
+    assert (await _report(db, tenant.id, start=hour(9), end=hour(24)))[0] == []
+
+
+async def test_metered_overdraft_lists_the_periods_past_the_soft_limit(tenant, db):
+    await feature(tenant.client, "tokens")
+    await _entitle(tenant.client, db, tenant.id, "acme", "tokens", kind="metered", usage_period="MONTH",
+                   usage_anchor=T0.isoformat(), included=10, hard_limit=15)
+    for quantity, at in ((12, T0 + timedelta(days=4)), (5, T0 + timedelta(days=40)), (4, T0 + timedelta(days=41))):
+        async with db.transaction() as s:
+            request = checks.CheckRequest("acme", "tokens", D(quantity), consume=True)
+            await checks.check(s, tenant.id, request, at=at)
+    found, _ = await _report(db, tenant.id, start=T0, end=T0 + timedelta(days=60))
+    [item] = found
+    assert item.kind == "metered" and item.denials == 0
+    assert [(p.period_start, p.usage, p.soft_limit, p.overage) for p in item.periods] == [(T0, 12, 10, 2)]
+
+
+async def test_the_report_pages_by_customer_and_filters_by_customer_and_feature(tenant, db):
+    c = tenant.client
+    await feature(c, "seats")
+    for key in ("acme", "globex", "initech"):
+        await _entitle(c, db, tenant.id, key)
+    for key in ("acme", "initech"):  # globex stays within its seats
+        for n in range(101):
+            await _seat(db, tenant.id, "activate", f"u{n}", hour(1), key=key)
+    window = {"from": T0.isoformat(), "to": hour(2).isoformat()}
+    first = await ok(await c.get("/v1/reports/overdraft", params={**window, "limit": 1}))
+    second = await ok(await c.get("/v1/reports/overdraft",
+                                  params={**window, "limit": 1, "cursor": first["next_cursor"]}))
+    assert [i["customer"] for i in first["items"] + second["items"]] == ["acme", "initech"]
+    assert second["next_cursor"] is None
+    item = first["items"][0]
+    assert (item["peak"], item["peak_overdraft"], item["overdraft_seconds"], item["overdraft_seat_hours"]) == (
+        101, 1, 3600, 1)
+    assert item["episodes"] == [{"started_at": hour(1).isoformat().replace("+00:00", "Z"), "ended_at": None,
+                                 "peak": 101, "peak_overdraft": 1}]
+    only = await ok(await c.get("/v1/reports/overdraft", params={**window, "customer": "initech", "feature": "seats"}))
+    assert [i["customer"] for i in only["items"]] == ["initech"]
+
+
+async def test_bad_report_windows_and_names_are_refused(tenant, other_tenant, db):
+    c = tenant.client
+    await feature(c, "seats")
+    await _entitle(c, db, tenant.id, "acme")
+    cases = [({"from": "yesterday"}, 422, "from"), ({"from": hour(5).isoformat(), "to": hour(1).isoformat()}, 422, "from")]
+    for params, status, field in cases:
+        resp = await c.get("/v1/reports/overdraft", params=params)
+        assert resp.status_code == status, resp.text
+        assert field in {e["field"] for e in resp.json()["errors"]}, resp.json()
+    assert (await c.get("/v1/reports/overdraft", params={"customer": "nobody"})).status_code == 404
+    assert (await c.get("/v1/reports/overdraft", params={"cursor": "nonsense"})).status_code == 400
+    theirs = await ok(await other_tenant.client.get("/v1/reports/overdraft", params={"from": T0.isoformat()}))
+    assert theirs == {"items": [], "next_cursor": None}
