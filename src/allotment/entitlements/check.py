@@ -24,7 +24,15 @@ from sqlalchemy import ColumnElement, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from allotment.customers import service as customers
-from allotment.entitlements import features, notices, queries, reservations, resolve, standing
+from allotment.entitlements import (
+    features,
+    grant_ends,
+    notices,
+    queries,
+    reservations,
+    resolve,
+    standing,
+)
 from allotment.entitlements.engine import (
     ONE,
     ZERO,
@@ -226,7 +234,7 @@ async def _metered(
     if not request.consume:
         return CheckResult(judged(*await queries.read_counter(session, *counter)), start, end)
     if found.ended_by(at):
-        await standing.record_ends(session, row, start, at)
+        await grant_ends.record(session, row, start, at)
     # Live grants raise the hard limit the database enforces, not only the one judged here.
     counted = await queries.consume(session, *counter, millionths(q), found.hard_limit(row, at))
     if counted is None:  # the database refused: the hard limit would be crossed

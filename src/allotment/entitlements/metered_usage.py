@@ -19,7 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from allotment.batching import Batcher
 from allotment.customers.models import CustomerSubject
 from allotment.db import Database
-from allotment.entitlements import notices, queries, standing
+from allotment.entitlements import grant_ends, notices, queries, standing
 from allotment.entitlements.check import metered_entitlement, units, usage_period
 from allotment.entitlements.crossings import worth_watching
 from allotment.entitlements.models import CustomerEntitlement, Feature, GrantRecord
@@ -144,7 +144,7 @@ async def feed(
     for entitlement_id, period_us in increments:
         target = fed[entitlement_id]
         if target.has_grants:  # usage of grants that ended in the period is kept first
-            await standing.record_ends(session, target.row, from_micros(period_us), at)
+            await grant_ends.record(session, target.row, from_micros(period_us), at)
     after = await queries.add_usage(session, tenant_id, [(e, p, q) for (e, p), q in increments.items()])
     pending = notices.Pending()  # what the batch crossed, written in one statement
     for (entitlement_id, period_us), (used, reserved) in after.items():

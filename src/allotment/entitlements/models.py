@@ -371,7 +371,7 @@ class GrantRecord(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime())
     # The `used` of the counter of the period it ended in, at the instant it ended (expiry or
     # void), in millionths: recorded by the first write to that counter after the end
-    # (grants.record_ends). NULL while nothing was written since: the counter still holds it.
+    # (grant_ends.record). NULL while nothing was written since: the counter still holds it.
     usage_at_end: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
     # A recurring grant starts over with its whole amount at every calendar step of
     # `recurrence_interval` from `recurrence_anchor`, stepped in `recurrence_timezone`.
@@ -384,7 +384,7 @@ class GrantRecurrence(Base):
     """The `used` of the counter at a recurring grant's start-over inside a usage period, in
     millionths: what the instance that ended there had paid for follows from it.
 
-    Written by the first write to that counter after the instant (standing.record_ends); no
+    Written by the first write to that counter after the instant (grant_ends.record); no
     row while nothing was written since: the counter still holds it.
     """
 

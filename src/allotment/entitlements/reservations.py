@@ -33,7 +33,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from allotment.customers import service as customers
 from allotment.entitlements import check as checks
-from allotment.entitlements import features, notices, queries, standing
+from allotment.entitlements import features, grant_ends, notices, queries, standing
 from allotment.entitlements.engine import ZERO, Decision, Grant, Kind, Reason, Verdict, decide
 from allotment.entitlements.models import CustomerEntitlement, Reservation, UsageDenial
 from allotment.entitlements.periods import period_at
@@ -202,7 +202,7 @@ async def commit(
     found = await standing.standing(session, row, _within(start, end, at))
     hard = found.hard_limit(row, at)
     if actual and found.ended_by(at):
-        await standing.record_ends(session, row, start, at)
+        await grant_ends.record(session, row, start, at)
     counted = await queries.settle(session, tenant_id, row.id, reservation.period_start, held, actual, hard)
     if counted is None:
         raise conflict(

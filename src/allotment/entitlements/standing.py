@@ -29,13 +29,13 @@ from datetime import datetime, timedelta
 from decimal import Decimal
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import and_, func, or_, select, update
+from sqlalchemy import or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from allotment.entitlements import check as checks
 from allotment.entitlements import queries, recurring
 from allotment.entitlements.engine import ZERO, Grant, burn, has_ended, raised_by, rollover
-from allotment.entitlements.models import CustomerEntitlement, EntitlementUsage, GrantRecord
+from allotment.entitlements.models import CustomerEntitlement, GrantRecord
 from allotment.entitlements.periods import Interval, UsagePeriod, period_at
 from allotment.types import as_utc, from_micros, to_micros
 
@@ -68,58 +68,6 @@ class Standing:
     def hard_limit(self, row: CustomerEntitlement, at: datetime) -> int | None:
         """The hard limit the database enforces at `at`, in millionths (None: uncapped)."""
         return None if row.hard_limit is None else checks.millionths(row.hard_limit + self.extra(at))
-
-
-async def record_ends(session: AsyncSession, row: CustomerEntitlement, period_start: datetime,
-                      at: datetime) -> None:
-    """Before the counter of `row`'s period moves: keep its usage in each grant that ended in
-    the period (expiry or void, up to `at`) and has none kept yet.
-
-    Every write to a counter calls this first (when a grant of the period has ended), so a
-    grant with nothing kept has seen no write since its end: the counter still holds its usage.
-    """
-    expires, voided = GrantRecord.expires_at, GrantRecord.voided_at
-    ended_in_period = or_(
-        and_(expires > period_start, expires <= at, or_(voided.is_(None), voided >= expires)),
-        and_(voided > period_start, voided <= at, or_(expires.is_(None), expires > voided)),
-    )
-    used = select(EntitlementUsage.used).where(
-        EntitlementUsage.tenant_id == row.tenant_id, EntitlementUsage.entitlement_id == row.id,
-        EntitlementUsage.period_start == to_micros(period_start),
-    ).scalar_subquery()
-    await session.execute(
-        update(GrantRecord)
-        .where(GrantRecord.tenant_id == row.tenant_id, GrantRecord.customer_id == row.customer_id,
-               GrantRecord.feature_id == row.feature_id, GrantRecord.usage_at_end.is_(None),
-               ended_in_period)
-        .values(usage_at_end=func.coalesce(used, 0))
-        .execution_options(synchronize_session=False)
-    )
-    await _record_recurrences(session, row, period_start, at)
-
-
-async def _record_recurrences(session: AsyncSession, row: CustomerEntitlement, period_start: datetime,
-                              at: datetime) -> None:
-    """The same for recurring grants: keep the counter's usage at each start-over in the
-    period up to `at` that has none kept yet (the instance that ended there paid for it)."""
-    found = await session.scalars(
-        select(GrantRecord).where(
-            GrantRecord.tenant_id == row.tenant_id, GrantRecord.customer_id == row.customer_id,
-            GrantRecord.feature_id == row.feature_id, GrantRecord.recurrence_interval.is_not(None),
-            GrantRecord.effective_at < at,
-        )
-    )
-    records = [(r, every) for r in found if (every := recurrence_of(r)) is not None]
-    if not records:
-        return
-    kept = await queries.latest_recurrences(
-        session, row.tenant_id, [r.id for r, _ in records], after=to_micros(period_start))
-    starts = [(r.id, to_micros(t)) for r, every in records
-              for t in recurring.starts_within(grant_of(r), every, until=at,
-                                               after=from_micros(kept.get(r.id, to_micros(period_start))))]
-    if starts:
-        await queries.keep_usage_at_recurrences(
-            session, row.tenant_id, row.id, to_micros(period_start), starts)
 
 
 def _end(grant: Grant) -> datetime | None:
