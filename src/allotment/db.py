@@ -176,6 +176,12 @@ class Database:
         async with self._driver_pool.connection() as connection, connection.transaction():
             yield connection
 
+    async def statement_alone(self, sql: str, *args: Any) -> list[Any]:
+        """The rows of one PostgreSQL statement that is its own transaction (autocommit):
+        committed, and durable, when this returns. Never sent twice: a write must not be."""
+        async with self._driver_pool.connection() as connection:
+            return list(await connection.fetch(sql, *args))
+
     async def point_read(self, sql_pg: str, sql_sqlite: str, *args: Any) -> list[Any]:
         """One read statement outside any transaction, on the cheapest path of each backend.
 

@@ -176,3 +176,56 @@ async def test_check_sees_a_commit_made_through_other_connections_at_once(tenant
     after = await fastpath.check(db, tenant.id, request, utcnow())
     assert after is not None
     assert (after.decision.usage, after.decision.decision) == (12, "allow_overdraft")
+
+
+async def _consume_fast(db: Database, tenant_id: str, quantity: int = 1, at: datetime | None = None,
+                        customer: str = "acme"):  # type: ignore[no-untyped-def]
+    request = full.CheckRequest(customer, "api-calls", Decimal(quantity), consume=True)
+    return await fastpath.check(db, tenant_id, request, at or utcnow())
+
+
+async def test_a_consume_never_lands_on_a_remembered_row_that_no_longer_answers(tenant, db):
+    """After a plan change, a top-up and an expired hold, the consume the fast path cannot
+    prove is handed to the full check untaken (None), and the full check counts it once."""
+    c = tenant.client
+    sub = await _setup(c)
+    assert (await _check(c, quantity=2, consume=True))["usage"] == 2  # remembered, counter open
+    await plan(c, "pro", [metered("api-calls", 100, 100, 150)])
+    await ok(await c.post(f"/v1/subscriptions/{sub['id']}/change-plan", json={"plan": "pro"}))
+    assert await _consume_fast(db, tenant.id) is None
+    body = await _check(c, quantity=20, consume=True)
+    assert (body["decision"], body["usage"], body["included"]) == ("allow", 20, 100)
+    await ok(await c.post("/v1/customers/acme/entitlements/api-calls/grants", json={"amount": 5}), 201)
+    assert await _consume_fast(db, tenant.id) is None  # a grant of the period: the full way
+    assert (await _check(c, quantity=135, consume=True))["decision"] == "allow_overdraft"  # 155 = 150 + 5
+    state = await ok(await c.get("/v1/customers/acme/entitlements/api-calls"))
+    assert state["usage"] == 155
+
+
+async def test_a_consume_with_an_expired_hold_or_a_deleted_customer_is_not_taken_fast(tenant, db):
+    c = tenant.client
+    await _setup(c)
+    await _check(c, consume=True)
+    await ok(await c.post("/v1/reservations", json={
+        "customer": "acme", "feature": "api-calls", "quantity": 10, "ttl_seconds": 60}), 201)
+    later = utcnow() + timedelta(seconds=61)
+    assert await _consume_fast(db, tenant.id, 3, later) is None
+    async with db.transaction() as session:
+        answer = await full.check(session, tenant.id, full.CheckRequest("acme", "api-calls", Decimal(3), True),
+                                  at=later)
+    assert (answer.decision.decision, answer.decision.usage) == ("allow", 4)
+    await ok(await c.delete("/v1/customers/acme"), 204)
+    assert await _consume_fast(db, tenant.id) is None
+    await _check(c, consume=True, status=404)
+
+
+async def test_concurrent_consumes_naming_the_customer_by_key_and_by_id_count_exactly(tenant, db):
+    """One counter, two names for its customer in the same batches: 15 allowed in all, not more."""
+    c = tenant.client
+    await _setup(c)
+    await _check(c, consume=True)
+    customer_id = (await ok(await c.get("/v1/customers/acme")))["id"]
+    names = ["acme", customer_id] * 20
+    answers = await asyncio.gather(*(_check(c, consume=True, customer=name) for name in names))
+    assert sum(a["decision"] != "deny" for a in answers) == 14
+    assert (await _check(c))["usage"] == 15

@@ -7,7 +7,8 @@ period containing `at` (on SQLite remembered until anyone commits; on PostgreSQL
 together with the checks that arrive meanwhile). The pure engine decides, as in the full
 check, so both paths give the same answer. A consume is then decided again on the locked
 counter and committed with the consumes that arrive with it (group_commit.py), so the
-database keeps the last word on the hard limit.
+database keeps the last word on the hard limit; on PostgreSQL it skips the read, and the
+statement that takes it proves the row with the same text (`queries.PROOF_AND_COUNTER`).
 
 Whatever needs more than that goes the full way (`check.check`), which `None` asks for: an
 idempotency key, a pair without an entitlement in force, seats, grants of the period (their amounts
@@ -27,7 +28,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from allotment.batching import Batcher
 from allotment.db import Database
-from allotment.entitlements import group_commit, notices, resolve, standing
+from allotment.entitlements import group_commit, notices, queries, resolve, standing
 from allotment.entitlements.check import (
     CheckRequest,
     CheckResult,
@@ -49,25 +50,8 @@ from allotment.entitlements.models import CustomerEntitlement
 from allotment.entitlements.periods import period_at
 from allotment.types import to_micros
 
-_PROOF_AND_COUNTER = """
-SELECT e.active_to, u.used, u.reserved, u.carried,
-  EXISTS (SELECT 1 FROM grants g
-          WHERE g.tenant_id = e.tenant_id AND g.customer_id = e.customer_id
-            AND g.feature_id = e.feature_id AND (g.voided_at IS NULL OR g.voided_at > {since})
-            AND (g.expires_at IS NULL OR g.expires_at > {since})),
-  (SELECT MIN(r.expires_at) FROM reservations r
-   WHERE r.tenant_id = e.tenant_id AND r.entitlement_id = e.id AND r.status = 'open')
-FROM customer_entitlements e
-LEFT JOIN entitlement_usage u
-  ON u.tenant_id = e.tenant_id AND u.entitlement_id = e.id AND u.period_start = {period}
-WHERE e.id = {id} AND e.tenant_id = {tenant}
-  AND (SELECT c.deleted_at IS NULL AND (c.key = {customer} OR c.id = {customer})
-       FROM customers c WHERE c.id = e.customer_id)
-  AND (SELECT f.archived_at IS NULL AND (f.key = {feature} OR f.id = {feature})
-       FROM features f WHERE f.id = e.feature_id)
-"""
 _NAMES = ("id", "tenant", "customer", "feature", "period", "since")
-_SQLITE = _PROOF_AND_COUNTER.format(**{n: f"?{i}" for i, n in enumerate(_NAMES, 1)})
+_SQLITE = queries.PROOF_AND_COUNTER.format(**{n: f"?{i}" for i, n in enumerate(_NAMES, 1)})
 # PostgreSQL reads the keys of many checks at once (one round trip for all of them). Each key
 # is its own lateral lookup by primary keys only (the customer and feature as subqueries on
 # theirs): as one join, the planner scanned every customer of the tenant on each trip when
@@ -75,7 +59,7 @@ _SQLITE = _PROOF_AND_COUNTER.format(**{n: f"?{i}" for i, n in enumerate(_NAMES, 
 _PG_MANY = (
     "SELECT k.i, x.* FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::int8[],"
     f" $6::timestamptz[]) WITH ORDINALITY AS k({', '.join(_NAMES)}, i) CROSS JOIN LATERAL ("
-    + _PROOF_AND_COUNTER.format(**{n: f"k.{n}" for n in _NAMES})
+    + queries.PROOF_AND_COUNTER.format(**{n: f"k.{n}" for n in _NAMES})
     + ") x"
 )
 _READS_PER_TRIP = 256
@@ -135,7 +119,16 @@ class _Proven(NamedTuple):
     reserved: int
 
 
-async def _prove(db: Database, tenant_id: str, request: CheckRequest, at: datetime) -> _Proven | None:
+class _Remembered(NamedTuple):
+    """The row this process remembers for a check's names, in force at `at` by its own times."""
+
+    known: resolve.Target
+    prepared: _Prepared
+    entitlement: Entitlement
+    period: tuple[datetime | None, datetime | None, int]
+
+
+async def _remembered(db: Database, tenant_id: str, request: CheckRequest, at: datetime) -> _Remembered | None:
     known = resolve.remembered(tenant_id, request.customer, request.feature)
     if known is None:  # first use of the names in this process: resolve them, reading only
         async with db.transaction(readonly=True) as session:
@@ -146,8 +139,16 @@ async def _prove(db: Database, tenant_id: str, request: CheckRequest, at: dateti
     entitlement, active_to = prepared.entitlement, prepared.active_to
     if entitlement is None or prepared.active_from > at or (active_to is not None and active_to <= at):
         return None
-    metered = entitlement.kind == Kind.METERED
-    period = prepared.period_at(at) if metered else (None, None, -1)
+    period = prepared.period_at(at) if entitlement.kind == Kind.METERED else (None, None, -1)
+    return _Remembered(known, prepared, entitlement, period)
+
+
+async def _prove(db: Database, tenant_id: str, request: CheckRequest, at: datetime) -> _Proven | None:
+    remembered = await _remembered(db, tenant_id, request, at)
+    if remembered is None:
+        return None
+    known, prepared, entitlement, period = remembered
+    active_to, metered = prepared.active_to, entitlement.kind == Kind.METERED
     found = await _read(db, tenant_id, request, prepared.id, period[2], period[0] or at)
     if found is None:
         return None
@@ -226,11 +227,19 @@ async def check(db: Database, tenant_id: str, request: CheckRequest, at: datetim
     """
     if request.idempotency_key is not None:
         return None
+    if request.consume and not db.is_sqlite:  # no read first: the statement that takes it proves
+        remembered = await _remembered(db, tenant_id, request, at)
+        if remembered is None:
+            return None
+        known, prepared, entitlement, period = remembered
+        if entitlement.kind == Kind.METERED:
+            proof = group_commit.Proof(prepared.active_to, prepared.carries_overage)
+            return await _consume(db, tenant_id, request, known, prepared, period, at, proof)
     proven = await _prove(db, tenant_id, request, at)
     if proven is None:
         return None
     if request.consume and proven.entitlement.kind == Kind.METERED:
-        return await _consume(db, tenant_id, request, proven, at)
+        return await _consume(db, tenant_id, request, proven.known, proven.prepared, proven.period, at)
     start, end, _ = proven.period
     q = request.quantity
     if proven.entitlement.kind == Kind.METERED:
@@ -246,15 +255,15 @@ async def check(db: Database, tenant_id: str, request: CheckRequest, at: datetim
 
 
 async def _consume(
-    db: Database, tenant_id: str, request: CheckRequest, proven: _Proven, at: datetime
-) -> CheckResult:
-    ent = proven.entitlement
+    db: Database, tenant_id: str, request: CheckRequest, known: resolve.Target, prepared: _Prepared,
+    period: tuple[datetime | None, datetime | None, int], at: datetime, proof: group_commit.Proof | None = None,
+) -> CheckResult | None:
+    ent = prepared.entitlement
     assert isinstance(ent, MeteredEntitlement)
-    start, end, _ = proven.period
+    start, end, _ = period
     assert start is not None  # metered rows always have a period
-    known = proven.known
-    where = notices.Where(tenant_id, proven.prepared.id, known.customer_id, known.feature_id, start, end)
-    return await group_commit.consume(db, group_commit.Consume(request, ent, where, at))
+    where = notices.Where(tenant_id, prepared.id, known.customer_id, known.feature_id, start, end)
+    return await group_commit.consume(db, group_commit.Consume(request, ent, where, at, proof))
 
 
 async def _deny(

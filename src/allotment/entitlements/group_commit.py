@@ -25,6 +25,7 @@ from collections.abc import Container
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
+from typing import NamedTuple
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -49,25 +50,96 @@ def _hard(ent: MeteredEntitlement) -> int:
     return queries.MAX_BIGINT if ent.hard_limit is None else min(millionths(ent.hard_limit), queries.MAX_BIGINT)
 
 
+class Proof(NamedTuple):
+    """What proves a remembered entitlement row still answers a consume's names (fastpath.py)."""
+
+    active_to: datetime | None
+    carries: bool
+
+
 @dataclass(slots=True)
 class Consume:
-    """One consume of a metered entitlement proven to be in force at `at`."""
+    """One consume of a metered entitlement in force at `at`: proven already, or with the
+    `proof` to check in the statement that takes it (PostgreSQL)."""
 
     request: CheckRequest
     entitlement: MeteredEntitlement
     where: notices.Where
     at: datetime
+    proof: Proof | None = None
 
     @property
     def counter(self) -> queries.Counter:
         return (self.where.tenant_id, self.where.entitlement_id, self.where.period_us)
 
 
-async def consume(db: Database, item: Consume) -> CheckResult:
-    """The answer to `item`, once the transaction that decided it has committed."""
+async def consume(db: Database, item: Consume) -> CheckResult | None:
+    """The answer to `item`, once the transaction that decided it has committed; None when
+    its `proof` failed (the caller then takes the full way: nothing was written)."""
+    if item.proof is not None:
+        proving = db.batcher("consume-proving", lambda: Batcher(lambda batch: _take_proven(db, batch),
+                                                                limit=_BATCH))
+        taken: CheckResult | None | _Leftover = await proving.submit(item)
+        if not isinstance(taken, _Leftover):
+            return taken
     batcher = db.batcher("consume", lambda: Batcher(lambda batch: _commit(db, batch), limit=_BATCH))
     result: CheckResult = await batcher.submit(item)
     return result
+
+
+class _Leftover:
+    """Proven, but not taken in one quiet statement: decided the full way of the group commit."""
+
+
+_LEFTOVER = _Leftover()
+
+
+async def _take_proven(db: Database, batch: list[Consume]) -> list[CheckResult | None | _Leftover]:
+    """The common case on PostgreSQL in one statement of its own (`queries.take_proven`): it
+    proves each counter's row, and takes all its consumes where the counter has room for them
+    and nothing would be told. What that statement committed is answered here, and only pure
+    work follows it, so a batch that fails has written nothing (the batcher may run it again)."""
+    groups: dict[queries.Counter, list[int]] = {}
+    for n, item in enumerate(batch):
+        groups.setdefault(item.counter, []).append(n)
+    answers: list[CheckResult | None | _Leftover] = [_LEFTOVER] * len(batch)
+    counters: list[queries.Proven] = []
+    members: list[list[int]] = []
+    for key, indexes in groups.items():
+        first = batch[indexes[0]]
+        same = [n for n in indexes if batch[n].request[:2] == first.request[:2]]
+        for n in set(indexes) - set(same):
+            answers[n] = None  # named otherwise than the first: proven by the full check
+        counters.append(_proven(key, [batch[n] for n in same]))
+        members.append(same)
+    found = await queries.take_proven(db, counters)
+    for n, (counter, same) in enumerate(zip(counters, members, strict=True)):
+        if n not in found:
+            for i in same:
+                answers[i] = None
+            continue
+        after = found[n]
+        if after is None:
+            continue  # leftover
+        items = [batch[i] for i in same]
+        before = {counter.counter: (after[0] - counter.quantity, after[1])}
+        results, _, _ = _decide(items, before, before)
+        for i, result in zip(same, results, strict=True):
+            answers[i] = result
+    return answers
+
+
+def _proven(key: queries.Counter, items: list[Consume]) -> queries.Proven:
+    first = items[0]
+    assert first.proof is not None
+    ent, where = first.entitlement, first.where
+    levels, quiet = notices.quiet_levels(where, ent)
+    return queries.Proven(
+        counter=key, quantity=sum(millionths(i.request.quantity) for i in items), hard=_hard(ent),
+        customer=first.request.customer, feature=first.request.feature, active_to=first.proof.active_to,
+        since=where.period_start, at=max(i.at for i in items), carries=first.proof.carries,
+        watch=levels is not None, quiet=quiet, levels=levels or (),
+    )
 
 
 async def _commit(db: Database, batch: list[Consume]) -> list[CheckResult]:

@@ -26,7 +26,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from decimal import Decimal
+from decimal import ROUND_CEILING, Decimal
 from typing import Any, NamedTuple
 
 from sqlalchemy import exists, literal, select
@@ -118,6 +118,36 @@ def would_tell(where: Where, *, before: Decimal, after: Decision) -> bool | None
         return True
     return bool(crossings(before, usage, soft=soft, hard=hard,
                           thresholds=tenant_rules.thresholds_for(where.feature_id)))
+
+
+_MICRO = Decimal(1_000_000)
+_MAX_COUNTER = 2**63 - 1
+
+
+def quiet_levels(where: Where, ent: MeteredEntitlement) -> tuple[tuple[int, ...] | None, bool]:
+    """`would_tell` as levels, for a statement to apply to a counter it has not read yet.
+
+    A move of `used` from b to a (millionths) tells exactly when b == 0 (a first usage), or
+    some level lies in (b, a]: each threshold's level rounded up to a millionth, the hard
+    limit, and the soft limit plus one millionth (overdraft starts when usage *passes* it).
+    Returns (None, True) when nothing is ever told, ((), False) when it cannot be known here
+    (the tenant's rules are not cached), else (levels, True). Levels past what a counter holds
+    are never reached and left out.
+    """
+    soft = ent.included if ent.soft_limit is None else ent.soft_limit
+    if not worth_watching(soft, ent.hard_limit):
+        return None, True
+    tenant_rules = rules.cached(where.tenant_id)
+    if tenant_rules is None:
+        return (), False
+    found = {soft * _MICRO + 1}
+    if ent.hard_limit is not None:
+        found.add(ent.hard_limit * _MICRO)
+    for threshold in tenant_rules.thresholds_for(where.feature_id):
+        level = threshold.level(soft)
+        if level is not None:
+            found.add((level * _MICRO).to_integral_value(rounding=ROUND_CEILING))
+    return tuple(sorted(int(level) for level in found if level <= _MAX_COUNTER)), True
 
 
 async def usage_moved(

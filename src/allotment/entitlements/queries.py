@@ -8,12 +8,12 @@ processes) can never push `used + reserved` past the hard limit.
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 from sqlalchemy import ColumnElement, and_, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from allotment.db import driver, fetch, fetch_opening
+from allotment.db import Database, driver, fetch, fetch_opening
 from allotment.entitlements.models import (
     CustomerEntitlement,
     EntitlementUsage,
@@ -142,6 +142,106 @@ _TAKE_WHOLE = (
     " ) - EXCLUDED.used"
     " RETURNING tenant_id, entitlement_id, period_start, used, reserved"
 )
+
+
+# The common consume on PostgreSQL in one statement of its own: prove each counter's
+# remembered entitlement row still answers (the fast path's proof: fastpath.py), then add each
+# counter's whole quantity where it stays within the hard limit and crosses no level anything
+# would be told about. Rows are locked in key order first, as everywhere. Returns a row with
+# NULLs per proven counter, and one with `used` and `reserved` after the addition per taken one.
+# Whether the entitlement row a process remembers for a check's names still answers them
+# (resolve.py), with its counter in the period starting at {period}: the row, its customer and
+# feature still live under those names; whether a grant was live at some instant since {since}
+# (the period's start); the first expiry of its open holds. The fast path reads it
+# (fastpath.py); the consume below proves with the same text.
+PROOF_AND_COUNTER = """
+SELECT e.active_to AS active_to, u.used AS used, u.reserved AS reserved, u.carried AS carried,
+  EXISTS (SELECT 1 FROM grants g
+          WHERE g.tenant_id = e.tenant_id AND g.customer_id = e.customer_id
+            AND g.feature_id = e.feature_id AND (g.voided_at IS NULL OR g.voided_at > {since})
+            AND (g.expires_at IS NULL OR g.expires_at > {since})) AS granted,
+  (SELECT MIN(r.expires_at) FROM reservations r
+   WHERE r.tenant_id = e.tenant_id AND r.entitlement_id = e.id AND r.status = 'open') AS first_hold_expiry
+FROM customer_entitlements e
+LEFT JOIN entitlement_usage u
+  ON u.tenant_id = e.tenant_id AND u.entitlement_id = e.id AND u.period_start = {period}
+WHERE e.id = {id} AND e.tenant_id = {tenant}
+  AND (SELECT c.deleted_at IS NULL AND (c.key = {customer} OR c.id = {customer})
+       FROM customers c WHERE c.id = e.customer_id)
+  AND (SELECT f.archived_at IS NULL AND (f.key = {feature} OR f.id = {feature})
+       FROM features f WHERE f.id = e.feature_id)
+"""
+
+_TAKE_PROVEN = """
+WITH k AS (
+  SELECT * FROM unnest($1::text[], $2::text[], $3::int8[], $4::int8[], $5::int8[], $6::text[],
+                       $7::text[], $8::timestamptz[], $9::timestamptz[], $10::bool[], $11::bool[],
+                       $12::bool[])
+  WITH ORDINALITY AS k(t, e, p, q, hard, customer, feature, since, active_to, carries, watch, quiet, i)
+), proven AS (
+  SELECT k.* FROM k CROSS JOIN LATERAL (""" + PROOF_AND_COUNTER.format(
+    id="k.e", tenant="k.t", customer="k.customer", feature="k.feature", period="k.p", since="k.since"
+) + """) AS x
+  WHERE x.active_to IS NOT DISTINCT FROM k.active_to AND NOT x.granted
+    AND (x.first_hold_expiry IS NULL OR x.first_hold_expiry > $13::timestamptz)
+), locked AS (
+  SELECT x.* FROM (SELECT * FROM proven ORDER BY t, e, p) AS x CROSS JOIN LATERAL (
+    SELECT 1 FROM entitlement_usage u
+    WHERE u.tenant_id = x.t AND u.entitlement_id = x.e AND u.period_start = x.p FOR UPDATE
+  ) AS row_lock
+), moved AS (
+  UPDATE entitlement_usage u SET used = u.used + x.q
+  FROM locked x
+  WHERE u.tenant_id = x.t AND u.entitlement_id = x.e AND u.period_start = x.p AND x.quiet
+    AND x.q <= x.hard AND u.used + u.reserved <= x.hard - x.q
+    AND (NOT x.carries OR u.carried IS NOT NULL)
+    AND (NOT x.watch OR (u.used > 0 AND NOT EXISTS (
+         SELECT 1 FROM unnest($14::int8[], $15::int8[]) AS v(level, owner)
+         WHERE v.owner = x.i AND v.level > u.used AND v.level - x.q <= u.used)))
+  RETURNING x.i, u.used, u.reserved
+)
+SELECT i, used, reserved FROM moved UNION ALL SELECT i, NULL, NULL FROM proven
+"""
+
+
+class Proven(NamedTuple):
+    """One counter's part of `take_proven`: its key, whole quantity and hard limit (millionths),
+    the names and remembered `active_to` that prove its row, the period start (grants since
+    then, live or ended, send it the full way), the latest time of its consumes (a hold expired
+    by the latest of a batch does too), and the levels past which its usage would be told about."""
+
+    counter: Counter
+    quantity: int
+    hard: int
+    customer: str
+    feature: str
+    active_to: datetime | None
+    since: datetime
+    at: datetime
+    carries: bool
+    watch: bool  # the first usage of a period is told about, and so is reaching a level
+    quiet: bool  # False: what would be told cannot be known here; never take it this way
+    levels: tuple[int, ...]
+
+
+async def take_proven(db: Database, counters: list[Proven]) -> dict[int, tuple[int, int] | None]:
+    """counter index -> (used, reserved) after the addition, None where proven but not taken;
+    an index missing was not proven. One statement, committed when it returns (PostgreSQL)."""
+    columns = [[getattr(c, name) for c in counters] for name in (
+        "quantity", "hard", "customer", "feature", "since", "active_to", "carries", "watch", "quiet")]
+    keys = [list(column) for column in zip(*(c.counter for c in counters), strict=True)]
+    owners = [i for i, c in enumerate(counters, 1) for _ in c.levels]
+    rows = await db.statement_alone(
+        _TAKE_PROVEN, *keys, *columns, max(c.at for c in counters),
+        [level for c in counters for level in c.levels], owners,
+    )
+    found: dict[int, tuple[int, int] | None] = {}
+    for index, used, reserved in rows:
+        if used is not None:
+            found[int(index) - 1] = (int(used), int(reserved))
+        else:
+            found.setdefault(int(index) - 1, None)
+    return found
 
 
 async def take_whole(
