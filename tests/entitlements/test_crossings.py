@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import time
+from datetime import UTC, datetime
 from decimal import Decimal
 
 from hypothesis import given
 from hypothesis import strategies as st
 
+from allotment.entitlements import notices
+from allotment.entitlements.check import units
 from allotment.entitlements.crossings import Kind, Threshold, crossings
+from allotment.entitlements.engine import MeteredEntitlement, decide
+from allotment.notifications import rules
 
 D = Decimal
 DEFAULTS = (Threshold("percent", D(50)), Threshold("percent", D(80)), Threshold("percent", D(100)))
@@ -92,3 +98,29 @@ def test_matches_a_naive_reference(before, delta, lim, ts):
     assert set(names(found)) == want
     assert [c.level for c in found] == sorted(c.level for c in found)
     assert all(c.kind is Kind.THRESHOLD for c in found if c.threshold is not None)
+
+
+# --- the same question asked of a counter not read yet (group_commit's quiet statement) ----------
+
+_TENANT = "ten_quiet_levels_property"
+_millionths = st.integers(min_value=0, max_value=1_000 * 1_000_000)
+
+
+@given(limits(), thresholds, _millionths, st.integers(min_value=1, max_value=300 * 1_000_000))
+def test_quiet_levels_tell_exactly_when_would_tell_does(bounds, chosen, before, quantity):
+    """A move of `used` from b to b + q tells by the levels iff `would_tell` says it tells."""
+    soft, hard = bounds
+    rules._cache[_TENANT] = (time.monotonic() + 60, rules.TenantRules(
+        thresholds_configured=True, threshold_rules=(rules._Applies(None, tuple(chosen), None),),
+        expiring_configured=False, expiring_rules=()))
+    try:
+        where = notices.Where(_TENANT, "ent_1", "cus_1", "fea_1", datetime(2026, 1, 1, tzinfo=UTC), None)
+        ent = MeteredEntitlement(included=soft, soft_limit=soft, hard_limit=hard)
+        after = decide(ent, usage=units(before + quantity), quantity=units(quantity), at=where.period_start)
+        told = notices.would_tell(where, before=units(before), after=after)
+        levels, quiet = notices.quiet_levels(where, ent)
+        assert quiet
+        by_levels = levels is not None and (before == 0 or any(before < level <= before + quantity for level in levels))
+        assert by_levels == told
+    finally:
+        rules._cache.pop(_TENANT, None)
