@@ -6,7 +6,7 @@ import time
 from datetime import UTC, datetime
 from decimal import Decimal
 
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from allotment.entitlements import notices
@@ -106,10 +106,7 @@ _TENANT = "ten_quiet_levels_property"
 _millionths = st.integers(min_value=0, max_value=1_000 * 1_000_000)
 
 
-@given(limits(), thresholds, _millionths, st.integers(min_value=1, max_value=300 * 1_000_000))
-def test_quiet_levels_tell_exactly_when_would_tell_does(bounds, chosen, before, quantity):
-    """A move of `used` from b to b + q tells by the levels iff `would_tell` says it tells."""
-    soft, hard = bounds
+def _tells_alike(soft: Decimal, hard: Decimal | None, chosen: list[Threshold], before: int, quantity: int) -> None:
     rules._cache[_TENANT] = (time.monotonic() + 60, rules.TenantRules(
         thresholds_configured=True, threshold_rules=(rules._Applies(None, tuple(chosen), None),),
         expiring_configured=False, expiring_rules=()))
@@ -121,6 +118,25 @@ def test_quiet_levels_tell_exactly_when_would_tell_does(bounds, chosen, before, 
         levels, quiet = notices.quiet_levels(where, ent)
         assert quiet
         by_levels = levels is not None and (before == 0 or any(before < level <= before + quantity for level in levels))
-        assert by_levels == told
+        assert by_levels == told, (soft, hard, chosen, before, quantity)
     finally:
         rules._cache.pop(_TENANT, None)
+
+
+def test_quiet_levels_tell_exactly_when_would_tell_does_at_every_edge():
+    """Moves that start or end on a limit, a threshold or one millionth beside them."""
+    chosen = [Threshold("percent", D(80)), Threshold("absolute", D("2.5")), Threshold("percent", D("33.3333333"))]
+    for soft, hard in ((D(10), None), (D(10), D(15)), (D(0), D(3)), (D(0), None)):
+        edges = [e + d for e in (0, 2_500_000, 3_333_333, 8_000_000, int(soft * 1_000_000), int((hard or soft) * 1_000_000))
+                 for d in (-1, 0, 1) if e + d >= 0]
+        for before in edges:
+            for end in edges:
+                if end > before:
+                    _tells_alike(soft, hard, chosen, before, end - before)
+
+
+@settings(max_examples=300)
+@given(limits(), thresholds, _millionths, st.integers(min_value=1, max_value=300 * 1_000_000))
+def test_quiet_levels_tell_exactly_when_would_tell_does(bounds, chosen, before, quantity):
+    """A move of `used` from b to b + q tells by the levels iff `would_tell` says it tells."""
+    _tells_alike(*bounds, chosen, before, quantity)
