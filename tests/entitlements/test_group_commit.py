@@ -150,3 +150,21 @@ async def test_consumes_batched_across_thresholds_tell_each_crossing_once(tenant
     usage_kinds = (notices.THRESHOLD_REACHED, notices.OVERDRAFT_STARTED, notices.HARD_LIMIT_REACHED)
     assert sorted(k for k in kinds if k in usage_kinds) == sorted(
         [notices.THRESHOLD_REACHED, notices.THRESHOLD_REACHED, notices.OVERDRAFT_STARTED])
+
+
+async def test_concurrent_consumes_whose_sum_passes_what_a_counter_holds_fill_it_exactly(tenant):
+    """Twelve consumes of 0.9 million million at once on an uncapped feature: a counter holds
+    about 9.2 million million, so exactly ten are counted and the others are refused."""
+    c = tenant.client
+    await feature(c, "tokens")
+    await plan(c, "unlimited", [metered("tokens", 0, None, None)])
+    await customer(c, "acme")
+    await subscribe(c, "acme", "unlimited")
+    await ok(await c.post("/v1/check", json={"customer": "acme", "feature": "tokens", "consume": True}))
+    body = {"customer": "acme", "feature": "tokens", "quantity": 900_000_000_000, "consume": True}
+    answers = await asyncio.gather(*(c.post("/v1/check", json=body) for _ in range(12)))
+    assert [a.status_code for a in answers] == [200] * 12
+    assert sorted(a.json()["decision"] for a in answers) == ["allow_overdraft"] * 10 + ["deny"] * 2
+    assert {a.json()["reason"] for a in answers if a.json()["decision"] == "deny"} == {"counter_full"}
+    state = await ok(await c.get("/v1/customers/acme/entitlements/tokens"))
+    assert state["usage"] == 9_000_000_000_001

@@ -134,8 +134,11 @@ def _proven(key: queries.Counter, items: list[Consume]) -> queries.Proven:
     assert first.proof is not None
     ent, where = first.entitlement, first.where
     levels, quiet = notices.quiet_levels(where, ent)
+    total, hard = sum(millionths(i.request.quantity) for i in items), _hard(ent)
+    if total > hard:  # never taken whole (and may not fit 64 bits): decided consume by consume
+        total, quiet = hard, False
     return queries.Proven(
-        counter=key, quantity=sum(millionths(i.request.quantity) for i in items), hard=_hard(ent),
+        counter=key, quantity=total, hard=hard,
         customer=first.request.customer, feature=first.request.feature, active_to=first.proof.active_to,
         since=where.period_start, at=max(i.at for i in items), carries=first.proof.carries,
         watch=levels is not None, quiet=quiet, levels=levels or (),
