@@ -7,7 +7,7 @@ from decimal import Decimal
 from typing import Annotated, Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import BaseModel, ConfigDict, Field, PlainSerializer, StrictBool, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, PlainSerializer, StrictBool
 
 from allotment.codec import quantity_number
 from allotment.entitlements.engine import Kind
@@ -26,6 +26,9 @@ def check_time_zone(value: str) -> str:
     except (ZoneInfoNotFoundError, ValueError):
         raise ValueError(f"'{value}' is not an IANA time zone (e.g. 'Europe/Paris')") from None
     return value
+
+
+TimeZoneName = Annotated[str, AfterValidator(check_time_zone)]  # an IANA zone, e.g. "Europe/Paris"
 
 
 class EntitlementValues(BaseModel):
@@ -69,12 +72,7 @@ class OverrideIn(BaseModel):
     overage_at_reset: OverageAtReset | None = None
     lease_ttl_seconds: int | None = Field(default=None, ge=1, le=366 * 86_400)
     usage_anchor: AwareInstant | None = None
-    time_zone: str | None = None
-
-    @field_validator("time_zone")
-    @classmethod
-    def _zone(cls, value: str | None) -> str | None:
-        return None if value is None else check_time_zone(value)
+    time_zone: TimeZoneName | None = None
 
 
 class AdhocIn(EntitlementValues):
@@ -82,12 +80,7 @@ class AdhocIn(EntitlementValues):
     usage_anchor: AwareInstant | None = Field(
         default=None, description="Where usage periods are aligned (default: now)."
     )
-    time_zone: str = Field(default="UTC", description="IANA zone of usage periods.")
-
-    @field_validator("time_zone")
-    @classmethod
-    def _zone(cls, value: str) -> str:
-        return check_time_zone(value)
+    time_zone: TimeZoneName = Field(default="UTC", description="IANA zone of usage periods.")
 
 
 class ValuesRead(BaseModel):
@@ -197,12 +190,7 @@ class SubscriptionCreate(BaseModel):
     plan: str = Field(description="Plan key; its latest published version is used.")
     starts_at: AwareInstant | None = Field(default=None, description="Default: now.")
     billing_anchor: AwareInstant | None = Field(default=None, description="Default: starts_at.")
-    time_zone: str = Field(default="UTC", description="IANA zone of billing and usage periods.")
-
-    @field_validator("time_zone")
-    @classmethod
-    def _zone(cls, value: str) -> str:
-        return check_time_zone(value)
+    time_zone: TimeZoneName = Field(default="UTC", description="IANA zone of billing and usage periods.")
 
 
 class ChangePlan(BaseModel):
@@ -338,12 +326,7 @@ class RecurrenceIn(BaseModel):
 
     interval: Literal["DAY", "WEEK", "MONTH", "YEAR"]
     anchor: AwareInstant | None = Field(default=None, description="A start-over instant (default: effective_at).")
-    timezone: str = Field(default="UTC", description="IANA zone the calendar steps are taken in.")
-
-    @field_validator("timezone")
-    @classmethod
-    def _zone(cls, value: str) -> str:
-        return check_time_zone(value)
+    timezone: TimeZoneName = Field(default="UTC", description="IANA zone the calendar steps are taken in.")
 
 
 class RecurrenceRead(BaseModel):
