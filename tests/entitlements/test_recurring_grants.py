@@ -7,8 +7,11 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from zoneinfo import ZoneInfo
 
-from allotment.entitlements import grants
+from sqlalchemy import select
+
+from allotment.entitlements import grant_ends, grants, resolve
 from allotment.entitlements.engine import Grant
+from allotment.entitlements.models import GrantRecord, GrantRecurrence
 from allotment.entitlements.periods import Interval, UsagePeriod
 from allotment.entitlements.recurring import (
     grant_id_of,
@@ -17,6 +20,7 @@ from allotment.entitlements.recurring import (
     next_start,
     starts_within,
 )
+from allotment.types import from_micros
 from tests.entitlements.catalogue import ok
 from tests.entitlements.test_grants import _clockwork, _http_check, _http_customer, _post_grant
 
@@ -171,3 +175,29 @@ async def test_recurrence_through_the_api_is_shown_and_bad_ones_are_refused(tena
         assert resp.status_code == 422, resp.text
         assert [e["field"] for e in resp.json()["errors"]] == [field], resp.json()
 
+
+
+async def test_usage_reported_late_into_an_old_period_keeps_nothing_for_later_ends(tenant, db):
+    """A January counter written in April (a late event) keeps January's usage only for what
+    ended in January: not for a grant that expired in March, nor for February's start-overs."""
+    clock = await _clockwork(tenant, db, included=0, hard_limit=0, usage_anchor=T0.isoformat())
+    expiring = await clock.grant(T0, amount=D(10), expires_at=day(73))  # mid-March
+    weekly_id = await clock.grant(T0, amount=D(10), recurrence=weekly())
+    await clock.consume(3, day(2))
+    april = day(91)
+    async with db.transaction() as s:
+        row = (await checks_row(s, tenant.id))
+        await grant_ends.record(s, row, T0, april, recurs=True)
+    async with db.transaction(readonly=True) as s:
+        kept = (await s.get(GrantRecord, expiring)).usage_at_end
+        marks = sorted(t for (t,) in await s.execute(
+            select(GrantRecurrence.at_us).where(GrantRecurrence.grant_id == weekly_id)))
+    assert kept is None
+    assert [from_micros(t) for t in marks] == [day(7), day(14), day(21), day(28)]
+
+
+async def checks_row(session, tenant_id):  # type: ignore[no-untyped-def]
+    """The customer's entitlement row to the feature `data` (as resolved by its checks)."""
+    found = await resolve.target(session, tenant_id, "acme", "data", day(2))
+    assert found.row is not None
+    return found.row

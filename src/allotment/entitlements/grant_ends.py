@@ -9,25 +9,35 @@ Concurrent first writers agree (a conditional update, an insert that ignores con
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from sqlalchemy import and_, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from allotment.entitlements import check as checks
 from allotment.entitlements import queries, recurring
 from allotment.entitlements.models import CustomerEntitlement, EntitlementUsage, GrantRecord
+from allotment.entitlements.periods import period_at
 from allotment.entitlements.standing import grant_of, recurrence_of
 from allotment.types import from_micros, to_micros
 
+_TICK = timedelta(microseconds=1)
+
 
 async def record(session: AsyncSession, row: CustomerEntitlement, period_start: datetime,
-                      at: datetime) -> None:
+                 at: datetime, *, recurs: bool) -> None:
     """Before the counter of `row`'s period moves: keep its usage in each grant that ended in
-    the period (expiry or void, up to `at`) and has none kept yet.
+    the period (expiry or void, up to `at`) and has none kept yet; with `recurs` (some grant
+    of the customer's feature recurs), at each start-over in it too.
 
     Every write to a counter calls this first (when a grant of the period has ended), so a
     grant with nothing kept has seen no write since its end: the counter still holds its usage.
+    Only ends inside the period count: usage reported late into an old period says nothing of
+    a grant that ended in a later one.
     """
+    period_end = period_at(checks.usage_period(row), period_start)[1]
+    if period_end is not None:
+        at = min(at, period_end - _TICK)
     expires, voided = GrantRecord.expires_at, GrantRecord.voided_at
     ended_in_period = or_(
         and_(expires > period_start, expires <= at, or_(voided.is_(None), voided >= expires)),
@@ -45,7 +55,8 @@ async def record(session: AsyncSession, row: CustomerEntitlement, period_start: 
         .values(usage_at_end=func.coalesce(used, 0))
         .execution_options(synchronize_session=False)
     )
-    await _record_recurrences(session, row, period_start, at)
+    if recurs:
+        await _record_recurrences(session, row, period_start, at)
 
 
 async def _record_recurrences(session: AsyncSession, row: CustomerEntitlement, period_start: datetime,

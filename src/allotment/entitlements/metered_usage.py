@@ -89,6 +89,7 @@ class _Target:
     entitlement_id: str
     row: CustomerEntitlement
     has_grants: bool
+    has_recurring: bool  # a grant that starts over (grant_ends keeps usage at each start)
     group_filter: dict[str, str]
     period: UsagePeriod
     active_from_us: int
@@ -144,7 +145,8 @@ async def feed(
     for entitlement_id, period_us in increments:
         target = fed[entitlement_id]
         if target.has_grants:  # usage of grants that ended in the period is kept first
-            await grant_ends.record(session, target.row, from_micros(period_us), at)
+            await grant_ends.record(session, target.row, from_micros(period_us), at,
+                                    recurs=target.has_recurring)
     after = await queries.add_usage(session, tenant_id, [(e, p, q) for (e, p), q in increments.items()])
     pending = notices.Pending()  # what the batch crossed, written in one statement
     for (entitlement_id, period_us), (used, reserved) in after.items():
@@ -177,14 +179,14 @@ async def _targets(
     """Metered entitlements of the subjects' customers on features linked to these meters."""
     # Whether standing.py must work out grants: only for customers who have some. Ended ones
     # count too: the first usage after a grant's end keeps what it had paid for.
-    has_grants = exists().where(
-        GrantRecord.tenant_id == CustomerEntitlement.tenant_id,
-        GrantRecord.customer_id == CustomerEntitlement.customer_id,
-        GrantRecord.feature_id == CustomerEntitlement.feature_id,
-    )
+    of_pair = (GrantRecord.tenant_id == CustomerEntitlement.tenant_id,
+               GrantRecord.customer_id == CustomerEntitlement.customer_id,
+               GrantRecord.feature_id == CustomerEntitlement.feature_id)
+    has_grants = exists().where(*of_pair)
+    has_recurring = exists().where(*of_pair, GrantRecord.recurrence_interval.is_not(None))
     rows = await session.execute(
         select(CustomerEntitlement, Feature.meter_id, Feature.meter_group_filter, CustomerSubject.subject_key,
-               has_grants)
+               has_grants, has_recurring)
         .join(Feature, Feature.id == CustomerEntitlement.feature_id)
         .join(CustomerSubject, CustomerSubject.customer_id == CustomerEntitlement.customer_id)
         .where(
@@ -197,12 +199,13 @@ async def _targets(
         )
     )
     out: dict[tuple[str, str], list[_Target]] = defaultdict(list)
-    for ent, meter_id, group_filter, subject, granted in rows:
+    for ent, meter_id, group_filter, subject, granted, recurs in rows:
         out[(str(meter_id), subject)].append(
             _Target(
                 ent.id,
                 ent,
                 bool(granted),
+                bool(recurs),
                 dict(group_filter or {}),
                 usage_period(ent),
                 to_micros(ent.active_from),

@@ -61,6 +61,11 @@ class Standing:
         """What grants add to both limits at `at` (engine.raised_by)."""
         return raised_by(self.grants, at)
 
+    @property
+    def recurs(self) -> bool:
+        """Whether a grant of this period recurs (its instances stand in for it)."""
+        return any(recurring.grant_id_of(g.id) != g.id for g in self.grants)
+
     def ended_by(self, at: datetime) -> bool:
         """Whether a grant of this period has ended by `at` (its usage then must be kept)."""
         return any(has_ended(g, at) for g in self.grants)
