@@ -139,7 +139,7 @@ async def _overdraft(
     return Overdraft(
         customer=latest.customer_id if customer is None else customer.key,
         feature=feature_keys.get(latest.feature_id, latest.feature_id), kind=Kind(latest.kind),
-        included=latest.included or ZERO, soft_limit=_soft(latest), hard_limit=latest.hard_limit,
+        included=latest.included or ZERO, soft_limit=standing.soft_limit(latest), hard_limit=latest.hard_limit,
         denials=int(denials or 0), seats=seats, periods=periods,
     )
 
@@ -158,7 +158,7 @@ async def _seats(
     )
     leases = [Lease(a, _lease_end(expires, released, at)) for a, expires, released in current]
     leases += [Lease(a, ended) for a, ended in earlier]
-    terms = [Terms(r.active_from, r.active_to, _soft(r)) for r in rows]
+    terms = [Terms(r.active_from, r.active_to, standing.soft_limit(r)) for r in rows]
     return seat_overdraft(leases, terms, start=start, end=end)
 
 
@@ -194,18 +194,13 @@ async def _periods(
         for (_, period_us), (used, _) in sorted(counters.items()):
             period_start, period_end = period_at(every, from_micros(period_us))
             last = min(t for t in (period_end, row.active_to, at) if t is not None) - _TICK
-            soft = _soft(row)
+            soft = standing.soft_limit(row)
             if granted:
                 soft += (await standing.standing(session, row, last)).extra(last)
             usage = units(used)
             if usage > soft:
                 out.append(PeriodOverage(period_start, period_end, usage, soft, usage - soft))
     return tuple(out)
-
-
-def _soft(row: CustomerEntitlement) -> Decimal:
-    included = row.included or ZERO
-    return included if row.soft_limit is None else row.soft_limit
 
 
 async def _pairs(

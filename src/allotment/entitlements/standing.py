@@ -252,7 +252,7 @@ def _replay(
         grants = _with_paid(grants, seg.row.included or ZERO, seg.period_start, last,
                             _at_end(usage_at_ends, usage))
         left = burn(grants, seg.row.included or ZERO, usage, last).grants
-        soft = _soft(seg.row) + raised_by(grants, last)
+        soft = soft_limit(seg.row) + raised_by(grants, last)
         carry_in = max(ZERO, usage - soft) if _carries(seg.row) else ZERO
         amounts = rollover(grants, left, at=seg.end) if seg.resets else dict(left)
         previous = seg
@@ -411,6 +411,7 @@ def _carries(row: CustomerEntitlement) -> bool:
     return row.overage_at_reset == CARRY and checks.usage_period(row).interval is not Interval.NONE
 
 
-def _soft(row: CustomerEntitlement) -> Decimal:
+def soft_limit(row: CustomerEntitlement) -> Decimal:
+    """The row's own soft limit (its included units unless it sets one), before grants."""
     included = row.included or ZERO
     return included if row.soft_limit is None else row.soft_limit
