@@ -229,3 +229,17 @@ async def test_concurrent_consumes_naming_the_customer_by_key_and_by_id_count_ex
     answers = await asyncio.gather(*(_check(c, consume=True, customer=name) for name in names))
     assert sum(a["decision"] != "deny" for a in answers) == 14
     assert (await _check(c))["usage"] == 15
+
+
+
+async def test_names_holding_control_characters_are_unknown_not_an_error(tenant):
+    """No key can hold a control character, so such a name is a 404 naming it, never a 500."""
+    c = tenant.client
+    await _setup(c)
+    await _check(c, consume=True)  # the process knows the pair, and batches are running
+    for body in ({"customer": "acme\x1f"}, {"feature": "api-calls\x1e"}):
+        for consume in (False, True):
+            resp = await c.post("/v1/check", json={"customer": "acme", "feature": "api-calls", **body,
+                                                   "consume": consume})
+            assert resp.status_code == 404, resp.text
+    assert (await _check(c))["usage"] == 1

@@ -77,7 +77,7 @@ async def test_every_rejected_event_can_be_paged_through(tenant):
 
 async def test_nul_characters_are_rejected_by_index_and_the_rest_is_kept(tenant):
     """PostgreSQL text cannot hold NUL: refused per event and field, never a 500 or a fold
-    that can never be stored."""
+    that can never be stored (in attributes as one of the control characters CloudEvents forbids)."""
     c = tenant.client
     await c.post("/v1/meters", json=meter())
     await c.post("/v1/meters", json=meter("users", "UNIQUE_COUNT", value_property="$.user"))
@@ -88,9 +88,31 @@ async def test_nul_characters_are_rejected_by_index_and_the_rest_is_kept(tenant)
     body = resp.json()
     assert (body["accepted"], body["rejected"]) == (2, 3)
     assert [(e["index"], e["field"]) for e in body["errors"]] == [(1, "id"), (2, "subject"), (3, "data.user")]
-    assert all("NUL" in e["message"] for e in body["errors"])
+    assert [e["message"].split(" (")[0] for e in body["errors"]] == [
+        "must not contain control characters", "must not contain control characters",
+        "must not contain the NUL character"]
     assert await total(tenant) == 3
     assert await total(tenant, "users") == 2
+
+
+async def test_control_characters_in_attributes_are_rejected_and_the_rest_is_kept(tenant):
+    """CloudEvents forbids U+0000-U+001F and U+007F-U+009F in its attributes: each such event is
+    refused by index and field; other characters beyond ASCII are fine anywhere."""
+    c = tenant.client
+    await c.post("/v1/meters", json=meter())
+    batch = [event(id="tab\there", tokens=1), event(source="s\u001e", tokens=2), event(tokens=4),
+             event(subject="u\u001f", tokens=8), event(type="prompt\u0085", tokens=16),
+             event(id="caf\u00e9 \u2028 \u00a0 \U0001f600", subject="\u00fcber", tokens=32)]
+    resp = await c.post("/v1/events", json=batch)
+    assert resp.status_code == 200, resp.text
+    body = resp.json()
+    assert (body["accepted"], body["rejected"]) == (2, 4)
+    assert [(e["index"], e["field"]) for e in body["errors"]] == [(0, "id"), (1, "source"), (3, "subject"),
+                                                                  (4, "type")]
+    assert all(e["message"].startswith("must not contain control characters") for e in body["errors"])
+    assert await total(tenant) == 36
+    listed = (await c.get("/v1/events", params={"subject": "\u00fcber"})).json()["items"]
+    assert [e["id"] for e in listed] == ["caf\u00e9 \u2028 \u00a0 \U0001f600"]
 
 
 async def test_all_rejected_is_422_naming_each_field(tenant):

@@ -48,19 +48,21 @@ from allotment.entitlements.engine import (
 )
 from allotment.entitlements.models import CustomerEntitlement
 from allotment.entitlements.periods import period_at
+from allotment.packed import pack, rows_of
 from allotment.types import to_micros
 
 _NAMES = ("id", "tenant", "customer", "feature", "period", "since")
 _SQLITE = queries.PROOF_AND_COUNTER.format(**{n: f"?{i}" for i, n in enumerate(_NAMES, 1)})
-# PostgreSQL reads the keys of many checks at once (one round trip for all of them). Each key
-# is its own lateral lookup by primary keys only (the customer and feature as subqueries on
-# theirs): as one join, the planner scanned every customer of the tenant on each trip when
-# its statistics predated the customers (a fresh database, a bulk load).
+# PostgreSQL reads the keys of many checks at once (one round trip for all of them, the keys
+# packed into one text: allotment/packed.py). Each key is its own lateral lookup by primary
+# keys only (the customer and feature as subqueries on theirs): as one join, the planner
+# scanned every customer of the tenant on each trip when its statistics predated the
+# customers (a fresh database, a bulk load).
 _PG_MANY = (
-    "SELECT k.i, x.* FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::int8[],"
-    f" $6::timestamptz[]) WITH ORDINALITY AS k({', '.join(_NAMES)}, i) CROSS JOIN LATERAL ("
-    + queries.PROOF_AND_COUNTER.format(**{n: f"k.{n}" for n in _NAMES})
-    + ") x"
+    "SELECT k.i, x.* FROM "
+    + rows_of("$1", ["id text", "tenant text", "customer text", "feature text", "period int8",
+                     "since timestamptz"])
+    + " CROSS JOIN LATERAL (" + queries.PROOF_AND_COUNTER.format(**{n: f"k.{n}" for n in _NAMES}) + ") x"
 )
 _READS_PER_TRIP = 256
 
@@ -210,7 +212,7 @@ async def _read_many(db: Database, keys: list[tuple[Any, ...]]) -> list[Any]:
 
     Checks that arrive while a read is in flight wait for the next (allotment/batching.py):
     under load one round trip serves many checks, and a lone check does not wait."""
-    rows = await db.point_read(_PG_MANY, "", *(list(column) for column in zip(*keys, strict=True)))
+    rows = await db.point_read(_PG_MANY, "", pack(keys))
     found: list[Any] = [None] * len(keys)
     for row in rows:
         found[row[0] - 1] = tuple(row[1:])
@@ -227,7 +229,8 @@ async def check(db: Database, tenant_id: str, request: CheckRequest, at: datetim
     """
     if request.idempotency_key is not None:
         return None
-    if request.consume and not db.is_sqlite:  # no read first: the statement that takes it proves
+    # A PostgreSQL consume reads nothing first: the statement that takes it proves the row.
+    if request.consume and not db.is_sqlite:
         remembered = await _remembered(db, tenant_id, request, at)
         if remembered is None:
             return None

@@ -21,6 +21,7 @@ from allotment.entitlements.models import (
     Reservation,
     SeatLease,
 )
+from allotment.packed import pack, rows_of
 
 MILLION = 1_000_000
 MAX_BIGINT = 2**63 - 1
@@ -174,16 +175,15 @@ WHERE e.id = {id} AND e.tenant_id = {tenant}
 
 _TAKE_PROVEN = """
 WITH k AS (
-  SELECT * FROM unnest($1::text[], $2::text[], $3::int8[], $4::int8[], $5::int8[], $6::text[],
-                       $7::text[], $8::timestamptz[], $9::timestamptz[], $10::bool[], $11::bool[],
-                       $12::bool[])
-  WITH ORDINALITY AS k(t, e, p, q, hard, customer, feature, since, active_to, carries, watch, quiet, i)
+  SELECT * FROM """ + rows_of("$1", [
+    "t text", "e text", "p int8", "q int8", "hard int8", "customer text", "feature text", "since timestamptz",
+    "active_to timestamptz null", "carries bool", "watch bool", "quiet bool", "levels text null"]) + """
 ), proven AS (
   SELECT k.* FROM k CROSS JOIN LATERAL (""" + PROOF_AND_COUNTER.format(
     id="k.e", tenant="k.t", customer="k.customer", feature="k.feature", period="k.p", since="k.since"
 ) + """) AS x
   WHERE x.active_to IS NOT DISTINCT FROM k.active_to AND NOT x.granted
-    AND (x.first_hold_expiry IS NULL OR x.first_hold_expiry > $13::timestamptz)
+    AND (x.first_hold_expiry IS NULL OR x.first_hold_expiry > $2::timestamptz)
 ), locked AS (
   SELECT x.* FROM (SELECT * FROM proven ORDER BY t, e, p) AS x CROSS JOIN LATERAL (
     SELECT 1 FROM entitlement_usage u
@@ -196,8 +196,8 @@ WITH k AS (
     AND x.q <= x.hard AND u.used + u.reserved <= x.hard - x.q
     AND (NOT x.carries OR u.carried IS NOT NULL)
     AND (NOT x.watch OR (u.used > 0 AND NOT EXISTS (
-         SELECT 1 FROM unnest($14::int8[], $15::int8[]) AS v(level, owner)
-         WHERE v.owner = x.i AND v.level > u.used AND v.level - x.q <= u.used)))
+         SELECT 1 FROM unnest(string_to_array(x.levels, ',')::int8[]) AS v(level)
+         WHERE v.level > u.used AND v.level - x.q <= u.used)))
   RETURNING x.i, u.used, u.reserved
 )
 SELECT i, used, reserved FROM moved UNION ALL SELECT i, NULL, NULL FROM proven
@@ -227,13 +227,11 @@ class Proven(NamedTuple):
 async def take_proven(db: Database, counters: list[Proven]) -> dict[int, tuple[int, int] | None]:
     """counter index -> (used, reserved) after the addition, None where proven but not taken;
     an index missing was not proven. One statement, committed when it returns (PostgreSQL)."""
-    columns = [[getattr(c, name) for c in counters] for name in (
-        "quantity", "hard", "customer", "feature", "since", "active_to", "carries", "watch", "quiet")]
-    keys = [list(column) for column in zip(*(c.counter for c in counters), strict=True)]
-    owners = [i for i, c in enumerate(counters, 1) for _ in c.levels]
     rows = await db.statement_alone(
-        _TAKE_PROVEN, *keys, *columns, max(c.at for c in counters),
-        [level for c in counters for level in c.levels], owners,
+        _TAKE_PROVEN,
+        pack([(*c.counter, c.quantity, c.hard, c.customer, c.feature, c.since, c.active_to, c.carries,
+               c.watch, c.quiet, ",".join(map(str, c.levels))) for c in counters]),
+        max(c.at for c in counters),
     )
     found: dict[int, tuple[int, int] | None] = {}
     for index, used, reserved in rows:

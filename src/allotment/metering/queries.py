@@ -16,6 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from allotment import codec
 from allotment.db import driver, fetch, fetch_opening
+from allotment.packed import pack, rows_of
 
 EventRow = tuple[str, str, str, str, int, int, str | None]  # source, id, type, subject, time, recv, data
 RollupRow = tuple[str, int, str, str, int, int, int, int, int, int, int]
@@ -36,6 +37,18 @@ async def lock_tenant_exclusive(session: AsyncSession, tenant_id: str) -> None:
         await db.execute("SELECT pg_advisory_xact_lock(hashtextextended($1, 7))", tenant_id)
 
 
+_PG_INSERT_EVENTS = (
+    "WITH inserted AS (INSERT INTO events (tenant_id, source, event_id, type, subject, time_us,"
+    " received_us, data) SELECT $1, k.source, k.event_id, k.type, k.subject, k.time_us,"
+    " k.received_us, k.data FROM "
+    + rows_of("$2", ["source text", "event_id text", "type text", "subject text", "time_us int8",
+                     "received_us int8", "data text null"])
+    + " ON CONFLICT ON CONSTRAINT uq_events_identity DO NOTHING RETURNING source, event_id)"
+    " SELECT count(*), CASE WHEN count(*) < $3 THEN array_agg(source) END,"
+    " CASE WHEN count(*) < $3 THEN array_agg(event_id) END FROM inserted"
+)
+
+
 async def insert_events(
     session: AsyncSession, tenant_id: str, rows: Sequence[EventRow]
 ) -> set[tuple[str, str]] | None:
@@ -47,17 +60,10 @@ async def insert_events(
     if dialect == "postgresql":
         # The identities come back only when some were known already: most batches are all
         # new, and reading back one row per event cost over a fifth of the insert's client CPU.
-        count, sources, ids = await db.fetchrow(
-            "WITH inserted AS (INSERT INTO events (tenant_id, source, event_id, type, subject,"
-            " time_us, received_us, data) SELECT $1, * FROM unnest($2::text[], $3::text[],"
-            " $4::text[], $5::text[], $6::int8[], $7::int8[], $8::text[])"
-            " ON CONFLICT ON CONSTRAINT uq_events_identity DO NOTHING RETURNING source, event_id)"
-            " SELECT count(*), CASE WHEN count(*) < $9 THEN array_agg(source) END,"
-            " CASE WHEN count(*) < $9 THEN array_agg(event_id) END FROM inserted",
-            tenant_id,
-            *zip(*rows, strict=True),
-            len(rows),
-        )
+        packed = pack(rows)
+        if packed is None:
+            raise ValueError("an event attribute holds a control character (the decoder refuses them)")
+        count, sources, ids = await db.fetchrow(_PG_INSERT_EVENTS, tenant_id, packed, len(rows))
         return None if count == len(rows) else set(zip(sources or (), ids or (), strict=True))
     inserted: set[tuple[str, str]] = set()
     for start in range(0, len(rows), _SQLITE_ROWS_PER_STATEMENT):

@@ -135,7 +135,8 @@ def binary_mode_event(headers: Mapping[str, str], body: bytes) -> bytes | None:
 def _checked(
     events: list[tuple[int, CloudEvent]], problems: list[Problem], raw: list[Any] | None
 ) -> Decoded:
-    """Rules msgspec's types cannot say: an offset on `time`, the spec version, no NUL."""
+    """Rules msgspec's types cannot say: an offset on `time`, the spec version, no control
+    characters."""
     kept = []
     for index, event in events:
         if event.time is not None and event.time.tzinfo is None:
@@ -144,21 +145,26 @@ def _checked(
             problems.append(Problem(index, OUT_OF_RANGE, "time"))
         elif event.specversion != "1.0":
             problems.append(Problem(index, "must be '1.0'", "specversion"))
-        elif (field := _with_nul(event)) is not None:
-            problems.append(Problem(index, _NUL, field))
+        elif (field := _with_control(event)) is not None:
+            problems.append(Problem(index, _CONTROL_REASON, field))
         else:
             kept.append((index, event))
     problems.sort(key=lambda p: p.index)
     return Decoded(kept, problems, raw)
 
 
-_NUL = "must not contain the NUL character (\\u0000)"
+_CONTROL_REASON = "must not contain control characters (CloudEvents: U+0000-U+001F, U+007F-U+009F)"
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f]")
 
 
-def _with_nul(event: CloudEvent) -> str | None:
-    """The first identity field holding a NUL, which PostgreSQL text cannot store."""
+def _with_control(event: CloudEvent) -> str | None:
+    """The first identity field holding a control character, which CloudEvents forbids in its
+    attributes (and PostgreSQL text cannot hold NUL); None for the usual event."""
+    if event.id.isprintable() and event.source.isprintable() and event.type.isprintable() \
+            and event.subject.isprintable():  # C speed; the pattern only where this is unsure
+        return None
     for name in ("id", "source", "type", "subject"):
-        if "\x00" in getattr(event, name):
+        if _CONTROL.search(getattr(event, name)):
             return name
     return None
 
