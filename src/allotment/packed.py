@@ -11,6 +11,10 @@ The two separators are control characters, which no value sent this way holds: C
 forbids them in event attributes (the ingest decoder refuses them) and keys and ids cannot hold
 them. Should one ever come, `pack` answers None rather than split it wrongly; as a parameter,
 None is NULL, which unpacks to no rows at all (a read then finds nothing: the full way).
+
+So statements whose rows are many and hold only keys, ids, numbers and times take them packed;
+rows of values from event data (group-by values, distinct values), which may hold anything,
+and statements of a few rows keep one array per column.
 """
 
 from __future__ import annotations
