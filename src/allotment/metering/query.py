@@ -23,7 +23,7 @@ from allotment.errors import ValidationFailed
 from allotment.metering import queries
 from allotment.metering.aggregation import Aggregation, Cell, DataError, parse_group_key, result
 from allotment.metering.meters import compile_meter
-from allotment.metering.models import Meter
+from allotment.metering.models import EVENT_MINUTE, Meter, event_minute
 from allotment.metering.rollup import read_journal
 from allotment.metering.windows import (
     MINUTE_US,
@@ -323,11 +323,13 @@ async def _fold_raw(
         rows = await fetch(
             session,
             "SELECT subject, time_us, data FROM events WHERE tenant_id = $1 AND type = $2"
-            " AND time_us >= $3 AND time_us < $4 ORDER BY time_us, seq",
+            f" AND {EVENT_MINUTE} BETWEEN $3 AND $4 AND time_us >= $5 AND time_us < $6 ORDER BY time_us, seq",
             "SELECT subject, time_us, data FROM events WHERE tenant_id = ? AND type = ?"
-            " AND time_us >= ? AND time_us < ? ORDER BY time_us, seq",
+            f" AND {EVENT_MINUTE} BETWEEN ? AND ? AND time_us >= ? AND time_us < ? ORDER BY time_us, seq",
             tenant_id,
             meter.event_type,
+            event_minute(segment.start_us),
+            event_minute(segment.end_us - 1),
             segment.start_us,
             segment.end_us,
         )
@@ -362,10 +364,13 @@ async def _subject_filter(session: AsyncSession, tenant_id: str, q: MeterQuery) 
 
 async def _first_event_us(session: AsyncSession, tenant_id: str, event_type: str) -> int | None:
     """Where a query without `from` starts: the earliest stored event of the meter's type."""
+    first_minute = f"(SELECT MIN({EVENT_MINUTE}) FROM events WHERE tenant_id = {{t}} AND type = {{y}})"
     rows = await fetch(
         session,
-        "SELECT MIN(time_us) FROM events WHERE tenant_id = $1 AND type = $2",
-        "SELECT MIN(time_us) FROM events WHERE tenant_id = ? AND type = ?",
+        f"SELECT MIN(time_us) FROM events WHERE tenant_id = $1 AND type = $2 AND {EVENT_MINUTE} = "
+        + first_minute.format(t="$1", y="$2"),
+        f"SELECT MIN(time_us) FROM events WHERE tenant_id = ?1 AND type = ?2 AND {EVENT_MINUTE} = "
+        + first_minute.format(t="?1", y="?2"),
         tenant_id,
         event_type,
     )
