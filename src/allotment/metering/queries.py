@@ -65,7 +65,11 @@ async def insert_events(
             raise ValueError("an event attribute holds a control character (the decoder refuses them)")
         count, sources, ids = await db.fetchrow(_PG_INSERT_EVENTS, tenant_id, packed, len(rows))
         return None if count == len(rows) else set(zip(sources or (), ids or (), strict=True))
-    inserted: set[tuple[str, str]] = set()
+    # SQLite has one writer, so the rows this transaction adds are those above the largest
+    # seq before it: read back only when some row was ignored. Returning every inserted row
+    # instead cost a sixth of the insert, inside the writer's turn.
+    (last_before,), = await db.execute_fetchall("SELECT COALESCE(MAX(seq), 0) FROM events")
+    count = 0
     for start in range(0, len(rows), _SQLITE_ROWS_PER_STATEMENT):
         chunk = rows[start : start + _SQLITE_ROWS_PER_STATEMENT]
         params: list[Any] = []
@@ -73,13 +77,16 @@ async def insert_events(
             params.append(tenant_id)
             params.extend(row)
         values = ",".join(["(?,?,?,?,?,?,?,?)"] * len(chunk))
-        returned = await db.execute_fetchall(
+        async with db.execute(
             "INSERT OR IGNORE INTO events (tenant_id, source, event_id, type, subject, time_us,"
-            f" received_us, data) VALUES {values} RETURNING source, event_id",
+            f" received_us, data) VALUES {values}",
             params,
-        )
-        inserted.update((r[0], r[1]) for r in returned)
-    return None if len(inserted) == len(rows) else inserted
+        ) as cursor:
+            count += cursor.rowcount
+    if count == len(rows):
+        return None
+    added = await db.execute_fetchall("SELECT source, event_id FROM events WHERE seq > ?", (last_before,))
+    return {(r[0], r[1]) for r in added}
 
 
 async def record_duplicates(
