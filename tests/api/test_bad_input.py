@@ -230,6 +230,19 @@ async def test_an_event_time_out_of_range_rejects_that_event(tenant):
     assert_problem(om, 400)
 
 
+async def test_a_control_character_in_an_event_attribute_is_a_4xx_on_every_surface(tenant):
+    """CloudEvents forbids control characters in attributes: refused, never stored, never a 500."""
+    c = tenant.client
+    om = await c.post("/api/v1/events", json=event(id="tab\tid"),
+                      headers={"content-type": "application/cloudevents+json"})
+    assert_problem(om, 400)
+    binary = await c.post("/v1/events", content=b"{}", headers={
+        "ce-id": "a\x1fb", "ce-source": "s", "ce-type": "prompt", "ce-subject": "u", "ce-specversion": "1.0",
+        "content-type": "application/json"})
+    assert_problem(binary, 422, "[0].id")
+    assert (await c.get("/v1/events")).json()["items"] == []
+
+
 @pytest.mark.parametrize(
     ("method", "path", "body", "status", "field"),
     [
