@@ -362,17 +362,17 @@ async def _subject_filter(session: AsyncSession, tenant_id: str, q: MeterQuery) 
     return sorted(wanted)
 
 
+def _first_event_sql(tenant: str, type_: str) -> str:
+    """The earliest time within the earliest minute: both read from the index by minute."""
+    return (f"SELECT MIN(time_us) FROM events WHERE tenant_id = {tenant} AND type = {type_} AND {EVENT_MINUTE} ="
+            f" (SELECT MIN({EVENT_MINUTE}) FROM events WHERE tenant_id = {tenant} AND type = {type_})")
+
+
+_FIRST_EVENT_PG, _FIRST_EVENT_SQLITE = _first_event_sql("$1", "$2"), _first_event_sql("?1", "?2")
+
+
 async def _first_event_us(session: AsyncSession, tenant_id: str, event_type: str) -> int | None:
     """Where a query without `from` starts: the earliest stored event of the meter's type."""
-    first_minute = f"(SELECT MIN({EVENT_MINUTE}) FROM events WHERE tenant_id = {{t}} AND type = {{y}})"
-    rows = await fetch(
-        session,
-        f"SELECT MIN(time_us) FROM events WHERE tenant_id = $1 AND type = $2 AND {EVENT_MINUTE} = "
-        + first_minute.format(t="$1", y="$2"),
-        f"SELECT MIN(time_us) FROM events WHERE tenant_id = ?1 AND type = ?2 AND {EVENT_MINUTE} = "
-        + first_minute.format(t="?1", y="?2"),
-        tenant_id,
-        event_type,
-    )
+    rows = await fetch(session, _FIRST_EVENT_PG, _FIRST_EVENT_SQLITE, tenant_id, event_type)
     first = rows[0][0] if rows else None
     return None if first is None else int(first)
