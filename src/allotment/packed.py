@@ -29,8 +29,8 @@ Value = str | int | bool | datetime | None
 def pack(rows: Sequence[Sequence[Value]]) -> str | None:
     """The rows as one text, or None when a value holds a separator.
 
-    None travels as an empty field: a column read with `nullable` turns it back into NULL, so
-    only columns whose values are never the empty string may be nullable."""
+    None travels as an empty field: a column declared `null` in `rows_of` turns it back into
+    NULL, so only columns whose values are never the empty string may be declared so."""
     if not rows:
         return ""
     width = len(rows[0])

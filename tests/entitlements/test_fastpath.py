@@ -231,9 +231,8 @@ async def test_concurrent_consumes_naming_the_customer_by_key_and_by_id_count_ex
     assert (await _check(c))["usage"] == 15
 
 
-
 async def test_names_holding_control_characters_are_unknown_not_an_error(tenant):
-    """No key can hold a control character, so such a name is a 404 naming it, never a 500."""
+    """No key can hold a control character, so such a name is a 404, never a 500."""
     c = tenant.client
     await _setup(c)
     await _check(c, consume=True)  # the process knows the pair, and batches are running

@@ -58,4 +58,3 @@ async def test_the_event_list_by_type_and_time_holds_exactly_the_events_in_range
     assert resp.status_code == 200, resp.text
     times = sorted(datetime.fromisoformat(e["time"]) for e in resp.json()["items"])
     assert times == [BASE + timedelta(seconds=s) for s in OFFSETS_S if lo <= s < hi]
-
