@@ -8,7 +8,7 @@ import orjson
 import pytest
 from tests.helpers import event, meter
 
-from allotment.metering import ingest, meters
+from allotment.metering import ingest, meters, queries
 from allotment.metering.wire import decode
 from allotment.types import to_micros, utcnow
 
@@ -205,6 +205,28 @@ async def test_listed_events_show_how_often_they_came_again(tenant):
     retried = (await tenant.client.get("/v1/events", params={"status": "duplicate"})).json()["items"]
     assert sorted(i["id"] for i in retried) == ["a", "c"]
     assert await total(tenant) == 7
+
+
+async def test_known_events_between_new_ones_leave_exactly_the_new_ones_stored(tenant, monkeypatch):
+    """Known identities anywhere in a batch, in one batch after another: each answer counts
+    the new events, each new event is stored once and nothing known counts again, whether
+    the batch came while the insert expected only new events or after it met known ones."""
+    monkeypatch.setattr(queries, "_CAREFUL_AFTER_CONFLICT", 1)
+    await tenant.client.post("/v1/meters", json=meter())
+    sent = [
+        ([event(id="k1", tokens=1), event(id="k2", tokens=2)], (2, 0)),
+        ([event(id="n1", tokens=10), event(id="k2", tokens=2), event(id="n2", tokens=20),
+          event(id="k1", tokens=1)], (2, 2)),
+        ([event(id="n3", tokens=100)], (1, 0)),
+        ([event(id="n4", tokens=1000), event(id="n3", tokens=100)], (1, 1)),
+        ([event(id="n5", tokens=10000)], (1, 0)),
+    ]
+    for batch, (accepted, duplicates) in sent:
+        body = (await tenant.client.post("/v1/events", json=batch)).json()
+        assert (body["accepted"], body["duplicates"]) == (accepted, duplicates), batch
+    assert await total(tenant) == 11133
+    listed = (await tenant.client.get("/v1/events", params={"limit": 100})).json()["items"]
+    assert sorted(i["id"] for i in listed) == ["k1", "k2", "n1", "n2", "n3", "n4", "n5"]
 
 
 async def test_integers_beyond_64_bits_in_data_are_kept(tenant):
