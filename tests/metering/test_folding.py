@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncpg  # type: ignore[import-untyped]
+from tests.conftest import _admin_dsn
 from tests.helpers import event, meter
 
 from allotment.db import fetch
@@ -99,3 +101,19 @@ async def test_a_rollup_sum_that_would_pass_64_bits_in_the_database_is_never_rou
             await fold_pending(session, stuck=stuck)
     assert (len(stuck), await pending(db, tenant.id)) == (1, 1)
     assert [(r["subject"], r["value"]) for r in await answers(tenant, "tokens")] == [("u", 3 * units)]
+
+
+async def test_journal_rows_are_compressed_with_lz4_where_postgresql_has_it(postgres_database):  # type: ignore[no-untyped-def]
+    """Each journal row (a transaction's minute cells) is compressed when stored; with LZ4 on
+    a server built with it, at a fifth of the default method's CPU."""
+    conn = await asyncpg.connect(_admin_dsn(postgres_database))
+    try:
+        has_lz4 = await conn.fetchval(
+            "SELECT 'lz4' = ANY(enumvals) FROM pg_settings WHERE name = 'default_toast_compression'")
+        method = await conn.fetchval(
+            "SELECT attcompression FROM pg_attribute"
+            " WHERE attrelid = 'rollup_journal'::regclass AND attname = 'payload'")
+    finally:
+        await conn.close()
+    assert has_lz4 is not None
+    assert (method == b"l") == has_lz4
