@@ -7,8 +7,9 @@ in one transaction per batch (no HTTP, no de-duplication, no rollups); (2) Allot
 `allotment serve --workers 2`, two meters (tokens SUM by model and direction, calls COUNT),
 batches of 500 posted by concurrent keep-alive clients; every event durable, de-duplicated
 and rolled up before its batch is acknowledged. The server is warmed up first with 20,000
-other events (its connections opened, its statements prepared), which are not timed. The ceilings are measured before and after
-Allotment's run and averaged. Prints both figures and the ratio.
+other events (its connections opened, its statements prepared), which are not timed. The
+ceilings are measured before and after Allotment's run and averaged. Prints both figures and
+the ratio.
 """
 
 from __future__ import annotations
