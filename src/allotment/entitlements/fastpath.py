@@ -132,9 +132,8 @@ class _Remembered(NamedTuple):
 
 async def _remembered(db: Database, tenant_id: str, request: CheckRequest, at: datetime) -> _Remembered | None:
     known = resolve.remembered(tenant_id, request.customer, request.feature)
-    if known is None:  # first use of the names in this process: resolve them, reading only
-        async with db.transaction(readonly=True) as session:
-            known = await resolve.target(session, tenant_id, request.customer, request.feature, at)
+    if known is None:  # first use of the names in this process: resolve them
+        known = await resolve.target_outside(db, tenant_id, request.customer, request.feature, at)
     if known.row is None:
         return None
     prepared = _prepare(known.row)
