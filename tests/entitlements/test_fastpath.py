@@ -3,13 +3,21 @@
 from __future__ import annotations
 
 import asyncio
+import uuid
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
+import pytest
+from sqlalchemy import make_url
+
+from allotment.config import Settings
 from allotment.db import Database
 from allotment.entitlements import check as full
 from allotment.entitlements import fastpath, queries, resolve
+from allotment.migrate import upgrade
 from allotment.types import to_micros, utcnow
+from tests.conftest import POSTGRES_URL, _admin_execute, run_blocking
 from tests.entitlements.catalogue import boolean, customer, feature, metered, ok, plan, subscribe
 from tests.entitlements.test_grants import T0, _clockwork, day
 
@@ -242,3 +250,34 @@ async def test_names_holding_control_characters_are_unknown_not_an_error(tenant)
                                                    "consume": consume})
             assert resp.status_code == 404, resp.text
     assert (await _check(c))["usage"] == 1
+
+
+@pytest.fixture
+def empty_postgres_database() -> Iterator[str]:
+    """A migrated PostgreSQL database of its own, with every table still empty."""
+    name = f"allotment_test_{uuid.uuid4().hex[:10]}"
+    run_blocking(_admin_execute(f'CREATE DATABASE "{name}"'))
+    url = make_url(POSTGRES_URL).set(database=name).render_as_string(hide_password=False)
+    upgrade(url)
+    yield url
+    run_blocking(_admin_execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+async def test_hot_path_plans_made_on_an_empty_database_still_use_indexes(empty_postgres_database):
+    """The hot paths keep one plan per connection, made at first use: made while the tables
+    were empty (and known to be), it must still find rows by index once they hold millions."""
+    db = Database(Settings(database_url=empty_postgres_database))
+    statements = [
+        (fastpath._PG_MANY, "('x')"),
+        (resolve._LOOK_UP_PG, "('t', 'c', 'f', now())"),
+        (queries._TAKE_PROVEN, "('x', now())"),
+    ]
+    try:
+        async with db.driver_transaction() as conn:
+            await conn.execute("ANALYZE")
+            for n, (sql, args) in enumerate(statements):
+                await conn.execute(f"PREPARE hot{n} AS {sql}")
+                plan = "\n".join(r[0] for r in await conn.fetch(f"EXPLAIN EXECUTE hot{n}{args}"))
+                assert "Seq Scan" not in plan, plan
+    finally:
+        await db.dispose()

@@ -168,7 +168,7 @@ class CustomerEntitlement(_Values, Base):
             postgresql_where=text("active_to IS NULL"),
         ),
         # The row in force for a pair, ended ones included (resolve.py, a check's names).
-        Index("ix_customer_entitlements_pair_from", "tenant_id", "customer_id", "feature_id", "active_from"),
+        Index("ix_customer_entitlements_pair_from", "customer_id", "feature_id", "active_from"),
         # Rows starting or ending at a scheduled instant are found by time (scheduled.py).
         Index(None, "active_from"),
         Index(None, "active_to"),

@@ -17,7 +17,7 @@ depends_on = None
 def upgrade() -> None:
     op.create_index(
         "ix_customer_entitlements_pair_from",
-        "customer_entitlements", ["tenant_id", "customer_id", "feature_id", "active_from"],
+        "customer_entitlements", ["customer_id", "feature_id", "active_from"],
     )
 
 
