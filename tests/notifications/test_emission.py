@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
@@ -13,10 +14,11 @@ from standardwebhooks import Webhook
 
 from allotment.db import Database
 from allotment.entitlements import check as checks
-from allotment.entitlements import grants, notices, reservations, seats, subscriptions
+from allotment.entitlements import grants, notices, reservations, resets, seats, subscriptions
+from allotment.entitlements.models import EntitlementUsage
 from allotment.entitlements.schemas import SubscriptionCreate
 from allotment.notifications.models import Notification
-from allotment.types import utcnow
+from allotment.types import to_micros, utcnow
 from allotment.worker.delivery import scan_due
 from tests.entitlements.catalogue import customer, feature, metered, ok, plan, subscribe
 from tests.helpers import event, meter
@@ -343,3 +345,34 @@ async def test_rules_crud_and_deleting_the_last_brings_defaults_back(db, tenant)
     await ok(await c.get(f"/v1/notification-rules/{rule['id']}"), 404)
     await _check(c, 5)  # 9 of 10: the default 80 %
     assert _labels(await _emitted(db, tenant.id, *USAGE_TYPES)) == ["80%"]
+
+
+async def test_the_scan_notes_period_ends_before_it_tells_and_blocks_no_consume(db, tenant, backend, monkeypatch):
+    """The live counters the scan writes are committed before it starts telling resets, so a
+    consume of a period in progress never waits for the telling (PostgreSQL: row locks)."""
+    c = tenant.client
+    await _catalogue_at_t0(c, db, tenant.id)
+    feb = datetime(2026, 2, 1, tzinfo=UTC)
+    await _consume(db, tenant.id, 9, T0 + timedelta(days=3))
+    await _consume(db, tenant.id, 1, feb + timedelta(days=1))
+    telling, release = asyncio.Event(), asyncio.Event()
+    tell = resets._tell
+
+    async def paused_tell(*args: Any, **kwargs: Any) -> bool:
+        telling.set()
+        await release.wait()
+        return await tell(*args, **kwargs)
+
+    monkeypatch.setattr(resets, "_tell", paused_tell)
+    scan = asyncio.create_task(scan_due(db, at=feb + timedelta(days=2)))
+    try:
+        await asyncio.wait_for(telling.wait(), 10)
+        async with db.transaction(readonly=True) as s:
+            ends = (await s.scalars(select(EntitlementUsage.period_end).order_by(EntitlementUsage.period_start))).all()
+        assert ends == [to_micros(feb), to_micros(datetime(2026, 3, 1, tzinfo=UTC))]
+        if backend == "postgresql":  # SQLite's one writer waits for any write transaction
+            assert (await asyncio.wait_for(_consume(db, tenant.id, 1, feb + timedelta(days=2)), 10)).decision
+    finally:
+        release.set()
+        await scan
+    assert len(await _emitted(db, tenant.id, notices.PERIOD_RESET)) == 1

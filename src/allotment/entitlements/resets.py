@@ -6,9 +6,9 @@ crossings, so the order per customer holds), or, when nobody uses the next perio
 scan does, shortly after the boundary. Both use the same dedupe key.
 
 The scan costs what is new, not what exists: it works out the end of each new counter's
-period once (from its entitlement's usage period, in its time zone) and stores it; then it
-takes the counters whose period has ended and whose reset is not told yet, by an index on
-(reset_told, period_end).
+period once (from its entitlement's usage period, in its time zone) and stores it, in short
+transactions of their own (those counters are live); then it takes the counters whose
+period has ended and whose reset is not told yet, by an index on (reset_told, period_end).
 """
 
 from __future__ import annotations
@@ -36,13 +36,21 @@ def period_end(row: CustomerEntitlement, period_start_us: int) -> int:
     return NEVER if end is None else to_micros(end)
 
 
-async def tell_due(session: AsyncSession, *, at: datetime, limit: int = 1000) -> int:
-    """Tell the resets of periods ended by `at` (any tenant); returns how many were told."""
+NOTE_BATCH = 200  # new counters given their period's end per transaction
+
+
+async def note_period_ends(session: AsyncSession, *, limit: int = NOTE_BATCH) -> int:
+    """Store the end of the period of up to `limit` new counters (any tenant); returns how many.
+
+    These are counters of periods in progress, which consumes lock and update all the time:
+    the caller commits each batch at once, so no consume waits behind the telling that
+    follows, and on PostgreSQL a counter locked by a consume is left for the next scan.
+    """
     u, e = EntitlementUsage, CustomerEntitlement
-    joined = and_(e.tenant_id == u.tenant_id, e.id == u.entitlement_id)
     fresh = (await session.execute(
-        select(u.tenant_id, u.entitlement_id, u.period_start, e).join(e, joined)
-        .where(u.period_end.is_(None)).limit(limit)
+        select(u.tenant_id, u.entitlement_id, u.period_start, e)
+        .join(e, and_(e.tenant_id == u.tenant_id, e.id == u.entitlement_id))
+        .where(u.period_end.is_(None)).limit(limit).with_for_update(of=u, skip_locked=True)
     )).all()
     if fresh:
         await session.execute(update(u), [
@@ -50,6 +58,13 @@ async def tell_due(session: AsyncSession, *, at: datetime, limit: int = 1000) ->
              "period_end": period_end(r.CustomerEntitlement, int(r.period_start))}
             for r in fresh
         ])
+    return len(fresh)
+
+
+async def tell_due(session: AsyncSession, *, at: datetime, limit: int = 1000) -> int:
+    """Tell the resets of periods ended by `at` (any tenant) whose end is noted; returns how many."""
+    u, e = EntitlementUsage, CustomerEntitlement
+    joined = and_(e.tenant_id == u.tenant_id, e.id == u.entitlement_id)
     due = (await session.execute(
         select(u.tenant_id, u.entitlement_id, u.period_start, u.period_end, u.used, e).join(e, joined)
         .where(u.reset_told.is_(False), u.period_end <= to_micros(at))

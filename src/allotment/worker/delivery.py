@@ -97,6 +97,10 @@ async def scan_due(db: Database, *, at: datetime) -> int:
 
     Every worker scans; dedupe keys make concurrent scans emit each notification once.
     """
+    while True:
+        async with db.transaction() as session:
+            if await resets.note_period_ends(session) < resets.NOTE_BATCH:
+                break
     told = 0
     for scan in (notices.expiring_grants, resets.tell_due, scheduled.tell_due):
         async with db.transaction() as session:
