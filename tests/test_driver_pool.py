@@ -98,3 +98,22 @@ async def test_a_read_on_a_connection_the_server_dropped_is_sent_again(
     assert run_blocking(terminate())
     rows = await pool.fetch("SELECT pg_backend_pid()")
     assert rows[0][0] != first
+
+
+async def test_a_connection_past_its_age_is_closed_instead_of_lent_again(postgres_database: str) -> None:
+    """Its plans were made from the tables as they were: a new connection plans again."""
+    dsn, now = _admin_dsn(postgres_database), [0.0]
+
+    async def connect() -> Any:
+        return await asyncpg.connect(dsn)
+
+    aging = DriverPool(connect, size=2, max_age=300, clock=lambda: now[0])
+    try:
+        first = await _backend(aging)
+        now[0] = 299
+        assert await _backend(aging) == first
+        now[0] = 301
+        second = await _backend(aging)
+        assert second != first and await _backend(aging) == second
+    finally:
+        await aging.close()

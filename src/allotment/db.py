@@ -33,6 +33,9 @@ from allotment.config import Settings
 from allotment.driver_pool import DriverPool
 
 _MEMO_LIMIT = 100_000  # remembered reads per process, at most
+# Seconds a hot-path PostgreSQL connection (and the plans it keeps) lives: a plan made while
+# a table was small is made again within minutes of the table growing.
+DRIVER_MAX_AGE = 300.0
 
 
 def async_url(database_url: str) -> str:
@@ -134,7 +137,7 @@ class Database:
             # fit its max_connections (100 by default), and connections opened for a burst and
             # closed after it cost more than waiting.
             self.engine = create_async_engine(url, pool_size=16, max_overflow=0)
-            self._driver_pool = DriverPool(self._connect_driver, size=4)
+            self._driver_pool = DriverPool(self._connect_driver, size=4, max_age=DRIVER_MAX_AGE)
             # Reads span several statements (rollups, then the journal): one snapshot for all.
             self.read_engine = self.engine.execution_options(isolation_level="REPEATABLE READ")
         self._sqlite_writer = asyncio.Lock()
@@ -203,7 +206,9 @@ class Database:
         each). That plan lives as long as the connection, made from the statistics and table
         sizes of its first use: a table still empty then (a fresh database) got a sequential
         scan, kept as it grew. Every statement here finds its rows by an index, so sequential
-        scans are ruled out on these connections and no plan depends on when it was made."""
+        scans are ruled out on these connections; and a connection retires after
+        DRIVER_MAX_AGE, so a plan made while the tables were small (where any index costs
+        the same) is made again once they have grown."""
         dialect = self.engine.sync_engine.dialect
         _, options = dialect.create_connect_args(self.engine.sync_engine.url)
         options.pop("prepared_statement_name_func", None)

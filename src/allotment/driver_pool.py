@@ -6,11 +6,16 @@ round trip. A check's batched read costs less than either. What is lent here run
 statements outside transactions, or transactions that end inside the loan, so a connection
 comes back with nothing to reset. One that might hold something (a cancelled statement, a
 transaction still open) is closed instead of lent again; one the server dropped is replaced.
+
+A connection also retires after `max_age` seconds: the plans PostgreSQL keeps for its
+statements were made from the tables as they were when it first ran them, and a table that
+has grown since may deserve another plan; a new connection plans again.
 """
 
 from __future__ import annotations
 
 import asyncio
+import time
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -18,10 +23,16 @@ from typing import Any
 
 
 class DriverPool:
-    """At most `size` connections made by `connect`, opened on demand and kept open."""
+    """At most `size` connections made by `connect`, opened on demand, each kept open for up to
+    `max_age` seconds (by `clock`)."""
 
-    def __init__(self, connect: Callable[[], Awaitable[Any]], *, size: int) -> None:
-        self._connect, self._size = connect, size
+    def __init__(
+        self, connect: Callable[[], Awaitable[Any]], *, size: int, max_age: float = float("inf"),
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._connect, self._size, self._max_age, self._clock = connect, size, max_age, clock
+        self._born: dict[int, float] = {}  # id(connection) -> when it was opened
+        self._retiring: set[asyncio.Task[None]] = set()
         self._idle: list[Any] = []
         self._open = 0
         self._waiting: deque[asyncio.Future[None]] = deque()
@@ -61,19 +72,23 @@ class DriverPool:
         idle, self._idle = self._idle, []
         for conn in idle:
             self._open -= 1
+            self._born.pop(id(conn), None)
             await conn.close(timeout=5)
+        await asyncio.gather(*self._retiring, return_exceptions=True)
 
     async def _take(self) -> Any:
         while True:
             while self._idle:
                 conn = self._idle.pop()  # the most recently used: its server process is warm
-                if not conn.is_closed():
+                if not conn.is_closed() and self._young(conn):
                     return conn
-                self._open -= 1
+                self._drop(conn, gently=not conn.is_closed())
             if self._open < self._size:
                 self._open += 1
                 try:
-                    return await self._connect()
+                    conn = await self._connect()
+                    self._born[id(conn)] = self._clock()
+                    return conn
                 except BaseException:
                     self._open -= 1
                     self._wake_one()
@@ -91,12 +106,25 @@ class DriverPool:
             raise
 
     def _give_back(self, conn: Any, *, clean: bool) -> None:
-        if clean and not self._closed and not conn.is_closed():
+        if clean and self._young(conn) and not self._closed and not conn.is_closed():
             self._idle.append(conn)
         else:
-            self._open -= 1
-            conn.terminate()
+            self._drop(conn, gently=clean and not conn.is_closed())
         self._wake_one()
+
+    def _young(self, conn: Any) -> bool:
+        return self._clock() - self._born.get(id(conn), float("-inf")) < self._max_age
+
+    def _drop(self, conn: Any, *, gently: bool) -> None:
+        """Stop counting `conn`; a clean one (retired by age) says goodbye to the server."""
+        self._open -= 1
+        self._born.pop(id(conn), None)
+        if gently:
+            task = asyncio.get_running_loop().create_task(conn.close(timeout=5))
+            self._retiring.add(task)
+            task.add_done_callback(self._retiring.discard)
+        else:
+            conn.terminate()
 
     def _wake_one(self) -> None:
         while self._waiting:

@@ -267,17 +267,23 @@ async def test_hot_path_plans_made_on_an_empty_database_still_use_indexes(empty_
     """The hot paths keep one plan per connection, made at first use: made while the tables
     were empty (and known to be), it must still find rows by index once they hold millions."""
     db = Database(Settings(database_url=empty_postgres_database))
+    # Each statement, and how it must reach customer_entitlements: by primary key (a check
+    # names its row) or by the pair index (resolving names). On empty tables the consume's
+    # statement costs the same by any index; connections retire (db.DRIVER_MAX_AGE) and plan
+    # it again once the tables have grown.
     statements = [
-        (fastpath._PG_MANY, "('x')"),
-        (resolve._LOOK_UP_PG, "('t', 'c', 'f', now())"),
-        (queries._TAKE_PROVEN, "('x', now())"),
+        (fastpath._PG_MANY, "('x')", "pk_customer_entitlements"),
+        (resolve._LOOK_UP_PG, "('t', 'c', 'f', now())", "ix_customer_entitlements_pair_from"),
+        (queries._TAKE_PROVEN, "('x', now())", " using "),
     ]
     try:
         async with db.driver_transaction() as conn:
             await conn.execute("ANALYZE")
-            for n, (sql, args) in enumerate(statements):
+            for n, (sql, args, index) in enumerate(statements):
                 await conn.execute(f"PREPARE hot{n} AS {sql}")
                 plan = "\n".join(r[0] for r in await conn.fetch(f"EXPLAIN EXECUTE hot{n}{args}"))
                 assert "Seq Scan" not in plan, plan
+                reads = [line for line in plan.splitlines() if " on customer_entitlements " in line]
+                assert reads and all(index in line for line in reads), plan
     finally:
         await db.dispose()
