@@ -100,9 +100,9 @@ def remembered(tenant_id: str, customer: str, feature: str) -> Target | None:
 
 # The customer and the feature each by its key, else by its id (COALESCE reads the second only
 # when the first found nothing: a key wins over another row's equal id), once (MATERIALIZED),
-# then the row in force by (tenant, customer, feature, active_from), the pair given as values
-# (a join on k's columns let a planner without statistics scan every row of the tenant). Each
-# part is an index look-up, whatever the tables' statistics say.
+# then the row in force by the (customer, feature, active_from) index, the pair given as values
+# (with a join on k's columns, a planner without statistics scanned every row of the tenant).
+# Each part is an index look-up, whatever the tables' statistics say.
 _COLUMNS = tuple(column.name for column in CustomerEntitlement.__table__.columns)
 _LOOK_UP = (
     "WITH k AS MATERIALIZED (SELECT"
