@@ -74,6 +74,11 @@ async def _admin_execute(sql: str) -> None:
 @pytest.fixture(scope="session")
 def postgres_database() -> Iterator[str]:
     """A throwaway database on the server, migrated once per run, dropped at the end."""
+    yield from migrated_postgres_database()
+
+
+def migrated_postgres_database() -> Iterator[str]:
+    """Create and migrate a database of its own; yield its URL; drop it afterwards."""
     name = f"allotment_test_{uuid.uuid4().hex[:10]}"
     try:
         run_blocking(_admin_execute(f'CREATE DATABASE "{name}"'))

@@ -3,21 +3,18 @@
 from __future__ import annotations
 
 import asyncio
-import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 import pytest
-from sqlalchemy import make_url
 
 from allotment.config import Settings
 from allotment.db import Database
 from allotment.entitlements import check as full
 from allotment.entitlements import fastpath, queries, resolve
-from allotment.migrate import upgrade
 from allotment.types import to_micros, utcnow
-from tests.conftest import POSTGRES_URL, _admin_execute, run_blocking
+from tests.conftest import migrated_postgres_database
 from tests.entitlements.catalogue import boolean, customer, feature, metered, ok, plan, subscribe
 from tests.entitlements.test_grants import T0, _clockwork, day
 
@@ -255,12 +252,7 @@ async def test_names_holding_control_characters_are_unknown_not_an_error(tenant)
 @pytest.fixture
 def empty_postgres_database() -> Iterator[str]:
     """A migrated PostgreSQL database of its own, with every table still empty."""
-    name = f"allotment_test_{uuid.uuid4().hex[:10]}"
-    run_blocking(_admin_execute(f'CREATE DATABASE "{name}"'))
-    url = make_url(POSTGRES_URL).set(database=name).render_as_string(hide_password=False)
-    upgrade(url)
-    yield url
-    run_blocking(_admin_execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    yield from migrated_postgres_database()
 
 
 async def test_hot_path_plans_made_on_an_empty_database_still_use_indexes(empty_postgres_database):

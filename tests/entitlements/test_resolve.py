@@ -79,14 +79,16 @@ async def test_unknown_names_raise_not_found_naming_them(tenant, db):
 
 
 async def test_a_feature_without_entitlement_resolves_to_no_row_and_is_not_remembered(tenant, db):
-    await _setup(tenant.client)
-    await feature(tenant.client, "unlisted")
+    acme = await _setup(tenant.client)
+    unlisted = await feature(tenant.client, "unlisted")
     found = await resolve.target_outside(db, tenant.id, "acme", "unlisted", utcnow())
-    assert found.row is None and found.feature_id
+    assert (found.customer_id, found.feature_id, found.row) == (acme["id"], unlisted["id"], None)
     assert resolve.remembered(tenant.id, "acme", "unlisted") is None
 
 
 async def test_other_tenants_names_do_not_resolve(tenant, other_tenant, db):
     await _setup(tenant.client)
-    with pytest.raises(NotFound):
+    await feature(other_tenant.client, "sso")
+    with pytest.raises(NotFound) as raised:
         await resolve.target_outside(db, other_tenant.id, "acme", "sso", utcnow())
+    assert (raised.value.kind, raised.value.key) == ("customer", "acme")
