@@ -135,38 +135,108 @@ async def test_body_too_large_is_413(tenant):
 
 
 @pytest.mark.parametrize(
-    "path", ["/v1/customers/a%00b", "/v1/events?subject=a%00", "/api/v1/meters/a%00", "/v1/meters/x/query?subject=%00"]
+    ("path", "field"),
+    [("/v1/customers/a%00b", "path"), ("/v1/events?subject=a%00", "subject"), ("/api/v1/meters/a%00", "path"),
+     ("/v1/meters/x/query?subject=%00", "subject")],
 )
-async def test_nul_in_a_path_or_query_is_400_on_every_backend(tenant, path):
+async def test_nul_in_a_path_or_query_is_400_naming_where_on_every_backend(tenant, path, field):
     """No key, name or filter may hold NUL (PostgreSQL text cannot): 400 on both backends."""
-    assert_problem(await tenant.client.get(path), 400)
+    assert_problem(await tenant.client.get(path), 400, field)
 
 
 @pytest.mark.parametrize(
-    "body",
+    ("body", "field"),
     [
-        {"customer": "a\u0000", "feature": "f"},
-        {"customer": "a", "feature": "f", "idempotency_key": "k\u0000"},
+        ({"customer": "a\u0000", "feature": "f"}, "customer"),
+        ({"customer": "a", "feature": "f", "idempotency_key": "k\u0000"}, "idempotency_key"),
     ],
 )
-async def test_nul_in_a_check_is_a_4xx(tenant, body):
-    resp = await tenant.client.post("/v1/check", json=body)
-    assert 400 <= resp.status_code < 500, resp.text
+async def test_nul_in_a_check_is_refused_by_field(tenant, body, field):
+    assert_problem(await tenant.client.post("/v1/check", json=body), 422, field)
 
 
-async def test_nul_in_a_subject_key_on_the_openmeter_surface_is_never_a_500(tenant):
-    resp = await tenant.client.post("/api/v1/subjects", json=[{"key": "ok"}, {"key": "a\u0000b"}])
-    assert resp.status_code in (200, 400), resp.text
-    if resp.status_code == 400:
-        assert "NUL" in resp.json()["detail"]
+@pytest.mark.parametrize(
+    ("path", "body", "field"),
+    [
+        ("/v1/customers", {"key": "acme", "name": "a\u0000b"}, "name"),
+        ("/v1/customers", {"key": "acme", "name": "x", "subject_keys": ["s\u0000"]}, "subject_keys[0]"),
+        ("/v1/customers", {"key": "acme", "name": "x", "metadata": {"deep": [{"k\u0000": 1}]}}, "metadata.deep[0].k\u0000"),
+        ("/v1/webhook-endpoints", {"url": "https://example.com/h\u0000"}, "url"),
+        ("/api/v1/subjects", [{"key": "ok"}, {"key": "a\u0000b"}], "[1].key"),
+    ],
+)
+async def test_nul_in_a_stored_field_is_refused_by_field_on_every_backend(tenant, path, body, field):
+    """SQLite could store it and PostgreSQL cannot: both refuse it, naming the field."""
+    resp = await tenant.client.post(path, json=body)
+    assert resp.status_code in (400, 422), resp.text
+    assert field in [e["field"] for e in resp.json()["errors"]], resp.text
+    assert "NUL" in resp.json()["detail"]
 
 
-async def test_nul_in_a_stored_field_is_never_a_500(tenant):
-    """SQLite stores it as given; PostgreSQL cannot, and says so with a 400."""
-    resp = await tenant.client.post("/v1/customers", json={"key": "acme", "name": "x", "subject_keys": ["s\u0000"]})
-    assert resp.status_code in (201, 400), resp.text
-    if resp.status_code == 400:
-        assert "NUL" in resp.json()["detail"]
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b'{"key": "acme", "name": "x", "metadata": {"a": "\\ud800"}}',  # an unpaired surrogate
+        b'{"key": "acme", "name": "x", "metadata": {"a": NaN}}',
+        b'{"key": "acme", "name": "x", "metadata": {"a": Infinity}}',
+        b'{"key": "acme", "name": ' + b"[" * 5000 + b"]" * 5000 + b"}",
+    ],
+)
+@pytest.mark.parametrize("path", ["/v1/customers", "/api/v1/customers"])
+async def test_json_no_database_can_store_is_a_400_naming_the_body(tenant, raw, path):
+    """Python's parser takes NaN, Infinity, unpaired surrogates; nothing may reach storage."""
+    resp = await tenant.client.post(path, content=raw, headers={"content-type": "application/json"})
+    assert_problem(resp, 400, "body")
+    assert (await tenant.client.get("/v1/customers/acme")).status_code == 404
+
+
+@pytest.mark.parametrize("path", ["/v1/events", "/api/v1/events"])
+async def test_events_nested_past_the_stack_are_a_400(tenant, path):
+    raw = b"[" * 10000 + b"]" * 10000
+    resp = await tenant.client.post(path, content=raw, headers={"content-type": "application/json"})
+    assert_problem(resp, 400, "body")
+    assert "nested too deeply" in resp.json()["detail"]
+
+
+@pytest.mark.parametrize("value", ["2026-12-01T00:00:00", "2026-12-01"])
+@pytest.mark.parametrize("path", ["/v1/meters/tokens/query", "/v1/events", "/v1/reports/overdraft"])
+async def test_a_time_without_offset_in_a_native_filter_is_a_422(tenant, path, value):
+    """Native times carry their offset, as documented; the OpenMeter surface reads UTC."""
+    await tenant.client.post("/v1/meters", json=meter())
+    assert_problem(await tenant.client.get(path, params={"from": value}), 422, "from")
+
+
+async def test_a_query_naming_more_subjects_than_allowed_is_a_422(tenant):
+    await tenant.client.post("/v1/meters", json=meter())
+    many = [f"s{i}" for i in range(1001)]
+    assert_problem(await tenant.client.post("/v1/meters/tokens/query", json={"subject": many}), 422, "subject")
+    resp = await tenant.client.post("/v1/meters/tokens/query", json={"subject": many[:1000]})
+    assert resp.status_code == 200, resp.text
+
+
+async def test_an_openmeter_subject_display_name_past_its_column_is_refused(tenant):
+    resp = await tenant.client.post("/api/v1/subjects", json=[{"key": "dn", "displayName": "x" * 257}])
+    assert resp.status_code == 400, resp.text
+    assert (await tenant.client.post("/api/v1/subjects", json=[{"key": "dn", "displayName": "x" * 256}])).status_code == 200
+
+
+async def test_a_garbage_cursor_names_the_cursor(tenant):
+    assert_problem(await tenant.client.get("/v1/customers", params={"cursor": "%"}), 400, "cursor")
+
+
+@pytest.mark.parametrize("path", ["/v1/check", "/v1/reservations"])
+async def test_an_empty_idempotency_key_header_is_refused(tenant, path):
+    body = {"customer": "c", "feature": "f", "quantity": 1, "ttl_seconds": 60}
+    if path == "/v1/check":
+        body = {"customer": "c", "feature": "f"}
+    resp = await tenant.client.post(path, json=body, headers={"Idempotency-Key": ""})
+    assert_problem(resp, 422, "Idempotency-Key")
+
+
+async def test_idempotency_keys_in_body_and_header_must_agree(tenant):
+    body = {"customer": "c", "feature": "f", "idempotency_key": "one"}
+    resp = await tenant.client.post("/v1/check", json=body, headers={"Idempotency-Key": "two"})
+    assert_problem(resp, 422, "idempotency_key")
 
 
 async def test_an_integer_beyond_64_bits_in_event_data_is_listed_back_exactly(tenant):

@@ -52,6 +52,18 @@ async def test_worked_example_allow_then_overdraft_then_hard_limit_deny(tenant):
     assert denials["next_cursor"] is None
 
 
+async def test_one_consume_larger_than_the_hard_limit_is_denied(tenant):
+    """Asking for more than the cap at once, on a fresh counter or a used one, is a deny."""
+    c = tenant.client
+    await _metered_customer(c, 1_000_000, 1_000_000, 1_500_000)
+    fresh = await _check(c, quantity=1_500_001, consume=True)
+    assert (fresh["decision"], fresh["reason"], fresh["usage"]) == ("deny", "hard_limit", 0)
+    await _check(c, quantity=1_400_000, consume=True)
+    used = await _check(c, quantity=1_600_000, consume=True)
+    assert (used["decision"], used["reason"], used["usage"]) == ("deny", "hard_limit", 1_400_000)
+    assert (await _check(c, quantity=100_000, consume=True))["usage"] == 1_500_000
+
+
 async def test_check_without_consume_counts_nothing(tenant):
     c = tenant.client
     await _metered_customer(c, 10, None, 10)

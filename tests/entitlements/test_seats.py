@@ -158,6 +158,29 @@ async def test_heartbeat_keeps_a_lease_alive_past_its_original_expiry(tenant, db
     assert released.active == 0
 
 
+async def test_a_heartbeat_renews_a_lease_by_the_ttl_it_was_taken_with(tenant, db):
+    """A client that asked for a 30 s lease and then crashed frees its seat, heartbeat or not."""
+    await _seats_customer(tenant.client, 1, None, 1)  # the plan sets no lease length
+    t0 = utcnow() + timedelta(seconds=1)
+    first = await _service(db, tenant.id, "activate", "alice", t0, lease_ttl_seconds=30)
+    assert first.expires_at == t0 + timedelta(seconds=30)
+    beat = await _service(db, tenant.id, "heartbeat", "alice", t0 + timedelta(seconds=20))
+    assert beat.expires_at == t0 + timedelta(seconds=50)
+    longer = await _service(db, tenant.id, "heartbeat", "alice", t0 + timedelta(seconds=40), lease_ttl_seconds=60)
+    assert longer.expires_at == t0 + timedelta(seconds=100)
+    again = await _service(db, tenant.id, "heartbeat", "alice", t0 + timedelta(seconds=90))
+    assert again.expires_at == t0 + timedelta(seconds=150)  # the length last asked for
+    after = await _service(db, tenant.id, "activate", "bob", t0 + timedelta(seconds=150))
+    assert (after.decision.decision, after.active) == ("allow", 1)
+
+
+async def test_a_lease_taken_without_expiry_keeps_none_on_heartbeat(tenant, db):
+    await _seats_customer(tenant.client, 1, None, 1)
+    t0 = utcnow() + timedelta(seconds=1)
+    assert (await _service(db, tenant.id, "activate", "alice", t0)).expires_at is None
+    assert (await _service(db, tenant.id, "heartbeat", "alice", t0 + timedelta(days=9))).expires_at is None
+
+
 async def _race(clients: list[httpx.AsyncClient], n: int) -> list[dict[str, Any]]:
     responses = await asyncio.gather(*(
         clients[i % len(clients)].post("/v1/customers/acme/seats/seats/activate", json={"item": f"item-{i}"})

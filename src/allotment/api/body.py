@@ -1,10 +1,21 @@
-"""Reading request bodies with a size limit (413 past it, before the whole body is buffered)."""
+"""Reading request bodies: a size limit (413 past it, before the whole body is buffered), and
+what no endpoint may be given whatever its schema (`problem_in`)."""
 
 from __future__ import annotations
 
+import re
+from typing import Any
+
+import msgspec
 from fastapi import Request
 
-from allotment.errors import PayloadTooLarge
+from allotment.errors import (
+    AllotmentError,
+    FieldError,
+    MalformedRequest,
+    PayloadTooLarge,
+    ValidationFailed,
+)
 
 
 async def read_limited(request: Request, limit: int) -> bytes:
@@ -18,3 +29,66 @@ async def read_limited(request: Request, limit: int) -> bytes:
             raise PayloadTooLarge(f"body exceeds {limit} bytes")
         chunks.append(chunk)
     return b"".join(chunks)
+
+
+# Paths whose bodies are read by their own decoders (per-event problems, NUL refused by field).
+SELF_DECODED = frozenset({"/v1/check", "/v1/events", "/api/v1/events"})
+_UNPAIRED = re.compile(rb"\\u[dD][89a-fA-F][0-9a-fA-F]{2}")
+_NUL = "must not contain the NUL character (\\u0000)"
+
+
+def problem_in(body: bytes, content_type: str | None) -> AllotmentError | None:
+    """What makes a JSON request body unfit for any endpoint, found before the endpoint reads it.
+
+    Python's parser, which the framework uses, accepts what JSON forbids and no database can
+    store: NaN and Infinity (SQLite's JSON turned them into null, PostgreSQL refused them),
+    unpaired UTF-16 surrogates (not text at all) and nesting that exhausts the stack. Strings
+    holding NUL are refused by field, on both backends: PostgreSQL text cannot hold one, so
+    SQLite must not keep one either. A body that is not declared as JSON is left to the
+    endpoint's own validation, which names the body.
+    """
+    if not body.strip() or (content_type is not None and not _is_json(content_type)):
+        return None
+    try:
+        value = _decoder.decode(body)
+    except msgspec.ValidationError:
+        return None  # a number beyond a double: JSON by grammar, refused by field downstream
+    except msgspec.DecodeError as exc:
+        reason = str(exc)
+        if _UNPAIRED.search(body) and "truncated" in reason:
+            reason = "a string holds an unpaired UTF-16 surrogate escape, which is not text"
+        return MalformedRequest(f"body is not valid JSON: {reason}", errors=[FieldError("body", reason)])
+    except RecursionError:
+        reason = "nested too deeply"
+        return MalformedRequest(f"body is not valid JSON: {reason}", errors=[FieldError("body", reason)])
+    if b"\\u0000" in body:  # JSON text holds NUL only as this escape
+        where = _nul_in(value, "")
+        if where is not None:
+            return ValidationFailed.on(where or "body", _NUL)
+    return None
+
+
+_decoder = msgspec.json.Decoder()
+
+
+def _is_json(content_type: str) -> bool:
+    media = content_type.split(";", 1)[0].strip().lower()
+    return media == "application/json" or media.endswith("+json")
+
+
+def _nul_in(value: Any, path: str) -> str | None:
+    """The path of the first key or string holding NUL, as validation errors name fields."""
+    if isinstance(value, str):
+        return path if "\x00" in value else None
+    if isinstance(value, dict):
+        for key, item in value.items():
+            inner = f"{path}.{key}" if path else str(key)
+            if "\x00" in key:
+                return inner
+            if (found := _nul_in(item, inner)) is not None:
+                return found
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            if (found := _nul_in(item, f"{path}[{index}]")) is not None:
+                return found
+    return None

@@ -13,7 +13,7 @@ from starlette.datastructures import State
 
 from allotment.config import Settings
 from allotment.db import Database
-from allotment.errors import Forbidden, MalformedRequest, Unauthenticated
+from allotment.errors import FieldError, Forbidden, MalformedRequest, Unauthenticated
 from allotment.tenancy import service as tenancy
 from allotment.tenancy.service import Principal, Scope
 
@@ -140,9 +140,14 @@ def decode_cursor(cursor: str | None) -> str | None:
         text = base64.b64decode(cursor + "=" * (-len(cursor) % 4), altchars=b"-_", validate=True).decode()
     except (ValueError, UnicodeDecodeError):
         text = ""
-    if not text.startswith(_CURSOR_MARK):
-        raise MalformedRequest("cursor: is not a cursor this API returned")
+    if not text.startswith(_CURSOR_MARK) or "\x00" in text:
+        raise bad_cursor()
     return text.removeprefix(_CURSOR_MARK)
+
+
+def bad_cursor() -> MalformedRequest:
+    reason = "is not a cursor this API returned"
+    return MalformedRequest(f"cursor: {reason}", errors=[FieldError("cursor", reason)])
 
 
 Limit = Annotated[int, Query(ge=1, le=1000, description="Page size (default 50, max 1000).")]

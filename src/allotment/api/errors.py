@@ -88,7 +88,8 @@ def _on_validation(_: Request, exc: Exception) -> Json:
     errors = []
     for err in exc.errors():
         if err.get("type") == "json_invalid":
-            return problem(400, "malformed_request", "Malformed request", "body is not valid JSON")
+            return problem(400, "malformed_request", "Malformed request", "body is not valid JSON",
+                           [FieldError("body", "is not valid JSON")])
         message = str(err.get("msg", "is invalid"))
         message = message.removeprefix("Value error, ")
         errors.append(FieldError(_field_name(tuple(err.get("loc", ()))), message))
@@ -165,6 +166,12 @@ def render(request: Request, exc: Exception) -> Response:
     if isinstance(exc, pydantic.ValidationError):
         return _on_pydantic(request, exc)
     return _on_storage(request, exc)
+
+
+def answer(request: Request, exc: Exception) -> Response:
+    """What the installed handlers answer for `exc`, in the dialect of the request's path, for
+    a request refused before the app routes it."""
+    return _dialect(render)(request, exc)
 
 
 def _on_storage(request: Request, exc: Exception) -> Json:

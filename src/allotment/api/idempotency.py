@@ -59,6 +59,16 @@ class Idempotency:
         return Response(body, status_code=status_code, media_type="application/json")
 
 
+def one_idempotency_key(in_body: str | None, in_header: str | None) -> str | None:
+    """The request's idempotency key, from its body or its header; both may be given only
+    when they agree, and the header (the body's field has its own schema) must be usable."""
+    if in_header is not None and not 1 <= len(in_header) <= 255:
+        raise ValidationFailed.on(HEADER, "must be 1 to 255 characters")
+    if in_body is not None and in_header is not None and in_body != in_header:
+        raise ValidationFailed.on("idempotency_key", "differs from the Idempotency-Key header")
+    return in_body if in_body is not None else in_header
+
+
 async def _idempotency(request: Request, principal: Admin, session: WriteSession) -> Idempotency:
     key = request.headers.get(HEADER)
     fingerprint = hashlib.sha256(

@@ -50,5 +50,5 @@ class CustomerRead(BaseModel):
 
 class SubjectUpsert(BaseModel):
     key: str = Field(min_length=1, max_length=256)
-    display_name: str | None = None
+    display_name: str | None = Field(default=None, max_length=256)
     metadata: dict[str, Any] | None = None

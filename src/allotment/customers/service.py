@@ -191,9 +191,16 @@ async def owners_of_subjects(
         .join(Customer, Customer.id == CustomerSubject.customer_id)
         .where(CustomerSubject.tenant_id == tenant_id)
     )
-    if subjects is not None:
-        stmt = stmt.where(CustomerSubject.subject_key.in_(subjects))
-    return {subject: key for subject, key in await session.execute(stmt)}
+    if subjects is None:
+        return {subject: key for subject, key in await session.execute(stmt)}
+    owners: dict[str, str] = {}
+    for i in range(0, len(subjects), _IN_CHUNK):  # each database caps a statement's parameters
+        chunk = stmt.where(CustomerSubject.subject_key.in_(subjects[i : i + _IN_CHUNK]))
+        owners.update({subject: key for subject, key in await session.execute(chunk)})
+    return owners
+
+
+_IN_CHUNK = 10_000
 
 
 async def upsert_subject(session: AsyncSession, tenant_id: str, data: SubjectUpsert, *, at: datetime) -> Subject:

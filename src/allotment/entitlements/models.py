@@ -299,6 +299,8 @@ class SeatLease(Base):
     activated_at: Mapped[datetime] = mapped_column(UTCDateTime())
     expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
     released_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    # The lease length last asked for, which a heartbeat without one renews by (NULL: none).
+    lease_ttl_seconds: Mapped[int | None] = mapped_column(Integer, nullable=True)
 
 
 class SeatSpan(Base):

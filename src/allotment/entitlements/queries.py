@@ -264,9 +264,11 @@ async def take_whole_on(connection: Any, wanted: dict[Counter, tuple[int, int]])
 
 
 def _take_whole_args(wanted: dict[Counter, tuple[int, int]]) -> list[Any]:
-    # A sum above its hard limit can never be taken whole (and may not fit 64 bits).
+    # A sum above its hard limit can never be taken whole (and may not fit 64 bits); when no
+    # sum fits, the statement still gets its five (empty) arrays and takes nothing.
     keys = sorted(k for k, (quantity, hard) in wanted.items() if quantity <= hard)
-    return [*map(list, zip(*keys, strict=True)), [wanted[k][0] for k in keys], [wanted[k][1] for k in keys]]
+    tenants, entitlements, periods = ([list(c) for c in zip(*keys, strict=True)] if keys else [[], [], []])
+    return [tenants, entitlements, periods, [wanted[k][0] for k in keys], [wanted[k][1] for k in keys]]
 
 
 def _taken(rows: Any, wanted: dict[Counter, tuple[int, int]]) -> dict[Counter, tuple[int, int]]:

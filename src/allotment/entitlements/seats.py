@@ -53,6 +53,7 @@ class SeatResult:
 class _Lease:
     expires_at: datetime | None
     released_at: datetime | None
+    ttl: int | None
 
     def live(self, at: datetime) -> bool:
         return self.released_at is None and (self.expires_at is None or self.expires_at > at)
@@ -76,14 +77,15 @@ async def activate(
         await _record_denial(session, tenant_id, customer_id, feature_id, decision, at)
         return SeatResult(decision, 0, item, None)
     _require_seats(row, feature_key)
-    expires_at = _expiry(row, lease_ttl_seconds, at)
+    ttl = _ttl(row, lease_ttl_seconds)
+    expires_at = _expiry(ttl, at)
     await queries.adopt_seats(session, row, at=at)
     await queries.lock_seat_item(session, tenant_id, row.id, item)
     lease = await _lease(session, row, item)
     await _free_expired(session, row, at)
     if lease is not None and lease.live(at):
         await session.execute(
-            update(SeatLease).where(*_key(row, item)).values(expires_at=expires_at)
+            update(SeatLease).where(*_key(row, item)).values(expires_at=expires_at, lease_ttl_seconds=ttl)
         )
         active = await _active(session, row)
         return SeatResult(_standing(row, active), active, item, expires_at)
@@ -95,7 +97,7 @@ async def activate(
         decision = _judge(row, active)._replace(decision=Verdict.DENY, reason=Reason.HARD_LIMIT)
         await _record_denial(session, tenant_id, customer_id, feature_id, decision, at)
         return SeatResult(decision, active, item, None)
-    values = {"activated_at": at, "expires_at": expires_at, "released_at": None}
+    values = {"activated_at": at, "expires_at": expires_at, "released_at": None, "lease_ttl_seconds": ttl}
     if lease is None:
         await session.execute(
             insert(SeatLease).values(tenant_id=tenant_id, entitlement_id=row.id, item=item, **values)
@@ -120,20 +122,32 @@ async def heartbeat(
     lease_ttl_seconds: int | None = None,
     at: datetime,
 ) -> SeatResult:
-    """Extend the live lease of `item` to at + TTL.
+    """Extend the live lease of `item` to at + TTL: the one given, else the one the lease was
+    taken or last renewed with (a lease without expiry keeps none).
 
     An item never activated is a 404 (`seat_not_found`); one whose lease was released or
     expired is a 409: its seat is gone and it must be activated again.
     """
     at = as_utc(at)
     row = await _seats_entitlement(session, tenant_id, customer_key, feature_key, at)
-    expires_at = _expiry(row, lease_ttl_seconds, at)
+    if lease_ttl_seconds is not None:
+        _expiry(lease_ttl_seconds, at)  # a bad length is refused before anything is locked
     await queries.adopt_seats(session, row, at=at)
     await queries.lock_seat_item(session, tenant_id, row.id, item)
     lease = await _lease(session, row, item)
     await _free_expired(session, row, at)
     _require_live(lease, item, at, "heartbeat")
-    await session.execute(update(SeatLease).where(*_key(row, item)).values(expires_at=expires_at))
+    assert lease is not None
+    if lease_ttl_seconds is not None:
+        ttl: int | None = lease_ttl_seconds
+    elif lease.ttl is not None or lease.expires_at is None:
+        ttl = lease.ttl
+    else:  # taken before leases kept their length: the entitlement's, else keep the expiry
+        ttl = row.lease_ttl_seconds
+    expires_at = lease.expires_at if ttl is None and lease.expires_at is not None else _expiry(ttl, at)
+    await session.execute(
+        update(SeatLease).where(*_key(row, item)).values(expires_at=expires_at, lease_ttl_seconds=ttl)
+    )
     active = await _active(session, row)
     return SeatResult(_standing(row, active), active, item, expires_at)
 
@@ -186,8 +200,12 @@ def _require_seats(row: CustomerEntitlement, feature_key: str) -> None:
         )
 
 
-def _expiry(row: CustomerEntitlement, lease_ttl_seconds: int | None, at: datetime) -> datetime | None:
-    ttl = row.lease_ttl_seconds if lease_ttl_seconds is None else lease_ttl_seconds
+def _ttl(row: CustomerEntitlement, lease_ttl_seconds: int | None) -> int | None:
+    """The lease length asked for, else the entitlement's (None: no expiry)."""
+    return row.lease_ttl_seconds if lease_ttl_seconds is None else lease_ttl_seconds
+
+
+def _expiry(ttl: int | None, at: datetime) -> datetime | None:
     if ttl is None:
         return None
     if ttl < 1:
@@ -207,12 +225,12 @@ async def _lease(session: AsyncSession, row: CustomerEntitlement, item: str) -> 
     """The item's lease row, locked for this transaction (FOR UPDATE; a no-op on SQLite)."""
     found = (
         await session.execute(
-            select(SeatLease.expires_at, SeatLease.released_at)
+            select(SeatLease.expires_at, SeatLease.released_at, SeatLease.lease_ttl_seconds)
             .where(*_key(row, item))
             .with_for_update()
         )
     ).first()
-    return None if found is None else _Lease(found.expires_at, found.released_at)
+    return None if found is None else _Lease(found.expires_at, found.released_at, found.lease_ttl_seconds)
 
 
 async def _keep_span(session: AsyncSession, row: CustomerEntitlement, item: str) -> None:

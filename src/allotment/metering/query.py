@@ -39,6 +39,9 @@ SPECIAL_GROUPS = ("subject", "customer")
 MAX_WINDOWS = 10_000
 
 
+# Subjects or customers one query may name; beyond that, group by them instead.
+MAX_FILTER_KEYS = 1000
+
 @dataclass
 class MeterQuery:
     start_us: int | None
@@ -246,10 +249,10 @@ async def _read_width(
         lite_where.append("(bucket >= ? AND bucket < ?)")
     subject_pg = subject_lite = ""
     if subjects is not None:
-        first = len(args) + 1
-        args += subjects
-        subject_pg = " AND subject IN (" + ",".join(f"${first + i}" for i in range(len(subjects))) + ")"
-        subject_lite = " AND subject IN (" + ",".join("?" * len(subjects)) + ")"
+        # One parameter however many subjects: each database caps a statement's parameters.
+        args.append(codec.dumps(subjects))
+        subject_pg = f" AND subject IN (SELECT json_array_elements_text(${len(args)}::json))"
+        subject_lite = " AND subject IN (SELECT value FROM json_each(?))"
     group = "" if grouping else f" GROUP BY bucket, {'subject, ' if need_subject else ''}group_key"
 
     def sql(measure: str, where: list[str], subject_sql: str, p: tuple[str, str, str]) -> str:

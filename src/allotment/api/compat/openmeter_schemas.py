@@ -27,7 +27,7 @@ from allotment.entitlements.standing import recurrence_of
 from allotment.entitlements.state import EntitlementState
 from allotment.metering.events import EventView
 from allotment.metering.models import Meter
-from allotment.metering.query import Row
+from allotment.metering.query import MAX_FILTER_KEYS, Row
 from allotment.metering.windows import WindowSize
 from allotment.types import Instant, LargeQuantity, PositiveQuantity, from_micros
 
@@ -59,8 +59,8 @@ class MeterQueryIn(_In):
     to: Instant | None = None
     window_size: WindowSize | None = None
     window_time_zone: str | None = None  # UTC
-    subject: list[str] | None = None
-    filter_customer_id: list[str] | None = None
+    subject: list[str] | None = Field(default=None, max_length=MAX_FILTER_KEYS)
+    filter_customer_id: list[str] | None = Field(default=None, max_length=MAX_FILTER_KEYS)
     filter_group_by: dict[str, Any] | None = None
     advanced_meter_group_by_filters: dict[str, Any] | None = None
     group_by: list[str] | None = None
@@ -68,7 +68,7 @@ class MeterQueryIn(_In):
 
 class SubjectUpsertIn(_In):
     key: str = Field(min_length=1, max_length=256)
-    display_name: str | None = None
+    display_name: str | None = Field(default=None, max_length=256)
     metadata: dict[str, Any] | None = None
 
 

@@ -10,6 +10,7 @@ from starlette.types import Receive, Scope, Send
 
 from allotment import codec
 from allotment.api import errors
+from allotment.api.body import problem_in
 from allotment.api.deps import (
     ALLOWED,
     Cursor,
@@ -20,6 +21,7 @@ from allotment.api.deps import (
     page,
     principal_of,
 )
+from allotment.api.idempotency import one_idempotency_key
 from allotment.db import Database
 from allotment.entitlements import check as service
 from allotment.entitlements import fastpath, upsell_hint
@@ -30,7 +32,7 @@ from allotment.entitlements.schemas import (
     DenialRead,
     UpsellHintRead,
 )
-from allotment.errors import Forbidden, MalformedRequest, ValidationFailed
+from allotment.errors import FieldError, Forbidden, MalformedRequest
 from allotment.types import utcnow
 
 router = APIRouter(tags=["check"])
@@ -51,11 +53,13 @@ def check_body(result: service.CheckResult, upsell: UpsellHintRead | None = None
 
 
 def _check_in(body: bytes) -> CheckIn:
+    if b"\\u0000" in body and (bad := problem_in(body, None)) is not None:
+        raise bad  # the answer any endpoint gives, whatever the backend
     try:
         return CheckIn.model_validate_json(body)
     except pydantic.ValidationError as exc:
         if any(e["type"] == "json_invalid" for e in exc.errors()):
-            raise MalformedRequest("body is not valid JSON") from None
+            raise MalformedRequest("body is not valid JSON", errors=[FieldError("body", "is not valid JSON")]) from None
         raise  # a 422 naming each field
 
 
@@ -87,9 +91,7 @@ async def _answer(state: State, authorization: str, idempotency_key: str | None,
     data = _check_in(body)
     if data.consume and principal.scope not in ALLOWED["ingest"]:
         raise Forbidden(f"this API key has scope '{principal.scope}'; consuming needs 'ingest'")
-    key = data.idempotency_key or idempotency_key
-    if key is not None and not 1 <= len(key) <= 255:
-        raise ValidationFailed.on("Idempotency-Key", "must be 1 to 255 characters")
+    key = one_idempotency_key(data.idempotency_key, idempotency_key)
     request_ = service.CheckRequest(data.customer, data.feature, data.quantity, data.consume, key)
     db: Database = state.db
     at = utcnow()

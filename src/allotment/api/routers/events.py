@@ -30,7 +30,7 @@ from allotment.metering import ingest as ingest_service
 from allotment.metering import meters
 from allotment.metering.schemas import EventRead, IngestSummary, RejectedRead
 from allotment.metering.wire import binary_mode_event, decode
-from allotment.types import Instant, as_utc, from_micros, to_micros, utcnow
+from allotment.types import AwareInstant, as_utc, from_micros, to_micros, utcnow
 
 router = APIRouter(prefix="/v1/events", tags=["events"])
 
@@ -116,8 +116,8 @@ async def list_events(
     subject: Annotated[list[str] | None, Query()] = None,
     customer: Annotated[list[str] | None, Query()] = None,
     type: str | None = None,
-    from_: Annotated[Instant | None, Query(alias="from")] = None,
-    to: Instant | None = None,
+    from_: Annotated[AwareInstant | None, Query(alias="from")] = None,
+    to: AwareInstant | None = None,
     status: Annotated[Literal["counted", "unattributed", "duplicate"] | None, Query(
         description="counted or unattributed; duplicate: events that arrived more than once")] = None,
 ) -> dict[str, object]:

@@ -35,7 +35,7 @@ from allotment.metering.schemas import (
     QueryResult,
 )
 from allotment.metering.windows import WindowSize
-from allotment.types import Instant, as_utc, from_micros, to_micros, utcnow
+from allotment.types import AwareInstant, as_utc, from_micros, to_micros, utcnow
 
 router = APIRouter(prefix="/v1/meters", tags=["meters"])
 
@@ -76,12 +76,12 @@ async def delete_meter(meter_key: str, principal: Admin, session: WriteSession) 
 class QueryBody(BaseModel):
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
 
-    from_: Instant | None = Field(default=None, alias="from")
-    to: Instant | None = None
+    from_: AwareInstant | None = Field(default=None, alias="from")
+    to: AwareInstant | None = None
     window_size: WindowSize | None = None
     window_time_zone: str = "UTC"
-    subject: list[str] | None = None
-    customer: list[str] | None = None
+    subject: list[str] | None = Field(default=None, max_length=meter_query.MAX_FILTER_KEYS)
+    customer: list[str] | None = Field(default=None, max_length=meter_query.MAX_FILTER_KEYS)
     group_by: list[str] = Field(default_factory=list)
     filter_group_by: dict[str, list[str]] = Field(default_factory=dict)
 
@@ -166,12 +166,12 @@ async def query_meter(
     meter_key: str,
     principal: Reader,
     session: ReadSession,
-    from_: Annotated[Instant | None, Query(alias="from")] = None,
-    to: Instant | None = None,
+    from_: Annotated[AwareInstant | None, Query(alias="from")] = None,
+    to: AwareInstant | None = None,
     window_size: WindowSize | None = None,
     window_time_zone: str = "UTC",
-    subject: Annotated[list[str] | None, Query()] = None,
-    customer: Annotated[list[str] | None, Query()] = None,
+    subject: Annotated[list[str] | None, Query(max_length=meter_query.MAX_FILTER_KEYS)] = None,
+    customer: Annotated[list[str] | None, Query(max_length=meter_query.MAX_FILTER_KEYS)] = None,
     group_by: Annotated[list[str] | None, Query()] = None,
     filter_group_by: Annotated[
         list[str] | None, Query(description="`name:value`, repeatable; values of one name are OR-ed.")

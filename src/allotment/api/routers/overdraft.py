@@ -11,7 +11,7 @@ from fastapi import APIRouter, Query
 from allotment.api.deps import Cursor, Limit, Reader, ReadSession, decode_cursor, encode_cursor
 from allotment.entitlements import overdraft_report as service
 from allotment.entitlements.schemas import OverdraftEpisodeRead, OverdraftRead, PeriodOverageRead
-from allotment.types import Instant, as_utc, utcnow
+from allotment.types import AwareInstant, as_utc, utcnow
 
 router = APIRouter(tags=["reports"])
 _DEFAULT_WINDOW = timedelta(days=30)
@@ -22,8 +22,8 @@ _MICRO = Decimal("0.000001")
 async def overdraft_report(
     principal: Reader,
     session: ReadSession,
-    from_: Annotated[Instant | None, Query(alias="from", description="Default: 30 days before `to`.")] = None,
-    to: Annotated[Instant | None, Query(description="Default and latest: now.")] = None,
+    from_: Annotated[AwareInstant | None, Query(alias="from", description="Default: 30 days before `to`.")] = None,
+    to: Annotated[AwareInstant | None, Query(description="Default and latest: now.")] = None,
     customer: str | None = None,
     feature: str | None = None,
     limit: Limit = 50,

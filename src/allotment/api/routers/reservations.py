@@ -12,10 +12,11 @@ from fastapi import APIRouter, Header, Response
 from pydantic import BaseModel, ConfigDict, Field
 
 from allotment.api.deps import Db, Ingester, WriteSession
+from allotment.api.idempotency import one_idempotency_key
 from allotment.entitlements import reservations as service
 from allotment.entitlements.models import Reservation
 from allotment.entitlements.schemas import QuantityOut
-from allotment.errors import Conflict, ValidationFailed
+from allotment.errors import Conflict
 from allotment.types import PositiveQuantity, Quantity, from_micros, utcnow
 
 router = APIRouter(prefix="/v1/reservations", tags=["reservations"])
@@ -91,9 +92,7 @@ async def create(
     every other check and reservation. A retry with the same idempotency key returns the first
     reservation (200, `Idempotent-Replayed: true`) and holds nothing more.
     """
-    key = data.idempotency_key or idempotency_header
-    if key is not None and len(key) > 255:
-        raise ValidationFailed.on("Idempotency-Key", "must be 1 to 255 characters")
+    key = one_idempotency_key(data.idempotency_key, idempotency_header)
     request = service.ReservationRequest(data.customer, data.feature, data.quantity, data.ttl_seconds, key)
     held = await service.create(session, principal.tenant_id, request, at=utcnow())
     d = held.decision

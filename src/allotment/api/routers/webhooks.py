@@ -13,11 +13,12 @@ from allotment.api.deps import (
     Reader,
     ReadSession,
     WriteSession,
+    bad_cursor,
     decode_cursor,
     page,
 )
 from allotment.api.idempotency import Idempotent
-from allotment.errors import Conflict, MalformedRequest
+from allotment.errors import Conflict
 from allotment.notifications import history, service
 from allotment.notifications.models import WebhookEndpoint
 from allotment.notifications.schemas import (
@@ -68,7 +69,7 @@ def seq_cursor(cursor: str | None) -> int | None:
     if value is None:
         return None
     if not value.isdigit():
-        raise MalformedRequest("cursor: is not a cursor this API returned")
+        raise bad_cursor()
     return int(value)
 
 
