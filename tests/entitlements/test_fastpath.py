@@ -12,7 +12,7 @@ import pytest
 from allotment.config import Settings
 from allotment.db import Database
 from allotment.entitlements import check as full
-from allotment.entitlements import fastpath, queries, resolve
+from allotment.entitlements import fastpath, offers, queries, resolve
 from allotment.types import to_micros, utcnow
 from tests.conftest import migrated_postgres_database
 from tests.entitlements.catalogue import boolean, customer, feature, metered, ok, plan, subscribe
@@ -253,6 +253,19 @@ async def test_names_holding_control_characters_are_unknown_not_an_error(tenant)
 def empty_postgres_database() -> Iterator[str]:
     """A migrated PostgreSQL database of its own, with every table still empty."""
     yield from migrated_postgres_database()
+
+
+async def test_a_hot_path_read_without_an_index_is_not_compiled(empty_postgres_database):
+    """Without sequential scans such a read is priced past JIT's thresholds, and compiling it
+    cost 200-350 ms per check that answers overdraft or deny (the catalogue's stamp)."""
+    db = Database(Settings(database_url=empty_postgres_database))
+    try:
+        async with db.driver_transaction() as conn:
+            await conn.execute(f"PREPARE stamp AS {offers._STAMP_PG}")
+            plan = "\n".join(r[0] for r in await conn.fetch("EXPLAIN EXECUTE stamp('t')"))
+            assert "JIT" not in plan, plan
+    finally:
+        await db.dispose()
 
 
 async def test_hot_path_plans_made_on_an_empty_database_still_use_indexes(empty_postgres_database):
