@@ -254,9 +254,13 @@ def test_quantity_must_be_positive(quantity: Decimal) -> None:
     assert [e.field for e in info.value.errors] == ["quantity"]
 
 
-def test_negative_usage_is_rejected() -> None:
+def test_usage_corrected_below_zero_reads_as_none() -> None:
+    """Corrections past what was counted never credit more than the period includes."""
+    below = decide(MeteredEntitlement(D(10), hard_limit=D(10)), usage=D(-5), quantity=D(10), at=AT)
+    assert (below.decision, below.usage, below.balance) == (Verdict.ALLOW, D(0), D(10))
+    assert decide(MeteredEntitlement(D(10), hard_limit=D(10)), usage=D(-5), quantity=D(11), at=AT).decision is Verdict.DENY
     with pytest.raises(InvalidQuantity, match="usage"):
-        decide(MeteredEntitlement(D(10)), usage=D(-1), at=AT)
+        decide(MeteredEntitlement(D(10)), usage=D("NaN"), at=AT)
 
 
 def test_hard_limit_below_soft_limit_is_rejected() -> None:
@@ -415,9 +419,8 @@ def test_burn_matches_unit_by_unit_reference(
     )
 
 
-def test_burn_rejects_negative_usage() -> None:
-    with pytest.raises(InvalidQuantity, match="usage"):
-        burn([], D(0), D(-1), AT)
+def test_burn_reads_usage_below_zero_as_none() -> None:
+    assert burn([], D(5), D(-1), AT) == burn([], D(5), D(0), AT)
 
 
 # --- rollover -----------------------------------------------------------------------------------

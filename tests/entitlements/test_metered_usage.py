@@ -38,6 +38,21 @@ async def test_ingested_usage_is_seen_by_the_next_check(tenant):
     assert (await _usage(c, 11))["decision"] == "deny"
 
 
+async def test_events_taking_usage_below_zero_are_stored_with_their_batch(tenant):
+    """A correction larger than the period's usage is a fact like any other: stored, counted
+    by the meter, and read by checks as no usage (a period never credits beyond what it
+    includes)."""
+    c = tenant.client
+    await _setup(c, hard=100)
+    resp = await c.post("/v1/events", json=[event("acme-1", tokens=7, model="a"), event("acme-1", tokens=-50, model="a")])
+    assert (resp.status_code, resp.json()["accepted"]) == (200, 2), resp.text
+    state = await _usage(c, 100)
+    assert (state["usage"], state["balance"], state["decision"]) == (0, 100, "allow")
+    assert (await _usage(c, 101))["decision"] == "deny"
+    await c.post("/v1/events", json=[event("acme-1", tokens=60, model="a")])
+    assert (await _usage(c))["usage"] == 17  # the counter itself stayed exact
+
+
 async def test_duplicate_events_do_not_move_the_counter_twice(tenant):
     c = tenant.client
     await _setup(c, hard=100)

@@ -231,7 +231,7 @@ def decide_metered(
 ) -> Decision:
     """Live grants raise both limits by their amount: a prepaid top-up extends the cap too."""
     _require_positive(quantity)
-    _require_non_negative("usage", usage, InvalidQuantity)
+    usage = _period_usage(usage)
     _require_non_negative("reserved", reserved, InvalidQuantity)
     soft = ent.included if ent.soft_limit is None else ent.soft_limit
     hard = ent.hard_limit
@@ -317,7 +317,7 @@ def burn(grants: Iterable[Grant], included: Decimal, usage: Decimal, at: datetim
     burning u1 + u2).
     """
     _require_non_negative("included", included)
-    _require_non_negative("usage", usage, InvalidQuantity)
+    usage = _period_usage(usage)
     at = as_utc(at)
     from_included = min(included, usage)
     left = usage - from_included
@@ -373,6 +373,15 @@ def _require_non_negative(
 ) -> None:
     if not (value.is_finite() and value >= 0):
         raise error.on(name, f"must be a number of at least zero, got {value}")
+
+
+def _period_usage(usage: Decimal) -> Decimal:
+    """A period's usage as limits see it. Events may correct usage downwards (SUM of negative
+    values), past zero when a correction exceeds what was counted: the counter stays exact,
+    but a period never credits more than it includes, so below zero reads as zero."""
+    if not usage.is_finite():
+        raise InvalidQuantity.on("usage", f"must be a finite number, got {usage}")
+    return max(usage, ZERO)
 
 
 def _check_limits(included: Decimal, soft: Decimal | None, hard: Decimal | None) -> None:
