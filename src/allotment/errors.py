@@ -58,6 +58,12 @@ class Conflict(AllotmentError):
     title = "Conflict"
 
 
+class IdempotencyConflict(Conflict):
+    """An idempotency key reused for a different request."""
+
+    code = "idempotency_conflict"
+
+
 class Unauthenticated(AllotmentError):
     code = "unauthenticated"
     title = "Unauthenticated"

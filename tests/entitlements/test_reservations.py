@@ -9,12 +9,14 @@ from typing import Any
 
 import httpx
 import pytest
+from sqlalchemy import update
 
 from allotment.api.app import create_app
 from allotment.db import Database
 from allotment.entitlements import check as checks
 from allotment.entitlements import reservations as service
 from allotment.entitlements import state
+from allotment.entitlements.models import Reservation
 from allotment.errors import Conflict
 from allotment.types import utcnow
 from tests.entitlements.catalogue import customer, feature, metered, ok, plan, subscribe
@@ -139,7 +141,7 @@ async def test_idempotent_create(tenant):
     first = await _reserve(c, 30, idempotency_key="session-1")
     retry = await c.post("/v1/reservations", json={"customer": "driver", "feature": "kwh", "quantity": "30.0",
                                                    "ttl_seconds": 600, "idempotency_key": "session-1"})
-    assert retry.status_code == 200 and retry.headers["Idempotent-Replayed"] == "true"
+    assert retry.status_code == 201 and retry.headers["Idempotent-Replayed"] == "true"  # as the first
     assert retry.json()["reservation"]["id"] == first["reservation"]["id"]
     assert (retry.json()["decision"], retry.json()["reserved"]) == ("allow", 30)
     assert (await _check(c))["balance"] == 70  # held once
@@ -182,6 +184,19 @@ async def test_an_expired_reservation_gives_its_hold_back(tenant, db):
     assert second.reserved == 60
     taken = await _create(db, tenant.id, "60", at + timedelta(seconds=60))
     assert (taken.decision.decision, taken.reserved) == ("allow", 60)
+
+
+async def test_a_reservation_past_its_expiry_reads_as_expired_before_any_sweep(tenant, db):
+    """What GET says agrees with what a commit would answer, whenever the sweep comes."""
+    await _prepaid(tenant.client)
+    lapsed = (await _reserve(tenant.client, 30))["reservation"]
+    async with db.transaction() as session:  # its time runs out (no sleeping)
+        await session.execute(update(Reservation).where(Reservation.id == lapsed["id"])
+                              .values(expires_at=utcnow() - timedelta(seconds=1)))
+    body = await ok(await tenant.client.get(f"/v1/reservations/{lapsed['id']}"))
+    assert (body["status"], body["closed_at"]) == ("expired", body["expires_at"])
+    commit = await tenant.client.post(f"/v1/reservations/{lapsed['id']}/commit", json={"quantity": 1})
+    assert (commit.status_code, commit.json()["type"]) == (409, "reservation_expired")
 
 
 async def test_commit_or_release_after_expiry_is_409(tenant, db):

@@ -17,7 +17,7 @@ from pydantic import BaseModel
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from allotment.api.deps import Admin, WriteSession
-from allotment.errors import Conflict, ValidationFailed
+from allotment.errors import IdempotencyConflict, ValidationFailed
 from allotment.tenancy import idempotency as store
 from allotment.types import utcnow
 
@@ -83,7 +83,7 @@ async def _idempotency(request: Request, principal: Admin, session: WriteSession
     if stored is None:
         return Idempotency(session, principal.tenant_id, key, fingerprint)
     if stored.fingerprint != fingerprint:
-        raise Conflict(f"{HEADER} '{key}' was already used for a different request")
+        raise IdempotencyConflict(f"{HEADER} '{key}' was already used for a different request")
     raise Replayed(stored.status_code, stored.body)
 
 

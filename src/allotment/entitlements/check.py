@@ -48,7 +48,7 @@ from allotment.entitlements.engine import (
 )
 from allotment.entitlements.models import Consumption, CustomerEntitlement, UsageDenial
 from allotment.entitlements.periods import Interval, UsagePeriod
-from allotment.errors import Conflict, ValidationFailed
+from allotment.errors import IdempotencyConflict, ValidationFailed
 from allotment.types import new_id, to_micros
 
 _NUMBERS = ("usage", "included", "soft_limit", "hard_limit", "balance", "overage")
@@ -90,7 +90,7 @@ async def check(
     stored = await session.get(Consumption, (tenant_id, key))
     if stored is not None:
         if stored.fingerprint != request.fingerprint():
-            raise Conflict(f"idempotency_key '{key}' was already used for a different check")
+            raise IdempotencyConflict(f"idempotency_key '{key}' was already used for a different check")
         return decode(stored.response)._replace(replayed=True)
     result = await _check(session, tenant_id, request, at)
     session.add(Consumption(

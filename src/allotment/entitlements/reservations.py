@@ -37,7 +37,7 @@ from allotment.entitlements import features, grant_ends, notices, queries, stand
 from allotment.entitlements.engine import ZERO, Decision, Grant, Kind, Reason, Verdict, decide
 from allotment.entitlements.models import CustomerEntitlement, Reservation, UsageDenial
 from allotment.entitlements.periods import period_at
-from allotment.errors import Conflict, NotFound, ValidationFailed
+from allotment.errors import Conflict, IdempotencyConflict, NotFound, ValidationFailed
 from allotment.types import as_utc, from_micros, new_id
 
 OPEN = "open"
@@ -139,8 +139,7 @@ async def create(
         )
         if first is not None:
             if first.fingerprint != request.fingerprint():
-                raise conflict("idempotency_conflict",
-                               f"idempotency_key '{key}' was already used for a different reservation")
+                raise IdempotencyConflict(f"idempotency_key '{key}' was already used for a different reservation")
             return await _replay(session, first, at)
     customer = await customers.find(session, tenant_id, request.customer)
     feature = await features.get(session, tenant_id, request.feature)

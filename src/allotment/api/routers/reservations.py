@@ -71,11 +71,16 @@ class SettledRead(BaseModel):
     reserved: QuantityOut
 
 
-def reservation_read(r: Reservation) -> ReservationRead:
+def reservation_read(r: Reservation, *, at: datetime | None = None) -> ReservationRead:
+    """The reservation as of `at`: one still open past its expiry reads as expired, as the
+    sweep will record it (closed at its expiry), and as a commit would already answer."""
+    status, closed_at = r.status, r.closed_at
+    if status == "open" and at is not None and r.expires_at <= at:
+        status, closed_at = "expired", r.expires_at
     return ReservationRead(
-        id=r.id, status=r.status, customer_id=r.customer_id, feature_id=r.feature_id,  # type: ignore[arg-type]
+        id=r.id, status=status, customer_id=r.customer_id, feature_id=r.feature_id,  # type: ignore[arg-type]
         quantity=r.quantity, committed_quantity=r.committed_quantity, period_start=from_micros(r.period_start),
-        expires_at=r.expires_at, created_at=r.created_at, closed_at=r.closed_at,
+        expires_at=r.expires_at, created_at=r.created_at, closed_at=closed_at,
     )
 
 
@@ -102,7 +107,7 @@ async def create(
         usage=d.usage, reserved=held.reserved, included=d.included, soft_limit=d.soft_limit,
         hard_limit=d.hard_limit, balance=d.balance, period_start=held.period_start, period_end=held.period_end,
     )
-    status = 201 if held.reservation is not None and not held.replayed else 200
+    status = 201 if held.reservation is not None else 200  # a replay answers as the first did
     headers = {"Idempotent-Replayed": "true"} if held.replayed else None
     return Response(body.model_dump_json().encode(), status_code=status, media_type="application/json",
                     headers=headers)
@@ -111,7 +116,7 @@ async def create(
 @router.get("/{reservation_id}", response_model=ReservationRead)
 async def get(reservation_id: str, principal: Ingester, session: WriteSession) -> ReservationRead:
     """One reservation; 404 if unknown."""
-    return reservation_read(await service.get(session, principal.tenant_id, reservation_id))
+    return reservation_read(await service.get(session, principal.tenant_id, reservation_id), at=utcnow())
 
 
 @router.post("/{reservation_id}/commit", response_model=SettledRead)
