@@ -150,6 +150,16 @@ async def test_idempotent_consume_retry_is_counted_once(tenant):
     assert (await _check(c))["usage"] == 4
 
 
+async def test_an_idempotent_retry_in_overdraft_answers_the_same_document(tenant):
+    """The upsell hint of a replay is projected from the first answer's moment, not now."""
+    c = tenant.client
+    await _metered_customer(c, 10, 10, 1_000)
+    first = await _check(c, quantity=50, consume=True, idempotency_key="job-1")
+    assert first["decision"] == "allow_overdraft" and first["upsell"] is not None
+    await asyncio.sleep(0.01)  # the projection moves with time; the replay must not
+    assert await _check(c, quantity=50, consume=True, idempotency_key="job-1") == first
+
+
 async def test_idempotency_key_reused_with_another_body_is_409(tenant):
     c = tenant.client
     await _metered_customer(c, 10, None, 10)

@@ -77,6 +77,7 @@ class CheckResult(NamedTuple):  # a tuple: built on every check (see engine.Deci
     period_start: datetime | None = None
     period_end: datetime | None = None
     replayed: bool = False
+    decided_at: datetime | None = None  # of a replayed answer: when it was first given
 
 
 async def check(
@@ -91,7 +92,7 @@ async def check(
     if stored is not None:
         if stored.fingerprint != request.fingerprint():
             raise IdempotencyConflict(f"idempotency_key '{key}' was already used for a different check")
-        return decode(stored.response)._replace(replayed=True)
+        return decode(stored.response)._replace(replayed=True, decided_at=stored.created_at)
     result = await _check(session, tenant_id, request, at)
     session.add(Consumption(
         tenant_id=tenant_id, idempotency_key=key, fingerprint=request.fingerprint(),

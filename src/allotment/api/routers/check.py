@@ -101,7 +101,8 @@ async def _answer(state: State, authorization: str, idempotency_key: str | None,
             result = await service.check(session, principal.tenant_id, request_, at=at)
     hint = None
     if result.decision.decision is not Verdict.ALLOW:  # an allow never pays for a hint
-        hint = await upsell_hint.hint(db, principal.tenant_id, request_, result, at=at)
+        # A replay projects from the moment of the first answer, so that it is the same.
+        hint = await upsell_hint.hint(db, principal.tenant_id, request_, result, at=result.decided_at or at)
     return check_body(result, hint), result.replayed
 
 
