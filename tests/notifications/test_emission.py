@@ -184,6 +184,18 @@ async def test_next_period_crosses_again_and_tells_of_the_reset(db, tenant):
     assert found[2][1]["usage"] == 9
 
 
+async def test_a_request_larger_than_the_whole_cap_does_not_reach_it(db, tenant):
+    """Refusing more than the limit itself says nothing of where usage stands: the period's one
+    hard_limit_reached stays for when usage gets there."""
+    c = tenant.client
+    await _catalogue(c)
+    await _check(c, 2)
+    assert (await _check(c, 16))["decision"] == "deny"
+    assert await _emitted(db, tenant.id, notices.HARD_LIMIT_REACHED) == []
+    await _check(c, 13)  # exactly to the cap
+    assert [t for t, _ in await _emitted(db, tenant.id, notices.HARD_LIMIT_REACHED)] == [notices.HARD_LIMIT_REACHED]
+
+
 async def test_refused_consume_at_the_cap_reaches_it_once_and_denials_once_an_hour(db, tenant):
     """A customer hammering a denied feature makes one usage_denied an hour, not one per request."""
     c = tenant.client

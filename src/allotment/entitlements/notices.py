@@ -215,7 +215,7 @@ async def denied(
         **names, "quantity": quantity, "consume": consume, "reason": str(decision.reason),
         **_numbers(decision), "period_start": period_start, "period_end": period_end, "at": at,
     }
-    if consume and entitlement_id is not None and period_start is not None and decision.reason == "hard_limit":
+    if consume and entitlement_id is not None and period_start is not None and _at_the_cap(decision, quantity):
         key = f"hard_limit:{entitlement_id}:{to_micros(period_start)}"
         await service.emit(session, tenant_id, type=HARD_LIMIT_REACHED, dedupe_key=key, customer_id=customer_id,
                            payload={k: v for k, v in payload.items() if k not in ("quantity", "consume", "reason")},
@@ -227,6 +227,14 @@ async def denied(
     if first and entitlement_id is not None and period_start is not None and decision.usage is not None:
         await _suggest_upsell(session, tenant_id, entitlement_id, usage=decision.usage,
                               period=(period_start, period_end), at=at)
+
+
+def _at_the_cap(decision: Decision, quantity: Decimal) -> bool:
+    """Whether a refused consume met the hard limit: refused by it, for no more than the limit
+    itself. Refusing more than the whole limit says nothing of where usage stands, and would
+    spend the period's one notice before usage gets there."""
+    hard = decision.hard_limit
+    return decision.reason == "hard_limit" and hard is not None and quantity <= hard
 
 
 async def seat_taken(
