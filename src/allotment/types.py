@@ -70,7 +70,10 @@ def _date_time_text(value: object) -> object:
 
 
 Instant = Annotated[datetime, BeforeValidator(_date_time_text), AfterValidator(in_range)]
-AwareInstant = Annotated[AwareDatetime, BeforeValidator(_date_time_text), AfterValidator(in_range)]
+# Stored and returned in UTC (API.md): an offset given on the way in is converted at once, so
+# that no answer echoes it (an ORM row keeps what it was given until it is read again).
+AwareInstant = Annotated[AwareDatetime, BeforeValidator(_date_time_text), AfterValidator(in_range),
+                         AfterValidator(as_utc)]
 
 
 # --- quantities in ---------------------------------------------------------------------------

@@ -47,6 +47,16 @@ async def test_subscription_provisions_the_plans_entitlements(tenant, db):
         assert row.id.startswith("ent_") and row.usage_anchor == datetime.fromisoformat(sub["billing_anchor"])
 
 
+async def test_times_given_with_an_offset_come_back_in_utc(tenant):
+    """Stored and returned in UTC, whatever offset the request used."""
+    await _catalogue(tenant.client)
+    sub = await subscribe(tenant.client, "acme", "pro", billing_anchor="2026-11-27T00:00:00+11:00",
+                          time_zone="Pacific/Noumea")
+    assert sub["billing_anchor"] in ("2026-11-26T13:00:00Z", "2026-11-26T13:00:00+00:00")
+    again = await ok(await tenant.client.get(f"/v1/subscriptions/{sub['id']}"))
+    assert again["billing_anchor"] == sub["billing_anchor"]
+
+
 async def test_second_subscription_for_a_customer_is_409(tenant):
     await _catalogue(tenant.client)
     await subscribe(tenant.client, "acme", "starter")
