@@ -76,6 +76,15 @@ async def test_feature_group_filter_counts_only_matching_usage(tenant):
     assert (await _usage(c))["usage"] == 7
 
 
+async def test_feature_group_filter_on_a_long_value_counts_its_usage(tenant):
+    """A filter naming a group value too long to be kept whole in rollup keys still matches it."""
+    c = tenant.client
+    long = "m" * 1100
+    await _setup(c, hard=100, meter_group_filter={"model": long})
+    await c.post("/v1/events", json=[event("acme-1", tokens=7, model=long), event("acme-1", tokens=5, model=long + "!")])
+    assert (await _usage(c))["usage"] == 7
+
+
 async def test_event_from_before_the_entitlement_began_does_not_count(tenant):
     c = tenant.client
     await _setup(c, hard=100)

@@ -25,7 +25,7 @@ from allotment.entitlements.crossings import worth_watching
 from allotment.entitlements.models import CustomerEntitlement, Feature, GrantRecord
 from allotment.entitlements.periods import UsagePeriod, period_at
 from allotment.metering import ingest as metering_ingest
-from allotment.metering.aggregation import Aggregation, parse_group_key
+from allotment.metering.aggregation import Aggregation, CompiledMeter, parse_group_key
 from allotment.types import from_micros, to_micros
 
 ADDITIVE = (Aggregation.SUM, Aggregation.COUNT)
@@ -96,13 +96,13 @@ class _Target:
     active_to_us: int | None
     _span: tuple[int, int | None] = field(default=(0, 0))
 
-    def accepts(self, group_key: str, time_us: int) -> bool:
+    def accepts(self, meter: CompiledMeter, group_key: str, time_us: int) -> bool:
         if time_us < self.active_from_us or (self.active_to_us is not None and time_us >= self.active_to_us):
             return False
         if not self.group_filter:
             return True
-        values = parse_group_key(group_key)
-        return all(values.get(name) == value for name, value in self.group_filter.items())
+        values = parse_group_key(group_key)  # long values in their bounded form, as filters map them
+        return all(values.get(name) == meter.group_value_form(value) for name, value in self.group_filter.items())
 
     def period_start(self, time_us: int) -> int:
         """The start of the period holding `time_us`; consecutive events reuse the last one."""
@@ -139,7 +139,7 @@ async def feed(
     fed: dict[str, _Target] = {}
     for c in counted:
         for target in targets.get((c.meter.id, c.subject), ()):
-            if target.accepts(c.contribution.group_key, c.time_us):
+            if target.accepts(c.meter, c.contribution.group_key, c.time_us):
                 increments[(target.entitlement_id, target.period_start(c.time_us))] += c.contribution.micros
                 fed[target.entitlement_id] = target
     for entitlement_id, period_us in increments:

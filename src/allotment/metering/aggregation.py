@@ -13,6 +13,7 @@ from decimal import Decimal, InvalidOperation
 from typing import Any, NamedTuple
 
 from allotment import codec
+from allotment.metering.bounded import distinct_form, group_value_budget, group_value_form
 from allotment.metering.jsonpath import MISSING, Getter, compile_path
 
 SCALE = 1_000_000
@@ -77,8 +78,9 @@ def from_micros(micros: int) -> Decimal:
 
 
 def distinct_token(value: Any) -> str:
-    """The identity of a UNIQUE_COUNT value: strings as they are, anything else as JSON."""
-    return value if isinstance(value, str) else codec.dumps(value)
+    """The identity of a UNIQUE_COUNT value: strings as they are, anything else as JSON, in
+    its bounded form when long (bounded.py)."""
+    return distinct_form(value if isinstance(value, str) else codec.dumps(value))
 
 
 @dataclass(frozen=True)
@@ -139,9 +141,11 @@ class CompiledMeter:
     _group_values: Callable[[Any], tuple[Any, ...]] | None = None
     # What every event adds to a COUNT without filters or groups: the same value each time.
     _constant: Contribution | None = None
+    _value_budget: int = 0  # bytes of JSON each group value may take in a group key
 
     def __post_init__(self) -> None:
         self._group_values = _values_of(self._groups)
+        self._value_budget = group_value_budget(self.group_names)
         if self.aggregation is Aggregation.COUNT and not self._filters and not self._groups:
             self._constant = Contribution("", SCALE, None)
 
@@ -226,10 +230,15 @@ class CompiledMeter:
 
     def _encode_group(self, found: tuple[Any, ...]) -> str:
         values = {
-            name: None if value is MISSING or value is None else _group_text(value)
+            name: None if value is MISSING or value is None else self.group_value_form(_group_text(value))
             for name, value in zip(self.group_names, found, strict=True)
         }
         return codec.dumps(values)
+
+    def group_value_form(self, text: str) -> str:
+        """How this meter's group keys hold a group value's text: as it is, or bounded when
+        long (bounded.py). Filters on group values map what they are given the same way."""
+        return group_value_form(text, self._value_budget)
 
 
 _GROUP_MEMO = 100_000

@@ -21,7 +21,14 @@ from allotment.customers import service as customers
 from allotment.db import fetch
 from allotment.errors import ValidationFailed
 from allotment.metering import queries
-from allotment.metering.aggregation import Aggregation, Cell, DataError, parse_group_key, result
+from allotment.metering.aggregation import (
+    Aggregation,
+    Cell,
+    CompiledMeter,
+    DataError,
+    parse_group_key,
+    result,
+)
 from allotment.metering.meters import compile_meter
 from allotment.metering.models import EVENT_MINUTE, Meter, event_minute
 from allotment.metering.rollup import read_journal
@@ -100,6 +107,7 @@ async def query(session: AsyncSession, tenant_id: str, meter: Meter, q: MeterQue
     owners = await customers.owners_of_subjects(session, tenant_id, subjects) if by_customer else {}
     cells: dict[GroupKey, Cell] = defaultdict(Cell)
     distinct: dict[GroupKey, set[str]] = defaultdict(set)
+    filters = _group_filters(compiled, q.filter_group_by)
 
     # Rows repeat the same subject and group values across windows: resolve each pair once.
     resolved: dict[tuple[str | None, str], tuple[str | None, str | None, tuple[str | None, ...]] | None] = {}
@@ -107,7 +115,7 @@ async def query(session: AsyncSession, tenant_id: str, meter: Meter, q: MeterQue
     def resolve(subject: str | None, group_key: str) -> tuple[str | None, str | None, tuple[str | None, ...]] | None:
         values = parse_group_key(group_key)
         special = {"subject": subject, "customer": owners.get(subject or "")}
-        for name, allowed in q.filter_group_by.items():
+        for name, allowed in filters.items():
             if (special[name] if name in SPECIAL_GROUPS else values.get(name)) not in allowed:
                 return None
         return (
@@ -172,6 +180,16 @@ async def query(session: AsyncSession, tenant_id: str, meter: Meter, q: MeterQue
         for k in keys
     ]
     return _dense_rows(q, spans, out, aggregation) if dense else out
+
+
+def _group_filters(compiled: CompiledMeter, filter_group_by: dict[str, list[str]]) -> dict[str, set[str]]:
+    """The values each group filter accepts, as the meter's group keys hold them: a long value
+    in its bounded form (metering/bounded.py). As given too, for cells folded before values
+    were bounded (SQLite kept long ones as they were)."""
+    return {
+        name: set(allowed) if name in SPECIAL_GROUPS else {*allowed, *map(compiled.group_value_form, allowed)}
+        for name, allowed in filter_group_by.items()
+    }
 
 
 def _dense_rows(

@@ -9,6 +9,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from allotment.metering.aggregation import Aggregation
+from allotment.metering.bounded import MAX_GROUP_NAMES_CHARS, MAX_GROUPS
 
 KEY_PATTERN = r"^[a-z0-9][a-z0-9_\-]{0,63}$"
 GROUP_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
@@ -43,13 +44,20 @@ class MeterCreate(BaseModel):
         default=None, max_length=256, description="JSONPath into data; not used by COUNT."
     )
     group_by: dict[str, str] = Field(
-        default_factory=dict, description="Group name -> JSONPath into data."
+        default_factory=dict,
+        description=f"Group name -> JSONPath into data; at most {MAX_GROUPS} names, {MAX_GROUP_NAMES_CHARS}"
+        " characters together.",
     )
     filters: list[MeterFilter] = Field(default_factory=list)
 
     @field_validator("group_by")
     @classmethod
     def _group_names(cls, value: dict[str, str]) -> dict[str, str]:
+        # A cell's group values share one bounded key: these leave each value room (bounded.py).
+        if len(value) > MAX_GROUPS:
+            raise ValueError(f"at most {MAX_GROUPS} group names are allowed")
+        if sum(map(len, value)) > MAX_GROUP_NAMES_CHARS:
+            raise ValueError(f"group names may have at most {MAX_GROUP_NAMES_CHARS} characters together")
         for name in value:
             if not GROUP_NAME.match(name):
                 raise ValueError(f"group name '{name}' must be letters, digits and underscores")
