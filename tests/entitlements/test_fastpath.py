@@ -91,6 +91,14 @@ async def test_check_follows_a_cancel_and_an_override(tenant):
     assert (await _check(c))["reason"] == "not_entitled"
 
 
+async def _delete_acme(c):  # type: ignore[no-untyped-def]
+    """Cancel acme's subscriptions (a live one forbids the delete), then delete acme."""
+    for sub in (await ok(await c.get("/v1/subscriptions", params={"customer": "acme"})))["items"]:
+        if sub["status"] != "canceled":
+            await ok(await c.post(f"/v1/subscriptions/{sub['id']}/cancel", json={}))
+    await ok(await c.delete("/v1/customers/acme"), 204)
+
+
 async def test_check_after_customer_deleted_or_feature_archived_is_404(tenant):
     c = tenant.client
     await _setup(c)
@@ -98,7 +106,7 @@ async def test_check_after_customer_deleted_or_feature_archived_is_404(tenant):
     assert (await _check(c))["decision"] == "allow"
     await ok(await c.delete("/v1/features/sso"), 204)
     await _check(c, feature="sso", status=404)
-    await ok(await c.delete("/v1/customers/acme"), 204)
+    await _delete_acme(c)
     await _check(c, status=404)
 
 
@@ -219,7 +227,7 @@ async def test_a_consume_with_an_expired_hold_or_a_deleted_customer_is_not_taken
         answer = await full.check(session, tenant.id, full.CheckRequest("acme", "api-calls", Decimal(3), True),
                                   at=later)
     assert (answer.decision.decision, answer.decision.usage) == ("allow", 4)
-    await ok(await c.delete("/v1/customers/acme"), 204)
+    await _delete_acme(c)
     assert await _consume_fast(db, tenant.id) is None
     await _check(c, consume=True, status=404)
 

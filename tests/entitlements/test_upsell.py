@@ -377,6 +377,8 @@ async def test_an_ask_that_cannot_be_projected_is_dropped_without_stopping_deliv
     await _customer(c, "acme")
     await _use(c, "gone", 900_000)
     await _use(c, "acme", 900_000)
+    for sub in (await ok(await c.get("/v1/subscriptions", params={"customer": "gone"})))["items"]:
+        await ok(await c.post(f"/v1/subscriptions/{sub['id']}/cancel", json={}))
     await ok(await c.delete("/v1/customers/gone"), 204)
     async with http_lanes(DeliveryOptions()) as lanes:
         await deliver_due(db, lanes, at=utcnow())

@@ -26,6 +26,7 @@ from allotment.api.deps import Admin, Reader, ReadSession, WriteSession
 from allotment.api.responses import Json
 from allotment.customers import service as customers
 from allotment.customers.schemas import CustomerCreate, CustomerUpdate, SubjectUpsert
+from allotment.entitlements import references
 from allotment.errors import NotFound, ValidationFailed
 from allotment.types import new_id, utcnow
 
@@ -152,7 +153,10 @@ async def replace_customer(
 async def delete_customer(
     customer_id_or_key: str, principal: Admin, session: WriteSession
 ) -> Response:
-    await customers.delete_(session, principal.tenant_id, customer_id_or_key, at=utcnow())
+    at = utcnow()
+    customer = await customers.find(session, principal.tenant_id, customer_id_or_key)
+    await references.refuse_customer_in_use(session, principal.tenant_id, customer.id, customer.key, at=at)
+    await customers.delete_(session, principal.tenant_id, customer_id_or_key, at=at)
     return Response(status_code=204)
 
 

@@ -36,6 +36,7 @@ from allotment.api.compat.openmeter_schemas import (
 )
 from allotment.api.deps import Admin, Reader, ReadSession, WriteSession
 from allotment.api.responses import Json
+from allotment.entitlements import references
 from allotment.errors import ValidationFailed
 from allotment.metering import meters
 from allotment.metering import query as meter_query
@@ -140,6 +141,8 @@ async def update_meter(
 
 @router.delete("/v1/meters/{meter_id_or_slug}", status_code=204)
 async def delete_meter(meter_id_or_slug: str, principal: Admin, session: WriteSession) -> Response:
+    meter = await meters.get(session, principal.tenant_id, meter_id_or_slug)
+    await references.refuse_meter_in_use(session, principal.tenant_id, meter.id, meter.key)
     await meters.delete(session, principal.tenant_id, meter_id_or_slug, at=utcnow())
     return Response(status_code=204)
 

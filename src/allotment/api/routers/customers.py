@@ -17,6 +17,7 @@ from allotment.api.deps import (
 from allotment.api.idempotency import Idempotent
 from allotment.customers import service
 from allotment.customers.schemas import CustomerCreate, CustomerRead, CustomerUpdate
+from allotment.entitlements import references
 from allotment.types import utcnow
 
 router = APIRouter(prefix="/v1/customers", tags=["customers"])
@@ -57,5 +58,8 @@ async def update_customer(customer_key: str, data: CustomerUpdate, principal: Ad
 
 @router.delete("/{customer_key}", status_code=204)
 async def delete_customer(customer_key: str, principal: Admin, session: WriteSession) -> Response:
-    await service.delete_(session, principal.tenant_id, customer_key, at=utcnow())
+    at = utcnow()
+    customer = await service.find(session, principal.tenant_id, customer_key)
+    await references.refuse_customer_in_use(session, principal.tenant_id, customer.id, customer_key, at=at)
+    await service.delete_(session, principal.tenant_id, customer_key, at=at)
     return Response(status_code=204)

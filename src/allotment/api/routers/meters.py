@@ -23,6 +23,7 @@ from allotment.api.deps import (
 )
 from allotment.api.idempotency import Idempotent
 from allotment.api.responses import Json
+from allotment.entitlements import references
 from allotment.errors import ValidationFailed
 from allotment.metering import meters as service
 from allotment.metering import query as meter_query
@@ -69,6 +70,8 @@ async def update_meter(meter_key: str, data: MeterUpdate, principal: Admin, sess
 
 @router.delete("/{meter_key}", status_code=204)
 async def delete_meter(meter_key: str, principal: Admin, session: WriteSession) -> Response:
+    meter = await service.get(session, principal.tenant_id, meter_key)
+    await references.refuse_meter_in_use(session, principal.tenant_id, meter.id, meter_key)
     await service.delete(session, principal.tenant_id, meter_key, at=utcnow())
     return Response(status_code=204)
 
