@@ -36,6 +36,27 @@ async def test_override_replaces_only_the_values_sent(tenant, db):
     assert (row.source, row.hard_limit) == ("override", Decimal(5000))
 
 
+async def _consume(c, quantity):  # type: ignore[no-untyped-def]
+    body = {"customer": "acme", "feature": "api-calls", "quantity": quantity, "consume": True}
+    return await ok(await c.post("/v1/check", json=body))
+
+
+async def test_usage_of_the_period_survives_an_override_and_a_plan_change(tenant):
+    """Raising a limit or upgrading mid-period never hands back what was already used."""
+    c = tenant.client
+    _, sub = await _on_starter(c)
+    await _consume(c, 900)
+    await ok(await c.put("/v1/customers/acme/entitlements/api-calls/override", json={"hard_limit": 5000}))
+    state = await ok(await c.get("/v1/customers/acme/entitlements/api-calls"))
+    assert (state["usage"], state["hard_limit"]) == (900, 5000)
+    assert (await _consume(c, 200))["usage"] == 1100
+    await ok(await c.delete("/v1/customers/acme/entitlements/api-calls/override"), 204)
+    await ok(await c.post(f"/v1/subscriptions/{sub['id']}/change-plan", json={"plan": "pro"}))
+    state = await ok(await c.get("/v1/customers/acme/entitlements/api-calls"))
+    assert (state["usage"], state["included"], state["hard_limit"]) == (1100, 10_000, 15_000)
+    assert (await _consume(c, 13_901))["decision"] == "deny"  # 1,100 + 13,901 passes 15,000
+
+
 async def test_override_survives_a_plan_change(tenant, db):
     """After a change to pro the override still holds; pro's other features are provisioned."""
     acme, sub = await _on_starter(tenant.client)

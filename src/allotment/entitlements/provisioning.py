@@ -18,11 +18,14 @@ from typing import Any
 from sqlalchemy import or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from allotment.entitlements import audit, notices, plans
+from allotment.entitlements import audit, notices, plans, queries
+from allotment.entitlements.check import usage_period
+from allotment.entitlements.engine import Kind
 from allotment.entitlements.guards import flush_unique
 from allotment.entitlements.models import CustomerEntitlement, Subscription
+from allotment.entitlements.periods import period_at
 from allotment.entitlements.values import of_row
-from allotment.types import new_id
+from allotment.types import new_id, to_micros
 
 MANUAL = ("override", "adhoc")
 RACED = "the customer's entitlements were changed concurrently; retry"
@@ -79,6 +82,7 @@ async def reprovision(
     for item in wanted:
         await _add(session, tenant_id, customer_id, item, actor=actor, at=at)
     await flush_unique(session, RACED)
+    await _carry_usage(session, tenant_id, customer_id, at)
     pending: dict[tuple[str, str], list[str]] = session.info.get(_PENDING, {})
     for (customer, feature_id), changes in list(pending.items()):
         if customer == customer_id:
@@ -87,6 +91,26 @@ async def reprovision(
 
 
 _PENDING = "entitlement_changes"
+
+
+async def _carry_usage(session: AsyncSession, tenant_id: str, customer_id: str, at: datetime) -> None:
+    """A metered row that takes over from one ended at the same instant (an override, a plan
+    change now) starts with the usage its predecessor had in the period containing `at`,
+    when both periods start together: changing a limit mid-period must not hand back what
+    was already used. With another period grid the new row counts from its own period."""
+    rows = list(await session.scalars(select(CustomerEntitlement).where(
+        CustomerEntitlement.tenant_id == tenant_id, CustomerEntitlement.customer_id == customer_id,
+        CustomerEntitlement.kind == Kind.METERED,
+        or_(CustomerEntitlement.active_from == at, CustomerEntitlement.active_to == at),
+    )))
+    started = {r.feature_id: r for r in rows if r.active_from == at}
+    for old in rows:
+        new = started.get(old.feature_id)
+        if old.active_to != at or new is None or new.id == old.id:
+            continue
+        start, _ = period_at(usage_period(old), at)
+        if period_at(usage_period(new), at)[0] == start:
+            await queries.carry_counter(session, tenant_id, old.id, new.id, to_micros(start))
 
 
 def _changed(session: AsyncSession, row: CustomerEntitlement, change: str) -> None:
