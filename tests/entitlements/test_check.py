@@ -49,6 +49,7 @@ async def test_worked_example_allow_then_overdraft_then_hard_limit_deny(tenant):
     assert (denied["decision"], denied["reason"], denied["usage"]) == ("deny", "hard_limit", 1_500_000)
     denials = await ok(await c.get("/v1/denials", params={"customer": "acme", "feature": "api-calls"}))
     assert [(d["reason"], d["quantity"]) for d in denials["items"]] == [("hard_limit", 1)]
+    assert (denials["items"][0]["customer"], denials["items"][0]["feature"]) == ("acme", "api-calls")
     assert denials["next_cursor"] is None
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -42,6 +43,14 @@ async def find(session: AsyncSession, tenant_id: str, key: str) -> Customer:
     if customer is None:
         raise NotFound("customer", key)
     return customer
+
+
+async def keys_of(session: AsyncSession, tenant_id: str, ids: Iterable[str]) -> dict[str, str]:
+    """customer id -> key, deleted customers included (their records still name them)."""
+    rows = await session.execute(
+        select(Customer.id, Customer.key).where(Customer.tenant_id == tenant_id, Customer.id.in_(set(ids)))
+    )
+    return {customer_id: key for customer_id, key in rows}
 
 
 async def _subject_keys(session: AsyncSession, tenant_id: str, customer_id: str) -> list[str]:

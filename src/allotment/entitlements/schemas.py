@@ -276,7 +276,9 @@ class CheckRead(BaseModel):
 
 class DenialRead(BaseModel):
     id: str
+    customer: str = Field(description="The customer's key.")
     customer_id: str
+    feature: str = Field(description="The feature's key.")
     feature_id: str
     at: datetime
     quantity: QuantityOut

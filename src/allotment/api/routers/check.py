@@ -22,9 +22,10 @@ from allotment.api.deps import (
     principal_of,
 )
 from allotment.api.idempotency import one_idempotency_key
+from allotment.customers import service as customers
 from allotment.db import Database
 from allotment.entitlements import check as service
-from allotment.entitlements import fastpath, upsell_hint
+from allotment.entitlements import fastpath, features, upsell_hint
 from allotment.entitlements.engine import Verdict
 from allotment.entitlements.schemas import (
     CheckIn,
@@ -159,7 +160,11 @@ async def list_denials(
         session, principal.tenant_id, customer=customer, feature=feature,
         after=decode_cursor(cursor), limit=limit,
     )
+    customer_keys = await customers.keys_of(session, principal.tenant_id, {r.customer_id for r in rows})
+    feature_keys = await features.keys_of(session, principal.tenant_id, {r.feature_id for r in rows})
     return page(
-        [DenialRead.model_validate(r, from_attributes=True) for r in rows],
+        [DenialRead(id=r.id, customer=customer_keys[r.customer_id], customer_id=r.customer_id,
+                    feature=feature_keys[r.feature_id], feature_id=r.feature_id, at=r.at,
+                    quantity=r.quantity, reason=r.reason) for r in rows],
         rows, limit=limit, position=lambda r: r.id,
     )
