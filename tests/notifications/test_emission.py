@@ -239,6 +239,23 @@ async def test_seat_overdraft_once_per_crossing(db, tenant):
     assert [(p["item"], p["active"], p["soft_limit"]) for _, p in found] == [("c", 3, 2), ("d", 3, 2)]
 
 
+async def test_filling_the_last_seat_reaches_the_hard_limit_each_time(db, tenant):
+    """Two paid, cap three: the third seat is told of; freeing one and filling it again, again."""
+    c = tenant.client
+    await feature(c, "seats")
+    await plan(c, "team", [{"feature": "seats", "kind": "seats", "included": 2, "hard_limit": 3}])
+    await customer(c, "acme")
+    await subscribe(c, "acme", "team")
+    at = utcnow()
+    async with db.transaction() as s:
+        for item in ("a", "b", "c", "c", "d"):  # "c" again is idempotent, "d" is denied
+            await seats.activate(s, tenant.id, "acme", "seats", item, at=at)
+        await seats.release(s, tenant.id, "acme", "seats", "c", at=at)
+        await seats.activate(s, tenant.id, "acme", "seats", "e", at=at + timedelta(seconds=1))
+    found = await _emitted(db, tenant.id, notices.HARD_LIMIT_REACHED)
+    assert [(p["item"], p["active"], p["hard_limit"]) for _, p in found] == [("c", 3, 3), ("e", 3, 3)]
+
+
 async def test_an_expired_reservation_is_told_of_once(db, tenant):
     c = tenant.client
     await _catalogue_at_t0(c, db, tenant.id)

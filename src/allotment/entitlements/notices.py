@@ -240,20 +240,29 @@ def _at_the_cap(decision: Decision, quantity: Decimal) -> bool:
 async def seat_taken(
     session: AsyncSession, row: CustomerEntitlement, *, active: int, item: str, decision: Decision, at: datetime
 ) -> None:
-    """An activation that took the gauge from the paid seats to one above them.
+    """An activation that took the gauge from the paid seats to one above them, or that
+    filled the last seat under the hard limit.
 
     Each such activation is its own crossing (the gauge row serialises them), so going back
-    under and over again is a new `seat.overdraft`.
+    under and over again is a new `seat.overdraft`, and filling the last seat again a new
+    `entitlement.hard_limit_reached` (seats have no period to tell it once in).
     """
-    paid = decision.soft_limit
-    if paid is None or not (active - 1 <= paid < active):
+    paid, hard = decision.soft_limit, decision.hard_limit
+    over = paid is not None and active - 1 <= paid < active
+    full = hard is not None and active - 1 < hard <= active
+    if not (over or full):
         return
     payload = {**await _names(session, row.customer_id, row.feature_id), "item": item, "active": active,
                **_numbers(decision), "at": at}
-    await service.emit(session, row.tenant_id, type=SEAT_OVERDRAFT,
-                       dedupe_key=f"seat_overdraft:{row.id}:{item}:{to_micros(at)}",
-                       customer_id=row.customer_id, payload=payload, at=at)
-    await _suggest_upsell(session, row.tenant_id, row.id, usage=Decimal(active), period=None, at=at)
+    if over:
+        await service.emit(session, row.tenant_id, type=SEAT_OVERDRAFT,
+                           dedupe_key=f"seat_overdraft:{row.id}:{item}:{to_micros(at)}",
+                           customer_id=row.customer_id, payload=payload, at=at)
+        await _suggest_upsell(session, row.tenant_id, row.id, usage=Decimal(active), period=None, at=at)
+    if full:
+        await service.emit(session, row.tenant_id, type=HARD_LIMIT_REACHED,
+                           dedupe_key=f"hard_limit:{row.id}:seat:{item}:{to_micros(at)}",
+                           customer_id=row.customer_id, payload=payload, at=at)
 
 
 async def _suggest_upsell(
