@@ -222,36 +222,31 @@ async def test_ingested_events_cross_thresholds(db, tenant):
     assert [p["usage"] for _, p in found] == [6, 11, 11, 11]
 
 
-async def test_seat_overdraft_once_per_crossing(db, tenant):
-    """Going above the paid seats, back under and above again: two notifications."""
+async def _seat_churn(db, tenant, *, hard: int, first: tuple[str, ...], again: str) -> None:  # type: ignore[no-untyped-def]
+    """acme with two paid seats and a cap: activate `first` in turn, free "c", then `again`."""
     c = tenant.client
     await feature(c, "seats")
-    await plan(c, "team", [{"feature": "seats", "kind": "seats", "included": 2, "hard_limit": 4}])
+    await plan(c, "team", [{"feature": "seats", "kind": "seats", "included": 2, "hard_limit": hard}])
     await customer(c, "acme")
     await subscribe(c, "acme", "team")
     at = utcnow()
     async with db.transaction() as s:
-        for item in ("a", "b", "c", "c"):
+        for item in first:
             await seats.activate(s, tenant.id, "acme", "seats", item, at=at)
         await seats.release(s, tenant.id, "acme", "seats", "c", at=at)
-        await seats.activate(s, tenant.id, "acme", "seats", "d", at=at + timedelta(seconds=1))
+        await seats.activate(s, tenant.id, "acme", "seats", again, at=at + timedelta(seconds=1))
+
+
+async def test_seat_overdraft_once_per_crossing(db, tenant):
+    """Going above the paid seats, back under and above again: two notifications."""
+    await _seat_churn(db, tenant, hard=4, first=("a", "b", "c", "c"), again="d")
     found = await _emitted(db, tenant.id, notices.SEAT_OVERDRAFT)
     assert [(p["item"], p["active"], p["soft_limit"]) for _, p in found] == [("c", 3, 2), ("d", 3, 2)]
 
 
 async def test_filling_the_last_seat_reaches_the_hard_limit_each_time(db, tenant):
     """Two paid, cap three: the third seat is told of; freeing one and filling it again, again."""
-    c = tenant.client
-    await feature(c, "seats")
-    await plan(c, "team", [{"feature": "seats", "kind": "seats", "included": 2, "hard_limit": 3}])
-    await customer(c, "acme")
-    await subscribe(c, "acme", "team")
-    at = utcnow()
-    async with db.transaction() as s:
-        for item in ("a", "b", "c", "c", "d"):  # "c" again is idempotent, "d" is denied
-            await seats.activate(s, tenant.id, "acme", "seats", item, at=at)
-        await seats.release(s, tenant.id, "acme", "seats", "c", at=at)
-        await seats.activate(s, tenant.id, "acme", "seats", "e", at=at + timedelta(seconds=1))
+    await _seat_churn(db, tenant, hard=3, first=("a", "b", "c", "c", "d"), again="e")  # "d" is denied
     found = await _emitted(db, tenant.id, notices.HARD_LIMIT_REACHED)
     assert [(p["item"], p["active"], p["hard_limit"]) for _, p in found] == [("c", 3, 3), ("e", 3, 3)]
 
