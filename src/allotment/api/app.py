@@ -10,7 +10,7 @@ from urllib.parse import parse_qsl
 
 from fastapi import FastAPI, Request
 from fastapi_offline import FastAPIOffline
-from starlette.types import Message, Receive, Scope, Send
+from starlette.types import Receive, Scope, Send
 
 from allotment import __version__
 from allotment.api import body, errors, openapi
@@ -39,7 +39,7 @@ from allotment.api.routers import (
 from allotment.api.routers import notifications as notifications_router
 from allotment.config import Settings
 from allotment.db import Database
-from allotment.errors import AllotmentError, FieldError, MalformedRequest, PayloadTooLarge
+from allotment.errors import AllotmentError, FieldError, MalformedRequest
 from allotment.logging import configure_logging
 from allotment.worker.delivery import DeliveryOptions, run_delivery
 from allotment.worker.folder import run_folder
@@ -115,7 +115,7 @@ class _App(FastAPI):
                 return
             bad = _nul_in_address(scope)
             if bad is None and scope["method"] in _WITH_BODY and scope["path"] not in body.SELF_DECODED:
-                receive, bad = await _screened(scope, receive, self.state.settings.max_body_bytes)
+                receive, bad = await body.screened(scope, receive, self.state.settings.max_body_bytes)
             if bad is not None:
                 scope["app"] = self
                 await errors.answer(Request(scope, receive), bad)(scope, receive, send)
@@ -137,35 +137,3 @@ def _nul_in_address(scope: Scope) -> AllotmentError | None:
         return None
     return MalformedRequest(f"{where}: holds the NUL character (%00)",
                             errors=[FieldError(where, "must not hold the NUL character (%00)")])
-
-
-async def _screened(scope: Scope, receive: Receive, limit: int) -> tuple[Receive, AllotmentError | None]:
-    """Read the whole body, judge it (`body.problem_in`), and hand the app a receive that
-    replays it."""
-    chunks: list[bytes] = []
-    size = 0
-    while True:
-        message = await receive()
-        if message["type"] != "http.request":  # the client left: the app sees that as it would
-            return _replaying(b"".join(chunks), receive, first=message), None
-        chunk = message.get("body", b"")
-        size += len(chunk)
-        if size > limit:
-            return receive, PayloadTooLarge(f"body exceeds {limit} bytes")
-        chunks.append(chunk)
-        if not message.get("more_body", False):
-            break
-    content = b"".join(chunks)
-    content_type = next((v.decode("latin-1") for k, v in scope["headers"] if k == b"content-type"), None)
-    return _replaying(content, receive), body.problem_in(content, content_type)
-
-
-def _replaying(content: bytes, receive: Receive, *, first: Message | None = None) -> Receive:
-    pending: list[Message] = [{"type": "http.request", "body": content, "more_body": False}]
-    if first is not None:
-        pending.append(first)
-
-    async def replay() -> Message:
-        return pending.pop(0) if pending else await receive()
-
-    return replay

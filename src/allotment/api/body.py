@@ -8,6 +8,7 @@ from typing import Any
 
 import msgspec
 from fastapi import Request
+from starlette.types import Message, Receive, Scope
 
 from allotment.errors import (
     AllotmentError,
@@ -92,3 +93,35 @@ def _nul_in(value: Any, path: str) -> str | None:
             if (found := _nul_in(item, f"{path}[{index}]")) is not None:
                 return found
     return None
+
+
+async def screened(scope: Scope, receive: Receive, limit: int) -> tuple[Receive, AllotmentError | None]:
+    """Read the whole body, judge it (`problem_in`), and hand the app a receive that
+    replays it."""
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        message = await receive()
+        if message["type"] != "http.request":  # the client left: the app sees that as it would
+            return _replaying(b"".join(chunks), receive, first=message), None
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > limit:
+            return receive, PayloadTooLarge(f"body exceeds {limit} bytes")
+        chunks.append(chunk)
+        if not message.get("more_body", False):
+            break
+    content = b"".join(chunks)
+    content_type = next((v.decode("latin-1") for k, v in scope["headers"] if k == b"content-type"), None)
+    return _replaying(content, receive), problem_in(content, content_type)
+
+
+def _replaying(content: bytes, receive: Receive, *, first: Message | None = None) -> Receive:
+    pending: list[Message] = [{"type": "http.request", "body": content, "more_body": False}]
+    if first is not None:
+        pending.append(first)
+
+    async def replay() -> Message:
+        return pending.pop(0) if pending else await receive()
+
+    return replay
