@@ -138,13 +138,10 @@ async def heartbeat(
     await _free_expired(session, row, at)
     _require_live(lease, item, at, "heartbeat")
     assert lease is not None
-    if lease_ttl_seconds is not None:
-        ttl: int | None = lease_ttl_seconds
-    elif lease.ttl is not None or lease.expires_at is None:
-        ttl = lease.ttl
-    else:  # taken before leases kept their length: the entitlement's, else keep the expiry
+    ttl = lease.ttl if lease_ttl_seconds is None else lease_ttl_seconds
+    if ttl is None and lease.expires_at is not None:  # taken before leases kept their length
         ttl = row.lease_ttl_seconds
-    expires_at = lease.expires_at if ttl is None and lease.expires_at is not None else _expiry(ttl, at)
+    expires_at = lease.expires_at if ttl is None else _expiry(ttl, at)  # no length: as it was
     await session.execute(
         update(SeatLease).where(*_key(row, item)).values(expires_at=expires_at, lease_ttl_seconds=ttl)
     )
