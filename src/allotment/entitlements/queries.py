@@ -659,29 +659,26 @@ async def latest_carried(
     return None if latest is None else int(latest)
 
 
+_CARRY = (
+    "INSERT INTO entitlement_usage (tenant_id, entitlement_id, period_start, used, reserved, carried)"
+    " SELECT tenant_id, {p}3, period_start, used, 0, carried FROM entitlement_usage"
+    " WHERE tenant_id = {p}1 AND entitlement_id = {p}2 AND period_start = {p}4"
+    " ON CONFLICT (tenant_id, entitlement_id, period_start) DO NOTHING"
+)
+
+
 async def carry_counter(
     session: AsyncSession, tenant_id: str, from_id: str, to_id: str, period_start: int
 ) -> None:
     """Start `to_id`'s counter of a period with what `from_id`'s holds (used, and the overage
-    carry already in it); holds stay with the reservations that made them."""
+    carry already in it); holds stay with the reservations that made them. Once: a counter
+    `to_id` already has (copied before in this transaction) is left as it is."""
     db, dialect = await driver(session)
+    args = (tenant_id, from_id, to_id, period_start)
     if dialect == "postgresql":
-        await db.execute(
-            "INSERT INTO entitlement_usage AS u (tenant_id, entitlement_id, period_start, used, reserved, carried)"
-            " SELECT tenant_id, $3, period_start, used, 0, carried FROM entitlement_usage"
-            " WHERE tenant_id = $1 AND entitlement_id = $2 AND period_start = $4"
-            " ON CONFLICT (tenant_id, entitlement_id, period_start) DO UPDATE SET used = u.used + EXCLUDED.used",
-            tenant_id, from_id, to_id, period_start,
-        )
-        return
-    cursor = await db.execute(
-        "INSERT INTO entitlement_usage (tenant_id, entitlement_id, period_start, used, reserved, carried)"
-        " SELECT tenant_id, ?3, period_start, used, 0, carried FROM entitlement_usage"
-        " WHERE tenant_id = ?1 AND entitlement_id = ?2 AND period_start = ?4"
-        " ON CONFLICT (tenant_id, entitlement_id, period_start) DO UPDATE SET used = used + excluded.used",
-        (tenant_id, from_id, to_id, period_start),
-    )
-    await cursor.close()
+        await db.execute(_CARRY.format(p="$"), *args)
+    else:
+        await (await db.execute(_CARRY.format(p="?"), args)).close()
 
 
 async def fix_carry(
