@@ -36,6 +36,11 @@ class MalformedRequest(AllotmentError):
     code = "malformed_request"
     title = "Malformed request"
 
+    @classmethod
+    def body(cls, reason: str) -> MalformedRequest:
+        """The request's body as a whole is unusable (not JSON, empty, nested too deeply)."""
+        return cls(f"body {reason}", errors=[FieldError("body", reason)])
+
 
 class PayloadTooLarge(AllotmentError):
     code = "payload_too_large"

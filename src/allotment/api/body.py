@@ -12,7 +12,6 @@ from starlette.types import Message, Receive, Scope
 
 from allotment.errors import (
     AllotmentError,
-    FieldError,
     MalformedRequest,
     PayloadTooLarge,
     ValidationFailed,
@@ -58,10 +57,9 @@ def problem_in(body: bytes, content_type: str | None) -> AllotmentError | None:
         reason = str(exc)
         if _UNPAIRED.search(body) and "truncated" in reason:
             reason = "a string holds an unpaired UTF-16 surrogate escape, which is not text"
-        return MalformedRequest(f"body is not valid JSON: {reason}", errors=[FieldError("body", reason)])
+        return MalformedRequest.body(f"is not valid JSON: {reason}")
     except RecursionError:
-        reason = "nested too deeply"
-        return MalformedRequest(f"body is not valid JSON: {reason}", errors=[FieldError("body", reason)])
+        return MalformedRequest.body("is not valid JSON: nested too deeply")
     if b"\\u0000" in body:  # JSON text holds NUL only as this escape
         where = _nul_in(value, "")
         if where is not None:

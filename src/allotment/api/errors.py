@@ -83,13 +83,12 @@ def _field_name(loc: tuple[Any, ...]) -> str:
     return out or "body"
 
 
-def _on_validation(_: Request, exc: Exception) -> Json:
+def _on_validation(request: Request, exc: Exception) -> Json:
     assert isinstance(exc, RequestValidationError)
     errors = []
     for err in exc.errors():
         if err.get("type") == "json_invalid":
-            return problem(400, "malformed_request", "Malformed request", "body is not valid JSON",
-                           [FieldError("body", "is not valid JSON")])
+            return _on_domain(request, MalformedRequest.body("is not valid JSON"))
         message = str(err.get("msg", "is invalid"))
         message = message.removeprefix("Value error, ")
         errors.append(FieldError(_field_name(tuple(err.get("loc", ()))), message))

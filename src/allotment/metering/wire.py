@@ -17,7 +17,7 @@ from typing import Annotated, Any
 
 import msgspec
 
-from allotment.errors import FieldError, MalformedRequest, PayloadTooLarge, Problem
+from allotment.errors import MalformedRequest, PayloadTooLarge, Problem
 from allotment.types import OUT_OF_RANGE, within_range
 
 Text = Annotated[str, msgspec.Meta(min_length=1, max_length=256)]
@@ -52,7 +52,7 @@ def decode(body: bytes, *, max_events: int) -> Decoded:
     """Decode one CloudEvent (a JSON object) or a batch (a JSON array) of them."""
     stripped = body.lstrip()
     if not stripped:
-        raise _bad_body("is empty: send a CloudEvent or an array of them")
+        raise MalformedRequest.body("is empty: send a CloudEvent or an array of them")
     is_batch = stripped[:1] == b"["
     try:
         events = _batch.decode(body) if is_batch else [_single.decode(body)]
@@ -62,12 +62,12 @@ def decode(body: bytes, *, max_events: int) -> Decoded:
     except msgspec.ValidationError:
         pass
     except msgspec.DecodeError as exc:
-        raise _bad_body(f"is not valid JSON: {exc}") from None
+        raise MalformedRequest.body(f"is not valid JSON: {exc}") from None
     except RecursionError:
         raise _too_deep() from None
     items = _decode_any(body)
     if not isinstance(items, list | dict):
-        raise _bad_body("must be a CloudEvent object or an array of them")
+        raise MalformedRequest.body("must be a CloudEvent object or an array of them")
     if not is_batch:
         items = [items]
     if len(items) > max_events:
@@ -92,7 +92,7 @@ def _decode_any(body: bytes) -> Any:
     except msgspec.ValidationError:
         pass  # a number beyond a double (1e400): JSON by grammar, decoded below as infinity
     except msgspec.DecodeError as exc:
-        raise _bad_body(f"is not valid JSON: {exc}") from None
+        raise MalformedRequest.body(f"is not valid JSON: {exc}") from None
     except RecursionError:
         raise _too_deep() from None
     try:
@@ -100,15 +100,11 @@ def _decode_any(body: bytes) -> Any:
     except RecursionError:
         raise _too_deep() from None
     except ValueError as exc:
-        raise _bad_body(f"is not valid JSON: {exc}") from None
+        raise MalformedRequest.body(f"is not valid JSON: {exc}") from None
 
 
 def _too_deep() -> MalformedRequest:
-    return _bad_body("is not valid JSON: nested too deeply")
-
-
-def _bad_body(reason: str) -> MalformedRequest:
-    return MalformedRequest(f"body {reason}", errors=[FieldError("body", reason)])
+    return MalformedRequest.body("is not valid JSON: nested too deeply")
 
 
 def _infinite(value: Any, path: str = "") -> str | None:

@@ -33,7 +33,7 @@ from allotment.entitlements.schemas import (
     DenialRead,
     UpsellHintRead,
 )
-from allotment.errors import FieldError, Forbidden, MalformedRequest
+from allotment.errors import Forbidden, MalformedRequest
 from allotment.types import utcnow
 
 router = APIRouter(tags=["check"])
@@ -60,7 +60,7 @@ def _check_in(body: bytes) -> CheckIn:
         return CheckIn.model_validate_json(body)
     except pydantic.ValidationError as exc:
         if any(e["type"] == "json_invalid" for e in exc.errors()):
-            raise MalformedRequest("body is not valid JSON", errors=[FieldError("body", "is not valid JSON")]) from None
+            raise MalformedRequest.body("is not valid JSON") from None
         raise  # a 422 naming each field
 
 
