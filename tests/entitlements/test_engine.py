@@ -130,16 +130,15 @@ def live(g: Grant, at: datetime) -> bool:
 
 
 def naive_burn(
-    grants: Sequence[Grant], included: Decimal, usage: int, at: datetime
+    grants: Sequence[Grant], included: Decimal, usage: int, at: datetime, included_until: datetime | None
 ) -> dict[str, Decimal]:
-    """Reference: spend one unit at a time from the best source that still has one."""
-    left = {g.id: g.amount for g in grants if live(g, at)}
-    inc = included
+    """Reference: spend one unit at a time from the best source that still has one; included
+    units are a grant of priority 1 expiring at `included_until`, first among its equals."""
+    included_as_grant = Grant(id="", amount=included, priority=1, effective_at=T0 - timedelta(days=1),
+                              created_at=datetime.min.replace(tzinfo=UTC), expires_at=included_until)
+    left = {g.id: g.amount for g in grants if live(g, at)} | {"": included}
     for _ in range(usage):
-        if inc > 0:
-            inc -= 1
-            continue
-        candidates = [g for g in grants if left.get(g.id, 0) > 0]
+        candidates = [g for g in [included_as_grant, *grants] if left.get(g.id, 0) > 0]
         if not candidates:
             break
         best = candidates[0]
@@ -147,7 +146,7 @@ def naive_burn(
             if burns_before(g, best):
                 best = g
         left[best.id] -= 1
-    return {g.id: left[g.id] if g.id in left else untouched(g, at) for g in grants}
+    return {g.id: left[g.id] if g.id in left else untouched(g, at) for g in grants} | {"": left[""]}
 
 
 def untouched(g: Grant, at: datetime) -> Decimal:
@@ -342,9 +341,9 @@ def test_burn_order_is_priority_then_expiry_then_age() -> None:
     assert order == ["sooner-old", "sooner-new", "later", "never", "late-prio"]
 
 
-def test_usage_burns_included_first_then_grants() -> None:
-    grants = [grant("b", 10, priority=2), grant("a", 10, priority=1)]
-    result = burn(grants, D(5), D(18), AT)
+def test_included_units_burn_before_top_ups_that_outlast_the_period() -> None:
+    grants = [grant("b", 10, priority=2), grant("a", 10, priority=1, expires=90)]
+    result = burn(grants, D(5), D(18), AT, included_until=at_day(31))
     assert (result.included, dict(result.grants), result.uncovered) == (
         D(0),
         {"a": D(0), "b": D(7)},
@@ -352,8 +351,24 @@ def test_usage_burns_included_first_then_grants() -> None:
     )
 
 
+def test_an_add_on_expiring_before_the_period_end_burns_before_included_units() -> None:
+    """A prepaid bundle: the add-on burns first because it expires first."""
+    result = burn([grant("add-on", 10, expires=20)], D(100), D(15), AT, included_until=at_day(31))
+    assert (result.included, dict(result.grants)) == (D(95), {"add-on": D(0)})
+
+
+def test_included_units_burn_first_when_they_expire_with_a_grant_of_their_priority() -> None:
+    result = burn([grant("bundle", 10, expires=31)], D(10), D(4), AT, included_until=at_day(31))
+    assert (result.included, dict(result.grants)) == (D(6), {"bundle": D(10)})
+
+
+def test_a_grant_of_a_lower_priority_number_burns_before_included_units() -> None:
+    result = burn([grant("promo", 10, priority=0)], D(10), D(4), AT, included_until=at_day(31))
+    assert (result.included, dict(result.grants)) == (D(10), {"promo": D(6)})
+
+
 def test_burn_past_everything_reports_uncovered_usage() -> None:
-    result = burn([grant("a", 10)], D(5), D(40), AT)
+    result = burn([grant("a", 10)], D(5), D(40), AT, included_until=None)
     assert (result.included, dict(result.grants), result.uncovered) == (D(0), {"a": D(0)}, D(25))
 
 
@@ -363,7 +378,7 @@ def test_ended_grants_forfeit_and_future_grants_are_untouched() -> None:
         grant("voided", 10, voided=3),
         grant("future", 10, effective=20),
     ]
-    result = burn(grants, D(0), D(5), AT)
+    result = burn(grants, D(0), D(5), AT, included_until=None)
     assert dict(result.grants) == {"expired": D(0), "voided": D(0), "future": D(10)}
     assert result.uncovered == D(5)
 
@@ -371,35 +386,38 @@ def test_ended_grants_forfeit_and_future_grants_are_untouched() -> None:
 def test_burning_across_an_expiry_in_two_runs_credits_the_expired_grant() -> None:
     """Usage before the expiry burns the expiring grant; usage after it cannot."""
     grants = [grant("promo", 10, expires=10), grant("paid", 10, priority=2)]
-    first = burn(grants, D(0), D(6), at_day(9))
+    first = burn(grants, D(0), D(6), at_day(9), included_until=None)
     carried = [replace(g, amount=first.grants[g.id]) for g in grants]
-    second = burn(carried, first.included, D(6), at_day(12))
+    second = burn(carried, first.included, D(6), at_day(12), included_until=None)
     assert dict(second.grants) == {"promo": D(0), "paid": D(4)}
 
 
+period_ends = st.one_of(st.none(), st.integers(1, 45).map(at_day))
+
+
 @EXAMPLES
-@given(grants_(), amounts, amounts, amounts, st.integers(0, 40))
+@given(grants_(), amounts, amounts, amounts, st.integers(0, 40), period_ends)
 def test_burning_in_two_runs_equals_one_run(
-    grants: list[Grant], included: Decimal, u1: Decimal, u2: Decimal, day: int
+    grants: list[Grant], included: Decimal, u1: Decimal, u2: Decimal, day: int, until: datetime | None
 ) -> None:
     """Computing a period's burn-down in two runs equals one run."""
     at = at_day(day)
-    first = burn(grants, included, u1, at)
+    first = burn(grants, included, u1, at, included_until=until)
     carried = [replace(g, amount=first.grants[g.id]) for g in grants]
-    second = burn(carried, first.included, u2, at)
-    once = burn(grants, included, u1 + u2, at)
+    second = burn(carried, first.included, u2, at, included_until=until)
+    once = burn(grants, included, u1 + u2, at, included_until=until)
     assert (second.included, dict(second.grants)) == (once.included, dict(once.grants))
     assert first.uncovered + second.uncovered == once.uncovered
 
 
 @EXAMPLES
-@given(grants_(), amounts, amounts, st.integers(0, 40))
+@given(grants_(), amounts, amounts, st.integers(0, 40), period_ends)
 def test_burn_never_goes_negative_and_consumes_what_it_can(
-    grants: list[Grant], included: Decimal, usage: Decimal, day: int
+    grants: list[Grant], included: Decimal, usage: Decimal, day: int, until: datetime | None
 ) -> None:
     """Total consumed is min(usage, included + live grants); nothing goes below zero."""
     at = at_day(day)
-    result = burn(grants, included, usage, at)
+    result = burn(grants, included, usage, at, included_until=until)
     available = included + sum((g.amount for g in grants if live(g, at)), D(0))
     left = result.included + sum((result.grants[g.id] for g in grants if live(g, at)), D(0))
     assert result.included >= 0 and all(v >= 0 for v in result.grants.values())
@@ -408,19 +426,18 @@ def test_burn_never_goes_negative_and_consumes_what_it_can(
 
 
 @EXAMPLES
-@given(grants_(amount=whole), whole, st.integers(0, 400), st.integers(0, 40))
+@given(grants_(amount=whole), whole, st.integers(0, 400), st.integers(0, 40), period_ends)
 def test_burn_matches_unit_by_unit_reference(
-    grants: list[Grant], included: Decimal, usage: int, day: int
+    grants: list[Grant], included: Decimal, usage: int, day: int, until: datetime | None
 ) -> None:
     """Priority and expiry order equal spending one unit at a time from the best source."""
     at = at_day(day)
-    assert dict(burn(grants, included, D(usage), at).grants) == naive_burn(
-        grants, included, usage, at
-    )
+    result = burn(grants, included, D(usage), at, included_until=until)
+    assert dict(result.grants) | {"": result.included} == naive_burn(grants, included, usage, at, until)
 
 
 def test_burn_reads_usage_below_zero_as_none() -> None:
-    assert burn([], D(5), D(-1), AT) == burn([], D(5), D(0), AT)
+    assert burn([], D(5), D(-1), AT, included_until=None) == burn([], D(5), D(0), AT, included_until=None)
 
 
 # --- rollover -----------------------------------------------------------------------------------

@@ -169,14 +169,37 @@ async def test_story_4_add_on_expiring_first_burns_first_and_the_monthly_bundle_
 
 
 async def test_a_grant_expiring_mid_period_stops_counting_exactly_at_its_expiry(tenant, db):
+    """The add-on expires before the period's included units, so it burns first: of its 5,
+    the 3 units used are paid by it; the 2 it still held are gone at its expiry."""
     clock = await _clockwork(tenant, db, included=10, hard_limit=10, usage_anchor=T0.isoformat())
     expiry = day(10) + timedelta(hours=7, microseconds=5)
     await clock.grant(day(1), amount=D(5), expires_at=expiry)
-    await clock.consume(10, day(2))
-    just_before = await clock.check(5, expiry - timedelta(microseconds=1))
+    await clock.consume(3, day(2))
+    just_before = await clock.check(12, expiry - timedelta(microseconds=1))
     assert (just_before.decision.decision, just_before.decision.hard_limit) == ("allow", 15)
-    at_expiry = await clock.check(1, expiry)
-    assert (at_expiry.decision.decision, at_expiry.decision.hard_limit) == ("deny", 10)
+    at_expiry = await clock.check(10, expiry)
+    assert (at_expiry.decision.decision, at_expiry.decision.hard_limit) == ("allow", 13)
+    assert (await clock.check("10.001", expiry)).decision.decision == "deny"
+
+
+async def test_an_add_on_bundle_burns_before_the_monthly_bundle_because_it_expires_first(tenant, db):
+    """Prepaid bundles: 10 GB a month included, a 1 GB add-on expiring mid-month. Usage before
+    its expiry spends the add-on first, so the customer keeps all of it; an add-on that
+    outlasts the month burns after the monthly bundle."""
+    clock = await _clockwork(tenant, db, included=10, hard_limit=10, usage_anchor=T0.isoformat())
+    short = await clock.grant(day(1), amount=D(1), expires_at=day(15))
+    long = await clock.grant(day(1), amount=D(2), expires_at=day(80))
+    await clock.consume(3, day(5))
+    mid = await clock.state(day(5))
+    assert [(g.grant.id, g.balance) for g in mid.grants] == [(short, 0), (long, 2)]
+    assert (mid.balance, mid.hard_limit) == (10, 13)
+    later = await clock.state(day(20))  # the add-on expired fully spent: its 1 GB stays paid
+    assert (later.usage, later.balance, later.hard_limit) == (3, 10, 13)
+    assert (await clock.consume(8, day(21))).decision.decision == "allow"  # the monthly bundle's last 8
+    assert [(g.grant.id, g.balance) for g in (await clock.state(day(21))).grants] == [(short, 0), (long, 2)]
+    assert (await clock.consume(2, day(22))).decision.decision == "allow"
+    assert (await clock.consume("0.001", day(22))).decision.decision == "deny"
+    assert await clock.amounts(datetime(2026, 2, 1, tzinfo=UTC)) == {long: 0}
 
 
 async def test_usage_a_grant_paid_for_before_it_expired_stays_paid(tenant, db):
@@ -260,11 +283,11 @@ async def test_computing_two_periods_in_two_runs_equals_one_run(tenant, db):
         await clock.consume(quantity, at)
     async with db.transaction(readonly=True) as s:
         records = await grants.of_period(s, tenant.id, customer="acme", feature="data", at=day(5))
-    first = burn(records, D(3), D(7), feb - timedelta(microseconds=1)).grants
+    first = burn(records, D(3), D(7), feb - timedelta(microseconds=1), included_until=feb).grants
     in_feb = rollover(records, first, at=feb)
     assert await clock.amounts(feb) == in_feb
     feb_grants = [replace(g, amount=in_feb[g.id]) for g in records]
-    second = burn(feb_grants, D(3), D("7.5"), mar - timedelta(microseconds=1)).grants
+    second = burn(feb_grants, D(3), D("7.5"), mar - timedelta(microseconds=1), included_until=mar).grants
     assert await clock.amounts(mar) == rollover(feb_grants, second, at=mar)
     assert await clock.amounts(mar) == {a: D("2.5"), b: 1}
 
@@ -285,7 +308,8 @@ async def test_idle_periods_between_usage_leave_the_amounts_of_a_period_by_perio
     amounts = {g.id: g.amount for g in records}
     for n in range(150):
         live = [replace(g, amount=amounts[g.id]) for g in records]
-        left = burn(live, D(1), used.get(n, D(0)), day(n + 1) - timedelta(microseconds=1)).grants
+        left = burn(live, D(1), used.get(n, D(0)), day(n + 1) - timedelta(microseconds=1),
+                    included_until=day(n + 1)).grants
         amounts = rollover(live, left, at=day(n + 1))
         if n + 1 in (5, 41, 42, 91, 120, 150):
             at = day(n + 1) + timedelta(hours=2)
@@ -351,7 +375,7 @@ async def test_overage_carried_day_after_day_then_idle_equals_a_day_by_day_run(t
             at = day(n) + timedelta(hours=2)
             assert (await clock.amounts(at), (await clock.state(at)).usage) == (amounts, usage), n
         last = day(n + 1) - timedelta(microseconds=1)
-        left = burn(live, D(2), usage, last).grants
+        left = burn(live, D(2), usage, last, included_until=day(n + 1)).grants
         carry = max(D(0), usage - 2 - raised_by(live, last))
         amounts = rollover(live, left, at=day(n + 1))
     assert carry == 0 and amounts == {grant: 0}

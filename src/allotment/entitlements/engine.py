@@ -9,7 +9,8 @@ Invariants (property-tested):
   and never past what a live counter holds (COUNTER_CAPACITY, reason `counter_full`);
 - decisions are monotone in quantity: a larger request is never treated better;
 - burn-down never drives a balance negative, consumes `min(usage, included + live grants)`,
-  and burning u1 then u2 equals burning u1 + u2 (a period can be computed in any number of runs).
+  spends included units as a grant of the default priority expiring at the period end, and
+  burning u1 then u2 equals burning u1 + u2 (a period can be computed in any number of runs).
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from allotment.types import as_utc
 ZERO = Decimal(0)
 ONE = Decimal(1)
 _NEVER = datetime.max.replace(tzinfo=UTC)  # sorts a grant without expiry after all others
+DEFAULT_PRIORITY = 1  # of a grant that names none; included units burn at it (see `burn`)
 
 
 class InvalidQuantity(ValidationFailed, ValueError):
@@ -304,35 +306,54 @@ def burn_order(grants: Iterable[Grant]) -> list[Grant]:
 
     The id makes the order total, so the same grants always burn the same way.
     """
-    return sorted(grants, key=lambda g: (g.priority, g.expires_at or _NEVER, g.created_at, g.id))
+    return sorted(grants, key=_burn_key)
 
 
-def burn(grants: Iterable[Grant], included: Decimal, usage: Decimal, at: datetime) -> BurnDown:
-    """Spend `usage` from `included` first, then from live grants in burn order.
+def _burn_key(grant: Grant) -> tuple[int, datetime, datetime, str]:
+    return grant.priority, grant.expires_at or _NEVER, grant.created_at, grant.id
 
-    Grants that ended by `at` are left with nothing, but the usage they paid for before they
-    ended (`paid_at_end`) stays theirs: it burns nothing else. Grants not yet effective are
-    untouched. To burn across a grant's expiry, burn each stretch of usage at its own `at`
-    and feed the remainders into the next run: runs compose (burning u1 then u2 equals
-    burning u1 + u2).
+
+def burn(
+    grants: Iterable[Grant], included: Decimal, usage: Decimal, at: datetime, *,
+    included_until: datetime | None,
+) -> BurnDown:
+    """Spend `usage` from included units and live grants, in burn order.
+
+    Included units burn as a grant of priority DEFAULT_PRIORITY that expires at
+    `included_until` (the end of the usage period or of the entitlement, None if neither
+    comes), ahead of a grant that ties with it: a top-up outlasting the period burns after
+    them, an add-on that expires first burns first. Grants that ended by `at` are left with
+    nothing, but the usage they paid for before they ended (`paid_at_end`) stays theirs: it
+    burns nothing else. Grants not yet effective are untouched. To burn across a grant's
+    expiry, burn each stretch of usage at its own `at` and feed the remainders into the next
+    run: runs compose (burning u1 then u2 equals burning u1 + u2).
     """
     _require_non_negative("included", included)
-    usage = _period_usage(usage)
+    left = _period_usage(usage)
     at = as_utc(at)
-    from_included = min(included, usage)
-    left = usage - from_included
+    grants = list(grants)
     for grant in grants:
         if has_ended(grant, at):
             left -= min(grant.paid_at_end, left)
+    included_key = (DEFAULT_PRIORITY, as_utc(included_until) if included_until else _NEVER)
+    included_left: Decimal | None = None  # not burned yet
     remaining: dict[str, Decimal] = {}
     for grant in burn_order(grants):
         if not is_live(grant, at):
             remaining[grant.id] = ZERO if has_ended(grant, at) else grant.amount
             continue
-        take = min(grant.amount, left)
-        remaining[grant.id] = grant.amount - take
-        left -= take
-    return BurnDown(included - from_included, remaining, left)
+        if included_left is None and _burn_key(grant)[:2] >= included_key:
+            included_left, left = _take(included, left)
+        remaining[grant.id], left = _take(grant.amount, left)
+    if included_left is None:
+        included_left, left = _take(included, left)
+    return BurnDown(included_left, remaining, left)
+
+
+def _take(held: Decimal, wanted: Decimal) -> tuple[Decimal, Decimal]:
+    """(what `held` keeps, what is still wanted) after it paid what it could of `wanted`."""
+    take = min(held, wanted)
+    return held - take, wanted - take
 
 
 def rollover(

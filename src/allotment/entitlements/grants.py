@@ -3,8 +3,8 @@
 A grant belongs to the customer and the feature, not to one entitlement row, so it survives
 plan changes. While live (effective, not expired, not voided) it raises the soft and hard
 limits of the customer's metered entitlement by what it holds in the current period; usage
-burns included units first, then grants by priority, earliest expiry, oldest (engine.burn),
-and at each reset a grant carries its remainder clamped to [min_rollover, max_rollover].
+burns grants by priority, earliest expiry, oldest, with the period's included units as a grant
+of priority 1 expiring at the period end (engine.burn), and at each reset a grant carries its remainder clamped to [min_rollover, max_rollover].
 `standing.py` replays periods to find what each grant holds now (docs/grants.md).
 
 Creating and voiding are admin changes: each writes an audit row in the same transaction.
@@ -24,7 +24,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from allotment.customers import service as customers
 from allotment.entitlements import audit, features, notices, standing
 from allotment.entitlements.check import read_usage
-from allotment.entitlements.engine import ZERO, Grant, Kind, burn, has_ended
+from allotment.entitlements.engine import DEFAULT_PRIORITY, ZERO, Grant, Kind, burn, has_ended
 from allotment.entitlements.models import CustomerEntitlement, GrantRecord
 from allotment.entitlements.periods import Interval, UsagePeriod
 from allotment.entitlements.recurring import grant_id_of
@@ -43,7 +43,7 @@ async def create(
     customer: str,
     feature: str,
     amount: Decimal,
-    priority: int = 1,
+    priority: int = DEFAULT_PRIORITY,
     effective_at: datetime | None = None,
     expires_at: datetime | None = None,
     min_rollover: Decimal = ZERO,
@@ -186,7 +186,8 @@ async def balances(session: AsyncSession, tenant_id: str, records: Sequence[Gran
         left: dict[str, Decimal] = {}
         if row is not None:
             counted = await read_usage(session, row, at)
-            burned = burn(counted.grants, row.included or ZERO, counted.used + counted.reserved, at).grants
+            burned = burn(counted.grants, row.included or ZERO, counted.used + counted.reserved, at,
+                          included_until=standing.included_until(row, counted.period_end)).grants
             # a recurring grant holds what its instance live at `at` holds (ended ones: nothing)
             left = {grant_id_of(g.id): burned[g.id] for g in counted.grants if not has_ended(g, at)}
         for r in records:

@@ -10,7 +10,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, PlainSerializer, StrictBool
 
 from allotment.codec import quantity_number
-from allotment.entitlements.engine import Kind
+from allotment.entitlements.engine import DEFAULT_PRIORITY, Kind
 from allotment.entitlements.periods import Interval
 from allotment.types import AwareInstant, LargeQuantity, PositiveQuantity
 
@@ -343,7 +343,10 @@ class GrantCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     amount: PositiveQuantity
-    priority: int = Field(default=1, ge=0, le=1_000_000, description="Lower burns first.")
+    priority: int = Field(
+        default=DEFAULT_PRIORITY, ge=0, le=1_000_000,
+        description=f"Lower burns first; included units burn at {DEFAULT_PRIORITY}, expiring at the period end.",
+    )
     effective_at: AwareInstant | None = Field(default=None, description="Default: now.")
     expires_at: AwareInstant | None = Field(default=None, description="Default: never.")
     min_rollover: LargeQuantity = Field(

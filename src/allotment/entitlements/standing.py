@@ -80,9 +80,16 @@ def _end(grant: Grant) -> datetime | None:
     return min(ends) if ends else None
 
 
+def included_until(row: CustomerEntitlement, period_end: datetime | None) -> datetime | None:
+    """When the row's included units of the period ending at `period_end` can no longer be
+    spent: at the period end, or at the row's own end if that is earlier (engine.burn)."""
+    ends = [t for t in (period_end, row.active_to) if t is not None]
+    return min(ends) if ends else None
+
+
 def _with_paid(
-    grants: Sequence[Grant], included: Decimal, start: datetime, until: datetime,
-    usage_at_end: Callable[[Grant], Decimal],
+    grants: Sequence[Grant], included: Decimal, included_ends: datetime | None,
+    start: datetime, until: datetime, usage_at_end: Callable[[Grant], Decimal],
 ) -> list[Grant]:
     """`grants`, those that ended in (start, until] with what usage had burned of them by
     their end (`paid_at_end`), worked out in the order they ended.
@@ -107,9 +114,8 @@ def _with_paid(
             settled += 1
         for gone in [k for k, g in live.items() if has_ended(g, t)]:
             del live[gone]
-        usage = usage_at_end(grant)
-        spent = min(included, usage) + max(ZERO, usage - included - paid)  # burn() less what they paid
-        down = burn(list(live.values()), included, spent, t)
+        spent = max(ZERO, usage_at_end(grant) - paid)  # burn() less what the ended ones paid
+        down = burn(list(live.values()), included, spent, t, included_until=included_ends)
         out[grant.id] = replace(grant, paid_at_end=grant.amount - down.grants[grant.id])
     return [out[g.id] for g in grants]
 
@@ -178,7 +184,8 @@ async def standing(session: AsyncSession, row: CustomerEntitlement, at: datetime
         # A grant's usage at its end is recorded by the first write after it; until then the
         # counter has not moved since, so it still holds that usage (plus a carry not fixed yet).
         now = checks.units((counter[0] if counter else 0) + (carry_in or 0))
-        grants = _with_paid(grants, row.included or ZERO, seg_start, at, _at_end(usage_at_ends, now))
+        grants = _with_paid(grants, row.included or ZERO, included_until(row, end), seg_start, at,
+                            _at_end(usage_at_ends, now))
     return Standing(tuple(grants), start, end, carry_in)
 
 
@@ -249,9 +256,9 @@ def _replay(
         if carried is None and previous is not None and previous.row is seg.row and previous.resets:
             usage += carry_in
         last = seg.end - _TICK
-        grants = _with_paid(grants, seg.row.included or ZERO, seg.period_start, last,
-                            _at_end(usage_at_ends, usage))
-        left = burn(grants, seg.row.included or ZERO, usage, last).grants
+        included = seg.row.included or ZERO
+        grants = _with_paid(grants, included, seg.end, seg.period_start, last, _at_end(usage_at_ends, usage))
+        left = burn(grants, included, usage, last, included_until=seg.end).grants
         soft = soft_limit(seg.row) + raised_by(grants, last)
         carry_in = max(ZERO, usage - soft) if _carries(seg.row) else ZERO
         amounts = rollover(grants, left, at=seg.end) if seg.resets else dict(left)

@@ -35,6 +35,7 @@ from allotment.entitlements.engine import (
 )
 from allotment.entitlements.models import CustomerEntitlement, Feature
 from allotment.entitlements.recurring import grant_id_of
+from allotment.entitlements.standing import included_until
 from allotment.errors import NotFound
 
 
@@ -92,7 +93,8 @@ async def state_of(
         quantity=ONE, at=at,
     )
     spent = counted.used + counted.reserved
-    left = burn(counted.grants, row.included or ZERO, spent, at).grants
+    left = burn(counted.grants, row.included or ZERO, spent, at,
+                included_until=included_until(row, counted.period_end)).grants
     breakdown = tuple(GrantBalance(replace(g, id=grant_id_of(g.id)), left[g.id])
                       for g in burn_order(_latest_instances(counted.grants)))
     return EntitlementState(
