@@ -65,6 +65,33 @@ async def test_one_consume_larger_than_the_hard_limit_is_denied(tenant):
     assert (await _check(c, quantity=100_000, consume=True))["usage"] == 1_500_000
 
 
+async def test_pay_as_you_go_is_allowed_and_never_overdraft(tenant):
+    """A metered feature that includes nothing and sets no limit: every use is allowed and
+    billed. Prepaid credit (a grant) pays first; past it, pay as you go. Neither is overdraft:
+    not for the check, the entitlement page, the overdraft and upsell reports or notifications."""
+    c = tenant.client
+    await _metered_customer(c, 0, None, None)
+    first = await _check(c, quantity=5, consume=True)
+    assert (first["decision"], first["reason"], first["usage"], first["overage"]) == ("allow", "pay_as_you_go", 5, 5)
+    await ok(await c.post("/v1/customers/acme/entitlements/api-calls/grants", json={"amount": 10}), 201)
+    credit = await _check(c, quantity=5, consume=True)
+    assert (credit["decision"], credit["reason"], credit["balance"]) == ("allow", "within_limit", 0)
+    past = await _check(c, quantity=6, consume=True)
+    assert (past["decision"], past["reason"], past["usage"], past["overage"]) == ("allow", "pay_as_you_go", 16, 6)
+    page = await ok(await c.get("/v1/customers/acme/entitlements/api-calls"))
+    assert (page["has_access"], page["in_overdraft"], page["usage"]) == (True, False, 16)
+    assert (await ok(await c.get("/v1/reports/overdraft")))["items"] == []
+    assert (await ok(await c.get("/v1/reports/upsell", params={"status": "overdraft"})))["items"] == []
+    told = await ok(await c.get("/v1/notifications", params={"type": "entitlement.overdraft_started"}))
+    assert told["items"] == []
+    # A soft limit of 0, set explicitly, flags every use.
+    await plan(c, "flagged", [metered("api-calls", 0, 0, None)])
+    await customer(c, "globex")
+    await subscribe(c, "globex", "flagged")
+    flagged = await _check(c, customer="globex", consume=True)
+    assert (flagged["decision"], flagged["reason"]) == ("allow_overdraft", "soft_limit")
+
+
 async def test_check_without_consume_counts_nothing(tenant):
     c = tenant.client
     await _metered_customer(c, 10, None, 10)

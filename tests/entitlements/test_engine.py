@@ -164,6 +164,8 @@ def naive_verdict(
     total = usage + reserved + q
     if total <= soft:
         return Verdict.ALLOW
+    if ent.hard_limit is None and ent.soft_limit is None and ent.included == 0:  # pay as you go
+        return Verdict.ALLOW
     if ent.hard_limit is None or total <= ent.hard_limit + extra:
         return Verdict.ALLOW_OVERDRAFT
     return Verdict.DENY
@@ -319,6 +321,19 @@ def test_boolean_entitlement_allows_or_denies() -> None:
     assert decide(BooleanEntitlement(True), at=AT).decision is Verdict.ALLOW
     denied = decide(BooleanEntitlement(False), at=AT)
     assert (denied.decision, denied.reason, denied.usage) == (Verdict.DENY, "no_access", None)
+
+
+def test_an_entitlement_without_included_units_or_limits_pays_as_it_goes() -> None:
+    """Nothing promised, nothing to be over: allowed, past what grants hold as pay_as_you_go."""
+    payg = MeteredEntitlement(D(0))
+    answer = decide(payg, usage=D(40), quantity=D(5), at=AT)
+    assert (answer.decision, answer.reason, answer.overage) == (Verdict.ALLOW, "pay_as_you_go", 40)
+    credit = decide(payg, usage=D(2), quantity=D(3), grants=[grant("credit", 5)], at=AT)
+    assert (credit.decision, credit.reason, credit.balance) == (Verdict.ALLOW, "within_limit", 3)
+    seats = decide_seats(D(7), D(1), D(0), None, None)
+    assert (seats.decision, seats.reason) == (Verdict.ALLOW, "pay_as_you_go")
+    for flagged in (MeteredEntitlement(D(0), soft_limit=D(0)), MeteredEntitlement(D(0), hard_limit=D(50))):
+        assert decide(flagged, usage=D(40), quantity=D(5), at=AT).decision is Verdict.ALLOW_OVERDRAFT
 
 
 def test_static_entitlement_returns_its_config() -> None:

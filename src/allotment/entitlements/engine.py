@@ -5,6 +5,7 @@ as values and time comes in as `at`, so every decision can be replayed exactly. 
 `Decimal`. One strategy per entitlement kind; `decide` picks it by kind.
 
 Invariants (property-tested):
+- an entitlement that includes nothing and sets no limit (pay as you go) is never overdraft;
 - a check allows at most up to the hard limit: usage + reserved + quantity <= hard, or deny,
   and never past what a live counter holds (COUNTER_CAPACITY, reason `counter_full`);
 - decisions are monotone in quantity: a larger request is never treated better;
@@ -69,6 +70,7 @@ class Reason(enum.StrEnum):
     NO_ACCESS = "no_access"
     STATIC = "static"
     NOT_ENTITLED = "not_entitled"  # the customer has no entitlement to the feature at all
+    PAY_AS_YOU_GO = "pay_as_you_go"  # past what grants hold on an entitlement without limits
 
 
 @dataclass(frozen=True)
@@ -240,7 +242,8 @@ def decide_metered(
     if grants:  # most checks have none: their sum is worked out only when there are some
         extra = raised_by(grants, at)
         soft, hard = soft + extra, None if hard is None else hard + extra
-    return _judge(usage, reserved, quantity, ent.included, soft, hard)
+    return _unlimited(_judge(usage, reserved, quantity, ent.included, soft, hard),
+                      ent.included, ent.soft_limit, ent.hard_limit)
 
 
 def decide_seats(
@@ -255,7 +258,26 @@ def decide_seats(
     _require_non_negative("active_count", active_count, InvalidQuantity)
     _check_limits(included, soft_limit, hard_limit)
     soft = included if soft_limit is None else soft_limit
-    return _judge(active_count, ZERO, quantity, included, soft, hard_limit)
+    decision = _judge(active_count, ZERO, quantity, included, soft, hard_limit)
+    return _unlimited(decision, included, soft_limit, hard_limit)
+
+
+def pays_as_it_goes(included: Decimal | None, soft_limit: Decimal | None, hard_limit: Decimal | None) -> bool:
+    """Whether the entitlement includes nothing and sets no limit: pay as you go.
+
+    Its every use is allowed and billed; none of it is overdraft, because nothing was promised
+    to be over. Grants on it are prepaid credit: while they last the check says `within_limit`,
+    past them `pay_as_you_go`. (A soft limit of 0, set explicitly, flags every use instead.)
+    """
+    return not included and soft_limit is None and hard_limit is None
+
+
+def _unlimited(
+    decision: Decision, included: Decimal, soft_limit: Decimal | None, hard_limit: Decimal | None
+) -> Decision:
+    if decision.decision is Verdict.ALLOW_OVERDRAFT and pays_as_it_goes(included, soft_limit, hard_limit):
+        return decision._replace(decision=Verdict.ALLOW, reason=Reason.PAY_AS_YOU_GO)
+    return decision
 
 
 def _judge(

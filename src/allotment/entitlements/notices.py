@@ -23,7 +23,7 @@ a crossing, and once per period to see whether the period before had usage.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from decimal import ROUND_CEILING, Decimal
@@ -33,8 +33,16 @@ from sqlalchemy import exists, literal, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from allotment.customers.models import Customer
-from allotment.entitlements.crossings import Crossing, Kind, crossings, worth_watching
-from allotment.entitlements.engine import ONE, ZERO, Decision, Grant, MeteredEntitlement, decide
+from allotment.entitlements.crossings import Crossing, Kind, Threshold, crossings, worth_watching
+from allotment.entitlements.engine import (
+    ONE,
+    ZERO,
+    Decision,
+    Grant,
+    MeteredEntitlement,
+    Reason,
+    decide,
+)
 from allotment.entitlements.models import (
     CustomerEntitlement,
     EntitlementUsage,
@@ -116,8 +124,7 @@ def would_tell(where: Where, *, before: Decimal, after: Decision) -> bool | None
         return None
     if before == ZERO and usage > ZERO:  # the first usage of a period may tell of a reset
         return True
-    return bool(crossings(before, usage, soft=soft, hard=hard,
-                          thresholds=tenant_rules.thresholds_for(where.feature_id)))
+    return bool(_crossed(before, after, soft, hard, tenant_rules.thresholds_for(where.feature_id)))
 
 
 _MICRO = Decimal(1_000_000)
@@ -150,6 +157,17 @@ def quiet_levels(where: Where, ent: MeteredEntitlement) -> tuple[tuple[int, ...]
     return tuple(sorted(int(level) for level in found if level <= _MAX_COUNTER)), True
 
 
+def _crossed(
+    before: Decimal, after: Decision, soft: Decimal, hard: Decimal | None, thresholds: Iterable[Threshold]
+) -> list[Crossing]:
+    """What the move reached; passing what grants hold is no overdraft when paying as you go."""
+    assert after.usage is not None
+    found = crossings(before, after.usage, soft=soft, hard=hard, thresholds=thresholds)
+    if after.reason == Reason.PAY_AS_YOU_GO:
+        return [c for c in found if c.kind is not Kind.OVERDRAFT]
+    return found
+
+
 async def usage_moved(
     session: AsyncSession, where: Where, *, before: Decimal, after: Decision, at: datetime,
     pending: Pending | None = None,
@@ -167,7 +185,7 @@ async def usage_moved(
     if soft is None or usage is None or not worth_watching(soft, hard):
         return []
     tenant_rules = await rules.for_tenant(session, where.tenant_id)
-    found = crossings(before, usage, soft=soft, hard=hard, thresholds=tenant_rules.thresholds_for(where.feature_id))
+    found = _crossed(before, after, soft, hard, tenant_rules.thresholds_for(where.feature_id))
     if before == ZERO and usage > ZERO:
         await _maybe_reset(session, where, after, at)
     if not found:
@@ -248,7 +266,7 @@ async def seat_taken(
     `entitlement.hard_limit_reached` (seats have no period to tell it once in).
     """
     paid, hard = decision.soft_limit, decision.hard_limit
-    over = paid is not None and active - 1 <= paid < active
+    over = paid is not None and active - 1 <= paid < active and decision.reason != Reason.PAY_AS_YOU_GO
     full = hard is not None and active - 1 < hard <= active
     if not (over or full):
         return

@@ -27,7 +27,7 @@ from allotment.customers import service as customers
 from allotment.customers.models import Customer
 from allotment.entitlements import features, queries, standing
 from allotment.entitlements.check import units, usage_period
-from allotment.entitlements.engine import ZERO, Kind
+from allotment.entitlements.engine import ZERO, Kind, pays_as_it_goes
 from allotment.entitlements.models import (
     CustomerEntitlement,
     GrantRecord,
@@ -158,7 +158,8 @@ async def _seats(
     )
     leases = [Lease(a, _lease_end(expires, released, at)) for a, expires, released in current]
     leases += [Lease(a, ended) for a, ended in earlier]
-    terms = [Terms(r.active_from, r.active_to, standing.soft_limit(r)) for r in rows]
+    terms = [Terms(r.active_from, r.active_to, standing.soft_limit(r)) for r in rows
+             if not pays_as_it_goes(r.included, r.soft_limit, r.hard_limit)]  # no overdraft
     return seat_overdraft(leases, terms, start=start, end=end)
 
 
@@ -184,7 +185,7 @@ async def _periods(
     out: list[PeriodOverage] = []
     for row in rows:
         low, high = max(start, row.active_from), min(end, row.active_to or end)
-        if low >= high:
+        if low >= high or pays_as_it_goes(row.included, row.soft_limit, row.hard_limit):
             continue
         every = usage_period(row)
         opening = period_at(every, low)[0]

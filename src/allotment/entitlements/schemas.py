@@ -259,7 +259,10 @@ class UpsellHintRead(BaseModel):
 
 class CheckRead(BaseModel):
     decision: Literal["allow", "allow_overdraft", "deny"]
-    reason: str
+    reason: str = Field(description=(
+        "within_limit, pay_as_you_go (no limit, past what grants hold), soft_limit (overdraft), "
+        "hard_limit, counter_full, has_access, no_access, static or not_entitled."
+    ))
     usage: QuantityOut | None = None
     included: QuantityOut | None = None
     soft_limit: QuantityOut | None = None

@@ -32,6 +32,7 @@ from allotment.entitlements.engine import (
     burn_order,
     decide,
     decide_seats,
+    pays_as_it_goes,
 )
 from allotment.entitlements.models import CustomerEntitlement, Feature
 from allotment.entitlements.recurring import grant_id_of
@@ -71,7 +72,9 @@ class EntitlementState:
     @property
     def in_overdraft(self) -> bool:
         """Past the soft limit (allowed, but flagged)."""
-        return self.usage is not None and self.soft_limit is not None and self.usage > self.soft_limit
+        row = self.row
+        return (self.usage is not None and self.soft_limit is not None and self.usage > self.soft_limit
+                and not pays_as_it_goes(row.included, row.soft_limit, row.hard_limit))
 
 
 async def state_of(

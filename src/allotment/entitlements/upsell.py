@@ -37,7 +37,7 @@ from allotment.customers import service as customers
 from allotment.customers.models import Customer
 from allotment.entitlements import check, features, offers, standing
 from allotment.entitlements import upsell_reads as reads
-from allotment.entitlements.engine import ZERO, Kind, is_live
+from allotment.entitlements.engine import ZERO, Kind, is_live, pays_as_it_goes
 from allotment.entitlements.models import CustomerEntitlement, Feature
 from allotment.entitlements.periods import period_at
 from allotment.entitlements.projection import (
@@ -101,12 +101,11 @@ class Suggestion:
 
     @property
     def in_overdraft(self) -> bool:
-        return self.spent > self.limits.soft
+        return _in_overdraft(self.row, self.spent, self.limits)
 
     @property
     def near_limit(self) -> bool:
-        soft = self.limits.soft
-        return not self.in_overdraft and soft > 0 and self.spent >= NEAR_LIMIT * soft
+        return _near_limit(self.spent, self.limits)
 
     @property
     def status(self) -> Status:
@@ -156,8 +155,19 @@ class _Standing:
         return Limits(row.included or ZERO, row.soft_limit, row.hard_limit).raised(self.extra)
 
     def is_candidate(self) -> bool:
-        soft, spent = self.limits.soft, self.usage + self.reserved
-        return self.denials > 0 or spent > soft or (soft > 0 and spent >= NEAR_LIMIT * soft)
+        spent, limits = self.usage + self.reserved, self.limits
+        return self.denials > 0 or _in_overdraft(self.item.row, spent, limits) or _near_limit(spent, limits)
+
+
+def _in_overdraft(row: CustomerEntitlement, spent: Decimal, limits: Limits) -> bool:
+    """Past the soft limit, on an entitlement that has one (pay as you go has none)."""
+    return spent > limits.soft and not pays_as_it_goes(row.included, row.soft_limit, row.hard_limit)
+
+
+def _near_limit(spent: Decimal, limits: Limits) -> bool:
+    """From NEAR_LIMIT of the soft limit up to it."""
+    soft = limits.soft
+    return soft > 0 and NEAR_LIMIT * soft <= spent <= soft
 
 
 def _suggestion(
