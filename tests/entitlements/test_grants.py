@@ -319,6 +319,78 @@ async def test_idle_periods_between_usage_leave_the_amounts_of_a_period_by_perio
     assert await clock.amounts(datetime(8999, 6, 1, tzinfo=UTC)) == {capped: 2}
 
 
+# --- included units that roll over ----------------------------------------------------------
+
+
+def month(n: int) -> datetime:
+    """The first instant of the n-th month after January 2026."""
+    return datetime(2026 + n // 12, n % 12 + 1, 1, tzinfo=UTC)
+
+
+async def test_unused_monthly_data_rolls_over_up_to_two_gb(tenant, db):
+    """Story 4: a 10 GB monthly bundle whose unused part rolls over up to 2 GB; an add-on that
+    expires first burns first; at zero, data is denied."""
+    clock = await _clockwork(tenant, db, included=10, hard_limit=10, included_rollover=2,
+                             usage_anchor=T0.isoformat())
+    await clock.consume(7, day(3))  # 3 unused in January: 2 roll over
+    feb = await clock.state(month(1))
+    assert (feb.rolled_over, feb.hard_limit, feb.balance, feb.grants) == (2, 12, 12, ())
+    assert (await clock.check(12, month(1))).decision.decision == "allow"
+    assert (await clock.consume(12, month(1) + timedelta(days=2))).decision.decision == "allow"
+    assert (await clock.consume("0.001", month(1) + timedelta(days=3))).decision.reason == "hard_limit"
+    mar = await clock.state(month(2))  # February used everything: nothing rolls
+    assert (mar.rolled_over, mar.hard_limit) == (0, 10)
+    apr = await clock.state(month(3))  # March was idle: 10 unused, 2 roll
+    assert (apr.rolled_over, apr.hard_limit) == (2, 12)
+    addon = await clock.grant(month(3), amount=D(1), expires_at=month(3) + timedelta(days=10))
+    await clock.consume(1, month(3) + timedelta(days=1))  # the add-on pays: it expires first
+    later = await clock.state(month(3) + timedelta(days=20))
+    assert (later.usage, later.balance, later.hard_limit) == (1, 12, 13)
+    assert [(g.grant.id, g.balance) for g in later.grants] == [(addon, 0)]
+    far = await clock.state(month(40))
+    assert (far.rolled_over, far.hard_limit, far.usage) == (2, 12, 0)
+
+
+async def test_a_roll_over_bound_above_the_included_units_fills_up_over_idle_periods(tenant, db):
+    """Unused minutes bank up to 25 with 10 included a month: idle months add 10 each until
+    the bound; a month that spends into the bank leaves what is unused of both."""
+    clock = await _clockwork(tenant, db, included=10, hard_limit=10, included_rollover=25,
+                             usage_anchor=T0.isoformat())
+    assert [(await clock.state(month(n))).rolled_over for n in range(5)] == [0, 10, 20, 25, 25]
+    await clock.consume(30, month(5) + timedelta(days=1))  # of 35: 5 left, all roll on
+    assert [(await clock.state(month(n))).rolled_over for n in (6, 7, 8, 30)] == [5, 15, 25, 25]
+    assert (await clock.check("35.001", month(30))).decision.decision == "deny"
+
+
+async def test_rolled_over_units_are_enforced_on_every_path_of_a_check(tenant, db):
+    """The row began in January; now, months later, checks and consumes over HTTP (which take
+    the one-read way when they can) see what rolled in."""
+    clock = await _clockwork(tenant, db, included=10, hard_limit=10, included_rollover=2,
+                             usage_anchor=T0.isoformat())
+    body = {"customer": "acme", "feature": "data", "quantity": 12}
+    answer = await ok(await tenant.client.post("/v1/check", json=body))
+    assert (answer["decision"], answer["hard_limit"]) == ("allow", 12)
+    assert (await ok(await tenant.client.post("/v1/check", json={**body, "consume": True})))["decision"] == "allow"
+    last = await ok(await tenant.client.post("/v1/check", json={**body, "quantity": "0.001", "consume": True}))
+    assert (last["decision"], last["reason"]) == ("deny", "hard_limit")
+    page = await ok(await tenant.client.get("/v1/customers/acme/entitlements/data"))
+    assert (page["rolled_over"], page["included"], page["balance"], page["grants"]) == (2, 10, 0, [])
+
+
+async def test_included_rollover_is_a_value_of_plans_and_needs_a_resetting_period(tenant):
+    c = tenant.client
+    await feature(c, "minutes")
+    made = await plan(c, "bundle", [{**metered("minutes", 300), "included_rollover": 100}])
+    assert made["entitlements"][0]["included_rollover"] == 100
+    never = {**metered("minutes", 300), "usage_period": "NONE", "included_rollover": 100}
+    refused = await c.post("/v1/plans", json={"key": "forever", "name": "Forever", "entitlements": [never]})
+    assert refused.status_code == 422, refused.text
+    assert "entitlements[0].included_rollover" in refused.text
+    boolean_rollover = {**boolean("minutes"), "included_rollover": 5}
+    refused = await c.post("/v1/plans", json={"key": "odd", "name": "Odd", "entitlements": [boolean_rollover]})
+    assert refused.status_code == 422 and "included_rollover" in refused.text
+
+
 # --- overage at reset -------------------------------------------------------------------------
 
 

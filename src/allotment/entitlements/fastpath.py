@@ -78,6 +78,7 @@ class _Prepared:
     active_from: datetime
     active_to: datetime | None
     carries_overage: bool
+    rolls_over: bool  # after its first period, what rolled in needs the full way
     period: tuple[datetime, datetime | None, int] | None = None  # start, end, start in µs
 
     def period_at(self, at: datetime) -> tuple[datetime, datetime | None, int]:
@@ -105,7 +106,8 @@ def _prepare(row: CustomerEntitlement) -> _Prepared:
         elif row.kind == Kind.STATIC:
             entitlement = StaticEntitlement(row.config or {})
         found = _prepared[row.id] = _Prepared(
-            row, entitlement, row.id, row.active_from, row.active_to, row.overage_at_reset == standing.CARRY
+            row, entitlement, row.id, row.active_from, row.active_to, row.overage_at_reset == standing.CARRY,
+            standing.rolls_over(row),
         )
     return found
 
@@ -141,6 +143,8 @@ async def _remembered(db: Database, tenant_id: str, request: CheckRequest, at: d
     if entitlement is None or prepared.active_from > at or (active_to is not None and active_to <= at):
         return None
     period = prepared.period_at(at) if entitlement.kind == Kind.METERED else (None, None, -1)
+    if prepared.rolls_over and period[0] is not None and period[0] > prepared.active_from:
+        return None
     return _Remembered(known, prepared, entitlement, period)
 
 

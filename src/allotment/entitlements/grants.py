@@ -169,7 +169,7 @@ async def of_period(
     feature_id = (await features.get(session, tenant_id, feature)).id
     row = await _metered_row(session, tenant_id, customer_id, feature_id, at)
     if row is not None:
-        return list((await standing.standing(session, row, at)).grants)
+        return [g for g in (await standing.standing(session, row, at)).grants if g.id != standing.ROLLED_OVER]
     return [g for g in map(standing.grant_of, await _records(session, tenant_id, customer_id, feature_id))
             if g.effective_at <= at and not has_ended(g, at)]
 

@@ -163,11 +163,12 @@ async def _moved(
     row = target.row
     ent = metered_entitlement(row)
     soft = ent.included if ent.soft_limit is None else ent.soft_limit
-    if not worth_watching(soft, ent.hard_limit) and not target.has_grants:
+    replay = target.has_grants or standing.rolls_over(row)  # grants, or included units rolled in
+    if not worth_watching(soft, ent.hard_limit) and not replay:
         return
     start, end = period_at(target.period, from_micros(period_us))
     when = at if end is None or at < end else end - timedelta(microseconds=1)  # a late event's period
-    grants = (await standing.standing(session, row, when)).grants if target.has_grants else ()
+    grants = (await standing.standing(session, row, when)).grants if replay else ()
     numbers = notices.standing_of(ent, units(used), units(reserved), grants, when)
     where = notices.Where(row.tenant_id, row.id, row.customer_id, row.feature_id, start, end)
     await notices.usage_moved(session, where, before=units(used - added), after=numbers, at=at, pending=pending)

@@ -101,7 +101,8 @@ class _Values:
     """The value columns an entitlement carries, shared by plan and customer rows.
 
     Which ones are set depends on the kind: boolean uses has_access, static config, metered
-    usage_period/included/limits/overage_at_reset, seats included/limits/lease_ttl_seconds.
+    usage_period/included/limits/overage_at_reset/included_rollover, seats
+    included/limits/lease_ttl_seconds.
     """
 
     kind: Mapped[str] = mapped_column(String(16))
@@ -112,12 +113,14 @@ class _Values:
     soft_limit: Mapped[Decimal | None] = mapped_column(Quantity(), nullable=True)
     hard_limit: Mapped[Decimal | None] = mapped_column(Quantity(), nullable=True)
     overage_at_reset: Mapped[str | None] = mapped_column(String(8), nullable=True)
+    # Unused included units carried into the next usage period, at most this many (None: none).
+    included_rollover: Mapped[Decimal | None] = mapped_column(Quantity(), nullable=True)
     lease_ttl_seconds: Mapped[int | None] = mapped_column(Integer, nullable=True)
 
 
 VALUE_COLUMNS = (
     "kind", "has_access", "config", "usage_period", "included", "soft_limit", "hard_limit",
-    "overage_at_reset", "lease_ttl_seconds",
+    "overage_at_reset", "included_rollover", "lease_ttl_seconds",
 )
 
 

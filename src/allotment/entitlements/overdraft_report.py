@@ -196,7 +196,7 @@ async def _periods(
             period_start, period_end = period_at(every, from_micros(period_us))
             last = min(t for t in (period_end, row.active_to, at) if t is not None) - _TICK
             soft = standing.soft_limit(row)
-            if granted:
+            if granted or standing.rolls_over(row):
                 soft += (await standing.standing(session, row, last)).extra(last)
             usage = units(used)
             if usage > soft:

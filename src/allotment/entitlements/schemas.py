@@ -48,6 +48,11 @@ class EntitlementValues(BaseModel):
     overage_at_reset: OverageAtReset | None = Field(
         default=None, description="metered: forgive (default) or carry overage into the next period."
     )
+    included_rollover: LargeQuantity | None = Field(
+        default=None,
+        description="metered: unused included units carried into the next period, at most this many "
+                    "(default none); they can be spent until that period ends.",
+    )
     lease_ttl_seconds: int | None = Field(
         default=None, ge=1, le=366 * 86_400, description="seats: leases expire without heartbeat."
     )
@@ -70,6 +75,7 @@ class OverrideIn(BaseModel):
     soft_limit: LargeQuantity | None = None
     hard_limit: LargeQuantity | None = None
     overage_at_reset: OverageAtReset | None = None
+    included_rollover: LargeQuantity | None = None
     lease_ttl_seconds: int | None = Field(default=None, ge=1, le=366 * 86_400)
     usage_anchor: AwareInstant | None = None
     time_zone: TimeZoneName | None = None
@@ -92,6 +98,7 @@ class ValuesRead(BaseModel):
     soft_limit: QuantityOut | None
     hard_limit: QuantityOut | None
     overage_at_reset: OverageAtReset | None
+    included_rollover: QuantityOut | None
     lease_ttl_seconds: int | None
 
 
@@ -310,6 +317,10 @@ class EntitlementStateRead(BaseModel):
     config: dict[str, Any] | None = None
     usage: QuantityOut | None = None
     included: QuantityOut | None = None
+    rolled_over: QuantityOut | None = Field(
+        default=None, description="Unused included units of the previous period carried into this one "
+                                  "(with included_rollover); they raise both limits, like a grant."
+    )
     soft_limit: QuantityOut | None = None
     hard_limit: QuantityOut | None = None
     balance: QuantityOut | None = None

@@ -23,7 +23,7 @@ Conventions (docs/grants.md):
 from __future__ import annotations
 
 from bisect import bisect_left
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from decimal import Decimal
@@ -34,7 +34,15 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from allotment.entitlements import check as checks
 from allotment.entitlements import queries, recurring
-from allotment.entitlements.engine import ZERO, Grant, burn, has_ended, raised_by, rollover
+from allotment.entitlements.engine import (
+    DEFAULT_PRIORITY,
+    ZERO,
+    Grant,
+    burn,
+    has_ended,
+    raised_by,
+    rollover,
+)
 from allotment.entitlements.models import CustomerEntitlement, GrantRecord
 from allotment.entitlements.periods import Interval, UsagePeriod, period_at
 from allotment.types import as_utc, from_micros, to_micros
@@ -56,6 +64,7 @@ class Standing:
     period_start: datetime
     period_end: datetime | None
     carry: int | None = None
+    rolled_over: Decimal = ZERO  # unused included units carried in (a grant of `grants`, ROLLED_OVER)
 
     def extra(self, at: datetime) -> Decimal:
         """What grants add to both limits at `at` (engine.raised_by)."""
@@ -78,6 +87,31 @@ class Standing:
 def _end(grant: Grant) -> datetime | None:
     ends = [t for t in (grant.expires_at, grant.voided_at) if t is not None]
     return min(ends) if ends else None
+
+
+# The id of the grant that stands for included units rolled over from the previous period.
+ROLLED_OVER = "rolled_over"
+
+
+def rolls_over(row: CustomerEntitlement) -> bool:
+    """Whether unused included units of the row roll into its next period."""
+    return bool(row.included_rollover) and checks.usage_period(row).interval is not Interval.NONE
+
+
+def _rolled_over(amount: Decimal, start: datetime, until: datetime | None) -> Grant:
+    """Units rolled into the period from `start`, spendable as included units until `until`.
+
+    They burn with the period's own included units (the same priority and expiry), and what
+    is left of both at the reset is what rolls on, so which of the two burns first changes
+    nothing."""
+    return Grant(id=ROLLED_OVER, amount=amount, priority=DEFAULT_PRIORITY, effective_at=start,
+                 created_at=start, expires_at=until)
+
+
+def _rolls_on(row: CustomerEntitlement, included_left: Decimal, left: Mapping[str, Decimal]) -> Decimal:
+    """What rolls into the row's next period: its unused included units, at most the bound."""
+    bound = row.included_rollover or ZERO
+    return min(bound, included_left + left.get(ROLLED_OVER, ZERO))
 
 
 def included_until(row: CustomerEntitlement, period_end: datetime | None) -> datetime | None:
@@ -170,23 +204,25 @@ async def standing(session: AsyncSession, row: CustomerEntitlement, at: datetime
     needs_carry = carries and (counter is None or counter[2] is None)
     since = await _since(session, row, granted, seg_start, start, needs_carry)
     records, usage_at_ends = await _instances(session, row, granted, seg_start if since is None else since, at)
-    carry_in = None
+    carry_in, rolled = None, ZERO
     if since is None:
         grants = [g for g in records if not has_ended(g, seg_start)]
     else:
         rows = await _rows(session, row, since, at)
         counters = await _counters(session, row, rows, since, at)
         marks = sorted({from_micros(start) for _, start in counters} | _grant_times(records))
-        amounts, carried = _replay(records, usage_at_ends, _Walk(rows, since, at, marks), counters)
+        amounts, carried, rolled = _replay(records, usage_at_ends, _Walk(rows, since, at, marks), counters)
         grants = [replace(g, amount=amounts[g.id]) for g in records if not has_ended(g, seg_start)]
         carry_in = carried if needs_carry else None
+    if rolled:
+        grants.append(_rolled_over(rolled, seg_start, included_until(row, end)))
     if ended_within:
         # A grant's usage at its end is recorded by the first write after it; until then the
         # counter has not moved since, so it still holds that usage (plus a carry not fixed yet).
         now = checks.units((counter[0] if counter else 0) + (carry_in or 0))
         grants = _with_paid(grants, row.included or ZERO, included_until(row, end), seg_start, at,
                             _at_end(usage_at_ends, now))
-    return Standing(tuple(grants), start, end, carry_in)
+    return Standing(tuple(grants), start, end, carry_in, rolled)
 
 
 async def _since(
@@ -205,6 +241,8 @@ async def _since(
     lower = seg_start
     if needs_carry:
         lower = await _carry_start(session, row, period_start - _TICK)
+    if rolls_over(row):  # what rolls in follows from every earlier period of the row
+        lower = min(lower, row.active_from)
     while True:
         earliest = min((g.live_from(lower) for g in granted if not has_ended(g.grant, lower)), default=lower)
         if earliest >= lower:
@@ -243,14 +281,17 @@ def _replay(
     usage_at_ends: dict[str, int | None],
     walk: _Walk,
     counters: dict[tuple[str, int], tuple[int, int | None]],
-) -> tuple[dict[str, Decimal], int]:
-    """Each grant's amount at the start of the last segment, and the overage carried into it."""
+) -> tuple[dict[str, Decimal], int, Decimal]:
+    """Each grant's amount at the start of the last segment, the overage carried into it and
+    the included units rolled into it."""
     amounts = {g.id: g.amount for g in records}
-    carry_in, previous = ZERO, None
+    carry_in, rolled, previous = ZERO, ZERO, None
     seg = walk.first()
     while not walk.is_last(seg):
         assert seg.end is not None  # only the last segment can be open-ended
         grants = [replace(g, amount=amounts[g.id]) for g in records]
+        if rolled:
+            grants.append(_rolled_over(rolled, seg.period_start, seg.end))
         used, carried = counters.get((seg.row.id, to_micros(seg.period_start)), (0, None))
         usage = checks.units(used)
         if carried is None and previous is not None and previous.row is seg.row and previous.resets:
@@ -258,15 +299,22 @@ def _replay(
         last = seg.end - _TICK
         included = seg.row.included or ZERO
         grants = _with_paid(grants, included, seg.end, seg.period_start, last, _at_end(usage_at_ends, usage))
-        left = burn(grants, included, usage, last, included_until=seg.end).grants
+        down = burn(grants, included, usage, last, included_until=seg.end)
         soft = soft_limit(seg.row) + raised_by(grants, last)
         carry_in = max(ZERO, usage - soft) if _carries(seg.row) else ZERO
-        amounts = rollover(grants, left, at=seg.end) if seg.resets else dict(left)
-        previous = seg
-        seg = walk.after(seg, settled=seg.resets and carry_in == ZERO)
+        rolls_on = _rolls_on(seg.row, down.included, down.grants) if seg.resets and rolls_over(seg.row) else ZERO
+        kept = [g for g in grants if g.id != ROLLED_OVER]
+        amounts = rollover(kept, down.grants, at=seg.end) if seg.resets else {g.id: down.grants[g.id] for g in kept}
+        # Idle periods may be skipped only once one would roll on what it was given (at the
+        # bound, or all the included units and what came in).
+        idle_keeps = not rolls_over(seg.row) or _rolls_on(seg.row, included, {ROLLED_OVER: rolls_on}) == rolls_on
+        previous, rolled = seg, rolls_on
+        seg = walk.after(seg, settled=seg.resets and carry_in == ZERO and idle_keeps)
+        if seg.row is not previous.row:
+            rolled = ZERO  # a new row starts without what the old one rolled
     if not (previous is not None and previous.row is seg.row and previous.resets):
-        carry_in = ZERO
-    return amounts, checks.millionths(carry_in)
+        carry_in, rolled = ZERO, ZERO
+    return amounts, checks.millionths(carry_in), rolled
 
 
 @dataclass(frozen=True)

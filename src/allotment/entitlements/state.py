@@ -15,7 +15,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from allotment.customers import service as customers
-from allotment.entitlements import features, queries
+from allotment.entitlements import features, queries, standing
 from allotment.entitlements.check import (
     in_force,
     live_entitlement,
@@ -36,7 +36,7 @@ from allotment.entitlements.engine import (
 )
 from allotment.entitlements.models import CustomerEntitlement, Feature
 from allotment.entitlements.recurring import grant_id_of
-from allotment.entitlements.standing import included_until
+from allotment.entitlements.standing import ROLLED_OVER, included_until
 from allotment.errors import NotFound
 
 
@@ -68,6 +68,7 @@ class EntitlementState:
     period_start: datetime | None = None
     period_end: datetime | None = None
     grants: tuple[GrantBalance, ...] = ()  # metered: in burn order
+    rolled_over: Decimal | None = None  # metered with included_rollover: units rolled into this period
 
     @property
     def in_overdraft(self) -> bool:
@@ -98,13 +99,16 @@ async def state_of(
     spent = counted.used + counted.reserved
     left = burn(counted.grants, row.included or ZERO, spent, at,
                 included_until=included_until(row, counted.period_end)).grants
+    stored = [g for g in counted.grants if g.id != ROLLED_OVER]
+    rolled = sum((g.amount for g in counted.grants if g.id == ROLLED_OVER), ZERO)
     breakdown = tuple(GrantBalance(replace(g, id=grant_id_of(g.id)), left[g.id])
-                      for g in burn_order(_latest_instances(counted.grants)))
+                      for g in burn_order(_latest_instances(tuple(stored))))
     return EntitlementState(
         feature_key, row, has_access=d.hard_limit is None or spent < d.hard_limit,
         usage=d.usage, included=d.included, soft_limit=d.soft_limit, hard_limit=d.hard_limit,
         balance=d.balance, overage=d.overage,
         period_start=counted.period_start, period_end=counted.period_end, grants=breakdown,
+        rolled_over=rolled if standing.rolls_over(row) else None,
     )
 
 

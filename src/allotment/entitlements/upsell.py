@@ -368,9 +368,9 @@ async def _standings(session: AsyncSession, tenant_id: str, items: list[_Item], 
             out.append(_Standing(item, Decimal(held.get(pair, 0)), ZERO, ZERO, period))
             continue
         used, reserved, carried = counted.get((row.id, to_micros(period[0])), (0, 0, None))
-        if pair in granted or (row.overage_at_reset == standing.CARRY and carried is None):
-            # Grants hold what earlier periods left them, and a carry may not be fixed yet:
-            # the exact per-row replay, for the few rows that need it.
+        if pair in granted or (row.overage_at_reset == standing.CARRY and carried is None) or standing.rolls_over(row):
+            # Grants hold what earlier periods left them, a carry may not be fixed yet, and
+            # included units may have rolled in: the exact per-row replay, for the rows that need it.
             exact = await check.read_usage(session, row, at)
             extra = sum((g.amount for g in exact.grants if is_live(g, at)), ZERO)
             out.append(_Standing(item, exact.used, exact.reserved, extra, period))

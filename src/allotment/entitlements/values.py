@@ -21,7 +21,7 @@ APPLIES: dict[Kind, frozenset[str]] = {
     Kind.BOOLEAN: frozenset({"has_access"}),
     Kind.STATIC: frozenset({"config"}),
     Kind.METERED: frozenset(
-        {"usage_period", "included", "soft_limit", "hard_limit", "overage_at_reset"}
+        {"usage_period", "included", "soft_limit", "hard_limit", "overage_at_reset", "included_rollover"}
     ),
     Kind.SEATS: frozenset({"included", "soft_limit", "hard_limit", "lease_ttl_seconds"}),
 }
@@ -44,6 +44,10 @@ def normalize(kind: Kind, given: Mapping[str, Any], *, prefix: str = "") -> dict
     if kind is Kind.METERED:
         out["usage_period"] = str(out["usage_period"] or Interval.MONTH)
         out["overage_at_reset"] = out["overage_at_reset"] or "forgive"
+        if out["included_rollover"] is not None and out["usage_period"] == Interval.NONE:
+            raise ValidationFailed.on(f"{prefix}included_rollover", "needs a usage period that resets")
+        if not out["included_rollover"]:
+            out["included_rollover"] = None  # 0 rolls nothing over: stored as none
     return out
 
 
