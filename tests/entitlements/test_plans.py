@@ -15,7 +15,7 @@ async def test_plan_is_created_as_a_draft_version_1(tenant):
     assert body["entitlements"] == [{
         "feature": "api-calls", "kind": "metered", "has_access": True, "config": None,
         "usage_period": "MONTH", "included": 1000, "soft_limit": 1000, "hard_limit": 1200,
-        "overage_at_reset": "forgive", "lease_ttl_seconds": None,
+        "overage_at_reset": "forgive", "included_rollover": None, "lease_ttl_seconds": None,
     }]
     assert (await c.get("/v1/plans/pro")).status_code == 404  # nothing published yet
     assert (await ok(await c.get("/v1/plans/pro?version=1")))["status"] == "draft"

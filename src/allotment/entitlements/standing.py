@@ -13,6 +13,10 @@ The same replay gives the overage to carry into this period when the row's polic
 when the period's counter is first read or written by a check (`queries.fix_carry`), and is
 part of `used` from then on. Later changes to the previous period do not move it.
 
+With `included_rollover`, the replay also works out the included units the previous period
+left unused, which roll into this one as a grant of the period (`ROLLED_OVER`); the replay then
+starts at the row's first period.
+
 Conventions (docs/grants.md):
 - counters hold one number per period, so a past period is judged as it stood at its last
   instant: its usage burns the grants live then, in burn order, and what is left rolls over;

@@ -7,7 +7,7 @@ both APIs always agree. How OpenMeter's metered fields map to ours:
 - `issueAfterReset` (or `issue.amount`): OpenMeter issues a grant of that amount with every
   reset, with rollover bounds that bring it back to the same amount each period. That is
   exactly our `included`: the units every usage period starts with. Its priority is not kept:
-  included units always burn before any grant.
+  included units burn at priority 1 (OpenMeter's default), expiring at the period end.
 - `isSoftLimit` false (the default): access ends when the balance is spent, i.e. a hard limit
   at the included units (live grants raise it). true: no hard limit; usage past the balance is
   allowed and reported as overage.
