@@ -365,8 +365,7 @@ async def test_a_roll_over_bound_above_the_included_units_fills_up_over_idle_per
 async def test_rolled_over_units_are_enforced_on_every_path_of_a_check(tenant, db):
     """The row began in January; now, months later, checks and consumes over HTTP (which take
     the one-read way when they can) see what rolled in."""
-    clock = await _clockwork(tenant, db, included=10, hard_limit=10, included_rollover=2,
-                             usage_anchor=T0.isoformat())
+    await _clockwork(tenant, db, included=10, hard_limit=10, included_rollover=2, usage_anchor=T0.isoformat())
     body = {"customer": "acme", "feature": "data", "quantity": 12}
     answer = await ok(await tenant.client.post("/v1/check", json=body))
     assert (answer["decision"], answer["hard_limit"]) == ("allow", 12)

@@ -92,6 +92,90 @@ async def test_event_from_before_the_entitlement_began_does_not_count(tenant):
     assert (await _usage(c))["usage"] == 0
 
 
+async def test_a_backdated_subscription_counts_the_usage_since_it_started(tenant):
+    """Events stored before the subscription was created count from its start on, exactly
+    once, and events reported late for that span count as well."""
+    c = tenant.client
+    now = datetime.now(UTC)
+    start = now - timedelta(days=2)
+
+    def at(delta: timedelta) -> str:
+        return (start + delta).isoformat()
+
+    await ok(await c.post("/v1/meters", json=meter(group_by={"model": "$.model"})), 201)
+    await ok(await c.post("/v1/customers", json={"key": "acme", "name": "Acme", "subject_keys": ["acme-1", "acme-2"]}), 201)
+    await c.post("/v1/events", json=[
+        event("acme-1", tokens=100, model="a", time=at(-timedelta(hours=1))),  # before it started
+        event("acme-1", tokens=7, model="a", time=at(timedelta(hours=1))),
+        event("acme-2", tokens=5, model="b", time=(now - timedelta(minutes=1)).isoformat()),
+        event("stranger", tokens=50, model="a", time=at(timedelta(hours=1))),
+    ])
+    await feature(c, "tokens", meter="tokens")
+    await plan(c, "starter", [metered("tokens", 100, 100, 100)])
+    await subscribe(c, "acme", "starter", starts_at=start.isoformat())
+    body = await _usage(c)
+    assert (body["usage"], body["period_start"]) == (12, start.isoformat().replace("+00:00", "Z"))
+    await c.post("/v1/events", json=[event("acme-1", tokens=3, model="a", time=at(timedelta(hours=2)))])
+    assert (await _usage(c))["usage"] == 15
+    page = await ok(await c.get("/v1/customers/acme/entitlements/tokens"))
+    assert page["usage"] == 15
+
+
+async def test_events_ingested_while_a_backdated_subscription_is_created_count_once(tenant):
+    """Batches keep arriving while the subscription is created: each event is counted either
+    by the backfill or by ingest, never by both and never by neither."""
+    c = tenant.client
+    start = datetime.now(UTC) - timedelta(days=1)
+    await ok(await c.post("/v1/meters", json=meter(group_by={"model": "$.model"})), 201)
+    await ok(await c.post("/v1/customers", json={"key": "acme", "name": "Acme", "subject_keys": ["acme-1"]}), 201)
+    await feature(c, "tokens", meter="tokens")
+    await plan(c, "starter", [metered("tokens", 10**9, None, None)])
+    when = (start + timedelta(hours=1)).isoformat()
+
+    async def send(n: int) -> None:
+        for _ in range(n):
+            resp = await c.post("/v1/events", json=[event("acme-1", tokens=1, model="a", time=when) for _ in range(20)])
+            assert resp.json()["accepted"] == 20
+
+    await send(3)
+    await asyncio.gather(send(10), send(10), subscribe(c, "acme", "starter", starts_at=start.isoformat()))
+    assert (await _usage(c))["usage"] == 23 * 20
+
+
+async def test_a_backdated_subscription_does_not_count_what_an_earlier_one_counted(tenant):
+    """The customer's first subscription counted its events until it was canceled; one
+    backdated over that span starts where the first ended, so nothing counts twice."""
+    c = tenant.client
+    await _setup(c, hard=100)
+    await c.post("/v1/events", json=[event("acme-1", tokens=9, model="a")])
+    first = (await ok(await c.get("/v1/subscriptions", params={"customer": "acme"})))["items"][0]
+    await ok(await c.post(f"/v1/subscriptions/{first['id']}/cancel", json={}))
+    await plan(c, "pro", [metered("tokens", 500, 500, 500)])
+    await subscribe(c, "acme", "pro", starts_at=(datetime.now(UTC) - timedelta(days=1)).isoformat())
+    assert (await _usage(c))["usage"] == 0
+    await c.post("/v1/events", json=[event("acme-1", tokens=4, model="a")])
+    assert (await _usage(c))["usage"] == 4
+
+
+async def test_a_subscription_backdated_past_a_reset_counts_each_period_in_its_own(tenant, db):
+    c = tenant.client
+    now = datetime.now(UTC)
+    start = now - timedelta(days=45)  # the first monthly period ended some 14 days ago
+    await ok(await c.post("/v1/meters", json=meter(group_by={"model": "$.model"})), 201)
+    await ok(await c.post("/v1/customers", json={"key": "acme", "name": "Acme", "subject_keys": ["acme-1"]}), 201)
+    await c.post("/v1/events", json=[
+        event("acme-1", tokens=20, model="a", time=(start + timedelta(days=1)).isoformat()),
+        event("acme-1", tokens=6, model="a", time=(now - timedelta(hours=1)).isoformat()),
+    ])
+    await feature(c, "tokens", meter="tokens")
+    await plan(c, "starter", [metered("tokens", 100, 100, 100)])
+    await subscribe(c, "acme", "starter", starts_at=start.isoformat())
+    assert (await _usage(c))["usage"] == 6
+    async with db.transaction(readonly=True) as session:
+        sql = "SELECT used FROM entitlement_usage ORDER BY period_start"
+        assert [used for (used,) in await fetch(session, sql, sql)] == [20_000_000, 6_000_000]
+
+
 async def test_late_event_counts_in_its_own_period_not_the_current_one(tenant, db):
     """Usage reported late for an earlier month lands in that month's counter."""
     c = tenant.client

@@ -16,16 +16,19 @@ from datetime import datetime, timedelta
 from sqlalchemy import exists, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from allotment import codec
 from allotment.batching import Batcher
 from allotment.customers.models import CustomerSubject
-from allotment.db import Database
+from allotment.db import Database, fetch
 from allotment.entitlements import grant_ends, notices, queries, standing
 from allotment.entitlements.check import metered_entitlement, units, usage_period
 from allotment.entitlements.crossings import worth_watching
 from allotment.entitlements.models import CustomerEntitlement, Feature, GrantRecord
 from allotment.entitlements.periods import UsagePeriod, period_at
 from allotment.metering import ingest as metering_ingest
-from allotment.metering.aggregation import Aggregation, CompiledMeter, parse_group_key
+from allotment.metering.aggregation import Aggregation, CompiledMeter, DataError, parse_group_key
+from allotment.metering.meters import compile_meter
+from allotment.metering.models import EVENT_MINUTE, Meter, event_minute
 from allotment.types import from_micros, to_micros
 
 ADDITIVE = (Aggregation.SUM, Aggregation.COUNT)
@@ -172,6 +175,54 @@ async def _moved(
     numbers = notices.standing_of(ent, units(used), units(reserved), grants, when)
     where = notices.Where(row.tenant_id, row.id, row.customer_id, row.feature_id, start, end)
     await notices.usage_moved(session, where, before=units(used - added), after=numbers, at=at, pending=pending)
+
+
+async def count_past_events(session: AsyncSession, row: CustomerEntitlement) -> None:
+    """Count the stored events a new row covers: one that starts in the past (a backdated
+    subscription) owns the usage its customer's events reported since then, as ingest would
+    have counted it had the row existed. The caller holds the tenant's ingest lock
+    exclusively, so no event is counted both here and by a concurrent ingest."""
+    feature = await session.get(Feature, row.feature_id)
+    if feature is None or feature.meter_id is None:
+        return
+    meter = await session.get(Meter, feature.meter_id)
+    if meter is None or meter.deleted_at is not None or Aggregation(meter.aggregation) not in ADDITIVE:
+        return
+    compiled = compile_meter(meter)
+    subjects = list(await session.scalars(select(CustomerSubject.subject_key).where(
+        CustomerSubject.tenant_id == row.tenant_id, CustomerSubject.customer_id == row.customer_id)))
+    if not subjects:
+        return
+    target = _Target(row.id, row, False, False, dict(feature.meter_group_filter or {}), usage_period(row),
+                     to_micros(row.active_from), to_micros(row.active_to) if row.active_to is not None else None)
+    increments: dict[int, int] = defaultdict(int)
+    after = -1
+    while True:
+        found = await fetch(
+            session,
+            "SELECT seq, time_us, data FROM events WHERE tenant_id = $1 AND type = $2"
+            f" AND {EVENT_MINUTE} >= $3 AND time_us >= $4 AND seq > $5"
+            " AND subject IN (SELECT json_array_elements_text($6::json)) ORDER BY seq LIMIT $7",
+            "SELECT seq, time_us, data FROM events WHERE tenant_id = ? AND type = ?"
+            f" AND {EVENT_MINUTE} >= ? AND time_us >= ? AND seq > ?"
+            " AND subject IN (SELECT value FROM json_each(?)) ORDER BY seq LIMIT ?",
+            row.tenant_id, compiled.event_type, event_minute(target.active_from_us), target.active_from_us,
+            after, codec.dumps(subjects), _PAST_CHUNK,
+        )
+        for seq, time_us, data in found:
+            after = seq
+            try:
+                contribution = compiled.contribution(codec.loads(data) if data else {})
+            except DataError:
+                continue  # this event cannot feed the meter; ingest skipped it too
+            if contribution is not None and target.accepts(compiled, contribution.group_key, time_us):
+                increments[target.period_start(time_us)] += contribution.micros
+        if len(found) < _PAST_CHUNK:
+            break
+    await queries.add_usage(session, row.tenant_id, [(row.id, p, q) for p, q in increments.items() if q])
+
+
+_PAST_CHUNK = 5_000
 
 
 async def _targets(

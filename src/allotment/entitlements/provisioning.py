@@ -15,17 +15,18 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import or_, select
+from sqlalchemy import func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from allotment.entitlements import audit, notices, plans, queries
+from allotment.entitlements import audit, metered_usage, notices, plans, queries
 from allotment.entitlements.check import usage_period
 from allotment.entitlements.engine import Kind
 from allotment.entitlements.guards import flush_unique
 from allotment.entitlements.models import CustomerEntitlement, Subscription
 from allotment.entitlements.periods import period_at
 from allotment.entitlements.values import of_row
-from allotment.types import new_id, to_micros
+from allotment.metering.queries import lock_tenant_exclusive
+from allotment.types import as_utc, new_id, to_micros
 
 MANUAL = ("override", "adhoc")
 RACED = "the customer's entitlements were changed concurrently; retry"
@@ -40,6 +41,7 @@ class Wanted:
     time_zone: str
     active_from: datetime
     active_to: datetime | None
+    starts_at: datetime  # the subscription's start: before `active_from` when it was backdated
 
     def matches(self, row: CustomerEntitlement) -> bool:
         """Same source, feature and values: only the end may differ."""
@@ -80,8 +82,15 @@ async def reprovision(
             await _audit(session, "entitlement.rescheduled", row, before, actor=actor, at=at)
     await session.flush()  # ended rows first: the new ones may take over their open slot
     for item in wanted:
-        await _add(session, tenant_id, customer_id, item, actor=actor, at=at)
+        item.active_from = await _backdated(session, tenant_id, customer_id, item, at)
+    if any(w.active_from < at and w.values["kind"] == Kind.METERED for w in wanted):
+        # before the rows exist: no ingest may count an event that they count too
+        await lock_tenant_exclusive(session, tenant_id)
+    added = [await _add(session, tenant_id, customer_id, item, actor=actor, at=at) for item in wanted]
     await flush_unique(session, RACED)
+    for row in added:
+        if row.active_from < at and row.kind == Kind.METERED:
+            await metered_usage.count_past_events(session, row)
     await _carry_usage(session, tenant_id, customer_id, at)
     pending: dict[tuple[str, str], list[str]] = session.info.get(_PENDING, {})
     for (customer, feature_id), changes in list(pending.items()):
@@ -183,15 +192,30 @@ async def _wanted(
                 Wanted(
                     subscription_id=sub.id, feature_id=ent.feature_id, values=of_row(ent),
                     usage_anchor=sub.billing_anchor, time_zone=sub.time_zone,
-                    active_from=max(sub.starts_at, at), active_to=sub.ends_at,
+                    active_from=max(sub.starts_at, at), active_to=sub.ends_at, starts_at=sub.starts_at,
                 )
             )
     return out
 
 
+async def _backdated(
+    session: AsyncSession, tenant_id: str, customer_id: str, item: Wanted, at: datetime
+) -> datetime:
+    """Where a new row starts: at `at`, or, for a subscription that started before `at`, back
+    to its start, but never over the span of an earlier row of the feature (they never
+    overlap): a backdated subscription owns the usage since it started."""
+    if item.starts_at >= item.active_from:
+        return item.active_from
+    ended = await session.scalar(select(func.max(CustomerEntitlement.active_to)).where(
+        CustomerEntitlement.tenant_id == tenant_id, CustomerEntitlement.customer_id == customer_id,
+        CustomerEntitlement.feature_id == item.feature_id, CustomerEntitlement.active_from < at,
+    ))
+    return min(item.active_from, max(item.starts_at, as_utc(ended) if ended is not None else item.starts_at))
+
+
 async def _add(
     session: AsyncSession, tenant_id: str, customer_id: str, item: Wanted, *, actor: str, at: datetime
-) -> None:
+) -> CustomerEntitlement:
     row = CustomerEntitlement(
         id=new_id("ent"), tenant_id=tenant_id, customer_id=customer_id,
         feature_id=item.feature_id, source="plan", subscription_id=item.subscription_id,
@@ -202,6 +226,7 @@ async def _add(
     session.add(row)
     _changed(session, row, "provisioned")
     await _audit(session, "entitlement.provisioned", row, None, actor=actor, at=at)
+    return row
 
 
 async def _audit(
