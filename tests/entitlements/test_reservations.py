@@ -47,6 +47,7 @@ async def test_ev_charging_session(tenant):
     assert (held["decision"], held["reason"], held["reserved"], held["balance"]) == ("allow", "within_limit", 30, 70)
     res = held["reservation"]
     assert (res["status"], res["quantity"], res["id"][:4]) == ("open", 30, "res_")
+    assert (res["customer"], res["feature"], res["customer_id"][:4]) == ("driver", "kwh", "cus_")
     # Every other check counts the hold: 70 kWh are available, not 71.
     seen = await _check(c, 70)
     assert (seen["decision"], seen["balance"], seen["usage"]) == ("allow", 70, 0)
@@ -56,7 +57,9 @@ async def test_ev_charging_session(tenant):
     assert (settled["reservation"]["status"], settled["reservation"]["committed_quantity"]) == ("committed", 22.4)
     after = await _check(c)
     assert (after["usage"], after["balance"]) == (22.4, 77.6)
-    assert (await ok(await c.get(f"/v1/reservations/{res['id']}")))["status"] == "committed"
+    read = await ok(await c.get(f"/v1/reservations/{res['id']}"))
+    assert (read["status"], read["customer"], read["feature"]) == ("committed", "driver", "kwh")
+    assert (settled["reservation"]["customer"], settled["reservation"]["feature"]) == ("driver", "kwh")
     # A session asking for more than the balance is refused at the plug, and the refusal recorded.
     refused = await _reserve(c, 78, status=200)
     assert (refused["decision"], refused["reason"], refused["reservation"]) == ("deny", "hard_limit", None)

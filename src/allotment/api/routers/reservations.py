@@ -10,11 +10,14 @@ from typing import Annotated, Literal
 
 from fastapi import APIRouter, Header, Response
 from pydantic import BaseModel, ConfigDict, Field
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from allotment.api.deps import Db, Ingester, WriteSession
 from allotment.api.idempotency import one_idempotency_key
+from allotment.customers.models import Customer
 from allotment.entitlements import reservations as service
-from allotment.entitlements.models import Reservation
+from allotment.entitlements.models import Feature, Reservation
 from allotment.entitlements.schemas import QuantityOut
 from allotment.errors import Conflict
 from allotment.types import PositiveQuantity, Quantity, from_micros, utcnow
@@ -41,6 +44,8 @@ class CommitIn(BaseModel):
 class ReservationRead(BaseModel):
     id: str
     status: Literal["open", "committed", "released", "expired"]
+    customer: str = Field(description="Customer key.")
+    feature: str = Field(description="Feature key.")
     customer_id: str
     feature_id: str
     quantity: QuantityOut
@@ -71,14 +76,19 @@ class SettledRead(BaseModel):
     reserved: QuantityOut
 
 
-def reservation_read(r: Reservation, *, at: datetime | None = None) -> ReservationRead:
+async def reservation_read(session: AsyncSession, r: Reservation, *, at: datetime | None = None) -> ReservationRead:
     """The reservation as of `at`: one still open past its expiry reads as expired, as the
     sweep will record it (closed at its expiry), and as a commit would already answer."""
     status, closed_at = r.status, r.closed_at
     if status == "open" and at is not None and r.expires_at <= at:
         status, closed_at = "expired", r.expires_at
+    customer, feature = (await session.execute(
+        select(Customer.key, Feature.key).join(Feature, Feature.tenant_id == Customer.tenant_id)
+        .where(Customer.id == r.customer_id, Feature.id == r.feature_id)
+    )).one()
     return ReservationRead(
-        id=r.id, status=status, customer_id=r.customer_id, feature_id=r.feature_id,  # type: ignore[arg-type]
+        id=r.id, status=status, customer=customer, feature=feature,  # type: ignore[arg-type]
+        customer_id=r.customer_id, feature_id=r.feature_id,
         quantity=r.quantity, committed_quantity=r.committed_quantity, period_start=from_micros(r.period_start),
         expires_at=r.expires_at, created_at=r.created_at, closed_at=closed_at,
     )
@@ -103,7 +113,7 @@ async def create(
     d = held.decision
     body = HeldRead(
         decision=d.decision.value, reason=str(d.reason),
-        reservation=None if held.reservation is None else reservation_read(held.reservation),
+        reservation=None if held.reservation is None else await reservation_read(session, held.reservation),
         usage=d.usage, reserved=held.reserved, included=d.included, soft_limit=d.soft_limit,
         hard_limit=d.hard_limit, balance=d.balance, period_start=held.period_start, period_end=held.period_end,
     )
@@ -116,7 +126,8 @@ async def create(
 @router.get("/{reservation_id}", response_model=ReservationRead)
 async def get(reservation_id: str, principal: Ingester, session: WriteSession) -> ReservationRead:
     """One reservation; 404 if unknown."""
-    return reservation_read(await service.get(session, principal.tenant_id, reservation_id), at=utcnow())
+    return await reservation_read(session, await service.get(session, principal.tenant_id, reservation_id),
+                                  at=utcnow())
 
 
 @router.post("/{reservation_id}/commit", response_model=SettledRead)
@@ -138,13 +149,14 @@ async def commit(reservation_id: str, data: CommitIn, principal: Ingester, db: D
                     session, principal.tenant_id, reservation_id, data.quantity, at=at
                 )
         raise
-    return SettledRead(reservation=reservation_read(settled.reservation), usage=settled.usage,
-                       reserved=settled.reserved)
+    async with db.transaction(readonly=True) as session:
+        read = await reservation_read(session, settled.reservation)
+    return SettledRead(reservation=read, usage=settled.usage, reserved=settled.reserved)
 
 
 @router.post("/{reservation_id}/release", response_model=SettledRead)
 async def release(reservation_id: str, principal: Ingester, session: WriteSession) -> SettledRead:
     """Give the hold back without recording usage; 409 when the reservation is no longer open."""
     settled = await service.release(session, principal.tenant_id, reservation_id, at=utcnow())
-    return SettledRead(reservation=reservation_read(settled.reservation), usage=settled.usage,
+    return SettledRead(reservation=await reservation_read(session, settled.reservation), usage=settled.usage,
                        reserved=settled.reserved)
