@@ -161,14 +161,18 @@ async def test_recurrence_through_the_api_is_shown_and_bad_ones_are_refused(tena
     c = tenant.client
     await _http_customer(c, 0, None, 0)
     created = await _post_grant(c, amount=5, effective_at="2026-01-01T00:00:00Z",
-                                recurrence={"interval": "DAY", "timezone": "Europe/Paris"})
-    assert created["recurrence"] == {"interval": "DAY", "anchor": "2026-01-01T00:00:00Z", "timezone": "Europe/Paris"}
+                                recurrence={"interval": "DAY", "time_zone": "Europe/Paris"})
+    assert created["recurrence"] == {"interval": "DAY", "anchor": "2026-01-01T00:00:00Z",
+                                     "time_zone": "Europe/Paris", "timezone": "Europe/Paris"}
+    older = await _post_grant(c, amount=1, recurrence={"interval": "WEEK", "timezone": "Asia/Tokyo"})
+    assert older["recurrence"]["time_zone"] == "Asia/Tokyo"  # the name grants first took
     assert (await _http_check(c, quantity=5, consume=True))["decision"] == "allow"
     assert (await ok(await c.get(f"/v1/grants/{created['id']}")))["balance"] == 0
     plain = await _post_grant(c, amount=1)
     assert plain["recurrence"] is None
     url = "/v1/customers/acme/entitlements/tokens/grants"
     for recurrence, field in (({"interval": "HOUR"}, "recurrence.interval"),
+                              ({"interval": "DAY", "time_zone": "Mars/Olympus"}, "recurrence.time_zone"),
                               ({"interval": "DAY", "timezone": "Mars/Olympus"}, "recurrence.timezone"),
                               ({"interval": "DAY", "anchor": "2026-01-01T00:00:00"}, "recurrence.anchor"),
                               ({}, "recurrence.interval")):

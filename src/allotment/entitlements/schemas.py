@@ -7,7 +7,15 @@ from decimal import Decimal
 from typing import Annotated, Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, PlainSerializer, StrictBool
+from pydantic import (
+    AfterValidator,
+    AliasChoices,
+    BaseModel,
+    ConfigDict,
+    Field,
+    PlainSerializer,
+    StrictBool,
+)
 
 from allotment.codec import quantity_number
 from allotment.entitlements.engine import DEFAULT_PRIORITY, Kind
@@ -342,13 +350,17 @@ class RecurrenceIn(BaseModel):
 
     interval: Literal["DAY", "WEEK", "MONTH", "YEAR"]
     anchor: AwareInstant | None = Field(default=None, description="A start-over instant (default: effective_at).")
-    timezone: TimeZoneName = Field(default="UTC", description="IANA zone the calendar steps are taken in.")
+    time_zone: TimeZoneName = Field(
+        default="UTC", validation_alias=AliasChoices("time_zone", "timezone"),
+        description="IANA zone the calendar steps are taken in (`timezone` is accepted as well).",
+    )
 
 
 class RecurrenceRead(BaseModel):
     interval: Interval
     anchor: datetime
-    timezone: str
+    time_zone: str
+    timezone: str = Field(description="Deprecated: the same as time_zone.", deprecated=True)
 
 
 class GrantCreate(BaseModel):

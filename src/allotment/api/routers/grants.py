@@ -59,7 +59,7 @@ async def grant_reads(
 def _recurrence_read(record: GrantRecord) -> RecurrenceRead | None:
     every = recurrence_of(record)
     return None if every is None else RecurrenceRead(interval=every.interval, anchor=every.anchor,
-                                                     timezone=every.tz.key)
+                                                     time_zone=every.tz.key, timezone=every.tz.key)
 
 
 def _recurrence(data: GrantCreate, at: datetime) -> UsagePeriod | None:
@@ -67,7 +67,7 @@ def _recurrence(data: GrantCreate, at: datetime) -> UsagePeriod | None:
     if data.recurrence is None:
         return None
     anchor = data.recurrence.anchor or data.effective_at or at
-    return UsagePeriod(Interval(data.recurrence.interval), anchor, ZoneInfo(data.recurrence.timezone))
+    return UsagePeriod(Interval(data.recurrence.interval), anchor, ZoneInfo(data.recurrence.time_zone))
 
 
 async def _customer_key(session: AsyncSession, customer_id: str) -> str:
