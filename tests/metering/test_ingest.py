@@ -174,6 +174,20 @@ async def test_events_before_meter_are_backfilled(tenant):
     assert await total(tenant) == 10
 
 
+async def test_a_query_for_one_customer_or_subject_names_it_on_every_row(tenant):
+    c = tenant.client
+    await c.post("/v1/meters", json=meter())
+    made = (await c.post("/v1/customers", json={"key": "acme", "name": "Acme", "subject_keys": ["a1", "a2"]})).json()
+    await c.post("/v1/events", json=[event("a1", tokens=1), event("a2", tokens=2), event("other", tokens=4)])
+    for params in ({"customer": "acme"}, {"customer": made["id"]}, {"customer": ["acme", "acme"]}):
+        rows = (await c.get("/v1/meters/tokens/query", params=params)).json()["data"]
+        assert [(r["customer"], r["subject"], r["value"]) for r in rows] == [("acme", None, 3)], params
+    rows = (await c.get("/v1/meters/tokens/query", params={"subject": "a2"})).json()["data"]
+    assert [(r["customer"], r["subject"], r["value"]) for r in rows] == [(None, "a2", 2)]
+    rows = (await c.get("/v1/meters/tokens/query", params={"subject": ["a1", "a2"]})).json()["data"]
+    assert [(r["customer"], r["subject"], r["value"]) for r in rows] == [(None, None, 3)]
+
+
 async def test_unattributed_events_are_listed_with_reasons(tenant):
     await tenant.client.post("/v1/meters", json=meter())
     await tenant.client.post("/v1/customers", json={"key": "acme", "name": "Acme", "subject_keys": ["owned"]})

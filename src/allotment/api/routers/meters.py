@@ -23,6 +23,7 @@ from allotment.api.deps import (
 )
 from allotment.api.idempotency import Idempotent
 from allotment.api.responses import Json
+from allotment.customers import service as customers
 from allotment.entitlements import references
 from allotment.errors import ValidationFailed
 from allotment.metering import meters as service
@@ -129,6 +130,11 @@ async def run_query(session: ReadSession, tenant_id: str, meter_key: str, body: 
             text = stamps[us] = from_micros(us).isoformat().replace("+00:00", "Z")
         return text
 
+    # Filtered by one subject or one customer, every row is that one's: say so.
+    only_subject = body.subject[0] if body.subject and len(set(body.subject)) == 1 else None
+    only_customer = None
+    if body.customer and len(set(body.customer)) == 1:  # named by key or id: shown by key
+        only_customer = (await customers.get(session, tenant_id, body.customer[0])).customer.key
     return {
         "meter": meter.key,
         "aggregation": meter.aggregation,
@@ -141,8 +147,8 @@ async def run_query(session: ReadSession, tenant_id: str, meter_key: str, body: 
                 "window_start": stamp(r.window_start_us),
                 "window_end": stamp(r.window_end_us),
                 "value": codec.optional_number(r.value),
-                "subject": r.subject,
-                "customer": r.customer,
+                "subject": r.subject or only_subject,
+                "customer": r.customer or only_customer,
                 "group_by": r.groups,
             }
             for r in rows
