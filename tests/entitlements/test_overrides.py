@@ -95,6 +95,17 @@ async def test_adhoc_entitlement_without_any_plan(tenant, db):
     assert await open_rows(db, tenant.id, acme["id"]) == []
 
 
+async def test_an_archived_features_entitlement_can_still_be_removed_by_its_key(tenant, db):
+    c = tenant.client
+    await feature(c, "beta-access")
+    acme = await customer(c, "acme")
+    await ok(await c.post("/v1/customers/acme/entitlements", json={"feature": "beta-access", "kind": "boolean"}), 201)
+    await ok(await c.delete("/v1/features/beta-access"), 204)
+    assert (await c.delete("/v1/customers/acme/entitlements/beta-access")).status_code == 204
+    assert await open_rows(db, tenant.id, acme["id"]) == []
+    assert (await c.delete("/v1/customers/acme/entitlements/beta-access")).status_code == 404
+
+
 async def test_adhoc_entitlement_survives_a_plan_that_includes_the_feature(tenant, db):
     acme, sub = await _on_starter(tenant.client)
     await ok(await tenant.client.post("/v1/customers/acme/entitlements",

@@ -24,20 +24,20 @@ class FeatureView:
     meter_key: str | None
 
 
-async def _live(session: AsyncSession, tenant_id: str, key: str) -> Feature | None:
-    found: Feature | None = await session.scalar(
-        select(Feature).where(
-            Feature.tenant_id == tenant_id,
-            (Feature.key == key) | (Feature.id == key),
-            Feature.archived_at.is_(None),
-        )
-    )
+async def _live(session: AsyncSession, tenant_id: str, key: str, *, archived: bool = False) -> Feature | None:
+    stmt = select(Feature).where(Feature.tenant_id == tenant_id, (Feature.key == key) | (Feature.id == key))
+    if archived:  # a key archived and taken again: the live feature, else the latest archived
+        stmt = stmt.order_by(Feature.archived_at.is_not(None), Feature.archived_at.desc()).limit(1)
+    else:
+        stmt = stmt.where(Feature.archived_at.is_(None))
+    found: Feature | None = await session.scalar(stmt)
     return found
 
 
-async def get(session: AsyncSession, tenant_id: str, key: str) -> Feature:
-    """A live feature by key or id."""
-    feature = await _live(session, tenant_id, key)
+async def get(session: AsyncSession, tenant_id: str, key: str, *, archived: bool = False) -> Feature:
+    """A live feature by key or id (with `archived`, an archived one too: what still holds it
+    can be read and removed)."""
+    feature = await _live(session, tenant_id, key, archived=archived)
     if feature is None:
         raise NotFound("feature", key)
     return feature

@@ -34,10 +34,10 @@ class EntitlementView:
 
 
 async def _targets(
-    session: AsyncSession, tenant_id: str, customer_key: str, feature_key: str
+    session: AsyncSession, tenant_id: str, customer_key: str, feature_key: str, *, archived: bool = False
 ) -> tuple[str, Feature]:
     customer = await customers.find(session, tenant_id, customer_key)
-    return customer.id, await features.get(session, tenant_id, feature_key)
+    return customer.id, await features.get(session, tenant_id, feature_key, archived=archived)
 
 
 def _live(rows: list[CustomerEntitlement], at: datetime) -> CustomerEntitlement | None:
@@ -122,7 +122,8 @@ async def _remove(
     actor: str,
     at: datetime,
 ) -> None:
-    customer_id, feature = await _targets(session, tenant_id, customer_key, feature_key)
+    # An archived feature's entitlements stay until removed: removing them names it as well.
+    customer_id, feature = await _targets(session, tenant_id, customer_key, feature_key, archived=True)
     rows = await provisioning.open_rows(session, tenant_id, customer_id, at, feature_id=feature.id)
     held = [r for r in rows if r.source == source and r.active_to is None]
     if not held:
