@@ -162,6 +162,24 @@ def test_usage_burns_the_balance_and_a_hard_limit_ends_access(om):
     assert (spent.has_access, spent.balance, spent.usage) == (False, 0, 100)
 
 
+def test_usage_measured_from_an_earlier_instant_counts_the_events_since(om):
+    """`measureUsageFrom` in the past, as an instant or the current period's start: usage the
+    customer's events reported since then counts; what came before does not."""
+    customer(om)
+    tokens_feature(om)
+    now = utcnow()
+    om.events.ingest_event(prompt("acme", 100, at=now - timedelta(hours=5)))
+    om.events.ingest_event(prompt("acme", 7, at=now - timedelta(hours=2)))
+    created = metered(om, issue_after_reset=50, measure_usage_from=now - timedelta(hours=3))
+    assert _at(created["measureUsageFrom"]) == now - timedelta(hours=3)
+    assert (value(om).usage, value(om).balance) == (7, 43)
+    anchor = now - timedelta(days=1, hours=4)  # daily periods: this one began 4 hours ago
+    om.features.create(FeatureCreateInputs(key="daily", name="Daily", meter_slug="tokens_total"))
+    metered(om, feature="daily", issue_after_reset=50, measure_usage_from="CURRENT_PERIOD_START",
+            usage_period=RecurringPeriodCreateInput(interval="DAY", anchor=anchor))
+    assert value(om, "daily").usage == 7
+
+
 def test_soft_limit_keeps_access_and_reports_overage(om):
     customer(om)
     tokens_feature(om)
@@ -319,7 +337,9 @@ def test_unknown_customer_or_feature_is_not_found(om):
         ({"type": "metered", "featureKey": "tokens", "usagePeriod": {"interval": "DAY"},
           "issueAfterReset": -1}, "issueAfterReset"),
         ({"type": "metered", "featureKey": "tokens", "usagePeriod": {"interval": "DAY"},
-          "measureUsageFrom": "CURRENT_PERIOD_START"}, "measureUsageFrom"),
+          "measureUsageFrom": "LAST_TUESDAY"}, "measureUsageFrom"),
+        ({"type": "metered", "featureKey": "tokens", "usagePeriod": {"interval": "DAY"},
+          "measureUsageFrom": "2999-01-01T00:00:00Z"}, "measureUsageFrom"),
         ({"type": "static", "featureKey": "tokens", "config": "{not json"}, "config"),
         ({"type": "static", "featureKey": "tokens", "config": "[1, 2]"}, "config"),
         ({"type": "static", "featureKey": "tokens"}, "config"),

@@ -142,6 +142,23 @@ async def test_events_ingested_while_a_backdated_subscription_is_created_count_o
     assert (await _usage(c))["usage"] == 23 * 20
 
 
+async def test_an_ad_hoc_entitlement_started_in_the_past_counts_the_usage_since(tenant):
+    c = tenant.client
+    now = datetime.now(UTC)
+    await ok(await c.post("/v1/meters", json=meter(group_by={"model": "$.model"})), 201)
+    await ok(await c.post("/v1/customers", json={"key": "acme", "name": "Acme", "subject_keys": ["acme-1"]}), 201)
+    await c.post("/v1/events", json=[event("acme-1", tokens=50, model="a", time=(now - timedelta(hours=5)).isoformat()),
+                                     event("acme-1", tokens=8, model="a", time=(now - timedelta(hours=1)).isoformat())])
+    await feature(c, "tokens", meter="tokens")
+    body = {"feature": "tokens", "kind": "metered", "included": 100, "hard_limit": 100}
+    future = await c.post("/v1/customers/acme/entitlements", json={**body, "starts_at": (now + timedelta(hours=1)).isoformat()})
+    assert future.status_code == 422 and future.json()["errors"][0]["field"] == "starts_at", future.text
+    made = await ok(await c.post("/v1/customers/acme/entitlements",
+                                 json={**body, "starts_at": (now - timedelta(hours=2)).isoformat()}), 201)
+    assert datetime.fromisoformat(made["active_from"]) == now - timedelta(hours=2)
+    assert (await _usage(c))["usage"] == 8
+
+
 async def test_a_backdated_subscription_does_not_count_what_an_earlier_one_counted(tenant):
     """The customer's first subscription counted its events until it was canceled; one
     backdated over that span starts where the first ended, so nothing counts twice."""

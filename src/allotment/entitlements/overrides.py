@@ -20,10 +20,10 @@ from allotment.entitlements.guards import flush_unique
 from allotment.entitlements.models import CustomerEntitlement, Feature
 from allotment.entitlements.schemas import AdhocIn, OverrideIn
 from allotment.entitlements.values import APPLIES, normalize, of_row
-from allotment.errors import Conflict, NotFound
+from allotment.errors import Conflict, NotFound, ValidationFailed
 from allotment.types import new_id
 
-_PLACEMENT = {"usage_anchor", "time_zone"}
+_PLACEMENT = {"usage_anchor", "time_zone", "starts_at"}
 
 
 @dataclass
@@ -99,11 +99,19 @@ async def create_adhoc(
             f"customer '{customer_key}' already has an entitlement to '{data.feature}'; override it instead"
         )
     values = normalize(data.kind, data.model_dump(exclude={"feature", "kind"} | _PLACEMENT))
+    start = at
+    if data.starts_at is not None:
+        if data.starts_at > at:
+            raise ValidationFailed.on("starts_at", "must not be in the future")
+        start = await provisioning.backdated_start(session, tenant_id, customer_id, feature.id, data.starts_at, at=at)
     row = _row(
         tenant_id, customer_id, feature.id, "adhoc", values,
-        usage_anchor=data.usage_anchor or at, time_zone=data.time_zone, at=at,
+        usage_anchor=data.usage_anchor or start, time_zone=data.time_zone, at=at,
     )
-    return await _added(session, row, "entitlement.adhoc_created", None, customer_key, feature, actor=actor, at=at)
+    row.active_from = start
+    view = await _added(session, row, "entitlement.adhoc_created", None, customer_key, feature, actor=actor, at=at)
+    await provisioning.count_past_events(session, row, at=at)
+    return view
 
 
 async def remove_adhoc(

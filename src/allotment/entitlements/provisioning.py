@@ -64,7 +64,7 @@ async def reprovision(
     """
     manual_rows = [r for r in await open_rows(session, tenant_id, customer_id, at) if r.source in MANUAL]
     for r in manual_rows:
-        if r.active_from == at and r.created_at == at:
+        if r.created_at == at:  # made in this transaction (a backdated one starts earlier)
             _changed(session, r, r.source)
     manual = {r.feature_id for r in manual_rows}
     wanted = [w for w in await _wanted(session, tenant_id, customer_id, at) if w.feature_id not in manual]
@@ -89,8 +89,7 @@ async def reprovision(
     added = [await _add(session, tenant_id, customer_id, item, actor=actor, at=at) for item in wanted]
     await flush_unique(session, RACED)
     for row in added:
-        if row.active_from < at and row.kind == Kind.METERED:
-            await metered_usage.count_past_events(session, row)
+        await count_past_events(session, row, at=at)
     await _carry_usage(session, tenant_id, customer_id, at)
     pending: dict[tuple[str, str], list[str]] = session.info.get(_PENDING, {})
     for (customer, feature_id), changes in list(pending.items()):
@@ -202,15 +201,31 @@ async def _backdated(
     session: AsyncSession, tenant_id: str, customer_id: str, item: Wanted, at: datetime
 ) -> datetime:
     """Where a new row starts: at `at`, or, for a subscription that started before `at`, back
-    to its start, but never over the span of an earlier row of the feature (they never
-    overlap): a backdated subscription owns the usage since it started."""
+    to its start (`backdated_start`)."""
     if item.starts_at >= item.active_from:
         return item.active_from
+    return await backdated_start(session, tenant_id, customer_id, item.feature_id, item.starts_at, at=at)
+
+
+async def backdated_start(
+    session: AsyncSession, tenant_id: str, customer_id: str, feature_id: str, wanted: datetime, *, at: datetime
+) -> datetime:
+    """Where a row of the feature asked to start at `wanted` (before `at`) starts: there, but
+    never over the span of an earlier row of the feature (rows never overlap). A row that
+    starts in the past owns the usage since then (`count_past_events`)."""
     ended = await session.scalar(select(func.max(CustomerEntitlement.active_to)).where(
         CustomerEntitlement.tenant_id == tenant_id, CustomerEntitlement.customer_id == customer_id,
-        CustomerEntitlement.feature_id == item.feature_id, CustomerEntitlement.active_from < at,
+        CustomerEntitlement.feature_id == feature_id, CustomerEntitlement.active_from < at,
     ))
-    return min(item.active_from, max(item.starts_at, as_utc(ended) if ended is not None else item.starts_at))
+    return min(at, max(wanted, as_utc(ended) if ended is not None else wanted))
+
+
+async def count_past_events(session: AsyncSession, row: CustomerEntitlement, *, at: datetime) -> None:
+    """Fill a new metered row that starts before `at` with the usage since its start, under
+    the tenant's ingest lock held exclusively (docs/entitlement-counters.md)."""
+    if row.active_from < at and row.kind == Kind.METERED:
+        await lock_tenant_exclusive(session, row.tenant_id)
+        await metered_usage.count_past_events(session, row)
 
 
 async def _add(

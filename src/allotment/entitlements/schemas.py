@@ -91,6 +91,10 @@ class OverrideIn(BaseModel):
 
 class AdhocIn(EntitlementValues):
     feature: str = Field(description="Feature key.")
+    starts_at: AwareInstant | None = Field(
+        default=None, description="Default: now. An instant in the past backdates it: a metered "
+                                  "entitlement counts the usage its customer's events reported since then.",
+    )
     usage_anchor: AwareInstant | None = Field(
         default=None, description="Where usage periods are aligned (default: now)."
     )

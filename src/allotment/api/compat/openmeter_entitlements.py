@@ -14,8 +14,9 @@ both APIs always agree. How OpenMeter's metered fields map to ours:
 - `preserveOverageAtReset`: overage is carried into the next period (true) or forgiven.
 - `usagePeriod`: `DAY`/`WEEK`/`MONTH`/`YEAR` or ISO-8601 `P1D`/`P1W`/`P1M`/`P1Y` (also `P7D`,
   `P12M`), aligned on `anchor` (default: now), in UTC.
-- `measureUsageFrom`: usage counts from the entitlement's creation (`NOW`, OpenMeter's
-  default); earlier starts are refused rather than silently ignored.
+- `measureUsageFrom`: `NOW` (OpenMeter's default) counts usage from the entitlement's creation;
+  `CURRENT_PERIOD_START` or an instant in the past backdates it (native `starts_at`): the usage
+  the customer's events reported since then counts.
 - `grants` are created with the entitlement, as the grants endpoint would.
 - `metadata` is accepted but not kept: our entitlements have none.
 """
@@ -23,7 +24,9 @@ both APIs always agree. How OpenMeter's metered fields map to ours:
 from __future__ import annotations
 
 import json
+from datetime import datetime
 from typing import Annotated, Any, Literal
+from zoneinfo import ZoneInfo
 
 from fastapi import Query, Response
 
@@ -49,6 +52,7 @@ from allotment.api.deps import Admin, Reader, ReadSession, WriteSession
 from allotment.api.responses import Json
 from allotment.customers import service as customers
 from allotment.entitlements import features, overrides, provisioning, state
+from allotment.entitlements.periods import UsagePeriod, period_at
 from allotment.entitlements.schemas import AdhocIn
 from allotment.errors import Conflict, NotFound, ValidationFailed
 from allotment.types import Instant, utcnow
@@ -70,7 +74,7 @@ async def create_entitlement(
     at, tenant_id = utcnow(), principal.tenant_id
     customer = await customers.find(session, tenant_id, customer_id_or_key)
     with openmeter_fields(ENTITLEMENT_FIELDS):
-        data = AdhocIn.model_validate(_adhoc(body))
+        data = AdhocIn.model_validate(_adhoc(body, at))
         view = await overrides.create_adhoc(
             session, tenant_id, customer.id, data, actor=principal.key_id, at=at
         )
@@ -81,7 +85,7 @@ async def create_entitlement(
     return Json(entitlement_out(view.row, customer, view.feature_key, at=at), status_code=201)
 
 
-def _adhoc(body: EntitlementCreateIn) -> dict[str, Any]:
+def _adhoc(body: EntitlementCreateIn, at: datetime) -> dict[str, Any]:
     """The native ad-hoc entitlement an OpenMeter create request describes."""
     feature = body.feature_key or body.feature_id
     if not feature:
@@ -92,7 +96,7 @@ def _adhoc(body: EntitlementCreateIn) -> dict[str, Any]:
     if kind == "static":
         return {"feature": feature, "kind": "static", "config": _config(body.config)}
     if kind == "metered":
-        return {"feature": feature, "kind": "metered", **_metered(body)}
+        return {"feature": feature, "kind": "metered", **_metered(body, at)}
     raise ValidationFailed.on("type", "must be one of metered, boolean, static")
 
 
@@ -108,17 +112,14 @@ def _config(raw: str | None) -> dict[str, Any]:
     return parsed
 
 
-def _metered(body: EntitlementCreateIn) -> dict[str, Any]:
+def _metered(body: EntitlementCreateIn, at: datetime) -> dict[str, Any]:
     if body.usage_period is None:
         raise ValidationFailed.on("usagePeriod", "is required for metered entitlements")
-    if body.measure_usage_from is not None and body.measure_usage_from.upper() != "NOW":
-        raise ValidationFailed.on(
-            "measureUsageFrom",
-            "only NOW is supported: usage counts from the entitlement's creation",
-        )
     interval = INTERVALS.get(body.usage_period.interval.upper())
     if interval is None:
         raise ValidationFailed.on("usagePeriod.interval", INTERVAL_RULE)
+    anchor = utc(body.usage_period.anchor)
+    starts_at = _measured_from(body.measure_usage_from, UsagePeriod(interval, anchor or at, ZoneInfo("UTC")), at)
     included = body.issue_after_reset
     if included is None and body.issue is not None:
         included = body.issue.amount
@@ -127,8 +128,27 @@ def _metered(body: EntitlementCreateIn) -> dict[str, Any]:
         "included": included,
         "hard_limit": None if body.is_soft_limit else (included or 0),
         "overage_at_reset": "carry" if body.preserve_overage_at_reset else "forgive",
-        "usage_anchor": utc(body.usage_period.anchor),
+        "usage_anchor": anchor if anchor is not None or starts_at is None else starts_at,
+        "starts_at": starts_at,
     }
+
+
+def _measured_from(given: str | None, every: UsagePeriod, at: datetime) -> datetime | None:
+    """`measureUsageFrom` as the instant the entitlement starts (None: now)."""
+    if given is None or given.upper() == "NOW":
+        return None
+    if given.upper() == "CURRENT_PERIOD_START":
+        return period_at(every, at)[0]
+    try:
+        instant = utc(datetime.fromisoformat(given))
+    except ValueError:
+        raise ValidationFailed.on(
+            "measureUsageFrom", "must be NOW, CURRENT_PERIOD_START or an RFC 3339 instant"
+        ) from None
+    assert instant is not None
+    if instant > at:
+        raise ValidationFailed.on("measureUsageFrom", "must not be in the future")
+    return instant
 
 
 @router.get(_V2)
