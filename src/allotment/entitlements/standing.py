@@ -60,7 +60,8 @@ class Standing:
     """A metered row in the period containing `at`.
 
     `grants` hold their amount for this period (for a row that began mid-period: what they
-    held when it began). `carry` is the overage, in millionths, still to be added to this
+    held when it began), and with them the included units rolled in from the previous period
+    (`ROLLED_OVER`). `carry` is the overage, in millionths, still to be added to this
     period's counter; None when there is none to fix (policy `forgive`, or already fixed).
     """
 
@@ -68,7 +69,6 @@ class Standing:
     period_start: datetime
     period_end: datetime | None
     carry: int | None = None
-    rolled_over: Decimal = ZERO  # unused included units carried in (a grant of `grants`, ROLLED_OVER)
 
     def extra(self, at: datetime) -> Decimal:
         """What grants add to both limits at `at` (engine.raised_by)."""
@@ -226,7 +226,7 @@ async def standing(session: AsyncSession, row: CustomerEntitlement, at: datetime
         now = checks.units((counter[0] if counter else 0) + (carry_in or 0))
         grants = _with_paid(grants, row.included or ZERO, included_until(row, end), seg_start, at,
                             _at_end(usage_at_ends, now))
-    return Standing(tuple(grants), start, end, carry_in, rolled)
+    return Standing(tuple(grants), start, end, carry_in)
 
 
 async def _since(
