@@ -13,7 +13,7 @@ from allotment.db import Database
 from allotment.entitlements import check as checks
 from allotment.entitlements import grants, overrides, reservations, state
 from allotment.entitlements.engine import burn, has_ended, raised_by, rollover
-from allotment.entitlements.schemas import AdhocIn
+from allotment.entitlements.schemas import AdhocIn, OverrideIn
 from tests.entitlements.catalogue import boolean, customer, feature, metered, ok, plan, subscribe
 
 BERLIN = ZoneInfo("Europe/Berlin")
@@ -374,6 +374,31 @@ async def test_rolled_over_units_are_enforced_on_every_path_of_a_check(tenant, d
     assert (last["decision"], last["reason"]) == ("deny", "hard_limit")
     page = await ok(await tenant.client.get("/v1/customers/acme/entitlements/data"))
     assert (page["rolled_over"], page["included"], page["balance"], page["grants"]) == (2, 10, 0, [])
+
+
+async def test_an_override_or_its_removal_keeps_what_rolled_over(tenant, db):
+    """Raising the cap mid-month, and going back to the plan, keep the month's usage and the
+    units rolled into it; the next month rolls on from all of it."""
+    c = tenant.client
+    await feature(c, "data")
+    await plan(c, "bundle", [{**metered("data", 10, None, 10), "included_rollover": 2}])
+    await customer(c, "acme")
+    await subscribe(c, "acme", "bundle", starts_at=T0.isoformat())
+    clock = Clockwork(db, tenant.id)
+    await clock.consume(9, day(4))
+    feb = datetime(2026, 2, 1, tzinfo=UTC)
+    assert ((s := await clock.state(feb)).rolled_over, s.hard_limit) == (1, 11)
+    async with db.transaction() as session:
+        await overrides.set_override(session, tenant.id, "acme", "data", OverrideIn(hard_limit=D(20)),
+                                     actor="test", at=feb + timedelta(days=9))
+    await clock.consume(5, feb + timedelta(days=11))
+    assert ((s := await clock.state(feb + timedelta(days=12))).rolled_over, s.hard_limit, s.usage) == (1, 21, 5)
+    async with db.transaction() as session:
+        await overrides.remove_override(session, tenant.id, "acme", "data", actor="test", at=feb + timedelta(days=19))
+    assert ((s := await clock.state(feb + timedelta(days=20))).rolled_over, s.hard_limit, s.usage) == (1, 11, 5)
+    assert (await clock.check(6, feb + timedelta(days=21))).decision.decision == "allow"
+    assert (await clock.check("6.001", feb + timedelta(days=21))).decision.decision == "deny"
+    assert (await clock.state(datetime(2026, 3, 2, tzinfo=UTC))).rolled_over == 2
 
 
 async def test_included_rollover_is_a_value_of_plans_and_needs_a_resetting_period(tenant):

@@ -245,8 +245,8 @@ async def _since(
     lower = seg_start
     if needs_carry:
         lower = await _carry_start(session, row, period_start - _TICK)
-    if rolls_over(row):  # what rolls in follows from every earlier period of the row
-        lower = min(lower, row.active_from)
+    if rolls_over(row):  # what rolls in follows from every earlier period of the rows rolling over
+        lower = min(lower, await _rolling_since(session, row))
     while True:
         earliest = min((g.live_from(lower) for g in granted if not has_ended(g.grant, lower)), default=lower)
         if earliest >= lower:
@@ -255,6 +255,21 @@ async def _since(
         if _carries(row):
             lower = min(lower, await _carry_start(session, row, lower))
     return None if lower >= seg_start else lower
+
+
+async def _rolling_since(session: AsyncSession, row: CustomerEntitlement) -> datetime:
+    """The start of the run of rows that roll over and took over from each other without a
+    gap, ending with `row` (an override or plan change keeps what rolled over)."""
+    current = row
+    while True:
+        before = await session.scalar(select(CustomerEntitlement).where(
+            CustomerEntitlement.tenant_id == row.tenant_id, CustomerEntitlement.customer_id == row.customer_id,
+            CustomerEntitlement.feature_id == row.feature_id, CustomerEntitlement.kind == "metered",
+            CustomerEntitlement.active_to == current.active_from,
+        ))
+        if before is None or not rolls_over(before):
+            return current.active_from
+        current = before
 
 
 async def _carry_start(session: AsyncSession, row: CustomerEntitlement, before: datetime) -> datetime:
@@ -294,6 +309,7 @@ def _replay(
     while not walk.is_last(seg):
         assert seg.end is not None  # only the last segment can be open-ended
         grants = [replace(g, amount=amounts[g.id]) for g in records]
+        rolled_in = rolled
         if rolled:
             grants.append(_rolled_over(rolled, seg.period_start, seg.end))
         used, carried = counters.get((seg.row.id, to_micros(seg.period_start)), (0, None))
@@ -312,13 +328,23 @@ def _replay(
         # Idle periods may be skipped only once one would roll on what it was given (at the
         # bound, or all the included units and what came in).
         idle_keeps = not rolls_over(seg.row) or _rolls_on(seg.row, included, {ROLLED_OVER: rolls_on}) == rolls_on
-        previous, rolled = seg, rolls_on
+        previous, rolled = seg, rolls_on if seg.resets else rolled_in
         seg = walk.after(seg, settled=seg.resets and carry_in == ZERO and idle_keeps)
-        if seg.row is not previous.row:
-            rolled = ZERO  # a new row starts without what the old one rolled
-    if not (previous is not None and previous.row is seg.row and previous.resets):
-        carry_in, rolled = ZERO, ZERO
+        if seg.row is not previous.row and not _rolls_into(previous, seg):
+            rolled = ZERO
+    if previous is None or not (previous.row is seg.row and previous.resets):
+        carry_in = ZERO
+    if previous is None or not (previous.row is seg.row and previous.resets or _rolls_into(previous, seg)):
+        rolled = ZERO
     return amounts, checks.millionths(carry_in), rolled
+
+
+def _rolls_into(previous: _Segment, seg: _Segment) -> bool:
+    """Whether what rolled into (or on from) `previous` holds in `seg`, of another row: the
+    row that took over at that instant (an override, a plan change) rolls over too. Mid-period
+    its counter took over the period's usage, so the period's roll-over stays with it."""
+    return (previous.end == seg.row.active_from and rolls_over(seg.row)
+            and (previous.resets or previous.period_start == seg.period_start))
 
 
 @dataclass(frozen=True)
