@@ -94,6 +94,11 @@ async def test_commit_more_than_held_is_checked_against_the_hard_limit(tenant):
     assert [(d["reason"], d["quantity"]) for d in denials["items"]] == [("hard_limit", 41)]
     done = await ok(await c.post(f"/v1/reservations/{a}/commit", json={"quantity": 40}))
     assert (done["usage"], done["reserved"]) == (40, 60)
+    # A top-up raises the limit a commit is refused at, and the refusal names that limit.
+    await ok(await c.post("/v1/customers/driver/entitlements/kwh/grants", json={"amount": 5}), 201)
+    b = (await _reserve(c, 5))["reservation"]["id"]
+    over = await c.post(f"/v1/reservations/{b}/commit", json={"quantity": 6})
+    assert over.status_code == 409 and "hard limit of 105 " in over.json()["detail"], over.text
 
 
 async def test_double_release_release_after_commit_and_unknown_ids(tenant, db):

@@ -207,7 +207,8 @@ async def commit(
         raise conflict(
             "hard_limit",
             f"committing {quantity} of reservation '{reservation_id}' (holding {reservation.quantity}) would "
-            f"cross the hard limit of {row.hard_limit}: denied; the hold stays until released or expired",
+            f"cross the hard limit of {_number(checks.units(hard) if hard is not None else row.hard_limit)}"
+            " (with what grants add): denied; the hold stays until released or expired",
         )
     used, reserved = counted
     after = notices.standing_of(
@@ -216,6 +217,10 @@ async def commit(
     where = notices.Where(tenant_id, row.id, row.customer_id, row.feature_id, start, end)
     await notices.usage_moved(session, where, before=checks.units(used) - quantity, after=after, at=at)
     return await _close(session, reservation, COMMITTED, quantity, counted, at)
+
+
+def _number(value: Decimal | None) -> str:
+    return "none" if value is None else format(value.normalize(), "f")
 
 
 async def release(session: AsyncSession, tenant_id: str, reservation_id: str, *, at: datetime) -> Settled:
