@@ -189,6 +189,8 @@ async def test_bad_report_windows_and_names_are_refused(tenant, other_tenant, db
         assert resp.status_code == status, resp.text
         assert field in {e["field"] for e in resp.json()["errors"]}, resp.json()
     assert (await c.get("/v1/reports/overdraft", params={"customer": "nobody"})).status_code == 404
+    later = await c.get("/v1/reports/overdraft", params={"to": "2999-01-01T00:00:00Z"})  # ends now
+    assert later.status_code == 200, later.text
     assert (await c.get("/v1/reports/overdraft", params={"cursor": "nonsense"})).status_code == 400
     theirs = await ok(await other_tenant.client.get("/v1/reports/overdraft", params={"from": T0.isoformat()}))
     assert theirs == {"items": [], "next_cursor": None}

@@ -92,6 +92,10 @@ async def test_bad_requests(tenant, db):
     assert resp.status_code == 422
     resp = await c.post("/v1/customers/acme/seats/seats/activate", json={"item": "x", "lease_ttl_seconds": 0})
     assert resp.status_code == 422
+    for action, body in (("activate", {"item": "x", "leaseTtl": 5}), ("release", {"item": "x", "force": True})):
+        resp = await c.post(f"/v1/customers/acme/seats/seats/{action}", json=body)
+        assert resp.status_code == 422, resp.text
+        assert {e["field"] for e in resp.json()["errors"]} & {"leaseTtl", "force"}, resp.json()
     resp = await c.post("/v1/customers/nobody/seats/seats/activate", json={"item": "x"})
     assert (resp.status_code, resp.json()["type"]) == (404, "customer_not_found")
     body = await ok(await c.post("/v1/customers/acme/seats/beta/activate", json={"item": "x"}))

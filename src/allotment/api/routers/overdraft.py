@@ -33,7 +33,7 @@ async def overdraft_report(
     and seat-hours above it, the peak and each episode; for metered features each usage period
     whose usage passed it, with the overage. Both with the denials of the window."""
     at = utcnow()
-    end = at if to is None else as_utc(to)
+    end = at if to is None else min(as_utc(to), at)  # a window ending later ends now
     start = end - _DEFAULT_WINDOW if from_ is None else as_utc(from_)
     found, after = await service.report(
         session, principal.tenant_id, start=start, end=end, at=at, customer=customer, feature=feature,

@@ -9,7 +9,7 @@ from datetime import datetime
 from typing import Literal
 
 from fastapi import APIRouter
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from allotment.api.deps import Ingester, WriteSession
 from allotment.entitlements import seats as service
@@ -20,6 +20,8 @@ router = APIRouter(prefix="/v1/customers/{customer_key}/seats/{feature_key}", ta
 
 
 class SeatIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")  # a misspelt lease length must not pass unnoticed
+
     item: str = Field(min_length=1, max_length=255, description="The item holding the seat (user, device...).")
     lease_ttl_seconds: int | None = Field(
         default=None, ge=1, le=366 * 86_400,
@@ -28,6 +30,8 @@ class SeatIn(BaseModel):
 
 
 class ReleaseIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
     item: str = Field(min_length=1, max_length=255)
 
 
