@@ -222,6 +222,21 @@ async def test_ingested_events_cross_thresholds(db, tenant):
     assert [p["usage"] for _, p in found] == [6, 11, 11, 11]
 
 
+async def test_events_reported_late_for_a_period_already_over_tell_nothing(db, tenant):
+    """Last month's usage arriving now moves last month's counter, but warns of nothing (its
+    limits can no longer be reached) and tells of no reset; this month's usage still does."""
+    c = tenant.client
+    await ok(await c.post("/v1/meters", json=meter()), 201)
+    await _catalogue(c, subscribed=False, meter="tokens")
+    start = datetime.now(UTC) - timedelta(days=45)  # monthly periods from here: one is over
+    await subscribe(c, "acme", "starter", starts_at=start.isoformat())
+    late = (start + timedelta(days=3)).isoformat()
+    await ok(await c.post("/v1/events", json=[event("acme-1", tokens=12, time=late)]))
+    assert await _emitted(db, tenant.id, *USAGE_TYPES, notices.PERIOD_RESET) == []
+    await ok(await c.post("/v1/events", json=[event("acme-1", tokens=6)]))
+    assert _labels(await _emitted(db, tenant.id, *USAGE_TYPES)) == ["50%"]
+
+
 async def _seat_churn(db, tenant, *, hard: int, first: tuple[str, ...], again: str) -> None:  # type: ignore[no-untyped-def]
     """acme with two paid seats and a cap: activate `first` in turn, free "c", then `again`."""
     c = tenant.client

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import datetime
 
 from sqlalchemy import exists, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -170,9 +170,10 @@ async def _moved(
     if not worth_watching(soft, ent.hard_limit) and not replay:
         return
     start, end = period_at(target.period, from_micros(period_us))
-    when = at if end is None or at < end else end - timedelta(microseconds=1)  # a late event's period
-    grants = (await standing.standing(session, row, when)).grants if replay else ()
-    numbers = notices.standing_of(ent, units(used), units(reserved), grants, when)
+    if end is not None and end <= at:
+        return  # late usage of a period already over: nothing left to warn of or reset
+    grants = (await standing.standing(session, row, at)).grants if replay else ()
+    numbers = notices.standing_of(ent, units(used), units(reserved), grants, at)
     where = notices.Where(row.tenant_id, row.id, row.customer_id, row.feature_id, start, end)
     await notices.usage_moved(session, where, before=units(used - added), after=numbers, at=at, pending=pending)
 
