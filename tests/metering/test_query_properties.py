@@ -164,14 +164,16 @@ def expected(aggregation: str, kept: list[Sent], body: dict[str, Any]) -> dict[R
         and e.subject in wanted.get("subject", [e.subject])
         and ("region" not in wanted or e.group in wanted["region"])
     ]
+    # Filtered by one subject, every row names it (grouped by subject or not).
+    only = body["subject"][0] if len(set(body.get("subject", []))) == 1 else None
     out: dict[RowKey, Decimal | None] = {}
     for lo, hi in naive_windows(start, end, body["window_size"], ZoneInfo(body["window_time_zone"])):
         groups: dict[RowKey, list[Sent]] = defaultdict(list)
         if not body["group_by"]:
-            groups[(lo, hi, None, ())] = []
+            groups[(lo, hi, only, ())] = []
         for e in chosen:
             if lo <= e.time_us < hi:
-                key = (lo, hi, e.subject if by_subject else None, (("region", e.group),) if by_region else ())
+                key = (lo, hi, e.subject if by_subject else only, (("region", e.group),) if by_region else ())
                 groups[key].append(e)
         out.update({key: aggregate(aggregation, events) for key, events in groups.items()})
     return out
