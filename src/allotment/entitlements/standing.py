@@ -28,7 +28,7 @@ from __future__ import annotations
 
 from bisect import bisect_left
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from decimal import Decimal
 from zoneinfo import ZoneInfo
@@ -322,12 +322,13 @@ def _replay(
         down = burn(grants, included, usage, last, included_until=seg.end)
         soft = soft_limit(seg.row) + raised_by(grants, last)
         carry_in = max(ZERO, usage - soft) if _carries(seg.row) else ZERO
-        rolls_on = _rolls_on(seg.row, down.included, down.grants) if seg.resets and rolls_over(seg.row) else ZERO
+        rolls = rolls_over(seg.row)
+        rolls_on = _rolls_on(seg.row, down.included, down.grants) if seg.resets and rolls else ZERO
         kept = [g for g in grants if g.id != ROLLED_OVER]
         amounts = rollover(kept, down.grants, at=seg.end) if seg.resets else {g.id: down.grants[g.id] for g in kept}
         # Idle periods may be skipped only once one would roll on what it was given (at the
         # bound, or all the included units and what came in).
-        idle_keeps = not rolls_over(seg.row) or _rolls_on(seg.row, included, {ROLLED_OVER: rolls_on}) == rolls_on
+        idle_keeps = not rolls or _rolls_on(seg.row, included, {ROLLED_OVER: rolls_on}) == rolls_on
         previous, rolled = seg, rolls_on if seg.resets else rolled_in
         seg = walk.after(seg, settled=seg.resets and carry_in == ZERO and idle_keeps)
         if seg.row is not previous.row and not _rolls_into(previous, seg):
@@ -364,6 +365,8 @@ class _Walk:
     since: datetime
     at: datetime
     marks: Sequence[datetime]
+    # `is_last` and `after` ask for the same segment in turn: each is worked out once.
+    _found: dict[tuple[int, datetime], _Segment | None] = field(default_factory=dict, compare=False, repr=False)
 
     def first(self) -> _Segment:
         first = self._at(0, max(self.since, self.rows[0].active_from))
@@ -378,15 +381,17 @@ class _Walk:
     def after(self, seg: _Segment, *, settled: bool) -> _Segment:
         """The segment to replay after `seg` (which is not the last)."""
         assert seg.end is not None
-        t, row = seg.end, seg.row
-        if settled:
+        t, row, index = seg.end, seg.row, self._index(seg)
+        found = self._at(index, t)
+        assert found is not None
+        if settled and found.row is row and found.end is not None:
             following = bisect_left(self.marks, t)
             target = self.at if following == len(self.marks) else min(self.marks[following], self.at)
             if row.active_to is not None:
                 target = min(target, row.active_to - _TICK)  # the row's last segment stays
-            t = max(t, period_at(checks.usage_period(row), target)[0])
-        found = self._at(self._index(seg), t)
-        assert found is not None
+            if target >= found.end:  # idle periods lie between: skip them
+                found = self._at(index, period_at(checks.usage_period(row), target)[0])
+                assert found is not None
         return found
 
     def _index(self, seg: _Segment) -> int:
@@ -395,6 +400,12 @@ class _Walk:
     def _at(self, index: int, t: datetime) -> _Segment | None:
         """The segment of rows[index] from `t`, or the first of a later row once it ended;
         None past `at` or past the last row."""
+        key = (index, t)
+        if key not in self._found:
+            self._found[key] = self._find(index, t)
+        return self._found[key]
+
+    def _find(self, index: int, t: datetime) -> _Segment | None:
         row = self.rows[index]
         while row.active_to is not None and t >= row.active_to:
             index += 1
