@@ -159,6 +159,23 @@ async def test_an_ad_hoc_entitlement_started_in_the_past_counts_the_usage_since(
     assert (await _usage(c))["usage"] == 8
 
 
+async def test_a_feature_added_by_migrating_an_older_subscription_counts_from_then(tenant):
+    """Only creating a subscription reaches back to its start: a feature a later plan version
+    adds holds from the migration on, not over periods in which the customer lacked it."""
+    c = tenant.client
+    await ok(await c.post("/v1/meters", json=meter(group_by={"model": "$.model"})), 201)
+    await ok(await c.post("/v1/customers", json={"key": "acme", "name": "Acme", "subject_keys": ["acme-1"]}), 201)
+    await feature(c, "tokens", meter="tokens")
+    await feature(c, "sso")
+    await plan(c, "starter", [{"feature": "sso", "kind": "boolean"}])
+    sub = await subscribe(c, "acme", "starter", starts_at=(datetime.now(UTC) - timedelta(days=2)).isoformat())
+    await c.post("/v1/events", json=[event("acme-1", tokens=9, model="a",
+                                           time=(datetime.now(UTC) - timedelta(hours=1)).isoformat())])
+    await plan(c, "starter", [{"feature": "sso", "kind": "boolean"}, metered("tokens", 100, 100, 100)])
+    await ok(await c.post(f"/v1/subscriptions/{sub['id']}/migrate"))
+    assert (await _usage(c))["usage"] == 0
+
+
 async def test_a_backdated_subscription_does_not_count_what_an_earlier_one_counted(tenant):
     """The customer's first subscription counted its events until it was canceled; one
     backdated over that span starts where the first ended, so nothing counts twice."""

@@ -41,7 +41,10 @@ class Wanted:
     time_zone: str
     active_from: datetime
     active_to: datetime | None
-    starts_at: datetime  # the subscription's start: before `active_from` when it was backdated
+    # Where the row may reach back to: the start of a subscription created in this transaction
+    # (backdated); a later reprovision of an older one (a migration, an override removed) does
+    # not hand a feature periods in which the customer did not have it.
+    starts_at: datetime
 
     def matches(self, row: CustomerEntitlement) -> bool:
         """Same source, feature and values: only the end may differ."""
@@ -191,7 +194,8 @@ async def _wanted(
                 Wanted(
                     subscription_id=sub.id, feature_id=ent.feature_id, values=of_row(ent),
                     usage_anchor=sub.billing_anchor, time_zone=sub.time_zone,
-                    active_from=max(sub.starts_at, at), active_to=sub.ends_at, starts_at=sub.starts_at,
+                    active_from=max(sub.starts_at, at), active_to=sub.ends_at,
+                    starts_at=sub.starts_at if sub.created_at == at else max(sub.starts_at, at),
                 )
             )
     return out
