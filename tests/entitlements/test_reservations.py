@@ -68,6 +68,27 @@ async def test_ev_charging_session(tenant):
     assert (await _reserve(c, 77.6))["reserved"] == 77.6
 
 
+async def test_reservations_are_listed_by_customer_feature_and_status(tenant, db):
+    c = tenant.client
+    await _prepaid(c)
+    first = (await _reserve(c, 10))["reservation"]["id"]
+    second = (await _reserve(c, 20))["reservation"]["id"]
+    third = (await _reserve(c, 5, ttl=1))["reservation"]["id"]
+    await ok(await c.post(f"/v1/reservations/{first}/commit", json={"quantity": 8}))
+    await asyncio.sleep(1.1)  # the third expires (no sweep has run: it reads as expired)
+    every = await ok(await c.get("/v1/reservations", params={"customer": "driver", "feature": "kwh"}))
+    assert [(r["id"], r["status"], r["customer"], r["feature"]) for r in every["items"]] == [
+        (first, "committed", "driver", "kwh"), (second, "open", "driver", "kwh"), (third, "expired", "driver", "kwh")]
+    for status, ids in (("open", [second]), ("expired", [third]), ("committed", [first]), ("released", [])):
+        found = await ok(await c.get("/v1/reservations", params={"status": status}))
+        assert [r["id"] for r in found["items"]] == ids, status
+    paged = await ok(await c.get("/v1/reservations", params={"limit": 2}))
+    rest = await ok(await c.get("/v1/reservations", params={"limit": 2, "cursor": paged["next_cursor"]}))
+    assert [r["id"] for r in paged["items"] + rest["items"]] == [first, second, third]
+    assert (await c.get("/v1/reservations", params={"customer": "nobody"})).status_code == 404
+    assert (await c.get("/v1/reservations", params={"status": "pending"})).status_code == 422
+
+
 async def test_two_reservations_never_hold_the_same_unit(tenant):
     c = tenant.client
     await _prepaid(c)

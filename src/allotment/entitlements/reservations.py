@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
 
-from sqlalchemy import and_, select, update
+from sqlalchemy import and_, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from allotment.customers import service as customers
@@ -182,6 +182,36 @@ async def get(session: AsyncSession, tenant_id: str, reservation_id: str) -> Res
     if found is None or found.tenant_id != tenant_id:
         raise NotFound("reservation", reservation_id)
     return found
+
+
+async def list_(
+    session: AsyncSession,
+    tenant_id: str,
+    *,
+    customer: str | None,
+    feature: str | None,
+    status: str | None,
+    after: str | None,
+    limit: int,
+    at: datetime,
+) -> list[Reservation]:
+    """Reservations, oldest first (ids sort by time); filters by customer and feature (key or
+    id, unknown ones a 404) and by status as reads show it: one open past its expiry is expired."""
+    stmt = select(Reservation).where(Reservation.tenant_id == tenant_id)
+    if customer is not None:
+        stmt = stmt.where(Reservation.customer_id == (await customers.find(session, tenant_id, customer)).id)
+    if feature is not None:
+        stmt = stmt.where(Reservation.feature_id == (await features.get(session, tenant_id, feature, archived=True)).id)
+    if status == OPEN:
+        stmt = stmt.where(Reservation.status == OPEN, Reservation.expires_at > at)
+    elif status == EXPIRED:
+        stmt = stmt.where(or_(Reservation.status == EXPIRED,
+                              and_(Reservation.status == OPEN, Reservation.expires_at <= at)))
+    elif status is not None:
+        stmt = stmt.where(Reservation.status == status)
+    if after is not None:
+        stmt = stmt.where(Reservation.id > after)
+    return list(await session.scalars(stmt.order_by(Reservation.id).limit(limit)))
 
 
 async def commit(

@@ -13,9 +13,11 @@ from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from allotment.api.deps import Db, Ingester, WriteSession
+from allotment.api.deps import Cursor, Db, Ingester, Limit, WriteSession, decode_cursor, page
 from allotment.api.idempotency import one_idempotency_key
+from allotment.customers import service as customers
 from allotment.customers.models import Customer
+from allotment.entitlements import features
 from allotment.entitlements import reservations as service
 from allotment.entitlements.models import Feature, Reservation
 from allotment.entitlements.schemas import QuantityOut
@@ -77,15 +79,20 @@ class SettledRead(BaseModel):
 
 
 async def reservation_read(session: AsyncSession, r: Reservation, *, at: datetime | None = None) -> ReservationRead:
-    """The reservation as of `at`: one still open past its expiry reads as expired, as the
-    sweep will record it (closed at its expiry), and as a commit would already answer."""
-    status, closed_at = r.status, r.closed_at
-    if status == "open" and at is not None and r.expires_at <= at:
-        status, closed_at = "expired", r.expires_at
+    """The reservation as of `at` (`as_read`), with its customer and feature keys."""
     customer, feature = (await session.execute(
         select(Customer.key, Feature.key).join(Feature, Feature.tenant_id == Customer.tenant_id)
         .where(Customer.id == r.customer_id, Feature.id == r.feature_id)
     )).one()
+    return as_read(r, customer, feature, at=at)
+
+
+def as_read(r: Reservation, customer: str, feature: str, *, at: datetime | None) -> ReservationRead:
+    """One still open past its expiry reads as expired, as the sweep will record it (closed
+    at its expiry), and as a commit would already answer."""
+    status, closed_at = r.status, r.closed_at
+    if status == "open" and at is not None and r.expires_at <= at:
+        status, closed_at = "expired", r.expires_at
     return ReservationRead(
         id=r.id, status=status, customer=customer, feature=feature,  # type: ignore[arg-type]
         customer_id=r.customer_id, feature_id=r.feature_id,
@@ -121,6 +128,27 @@ async def create(
     headers = {"Idempotent-Replayed": "true"} if held.replayed else None
     return Response(body.model_dump_json().encode(), status_code=status, media_type="application/json",
                     headers=headers)
+
+
+@router.get("")
+async def list_reservations(
+    principal: Ingester,
+    session: WriteSession,
+    customer: str | None = None,
+    feature: str | None = None,
+    status: Literal["open", "committed", "released", "expired"] | None = None,
+    limit: Limit = 50,
+    cursor: Cursor = None,
+) -> dict[str, object]:
+    """Reservations, oldest first; filter by customer and feature (key or id) and by status
+    (`open` holds, e.g. the charging sessions in progress)."""
+    at = utcnow()
+    rows = await service.list_(session, principal.tenant_id, customer=customer, feature=feature, status=status,
+                               after=decode_cursor(cursor), limit=limit, at=at)
+    customer_keys = await customers.keys_of(session, principal.tenant_id, {r.customer_id for r in rows})
+    feature_keys = await features.keys_of(session, principal.tenant_id, {r.feature_id for r in rows})
+    return page([as_read(r, customer_keys[r.customer_id], feature_keys[r.feature_id], at=at) for r in rows],
+                rows, limit=limit, position=lambda r: r.id)
 
 
 @router.get("/{reservation_id}", response_model=ReservationRead)
