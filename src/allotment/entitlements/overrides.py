@@ -106,9 +106,8 @@ async def create_adhoc(
         start = await provisioning.backdated_start(session, tenant_id, customer_id, feature.id, data.starts_at, at=at)
     row = _row(
         tenant_id, customer_id, feature.id, "adhoc", values,
-        usage_anchor=data.usage_anchor or start, time_zone=data.time_zone, at=at,
+        usage_anchor=data.usage_anchor or start, time_zone=data.time_zone, at=at, active_from=start,
     )
-    row.active_from = start
     view = await _added(session, row, "entitlement.adhoc_created", None, customer_key, feature, actor=actor, at=at)
     await provisioning.count_past_events(session, row, at=at)
     return view
@@ -151,11 +150,12 @@ def _row(
     usage_anchor: datetime | None,
     time_zone: str,
     at: datetime,
+    active_from: datetime | None = None,
 ) -> CustomerEntitlement:
     return CustomerEntitlement(
         id=new_id("ent"), tenant_id=tenant_id, customer_id=customer_id, feature_id=feature_id,
         source=source, subscription_id=None, usage_anchor=usage_anchor or at, time_zone=time_zone,
-        active_from=at, active_to=None, created_at=at, updated_at=at, **values,
+        active_from=active_from or at, active_to=None, created_at=at, updated_at=at, **values,
     )
 
 

@@ -10,16 +10,14 @@ from typing import Annotated, Literal
 
 from fastapi import APIRouter, Header, Response
 from pydantic import BaseModel, ConfigDict, Field
-from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from allotment.api.deps import Cursor, Db, Ingester, Limit, WriteSession, decode_cursor, page
 from allotment.api.idempotency import one_idempotency_key
 from allotment.customers import service as customers
-from allotment.customers.models import Customer
 from allotment.entitlements import features
 from allotment.entitlements import reservations as service
-from allotment.entitlements.models import Feature, Reservation
+from allotment.entitlements.models import Reservation
 from allotment.entitlements.schemas import QuantityOut
 from allotment.errors import Conflict
 from allotment.types import PositiveQuantity, Quantity, from_micros, utcnow
@@ -80,11 +78,9 @@ class SettledRead(BaseModel):
 
 async def reservation_read(session: AsyncSession, r: Reservation, *, at: datetime | None = None) -> ReservationRead:
     """The reservation as of `at` (`as_read`), with its customer and feature keys."""
-    customer, feature = (await session.execute(
-        select(Customer.key, Feature.key).join(Feature, Feature.tenant_id == Customer.tenant_id)
-        .where(Customer.id == r.customer_id, Feature.id == r.feature_id)
-    )).one()
-    return as_read(r, customer, feature, at=at)
+    customer = await customers.keys_of(session, r.tenant_id, [r.customer_id])
+    feature = await features.keys_of(session, r.tenant_id, [r.feature_id])
+    return as_read(r, customer[r.customer_id], feature[r.feature_id], at=at)
 
 
 def as_read(r: Reservation, customer: str, feature: str, *, at: datetime | None) -> ReservationRead:
