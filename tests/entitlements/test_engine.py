@@ -26,6 +26,7 @@ from allotment.entitlements.engine import (
     decide,
     decide_seats,
     rollover,
+    settle,
 )
 from allotment.errors import ValidationFailed
 
@@ -407,6 +408,35 @@ def test_burning_across_an_expiry_in_two_runs_credits_the_expired_grant() -> Non
     assert dict(second.grants) == {"promo": D(0), "paid": D(4)}
 
 
+def test_a_grant_starting_mid_period_pays_nothing_of_the_usage_before_it() -> None:
+    """An add-on bought after 9 of 10 included units were used holds all of it: only usage
+    after it started burns it, though it expires first."""
+    add_on = replace(grant("add-on", 3, effective=10, expires=20), usage_at_start=D(9))
+    bought = burn([add_on], D(10), D(9), at_day(12), included_until=at_day(31))
+    assert (bought.included, dict(bought.grants)) == (D(1), {"add-on": D(3)})
+    used = burn([add_on], D(10), D(11), at_day(12), included_until=at_day(31))
+    assert (used.included, dict(used.grants)) == (D(1), {"add-on": D(1)})
+
+
+def test_a_grant_expiring_unused_after_a_mid_period_start_paid_for_nothing() -> None:
+    add_on = replace(grant("add-on", 3, effective=10, expires=20), usage_at_start=D(9), usage_at_end=D(9))
+    result = burn([add_on], D(10), D(9), at_day(25), included_until=at_day(31))
+    assert (result.included, result.paid["add-on"], result.uncovered) == (D(1), D(0), D(0))
+
+
+def test_usage_nothing_paid_for_before_a_grant_started_burns_it_first() -> None:
+    """Overage is owed: a grant starting later pays it before anything new."""
+    top_up = replace(grant("top-up", 5, effective=10), usage_at_start=D(8))
+    result = burn([top_up], D(6), D(9), at_day(12), included_until=at_day(31))
+    assert (result.included, dict(result.grants), result.uncovered) == (D(0), {"top-up": D(2)}, D(0))
+
+
+def test_a_grant_ending_mid_period_keeps_what_it_paid_before_its_end() -> None:
+    promo = replace(grant("promo", 10, expires=10), usage_at_end=D(6))
+    result = burn([promo, grant("paid", 10, priority=2)], D(0), D(12), at_day(12), included_until=None)
+    assert (dict(result.grants), result.paid["promo"], result.uncovered) == ({"promo": D(0), "paid": D(4)}, D(6), D(0))
+
+
 period_ends = st.one_of(st.none(), st.integers(1, 45).map(at_day))
 
 
@@ -449,6 +479,84 @@ def test_burn_matches_unit_by_unit_reference(
     at = at_day(day)
     result = burn(grants, included, D(usage), at, included_until=until)
     assert dict(result.grants) | {"": result.included} == naive_burn(grants, included, usage, at, until)
+
+
+def naive_timed_burn(
+    grants: Sequence[Grant], included: Decimal, daily: Sequence[int], included_until: datetime | None
+) -> tuple[dict[str, Decimal], Decimal]:
+    """Reference: each day's units spend one at a time from the best source live that day;
+    a unit nothing could pay stays owed and is paid by the first source live later."""
+    included_as_grant = Grant(id="", amount=included, priority=1, effective_at=T0 - timedelta(days=1),
+                              created_at=datetime.min.replace(tzinfo=UTC), expires_at=included_until)
+    left = {g.id: g.amount for g in grants} | {"": included}
+    owed = 0
+    # The last step, at the instant judged, uses nothing new: owed units are paid by what
+    # became live then.
+    for t, units in [(at_day(day) + timedelta(hours=1), units) for day, units in enumerate(daily)] + [
+        (at_day(len(daily)), 0)
+    ]:
+        wanted, owed = owed + units, 0
+        for _ in range(wanted):
+            candidates = [g for g in grants if live(g, t) and left[g.id] > 0]
+            candidates += [included_as_grant] if left[""] > 0 else []
+            if not candidates:
+                owed += 1
+                continue
+            best = candidates[0]
+            for g in candidates[1:]:
+                if burns_before(g, best):
+                    best = g
+            left[best.id] -= 1
+    at = at_day(len(daily))
+    return {g.id: D(0) if untouched(g, at) == 0 else left[g.id] for g in grants} | {"": left[""]}, D(owed)
+
+
+def marked(grants: Sequence[Grant], daily: Sequence[int]) -> list[Grant]:
+    """`grants` with the period's usage at each start and end inside it (days of `daily`)."""
+    def used_before(t: datetime) -> Decimal:
+        return D(sum(daily[: (t - T0).days]))
+
+    at = at_day(len(daily))
+    out = []
+    for g in grants:
+        ends = [e for e in (g.expires_at, g.voided_at) if e is not None]
+        end = min(ends) if ends else None
+        start_inside = T0 < g.effective_at <= at
+        out.append(replace(
+            g,
+            usage_at_start=used_before(g.effective_at) if start_inside else None,
+            usage_at_end=used_before(end) if end is not None and T0 < end <= at else None,
+        ))
+    return out
+
+
+@EXAMPLES
+@given(grants_(amount=whole), whole, st.lists(st.integers(0, 12), min_size=1, max_size=40), period_ends)
+def test_burn_with_marks_matches_spending_day_by_day(
+    grants: list[Grant], included: Decimal, daily: list[int], until: datetime | None
+) -> None:
+    """Knowing the usage at each instant a grant started or ended in the period, burn-down
+    equals spending each day's usage from what was live that day, debts paid first."""
+    at = at_day(len(daily))
+    result = burn(marked(grants, daily), included, D(sum(daily)), at, included_until=until)
+    expected, owed = naive_timed_burn(grants, included, daily, until)
+    assert dict(result.grants) | {"": result.included} == expected
+    assert result.uncovered == owed
+
+
+@EXAMPLES
+@given(grants_(amount=whole), whole, st.lists(st.integers(0, 12), min_size=1, max_size=40), period_ends)
+def test_a_check_sees_the_balance_and_overage_burn_down_leaves(
+    grants: list[Grant], included: Decimal, daily: list[int], until: datetime | None
+) -> None:
+    """Limits raised by live grants and what ended ones paid leave, above the usage, exactly
+    what burn-down left unspent, and below it exactly what nothing paid for."""
+    at, usage = at_day(len(daily)), D(sum(daily))
+    grants = settle(marked(grants, daily), included, at, included_until=until)
+    left = burn(grants, included, usage, at, included_until=until)
+    seen = decide(MeteredEntitlement(included), usage=usage, grants=grants, at=at)
+    unspent = left.included + sum((left.grants[g.id] for g in grants if live(g, at)), D(0))
+    assert (seen.balance, seen.overage) == (unspent, left.uncovered)
 
 
 def test_burn_reads_usage_below_zero_as_none() -> None:

@@ -202,6 +202,48 @@ async def test_an_add_on_bundle_burns_before_the_monthly_bundle_because_it_expir
     assert await clock.amounts(datetime(2026, 2, 1, tzinfo=UTC)) == {long: 0}
 
 
+async def test_an_add_on_bought_late_in_the_period_pays_only_for_usage_after_it(tenant, db):
+    """9 of 10 GB used, then a 3 GB add-on expiring first: it holds all 3, burns before the
+    bundle from then on, and expiring unused leaves the customer the bundle's last 1."""
+    clock = await _clockwork(tenant, db, included=10, hard_limit=10, usage_anchor=T0.isoformat())
+    await clock.consume(9, day(2))
+    add_on = await clock.grant(day(5), amount=D(3), expires_at=day(12))
+    bought = await clock.state(day(5))
+    assert ([(g.grant.id, g.balance) for g in bought.grants], bought.balance) == ([(add_on, 3)], 4)
+    expired = await clock.state(day(15))
+    assert (expired.usage, expired.balance, expired.hard_limit) == (9, 1, 10)
+    assert (await clock.consume(2, day(16))).decision.decision == "deny"
+    assert (await clock.consume(1, day(16))).decision.decision == "allow"
+
+
+async def test_an_add_on_bought_late_burns_first_for_usage_after_it_and_keeps_what_it_paid(tenant, db):
+    clock = await _clockwork(tenant, db, included=10, hard_limit=10, usage_anchor=T0.isoformat())
+    await clock.consume(9, day(2))
+    add_on = await clock.grant(day(5), amount=D(3), expires_at=day(12))
+    await clock.consume(1, day(6))
+    assert [(g.grant.id, g.balance) for g in (await clock.state(day(6))).grants] == [(add_on, 2)]
+    expired = await clock.state(day(15))  # it paid 1 GB before it expired: the bundle's 1 is left
+    assert (expired.usage, expired.balance, expired.hard_limit) == (10, 1, 11)
+
+
+async def test_overage_owed_before_a_top_up_is_paid_from_it(tenant, db):
+    clock = await _clockwork(tenant, db, included=5, usage_anchor=T0.isoformat())
+    await clock.consume(8, day(2))
+    top_up = await clock.grant(day(5), amount=D(10))
+    now = await clock.state(day(5))
+    assert ([(g.grant.id, g.balance) for g in now.grants], now.balance, now.overage) == ([(top_up, 7)], 7, 0)
+
+
+async def test_a_grant_bought_late_in_a_past_period_carried_only_what_usage_after_it_left(tenant, db):
+    """Replaying January: of its 10 GB, 9 were used before a priority-0 add-on was bought, so
+    the add-on paid only the 1 used after it and carries 2 into February."""
+    clock = await _clockwork(tenant, db, included=10, usage_anchor=T0.isoformat())
+    await clock.consume(9, day(3))
+    add_on = await clock.grant(day(20), amount=D(3), priority=0, expires_at=day(50))
+    await clock.consume(1, day(25))
+    assert await clock.amounts(datetime(2026, 2, 1, tzinfo=UTC)) == {add_on: 2}
+
+
 async def test_usage_a_grant_paid_for_before_it_expired_stays_paid(tenant, db):
     """A 4-unit add-on (burns first) pays for 3 units, then expires mid-period: those 3 stay
     paid by it, so the monthly bundle still holds all its 10; usage after the expiry burns the

@@ -38,6 +38,20 @@ async def test_ingested_usage_is_seen_by_the_next_check(tenant):
     assert (await _usage(c, 11))["decision"] == "deny"
 
 
+async def test_an_add_on_bought_after_ingested_usage_is_burned_only_by_usage_after_it(tenant):
+    c = tenant.client
+    await _setup(c, hard=10)
+    await c.post("/v1/events", json=[event("acme-1", tokens=9, model="a")])
+    expires = (datetime.now(UTC) + timedelta(days=7)).isoformat()
+    add_on = await ok(await c.post("/v1/customers/acme/entitlements/tokens/grants",
+                                   json={"amount": 3, "expires_at": expires}), 201)
+    assert (await ok(await c.get(f"/v1/grants/{add_on['id']}")))["balance"] == 3
+    await c.post("/v1/events", json=[event("acme-2", tokens=1, model="b")])
+    assert (await ok(await c.get(f"/v1/grants/{add_on['id']}")))["balance"] == 2
+    state = await _usage(c, 3)
+    assert (state["usage"], state["balance"], state["decision"]) == (10, 3, "allow")
+
+
 async def test_events_taking_usage_below_zero_are_stored_with_their_batch(tenant):
     """A correction larger than the period's usage is a fact like any other: stored, counted
     by the meter, and read by checks as no usage (a period never credits beyond what it

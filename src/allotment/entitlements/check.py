@@ -234,7 +234,7 @@ async def _metered(
 
     if not request.consume:
         return CheckResult(judged(*await queries.read_counter(session, *counter)), start, end)
-    if found.ended_by(at):
+    if found.keeps_usage(at):
         await grant_ends.record(session, row, start, at, recurs=found.recurs)
     # Live grants raise the hard limit the database enforces, not only the one judged here.
     counted = await queries.consume(session, *counter, millionths(q), found.hard_limit(row, at))

@@ -11,16 +11,20 @@ Invariants (property-tested):
 - decisions are monotone in quantity: a larger request is never treated better;
 - burn-down never drives a balance negative, consumes `min(usage, included + live grants)`,
   spends included units as a grant of the default priority expiring at the period end, and
-  burning u1 then u2 equals burning u1 + u2 (a period can be computed in any number of runs).
+  burning u1 then u2 equals burning u1 + u2 (a period can be computed in any number of runs);
+- with the usage known at each instant a grant started or ended, burn-down equals spending
+  usage day by day from what was live then (owed usage first), and a check's balance and
+  overage are exactly what it leaves unspent and unpaid.
 """
 
 from __future__ import annotations
 
 import enum
-from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from decimal import Decimal
+from itertools import groupby
 from typing import NamedTuple, assert_never
 
 from allotment.errors import ValidationFailed
@@ -132,8 +136,15 @@ class Grant:
     voided_at: datetime | None = None
     min_rollover: Decimal = ZERO
     max_rollover: Decimal | None = None  # None carries the whole remaining amount
-    # For a grant that ended (expired or voided) within the current period: the part of its
-    # amount that usage had burned by then. That usage stays paid by it (see `burn`).
+    # The period's usage at the instant the grant became effective, when that fell inside the
+    # period: usage before it is not the grant's to pay unless nothing paid for it (`burn`).
+    # None when it was live from the period's start (or is not effective yet).
+    usage_at_start: Decimal | None = None
+    # The period's usage at the instant it ended (expired or voided), when that fell inside the
+    # period; None when it ended before the period began.
+    usage_at_end: Decimal | None = None
+    # For a grant that ended within the period: what usage had burned of it by then (`settle`).
+    # That usage stays paid by it, so it still raises the period's limits (`raised_by`).
     paid_at_end: Decimal = ZERO
 
     def __post_init__(self) -> None:
@@ -172,12 +183,14 @@ class Decision(NamedTuple):
 class BurnDown:
     """What is left after usage burned a period's included units and grants.
 
-    `grants` has an entry for every grant given; `uncovered` is usage nothing paid for.
+    `grants` has an entry for every grant given; `uncovered` is usage nothing paid for; `paid`
+    says, of every grant that ended within the period, how much it had paid when it ended.
     """
 
     included: Decimal
     grants: Mapping[str, Decimal]
     uncovered: Decimal
+    paid: Mapping[str, Decimal] = field(default_factory=dict)
 
 
 # --- checks -----------------------------------------------------------------------------------
@@ -339,37 +352,94 @@ def burn(
     grants: Iterable[Grant], included: Decimal, usage: Decimal, at: datetime, *,
     included_until: datetime | None,
 ) -> BurnDown:
-    """Spend `usage` from included units and live grants, in burn order.
+    """Spend the period's `usage` up to `at` from included units and grants, in burn order.
 
     Included units burn as a grant of priority DEFAULT_PRIORITY that expires at
     `included_until` (the end of the usage period or of the entitlement, None if neither
     comes), ahead of a grant that ties with it: a top-up outlasting the period burns after
-    them, an add-on that expires first burns first. Grants that ended by `at` are left with
-    nothing, but the usage they paid for before they ended (`paid_at_end`) stays theirs: it
-    burns nothing else. Grants not yet effective are untouched. To burn across a grant's
-    expiry, burn each stretch of usage at its own `at` and feed the remainders into the next
-    run: runs compose (burning u1 then u2 equals burning u1 + u2).
+    them, an add-on that expires first burns first.
+
+    Counters keep one number per period, so a grant that started or ended inside the period
+    carries the period's usage at that instant (`usage_at_start`, `usage_at_end`): the usage
+    between two such instants burns what was live between them, one stretch after another.
+    A grant pays nothing of the usage before it started, except what nothing else could pay
+    (owed overage is paid first); a grant that ended forfeits what it still held but keeps
+    what it paid (`paid`). Grants not yet effective at `at` are untouched. Stretches compose:
+    burning u1 then u2 at the same instant equals burning u1 + u2.
     """
     _require_non_negative("included", included)
-    left = _period_usage(usage)
     at = as_utc(at)
     grants = list(grants)
-    for grant in grants:
-        if has_ended(grant, at):
-            left -= min(grant.paid_at_end, left)
+    held = {g.id: ZERO if has_ended(g, at) and g.usage_at_end is None else g.amount for g in grants}
+    pool = {g.id: g for g in grants if g.usage_at_start is None and _live_since_start(g, at)}
     included_key = (DEFAULT_PRIORITY, as_utc(included_until) if included_until else _NEVER)
+    paid: dict[str, Decimal] = {}
+    counted = owed = ZERO
+    for when, marks in groupby(sorted(_marks(grants, at), key=lambda m: (m[0], not m[1])), key=lambda m: m[0]):
+        changes = list(marks)  # usage up to the instant burns what was live before it
+        usage_then = _period_usage(max(m[2] for m in changes))
+        included, owed = _spend(pool.values(), held, included, included_key, max(ZERO, owed + usage_then - counted))
+        counted = usage_then
+        for _, ends, _, grant in changes:
+            if ends:
+                if pool.pop(grant.id, None) is not None:
+                    paid[grant.id] = grant.amount - held[grant.id]
+                held[grant.id] = ZERO
+            elif not has_ended(grant, when):
+                pool[grant.id] = grant
+    wanted = max(ZERO, owed + _period_usage(usage) - counted)
+    included, owed = _spend(pool.values(), held, included, included_key, wanted)
+    return BurnDown(included, held, owed, paid)
+
+
+def _live_since_start(grant: Grant, at: datetime) -> bool:
+    """Whether a grant without a start inside the period was live at its start: it is live
+    at `at`, or it ended inside the period after it became effective."""
+    if is_live(grant, at):
+        return True
+    end = ends_at(grant)
+    return grant.usage_at_end is not None and end is not None and grant.effective_at < end <= at
+
+
+def _marks(grants: Iterable[Grant], at: datetime) -> Iterator[tuple[datetime, bool, Decimal, Grant]]:
+    """(instant, whether it is an end, the period's usage then, grant) of each start and end
+    inside the period up to `at`; an end sorts before a start at the same instant."""
+    for grant in grants:
+        if grant.usage_at_start is not None and grant.effective_at <= at:
+            yield grant.effective_at, False, grant.usage_at_start, grant
+        end = ends_at(grant)
+        if grant.usage_at_end is not None and end is not None and end <= at:
+            yield end, True, grant.usage_at_end, grant
+
+
+def ends_at(grant: Grant) -> datetime | None:
+    """When the grant expires or is voided, whichever comes first; None while neither is set."""
+    ends = [t for t in (grant.expires_at, grant.voided_at) if t is not None]
+    return min(ends) if ends else None
+
+
+def _spend(
+    pool: Iterable[Grant], held: dict[str, Decimal], included: Decimal,
+    included_key: tuple[int, datetime], wanted: Decimal,
+) -> tuple[Decimal, Decimal]:
+    """Spend `wanted` from the pool (updating `held`) and included units in burn order:
+    (included units left, what nothing paid)."""
     included_left: Decimal | None = None  # not burned yet
-    remaining: dict[str, Decimal] = {}
-    for grant in burn_order(grants):
-        if not is_live(grant, at):
-            remaining[grant.id] = ZERO if has_ended(grant, at) else grant.amount
-            continue
+    for grant in burn_order(pool):
         if included_left is None and _burn_key(grant)[:2] >= included_key:
-            included_left, left = _take(included, left)
-        remaining[grant.id], left = _take(grant.amount, left)
+            included_left, wanted = _take(included, wanted)
+        held[grant.id], wanted = _take(held[grant.id], wanted)
     if included_left is None:
-        included_left, left = _take(included, left)
-    return BurnDown(included_left, remaining, left)
+        included_left, wanted = _take(included, wanted)
+    return included_left, wanted
+
+
+def settle(grants: Sequence[Grant], included: Decimal, at: datetime, *,
+           included_until: datetime | None) -> list[Grant]:
+    """`grants`, each that ended within the period by `at` with what it had paid then
+    (`paid_at_end`, which keeps raising the period's limits: `raised_by`)."""
+    paid = burn(grants, included, ZERO, at, included_until=included_until).paid
+    return [replace(g, paid_at_end=paid[g.id]) if g.id in paid else g for g in grants]
 
 
 def _take(held: Decimal, wanted: Decimal) -> tuple[Decimal, Decimal]:

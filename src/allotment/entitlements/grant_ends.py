@@ -1,6 +1,7 @@
-"""Keeping the usage of a period at the instants grants end in it (expiry, void, start-over).
+"""Keeping the usage of a period at the instants grants start or end in it (effective time,
+expiry, void, start-over).
 
-What a grant that ends mid-period paid for follows from the period's usage at that instant,
+What a grant that starts or ends mid-period pays for follows from the period's usage at that instant,
 which a per-period counter does not keep by itself (docs/grants.md). So every write to a
 counter first keeps, for each such instant of its period that has passed with nothing kept
 yet, the counter's value: nothing moved it since the instant, so it still holds that usage.
@@ -13,6 +14,7 @@ from datetime import datetime, timedelta
 
 from sqlalchemy import and_, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.sql.selectable import ScalarSelect
 
 from allotment.entitlements import check as checks
 from allotment.entitlements import queries, recurring
@@ -27,36 +29,56 @@ _TICK = timedelta(microseconds=1)
 async def record(session: AsyncSession, row: CustomerEntitlement, period_start: datetime,
                  at: datetime, *, recurs: bool) -> None:
     """Before the counter of `row`'s period moves: keep its usage in each grant that ended in
-    the period (expiry or void, up to `at`) and has none kept yet; with `recurs` (some grant
-    of the customer's feature recurs), at each start-over in it too.
+    the period (expiry or void, up to `at`) and has none kept yet, and in each that became
+    effective in the row's part of it; with `recurs` (some grant of the customer's feature
+    recurs), at each start-over in it too.
 
-    Every write to a counter calls this first (when a grant of the period has ended), so a
-    grant with nothing kept has seen no write since its end: the counter still holds its usage.
-    Only ends inside the period count: usage reported late into an old period says nothing of
-    a grant that ended in a later one.
+    Every write to a counter calls this first (when a grant of the period has started or
+    ended), so a grant with nothing kept has seen no write since that instant: the counter
+    still holds its usage then. Only instants inside the period count: usage reported late
+    into an old period says nothing of a grant that started or ended in a later one.
     """
     period_end = period_at(checks.usage_period(row), period_start)[1]
     if period_end is not None:
         at = min(at, period_end - _TICK)
+    await _record_starts(session, row, period_start, at)
     expires, voided = GrantRecord.expires_at, GrantRecord.voided_at
     ended_in_period = or_(
         and_(expires > period_start, expires <= at, or_(voided.is_(None), voided >= expires)),
         and_(voided > period_start, voided <= at, or_(expires.is_(None), expires > voided)),
     )
-    used = select(EntitlementUsage.used).where(
-        EntitlementUsage.tenant_id == row.tenant_id, EntitlementUsage.entitlement_id == row.id,
-        EntitlementUsage.period_start == to_micros(period_start),
-    ).scalar_subquery()
     await session.execute(
         update(GrantRecord)
         .where(GrantRecord.tenant_id == row.tenant_id, GrantRecord.customer_id == row.customer_id,
                GrantRecord.feature_id == row.feature_id, GrantRecord.usage_at_end.is_(None),
                ended_in_period)
-        .values(usage_at_end=func.coalesce(used, 0))
+        .values(usage_at_end=func.coalesce(_used(row, period_start), 0))
         .execution_options(synchronize_session=False)
     )
     if recurs:
         await _record_recurrences(session, row, period_start, at)
+
+
+async def _record_starts(session: AsyncSession, row: CustomerEntitlement, period_start: datetime,
+                         at: datetime) -> None:
+    """Keep the counter's usage in each grant that became effective in the row's part of the
+    period up to `at` (one effective before the row began was live all through it)."""
+    await session.execute(
+        update(GrantRecord)
+        .where(GrantRecord.tenant_id == row.tenant_id, GrantRecord.customer_id == row.customer_id,
+               GrantRecord.feature_id == row.feature_id, GrantRecord.usage_at_start.is_(None),
+               GrantRecord.effective_at > max(period_start, row.active_from), GrantRecord.effective_at <= at)
+        .values(usage_at_start=func.coalesce(_used(row, period_start), 0))
+        .execution_options(synchronize_session=False)
+    )
+
+
+def _used(row: CustomerEntitlement, period_start: datetime) -> ScalarSelect[int]:
+    """The counter of `row`'s period, as a subquery of the update that keeps it."""
+    return select(EntitlementUsage.used).where(
+        EntitlementUsage.tenant_id == row.tenant_id, EntitlementUsage.entitlement_id == row.id,
+        EntitlementUsage.period_start == to_micros(period_start),
+    ).scalar_subquery()
 
 
 async def _record_recurrences(session: AsyncSession, row: CustomerEntitlement, period_start: datetime,

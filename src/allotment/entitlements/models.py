@@ -380,6 +380,9 @@ class GrantRecord(Base):
     # void), in millionths: recorded by the first write to that counter after the end
     # (grant_ends.record). NULL while nothing was written since: the counter still holds it.
     usage_at_end: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    # Likewise at the instant it became effective, when that fell inside a usage period: the
+    # usage before it is not the grant's to pay (engine.burn).
+    usage_at_start: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
     # A recurring grant starts over with its whole amount at every calendar step of
     # `recurrence_interval` from `recurrence_anchor`, stepped in `recurrence_timezone`.
     recurrence_interval: Mapped[str | None] = mapped_column(String(8), nullable=True)

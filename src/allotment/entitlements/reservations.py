@@ -230,7 +230,7 @@ async def commit(
     _, end = period_at(checks.usage_period(row), start)
     found = await standing.standing(session, row, _within(start, end, at))
     hard = found.hard_limit(row, at)
-    if actual and found.ended_by(at):
+    if actual and found.keeps_usage(at):
         await grant_ends.record(session, row, start, at, recurs=found.recurs)
     counted = await queries.settle(session, tenant_id, row.id, reservation.period_start, held, actual, hard)
     if counted is None:

@@ -27,7 +27,7 @@ Conventions (docs/grants.md):
 from __future__ import annotations
 
 from bisect import bisect_left
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from decimal import Decimal
@@ -43,9 +43,11 @@ from allotment.entitlements.engine import (
     ZERO,
     Grant,
     burn,
+    ends_at,
     has_ended,
     raised_by,
     rollover,
+    settle,
 )
 from allotment.entitlements.models import CustomerEntitlement, GrantRecord
 from allotment.entitlements.periods import Interval, UsagePeriod, period_at
@@ -79,18 +81,14 @@ class Standing:
         """Whether a grant of this period recurs (its instances stand in for it)."""
         return any(recurring.grant_id_of(g.id) != g.id for g in self.grants)
 
-    def ended_by(self, at: datetime) -> bool:
-        """Whether a grant of this period has ended by `at` (its usage then must be kept)."""
-        return any(has_ended(g, at) for g in self.grants)
+    def keeps_usage(self, at: datetime) -> bool:
+        """Whether a grant of this period started or ended inside it by `at`: a write to the
+        counter must first keep the usage of that instant (grant_ends.record)."""
+        return any(has_ended(g, at) or g.usage_at_start is not None for g in self.grants)
 
     def hard_limit(self, row: CustomerEntitlement, at: datetime) -> int | None:
         """The hard limit the database enforces at `at`, in millionths (None: uncapped)."""
         return None if row.hard_limit is None else checks.millionths(row.hard_limit + self.extra(at))
-
-
-def _end(grant: Grant) -> datetime | None:
-    ends = [t for t in (grant.expires_at, grant.voided_at) if t is not None]
-    return min(ends) if ends else None
 
 
 # The id of the grant that stands for included units rolled over from the previous period.
@@ -125,46 +123,35 @@ def included_until(row: CustomerEntitlement, period_end: datetime | None) -> dat
     return min(ends) if ends else None
 
 
-def _with_paid(
+@dataclass(frozen=True)
+class _Kept:
+    """The usage kept (millionths) at each grant's start and end inside a period, by grant id;
+    None, or no entry, while nothing was written since the instant (grant_ends.record)."""
+
+    starts: Mapping[str, int | None]
+    ends: Mapping[str, int | None]
+
+
+def _settled(
     grants: Sequence[Grant], included: Decimal, included_ends: datetime | None,
-    start: datetime, until: datetime, usage_at_end: Callable[[Grant], Decimal],
+    start: datetime, until: datetime, kept: _Kept, otherwise: Decimal,
 ) -> list[Grant]:
-    """`grants`, those that ended in (start, until] with what usage had burned of them by
-    their end (`paid_at_end`), worked out in the order they ended.
-
-    Each end is judged as `engine.burn` would over all the grants at the instant before it;
-    a sweep keeps only the grants live then, and what those that ended earlier had paid as
-    one sum, so a recurring grant starting over every day of a year costs O(n log n), not n².
-    """
-    out = {g.id: g for g in grants}
-    ended = sorted((g for g in grants if (e := _end(g)) is not None and start < e <= until),
-                   key=lambda g: _end(g) or start)
-    by_start = sorted(grants, key=lambda g: g.effective_at)
-    live: dict[str, Grant] = {}
-    paid, begun, settled = ZERO, 0, 0
-    for grant in ended:
-        t = (_end(grant) or until) - _TICK
-        while begun < len(by_start) and by_start[begun].effective_at <= t:
-            live[by_start[begun].id] = by_start[begun]
-            begun += 1
-        while (end := _end(ended[settled])) is not None and end <= t:  # ended before this one
-            paid += out[ended[settled].id].paid_at_end
-            settled += 1
-        for gone in [k for k, g in live.items() if has_ended(g, t)]:
-            del live[gone]
-        spent = max(ZERO, usage_at_end(grant) - paid)  # burn() less what the ended ones paid
-        down = burn(list(live.values()), included, spent, t, included_until=included_ends)
-        out[grant.id] = replace(grant, paid_at_end=grant.amount - down.grants[grant.id])
-    return [out[g.id] for g in grants]
-
-
-def _at_end(recorded: dict[str, int | None], otherwise: Decimal) -> Callable[[Grant], Decimal]:
-    """Each grant's usage at its end: as recorded, else `otherwise` (nothing moved since)."""
-    def usage(grant: Grant) -> Decimal:
+    """`grants` with the usage at each instant one of them started or ended in (start, until]
+    (as kept, else `otherwise`: the counter has not moved since), and those that ended there
+    with what they had paid by then (engine.settle)."""
+    def usage(recorded: Mapping[str, int | None], grant: Grant) -> Decimal:
         value = recorded.get(grant.id)
         return otherwise if value is None else checks.units(value)
 
-    return usage
+    marked = []
+    for grant in grants:
+        end = ends_at(grant)
+        marked.append(replace(
+            grant,
+            usage_at_start=usage(kept.starts, grant) if start < grant.effective_at <= until else None,
+            usage_at_end=usage(kept.ends, grant) if end is not None and start < end <= until else None,
+        ))
+    return settle(marked, included, until, included_until=included_ends)
 
 
 def recurrence_of(record: GrantRecord) -> UsagePeriod | None:
@@ -201,13 +188,13 @@ async def standing(session: AsyncSession, row: CustomerEntitlement, at: datetime
     seg_start = max(start, row.active_from)
     granted = await _granted(session, row, at)
     carries = _carries(row) and start > row.active_from
-    ended_within = any(_ends_within(g, seg_start, at) for g in granted)
+    marked = any(_marks_within(g, seg_start, at) for g in granted)
     counter = None
-    if carries or ended_within:
+    if carries or marked:
         counter = await queries.counter_state(session, *checks.counter_key(row, start))
     needs_carry = carries and (counter is None or counter[2] is None)
     since = await _since(session, row, granted, seg_start, start, needs_carry)
-    records, usage_at_ends = await _instances(session, row, granted, seg_start if since is None else since, at)
+    records, kept = await _instances(session, row, granted, seg_start if since is None else since, at)
     carry_in, rolled = None, ZERO
     if since is None:
         grants = [g for g in records if not has_ended(g, seg_start)]
@@ -215,17 +202,16 @@ async def standing(session: AsyncSession, row: CustomerEntitlement, at: datetime
         rows = await _rows(session, row, since, at)
         counters = await _counters(session, row, rows, since, at)
         marks = sorted({from_micros(start) for _, start in counters} | _grant_times(records))
-        amounts, carried, rolled = _replay(records, usage_at_ends, _Walk(rows, since, at, marks), counters)
+        amounts, carried, rolled = _replay(records, kept, _Walk(rows, since, at, marks), counters)
         grants = [replace(g, amount=amounts[g.id]) for g in records if not has_ended(g, seg_start)]
         carry_in = carried if needs_carry else None
     if rolled:
         grants.append(_rolled_over(rolled, seg_start, included_until(row, end)))
-    if ended_within:
-        # A grant's usage at its end is recorded by the first write after it; until then the
-        # counter has not moved since, so it still holds that usage (plus a carry not fixed yet).
+    if marked:
+        # The usage at a grant's start or end is kept by the first write after it; until then
+        # the counter has not moved since, so it still holds that usage (plus a carry not fixed yet).
         now = checks.units((counter[0] if counter else 0) + (carry_in or 0))
-        grants = _with_paid(grants, row.included or ZERO, included_until(row, end), seg_start, at,
-                            _at_end(usage_at_ends, now))
+        grants = _settled(grants, row.included or ZERO, included_until(row, end), seg_start, at, kept, now)
     return Standing(tuple(grants), start, end, carry_in)
 
 
@@ -297,7 +283,7 @@ def _grant_times(records: Sequence[Grant]) -> set[datetime]:
 
 def _replay(
     records: Sequence[Grant],
-    usage_at_ends: dict[str, int | None],
+    kept: _Kept,
     walk: _Walk,
     counters: dict[tuple[str, int], tuple[int, int | None]],
 ) -> tuple[dict[str, Decimal], int, Decimal]:
@@ -318,14 +304,14 @@ def _replay(
             usage += carry_in
         last = seg.end - _TICK
         included = seg.row.included or ZERO
-        grants = _with_paid(grants, included, seg.end, seg.period_start, last, _at_end(usage_at_ends, usage))
+        grants = _settled(grants, included, seg.end, max(seg.period_start, seg.row.active_from), last, kept, usage)
         down = burn(grants, included, usage, last, included_until=seg.end)
         soft = soft_limit(seg.row) + raised_by(grants, last)
         carry_in = max(ZERO, usage - soft) if _carries(seg.row) else ZERO
         rolls = rolls_over(seg.row)
         rolls_on = _rolls_on(seg.row, down.included, down.grants) if seg.resets and rolls else ZERO
-        kept = [g for g in grants if g.id != ROLLED_OVER]
-        amounts = rollover(kept, down.grants, at=seg.end) if seg.resets else {g.id: down.grants[g.id] for g in kept}
+        own = [g for g in grants if g.id != ROLLED_OVER]
+        amounts = rollover(own, down.grants, at=seg.end) if seg.resets else {g.id: down.grants[g.id] for g in own}
         # Idle periods may be skipped only once one would roll on what it was given (at the
         # bound, or all the included units and what came in).
         idle_keeps = not rolls or _rolls_on(seg.row, included, {ROLLED_OVER: rolls_on}) == rolls_on
@@ -421,10 +407,12 @@ class _Walk:
 
 @dataclass(frozen=True)
 class _Granted:
-    """A grant as stored: its recurrence (None: it does not recur) and its usage at its end."""
+    """A grant as stored: its recurrence (None: it does not recur) and the usage kept at its
+    start and end."""
 
     grant: Grant
     every: UsagePeriod | None
+    usage_at_start: int | None
     usage_at_end: int | None
 
     def live_from(self, at: datetime) -> datetime:
@@ -434,10 +422,10 @@ class _Granted:
         return recurring.live_from(self.grant, self.every, at)
 
 
-def _ends_within(granted: _Granted, after: datetime, until: datetime) -> bool:
-    """Whether the grant, or one of its instances, ended in (after, until]."""
-    end = _end(granted.grant)
-    if end is not None and after < end <= until:
+def _marks_within(granted: _Granted, after: datetime, until: datetime) -> bool:
+    """Whether the grant, or one of its instances, started or ended in (after, until]."""
+    end = ends_at(granted.grant)
+    if end is not None and after < end <= until or after < granted.grant.effective_at <= until:
         return True
     if granted.every is None:
         return False
@@ -455,31 +443,36 @@ async def _granted(session: AsyncSession, row: CustomerEntitlement, at: datetime
             GrantRecord.effective_at <= at,
         )
     )
-    return [_Granted(grant_of(r), recurrence_of(r), r.usage_at_end) for r in found]
+    return [_Granted(grant_of(r), recurrence_of(r), r.usage_at_start, r.usage_at_end) for r in found]
 
 
 async def _instances(
     session: AsyncSession, row: CustomerEntitlement, granted: Sequence[_Granted], since: datetime, at: datetime
-) -> tuple[list[Grant], dict[str, int | None]]:
+) -> tuple[list[Grant], _Kept]:
     """The grants to replay from `since` to `at` (a recurring one as its instances live in
-    that span), and the usage recorded at each one's end (millionths; None: not recorded)."""
+    that span), and the usage kept at each one's start and end."""
     recurs = [g for g in granted if g.every is not None]
     kept = await queries.usage_at_recurrences(
         session, row.tenant_id, [g.grant.id for g in recurs], after=to_micros(since), until=to_micros(at)
     ) if recurs else {}
     grants: list[Grant] = []
+    at_starts: dict[str, int | None] = {}
     at_ends: dict[str, int | None] = {}
     for g in granted:
         if g.every is None:
             grants.append(g.grant)
-            at_ends[g.grant.id] = g.usage_at_end
+            at_starts[g.grant.id], at_ends[g.grant.id] = g.usage_at_start, g.usage_at_end
             continue
         for instance in recurring.instances(g.grant, g.every, after=since, until=at):
             grants.append(instance)
-            ends_with_grant = _end(instance) == _end(g.grant)
+            # An instance starts where the one before it ended: at a kept start-over.
+            first = instance.effective_at == g.grant.effective_at
+            at_starts[instance.id] = g.usage_at_start if first else kept.get(
+                (g.grant.id, to_micros(instance.effective_at)))
+            ends_with_grant = ends_at(instance) == ends_at(g.grant)
             at_ends[instance.id] = g.usage_at_end if ends_with_grant else kept.get(
-                (g.grant.id, to_micros(_end(instance) or at)))
-    return grants, at_ends
+                (g.grant.id, to_micros(ends_at(instance) or at)))
+    return grants, _Kept(at_starts, at_ends)
 
 
 async def _rows(
