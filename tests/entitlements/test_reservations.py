@@ -53,7 +53,7 @@ async def test_ev_charging_session(tenant):
     assert (seen["decision"], seen["balance"], seen["usage"]) == ("allow", 70, 0)
     assert (await _check(c, 71))["decision"] == "deny"
     settled = await ok(await c.post(f"/v1/reservations/{res['id']}/commit", json={"quantity": 22.4}))
-    assert (settled["usage"], settled["reserved"]) == (22.4, 0)
+    assert (settled["usage"], settled["reserved"], settled["balance"], settled["hard_limit"]) == (22.4, 0, 77.6, 100)
     assert (settled["reservation"]["status"], settled["reservation"]["committed_quantity"]) == ("committed", 22.4)
     after = await _check(c)
     assert (after["usage"], after["balance"]) == (22.4, 77.6)
@@ -126,7 +126,8 @@ async def test_double_release_release_after_commit_and_unknown_ids(tenant, db):
     c = tenant.client
     await _prepaid(c)
     a = (await _reserve(c, 10))["reservation"]["id"]
-    await ok(await c.post(f"/v1/reservations/{a}/release"))
+    released = await ok(await c.post(f"/v1/reservations/{a}/release"))
+    assert (released["usage"], released["reserved"], released["balance"]) == (0, 0, 100)
     again = await c.post(f"/v1/reservations/{a}/release")
     assert (again.status_code, again.json()["type"]) == (409, "reservation_released")
     assert "already released" in again.json()["detail"]

@@ -78,11 +78,13 @@ class Held:
 
 @dataclass(frozen=True)
 class Settled:
-    """A reservation after commit or release, and the counter row it was held in, after."""
+    """A reservation after commit or release, and where the counter it was held in stands
+    after (`standing`: usage, effective limits and balance, as a check would show them)."""
 
     reservation: Reservation
     usage: Decimal
     reserved: Decimal
+    standing: Decision
 
 
 def conflict(code: str, detail: str) -> Conflict:
@@ -246,7 +248,7 @@ async def commit(
     )
     where = notices.Where(tenant_id, row.id, row.customer_id, row.feature_id, start, end)
     await notices.usage_moved(session, where, before=checks.units(used) - quantity, after=after, at=at)
-    return await _close(session, reservation, COMMITTED, quantity, counted, at)
+    return await _close(session, reservation, COMMITTED, quantity, counted, after, at)
 
 
 def _number(value: Decimal | None) -> str:
@@ -259,7 +261,13 @@ async def release(session: AsyncSession, tenant_id: str, reservation_id: str, *,
     counted = await queries.settle(
         session, tenant_id, row.id, reservation.period_start, checks.millionths(reservation.quantity), 0, None
     )
-    return await _close(session, reservation, RELEASED, None, counted or (0, 0), at)
+    used, reserved = counted = counted or (0, 0)
+    start = from_micros(reservation.period_start)
+    found = await standing.standing(session, row, _within(start, period_at(checks.usage_period(row), start)[1], at))
+    after = notices.standing_of(
+        checks.metered_entitlement(row), checks.units(used), checks.units(reserved), found.grants, at
+    )
+    return await _close(session, reservation, RELEASED, None, counted, after, at)
 
 
 # --- helpers ----------------------------------------------------------------------------------
@@ -304,6 +312,7 @@ async def _close(
     status: str,
     committed: Decimal | None,
     counted: tuple[int, int],
+    after: Decision,
     at: datetime,
 ) -> Settled:
     reservation.status = status
@@ -311,7 +320,7 @@ async def _close(
     reservation.closed_at = at
     await session.flush()
     used, reserved = counted
-    return Settled(reservation, checks.units(used), checks.units(reserved))
+    return Settled(reservation, checks.units(used), checks.units(reserved), after)
 
 
 async def _replay(session: AsyncSession, first: Reservation, at: datetime) -> Held:

@@ -71,9 +71,23 @@ class HeldRead(BaseModel):
 
 
 class SettledRead(BaseModel):
+    """The reservation closed, and where its entitlement's period stands after it."""
+
     reservation: ReservationRead
     usage: QuantityOut
     reserved: QuantityOut
+    included: QuantityOut | None = None
+    soft_limit: QuantityOut | None = Field(default=None, description="Effective: raised by live grants.")
+    hard_limit: QuantityOut | None = Field(default=None, description="Effective: raised by live grants; null when uncapped.")
+    balance: QuantityOut | None = Field(default=None, description="What is left to use under the soft limit.")
+    overage: QuantityOut | None = None
+
+
+def settled_read(read: ReservationRead, settled: service.Settled) -> SettledRead:
+    after = settled.standing
+    return SettledRead(reservation=read, usage=settled.usage, reserved=settled.reserved, included=after.included,
+                       soft_limit=after.soft_limit, hard_limit=after.hard_limit, balance=after.balance,
+                       overage=after.overage)
 
 
 async def reservation_read(session: AsyncSession, r: Reservation, *, at: datetime | None = None) -> ReservationRead:
@@ -175,12 +189,11 @@ async def commit(reservation_id: str, data: CommitIn, principal: Ingester, db: D
         raise
     async with db.transaction(readonly=True) as session:
         read = await reservation_read(session, settled.reservation)
-    return SettledRead(reservation=read, usage=settled.usage, reserved=settled.reserved)
+    return settled_read(read, settled)
 
 
 @router.post("/{reservation_id}/release", response_model=SettledRead)
 async def release(reservation_id: str, principal: Ingester, session: WriteSession) -> SettledRead:
     """Give the hold back without recording usage; 409 when the reservation is no longer open."""
     settled = await service.release(session, principal.tenant_id, reservation_id, at=utcnow())
-    return SettledRead(reservation=await reservation_read(session, settled.reservation), usage=settled.usage,
-                       reserved=settled.reserved)
+    return settled_read(await reservation_read(session, settled.reservation), settled)
