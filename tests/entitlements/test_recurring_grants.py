@@ -111,6 +111,18 @@ async def test_a_weekly_grant_starts_over_mid_period_and_what_it_paid_stays_paid
     ]
 
 
+async def test_a_new_instance_pays_nothing_of_what_included_units_paid_before_it(tenant, db):
+    """A daily 5 burning before 100 included units: of the 8 used on day one, 5 were the day's
+    grant and 3 included units; the next day's instance holds its whole 5, not 2."""
+    clock = await _clockwork(tenant, db, included=100, usage_anchor=T0.isoformat())
+    grant = await clock.grant(T0, amount=D(5), priority=0, recurrence=UsagePeriod(Interval.DAY, T0, UTC_ZONE))
+    await clock.consume(8, day(0.5))
+    next_day = await clock.state(day(1.5))
+    assert ([(g.grant.id, g.balance) for g in next_day.grants], next_day.balance) == ([(grant, 5)], 102)
+    await clock.consume(6, day(1.6))  # 5 from the day's grant, 1 included unit
+    assert (await clock.state(day(1.7))).balance == 96
+
+
 async def test_concurrent_first_consumes_after_a_start_over_keep_one_usage_and_stop_at_the_cap(tenant, db):
     """8 used in the first week; 24 concurrent consumes of 1 in the second: the start-over
     keeps 8 whoever writes first, and exactly 10 more are allowed (cap 8 paid + 10 live)."""
