@@ -135,19 +135,28 @@ def naive_burn(
 ) -> dict[str, Decimal]:
     """Reference: spend one unit at a time from the best source that still has one; included
     units are a grant of priority 1 expiring at `included_until`, first among its equals."""
-    included_as_grant = Grant(id="", amount=included, priority=1, effective_at=T0 - timedelta(days=1),
-                              created_at=datetime.min.replace(tzinfo=UTC), expires_at=included_until)
+    included_as_grant = _included_as_grant(included, included_until)
     left = {g.id: g.amount for g in grants if live(g, at)} | {"": included}
     for _ in range(usage):
         candidates = [g for g in [included_as_grant, *grants] if left.get(g.id, 0) > 0]
         if not candidates:
             break
-        best = candidates[0]
-        for g in candidates[1:]:
-            if burns_before(g, best):
-                best = g
-        left[best.id] -= 1
+        left[_best(candidates).id] -= 1
     return {g.id: left[g.id] if g.id in left else untouched(g, at) for g in grants} | {"": left[""]}
+
+
+def _included_as_grant(included: Decimal, included_until: datetime | None) -> Grant:
+    return Grant(id="", amount=included, priority=1, effective_at=T0 - timedelta(days=1),
+                 created_at=datetime.min.replace(tzinfo=UTC), expires_at=included_until)
+
+
+def _best(candidates: Sequence[Grant]) -> Grant:
+    """The candidate that burns before all others."""
+    best = candidates[0]
+    for g in candidates[1:]:
+        if burns_before(g, best):
+            best = g
+    return best
 
 
 def untouched(g: Grant, at: datetime) -> Decimal:
@@ -486,8 +495,7 @@ def naive_timed_burn(
 ) -> tuple[dict[str, Decimal], Decimal]:
     """Reference: each day's units spend one at a time from the best source live that day;
     a unit nothing could pay stays owed and is paid by the first source live later."""
-    included_as_grant = Grant(id="", amount=included, priority=1, effective_at=T0 - timedelta(days=1),
-                              created_at=datetime.min.replace(tzinfo=UTC), expires_at=included_until)
+    included_as_grant = _included_as_grant(included, included_until)
     left = {g.id: g.amount for g in grants} | {"": included}
     owed = 0
     # The last step, at the instant judged, uses nothing new: owed units are paid by what
@@ -502,11 +510,7 @@ def naive_timed_burn(
             if not candidates:
                 owed += 1
                 continue
-            best = candidates[0]
-            for g in candidates[1:]:
-                if burns_before(g, best):
-                    best = g
-            left[best.id] -= 1
+            left[_best(candidates).id] -= 1
     at = at_day(len(daily))
     return {g.id: D(0) if untouched(g, at) == 0 else left[g.id] for g in grants} | {"": left[""]}, D(owed)
 
