@@ -188,6 +188,18 @@ async def test_a_query_for_one_customer_or_subject_names_it_on_every_row(tenant)
     assert [(r["customer"], r["subject"], r["value"]) for r in rows] == [(None, None, 3)]
 
 
+async def test_subject_and_customer_filters_combine(tenant):
+    """Both named: the named subjects the customers own, nothing of the customers' others."""
+    c = tenant.client
+    await c.post("/v1/meters", json=meter())
+    await c.post("/v1/customers", json={"key": "acme", "name": "Acme", "subject_keys": ["a1", "a2"]})
+    await c.post("/v1/events", json=[event("a1", tokens=60), event("a2", tokens=1), event("other", tokens=4)])
+    rows = (await c.get("/v1/meters/tokens/query", params={"customer": "acme", "subject": "a1"})).json()["data"]
+    assert [(r["customer"], r["subject"], r["value"]) for r in rows] == [("acme", "a1", 60)]
+    rows = (await c.get("/v1/meters/tokens/query", params={"customer": "acme", "subject": "other"})).json()["data"]
+    assert rows == []
+
+
 async def test_unattributed_events_are_listed_with_reasons(tenant):
     await tenant.client.post("/v1/meters", json=meter())
     await tenant.client.post("/v1/customers", json={"key": "acme", "name": "Acme", "subject_keys": ["owned"]})

@@ -374,13 +374,12 @@ async def _fold_raw(
 
 
 async def _subject_filter(session: AsyncSession, tenant_id: str, q: MeterQuery) -> list[str] | None:
-    """None means every subject; customers are resolved to the subjects they own."""
-    if q.subjects is None and q.customers is None:
-        return None
-    wanted: set[str] = set(q.subjects or ())
-    if q.customers is not None:
-        wanted |= set(await customers.subjects_of(session, tenant_id, q.customers))
-    return sorted(wanted)
+    """None means every subject; customers are resolved to the subjects they own. Filters
+    combine: subjects and customers both named leave the named subjects of those customers."""
+    if q.customers is None:
+        return None if q.subjects is None else sorted(set(q.subjects))
+    owned = set(await customers.subjects_of(session, tenant_id, q.customers))
+    return sorted(owned if q.subjects is None else owned & set(q.subjects))
 
 
 def _first_event_sql(tenant: str, type_: str) -> str:
