@@ -99,15 +99,33 @@ async def _delete_acme(c):  # type: ignore[no-untyped-def]
     await ok(await c.delete("/v1/customers/acme"), 204)
 
 
-async def test_check_after_customer_deleted_or_feature_archived_is_404(tenant):
+async def test_check_after_customer_deleted_is_404(tenant):
+    c = tenant.client
+    await _setup(c)
+    assert (await _check(c))["decision"] == "allow"
+    await _delete_acme(c)
+    await _check(c, status=404)
+
+
+async def test_customers_keep_an_archived_feature_until_its_key_is_taken_again(tenant):
+    """Archiving stops new plans from adding a feature; whoever has it keeps it, on every path.
+    A new feature created with the key is what the key names from then on."""
     c = tenant.client
     await _setup(c)
     assert (await _check(c, feature="sso"))["decision"] == "allow"
-    assert (await _check(c))["decision"] == "allow"
+    assert (await _check(c, consume=True))["usage"] == 1
+    await ok(await c.delete("/v1/features/api-calls"), 204)
     await ok(await c.delete("/v1/features/sso"), 204)
-    await _check(c, feature="sso", status=404)
-    await _delete_acme(c)
-    await _check(c, status=404)
+    assert (await _check(c, feature="sso"))["decision"] == "allow"
+    kept = await _check(c, consume=True)
+    assert (kept["decision"], kept["usage"]) == ("allow", 2)
+    listed = await ok(await c.get("/v1/customers/acme/entitlements"))
+    assert sorted(i["feature"] for i in listed["items"]) == ["api-calls", "limits", "sso"]
+    assert (await ok(await c.get("/v1/customers/acme/entitlements/api-calls")))["usage"] == 2
+    refused = await c.post("/v1/plans", json={"key": "next", "name": "Next", "entitlements": [boolean("sso")]})
+    assert refused.status_code == 404
+    await feature(c, "sso")
+    assert (await _check(c, feature="sso"))["reason"] == "not_entitled"
 
 
 async def test_expired_hold_does_not_count_on_a_plain_check(tenant, db):

@@ -313,7 +313,7 @@ async def list_denials(
         customer_id = (await customers.find(session, tenant_id, customer)).id
         stmt = stmt.where(UsageDenial.customer_id == customer_id)
     if feature is not None:
-        stmt = stmt.where(UsageDenial.feature_id == (await features.get(session, tenant_id, feature)).id)
+        stmt = stmt.where(UsageDenial.feature_id == (await features.get(session, tenant_id, feature, archived=True)).id)
     if after is not None:
         stmt = stmt.where(UsageDenial.id > after)
     return list(await session.scalars(stmt.order_by(UsageDenial.id).limit(limit)))

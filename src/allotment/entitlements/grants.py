@@ -67,7 +67,7 @@ async def create(
     if recurrence is not None and recurrence.interval is Interval.NONE:
         raise ValidationFailed.on("recurrence.interval", "must be DAY, WEEK, MONTH or YEAR")
     found = await customers.find(session, tenant_id, customer)
-    feat = await features.get(session, tenant_id, feature)
+    feat = await features.get(session, tenant_id, feature, archived=True)
     await _require_metered(session, tenant_id, found.id, feat.id, customer, feature, at)
     record = GrantRecord(
         id=new_id("grt"), tenant_id=tenant_id, customer_id=found.id, feature_id=feat.id,
@@ -107,7 +107,7 @@ async def list_(
 ) -> list[GrantRecord]:
     """A customer's grants on a feature, oldest first (ids sort by time); unknown names: 404."""
     customer_id = (await customers.find(session, tenant_id, customer)).id
-    feature_id = (await features.get(session, tenant_id, feature)).id
+    feature_id = (await features.get(session, tenant_id, feature, archived=True)).id
     stmt = select(GrantRecord).where(
         GrantRecord.tenant_id == tenant_id,
         GrantRecord.customer_id == customer_id,
@@ -166,7 +166,7 @@ async def of_period(
     """
     at = as_utc(at)
     customer_id = (await customers.find(session, tenant_id, customer)).id
-    feature_id = (await features.get(session, tenant_id, feature)).id
+    feature_id = (await features.get(session, tenant_id, feature, archived=True)).id
     row = await _metered_row(session, tenant_id, customer_id, feature_id, at)
     if row is not None:
         return [g for g in (await standing.standing(session, row, at)).grants if g.id != standing.ROLLED_OVER]

@@ -95,7 +95,7 @@ async def report(
     if customer is not None:
         filters.append(CustomerEntitlement.customer_id == (await customers.find(session, tenant_id, customer)).id)
     if feature is not None:
-        filters.append(CustomerEntitlement.feature_id == (await features.get(session, tenant_id, feature)).id)
+        filters.append(CustomerEntitlement.feature_id == (await features.get(session, tenant_id, feature, archived=True)).id)
     found: list[Overdraft] = []
     position = after
     while True:

@@ -55,7 +55,7 @@ async def set_override(
     at: datetime,
 ) -> EntitlementView:
     """Replace the values the customer has for a feature now; unsent fields keep theirs."""
-    customer_id, feature = await _targets(session, tenant_id, customer_key, feature_key)
+    customer_id, feature = await _targets(session, tenant_id, customer_key, feature_key, archived=True)
     rows = await provisioning.open_rows(session, tenant_id, customer_id, at, feature_id=feature.id)
     current = _live(rows, at)
     if current is None:

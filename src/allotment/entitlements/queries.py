@@ -155,6 +155,13 @@ _TAKE_WHOLE = (
 # feature still live under those names; whether a grant was live at some instant since {since}
 # (the period's start); the first expiry of its open holds. The fast path reads it
 # (fastpath.py); the consume below proves with the same text.
+# Whether the feature `f`, named by `{feature}`, is what that name resolves to: it is live, or
+# archived with no live feature taking its key (its customers keep it: resolve.py).
+NAMES_LIVE_FEATURE = (
+    "(f.archived_at IS NULL OR NOT EXISTS (SELECT 1 FROM features l"
+    " WHERE l.tenant_id = f.tenant_id AND l.key = {feature} AND l.archived_at IS NULL))"
+)
+
 PROOF_AND_COUNTER = """
 SELECT e.active_to AS active_to, u.used AS used, u.reserved AS reserved, u.carried AS carried,
   EXISTS (SELECT 1 FROM grants g
@@ -169,7 +176,7 @@ LEFT JOIN entitlement_usage u
 WHERE e.id = {id} AND e.tenant_id = {tenant}
   AND (SELECT c.deleted_at IS NULL AND (c.key = {customer} OR c.id = {customer})
        FROM customers c WHERE c.id = e.customer_id)
-  AND (SELECT f.archived_at IS NULL AND (f.key = {feature} OR f.id = {feature})
+  AND (SELECT (f.key = {feature} OR f.id = {feature}) AND """ + NAMES_LIVE_FEATURE + """
        FROM features f WHERE f.id = e.feature_id)
 """
 

@@ -144,7 +144,7 @@ async def create(
                 raise IdempotencyConflict(f"idempotency_key '{key}' was already used for a different reservation")
             return await _replay(session, first, at)
     customer = await customers.find(session, tenant_id, request.customer)
-    feature = await features.get(session, tenant_id, request.feature)
+    feature = await features.get(session, tenant_id, request.feature, archived=True)
     row = await checks.live_entitlement(session, tenant_id, customer.id, feature.id, at)
     if row is None:
         decision = Decision(Verdict.DENY, Reason.NOT_ENTITLED)

@@ -27,6 +27,7 @@ from sqlalchemy import JSON, Boolean
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from allotment.db import Database, UTCDateTime, fetch
+from allotment.entitlements import queries
 from allotment.entitlements.models import CustomerEntitlement, Quantity
 from allotment.errors import NotFound
 
@@ -99,7 +100,8 @@ def remembered(tenant_id: str, customer: str, feature: str) -> Target | None:
 
 
 # The customer and the feature each by its key, else by its id (COALESCE reads the second only
-# when the first found nothing: a key wins over another row's equal id), once (MATERIALIZED),
+# when the first found nothing: a key wins over another row's equal id); a feature archived, only
+# when no live one has the key (its customers keep it: the latest archived), once (MATERIALIZED),
 # then the row in force by the (customer, feature, active_from) index, the pair given as values
 # (with a join on k's columns, a planner without statistics scanned every row of the tenant).
 # Each part is an index look-up, whatever the tables' statistics say.
@@ -109,7 +111,9 @@ _LOOK_UP = (
     " COALESCE((SELECT id FROM customers WHERE tenant_id = {1} AND key = {2} AND deleted_at IS NULL),"
     " (SELECT id FROM customers WHERE id = {2} AND tenant_id = {1} AND deleted_at IS NULL)) AS customer_id,"
     " COALESCE((SELECT id FROM features WHERE tenant_id = {1} AND key = {3} AND archived_at IS NULL),"
-    " (SELECT id FROM features WHERE id = {3} AND tenant_id = {1} AND archived_at IS NULL)) AS feature_id)"
+    " (SELECT id FROM features WHERE id = {3} AND tenant_id = {1} AND archived_at IS NULL),"
+    " (SELECT id FROM features WHERE tenant_id = {1} AND key = {3} ORDER BY archived_at DESC LIMIT 1),"
+    " (SELECT id FROM features WHERE id = {3} AND tenant_id = {1})) AS feature_id)"
     " SELECT k.customer_id, k.feature_id, " + ", ".join(f"e.{name}" for name in _COLUMNS) +
     " FROM k LEFT JOIN customer_entitlements e ON e.tenant_id = {1}"
     " AND e.customer_id = (SELECT customer_id FROM k) AND e.feature_id = (SELECT feature_id FROM k)"
@@ -164,12 +168,12 @@ async def _still_true(
         " JOIN customers c ON c.id = e.customer_id JOIN features f ON f.id = e.feature_id"
         " WHERE e.id = $1 AND e.tenant_id = $2"
         " AND c.deleted_at IS NULL AND (c.key = $3 OR c.id = $3)"
-        " AND f.archived_at IS NULL AND (f.key = $4 OR f.id = $4)",
+        " AND (f.key = $4 OR f.id = $4) AND " + queries.NAMES_LIVE_FEATURE.format(feature="$4"),
         "SELECT e.active_to FROM customer_entitlements e"
         " JOIN customers c ON c.id = e.customer_id JOIN features f ON f.id = e.feature_id"
         " WHERE e.id = ?1 AND e.tenant_id = ?2"
         " AND c.deleted_at IS NULL AND (c.key = ?3 OR c.id = ?3)"
-        " AND f.archived_at IS NULL AND (f.key = ?4 OR f.id = ?4)",
+        " AND (f.key = ?4 OR f.id = ?4) AND " + queries.NAMES_LIVE_FEATURE.format(feature="?4"),
         row.id, tenant_id, customer, feature,
     )
     return bool(found) and utc(found[0][0]) == row.active_to

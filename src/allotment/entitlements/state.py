@@ -133,7 +133,7 @@ async def list_states(
     found = await session.execute(
         select(CustomerEntitlement, Feature.key)
         .join(Feature, Feature.id == CustomerEntitlement.feature_id)
-        .where(*in_force(tenant_id, customer.id, at), Feature.archived_at.is_(None))
+        .where(*in_force(tenant_id, customer.id, at))
         .order_by(Feature.key)
     )
     return [await state_of(session, row, key, at) for row, key in found]
@@ -144,7 +144,7 @@ async def get_state(
 ) -> EntitlementState:
     """One entitlement; an unknown customer or feature, or no entitlement to it, is a 404."""
     customer = await customers.find(session, tenant_id, customer_key)
-    feature = await features.get(session, tenant_id, feature_key)
+    feature = await features.get(session, tenant_id, feature_key, archived=True)
     row = await live_entitlement(session, tenant_id, customer.id, feature.id, at)
     if row is None:
         raise NotFound("entitlement", feature_key)

@@ -307,7 +307,7 @@ async def report(
         raise ValidationFailed.on("status", "must be near_limit, overdraft or denied")
     stmt = _in_force_query(tenant_id, at)
     if feature is not None:
-        stmt = stmt.where(CustomerEntitlement.feature_id == (await features.get(session, tenant_id, feature)).id)
+        stmt = stmt.where(CustomerEntitlement.feature_id == (await features.get(session, tenant_id, feature, archived=True)).id)
     catalogue = await offers.load(session, tenant_id)
     page: list[Suggestion] = []
     while True:

@@ -130,8 +130,8 @@ async def _all_features(
 
 @router.get("/v1/features/{feature_id}")
 async def get_feature(feature_id: str, principal: Reader, session: ReadSession) -> Json:
-    """By id or key."""
-    feature = await features.get(session, principal.tenant_id, feature_id)
+    """By id or key; an archived feature too (with its `archivedAt`)."""
+    feature = await features.get(session, principal.tenant_id, feature_id, archived=True)
     return Json(feature_out(await features.view(session, principal.tenant_id, feature)))
 
 
