@@ -244,6 +244,32 @@ async def test_a_grant_bought_late_in_a_past_period_carried_only_what_usage_afte
     assert await clock.amounts(datetime(2026, 2, 1, tzinfo=UTC)) == {add_on: 2}
 
 
+async def test_a_plan_change_or_override_mid_period_leaves_grants_what_they_held(tenant):
+    """The period is judged as one with the new values: the 20 used burned the priority-0
+    grant once, before the change, and not again after it or after an override."""
+    c = tenant.client
+    await feature(c, "credits")
+    await plan(c, "c100", [metered("credits", 100, 100, 100)])
+    await plan(c, "c200", [metered("credits", 200, 200, 200)])
+    await customer(c, "acme")
+    sub = await subscribe(c, "acme", "c100")
+    grant = await ok(await c.post("/v1/customers/acme/entitlements/credits/grants", json={"amount": 30, "priority": 0}), 201)
+    await ok(await c.post("/v1/check", json={"customer": "acme", "feature": "credits", "quantity": 20, "consume": True}))
+
+    async def seen() -> tuple[Any, ...]:
+        state = await ok(await c.get("/v1/customers/acme/entitlements/credits"))
+        held = (await ok(await c.get(f"/v1/grants/{grant['id']}")))["balance"]
+        return state["usage"], state["soft_limit"], state["balance"], held
+
+    assert await seen() == (20, 130, 110, 10)
+    await ok(await c.post(f"/v1/subscriptions/{sub['id']}/change-plan", json={"plan": "c200"}))
+    assert await seen() == (20, 230, 210, 10)
+    await ok(await c.put("/v1/customers/acme/entitlements/credits/override", json={"soft_limit": 300, "hard_limit": 300}))
+    assert await seen() == (20, 330, 310, 10)
+    assert (await ok(await c.post("/v1/check", json={"customer": "acme", "feature": "credits", "quantity": 311})))[
+        "decision"] == "deny"
+
+
 async def test_usage_a_grant_paid_for_before_it_expired_stays_paid(tenant, db):
     """A 4-unit add-on (burns first) pays for 3 units, then expires mid-period: those 3 stay
     paid by it, so the monthly bundle still holds all its 10; usage after the expiry burns the

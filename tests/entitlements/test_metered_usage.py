@@ -52,6 +52,22 @@ async def test_an_add_on_bought_after_ingested_usage_is_burned_only_by_usage_aft
     assert (state["usage"], state["balance"], state["decision"]) == (10, 3, "allow")
 
 
+async def test_usage_reported_late_for_before_a_plan_change_counts_on_the_plan_in_force(tenant):
+    """A record of usage from before the change arrives after it: it lands in the period's
+    counter, which the new plan's row took over."""
+    c = tenant.client
+    await _setup(c, hard=100)
+    await plan(c, "big", [metered("tokens", 200, 200, 200)])
+    sub = (await ok(await c.get("/v1/subscriptions", params={"customer": "acme"})))["items"][0]
+    await c.post("/v1/events", json=[event("acme-1", tokens=10, model="a")])
+    before_change = datetime.now(UTC).isoformat()
+    await ok(await c.post(f"/v1/subscriptions/{sub['id']}/change-plan", json={"plan": "big"}))
+    late = await c.post("/v1/events", json=[event("acme-1", tokens=7, model="a", time=before_change)])
+    assert late.json()["accepted"] == 1
+    state = await _usage(c, 1)
+    assert (state["usage"], state["balance"], state["hard_limit"]) == (17, 183, 200)
+
+
 async def test_events_taking_usage_below_zero_are_stored_with_their_batch(tenant):
     """A correction larger than the period's usage is a fact like any other: stored, counted
     by the meter, and read by checks as no usage (a period never credits beyond what it

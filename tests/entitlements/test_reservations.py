@@ -68,6 +68,26 @@ async def test_ev_charging_session(tenant):
     assert (await _reserve(c, 77.6))["reserved"] == 77.6
 
 
+async def test_an_open_hold_keeps_counting_and_commits_on_the_values_after_a_plan_change_or_override(tenant):
+    """The charger holds 30 kWh; the driver's plan changes, then an override raises the cap:
+    the hold still counts against the values in force, and the 22.4 kWh land on them."""
+    c = tenant.client
+    await _prepaid(c)
+    await plan(c, "plus", [metered("kwh", 200, None, 200)])
+    sub = (await ok(await c.get("/v1/subscriptions", params={"customer": "driver"})))["items"][0]
+    held = (await _reserve(c, 30))["reservation"]["id"]
+    await ok(await c.post(f"/v1/subscriptions/{sub['id']}/change-plan", json={"plan": "plus"}))
+    seen = await _check(c)
+    assert (seen["usage"], seen["hard_limit"], seen["balance"]) == (0, 200, 170)
+    assert (await _check(c, 171))["decision"] == "deny"
+    await ok(await c.put("/v1/customers/driver/entitlements/kwh/override", json={"hard_limit": 250}))
+    assert (await _check(c))["balance"] == 170
+    settled = await ok(await c.post(f"/v1/reservations/{held}/commit", json={"quantity": 22.4}))
+    assert (settled["usage"], settled["reserved"], settled["hard_limit"]) == (22.4, 0, 250)
+    after = await ok(await c.get("/v1/customers/driver/entitlements/kwh"))
+    assert (after["source"], after["usage"], after["balance"]) == ("override", 22.4, 177.6)
+
+
 async def test_reservations_are_listed_by_customer_feature_and_status(tenant, db):
     c = tenant.client
     await _prepaid(c)

@@ -47,7 +47,7 @@ from allotment.entitlements.engine import (
     decide,
 )
 from allotment.entitlements.models import Consumption, CustomerEntitlement, UsageDenial
-from allotment.entitlements.periods import Interval, UsagePeriod
+from allotment.entitlements.periods import Interval, UsagePeriod, period_at
 from allotment.errors import IdempotencyConflict, ValidationFailed
 from allotment.types import new_id, to_micros
 
@@ -172,6 +172,17 @@ def in_force(tenant_id: str, customer_id: str, at: datetime) -> tuple[ColumnElem
 def usage_period(row: CustomerEntitlement) -> UsagePeriod:
     interval = Interval(row.usage_period or Interval.MONTH)
     return UsagePeriod(interval, row.usage_anchor or row.active_from, ZoneInfo(row.time_zone))
+
+
+def continues_counter(old: CustomerEntitlement, new: CustomerEntitlement) -> bool:
+    """Whether metered row `new` took over from `old` mid-period, in the same usage period:
+    its counter started with the period's usage (provisioning), so the period is judged as
+    one, with `new`'s values from its start (an override, a plan change now)."""
+    if old.active_to is None or old.active_to != new.active_from or old.id == new.id:
+        return False
+    at = new.active_from
+    start = period_at(usage_period(old), at)[0]
+    return start < at and period_at(usage_period(new), at)[0] == start
 
 
 def metered_entitlement(row: CustomerEntitlement) -> MeteredEntitlement:

@@ -20,7 +20,7 @@ from allotment.entitlements import check as checks
 from allotment.entitlements import queries, recurring
 from allotment.entitlements.models import CustomerEntitlement, EntitlementUsage, GrantRecord
 from allotment.entitlements.periods import period_at
-from allotment.entitlements.standing import grant_of, recurrence_of
+from allotment.entitlements.standing import grant_of, recurrence_of, segment_start
 from allotment.types import from_micros, to_micros
 
 _TICK = timedelta(microseconds=1)
@@ -62,12 +62,13 @@ async def record(session: AsyncSession, row: CustomerEntitlement, period_start: 
 async def _record_starts(session: AsyncSession, row: CustomerEntitlement, period_start: datetime,
                          at: datetime) -> None:
     """Keep the counter's usage in each grant that became effective in the row's part of the
-    period up to `at` (one effective before the row began was live all through it)."""
+    period up to `at` (one effective before that part began was live all through it)."""
+    begins = await segment_start(session, row, period_start)
     await session.execute(
         update(GrantRecord)
         .where(GrantRecord.tenant_id == row.tenant_id, GrantRecord.customer_id == row.customer_id,
                GrantRecord.feature_id == row.feature_id, GrantRecord.usage_at_start.is_(None),
-               GrantRecord.effective_at > max(period_start, row.active_from), GrantRecord.effective_at <= at)
+               GrantRecord.effective_at > begins, GrantRecord.effective_at <= at)
         .values(usage_at_start=func.coalesce(_used(row, period_start), 0))
         .execution_options(synchronize_session=False)
     )

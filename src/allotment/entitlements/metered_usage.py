@@ -21,7 +21,7 @@ from allotment.batching import Batcher
 from allotment.customers.models import CustomerSubject
 from allotment.db import Database, fetch
 from allotment.entitlements import grant_ends, notices, queries, standing
-from allotment.entitlements.check import metered_entitlement, units, usage_period
+from allotment.entitlements.check import continues_counter, metered_entitlement, units, usage_period
 from allotment.entitlements.crossings import worth_watching
 from allotment.entitlements.models import CustomerEntitlement, Feature, GrantRecord
 from allotment.entitlements.periods import UsagePeriod, period_at
@@ -98,6 +98,17 @@ class _Target:
     active_from_us: int
     active_to_us: int | None
     _span: tuple[int, int | None] = field(default=(0, 0))
+    # The row that took over this one's counter mid-period (checks.continues_counter), and the
+    # start of that period: usage of it reported late still counts, on the row in force.
+    successor: _Target | None = None
+    handed_over_us: int | None = None
+
+    def counting(self, period_us: int) -> _Target:
+        """The target whose counter holds this row's period starting at `period_us`."""
+        target = self
+        while target.successor is not None and target.handed_over_us == period_us:
+            target = target.successor
+        return target
 
     def accepts(self, meter: CompiledMeter, group_key: str, time_us: int) -> bool:
         if time_us < self.active_from_us or (self.active_to_us is not None and time_us >= self.active_to_us):
@@ -143,8 +154,10 @@ async def feed(
     for c in counted:
         for target in targets.get((c.meter.id, c.subject), ()):
             if target.accepts(c.meter, c.contribution.group_key, c.time_us):
-                increments[(target.entitlement_id, target.period_start(c.time_us))] += c.contribution.micros
-                fed[target.entitlement_id] = target
+                period_us = target.period_start(c.time_us)
+                counting = target.counting(period_us)
+                increments[(counting.entitlement_id, period_us)] += c.contribution.micros
+                fed[counting.entitlement_id] = counting
     for entitlement_id, period_us in increments:
         target = fed[entitlement_id]
         if target.has_grants:  # usage of grants that ended in the period is kept first
@@ -265,4 +278,18 @@ async def _targets(
                 to_micros(ent.active_to) if ent.active_to is not None else None,
             )
         )
+    for targets in out.values():
+        _link_successors(targets)
     return out
+
+
+def _link_successors(targets: list[_Target]) -> None:
+    """Point each target at the row that took over its counter mid-period, if any."""
+    by_start = {(t.row.customer_id, t.row.feature_id, t.active_from_us): t for t in targets}
+    for target in targets:
+        if target.active_to_us is None:
+            continue
+        after = by_start.get((target.row.customer_id, target.row.feature_id, target.active_to_us))
+        if after is not None and continues_counter(target.row, after.row):
+            target.successor = after
+            target.handed_over_us = to_micros(period_at(target.period, from_micros(target.active_to_us))[0])

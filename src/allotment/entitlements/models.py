@@ -63,6 +63,8 @@ class Feature(Base):
     __tablename__ = "features"
     __table_args__ = (
         unique_key_while_live("features", retired_column="archived_at"),
+        # An archived feature is still found by its key while no live one takes it (resolve.py).
+        Index("ix_features_tenant_key_archived", "tenant_id", "key", "archived_at"),
     )
 
     id: Mapped[str] = mapped_column(String(40), primary_key=True)

@@ -18,8 +18,8 @@ from typing import Any
 from sqlalchemy import func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from allotment.entitlements import audit, metered_usage, notices, plans, queries
-from allotment.entitlements.check import usage_period
+from allotment.entitlements import audit, metered_usage, notices, plans, queries, reservations
+from allotment.entitlements.check import continues_counter, usage_period
 from allotment.entitlements.engine import Kind
 from allotment.entitlements.guards import flush_unique
 from allotment.entitlements.models import CustomerEntitlement, Subscription
@@ -107,8 +107,9 @@ _PENDING = "entitlement_changes"
 async def _carry_usage(session: AsyncSession, tenant_id: str, customer_id: str, at: datetime) -> None:
     """A metered row that takes over from one ended at the same instant (an override, a plan
     change now) starts with the usage its predecessor had in the period containing `at`,
-    when both periods start together: changing a limit mid-period must not hand back what
-    was already used. With another period grid the new row counts from its own period."""
+    and takes its open holds, when both periods start together: changing a limit mid-period
+    must not hand back what was already used or held. With another period grid the new row
+    counts from its own period."""
     rows = list(await session.scalars(select(CustomerEntitlement).where(
         CustomerEntitlement.tenant_id == tenant_id, CustomerEntitlement.customer_id == customer_id,
         CustomerEntitlement.kind == Kind.METERED,
@@ -117,11 +118,10 @@ async def _carry_usage(session: AsyncSession, tenant_id: str, customer_id: str, 
     started = {r.feature_id: r for r in rows if r.active_from == at}
     for old in rows:
         new = started.get(old.feature_id)
-        if old.active_to != at or new is None or new.id == old.id:
-            continue
-        start, _ = period_at(usage_period(old), at)
-        if period_at(usage_period(new), at)[0] == start:
+        if new is not None and continues_counter(old, new):
+            start, _ = period_at(usage_period(old), at)
             await queries.carry_counter(session, tenant_id, old.id, new.id, to_micros(start))
+            await reservations.hand_over(session, tenant_id, old.id, new.id, to_micros(start))
 
 
 def _changed(session: AsyncSession, row: CustomerEntitlement, change: str) -> None:

@@ -678,7 +678,7 @@ async def carry_counter(
     session: AsyncSession, tenant_id: str, from_id: str, to_id: str, period_start: int
 ) -> None:
     """Start `to_id`'s counter of a period with what `from_id`'s holds (used, and the overage
-    carry already in it); holds stay with the reservations that made them. Once: a counter
+    carry already in it); holds move with their reservations (reservations.hand_over). Once: a counter
     `to_id` already has (copied before in this transaction) is left as it is."""
     db, dialect = await driver(session)
     args = (tenant_id, from_id, to_id, period_start)
@@ -686,6 +686,20 @@ async def carry_counter(
         await db.execute(_CARRY.format(p="$"), *args)
     else:
         await (await db.execute(_CARRY.format(p="?"), args)).close()
+
+
+async def move_held(
+    session: AsyncSession, tenant_id: str, from_id: str, to_id: str, period_start: int, amount: int
+) -> None:
+    """Move `amount` (millionths) of holds from one row's counter of a period to another's."""
+    for entitlement_id, change in ((from_id, -amount), (to_id, amount)):
+        await session.execute(
+            update(EntitlementUsage)
+            .where(EntitlementUsage.tenant_id == tenant_id, EntitlementUsage.entitlement_id == entitlement_id,
+                   EntitlementUsage.period_start == period_start)
+            .values(reserved=EntitlementUsage.reserved + change)
+            .execution_options(synchronize_session=False)
+        )
 
 
 async def fix_carry(

@@ -270,6 +270,27 @@ async def release(session: AsyncSession, tenant_id: str, reservation_id: str, *,
     return await _close(session, reservation, RELEASED, None, counted, after, at)
 
 
+async def hand_over(
+    session: AsyncSession, tenant_id: str, from_id: str, to_id: str, period_start: int
+) -> None:
+    """Open holds of row `from_id` in the period move to `to_id`, which took over that period's
+    counter (checks.continues_counter): they keep counting against the values in force, and
+    commit or release on them."""
+    held = list(await session.scalars(
+        select(Reservation)
+        .where(Reservation.tenant_id == tenant_id, Reservation.entitlement_id == from_id,
+               Reservation.status == OPEN, Reservation.period_start == period_start)
+        .with_for_update()
+    ))
+    if not held:
+        return
+    for reservation in held:
+        reservation.entitlement_id = to_id
+    await session.flush()
+    moved = sum(checks.millionths(r.quantity) for r in held)
+    await queries.move_held(session, tenant_id, from_id, to_id, period_start, moved)
+
+
 # --- helpers ----------------------------------------------------------------------------------
 
 

@@ -179,13 +179,14 @@ class _Segment:
     period_start: datetime  # the key of its counter
     end: datetime | None
     resets: bool  # ends at a period boundary of the row (not at the row's own end mid-period)
+    begins: datetime  # where its usage begins: the period start, or the row's start (segment_start)
 
 
 async def standing(session: AsyncSession, row: CustomerEntitlement, at: datetime) -> Standing:
     """Grants and carry of a metered `row` in the period containing `at` (no writes)."""
     at = as_utc(at)
     start, end = period_at(checks.usage_period(row), at)
-    seg_start = max(start, row.active_from)
+    seg_start = await segment_start(session, row, start)
     granted = await _granted(session, row, at)
     carries = _carries(row) and start > row.active_from
     marked = any(_marks_within(g, seg_start, at) for g in granted)
@@ -213,6 +214,20 @@ async def standing(session: AsyncSession, row: CustomerEntitlement, at: datetime
         now = checks.units((counter[0] if counter else 0) + (carry_in or 0))
         grants = _settled(grants, row.included or ZERO, included_until(row, end), seg_start, at, kept, now)
     return Standing(tuple(grants), start, end, carry_in)
+
+
+async def segment_start(session: AsyncSession, row: CustomerEntitlement, period_start: datetime) -> datetime:
+    """Where the part of the period starting at `period_start` judged with `row` begins: the
+    period start, unless the row began later without taking over its predecessor's counter
+    (checks.continues_counter: then the whole period is judged with it, as one)."""
+    if row.active_from <= period_start:
+        return period_start
+    before = await session.scalar(select(CustomerEntitlement).where(
+        CustomerEntitlement.tenant_id == row.tenant_id, CustomerEntitlement.customer_id == row.customer_id,
+        CustomerEntitlement.feature_id == row.feature_id, CustomerEntitlement.kind == "metered",
+        CustomerEntitlement.active_to == row.active_from,
+    ))
+    return period_start if before is not None and checks.continues_counter(before, row) else row.active_from
 
 
 async def _since(
@@ -300,11 +315,11 @@ def _replay(
             grants.append(_rolled_over(rolled, seg.period_start, seg.end))
         used, carried = counters.get((seg.row.id, to_micros(seg.period_start)), (0, None))
         usage = checks.units(used)
-        if carried is None and previous is not None and previous.row is seg.row and previous.resets:
+        if carried is None and previous is not None and _carries_into(previous, seg):
             usage += carry_in
         last = seg.end - _TICK
         included = seg.row.included or ZERO
-        grants = _settled(grants, included, seg.end, max(seg.period_start, seg.row.active_from), last, kept, usage)
+        grants = _settled(grants, included, seg.end, seg.begins, last, kept, usage)
         down = burn(grants, included, usage, last, included_until=seg.end)
         soft = soft_limit(seg.row) + raised_by(grants, last)
         carry_in = max(ZERO, usage - soft) if _carries(seg.row) else ZERO
@@ -319,18 +334,25 @@ def _replay(
         seg = walk.after(seg, settled=seg.resets and carry_in == ZERO and idle_keeps)
         if seg.row is not previous.row and not _rolls_into(previous, seg):
             rolled = ZERO
-    if previous is None or not (previous.row is seg.row and previous.resets):
+    if previous is None or not _carries_into(previous, seg):
         carry_in = ZERO
     if previous is None or not (previous.row is seg.row and previous.resets or _rolls_into(previous, seg)):
         rolled = ZERO
     return amounts, checks.millionths(carry_in), rolled
 
 
+def _carries_into(previous: _Segment, seg: _Segment) -> bool:
+    """Whether overage carried out of `previous` lands in `seg`: the next period of its row,
+    or of the row that took over that period's counter."""
+    return previous.resets and previous.end == seg.begins and (
+        previous.row is seg.row or seg.begins == seg.period_start < seg.row.active_from)
+
+
 def _rolls_into(previous: _Segment, seg: _Segment) -> bool:
     """Whether what rolled into (or on from) `previous` holds in `seg`, of another row: the
     row that took over at that instant (an override, a plan change) rolls over too. Mid-period
     its counter took over the period's usage, so the period's roll-over stays with it."""
-    return (previous.end == seg.row.active_from and rolls_over(seg.row)
+    return (previous.end == seg.begins and rolls_over(seg.row)
             and (previous.resets or previous.period_start == seg.period_start))
 
 
@@ -401,8 +423,15 @@ class _Walk:
         if t > self.at:
             return None
         start, end = period_at(checks.usage_period(row), t)
+        following = self.rows[index + 1] if index + 1 < len(self.rows) else None
+        if following is not None and row.active_to is not None and t < row.active_to \
+                and (end is None or row.active_to < end) and checks.continues_counter(row, following):
+            return self._find(index + 1, row.active_to)  # the row taking over judges the whole period
         cut = row.active_to if end is None or (row.active_to is not None and row.active_to < end) else end
-        return _Segment(row, start, cut, end is not None and cut == end)
+        previous = self.rows[index - 1] if index > 0 else None
+        continued = previous is not None and start < row.active_from and checks.continues_counter(previous, row)
+        begins = start if continued or row.active_from <= start else row.active_from
+        return _Segment(row, start, cut, end is not None and cut == end, begins)
 
 
 @dataclass(frozen=True)
