@@ -366,9 +366,17 @@ def test_every_rejected_event_is_a_400_naming_index_and_field(om):
     assert "[0]" in caught.value.model.detail and "tokens" in caught.value.model.detail
 
 
-def test_a_batch_with_some_bad_events_keeps_the_good_ones(om):
+def test_a_batch_with_some_bad_events_keeps_the_good_ones_and_names_the_bad_ones(om):
+    """The client is told (a 400 naming the refused event), not answered 204 as if all were
+    stored; the good ones are stored, and sending the batch again counts them once."""
     tokens_meter(om)
-    om.events.ingest_events([prompt(tokens=3), prompt(tokens="lots"), prompt(tokens=4)])  # type: ignore[arg-type]
+    batch = [prompt(tokens=3), prompt(tokens="lots"), prompt(tokens=4)]
+    for _ in range(2):
+        with pytest.raises(HttpResponseError) as caught:
+            om.events.ingest_events(batch)  # type: ignore[arg-type]
+        assert caught.value.status_code == 400
+        assert "[1]" in caught.value.model.detail and "[0]" not in caught.value.model.detail
+        assert "the other 2 stored" in caught.value.model.detail
     assert [r.value for r in om.meters.query_json("tokens_total", from_parameter=T0).data] == [7]
 
 

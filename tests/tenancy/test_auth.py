@@ -54,6 +54,12 @@ async def test_created_key_secret_is_shown_once(tenant):
     assert any(created["secret"].startswith(k["hint"]) for k in listed)
 
 
+async def test_a_key_request_with_a_field_the_api_does_not_know_is_refused(tenant):
+    """An expiry the API does not support must not yield a key that never expires unnoticed."""
+    resp = await tenant.client.post("/v1/api-keys", json={"scope": "read", "expires_at": "2027-01-01T00:00:00Z"})
+    assert resp.status_code == 422 and resp.json()["errors"][0]["field"] == "expires_at"
+
+
 async def test_a_remembered_key_is_checked_again_in_the_background_before_it_lapses(database_url):
     """Past half its cache time a key is still answered at once (nobody waits on a lookup)
     while it is looked up again, so a revocation made elsewhere shows before the time is up."""

@@ -30,17 +30,21 @@ async def ingest_events(request: Request, principal: Ingester) -> Response:
     """Answers 204 once stored; an event re-sent with the same source and id counts once.
 
     The content type may be `application/cloudevents+json`, `application/cloudevents-batch+json`
-    or `application/json`: the body itself says whether it is one event or an array. When every
-    event is refused the answer is a 400 naming each by index and field; otherwise refused
-    events are kept with their reasons for operators, as on the native API.
+    or `application/json`: the body itself says whether it is one event or an array. When an
+    event is refused the answer is a 400 naming each refused one by index and field (204 would
+    tell the client all were stored); the others of the batch are stored all the same, as on
+    the native API, so sending the batch again after fixing it counts each event once.
     """
     result = await ingest_body(request, principal.tenant_id)
-    if result.problems and result.accepted == 0 and result.duplicates == 0:
+    if result.problems:
         errors = [
             FieldError(f"[{p.index}]" + (f".{p.field}" if p.field else ""), p.reason)
             for p in result.problems
         ]
+        stored = result.accepted + result.duplicates
         detail = "; ".join(f"{e.field}: {e.message}" for e in errors[:20])
+        if stored:
+            detail = f"{len(errors)} event(s) refused, the other {stored} stored: {detail}"
         # Returned, not raised: the refusals are recorded in this same unit of work.
         return problem(request, 400, "events_rejected", detail, errors)
     return Response(status_code=204)

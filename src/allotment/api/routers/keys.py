@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 
 from fastapi import APIRouter
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from allotment.api.deps import Admin, ReadSession, WriteSession
 from allotment.tenancy import service
@@ -17,6 +17,8 @@ router = APIRouter(prefix="/v1/api-keys", tags=["api keys"])
 
 
 class KeyCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")  # an unknown field (say, an expiry) must not pass unnoticed
+
     name: str = Field(default="api key", min_length=1, max_length=200)
     scope: Scope
 

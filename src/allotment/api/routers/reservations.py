@@ -122,7 +122,7 @@ async def create(
 
     Denied (`hard_limit`) when the hold would cross the hard limit; held units count against
     every other check and reservation. A retry with the same idempotency key returns the first
-    reservation (200, `Idempotent-Replayed: true`) and holds nothing more.
+    reservation (201, `Idempotent-Replayed: true`) and holds nothing more.
     """
     key = one_idempotency_key(data.idempotency_key, idempotency_header)
     request = service.ReservationRequest(data.customer, data.feature, data.quantity, data.ttl_seconds, key)
