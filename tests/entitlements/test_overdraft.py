@@ -15,6 +15,7 @@ from allotment.entitlements import overdraft_report, overrides, seats
 from allotment.entitlements.overdraft import Lease, Terms, seat_overdraft
 from allotment.entitlements.schemas import AdhocIn
 from tests.entitlements.catalogue import customer, feature, ok
+from tests.helpers import event, meter
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 D = Decimal
@@ -154,6 +155,25 @@ async def test_metered_overdraft_lists_the_periods_past_the_soft_limit(tenant, d
     [item] = found
     assert item.kind == "metered" and item.denials == 0
     assert [(p.period_start, p.usage, p.soft_limit, p.overage) for p in item.periods] == [(T0, 12, 10, 2)]
+
+
+async def test_a_period_over_its_soft_limit_by_carried_overage_is_listed(tenant):
+    """Daily rides, overage carried: 25 on the first day (15 over), 3 on the second, which
+    with the 15 carried in is 18 (8 over) though no check ever fixed that carry."""
+    c = tenant.client
+    await ok(await c.post("/v1/meters", json=meter("rides", event_type="ride", value_property="$.n")), 201)
+    await feature(c, "rides", meter="rides")
+    await ok(await c.post("/v1/customers", json={"key": "rider", "name": "Rider", "subject_keys": ["card-9"]}), 201)
+    today = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+    days = [today - timedelta(days=n) for n in (2, 1, 0)]
+    await c.post("/v1/events", json=[event("card-9", "ride", n=n, time=(d + timedelta(minutes=1)).isoformat())
+                                     for n, d in zip((25, 3, 1), days, strict=True)])
+    await ok(await c.post("/v1/customers/rider/entitlements", json={
+        "feature": "rides", "kind": "metered", "usage_period": "DAY", "included": 10, "overage_at_reset": "carry",
+        "starts_at": days[0].isoformat()}), 201)
+    report = await ok(await c.get("/v1/reports/overdraft", params={"from": (days[0] - timedelta(days=1)).isoformat()}))
+    [item] = report["items"]
+    assert [(p["usage"], p["overage"]) for p in item["periods"]] == [(25, 15), (18, 8)]
 
 
 async def test_the_report_pages_by_customer_and_filters_by_customer_and_feature(tenant, db):

@@ -196,9 +196,12 @@ async def _periods(
             period_start, period_end = period_at(every, from_micros(period_us))
             last = min(t for t in (period_end, row.active_to, at) if t is not None) - _TICK
             soft = standing.soft_limit(row)
-            if granted or standing.rolls_over(row):
-                soft += (await standing.standing(session, row, last)).extra(last)
-            usage = units(used)
+            carried = 0  # overage carried into the period and not yet added to its counter
+            if granted or standing.rolls_over(row) or row.overage_at_reset == standing.CARRY:
+                found = await standing.standing(session, row, last)
+                soft += found.extra(last)
+                carried = found.carry or 0
+            usage = units(used + carried)
             if usage > soft:
                 out.append(PeriodOverage(period_start, period_end, usage, soft, usage - soft))
     return tuple(out)
