@@ -15,6 +15,14 @@ async def test_retry_with_same_key_returns_the_first_answer(tenant):
     assert len((await tenant.client.get("/v1/meters")).json()["items"]) == 1
 
 
+async def test_a_retry_serialised_with_other_spacing_or_key_order_is_the_same_request(tenant):
+    headers = {"Idempotency-Key": "same-1", "content-type": "application/json"}
+    first = await tenant.client.post("/v1/customers", content=b'{"key":"ws-1","name":"W"}', headers=headers)
+    for body in (b'{"key": "ws-1", "name": "W"}', b'{"name":"W","key":"ws-1"}'):
+        again = await tenant.client.post("/v1/customers", content=body, headers=headers)
+        assert (again.status_code, again.json(), again.headers["idempotent-replayed"]) == (201, first.json(), "true")
+
+
 async def test_same_key_with_another_body_is_409(tenant):
     headers = {"Idempotency-Key": "k"}
     await tenant.client.post("/v1/customers", json={"key": "a", "name": "A"}, headers=headers)

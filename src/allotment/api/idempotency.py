@@ -12,6 +12,7 @@ import hashlib
 from dataclasses import dataclass
 from typing import Annotated
 
+import orjson
 from fastapi import Depends, Request, Response
 from pydantic import BaseModel
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -72,7 +73,7 @@ def one_idempotency_key(in_body: str | None, in_header: str | None) -> str | Non
 async def _idempotency(request: Request, principal: Admin, session: WriteSession) -> Idempotency:
     key = request.headers.get(HEADER)
     fingerprint = hashlib.sha256(
-        f"{request.method} {request.url.path}\n".encode() + await request.body()
+        f"{request.method} {request.url.path}\n".encode() + _canonical(await request.body())
     ).hexdigest()
     if key is None:
         return Idempotency(session, principal.tenant_id, None, fingerprint)
@@ -85,6 +86,15 @@ async def _idempotency(request: Request, principal: Admin, session: WriteSession
     if stored.fingerprint != fingerprint:
         raise IdempotencyConflict(f"{HEADER} '{key}' was already used for a different request")
     raise Replayed(stored.status_code, stored.body)
+
+
+def _canonical(body: bytes) -> bytes:
+    """The body as it means: JSON with its keys sorted and no spaces, so a retry serialised
+    by another client library is the same request. Anything else, byte for byte."""
+    try:
+        return orjson.dumps(orjson.loads(body), option=orjson.OPT_SORT_KEYS)
+    except (orjson.JSONDecodeError, TypeError):
+        return body
 
 
 Idempotent = Annotated[Idempotency, Depends(_idempotency)]
