@@ -23,6 +23,22 @@ async def test_a_retry_serialised_with_other_spacing_or_key_order_is_the_same_re
         assert (again.status_code, again.json(), again.headers["idempotent-replayed"]) == (201, first.json(), "true")
 
 
+async def test_a_retried_plan_change_gets_the_first_answer_not_a_conflict(tenant):
+    c = tenant.client
+    for key in ("a", "b"):
+        await c.post("/v1/features", json={"key": f"f-{key}"})
+        body = {"key": f"p-{key}", "name": "P", "entitlements": [{"feature": f"f-{key}", "kind": "boolean"}]}
+        await c.post("/v1/plans", json=body)
+        await c.post(f"/v1/plans/p-{key}/publish")
+    await c.post("/v1/customers", json={"key": "c", "name": "C"})
+    sub = (await c.post("/v1/subscriptions", json={"customer": "c", "plan": "p-a"})).json()
+    headers = {"Idempotency-Key": "cp-1"}
+    first = await c.post(f"/v1/subscriptions/{sub['id']}/change-plan", json={"plan": "p-b"}, headers=headers)
+    again = await c.post(f"/v1/subscriptions/{sub['id']}/change-plan", json={"plan": "p-b"}, headers=headers)
+    assert (first.status_code, again.status_code, again.json()) == (200, 200, first.json())
+    assert again.headers["idempotent-replayed"] == "true"
+
+
 async def test_same_key_with_another_body_is_409(tenant):
     headers = {"Idempotency-Key": "k"}
     await tenant.client.post("/v1/customers", json={"key": "a", "name": "A"}, headers=headers)

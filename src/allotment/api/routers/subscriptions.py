@@ -65,28 +65,31 @@ async def get_subscription(subscription_id: str, principal: Reader, session: Rea
 
 @router.post("/{subscription_id}/change-plan", response_model=SubscriptionRead)
 async def change_plan(
-    subscription_id: str, data: ChangePlan, principal: Admin, session: WriteSession
-) -> SubscriptionRead:
-    """Now, or at the end of the current billing period; returns the new subscription."""
+    subscription_id: str, data: ChangePlan, principal: Admin, session: WriteSession, idem: Idempotent
+) -> Response:
+    """Now, or at the end of the current billing period; returns the new subscription. A retry
+    with the same `Idempotency-Key` gets this answer again."""
     view = await service.change_plan(
         session, principal.tenant_id, subscription_id, data.plan, when=data.at,
         actor=principal.key_id, at=utcnow(),
     )
-    return subscription_read(view)
+    return await idem.respond(200, subscription_read(view))
 
 
 @router.post("/{subscription_id}/cancel", response_model=SubscriptionRead)
 async def cancel_subscription(
-    subscription_id: str, data: Cancel, principal: Admin, session: WriteSession
-) -> SubscriptionRead:
+    subscription_id: str, data: Cancel, principal: Admin, session: WriteSession, idem: Idempotent
+) -> Response:
     view = await service.cancel(
         session, principal.tenant_id, subscription_id, when=data.at, actor=principal.key_id, at=utcnow()
     )
-    return subscription_read(view)
+    return await idem.respond(200, subscription_read(view))
 
 
 @router.post("/{subscription_id}/migrate", response_model=SubscriptionRead)
-async def migrate_subscription(subscription_id: str, principal: Admin, session: WriteSession) -> SubscriptionRead:
+async def migrate_subscription(
+    subscription_id: str, principal: Admin, session: WriteSession, idem: Idempotent
+) -> Response:
     """Move to the latest published version of the subscription's plan."""
     view = await service.migrate(session, principal.tenant_id, subscription_id, actor=principal.key_id, at=utcnow())
-    return subscription_read(view)
+    return await idem.respond(200, subscription_read(view))
