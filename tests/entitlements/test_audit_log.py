@@ -51,6 +51,29 @@ async def test_override_is_logged_with_the_plan_value_it_replaced(tenant):
     assert (entry["after"]["source"], entry["after"]["hard_limit"]) == ("override", 3000)
 
 
+async def test_customers_meters_and_api_keys_changes_are_logged(tenant):
+    """Re-pointing a customer's subjects changes who pays for events: it must leave a trace,
+    as must meters and keys (never a key's secret or its hash)."""
+    c = tenant.client
+    (admin_key,) = (await ok(await c.get("/v1/api-keys")))["items"]
+    made = await ok(await c.post("/v1/customers", json={"key": "aud", "name": "Before"}), 201)
+    await ok(await c.patch("/v1/customers/aud", json={"name": "After", "subject_keys": ["aud-1"]}))
+    await ok(await c.delete("/v1/customers/aud"), 204)
+    entries = await _log(c, entity_id=made["id"])
+    assert sorted(e["action"] for e in entries) == ["customer.created", "customer.deleted", "customer.updated"]
+    updated = next(e for e in entries if e["action"] == "customer.updated")
+    assert (updated["before"]["subject_keys"], updated["after"]["subject_keys"]) == ([], ["aud-1"])
+    assert (updated["before"]["name"], updated["after"]["name"], updated["actor"]) == ("Before", "After", admin_key["id"])
+    meter = await ok(await c.post("/v1/meters", json={"key": "audm", "event_type": "audt", "aggregation": "COUNT"}), 201)
+    await ok(await c.delete("/v1/meters/audm"), 204)
+    assert sorted(e["action"] for e in await _log(c, entity_id=meter["id"])) == ["meter.created", "meter.deleted"]
+    key = await ok(await c.post("/v1/api-keys", json={"name": "aud", "scope": "read"}), 201)
+    await ok(await c.post(f"/v1/api-keys/{key['id']}/revoke"))
+    logged = await _log(c, entity_id=key["id"])
+    assert sorted(e["action"] for e in logged) == ["api_key.created", "api_key.revoked"]
+    assert all("secret_hash" not in (e["after"] or {}) and key["secret"] not in str(e) for e in logged)
+
+
 async def test_audit_log_needs_an_admin_key(tenant, db):
     read_key = await tenant.key("read", db)
     resp = await tenant.client.get("/v1/audit-log", headers={"Authorization": f"Bearer {read_key}"})

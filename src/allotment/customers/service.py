@@ -5,12 +5,14 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy import delete, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from allotment.customers.models import Customer, CustomerSubject, Subject
 from allotment.customers.schemas import CustomerCreate, CustomerUpdate, SubjectUpsert
+from allotment.entitlements import audit
 from allotment.errors import Conflict, NotFound, ValidationFailed
 from allotment.types import new_id
 
@@ -89,7 +91,9 @@ async def _claim_subjects(
             session.add(CustomerSubject(tenant_id=tenant_id, subject_key=key, customer_id=customer_id))
 
 
-async def create(session: AsyncSession, tenant_id: str, data: CustomerCreate, *, at: datetime) -> CustomerView:
+async def create(
+    session: AsyncSession, tenant_id: str, data: CustomerCreate, *, at: datetime, actor: str = audit.SYSTEM
+) -> CustomerView:
     if await _live(session, tenant_id, data.key) is not None:
         raise Conflict(f"customer '{data.key}' already exists")
     customer = Customer(
@@ -108,13 +112,18 @@ async def create(session: AsyncSession, tenant_id: str, data: CustomerCreate, *,
     await session.flush()
     await _claim_subjects(session, tenant_id, customer.id, data.subject_keys)
     await session.flush()
-    return await get(session, tenant_id, customer.id)
+    view = await get(session, tenant_id, customer.id)
+    await _audit(session, "customer.created", None, view, actor=actor, at=at)
+    return view
 
 
 async def update(
-    session: AsyncSession, tenant_id: str, key: str, data: CustomerUpdate, *, at: datetime
+    session: AsyncSession, tenant_id: str, key: str, data: CustomerUpdate, *, at: datetime,
+    actor: str = audit.SYSTEM,
 ) -> CustomerView:
-    customer = (await get(session, tenant_id, key)).customer
+    before = await get(session, tenant_id, key)
+    was = _snapshot(before)
+    customer = before.customer
     changes = data.model_dump(exclude_unset=True)
     for name in ("name", "description", "email", "currency"):
         if name in changes and not (name == "name" and changes[name] is None):
@@ -132,12 +141,18 @@ async def update(
         await _claim_subjects(session, tenant_id, customer.id, data.subject_keys)
     customer.updated_at = at
     await session.flush()
-    return await get(session, tenant_id, customer.id)
+    view = await get(session, tenant_id, customer.id)
+    await _audit(session, "customer.updated", was, view, actor=actor, at=at)
+    return view
 
 
-async def delete_(session: AsyncSession, tenant_id: str, key: str, *, at: datetime) -> None:
+async def delete_(
+    session: AsyncSession, tenant_id: str, key: str, *, at: datetime, actor: str = audit.SYSTEM
+) -> None:
     """Soft-delete; its subjects are released so that their events become unattributed."""
-    customer = (await get(session, tenant_id, key)).customer
+    view = await get(session, tenant_id, key)
+    was = _snapshot(view)
+    customer = view.customer
     customer.deleted_at = at
     await session.execute(
         delete(CustomerSubject).where(
@@ -145,6 +160,19 @@ async def delete_(session: AsyncSession, tenant_id: str, key: str, *, at: dateti
         )
     )
     await session.flush()
+    await audit.record(session, tenant_id, actor=actor, action="customer.deleted", entity_type="customer",
+                       entity_id=customer.id, before=was, after=None, at=at)
+
+
+def _snapshot(view: CustomerView) -> dict[str, Any] | None:
+    """The customer as the audit log keeps it: its columns and the subjects it owns."""
+    return (audit.snapshot(view.customer) or {}) | {"subject_keys": list(view.subject_keys)}
+
+
+async def _audit(session: AsyncSession, action: str, before: dict[str, Any] | None, after: CustomerView, *,
+                 actor: str, at: datetime) -> None:
+    await audit.record(session, after.customer.tenant_id, actor=actor, action=action, entity_type="customer",
+                       entity_id=after.customer.id, before=before, after=_snapshot(after), at=at)
 
 
 async def list_(

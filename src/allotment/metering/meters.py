@@ -12,6 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from allotment import codec
 from allotment.db import fetch
+from allotment.entitlements import audit
 from allotment.errors import Conflict, NotFound, ValidationFailed
 from allotment.metering import queries
 from allotment.metering.aggregation import CompiledMeter, DataError
@@ -115,7 +116,9 @@ def _validate_paths(data: MeterCreate) -> None:
             raise ValidationFailed.on(field_name, str(exc)) from None
 
 
-async def create(session: AsyncSession, tenant_id: str, data: MeterCreate, *, at: datetime) -> tuple[Meter, int]:
+async def create(
+    session: AsyncSession, tenant_id: str, data: MeterCreate, *, at: datetime, actor: str = audit.SYSTEM
+) -> tuple[Meter, int]:
     """Create a meter and count the events already stored; returns the meter and that count."""
     _validate_paths(data)
     await queries.lock_tenant_exclusive(session, tenant_id)
@@ -141,6 +144,7 @@ async def create(session: AsyncSession, tenant_id: str, data: MeterCreate, *, at
     except IntegrityError:
         raise Conflict(f"meter '{data.key}' already exists") from None
     counted = await backfill(session, tenant_id, compile_meter(meter))
+    await _audit(session, meter, "meter.created", None, actor=actor, at=at)
     return meter, counted
 
 
@@ -208,8 +212,11 @@ async def list_(session: AsyncSession, tenant_id: str, *, after: str | None, lim
     return list(await session.scalars(stmt.order_by(Meter.id).limit(limit)))
 
 
-async def update(session: AsyncSession, tenant_id: str, key: str, data: MeterUpdate, *, at: datetime) -> Meter:
+async def update(
+    session: AsyncSession, tenant_id: str, key: str, data: MeterUpdate, *, at: datetime, actor: str = audit.SYSTEM
+) -> Meter:
     meter = await get(session, tenant_id, key)
+    before = audit.snapshot(meter)
     changes = data.model_dump(exclude_unset=True)
     if "name" in changes and changes["name"] is not None:
         meter.name = changes["name"]
@@ -217,12 +224,16 @@ async def update(session: AsyncSession, tenant_id: str, key: str, data: MeterUpd
         meter.description = changes["description"]
     meter.updated_at = at
     await session.flush()
+    await _audit(session, meter, "meter.updated", before, actor=actor, at=at)
     return meter
 
 
-async def delete(session: AsyncSession, tenant_id: str, key: str, *, at: datetime) -> None:
+async def delete(
+    session: AsyncSession, tenant_id: str, key: str, *, at: datetime, actor: str = audit.SYSTEM
+) -> None:
     """Retire a meter. Its rollups are dropped; the events stay (a new meter can count them)."""
     meter = await get(session, tenant_id, key)
+    before = audit.snapshot(meter)
     await queries.lock_tenant_exclusive(session, tenant_id)
     meter.deleted_at = at
     meter.updated_at = at
@@ -235,3 +246,11 @@ async def delete(session: AsyncSession, tenant_id: str, key: str, *, at: datetim
             meter.id,
         )
     await session.flush()
+    await _audit(session, meter, "meter.deleted", before, actor=actor, at=at)
+
+
+async def _audit(session: AsyncSession, meter: Meter, action: str, before: dict[str, Any] | None, *,
+                 actor: str, at: datetime) -> None:
+    after = None if meter.deleted_at is not None else audit.snapshot(meter)
+    await audit.record(session, meter.tenant_id, actor=actor, action=action, entity_type="meter",
+                       entity_id=meter.id, before=before, after=after, at=at)

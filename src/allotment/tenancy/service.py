@@ -8,10 +8,12 @@ import secrets
 import time
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from allotment.entitlements import audit
 from allotment.errors import NotFound, Unauthenticated, ValidationFailed
 from allotment.tenancy.models import ApiKey, Tenant
 from allotment.types import new_id
@@ -60,7 +62,7 @@ async def get_tenant(session: AsyncSession, tenant_id: str) -> Tenant:
 
 
 async def create_key(
-    session: AsyncSession, tenant_id: str, *, scope: str, name: str, at: datetime
+    session: AsyncSession, tenant_id: str, *, scope: str, name: str, at: datetime, actor: str = audit.SYSTEM
 ) -> tuple[ApiKey, str]:
     """A new key and its secret; the secret is not stored and cannot be shown again."""
     try:
@@ -79,6 +81,7 @@ async def create_key(
     )
     session.add(key)
     await session.flush()
+    await _audit(session, key, "api_key.created", None, actor=actor, at=at)
     return key, secret
 
 
@@ -88,15 +91,30 @@ async def list_keys(session: AsyncSession, tenant_id: str) -> list[ApiKey]:
     )
 
 
-async def revoke_key(session: AsyncSession, tenant_id: str, key_id: str, *, at: datetime) -> ApiKey:
+async def revoke_key(
+    session: AsyncSession, tenant_id: str, key_id: str, *, at: datetime, actor: str = audit.SYSTEM
+) -> ApiKey:
     key = await session.get(ApiKey, key_id)
     if key is None or key.tenant_id != tenant_id:
         raise NotFound("api_key", key_id)
     if key.revoked_at is None:
+        before = _key_snapshot(key)
         key.revoked_at = at
+        await _audit(session, key, "api_key.revoked", before, actor=actor, at=at)
     forget(key.secret_hash)
     await session.flush()
     return key
+
+
+def _key_snapshot(key: ApiKey) -> dict[str, Any]:
+    """The key as the audit log keeps it: never its secret's hash."""
+    return {k: v for k, v in (audit.snapshot(key) or {}).items() if k != "secret_hash"}
+
+
+async def _audit(session: AsyncSession, key: ApiKey, action: str, before: dict[str, Any] | None, *,
+                 actor: str, at: datetime) -> None:
+    await audit.record(session, key.tenant_id, actor=actor, action=action, entity_type="api_key",
+                       entity_id=key.id, before=before, after=_key_snapshot(key), at=at)
 
 
 # Verified keys are remembered briefly so the hot paths do not pay a lookup per request:

@@ -46,7 +46,7 @@ async def create_customer(body: CustomerIn, principal: Admin, session: WriteSess
             metadata=body.metadata or {},
             subject_keys=body.usage_attribution.subject_keys if body.usage_attribution else [],
         )
-        view = await customers.create(session, principal.tenant_id, data, at=utcnow())
+        view = await customers.create(session, principal.tenant_id, data, actor=principal.key_id, at=utcnow())
     return Json(customer_out(view), status_code=201)
 
 
@@ -145,7 +145,7 @@ async def replace_customer(
             metadata=body.metadata or {},
             subject_keys=body.usage_attribution.subject_keys if body.usage_attribution else None,
         )
-        view = await customers.update(session, tenant_id, current.id, data, at=utcnow())
+        view = await customers.update(session, tenant_id, current.id, data, actor=principal.key_id, at=utcnow())
     return Json(customer_out(view))
 
 
@@ -156,7 +156,7 @@ async def delete_customer(
     at = utcnow()
     customer = await customers.find(session, principal.tenant_id, customer_id_or_key)
     await references.refuse_customer_in_use(session, principal.tenant_id, customer.id, customer.key, at=at)
-    await customers.delete_(session, principal.tenant_id, customer_id_or_key, at=at)
+    await customers.delete_(session, principal.tenant_id, customer_id_or_key, actor=principal.key_id, at=at)
     return Response(status_code=204)
 
 

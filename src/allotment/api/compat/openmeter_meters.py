@@ -114,7 +114,7 @@ async def create_meter(body: MeterCreateIn, principal: Admin, session: WriteSess
                 "group_by": body.group_by,
             }
         )
-        meter, _ = await meters.create(session, principal.tenant_id, data, at=utcnow())
+        meter, _ = await meters.create(session, principal.tenant_id, data, actor=principal.key_id, at=utcnow())
     return Json(meter_out(meter), status_code=201)
 
 
@@ -135,7 +135,7 @@ async def update_meter(
         raise ValidationFailed.on("groupBy", "cannot be changed; create a new meter instead")
     with openmeter_fields(METER_FIELDS):
         data = MeterUpdate(name=body.name, description=body.description)
-        meter = await meters.update(session, tenant_id, meter.id, data, at=utcnow())
+        meter = await meters.update(session, tenant_id, meter.id, data, actor=principal.key_id, at=utcnow())
     return Json(meter_out(meter))
 
 
@@ -143,7 +143,7 @@ async def update_meter(
 async def delete_meter(meter_id_or_slug: str, principal: Admin, session: WriteSession) -> Response:
     meter = await meters.get(session, principal.tenant_id, meter_id_or_slug)
     await references.refuse_meter_in_use(session, principal.tenant_id, meter.id, meter.key)
-    await meters.delete(session, principal.tenant_id, meter_id_or_slug, at=utcnow())
+    await meters.delete(session, principal.tenant_id, meter_id_or_slug, actor=principal.key_id, at=utcnow())
     return Response(status_code=204)
 
 

@@ -34,7 +34,7 @@ def customer_read(view: service.CustomerView) -> CustomerRead:
 
 @router.post("", status_code=201, response_model=CustomerRead)
 async def create_customer(data: CustomerCreate, principal: Admin, session: WriteSession, idem: Idempotent) -> Response:
-    return await idem.respond(201, customer_read(await service.create(session, principal.tenant_id, data, at=utcnow())))
+    return await idem.respond(201, customer_read(await service.create(session, principal.tenant_id, data, actor=principal.key_id, at=utcnow())))
 
 
 @router.get("")
@@ -53,7 +53,7 @@ async def get_customer(customer_key: str, principal: Reader, session: ReadSessio
 
 @router.patch("/{customer_key}", response_model=CustomerRead)
 async def update_customer(customer_key: str, data: CustomerUpdate, principal: Admin, session: WriteSession) -> CustomerRead:
-    return customer_read(await service.update(session, principal.tenant_id, customer_key, data, at=utcnow()))
+    return customer_read(await service.update(session, principal.tenant_id, customer_key, data, actor=principal.key_id, at=utcnow()))
 
 
 @router.delete("/{customer_key}", status_code=204)
@@ -61,5 +61,5 @@ async def delete_customer(customer_key: str, principal: Admin, session: WriteSes
     at = utcnow()
     customer = await service.find(session, principal.tenant_id, customer_key)
     await references.refuse_customer_in_use(session, principal.tenant_id, customer.id, customer_key, at=at)
-    await service.delete_(session, principal.tenant_id, customer_key, at=at)
+    await service.delete_(session, principal.tenant_id, customer_key, actor=principal.key_id, at=at)
     return Response(status_code=204)

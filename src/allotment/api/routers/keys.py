@@ -42,7 +42,7 @@ def key_read(key: ApiKey) -> KeyRead:
 
 @router.post("", status_code=201, response_model=KeyCreated)
 async def create_key(data: KeyCreate, principal: Admin, session: WriteSession) -> KeyCreated:
-    key, secret = await service.create_key(session, principal.tenant_id, scope=data.scope, name=data.name, at=utcnow())
+    key, secret = await service.create_key(session, principal.tenant_id, scope=data.scope, name=data.name, actor=principal.key_id, at=utcnow())
     return KeyCreated(**key_read(key).model_dump(), secret=secret)
 
 
@@ -53,4 +53,4 @@ async def list_keys(principal: Admin, session: ReadSession) -> dict[str, list[Ke
 
 @router.post("/{key_id}/revoke", response_model=KeyRead)
 async def revoke_key(key_id: str, principal: Admin, session: WriteSession) -> KeyRead:
-    return key_read(await service.revoke_key(session, principal.tenant_id, key_id, at=utcnow()))
+    return key_read(await service.revoke_key(session, principal.tenant_id, key_id, actor=principal.key_id, at=utcnow()))

@@ -49,7 +49,7 @@ def meter_read(meter: Meter) -> MeterRead:
 @router.post("", status_code=201, response_model=MeterCreated)
 async def create_meter(data: MeterCreate, principal: Admin, session: WriteSession, idem: Idempotent) -> Response:
     """Create a meter; events already stored are counted at once (backfill)."""
-    meter, counted = await service.create(session, principal.tenant_id, data, at=utcnow())
+    meter, counted = await service.create(session, principal.tenant_id, data, actor=principal.key_id, at=utcnow())
     return await idem.respond(201, MeterCreated(**meter_read(meter).model_dump(), backfilled_events=counted))
 
 
@@ -66,14 +66,14 @@ async def get_meter(meter_key: str, principal: Reader, session: ReadSession) -> 
 
 @router.patch("/{meter_key}", response_model=MeterRead)
 async def update_meter(meter_key: str, data: MeterUpdate, principal: Admin, session: WriteSession) -> MeterRead:
-    return meter_read(await service.update(session, principal.tenant_id, meter_key, data, at=utcnow()))
+    return meter_read(await service.update(session, principal.tenant_id, meter_key, data, actor=principal.key_id, at=utcnow()))
 
 
 @router.delete("/{meter_key}", status_code=204)
 async def delete_meter(meter_key: str, principal: Admin, session: WriteSession) -> Response:
     meter = await service.get(session, principal.tenant_id, meter_key)
     await references.refuse_meter_in_use(session, principal.tenant_id, meter.id, meter_key)
-    await service.delete(session, principal.tenant_id, meter_key, at=utcnow())
+    await service.delete(session, principal.tenant_id, meter_key, actor=principal.key_id, at=utcnow())
     return Response(status_code=204)
 
 
