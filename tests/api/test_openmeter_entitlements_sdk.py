@@ -179,6 +179,22 @@ def test_usage_measured_from_an_earlier_instant_counts_the_events_since(om):
     assert value(om, "daily").usage == 7
 
 
+def test_the_value_at_a_past_instant_counts_only_the_usage_before_it(om):
+    """`time` asks for the value as it stood then: usage reported for later instants of the
+    period is left out (v1 and v2 alike)."""
+    customer(om)
+    tokens_feature(om)
+    now = utcnow()
+    metered(om, issue_after_reset=100, measure_usage_from=now - timedelta(hours=5))
+    om.events.ingest_event(prompt("acme", 10, at=now - timedelta(hours=4)))
+    om.events.ingest_event(prompt("acme", 20, at=now - timedelta(hours=2)))
+    then = now - timedelta(hours=3)
+    v1 = om.customer_entitlement.get_customer_entitlement_value("acme", "tokens", time=then)
+    v2 = om.customer_entitlement_v2.get_customer_entitlement_value("acme", "tokens", time=then)
+    assert (v1.usage, v1.balance, v2.usage, v2.balance) == (10, 90, 10, 90)
+    assert (value(om).usage, value(om).balance) == (30, 70)
+
+
 def test_soft_limit_keeps_access_and_reports_overage(om):
     customer(om)
     tokens_feature(om)

@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import datetime
+from decimal import Decimal
 
 from sqlalchemy import exists, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -196,19 +197,34 @@ async def count_past_events(session: AsyncSession, row: CustomerEntitlement) -> 
     subscription) owns the usage its customer's events reported since then, as ingest would
     have counted it had the row existed. The caller holds the tenant's ingest lock
     exclusively, so no event is counted both here and by a concurrent ingest."""
+    increments = await _reported(session, row, since=row.active_from)
+    await queries.add_usage(session, row.tenant_id, [(row.id, p, q) for p, q in increments.items() if q])
+
+
+async def reported_since(session: AsyncSession, row: CustomerEntitlement, since: datetime) -> Decimal:
+    """What the row's customer's events reported for it from `since` to the end of the period
+    holding `since`: usage its counter holds that came after that instant."""
+    period_us = to_micros(period_at(usage_period(row), since)[0])
+    return units((await _reported(session, row, since=since)).get(period_us, 0))
+
+
+async def _reported(session: AsyncSession, row: CustomerEntitlement, *, since: datetime) -> dict[int, int]:
+    """Period start -> usage (millionths) the stored events of the row's customer report for
+    the row from `since` on, read from the event log as ingest counted them."""
     feature = await session.get(Feature, row.feature_id)
     if feature is None or feature.meter_id is None:
-        return
+        return {}
     meter = await session.get(Meter, feature.meter_id)
     if meter is None or meter.deleted_at is not None or Aggregation(meter.aggregation) not in ADDITIVE:
-        return
+        return {}
     compiled = compile_meter(meter)
     subjects = list(await session.scalars(select(CustomerSubject.subject_key).where(
         CustomerSubject.tenant_id == row.tenant_id, CustomerSubject.customer_id == row.customer_id)))
     if not subjects:
-        return
+        return {}
     target = _Target(row.id, row, False, False, dict(feature.meter_group_filter or {}), usage_period(row),
                      to_micros(row.active_from), to_micros(row.active_to) if row.active_to is not None else None)
+    from_us = max(target.active_from_us, to_micros(since))
     increments: dict[int, int] = defaultdict(int)
     after = -1
     while True:
@@ -220,7 +236,7 @@ async def count_past_events(session: AsyncSession, row: CustomerEntitlement) -> 
             "SELECT seq, time_us, data FROM events WHERE tenant_id = ? AND type = ?"
             f" AND {EVENT_MINUTE} >= ? AND time_us >= ? AND seq > ?"
             " AND subject IN (SELECT value FROM json_each(?)) ORDER BY seq LIMIT ?",
-            row.tenant_id, compiled.event_type, event_minute(target.active_from_us), target.active_from_us,
+            row.tenant_id, compiled.event_type, event_minute(from_us), from_us,
             after, codec.dumps(subjects), _PAST_CHUNK,
         )
         for seq, time_us, data in found:
@@ -233,7 +249,7 @@ async def count_past_events(session: AsyncSession, row: CustomerEntitlement) -> 
                 increments[target.period_start(time_us)] += contribution.micros
         if len(found) < _PAST_CHUNK:
             break
-    await queries.add_usage(session, row.tenant_id, [(row.id, p, q) for p, q in increments.items() if q])
+    return increments
 
 
 _PAST_CHUNK = 5_000

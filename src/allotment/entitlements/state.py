@@ -79,9 +79,10 @@ class EntitlementState:
 
 
 async def state_of(
-    session: AsyncSession, row: CustomerEntitlement, feature_key: str, at: datetime
+    session: AsyncSession, row: CustomerEntitlement, feature_key: str, at: datetime, *, later: Decimal = ZERO
 ) -> EntitlementState:
-    """The state of one entitlement row at `at`."""
+    """The state of one entitlement row at `at`; `later` is usage its counter holds that came
+    after `at` (a state asked for an instant past), left out."""
     kind = Kind(row.kind)
     if kind is Kind.BOOLEAN:
         return EntitlementState(feature_key, row, has_access=row.has_access)
@@ -90,6 +91,8 @@ async def state_of(
     if kind is Kind.SEATS:
         return await _seats_state(session, row, feature_key, at)
     counted = await read_usage(session, row, at)
+    if later:
+        counted = replace(counted, used=counted.used - later)
     # The numbers of a decision do not depend on the quantity asked for; the verdict does,
     # so access is judged on the usage itself: anything left below the hard limit.
     d = decide(

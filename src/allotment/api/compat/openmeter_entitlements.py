@@ -29,6 +29,7 @@ from typing import Annotated, Any, Literal
 from zoneinfo import ZoneInfo
 
 from fastapi import Query, Response
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from allotment.api.compat import openmeter_grants
 from allotment.api.compat.openmeter_http import (
@@ -51,7 +52,8 @@ from allotment.api.compat.openmeter_schemas import (
 from allotment.api.deps import Admin, Reader, ReadSession, WriteSession
 from allotment.api.responses import Json
 from allotment.customers import service as customers
-from allotment.entitlements import features, overrides, provisioning, state
+from allotment.entitlements import features, metered_usage, overrides, provisioning, state
+from allotment.entitlements.engine import ZERO
 from allotment.entitlements.periods import UsagePeriod, period_at
 from allotment.entitlements.schemas import AdhocIn
 from allotment.errors import Conflict, NotFound, ValidationFailed
@@ -228,11 +230,8 @@ async def entitlement_value_v2(
     session: ReadSession,
     time: Time = None,
 ) -> Json:
-    at = utc(time) or utcnow()
-    _, row, key = await resolve(
-        session, principal.tenant_id, customer_id_or_key, entitlement_id_or_feature_key, at
-    )
-    return Json(value_v2_out(await state.state_of(session, row, key, at)))
+    return Json(value_v2_out(await _value_at(session, principal.tenant_id, customer_id_or_key,
+                                             entitlement_id_or_feature_key, time)))
 
 
 @router.get("/v1/customers/{customer_id_or_key}/entitlements/{feature_key}/value")
@@ -243,10 +242,19 @@ async def entitlement_value(
     session: ReadSession,
     time: Time = None,
 ) -> Json:
-    found = await state.get_state(
-        session, principal.tenant_id, customer_id_or_key, feature_key, at=utc(time) or utcnow()
-    )
-    return Json(value_out(found))
+    return Json(value_out(await _value_at(session, principal.tenant_id, customer_id_or_key, feature_key, time)))
+
+
+async def _value_at(
+    session: AsyncSession, tenant_id: str, customer_ref: str, ref: str, time: datetime | None
+) -> state.EntitlementState:
+    """The entitlement as it stood at `time` (default now): for an instant past, the usage
+    its customer's events reported after it is left out of its period's counter."""
+    now = utcnow()
+    at = utc(time) or now
+    _, row, key = await resolve(session, tenant_id, customer_ref, ref, at)
+    later = await metered_usage.reported_since(session, row, at) if row.kind == "metered" and at < now else ZERO
+    return await state.state_of(session, row, key, at, later=later)
 
 
 @router.get("/v1/customers/{customer_id_or_key}/access")
