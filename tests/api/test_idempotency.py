@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from tests.helpers import meter
+from tests.helpers import event, meter
 
 
 async def test_retry_with_same_key_returns_the_first_answer(tenant):
@@ -37,6 +37,18 @@ async def test_a_retried_plan_change_gets_the_first_answer_not_a_conflict(tenant
     again = await c.post(f"/v1/subscriptions/{sub['id']}/change-plan", json={"plan": "p-b"}, headers=headers)
     assert (first.status_code, again.status_code, again.json()) == (200, 200, first.json())
     assert again.headers["idempotent-replayed"] == "true"
+
+
+async def test_an_ingest_retried_with_its_key_gets_the_first_answer_and_another_batch_is_409(tenant):
+    c = tenant.client
+    headers = {"Idempotency-Key": "ev-1"}
+    batch = [event(id="e-1"), event(id="e-2")]
+    first = await c.post("/v1/events", json=batch, headers=headers)
+    again = await c.post("/v1/events", json=batch, headers=headers)
+    assert (first.json()["accepted"], again.json(), again.headers["idempotent-replayed"]) == (2, first.json(), "true")
+    other = await c.post("/v1/events", json=[event(id="e-3")], headers=headers)
+    assert (other.status_code, other.json()["type"]) == (409, "idempotency_conflict")
+    assert (await c.post("/v1/events", json=batch)).json()["duplicates"] == 2
 
 
 async def test_same_key_with_another_body_is_409(tenant):

@@ -13,11 +13,13 @@ from dataclasses import dataclass
 from typing import Annotated
 
 import orjson
-from fastapi import Depends, Request, Response
+from fastapi import Depends, Header, Request, Response
 from pydantic import BaseModel
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from allotment.api.deps import Admin, WriteSession
+from allotment.db import Database
 from allotment.errors import IdempotencyConflict, ValidationFailed
 from allotment.tenancy import idempotency as store
 from allotment.types import utcnow
@@ -70,11 +72,13 @@ def one_idempotency_key(in_body: str | None, in_header: str | None) -> str | Non
     return in_body if in_body is not None else in_header
 
 
-async def _idempotency(request: Request, principal: Admin, session: WriteSession) -> Idempotency:
-    key = request.headers.get(HEADER)
-    fingerprint = hashlib.sha256(
-        f"{request.method} {request.url.path}\n".encode() + _canonical(await request.body())
-    ).hexdigest()
+KeyHeader = Annotated[str | None, Header(
+    alias=HEADER, description="A retry with the same key and request gets the first answer again "
+    "(`Idempotent-Replayed: true`); the same key with another request is a 409.")]
+
+
+async def _idempotency(request: Request, principal: Admin, session: WriteSession, key: KeyHeader = None) -> Idempotency:
+    fingerprint = await _fingerprint(request)
     if key is None:
         return Idempotency(session, principal.tenant_id, None, fingerprint)
     if not 1 <= len(key) <= 255:
@@ -86,6 +90,46 @@ async def _idempotency(request: Request, principal: Admin, session: WriteSession
     if stored.fingerprint != fingerprint:
         raise IdempotencyConflict(f"{HEADER} '{key}' was already used for a different request")
     raise Replayed(stored.status_code, stored.body)
+
+
+async def answered(db: Database, tenant_id: str, request: Request) -> tuple[str, str] | None:
+    """For a request whose work is idempotent by itself (ingest: events count once by their
+    source and id), outside its transaction: raise the stored first answer (`Replayed`) or a
+    409 for a key used with another request. Returns (key, fingerprint) to remember the
+    answer under (`remember_answer`), None without a key."""
+    key = request.headers.get(HEADER)
+    if key is None:
+        return None
+    if not 1 <= len(key) <= 255:
+        raise ValidationFailed.on(HEADER, "must be 1 to 255 characters")
+    fingerprint = await _fingerprint(request)
+    async with db.transaction(readonly=True) as session:
+        stored = await store.find(session, tenant_id, key)
+    if stored is None:
+        return key, fingerprint
+    if stored.fingerprint != fingerprint:
+        raise IdempotencyConflict(f"{HEADER} '{key}' was already used for a different request")
+    raise Replayed(stored.status_code, stored.body)
+
+
+async def remember_answer(
+    db: Database, tenant_id: str, keyed: tuple[str, str], status_code: int, body: bytes
+) -> None:
+    """Keep the first answer; a concurrent request with the same key that kept its own first
+    did the same work (and counted nothing twice), so that one stands."""
+    key, fingerprint = keyed
+    try:
+        async with db.transaction() as session:
+            await store.remember(session, tenant_id, key, fingerprint=fingerprint, status_code=status_code,
+                                 body=body, at=utcnow())
+    except IntegrityError:
+        pass
+
+
+async def _fingerprint(request: Request) -> str:
+    return hashlib.sha256(
+        f"{request.method} {request.url.path}\n".encode() + _canonical(await request.body())
+    ).hexdigest()
 
 
 def _canonical(body: bytes) -> bytes:

@@ -7,7 +7,7 @@ from typing import Annotated, Literal
 
 from fastapi import APIRouter, Query, Request
 
-from allotment.api import metrics
+from allotment.api import idempotency, metrics
 from allotment.api.body import read_limited
 from allotment.api.deps import (
     Cursor,
@@ -89,10 +89,22 @@ async def ingest_body(request: Request, tenant_id: str) -> ingest_service.Ingest
     summary="Ingest one CloudEvent or a batch",
     responses={422: {"description": "Every event in the request was rejected"}},
 )
-async def ingest(request: Request, principal: Ingester) -> Json:
+async def ingest(
+    request: Request, principal: Ingester, idempotency_key: idempotency.KeyHeader = None  # read by `answered`
+) -> Json:
     """Stored durably before the answer; `(source, id)` counts once forever; each rejected
-    event is reported by index while the rest of the batch is kept."""
-    result = await ingest_body(request, principal.tenant_id)
+    event is reported by index while the rest of the batch is kept. With an `Idempotency-Key`,
+    a retry gets the first answer again and the key with another batch is a 409."""
+    keyed = await idempotency.answered(database(request), principal.tenant_id, request)
+    answer = await _ingested(request, principal.tenant_id)
+    if keyed is not None and answer.status_code < 400:
+        await idempotency.remember_answer(database(request), principal.tenant_id, keyed, answer.status_code,
+                                          bytes(answer.body))
+    return answer
+
+
+async def _ingested(request: Request, tenant_id: str) -> Json:
+    result = await ingest_body(request, tenant_id)
     errors = [{"index": p.index, "field": p.field, "message": p.reason} for p in result.problems]
     if result.problems and result.accepted == 0 and result.duplicates == 0:
         return problem(
