@@ -146,10 +146,11 @@ def _settled(
     marked = []
     for grant in grants:
         end = ends_at(grant)
-        marked.append(replace(
+        starts, ends = start < grant.effective_at <= until, end is not None and start < end <= until
+        marked.append(grant if not (starts or ends) else replace(  # most grants have no instant here
             grant,
-            usage_at_start=usage(kept.starts, grant) if start < grant.effective_at <= until else None,
-            usage_at_end=usage(kept.ends, grant) if end is not None and start < end <= until else None,
+            usage_at_start=usage(kept.starts, grant) if starts else None,
+            usage_at_end=usage(kept.ends, grant) if ends else None,
         ))
     return settle(marked, included, until, included_until=included_ends)
 
