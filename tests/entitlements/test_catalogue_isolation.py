@@ -21,8 +21,11 @@ async def test_other_tenants_catalogue_is_not_found(tenant, b_catalogue):
     c = tenant.client
     for path in ["/v1/features/b-calls", "/v1/plans/b-pro", f"/v1/subscriptions/{b_catalogue['id']}"]:
         assert (await c.get(path)).status_code == 404, path
-    for path in ["/v1/features", "/v1/plans", "/v1/subscriptions", "/v1/audit-log"]:
+    for path in ["/v1/features", "/v1/plans", "/v1/subscriptions"]:
         assert (await ok(await c.get(path)))["items"] == [], path
+    logged = (await ok(await c.get("/v1/audit-log")))["items"]  # only A's own key, made for the test
+    (mine,) = (await ok(await c.get("/v1/api-keys")))["items"]
+    assert [(e["action"], e["entity_id"]) for e in logged] == [("api_key.created", mine["id"])]
 
 
 async def test_other_tenants_catalogue_cannot_be_used_or_changed(tenant, other_tenant, b_catalogue):
