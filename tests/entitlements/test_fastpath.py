@@ -17,6 +17,7 @@ from allotment.types import to_micros, utcnow
 from tests.conftest import migrated_postgres_database
 from tests.entitlements.catalogue import boolean, customer, feature, metered, ok, plan, subscribe
 from tests.entitlements.test_grants import T0, _clockwork, day
+from tests.helpers import event, meter
 
 
 async def _setup(c):  # type: ignore[no-untyped-def]
@@ -126,6 +127,38 @@ async def test_customers_keep_an_archived_feature_until_its_key_is_taken_again(t
     assert refused.status_code == 404
     await feature(c, "sso")
     assert (await _check(c, feature="sso"))["reason"] == "not_entitled"
+
+
+async def test_events_keep_counting_on_an_archived_feature(tenant):
+    c = tenant.client
+    await ok(await c.post("/v1/meters", json=meter()), 201)
+    await feature(c, "tokens", meter="tokens")
+    await ok(await c.post("/v1/customers", json={"key": "acme", "name": "Acme", "subject_keys": ["acme-1"]}), 201)
+    await ok(await c.post("/v1/customers/acme/entitlements", json={"feature": "tokens", "kind": "metered",
+                                                                  "included": 10, "hard_limit": 15}), 201)
+    await c.post("/v1/events", json=[event("acme-1", tokens=2)])
+    await ok(await c.delete("/v1/features/tokens"), 204)
+    await c.post("/v1/events", json=[event("acme-1", tokens=3)])
+    assert (await _check(c, feature="tokens"))["usage"] == 5
+
+
+async def test_a_check_counts_what_rolled_over_after_an_override_took_the_row_over(tenant):
+    """Yesterday's unused 10 roll 5 into today; an override then raises the cap: every check
+    (the one-read path too) answers as the entitlement page does."""
+    c = tenant.client
+    await feature(c, "data")
+    await plan(c, "daily", [{"feature": "data", "kind": "metered", "usage_period": "DAY", "included": 10,
+                             "hard_limit": 10, "included_rollover": 5}])
+    await customer(c, "acme")
+    yesterday = (utcnow() - timedelta(days=1)).replace(hour=0, minute=0, second=0, microsecond=0)
+    await subscribe(c, "acme", "daily", starts_at=yesterday.isoformat())
+    await ok(await c.put("/v1/customers/acme/entitlements/data/override", json={"hard_limit": 12}))
+    page = await ok(await c.get("/v1/customers/acme/entitlements/data"))
+    for _ in range(2):
+        seen = await _check(c, feature="data", quantity=14)
+        assert (seen["decision"], seen["soft_limit"], seen["hard_limit"], seen["balance"]) == (
+            "allow", page["soft_limit"], page["hard_limit"], page["balance"])
+    assert (page["rolled_over"], page["hard_limit"]) == (5, 17)
 
 
 async def test_expired_hold_does_not_count_on_a_plain_check(tenant, db):

@@ -12,8 +12,9 @@ statement that takes it proves the row with the same text (`queries.PROOF_AND_CO
 
 Whatever needs more than that goes the full way (`check.check`), which `None` asks for: an
 idempotency key, a pair without an entitlement in force, seats, grants of the period (their amounts
-follow from earlier periods), expired holds not yet given back (giving back writes), and a
-period whose overage carried from the last one is not fixed yet (fixing writes).
+follow from earlier periods), a row that rolls included units over (what rolled in follows from
+earlier periods, its own or the row's it took over), expired holds not yet given back (giving
+back writes), and a period whose overage carried from the last one is not fixed yet (fixing writes).
 
 A deny is recorded, in a write transaction, like any other.
 """
@@ -78,7 +79,7 @@ class _Prepared:
     active_from: datetime
     active_to: datetime | None
     carries_overage: bool
-    rolls_over: bool  # after its first period, what rolled in needs the full way
+    rolls_over: bool  # what rolled in (from its own periods or the row it took over) needs the full way
     period: tuple[datetime, datetime | None, int] | None = None  # start, end, start in µs
 
     def period_at(self, at: datetime) -> tuple[datetime, datetime | None, int]:
@@ -143,7 +144,7 @@ async def _remembered(db: Database, tenant_id: str, request: CheckRequest, at: d
     if entitlement is None or prepared.active_from > at or (active_to is not None and active_to <= at):
         return None
     period = prepared.period_at(at) if entitlement.kind == Kind.METERED else (None, None, -1)
-    if prepared.rolls_over and period[0] is not None and period[0] > prepared.active_from:
+    if prepared.rolls_over:
         return None
     return _Remembered(known, prepared, entitlement, period)
 

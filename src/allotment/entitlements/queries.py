@@ -316,19 +316,20 @@ async def lock_key(session: AsyncSession, tenant_id: str, key: str) -> None:
 
 
 async def linked_meters(session: AsyncSession, tenant_id: str, meter_ids: set[str]) -> set[str]:
-    """The meters among `meter_ids` that some live feature counts (every ingest asks)."""
+    """The meters among `meter_ids` that some feature counts, archived ones included: their
+    customers keep them (every ingest asks)."""
     ids = sorted(meter_ids)
     db, dialect = await driver(session)
     if dialect == "postgresql":
         rows = await db.fetch(
             "SELECT DISTINCT meter_id FROM features WHERE tenant_id = $1"
-            " AND meter_id = ANY($2::text[]) AND archived_at IS NULL",
+            " AND meter_id = ANY($2::text[])",
             tenant_id, ids,
         )
     else:
         rows = await db.execute_fetchall(
             "SELECT DISTINCT meter_id FROM features WHERE tenant_id = ?"
-            f" AND meter_id IN ({','.join('?' * len(ids))}) AND archived_at IS NULL",
+            f" AND meter_id IN ({','.join('?' * len(ids))})",
             (tenant_id, *ids),
         )
     return {str(r[0]) for r in rows}

@@ -71,7 +71,8 @@ class PlanEntitlementIn(EntitlementValues):
 
 
 class OverrideIn(BaseModel):
-    """Replaces the plan's values for one feature; fields left out keep the plan's value."""
+    """Replaces the values the customer has for one feature: fields left out keep the current
+    override's value, or the plan's when there is none."""
 
     model_config = ConfigDict(extra="forbid")
 
