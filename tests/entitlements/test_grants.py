@@ -503,6 +503,21 @@ async def test_overage_is_carried_into_the_next_period_or_forgiven(tenant, db):
     assert (await carried.state(datetime(2026, 3, 1, tzinfo=UTC))).usage == 0  # 6 < soft 10 (the grant expired)
 
 
+async def test_overage_carried_into_a_period_survives_a_change_before_anyone_looked(tenant, db):
+    """13 used of 10 on day one, 3 carried into day two; the values change on day two before
+    any check fixed the carry: the new row starts with the 3."""
+    clock = await _clockwork(tenant, db, included=10, usage_period="DAY", overage_at_reset="carry",
+                             usage_anchor=T0.isoformat())
+    await clock.consume(13, day(0.5))
+    async with db.transaction() as s:
+        await overrides.remove_adhoc(s, tenant.id, "acme", "data", actor="test", at=day(1.5))
+        data = AdhocIn(feature="data", kind="metered", usage_period="DAY", included=12, overage_at_reset="carry",
+                       usage_anchor=T0)
+        await overrides.create_adhoc(s, tenant.id, "acme", data, actor="test", at=day(1.5))
+    seen = await clock.check(1, day(1.6))
+    assert (seen.decision.usage, seen.decision.balance) == (3, 9)
+
+
 async def test_overage_is_carried_once_under_concurrent_first_consumes(tenant, db):
     clock = await _clockwork(tenant, db, included=10, overage_at_reset="carry", usage_anchor=T0.isoformat())
     await clock.consume(14, day(3))

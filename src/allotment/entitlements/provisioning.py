@@ -12,14 +12,14 @@ Invariant: for each customer and feature, rows never overlap and at most one is 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from allotment.entitlements import audit, metered_usage, notices, plans, queries, reservations
-from allotment.entitlements.check import continues_counter, usage_period
+from allotment.entitlements.check import continues_counter, standing_now, usage_period
 from allotment.entitlements.engine import Kind
 from allotment.entitlements.guards import flush_unique
 from allotment.entitlements.models import CustomerEntitlement, Subscription
@@ -120,6 +120,9 @@ async def _carry_usage(session: AsyncSession, tenant_id: str, customer_id: str, 
         new = started.get(old.feature_id)
         if new is not None and continues_counter(old, new):
             start, _ = period_at(usage_period(old), at)
+            # Overage carried into the period counts before the counter is copied, even if
+            # nothing had looked at the period yet (fixing it is what a check does first).
+            await standing_now(session, old, at - timedelta(microseconds=1))
             await queries.carry_counter(session, tenant_id, old.id, new.id, to_micros(start))
             await reservations.hand_over(session, tenant_id, old.id, new.id, to_micros(start))
 
