@@ -193,6 +193,9 @@ def test_the_value_at_a_past_instant_counts_only_the_usage_before_it(om):
     v2 = om.customer_entitlement_v2.get_customer_entitlement_value("acme", "tokens", time=then)
     assert (v1.usage, v1.balance, v2.usage, v2.balance) == (10, 90, 10, 90)
     assert (value(om).usage, value(om).balance) == (30, 70)
+    with pytest.raises(HttpResponseError) as caught:
+        om.customer_entitlement.get_customer_entitlement_value("acme", "tokens", time=now + timedelta(days=400))
+    assert caught.value.status_code == 400 and "time" in caught.value.model.detail
 
 
 def test_soft_limit_keeps_access_and_reports_overage(om):

@@ -24,7 +24,7 @@ both APIs always agree. How OpenMeter's metered fields map to ours:
 from __future__ import annotations
 
 import json
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Annotated, Any, Literal
 from zoneinfo import ZoneInfo
 
@@ -245,6 +245,9 @@ async def entitlement_value(
     return Json(value_out(await _value_at(session, principal.tenant_id, customer_id_or_key, feature_key, time)))
 
 
+_FURTHEST = timedelta(days=366)
+
+
 async def _value_at(
     session: AsyncSession, tenant_id: str, customer_ref: str, ref: str, time: datetime | None
 ) -> state.EntitlementState:
@@ -252,6 +255,8 @@ async def _value_at(
     its customer's events reported after it is left out of its period's counter."""
     now = utcnow()
     at = utc(time) or now
+    if at > now + _FURTHEST:  # each period up to it is worked out: keep that bounded
+        raise ValidationFailed.on("time", f"must be at most {_FURTHEST.days} days ahead")
     _, row, key = await resolve(session, tenant_id, customer_ref, ref, at)
     later = await metered_usage.reported_since(session, row, at) if row.kind == "metered" and at < now else ZERO
     return await state.state_of(session, row, key, at, later=later)
