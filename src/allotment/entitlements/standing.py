@@ -219,16 +219,22 @@ async def standing(session: AsyncSession, row: CustomerEntitlement, at: datetime
 
 async def segment_start(session: AsyncSession, row: CustomerEntitlement, period_start: datetime) -> datetime:
     """Where the part of the period starting at `period_start` judged with `row` begins: the
-    period start, unless the row began later without taking over its predecessor's counter
-    (checks.continues_counter: then the whole period is judged with it, as one)."""
+    period start, or the row's own start when it began later without taking over its
+    predecessor's counter (a row that did, checks.continues_counter, judges the whole period)."""
     if row.active_from <= period_start:
         return period_start
-    before = await session.scalar(select(CustomerEntitlement).where(
+    before = await _predecessor(session, row)
+    return period_start if before is not None and checks.continues_counter(before, row) else row.active_from
+
+
+async def _predecessor(session: AsyncSession, row: CustomerEntitlement) -> CustomerEntitlement | None:
+    """The customer's metered row on the feature that ended the instant `row` began."""
+    found: CustomerEntitlement | None = await session.scalar(select(CustomerEntitlement).where(
         CustomerEntitlement.tenant_id == row.tenant_id, CustomerEntitlement.customer_id == row.customer_id,
         CustomerEntitlement.feature_id == row.feature_id, CustomerEntitlement.kind == "metered",
         CustomerEntitlement.active_to == row.active_from,
     ))
-    return period_start if before is not None and checks.continues_counter(before, row) else row.active_from
+    return found
 
 
 async def _since(
@@ -264,11 +270,7 @@ async def _rolling_since(session: AsyncSession, row: CustomerEntitlement) -> dat
     gap, ending with `row` (an override or plan change keeps what rolled over)."""
     current = row
     while True:
-        before = await session.scalar(select(CustomerEntitlement).where(
-            CustomerEntitlement.tenant_id == row.tenant_id, CustomerEntitlement.customer_id == row.customer_id,
-            CustomerEntitlement.feature_id == row.feature_id, CustomerEntitlement.kind == "metered",
-            CustomerEntitlement.active_to == current.active_from,
-        ))
+        before = await _predecessor(session, current)
         if before is None or not rolls_over(before):
             return current.active_from
         current = before
