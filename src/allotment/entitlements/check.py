@@ -17,6 +17,7 @@ import json
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
+from functools import lru_cache
 from typing import Any, NamedTuple
 from zoneinfo import ZoneInfo
 
@@ -170,8 +171,13 @@ def in_force(tenant_id: str, customer_id: str, at: datetime) -> tuple[ColumnElem
 
 
 def usage_period(row: CustomerEntitlement) -> UsagePeriod:
-    interval = Interval(row.usage_period or Interval.MONTH)
-    return UsagePeriod(interval, row.usage_anchor or row.active_from, ZoneInfo(row.time_zone))
+    return _usage_period(row.usage_period or Interval.MONTH, row.usage_anchor or row.active_from, row.time_zone)
+
+
+@lru_cache(maxsize=4096)
+def _usage_period(interval: str, anchor: datetime, time_zone: str) -> UsagePeriod:
+    """One value per distinct period, so that its boundaries are remembered (periods.boundary)."""
+    return UsagePeriod(Interval(interval), anchor, ZoneInfo(time_zone))
 
 
 def continues_counter(old: CustomerEntitlement, new: CustomerEntitlement) -> bool:

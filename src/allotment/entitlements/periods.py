@@ -17,6 +17,7 @@ import calendar
 import enum
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from functools import lru_cache
 from zoneinfo import ZoneInfo
 
 from allotment.types import EPOCH, as_utc
@@ -68,6 +69,9 @@ def index_at(period: UsagePeriod, at: datetime) -> int:
     return n
 
 
+# Pure and asked again and again for the same few periods (every check replays or bounds the
+# periods of the rows it reads): remembered, as the zone arithmetic is most of its cost.
+@lru_cache(maxsize=65536)
 def boundary(period: UsagePeriod, n: int) -> datetime:
     """The n-th period start (n = 0 is the anchor; negative n lie before it), in UTC."""
     if n == 0 or period.interval is Interval.NONE:
