@@ -83,6 +83,70 @@ async def test_events_taking_usage_below_zero_are_stored_with_their_batch(tenant
     assert (await _usage(c))["usage"] == 17  # the counter itself stayed exact
 
 
+async def test_a_correction_below_zero_on_a_counted_period_keeps_its_batch(tenant):
+    """A correction that takes a period's counter below zero, sent after the period was
+    counted, is stored with the rest of its batch (the counter's bound checks must not
+    overflow on a negative addition)."""
+    c = tenant.client
+    await _setup(c, hard=10)
+    await c.post("/v1/events", json=[event("acme-1", tokens=3, model="a")])
+    resp = await c.post("/v1/events", json=[event("acme-1", tokens=-5, model="a"), event("acme-1", tokens=1, model="a")])
+    assert (resp.status_code, resp.json()["accepted"]) == (200, 2), resp.text
+    state = await _usage(c)
+    assert (state["usage"], state["balance"]) == (0, 10)
+
+
+async def _consume(c: Any, quantity: int) -> dict[str, Any]:
+    body = {"customer": "acme", "feature": "tokens", "quantity": quantity, "consume": True}
+    return await ok(await c.post("/v1/check", json=body))  # type: ignore[no-any-return]
+
+
+async def test_usage_below_zero_gives_no_extra_room_to_consume(tenant):
+    """Below zero reads as no usage: a consume past the hard limit from there is denied and
+    records nothing, and one within it counts from zero, as its answer says."""
+    c = tenant.client
+    await _setup(c, hard=10)
+    await c.post("/v1/events", json=[event("acme-1", tokens=3, model="a")])
+    await c.post("/v1/events", json=[event("acme-1", tokens=-5, model="a")])
+    denied = await _consume(c, 12)
+    assert (denied["decision"], denied["usage"]) == ("deny", 0)
+    assert (await _usage(c))["usage"] == 0
+    denials = await ok(await c.get("/v1/denials", params={"customer": "acme"}))
+    assert [d["quantity"] for d in denials["items"]] == [12]
+    taken = await _consume(c, 5)
+    assert (taken["decision"], taken["usage"], taken["balance"]) == ("allow", 5, 5)
+    assert (await _usage(c))["usage"] == 5
+    assert (await _consume(c, 6))["decision"] == "deny"
+    assert (await _consume(c, 5))["usage"] == 10
+
+
+async def test_concurrent_consumes_from_below_zero_stop_at_the_hard_limit(tenant):
+    """Consumes decided together (in one batch) count from zero as well: exactly the hard
+    limit is allowed."""
+    c = tenant.client
+    await _setup(c, hard=10)
+    await c.post("/v1/events", json=[event("acme-1", tokens=3, model="a")])
+    await c.post("/v1/events", json=[event("acme-1", tokens=-5, model="a")])
+    answers = await asyncio.gather(*(_consume(c, 1) for _ in range(16)))
+    assert sorted(a["decision"] for a in answers).count("allow") == 10
+    assert (await _usage(c))["usage"] == 10
+
+
+async def test_usage_below_zero_gives_no_extra_room_to_hold(tenant):
+    """Reservations judge usage below zero as none too, and a commit counts from zero."""
+    c = tenant.client
+    await _setup(c, hard=10)
+    await c.post("/v1/events", json=[event("acme-1", tokens=3, model="a")])
+    await c.post("/v1/events", json=[event("acme-1", tokens=-5, model="a")])
+    body = {"customer": "acme", "feature": "tokens", "quantity": 11, "ttl_seconds": 60}
+    refused = await ok(await c.post("/v1/reservations", json=body))
+    assert (refused["decision"], refused["reservation"]) == ("deny", None)
+    held = await ok(await c.post("/v1/reservations", json={**body, "quantity": 10}), 201)
+    assert held["decision"] == "allow"
+    await ok(await c.post(f"/v1/reservations/{held['reservation']['id']}/commit", json={"quantity": 4}))
+    assert (await _usage(c))["usage"] == 4
+
+
 async def test_duplicate_events_do_not_move_the_counter_twice(tenant):
     c = tenant.client
     await _setup(c, hard=100)

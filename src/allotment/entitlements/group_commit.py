@@ -220,6 +220,7 @@ def _decide(
     moved: list[Moved] = []
     for item in batch:
         used, reserved = counters[item.counter]
+        used = max(used, 0)  # below zero gives no room, and a consume counts from zero (queries._SEEN_PG)
         ent, q, at, where = item.entitlement, item.request.quantity, item.at, item.where
         if used + reserved + millionths(q) > _hard(ent):  # what the conditional increment refuses
             now = decide(ent, usage=units(used), reserved=units(reserved), quantity=q, at=at)

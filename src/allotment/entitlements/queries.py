@@ -26,15 +26,22 @@ from allotment.packed import pack, rows_of
 MILLION = 1_000_000
 MAX_BIGINT = 2**63 - 1
 
+# Usage as limits see it (engine._period_usage): events may correct a period's counter below
+# zero, which stays exact for later events, but gives no room: every statement that consumes,
+# holds or commits judges and adds from zero there.
+_SEEN_PG, _SEEN_LITE = "GREATEST(u.used, 0)", "MAX(used, 0)"
+
+
 def _add_within_limit_sql(column: str) -> tuple[str, str]:
     """One conditional upsert adding to `used` or `reserved`, refused past the hard limit."""
     values = "$4::int8, 0" if column == "used" else "0, $4::int8"
+    base_pg, base_lite = (_SEEN_PG, _SEEN_LITE) if column == "used" else ("u.reserved", "reserved")
     pg = (
         "INSERT INTO entitlement_usage AS u (tenant_id, entitlement_id, period_start, used, reserved)"
         f" SELECT $1, $2, $3, {values} WHERE $4::int8 <= $5::int8"
         " ON CONFLICT (tenant_id, entitlement_id, period_start)"
-        f" DO UPDATE SET {column} = u.{column} + EXCLUDED.{column}"
-        f" WHERE u.used + u.reserved <= $5::int8 - EXCLUDED.{column}"
+        f" DO UPDATE SET {column} = {base_pg} + EXCLUDED.{column}"
+        f" WHERE {_SEEN_PG} + u.reserved <= $5::int8 - EXCLUDED.{column}"
         " RETURNING used, reserved"
     )
     lite_values = "?, 0" if column == "used" else "0, ?"
@@ -42,8 +49,8 @@ def _add_within_limit_sql(column: str) -> tuple[str, str]:
         "INSERT INTO entitlement_usage (tenant_id, entitlement_id, period_start, used, reserved)"
         f" SELECT ?, ?, ?, {lite_values} WHERE ? <= ?"
         " ON CONFLICT (tenant_id, entitlement_id, period_start)"
-        f" DO UPDATE SET {column} = {column} + excluded.{column}"
-        f" WHERE used + reserved <= ? - excluded.{column}"
+        f" DO UPDATE SET {column} = {base_lite} + excluded.{column}"
+        f" WHERE {_SEEN_LITE} + reserved <= ? - excluded.{column}"
         " RETURNING used, reserved"
     )
     return pg, lite
@@ -136,8 +143,8 @@ _TAKE_WHOLE = (
     " SELECT d.t, d.e, d.p, d.q, 0"
     " FROM unnest($1::text[], $2::text[], $3::int8[], $4::int8[], $5::int8[]) AS d(t, e, p, q, hard)"
     " WHERE d.q <= d.hard ORDER BY d.t, d.e, d.p"
-    " ON CONFLICT (tenant_id, entitlement_id, period_start) DO UPDATE SET used = u.used + EXCLUDED.used"
-    " WHERE u.used + u.reserved <= ("
+    " ON CONFLICT (tenant_id, entitlement_id, period_start) DO UPDATE SET used = GREATEST(u.used, 0) + EXCLUDED.used"
+    " WHERE GREATEST(u.used, 0) + u.reserved <= ("
     "   SELECT h.hard FROM unnest($1::text[], $2::text[], $3::int8[], $5::int8[]) AS h(t, e, p, hard)"
     "   WHERE h.t = EXCLUDED.tenant_id AND h.e = EXCLUDED.entitlement_id AND h.p = EXCLUDED.period_start"
     " ) - EXCLUDED.used"
@@ -197,10 +204,10 @@ WITH k AS (
     WHERE u.tenant_id = x.t AND u.entitlement_id = x.e AND u.period_start = x.p FOR UPDATE
   ) AS row_lock
 ), moved AS (
-  UPDATE entitlement_usage u SET used = u.used + x.q
+  UPDATE entitlement_usage u SET used = GREATEST(u.used, 0) + x.q
   FROM locked x
   WHERE u.tenant_id = x.t AND u.entitlement_id = x.e AND u.period_start = x.p AND x.quiet
-    AND x.q <= x.hard AND u.used + u.reserved <= x.hard - x.q
+    AND x.q <= x.hard AND GREATEST(u.used, 0) + u.reserved <= x.hard - x.q
     AND (NOT x.carries OR u.carried IS NOT NULL)
     AND (NOT x.watch OR (u.used > 0 AND NOT EXISTS (
          SELECT 1 FROM unnest(string_to_array(x.levels, ',')::int8[]) AS v(level)
@@ -295,14 +302,14 @@ async def add_to_locked(session: AsyncSession, increments: dict[Counter, int]) -
     keys = sorted(increments)
     if dialect == "postgresql":
         await db.execute(
-            "UPDATE entitlement_usage AS u SET used = u.used + d.q"
+            "UPDATE entitlement_usage AS u SET used = GREATEST(u.used, 0) + d.q"
             " FROM unnest($1::text[], $2::text[], $3::int8[], $4::int8[]) AS d(t, e, p, q)"
             " WHERE u.tenant_id = d.t AND u.entitlement_id = d.e AND u.period_start = d.p",
             *zip(*keys, strict=True), [increments[k] for k in keys],
         )
         return
     await db.executemany(
-        "UPDATE entitlement_usage SET used = used + ?"
+        "UPDATE entitlement_usage SET used = MAX(used, 0) + ?"
         " WHERE tenant_id = ? AND entitlement_id = ? AND period_start = ?",
         [(increments[k], *k) for k in keys],
     )
@@ -342,21 +349,24 @@ async def add_usage(
 
     Unconditional: events report usage that already happened, so a hard limit cannot refuse
     it (the next check will deny). A counter that would pass what 64 bits hold stays full at
-    MAX_BIGINT (checks then deny with `counter_full`) rather than fail the ingest. Sorted, so
+    MAX_BIGINT (checks then deny with `counter_full`), and one corrected that far below zero
+    stays at -MAX_BIGINT, rather than fail the ingest. Sorted, so
     concurrent batches lock rows in one order.
     Returns each counter's (used, reserved) after the addition: with the increment, the
     usage before it follows without another read (for threshold crossings).
     """
     if not increments:
         return {}
-    increments = sorted((e, p, min(q, MAX_BIGINT)) for e, p, q in increments)
+    increments = sorted((e, p, max(-MAX_BIGINT, min(q, MAX_BIGINT))) for e, p, q in increments)
     db, dialect = await driver(session)
     if dialect == "postgresql":
         rows = await db.fetch(
             "INSERT INTO entitlement_usage AS u (tenant_id, entitlement_id, period_start, used, reserved)"
             " SELECT $1, e, p, q, 0 FROM unnest($2::text[], $3::int8[], $4::int8[]) AS t(e, p, q)"
             " ON CONFLICT (tenant_id, entitlement_id, period_start)"
-            " DO UPDATE SET used = CASE WHEN u.used > $5::int8 - EXCLUDED.used THEN $5::int8"
+            " DO UPDATE SET used = CASE"
+            " WHEN EXCLUDED.used > 0 AND u.used > $5::int8 - EXCLUDED.used THEN $5::int8"
+            " WHEN EXCLUDED.used < 0 AND u.used < -$5::int8 - EXCLUDED.used THEN -$5::int8"
             " ELSE u.used + EXCLUDED.used END"
             " RETURNING entitlement_id, period_start, used, reserved",
             tenant_id, *zip(*increments, strict=True), MAX_BIGINT,
@@ -369,9 +379,12 @@ async def add_usage(
             "INSERT INTO entitlement_usage (tenant_id, entitlement_id, period_start, used, reserved)"
             f" VALUES {', '.join(['(?, ?, ?, ?, 0)'] * len(chunk))}"
             " ON CONFLICT (tenant_id, entitlement_id, period_start)"
-            " DO UPDATE SET used = CASE WHEN used > ? - excluded.used THEN ? ELSE used + excluded.used END"
+            " DO UPDATE SET used = CASE"
+            " WHEN excluded.used > 0 AND used > ? - excluded.used THEN ?"
+            " WHEN excluded.used < 0 AND used < -? - excluded.used THEN -?"
+            " ELSE used + excluded.used END"
             " RETURNING entitlement_id, period_start, used, reserved",
-            [*(v for inc in chunk for v in (tenant_id, *inc)), MAX_BIGINT, MAX_BIGINT],
+            [*(v for inc in chunk for v in (tenant_id, *inc)), *[MAX_BIGINT] * 4],
         )
         out.update({(r[0], int(r[1])): (int(r[2]), int(r[3])) for r in returned})
     return out
@@ -570,17 +583,17 @@ async def settle(
     key = (tenant_id, entitlement_id, period_start)
     if dialect == "postgresql":
         row = await db.fetchrow(
-            "UPDATE entitlement_usage SET reserved = reserved - $4::int8, used = used + $5::int8"
+            "UPDATE entitlement_usage AS u SET reserved = reserved - $4::int8, used = GREATEST(u.used, 0) + $5::int8"
             " WHERE tenant_id = $1 AND entitlement_id = $2 AND period_start = $3"
-            " AND ($5::int8 <= $4::int8 OR used + reserved - $4::int8 <= $6::int8 - $5::int8)"
+            " AND ($5::int8 <= $4::int8 OR GREATEST(u.used, 0) + reserved - $4::int8 <= $6::int8 - $5::int8)"
             " RETURNING used, reserved",
             *key, held, actual, hard,
         )
     else:
         cursor = await db.execute(
-            "UPDATE entitlement_usage SET reserved = reserved - ?, used = used + ?"
+            "UPDATE entitlement_usage SET reserved = reserved - ?, used = MAX(used, 0) + ?"
             " WHERE tenant_id = ? AND entitlement_id = ? AND period_start = ?"
-            " AND (? <= ? OR used + reserved - ? <= ? - ?)"
+            " AND (? <= ? OR MAX(used, 0) + reserved - ? <= ? - ?)"
             " RETURNING used, reserved",
             (held, actual, *key, actual, held, held, hard, actual),
         )
