@@ -309,10 +309,11 @@ def _replay(
     the included units rolled into it."""
     amounts = {g.id: g.amount for g in records}
     carry_in, rolled, previous = ZERO, ZERO, None
+    in_play = _InPlay(records)
     seg = walk.first()
     while not walk.is_last(seg):
         assert seg.end is not None  # only the last segment can be open-ended
-        grants = [replace(g, amount=amounts[g.id]) for g in records]
+        grants = [replace(g, amount=amounts[g.id]) for g in in_play.during(seg.begins, seg.end)]
         rolled_in = rolled
         if rolled:
             grants.append(_rolled_over(rolled, seg.period_start, seg.end))
@@ -329,7 +330,7 @@ def _replay(
         rolls = rolls_over(seg.row)
         rolls_on = _rolls_on(seg.row, down.included, down.grants) if seg.resets and rolls else ZERO
         own = [g for g in grants if g.id != ROLLED_OVER]
-        amounts = rollover(own, down.grants, at=seg.end) if seg.resets else {g.id: down.grants[g.id] for g in own}
+        amounts.update(rollover(own, down.grants, at=seg.end) if seg.resets else {g.id: down.grants[g.id] for g in own})
         # Idle periods may be skipped only once one would roll on what it was given (at the
         # bound, or all the included units and what came in).
         idle_keeps = not rolls or _rolls_on(seg.row, included, {ROLLED_OVER: rolls_on}) == rolls_on
@@ -342,6 +343,25 @@ def _replay(
     if previous is None or not (previous.row is seg.row and previous.resets or _rolls_into(previous, seg)):
         rolled = ZERO
     return amounts, checks.millionths(carry_in), rolled
+
+
+class _InPlay:
+    """The grants a segment of the replay must burn, in segments taken in time order.
+
+    A grant that ended by a segment's start holds nothing in it and never will again, and
+    one that starts at or after its end is untouched by it (engine.burn, engine.rollover keep
+    its amount): leaving both out keeps a replay over many recurring instances linear in
+    the periods, not in periods times instances."""
+
+    def __init__(self, records: Sequence[Grant]) -> None:
+        self._waiting = sorted(records, key=lambda g: g.effective_at, reverse=True)
+        self._started: list[Grant] = []
+
+    def during(self, begins: datetime, end: datetime) -> list[Grant]:
+        while self._waiting and self._waiting[-1].effective_at < end:
+            self._started.append(self._waiting.pop())
+        self._started = [g for g in self._started if (ended := ends_at(g)) is None or ended > begins]
+        return self._started
 
 
 def _carries_into(previous: _Segment, seg: _Segment) -> bool:
