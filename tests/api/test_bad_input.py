@@ -367,3 +367,25 @@ async def test_an_empty_subject_key_on_the_openmeter_surface_is_named_by_its_pla
     resp = await tenant.client.post("/api/v1/customers", json=body)
     assert resp.status_code == 400, resp.text
     assert [e["field"] for e in resp.json()["errors"]] == ["usageAttribution.subjectKeys[2]"]
+
+
+async def test_unknown_query_parameter_is_refused_naming_it(tenant):
+    """A filter the list does not have is refused, not ignored: ignoring it would answer the
+    whole list as if it were the filtered one."""
+    resp = await tenant.client.get("/v1/audit-log", params={"customer": "nope"})
+    assert_problem(resp, 422, "customer")
+    assert "entity_id" in resp.json()["errors"][0]["message"]  # says what the list does take
+
+
+async def test_known_query_parameters_still_work_beside_the_check(tenant):
+    """Declared filters, paging and formats are taken as before."""
+    c = tenant.client
+    assert (await c.get("/v1/audit-log", params={"entity_type": "meter", "limit": 5})).status_code == 200
+    await c.post("/v1/meters", json=meter())
+    resp = await c.get("/v1/meters/tokens/query", params={"format": "csv"})
+    assert resp.status_code == 200, resp.text
+
+
+async def test_unknown_query_parameter_on_a_single_resource_is_refused(tenant):
+    await tenant.client.post("/v1/meters", json=meter())
+    assert_problem(await tenant.client.get("/v1/meters/tokens", params={"expand": "all"}), 422, "expand")

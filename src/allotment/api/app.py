@@ -8,13 +8,14 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from urllib.parse import parse_qsl
 
-from fastapi import FastAPI, Request
+from fastapi import Depends, FastAPI, Request
 from fastapi_offline import FastAPIOffline
 from starlette.types import Receive, Scope, Send
 
 from allotment import __version__
 from allotment.api import body, errors, openapi
 from allotment.api.compat import openmeter
+from allotment.api.deps import known_query
 from allotment.api.routers import (
     audit_log,
     check,
@@ -91,7 +92,7 @@ def create_app(settings: Settings | None = None, db: Database | None = None) -> 
     for module in (check, events, health, meters, customers, keys, features, plans, subscriptions,
                    entitlements_admin, customer_entitlements, audit_log, seats,
                    reservations, grants, webhooks, notifications_router, notification_rules, upsell, overdraft):
-        app.include_router(module.router)
+        app.include_router(module.router, dependencies=[Depends(known_query)])
     openmeter.install(app)
     openapi.install(app)
     app.__class__ = _App  # FastAPIOffline builds a FastAPI; this adds only the entry below

@@ -8,12 +8,19 @@ from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
 from typing import Annotated, Any, TypeVar
 
 from fastapi import Depends, Query, Request
+from fastapi.dependencies.models import Dependant
 from sqlalchemy.ext.asyncio import AsyncSession
 from starlette.datastructures import State
 
 from allotment.config import Settings
 from allotment.db import Database
-from allotment.errors import FieldError, Forbidden, MalformedRequest, Unauthenticated
+from allotment.errors import (
+    FieldError,
+    Forbidden,
+    MalformedRequest,
+    Unauthenticated,
+    ValidationFailed,
+)
 from allotment.tenancy import service as tenancy
 from allotment.tenancy.service import Principal, Scope
 
@@ -152,3 +159,36 @@ def bad_cursor() -> MalformedRequest:
 
 Limit = Annotated[int, Query(ge=1, le=1000, description="Page size (default 50, max 1000).")]
 Cursor = Annotated[str | None, Query(description="`next_cursor` of the previous page.")]
+
+
+# --- query parameters ------------------------------------------------------------------------
+
+def known_query(request: Request) -> None:
+    """Refuse a query parameter the endpoint does not declare, naming it: a misspelt or
+    unsupported filter would otherwise be ignored and the unfiltered answer taken for the
+    filtered one."""
+    if not request.query_params:
+        return
+    route = request.scope.get("route")
+    dependant = getattr(route, "dependant", None)
+    if dependant is None:
+        return
+    declared: frozenset[str] | None = getattr(route, "_query_names", None)
+    if declared is None:  # worked out once per route, kept with it
+        declared = frozenset(_query_names(dependant))
+        route._query_names = declared  # type: ignore[union-attr]
+    unknown = sorted(set(request.query_params) - declared)
+    if unknown:
+        takes = ", ".join(sorted(declared)) or "none"
+        raise ValidationFailed(
+            f"unknown query parameter(s): {', '.join(unknown)}",
+            errors=[FieldError(name, f"is not a parameter of this endpoint (it takes: {takes})") for name in unknown],
+        )
+
+
+def _query_names(dependant: Dependant) -> set[str]:
+    """The query parameters an endpoint and its dependencies declare, by the name sent."""
+    names = {p.alias for p in dependant.query_params}
+    for inner in dependant.dependencies:
+        names |= _query_names(inner)
+    return names
