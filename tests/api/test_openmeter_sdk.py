@@ -272,6 +272,31 @@ def test_day_windows_follow_the_window_time_zone(om):
     assert [(r.window_start, r.value) for r in utc.data] == [(T0, 3)]
 
 
+def test_windows_are_whole_days_of_the_zone_even_from_utc_midnight(om):
+    """From 00:00Z, a Budapest day still starts at 23:00Z the evening before; an event before
+    `from` in that day is not counted."""
+    tokens_meter(om)
+    om.events.ingest_events(
+        [prompt(tokens=1, at=T0 - timedelta(minutes=30)), prompt(tokens=2, at=T0 + timedelta(hours=10))]
+    )
+    result = om.meters.query_json(
+        "tokens_total", from_parameter=T0, to=T0 + timedelta(hours=12), window_size="DAY",
+        window_time_zone="Europe/Budapest",
+    )
+    midnight = T0 - timedelta(hours=1)
+    assert [(r.window_start, r.window_end, r.value) for r in result.data] == [(midnight, midnight + DAY, 2)]
+    month = om.meters.query_json(
+        "tokens_total", from_parameter=T0 + timedelta(days=3), to=T0 + timedelta(days=5), window_size="MONTH"
+    )
+    assert month.data == []
+    month = om.meters.query_json(
+        "tokens_total", from_parameter=T0 + timedelta(hours=1), to=T0 + timedelta(days=5), window_size="MONTH"
+    )
+    assert [(r.window_start, r.window_end, r.value) for r in month.data] == [
+        (T0, datetime(2024, 2, 1, tzinfo=UTC), 2)
+    ]
+
+
 def test_without_window_size_the_window_is_from_to(om):
     tokens_meter(om)
     om.events.ingest_event(prompt(tokens=3, at=T0 + timedelta(hours=2)))

@@ -1,7 +1,8 @@
 """OpenMeter meters (`/api/v1/meters`) and their queries.
 
 A meter's `slug` is our key. Queries use OpenMeter's semantics: only windows with data are
-listed; without a window size the one window spans `from`..`to`; `groupBy` may name the
+listed, each the whole window of the time zone (counting only `from`..`to`); without a window
+size the one window spans `from`..`to`; `groupBy` may name the
 reserved groups `subject` and `customer_id` (our `customer` group, answered as `customerId`).
 """
 

@@ -187,7 +187,12 @@ async def query_meter(
     ] = None,
     format: Annotated[str | None, Query(pattern="^(json|csv)$")] = None,
 ) -> Response:
-    """Meter values per window, from rollups. `format=csv` (or `Accept: text/csv`) gives CSV."""
+    """Meter values per window, from rollups. `format=csv` (or `Accept: text/csv`) gives CSV.
+
+    With `window_size`, each row names a whole window of `window_time_zone` (a day from local
+    midnight to local midnight, a month the calendar month), even where `from` or `to` fall
+    inside it; its value counts only the events within [`from`, `to`). Without `from`, the range
+    starts at the meter's first event; without `to`, it ends now."""
     filters: dict[str, list[str]] = {}
     for item in filter_group_by or []:
         name, sep, value = item.partition(":")
