@@ -7,6 +7,8 @@ Each test starts uvicorn on 127.0.0.1 in a thread with its own event loop and it
 from __future__ import annotations
 
 import asyncio
+import csv
+import io
 import socket
 import sys
 import threading
@@ -270,6 +272,68 @@ def test_day_windows_follow_the_window_time_zone(om):
     ]
     utc = om.meters.query_json("tokens_total", from_parameter=T0, to=T0 + DAY, window_size="DAY")
     assert [(r.window_start, r.value) for r in utc.data] == [(T0, 3)]
+
+
+def test_windows_are_whole_days_of_the_zone_even_from_utc_midnight(om):
+    """From 00:00Z, a Budapest day still starts at 23:00Z the evening before; an event before
+    `from` in that day is not counted."""
+    tokens_meter(om)
+    om.events.ingest_events(
+        [prompt(tokens=1, at=T0 - timedelta(minutes=30)), prompt(tokens=2, at=T0 + timedelta(hours=10))]
+    )
+    result = om.meters.query_json(
+        "tokens_total", from_parameter=T0, to=T0 + timedelta(hours=12), window_size="DAY",
+        window_time_zone="Europe/Budapest",
+    )
+    midnight = T0 - timedelta(hours=1)
+    assert [(r.window_start, r.window_end, r.value) for r in result.data] == [(midnight, midnight + DAY, 2)]
+    month = om.meters.query_json(
+        "tokens_total", from_parameter=T0 + timedelta(days=3), to=T0 + timedelta(days=5), window_size="MONTH"
+    )
+    assert month.data == []
+    month = om.meters.query_json(
+        "tokens_total", from_parameter=T0 + timedelta(hours=1), to=T0 + timedelta(days=5), window_size="MONTH"
+    )
+    assert [(r.window_start, r.window_end, r.value) for r in month.data] == [
+        (T0, datetime(2024, 2, 1, tzinfo=UTC), 2)
+    ]
+
+
+def test_query_csv_answers_csv(om):
+    """`query_csv` asks for text/csv on the query route and gets one row per window and group."""
+    tokens_meter(om)
+    om.events.ingest_events(
+        [prompt("cust-1", 5, "gpt-4"), prompt("cust-2", 7, "gpt-3", at=T0 + timedelta(hours=2))]
+    )
+    text = om.meters.query_csv(
+        "tokens_total", from_parameter=T0, to=T0 + DAY, window_size="HOUR", group_by=["subject", "model"]
+    )
+    rows = list(csv.DictReader(io.StringIO(text)))
+    assert [(r["window_start"], r["window_end"], r["subject"], r["model"], float(r["value"])) for r in rows] == [
+        ("2024-01-01T00:00:00Z", "2024-01-01T01:00:00Z", "cust-1", "gpt-4", 5),
+        ("2024-01-01T02:00:00Z", "2024-01-01T03:00:00Z", "cust-2", "gpt-3", 7),
+    ]
+    assert om.meters.query_json("tokens_total", from_parameter=T0).data[0].value == 12
+
+
+def test_query_csv_post_answers_csv(om):
+    tokens_meter(om)
+    om.events.ingest_events([prompt("cust-1", 5), prompt("cust-2", 7)])
+    rows = list(csv.DictReader(io.StringIO(om.meters.query_csv_post("tokens_total"))))
+    assert [float(r["value"]) for r in rows] == [12]
+
+
+def test_query_csv_by_customer_names_the_customer_id(om):
+    tokens_meter(om)
+    acme = om.customers.create(
+        CustomerCreate(
+            name="ACME", key="acme", usage_attribution=CustomerUsageAttribution(subject_keys=["cust-1"])
+        )
+    )
+    om.events.ingest_events([prompt("cust-1", 5), prompt("stranger", 1)])
+    text = om.meters.query_csv("tokens_total", from_parameter=T0, to=T0 + DAY, group_by=["customer_id"])
+    rows = list(csv.DictReader(io.StringIO(text)))
+    assert sorted((r["customer_id"], float(r["value"])) for r in rows) == [("", 1), (acme.id, 5)]
 
 
 def test_without_window_size_the_window_is_from_to(om):

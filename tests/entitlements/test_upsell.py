@@ -18,7 +18,7 @@ from allotment.entitlements import offers, upsell, upsell_hint, upsell_queue
 from allotment.entitlements.engine import Decision, Reason, Verdict
 from allotment.entitlements.models import UpsellDue
 from allotment.entitlements.projection import (
-    MIN_ELAPSED,
+    WARM_UP,
     Action,
     Limits,
     Recent,
@@ -41,9 +41,15 @@ M = 1_000_000
 
 amounts = st.decimals(min_value=0, max_value=10**9, places=6, allow_nan=False, allow_infinity=False)
 elapsed_hours = st.integers(min_value=1, max_value=30 * 24)
+WARM_HOURS = 24  # a 30-day period warms up in a day
 
 
-@given(usage=amounts, hours=elapsed_hours)
+def linear_rate_per_day(usage: Decimal, hours: int) -> Decimal:
+    """The period's own rate, once a day of it has passed."""
+    return usage / (Decimal(hours) / 24) if hours >= WARM_HOURS else Decimal(0)
+
+
+@given(usage=amounts, hours=st.integers(min_value=WARM_HOURS, max_value=30 * 24))
 def test_projection_is_linear_without_recent_usage(usage: Decimal, hours: int) -> None:
     """With no trailing windows, usage goes on at usage / elapsed for the rest of the period."""
     at = T0 + timedelta(hours=hours)
@@ -72,8 +78,7 @@ def test_projection_takes_the_fastest_rate(usage: Decimal, recent: Decimal, hour
     at = T0 + timedelta(hours=hours)
     got = project(usage, period_start=T0, period_end=MONTH_END, at=at, recent=[Recent(recent, timedelta(days=1))])
     left = Decimal((MONTH_END - at).total_seconds()) / 86_400
-    linear = usage / (Decimal(hours) / 24)
-    assert abs(got.projected - (usage + max(linear, recent) * left)) <= Decimal("0.000002")
+    assert abs(got.projected - (usage + max(linear_rate_per_day(usage, hours), recent) * left)) <= Decimal("0.000002")
 
 
 @given(usage=amounts)
@@ -83,11 +88,34 @@ def test_projection_at_or_after_the_period_end_is_the_usage(usage: Decimal) -> N
     assert project(usage, period_start=T0, period_end=None, at=T0 + timedelta(days=1)).projected == usage
 
 
-def test_a_burst_in_the_first_seconds_is_not_a_rate() -> None:
-    """Elapsed time counts as at least MIN_ELAPSED: 10 units in 1 s is not 2.6 M a month."""
-    got = project(Decimal(10), period_start=T0, period_end=MONTH_END, at=T0 + timedelta(seconds=1))
-    per_hour = Decimal(10) / Decimal(MIN_ELAPSED.total_seconds() / 3600)
-    assert got.projected <= 10 + per_hour * 30 * 24
+@given(usage=amounts, seconds=st.integers(min_value=0, max_value=int(WARM_UP.total_seconds()) - 1))
+def test_before_a_day_of_the_month_has_passed_the_projection_is_the_usage(usage: Decimal, seconds: int) -> None:
+    """10 units in the first second (or hours) of a month are not extrapolated to millions."""
+    got = project(usage, period_start=T0, period_end=MONTH_END, at=T0 + timedelta(seconds=seconds))
+    assert (got.projected, got.basis) == (usage, "early")
+
+
+@given(usage=amounts, seconds=st.integers(min_value=1, max_value=30 * 86_400))
+def test_without_trailing_windows_usage_is_never_multiplied_past_length_over_warm_up(
+    usage: Decimal, seconds: int
+) -> None:
+    got = project(usage, period_start=T0, period_end=MONTH_END, at=T0 + timedelta(seconds=seconds))
+    assert got.projected <= usage * 30 + Decimal("0.000001")
+
+
+@given(minutes=st.integers(min_value=0, max_value=24 * 60 - 1))
+def test_a_daily_period_warms_up_in_a_tenth_of_a_day(minutes: int) -> None:
+    """A day cannot wait a day: its own rate counts from 2 h 24 min in."""
+    got = project(Decimal(5), period_start=T0, period_end=T0 + timedelta(days=1), at=T0 + timedelta(minutes=minutes))
+    assert got.basis == ("early" if minutes < 144 else "period")
+
+
+def test_the_previous_days_rate_projects_a_period_that_just_started() -> None:
+    """Trailing windows reach back before the period: a steady customer keeps its rate."""
+    got = project(Decimal(10), period_start=T0, period_end=MONTH_END, at=T0 + timedelta(seconds=1),
+                  recent=[Recent(Decimal(7_000), timedelta(days=7))])
+    assert got.basis == "7d" and got.rate_per_day == 1_000
+    assert 30_000 < got.projected <= 30_010
 
 
 # --- pick -------------------------------------------------------------------------------------
@@ -254,6 +282,23 @@ async def test_recent_usage_from_rollups_speeds_up_the_projection(tenant):
     assert got["suggestion"]["plan"]["key"] == "pro"
 
 
+async def test_last_weeks_rate_projects_a_period_that_just_started(tenant):
+    """A minute into the period, the trailing week (reaching back before it) gives the rate."""
+    c = tenant.client
+    await ok(await c.post("/v1/meters", json=meter()), 201)
+    await feature(c, "tokens", meter="tokens")
+    await plan(c, "pro", [metered("tokens", 10 * M, None, 10 * M)])
+    await plan(c, "starter", [metered("tokens", M, M, 1_500_000)], next_tier="pro")
+    await ok(await c.post("/v1/customers", json={"key": "acme", "name": "Acme", "subject_keys": ["acme-1"]}), 201)
+    now = utcnow()
+    await subscribe(c, "acme", "starter", starts_at=(now - timedelta(minutes=1)).isoformat())
+    before = (now - timedelta(days=2)).isoformat()
+    await ok(await c.post("/v1/events", json=[event("acme-1", tokens=7 * M, time=before), event("acme-1", tokens=1_050_000)]))
+    got = await _upsell(c, "acme")
+    assert (got["usage"], got["projection"]["basis"], got["projection"]["rate_per_day"]) == (1_050_000, "7d", 1_150_000)
+    assert got["projection"]["usage_at_period_end"] > 28 * 1_150_000
+
+
 async def test_seat_overdraft_suggests_the_next_tier(tenant):
     """Story 2: 10 seats paid, overdraft to 12; at 11 the report shows it and Business covers."""
     c = tenant.client
@@ -320,6 +365,19 @@ async def test_upsell_is_emitted_once_per_entitlement_and_period(tenant, db):
     again = await _cross(db, tenant.id, s, 900_000, end, end + timedelta(days=30), at=end + timedelta(days=15))
     assert again is not None and again.pick.plan is not None and again.pick.plan.plan_key == "pro"
     assert len(await _emitted(db, tenant.id)) == 2
+
+
+async def test_a_suggestion_right_after_the_period_starts_does_not_extrapolate(tenant, db):
+    """The webhook for an overdraft in a month's first seconds projects the usage so far."""
+    c = tenant.client
+    await _catalogue(c)
+    await _customer(c, "acme", days_in=0)
+    await _use(c, "acme", 1_050_000)
+    sent = await _emitted(db, tenant.id)
+    assert len(sent) == 1
+    payload = json.loads(sent[0].payload)
+    assert payload["projection"] == {"usage_at_period_end": 1_050_000, "rate_per_day": 0, "basis": "early"}
+    assert payload["suggestion"]["plan"]["key"] == "pro"
 
 
 async def test_nothing_is_emitted_when_the_projection_fits(tenant, db):
@@ -500,6 +558,16 @@ async def test_check_hints_at_an_upgrade_on_overdraft_and_deny_only(tenant):
     assert over["upsell"]["top_ups"] >= 2 and over["upsell"]["projected_usage"] > 1_100_000
     denied = await _use(c, "acme", 500_000)
     assert (denied["decision"], denied["upsell"]["plan"]) == ("deny", "pro")
+
+
+async def test_a_check_right_after_the_period_starts_projects_the_usage_not_a_rate(tenant):
+    """1.05 M tokens in the first seconds of a month project to 1.05 M, not hundreds of millions."""
+    c = tenant.client
+    await _catalogue(c)
+    await _customer(c, "acme", days_in=0)
+    over = await _use(c, "acme", 1_050_000)
+    assert over["decision"] == "allow_overdraft"
+    assert (over["upsell"]["projected_usage"], over["upsell"]["plan"]) == (1_050_000, "pro")
 
 
 async def test_check_hint_follows_catalogue_changes(tenant):

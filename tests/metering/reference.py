@@ -65,6 +65,24 @@ def naive_windows(start_us: int, end_us: int, size: str | None, tz: ZoneInfo) ->
     return list(itertools.pairwise(edges))
 
 
+def naive_aligned_windows(start_us: int, end_us: int, size: str | None, tz: ZoneInfo) -> list[tuple[int, int]]:
+    """The whole windows overlapping the range, as rows are labelled: scanned back from `start`
+    to the boundary at or before it, and on from `end` to the boundary at or after it."""
+    if end_us <= start_us:
+        return []
+    if size is None:
+        return [(start_us, end_us)]
+    step = MINUTE_US if size == "MINUTE" else QUARTER_US
+    first = start_us // step * step
+    while not is_boundary(first, size, tz):
+        first -= step
+    last = -(-end_us // step) * step
+    while not is_boundary(last, size, tz):
+        last += step
+    cuts = [t for t in range(first, last + step, step) if is_boundary(t, size, tz)]
+    return list(itertools.pairwise(cuts))
+
+
 @dataclass(frozen=True)
 class Sent:
     """An event as the reference sees it: arrival order is its position in the sent list."""

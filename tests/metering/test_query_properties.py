@@ -26,7 +26,7 @@ from tests.metering.reference import (
     Sent,
     aggregate,
     first_arrivals,
-    naive_windows,
+    naive_aligned_windows,
     us,
 )
 
@@ -129,7 +129,7 @@ def cloud_event(event: Sent, event_type: str) -> dict[str, Any]:
 
 @st.composite
 def queries(draw: st.DrawFn, base_us: int, zone: str) -> dict[str, Any]:
-    size = draw(st.sampled_from([None, "MINUTE", "HOUR", "DAY"]))
+    size = draw(st.sampled_from([None, "MINUTE", "HOUR", "DAY", "MONTH"]))
     start = base_us + draw(st.integers(-HOUR_US, SPAN_US))
     if draw(st.booleans()):
         start -= start % MINUTE_US
@@ -166,13 +166,14 @@ def expected(aggregation: str, kept: list[Sent], body: dict[str, Any]) -> dict[R
     ]
     # Filtered by one subject, every row names it (grouped by subject or not).
     only = body["subject"][0] if len(set(body.get("subject", []))) == 1 else None
+    # Rows name whole windows; only the events within [from, to) count.
     out: dict[RowKey, Decimal | None] = {}
-    for lo, hi in naive_windows(start, end, body["window_size"], ZoneInfo(body["window_time_zone"])):
+    for lo, hi in naive_aligned_windows(start, end, body["window_size"], ZoneInfo(body["window_time_zone"])):
         groups: dict[RowKey, list[Sent]] = defaultdict(list)
         if not body["group_by"]:
             groups[(lo, hi, only, ())] = []
         for e in chosen:
-            if lo <= e.time_us < hi:
+            if max(lo, start) <= e.time_us < min(hi, end):
                 key = (lo, hi, e.subject if by_subject else only, (("region", e.group),) if by_region else ())
                 groups[key].append(e)
         out.update({key: aggregate(aggregation, events) for key, events in groups.items()})

@@ -9,9 +9,16 @@ from zoneinfo import ZoneInfo
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from tests.metering.reference import DAY_US, HOUR_US, MINUTE_US, naive_windows, us
+from tests.metering.reference import (
+    DAY_US,
+    HOUR_US,
+    MINUTE_US,
+    naive_aligned_windows,
+    naive_windows,
+    us,
+)
 
-from allotment.metering.windows import RAW, WindowSize, cover, windows
+from allotment.metering.windows import RAW, WindowSize, aligned, cover, windows
 
 # UTC instants where each zone's offset changes in 2026 (ranges are drawn around them).
 CHANGES = {
@@ -51,6 +58,35 @@ def test_windows_start_where_the_wall_clock_starts_a_unit(size: str, data: st.Da
     zone, start, end = data.draw(ranges(size))
     tz = ZoneInfo(zone)
     assert windows(start, end, WindowSize(size), tz) == naive_windows(start, end, size, tz)
+
+
+@pytest.mark.parametrize("size", ["MINUTE", "HOUR", "DAY", "MONTH"])
+@settings(max_examples=40, deadline=None)
+@given(data=st.data())
+def test_whole_windows_reach_past_the_range_to_wall_clock_boundaries(size: str, data: st.DataObject) -> None:
+    """The windows rows are labelled with start and end on wall-clock boundaries, even where
+    `from` and `to` do not."""
+    zone, start, end = data.draw(ranges(size))
+    tz = ZoneInfo(zone)
+    assert aligned(start, end, WindowSize(size), tz) == naive_aligned_windows(start, end, size, tz)
+
+
+def test_a_berlin_day_from_utc_midnight_is_the_whole_berlin_day() -> None:
+    """From 00:00Z on 2026-11-20 the first Berlin day is 19 Nov 23:00Z to 20 Nov 23:00Z."""
+    tz = ZoneInfo("Europe/Berlin")
+    start = _instant("2026-11-20T00:00")
+    assert aligned(start, start + DAY_US, WindowSize.DAY, tz) == [
+        (_instant("2026-11-19T23:00"), _instant("2026-11-20T23:00")),
+        (_instant("2026-11-20T23:00"), _instant("2026-11-21T23:00")),
+    ]
+
+
+def test_a_month_window_is_the_calendar_month_for_a_few_days_of_it() -> None:
+    tz = ZoneInfo("Europe/Berlin")
+    start = _instant("2026-11-20T00:00")
+    assert aligned(start, start + 2 * DAY_US, WindowSize.MONTH, tz) == [
+        (_instant("2026-10-31T23:00"), _instant("2026-11-30T23:00")),
+    ]
 
 
 @settings(deadline=None)

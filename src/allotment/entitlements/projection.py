@@ -4,19 +4,23 @@ Nothing here reads a clock or a database: usage, limits, plan tiers and top-up o
 as values and time as `at`. Quantities and money are `Decimal`.
 
 Projection (docs/upsell.md): usage so far plus the remaining time at the fastest of
-- the linear rate over the elapsed part of the period (usage / elapsed), and
-- the rate in each trailing window the caller knows (e.g. the last 24 hours and 7 days).
+- the linear rate over the elapsed part of the period (usage / elapsed), once the period has
+  run for its warm-up (`warm_up`: a day, or a tenth of a shorter period), and
+- the rate in each trailing window the caller knows (e.g. the last 24 hours and 7 days; they
+  reach back into the previous period, so they carry its rate into a period's first day).
 The maximum, because a suggestion exists to prevent a denial or an overage surprise: a customer
 whose usage is speeding up runs out sooner than the period average says, and one who is
-slowing down has still used what they used. The elapsed time is counted as at least
-`MIN_ELAPSED` (capped at the period's length), so one burst in the first seconds of a period
-is not stretched over a whole month as if it were a rate.
+slowing down has still used what they used. Before the warm-up the elapsed time is too short to
+be a rate (a burst in the first seconds of a month is not 30 days of bursts): with no trailing
+window the projection is the usage so far.
 
 Picking (`pick`): along the plan's `next_tier` chain, ordered cheapest first by definition
 (plans carry no prices yet), the first tier whose entitlement keeps the projection within its
 soft limit wins; a prepaid top-up is the alternative (or the answer when no tier covers).
 Invariants (property-tested): the projection is never below usage, is monotone in usage and
-in recent usage, equals usage at the period end, and a steady rate projects to rate × length.
+in recent usage, equals usage at the period end, a steady rate projects to rate × length after
+the warm-up, and without trailing windows the usage is never multiplied by more than
+length / warm-up.
 """
 
 from __future__ import annotations
@@ -31,7 +35,10 @@ from typing import Literal
 from allotment.types import as_utc
 
 ZERO = Decimal(0)
-MIN_ELAPSED = timedelta(hours=1)
+# How much of a period must pass before its own usage is extrapolated: a day holds a whole
+# daily cycle of traffic; a period of a few days or less waits a tenth of its length instead.
+WARM_UP = timedelta(days=1)
+WARM_UP_SHARE = 10
 _DAY_US = Decimal(86_400_000_000)
 _EXACT = Decimal("0.000001")  # quantities carry at most six decimals
 
@@ -49,7 +56,7 @@ class Projection:
     usage: Decimal
     projected: Decimal  # at the period end; equals usage when the period never ends
     rate_per_day: Decimal  # the rate used, units per day
-    basis: str  # "period" (linear), "24h", "7d", ... or "none" (nothing left to project)
+    basis: str  # "period" (linear), "24h", "7d", ..., "early" (warming up) or "none" (nothing left)
 
 
 def _us(delta: timedelta) -> int:
@@ -74,16 +81,24 @@ def project(
     if period_end is None or as_utc(period_end) <= at:
         return Projection(usage, usage, ZERO, "none")
     period_end = as_utc(period_end)
-    length = _us(period_end - period_start)
-    elapsed = max(_us(at - period_start), min(_us(MIN_ELAPSED), length), 1)
-    rates = [(usage / Decimal(elapsed), "period")]
+    elapsed = _us(at - period_start)
+    if elapsed >= warm_up(period_start, period_end):
+        rates = [(usage / Decimal(elapsed), "period")]
+    else:  # the usage so far, unless a trailing window knows a rate
+        rates = [(ZERO, "early")]
     for r in recent:
         if _us(r.window) > 0:
             rates.append((max(r.usage, ZERO) / Decimal(_us(r.window)), _label(r.window)))
-    per_us, basis = max(rates, key=lambda pair: pair[0])  # ties keep the linear rate
+    per_us, basis = max(rates, key=lambda pair: pair[0])  # ties keep the period's own basis
     remaining = Decimal(_us(period_end - at))
     projected = (usage + per_us * remaining).quantize(_EXACT, rounding=ROUND_CEILING)
     return Projection(usage, _plain(max(projected, usage)), _plain(per_us * _DAY_US), basis)
+
+
+def warm_up(period_start: datetime, period_end: datetime) -> int:
+    """Microseconds of the period after which its own usage is a rate: a day, or a tenth of a
+    shorter period (never zero)."""
+    return max(min(_us(WARM_UP), _us(period_end - period_start) // WARM_UP_SHARE), 1)
 
 
 def _plain(value: Decimal) -> Decimal:

@@ -495,7 +495,10 @@ class UpsellSuggestionRead(BaseModel):
 class ProjectionRead(BaseModel):
     usage_at_period_end: QuantityOut = Field(description="Usage plus reserved units, projected.")
     rate_per_day: QuantityOut
-    basis: str = Field(description="The rate used: period (linear), 24h, 7d, none, or seats (a gauge).")
+    basis: str = Field(
+        description="The rate used: period (linear), 24h, 7d, early (too little of the period has passed to "
+        "extrapolate: the usage so far), none, or seats (a gauge)."
+    )
 
 
 class UpsellRead(BaseModel):

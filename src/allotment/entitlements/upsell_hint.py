@@ -5,8 +5,8 @@ The check is the hottest path, so the hint is computed only when the answer is
 the check's own numbers (usage, effective limits, period), the row the check just resolved
 (remembered in this process), the per-process catalogue proven current by one stamp read
 (offers.cached) and the subscription's plan key (remembered for good). The projection is
-linear over the period: trailing rates would need rollup reads, which the full suggestion
-(`GET /v1/customers/{key}/upsell`, the `href`) does.
+linear over the period (the usage itself during its warm-up): trailing rates would need rollup
+reads, which the full suggestion (`GET /v1/customers/{key}/upsell`, the `href`) does.
 """
 
 from __future__ import annotations

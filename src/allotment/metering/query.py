@@ -38,8 +38,9 @@ from allotment.metering.windows import (
     Segment,
     TooManyWindows,
     WindowSize,
+    aligned,
+    clip,
     cover,
-    windows,
 )
 
 SPECIAL_GROUPS = ("subject", "customer")
@@ -83,7 +84,7 @@ async def query(session: AsyncSession, tenant_id: str, meter: Meter, q: MeterQue
             raise ValidationFailed.on("group_by", f"'{name}' is not a group of meter '{meter.key}'")
     subjects = await _subject_filter(session, tenant_id, q)
     if subjects == []:
-        return _dense_rows(q, []) if q.dense and not q.group_by else []
+        return []
     start_us = q.start_us if q.start_us is not None else await _first_event_us(session, tenant_id, meter.event_type)
     if start_us is None:
         return []
@@ -91,11 +92,13 @@ async def query(session: AsyncSession, tenant_id: str, meter: Meter, q: MeterQue
         "window_size", f"too many {q.window_size} windows in the range; at most {MAX_WINDOWS} per query"
     )
     try:
-        spans = windows(start_us, q.end_us, q.window_size, q.tz, limit=MAX_WINDOWS)
+        labels = aligned(start_us, q.end_us, q.window_size, q.tz, limit=MAX_WINDOWS)
     except TooManyWindows:
         raise too_many from None
-    if len(spans) > MAX_WINDOWS:
+    if len(labels) > MAX_WINDOWS:
         raise too_many
+    # Rows name whole windows; only the part of each within the range is counted.
+    spans = clip(labels, start_us, q.end_us)
     by_width: dict[int, list[tuple[Segment, int]]] = defaultdict(list)
     for index, (lo, hi) in enumerate(spans):
         for segment in cover(lo, hi):
@@ -170,8 +173,8 @@ async def query(session: AsyncSession, tenant_id: str, meter: Meter, q: MeterQue
     empty = Cell()
     out = [
         Row(
-            spans[k[0]][0],
-            spans[k[0]][1],
+            labels[k[0]][0],
+            labels[k[0]][1],
             result(aggregation, cells.get(k, empty), distinct.get(k)),
             k[1],
             k[2],
@@ -179,7 +182,7 @@ async def query(session: AsyncSession, tenant_id: str, meter: Meter, q: MeterQue
         )
         for k in keys
     ]
-    return _dense_rows(q, spans, out, aggregation) if dense else out
+    return _dense_rows(labels, out, aggregation) if dense else out
 
 
 def _group_filters(compiled: CompiledMeter, filter_group_by: dict[str, list[str]]) -> dict[str, set[str]]:
@@ -192,12 +195,10 @@ def _group_filters(compiled: CompiledMeter, filter_group_by: dict[str, list[str]
     }
 
 
-def _dense_rows(
-    q: MeterQuery, spans: list[tuple[int, int]], rows: list[Row] | None = None, aggregation: Aggregation | None = None
-) -> list[Row]:
-    have = {r.window_start_us: r for r in rows or []}
-    empty = result(aggregation, Cell(), set()) if aggregation else None
-    return [have.get(lo) or Row(lo, hi, empty, None, None, {}) for lo, hi in spans]
+def _dense_rows(labels: list[tuple[int, int]], rows: list[Row], aggregation: Aggregation) -> list[Row]:
+    have = {r.window_start_us: r for r in rows}
+    empty = result(aggregation, Cell(), set())
+    return [have.get(lo) or Row(lo, hi, empty, None, None, {}) for lo, hi in labels]
 
 
 def _merge_ranges(ranges: list[tuple[int, int]]) -> list[tuple[int, int]]:

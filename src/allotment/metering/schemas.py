@@ -92,8 +92,12 @@ class MeterCreated(MeterRead):
 
 
 class QueryRow(BaseModel):
-    window_start: datetime
-    window_end: datetime
+    window_start: datetime = Field(
+        description="Start of the whole window (a boundary in `window_time_zone`), even when `from` falls inside it."
+    )
+    window_end: datetime = Field(
+        description="End of the whole window, even when `to` falls inside it; a DST day is 23 or 25 hours."
+    )
     value: float | int | None
     subject: str | None = None
     customer: str | None = None

@@ -4,6 +4,9 @@ Rollups are kept at three bucket widths (minute, hour, UTC day). A window [start
 covered greedily by the widest whole buckets that fit, then narrower ones at the edges, and
 the sub-minute remainder (if `from`/`to` carry seconds) is read from the raw event log, so every
 answer is exact whatever the window time zone (DST and 30/45-minute offsets included).
+
+A query's rows are labelled with whole windows (`aligned`), as OpenMeter labels them, while only
+the part of each window inside the query's [from, to) is counted (`windows`).
 """
 
 from __future__ import annotations
@@ -51,7 +54,19 @@ _SHORTEST_US = {"MINUTE": MINUTE_US, "HOUR": HOUR_US, "DAY": 23 * HOUR_US, "MONT
 def windows(
     start_us: int, end_us: int, size: WindowSize | None, tz: ZoneInfo, *, limit: int | None = None
 ) -> list[tuple[int, int]]:
-    """Windows aligned to `size` in `tz`, clipped to [start, end); one window when size is None.
+    """Windows aligned to `size` in `tz`, clipped to [start, end): the part of each that is counted."""
+    return clip(aligned(start_us, end_us, size, tz, limit=limit), start_us, end_us)
+
+
+def clip(spans: list[tuple[int, int]], start_us: int, end_us: int) -> list[tuple[int, int]]:
+    return [(max(lo, start_us), min(hi, end_us)) for lo, hi in spans]
+
+
+def aligned(
+    start_us: int, end_us: int, size: WindowSize | None, tz: ZoneInfo, *, limit: int | None = None
+) -> list[tuple[int, int]]:
+    """The whole windows of `size` in `tz` that overlap [start, end); [start, end) itself when
+    size is None. Rows are labelled with these (as OpenMeter does) whatever `from` and `to` are.
 
     Raises TooManyWindows before doing the work when more than `limit` could result.
     """
@@ -70,9 +85,8 @@ def windows(
             nxt, offset = _next_wall(cursor, offset, unit_us, tz)
         else:
             nxt = to_micros(_next_civil(from_micros(cursor), size, tz))
-        lo, hi = max(cursor, start_us), min(nxt, end_us)
-        if lo < hi:
-            out.append((lo, hi))
+        if nxt > start_us:
+            out.append((cursor, nxt))
         cursor = nxt
     return out
 

@@ -1,7 +1,8 @@
 """OpenMeter meters (`/api/v1/meters`) and their queries.
 
 A meter's `slug` is our key. Queries use OpenMeter's semantics: only windows with data are
-listed; without a window size the one window spans `from`..`to`; `groupBy` may name the
+listed, each the whole window of the time zone (counting only `from`..`to`); without a window
+size the one window spans `from`..`to`; `groupBy` may name the
 reserved groups `subject` and `customer_id` (our `customer` group, answered as `customerId`).
 """
 
@@ -36,6 +37,7 @@ from allotment.api.compat.openmeter_schemas import (
 )
 from allotment.api.deps import Admin, Reader, ReadSession, WriteSession
 from allotment.api.responses import Json
+from allotment.api.routers.meters import as_csv
 from allotment.entitlements import references
 from allotment.errors import ValidationFailed
 from allotment.metering import meters
@@ -147,7 +149,10 @@ async def delete_meter(meter_id_or_slug: str, principal: Admin, session: WriteSe
     return Response(status_code=204)
 
 
-@router.get("/v1/meters/{meter_id_or_slug}/query")
+_CSV: dict[int | str, dict[str, Any]] = {200: {"content": {"text/csv": {}}}}
+
+
+@router.get("/v1/meters/{meter_id_or_slug}/query", responses=_CSV)
 async def query_meter(
     request: Request,
     meter_id_or_slug: str,
@@ -161,9 +166,9 @@ async def query_meter(
     filter_customer_id: Annotated[list[str] | None, Query(alias="filterCustomerId")] = None,
     group_by: Annotated[list[str] | None, Query(alias="groupBy")] = None,
     advanced_filters: Annotated[str | None, Query(alias="advancedMeterGroupByFilters")] = None,
-) -> Json:
+) -> Response:
     """`filterGroupBy` is read from the raw query string: `{'model': 'gpt-4'}` (Python SDK),
-    JSON, or `filterGroupBy[model]=gpt-4`."""
+    JSON, or `filterGroupBy[model]=gpt-4`. CSV with `Accept: text/csv`."""
     spec = MeterQueryIn.model_validate(
         {
             "from": from_,
@@ -179,17 +184,44 @@ async def query_meter(
             "groupBy": group_by,
         }
     )
-    return Json(await _query(session, principal.tenant_id, meter_id_or_slug, spec))
+    return _answer(request, await _query(session, principal.tenant_id, meter_id_or_slug, spec))
 
 
-@router.post("/v1/meters/{meter_id_or_slug}/query")
+@router.post("/v1/meters/{meter_id_or_slug}/query", responses=_CSV)
 async def query_meter_post(
-    meter_id_or_slug: str, principal: Reader, session: ReadSession, body: MeterQueryIn | None = None
-) -> Json:
+    request: Request,
+    meter_id_or_slug: str,
+    principal: Reader,
+    session: ReadSession,
+    body: MeterQueryIn | None = None,
+) -> Response:
     """The same query with a JSON body (`filterGroupBy` values may be lists, OR-ed)."""
-    return Json(
-        await _query(session, principal.tenant_id, meter_id_or_slug, body or MeterQueryIn())
+    return _answer(
+        request,
+        await _query(session, principal.tenant_id, meter_id_or_slug, body or MeterQueryIn()),
     )
+
+
+def _answer(request: Request, result: dict[str, Any]) -> Response:
+    """JSON, or the native CSV when the client asks for it (the SDK's `query_csv` does)."""
+    if "text/csv" not in request.headers.get("accept", ""):
+        return Json(result)
+    rows = [
+        {
+            "window_start": _stamp(row["windowStart"]),
+            "window_end": _stamp(row["windowEnd"]),
+            "subject": row["subject"],
+            "customer": row.get("customerId"),
+            "group_by": row["groupBy"],
+            "value": row["value"],
+        }
+        for row in result["data"]
+    ]
+    return as_csv({"data": rows}, customer_column="customer_id")
+
+
+def _stamp(at: datetime) -> str:
+    return at.isoformat().replace("+00:00", "Z")
 
 
 @router.get("/v1/meters/{meter_id_or_slug}/subjects")

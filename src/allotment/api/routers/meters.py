@@ -156,11 +156,13 @@ async def run_query(session: ReadSession, tenant_id: str, meter_key: str, body: 
     }
 
 
-def as_csv(result: dict[str, Any]) -> Response:
+def as_csv(result: dict[str, Any], *, customer_column: str = "customer") -> Response:
+    """The rows of `run_query`'s result as CSV, one column per group (OpenMeter's CSV is the
+    same with its customer column named `customer_id`)."""
     out = io.StringIO()
     writer = csv.writer(out)
     groups = sorted({name for row in result["data"] for name in row["group_by"]})
-    writer.writerow(["window_start", "window_end", "subject", "customer", *groups, "value"])
+    writer.writerow(["window_start", "window_end", "subject", customer_column, *groups, "value"])
     for row in result["data"]:
         writer.writerow(
             [row["window_start"], row["window_end"], row["subject"] or "", row["customer"] or "",
@@ -187,7 +189,12 @@ async def query_meter(
     ] = None,
     format: Annotated[str | None, Query(pattern="^(json|csv)$")] = None,
 ) -> Response:
-    """Meter values per window, from rollups. `format=csv` (or `Accept: text/csv`) gives CSV."""
+    """Meter values per window, from rollups. `format=csv` (or `Accept: text/csv`) gives CSV.
+
+    With `window_size`, each row names a whole window of `window_time_zone` (a day from local
+    midnight to local midnight, a month the calendar month), even where `from` or `to` fall
+    inside it; its value counts only the events within [`from`, `to`). Without `from`, the range
+    starts at the meter's first event; without `to`, it ends now."""
     filters: dict[str, list[str]] = {}
     for item in filter_group_by or []:
         name, sep, value = item.partition(":")
