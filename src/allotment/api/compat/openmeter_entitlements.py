@@ -11,7 +11,8 @@ both APIs always agree. How OpenMeter's metered fields map to ours:
 - `isSoftLimit` false (the default): access ends when the balance is spent, i.e. a hard limit
   at the included units (live grants raise it). true: no hard limit; usage past the balance is
   allowed and reported as overage.
-- `preserveOverageAtReset`: overage is carried into the next period (true) or forgiven.
+- `preserveOverageAtReset`: overage is carried into the next period (true) or forgiven. The
+  carry lowers the next period's balance; the value's `usage` leaves it out, as OpenMeter does.
 - `usagePeriod`: `DAY`/`WEEK`/`MONTH`/`YEAR` or ISO-8601 `P1D`/`P1W`/`P1M`/`P1Y` (also `P7D`,
   `P12M`), aligned on `anchor` (default: now), in UTC.
 - `measureUsageFrom`: `NOW` (OpenMeter's default) counts usage from the entitlement's creation;

@@ -336,7 +336,9 @@ def value_out(state: EntitlementState) -> dict[str, Any]:
     """OpenMeter's EntitlementValue: access, and the balance of counted kinds.
 
     `totalAvailableGrantAmount` is what the period makes available: included units plus live
-    grants (the effective soft limit), so balance = total - usage while there is no overage.
+    grants (the effective soft limit). `usage` is the period's own usage: overage carried in
+    from the previous period (`preserveOverageAtReset`) lowers the balance but is not usage
+    of this period, as in OpenMeter (the native API counts it in the usage).
     """
     kind = state.row.kind
     if kind == Kind.BOOLEAN:
@@ -347,11 +349,17 @@ def value_out(state: EntitlementState) -> dict[str, Any]:
         {
             "hasAccess": state.has_access,
             "balance": codec.optional_number(state.balance),
-            "usage": codec.optional_number(state.usage),
+            "usage": codec.optional_number(_period_usage(state)),
             "overage": codec.optional_number(state.overage),
             "totalAvailableGrantAmount": codec.optional_number(state.soft_limit),
         }
     )
+
+
+def _period_usage(state: EntitlementState) -> Decimal | None:
+    if state.usage is None or not state.carried:
+        return state.usage
+    return max(state.usage - state.carried, Decimal(0))
 
 
 def value_v2_out(state: EntitlementState) -> dict[str, Any]:
