@@ -416,6 +416,17 @@ def test_bad_entitlement_is_a_400_naming_the_field(om, body, field):
     assert problem["instance"] == "/api/v2/customers/acme/entitlements"
 
 
+def test_metered_entitlement_to_a_feature_without_a_meter_is_a_400(om):
+    """Nothing would ever measure it (access would never end): refused naming featureKey."""
+    customer(om)
+    plain_feature(om, "sso")
+    with pytest.raises(HttpResponseError) as err:
+        metered(om, feature="sso", issue_after_reset=10)
+    assert err.value.status_code == 400
+    assert "featureKey" in {e["field"] for e in err.value.response.json()["errors"]}
+    assert om.customer_entitlements_v2.list("acme").total_count == 0
+
+
 def test_read_key_reads_values_but_cannot_create(live, om):
     customer(om)
     plain_feature(om, "sso")

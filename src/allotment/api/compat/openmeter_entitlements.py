@@ -54,7 +54,7 @@ from allotment.api.deps import Admin, Reader, ReadSession, WriteSession
 from allotment.api.responses import Json
 from allotment.customers import service as customers
 from allotment.entitlements import features, metered_usage, overrides, provisioning, state
-from allotment.entitlements.engine import ZERO
+from allotment.entitlements.engine import ZERO, Kind
 from allotment.entitlements.periods import UsagePeriod, period_at
 from allotment.entitlements.schemas import AdhocIn
 from allotment.errors import Conflict, NotFound, ValidationFailed
@@ -78,6 +78,8 @@ async def create_entitlement(
     customer = await customers.find(session, tenant_id, customer_id_or_key)
     with openmeter_fields(ENTITLEMENT_FIELDS):
         data = AdhocIn.model_validate(_adhoc(body, at))
+        if data.kind is Kind.METERED:
+            await _require_meter(session, tenant_id, data.feature)
         view = await overrides.create_adhoc(
             session, tenant_id, customer.id, data, actor=principal.key_id, at=at
         )
@@ -101,6 +103,16 @@ def _adhoc(body: EntitlementCreateIn, at: datetime) -> dict[str, Any]:
     if kind == "metered":
         return {"feature": feature, "kind": "metered", **_metered(body, at)}
     raise ValidationFailed.on("type", "must be one of metered, boolean, static")
+
+
+async def _require_meter(session: AsyncSession, tenant_id: str, feature_ref: str) -> None:
+    """OpenMeter measures a metered entitlement with its feature's meter: without one it is
+    refused (natively, usage could still come from checks that consume)."""
+    feature = await features.view(session, tenant_id, await features.get(session, tenant_id, feature_ref))
+    if feature.meter_key is None:
+        raise ValidationFailed.on(
+            "featureKey", f"feature '{feature.feature.key}' has no meter: a metered entitlement needs one"
+        )
 
 
 def _config(raw: str | None) -> dict[str, Any]:
