@@ -309,6 +309,17 @@ def entitlement_out(
     return _compact(body)
 
 
+def entitlement_v1_out(
+    row: CustomerEntitlement, customer: CustomerView, feature_key: str, *, at: datetime
+) -> dict[str, Any]:
+    """The v1 Entitlement: the same, held by a subject (the customer's first, else its key)."""
+    body = entitlement_out(row, customer.customer, feature_key, at=at)
+    for v2_only in ("customerId", "customerKey", "issue"):
+        body.pop(v2_only, None)
+    body["subjectKey"] = next(iter(customer.subject_keys), customer.customer.key)
+    return body
+
+
 def _metered_out(row: CustomerEntitlement, at: datetime) -> dict[str, Any]:
     included = row.included or Decimal(0)
     period = usage_period(row)
