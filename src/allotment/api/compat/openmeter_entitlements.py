@@ -55,6 +55,7 @@ from allotment.api.responses import Json
 from allotment.customers import service as customers
 from allotment.entitlements import features, metered_usage, overrides, provisioning, state
 from allotment.entitlements.engine import ZERO, Kind
+from allotment.entitlements.models import Feature
 from allotment.entitlements.periods import UsagePeriod, period_at
 from allotment.entitlements.schemas import AdhocIn
 from allotment.errors import Conflict, NotFound, ValidationFailed
@@ -73,13 +74,20 @@ Time = Annotated[Instant | None, Query(description="The instant to evaluate (def
 async def create_entitlement(
     customer_id_or_key: str, body: EntitlementCreateIn, principal: Admin, session: WriteSession
 ) -> Json:
-    """One entitlement per customer and feature: a second one is a 409, as in OpenMeter."""
+    """One entitlement per customer and feature: a second one is a 409, as in OpenMeter
+    (whose override route, replacing one, is not implemented: delete it, then create)."""
     at, tenant_id = utcnow(), principal.tenant_id
     customer = await customers.find(session, tenant_id, customer_id_or_key)
     with openmeter_fields(ENTITLEMENT_FIELDS):
         data = AdhocIn.model_validate(_adhoc(body, at))
+        feature = await features.get(session, tenant_id, data.feature)
         if data.kind is Kind.METERED:
-            await _require_meter(session, tenant_id, data.feature)
+            await _require_meter(session, tenant_id, feature)
+        if await provisioning.open_rows(session, tenant_id, customer.id, at, feature_id=feature.id):
+            raise Conflict(
+                f"customer '{customer.key}' already has an entitlement to '{feature.key}'; delete it"
+                " first (one from a subscription changes with the subscription), then create it"
+            )
         view = await overrides.create_adhoc(
             session, tenant_id, customer.id, data, actor=principal.key_id, at=at
         )
@@ -105,13 +113,12 @@ def _adhoc(body: EntitlementCreateIn, at: datetime) -> dict[str, Any]:
     raise ValidationFailed.on("type", "must be one of metered, boolean, static")
 
 
-async def _require_meter(session: AsyncSession, tenant_id: str, feature_ref: str) -> None:
+async def _require_meter(session: AsyncSession, tenant_id: str, feature: Feature) -> None:
     """OpenMeter measures a metered entitlement with its feature's meter: without one it is
     refused (natively, usage could still come from checks that consume)."""
-    feature = await features.view(session, tenant_id, await features.get(session, tenant_id, feature_ref))
-    if feature.meter_key is None:
+    if (await features.view(session, tenant_id, feature)).meter_key is None:
         raise ValidationFailed.on(
-            "featureKey", f"feature '{feature.feature.key}' has no meter: a metered entitlement needs one"
+            "featureKey", f"feature '{feature.key}' has no meter: a metered entitlement needs one"
         )
 
 
