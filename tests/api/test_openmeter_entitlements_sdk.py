@@ -10,6 +10,7 @@ from calendar import monthrange
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import httpx
 import openmeter
 import pytest
 from corehttp.exceptions import HttpResponseError, ResourceExistsError, ResourceNotFoundError
@@ -209,9 +210,10 @@ def test_soft_limit_keeps_access_and_reports_overage(om):
     assert (over.has_access, over.balance, over.usage, over.overage) == (True, 0, 25, 15)
 
 
-@pytest.mark.parametrize(("preserve", "next_usage"), [(True, 15), (False, 0)])
-def test_overage_at_reset_is_carried_or_forgiven(om, preserve, next_usage):
-    """25 used of 10 on a soft limit: the next day starts with the 15 over, or with nothing."""
+@pytest.mark.parametrize(("preserve", "balance", "overage"), [(True, 0, 5), (False, 10, 0)])
+def test_overage_at_reset_is_carried_or_forgiven(om, preserve, balance, overage):
+    """25 used of 10 on a soft limit: the next day's 10 pay the 15 over first (5 still over),
+    or start afresh; either way the next day has no usage of its own yet."""
     customer(om)
     tokens_feature(om)
     metered(
@@ -222,8 +224,46 @@ def test_overage_at_reset_is_carried_or_forgiven(om, preserve, next_usage):
     tomorrow = om.customer_entitlement.get_customer_entitlement_value(
         "acme", "tokens", time=utcnow() + timedelta(days=1)
     )
-    assert (tomorrow.usage, tomorrow.overage) == (next_usage, max(0, next_usage - 10))
+    assert (tomorrow.usage, tomorrow.balance, tomorrow.overage) == (0, balance, overage)
     assert tomorrow.has_access is True
+
+
+def _carried_overage_of_50(om: openmeter.Client) -> None:
+    """Daily periods, 100 each: 150 used in the previous period, 10 in this one."""
+    customer(om)
+    tokens_feature(om)
+    now = utcnow()
+    metered(
+        om, issue_after_reset=100, is_soft_limit=True, preserve_overage_at_reset=True,
+        measure_usage_from=now - timedelta(hours=26),
+        usage_period=RecurringPeriodCreateInput(interval="DAY", anchor=now - timedelta(hours=4)),
+    )  # fmt: skip
+    om.events.ingest_event(prompt("acme", 150, at=now - timedelta(hours=20)))
+    om.events.ingest_event(prompt("acme", 10, at=now - timedelta(hours=1)))
+
+
+def test_carried_overage_lowers_the_balance_but_is_not_usage_of_the_period(om):
+    """As in OpenMeter: usage is the period's own (10), the 50 carried only lower the balance."""
+    _carried_overage_of_50(om)
+    v1 = value(om)
+    v2 = om.customer_entitlement_v2.get_customer_entitlement_value("acme", "tokens")
+    assert (v1.usage, v1.balance, v1.overage, v1.has_access) == (10, 40, 0, True)
+    assert (v2.usage, v2.balance, v2.overage) == (10, 40, 0)
+
+
+def test_carried_overage_once_fixed_by_a_check_is_still_not_usage(om, live):
+    """A native check fixes the carry into the period's counter; the OpenMeter value still
+    reports the period's own usage, the native one counts the carry in it (documented)."""
+    _carried_overage_of_50(om)
+    auth = {"Authorization": f"Bearer {live.keys['admin']}"}
+    checked = httpx.post(f"{live.url}/v1/check", headers=auth, json={
+        "customer": "acme", "feature": "tokens", "quantity": 1, "consume": True,
+    })  # fmt: skip
+    assert checked.status_code == 200, checked.text
+    got = value(om)
+    assert (got.usage, got.balance) == (11, 39)
+    native = httpx.get(f"{live.url}/v1/customers/acme/entitlements/tokens", headers=auth).json()
+    assert native["usage"] == 61
 
 
 def test_iso_interval_and_anchor_set_the_usage_period(om):
@@ -330,8 +370,9 @@ def test_second_entitlement_to_a_feature_is_resource_exists(om):
     plain_feature(om, "sso")
     sso = EntitlementBooleanCreateInputs(type="boolean", feature_key="sso")
     om.customer_entitlements_v2.post("acme", sso)
-    with pytest.raises(ResourceExistsError):
+    with pytest.raises(ResourceExistsError) as err:
         om.customer_entitlements_v2.post("acme", sso)
+    assert "delete it first" in err.value.model.detail and "override" not in err.value.model.detail
 
 
 def test_unknown_customer_or_feature_is_not_found(om):
@@ -374,6 +415,17 @@ def test_bad_entitlement_is_a_400_naming_the_field(om, body, field):
     problem = err.value.response.json()
     assert field in {e["field"] for e in problem["errors"]}
     assert problem["instance"] == "/api/v2/customers/acme/entitlements"
+
+
+def test_metered_entitlement_to_a_feature_without_a_meter_is_a_400(om):
+    """Nothing would ever measure it (access would never end): refused naming featureKey."""
+    customer(om)
+    plain_feature(om, "sso")
+    with pytest.raises(HttpResponseError) as err:
+        metered(om, feature="sso", issue_after_reset=10)
+    assert err.value.status_code == 400
+    assert "featureKey" in {e["field"] for e in err.value.response.json()["errors"]}
+    assert om.customer_entitlements_v2.list("acme").total_count == 0
 
 
 def test_read_key_reads_values_but_cannot_create(live, om):

@@ -48,6 +48,8 @@ from allotment.types import utcnow
 
 T0 = datetime(2024, 1, 1, tzinfo=UTC)
 DAY = timedelta(days=1)
+HOUR = timedelta(hours=1)
+MICROSECOND = timedelta(microseconds=1)
 
 
 # --- a live server -----------------------------------------------------------------------------
@@ -420,6 +422,52 @@ def test_events_list_shows_what_was_ingested(om):
     ]
     assert mine[0].event.time == T0 and mine[0].ingested_at is not None
     assert [e.event.id for e in om.events.list(customer_id=[acme.id])] == ["a"]
+
+
+def test_events_list_is_newest_event_time_first(om):
+    """Ordered by the events' own time, not by when they arrived."""
+    om.events.ingest_events([prompt(id="late", at=T0 + 2 * HOUR), prompt(id="early", at=T0)])
+    om.events.ingest_event(prompt(id="mid", at=T0 + HOUR))
+    assert [e.event.id for e in om.events.list(from_parameter=T0)] == ["late", "mid", "early"]
+    assert [e.event.id for e in om.events.list(from_parameter=T0, limit=2)] == ["late", "mid"]
+
+
+def test_events_list_bounds_are_inclusive(om):
+    """An event exactly at `to` (or at `from`) is listed, as OpenMeter's spec says."""
+    om.events.ingest_events([prompt(id="start", at=T0), prompt(id="end", at=T0 + HOUR)])
+    listed = om.events.list(from_parameter=T0, to=T0 + HOUR)
+    assert [e.event.id for e in listed] == ["end", "start"]
+    assert [e.event.id for e in om.events.list(from_parameter=T0, to=T0 + HOUR - MICROSECOND)] == ["start"]
+
+
+def test_events_list_of_an_unknown_customer_is_empty(om):
+    """An unknown id in `customerId` matches nothing rather than being refused."""
+    acme = om.customers.create(
+        {"name": "ACME", "key": "acme", "usageAttribution": {"subjectKeys": ["cust-1"]}}
+    )
+    om.events.ingest_events([prompt("cust-1", id="a"), prompt("cust-2", id="b")])
+    assert om.events.list(customer_id=["01J00000000000000000000000"]) == []
+    both = om.events.list(customer_id=["01J00000000000000000000000", acme.id])
+    assert [e.event.id for e in both] == ["a"]
+
+
+def test_events_list_id_matches_part_of_an_event_id(om):
+    """Case-sensitive, and found past the first `limit` events (the later pages are read)."""
+    om.events.ingest_events([prompt(id="order-123-a"), prompt(id="order-456-b", at=T0 + HOUR)])
+    assert [e.event.id for e in om.events.list(id="123")] == ["order-123-a"]
+    assert [e.event.id for e in om.events.list(id="123", limit=1)] == ["order-123-a"]
+    assert sorted(e.event.id for e in om.events.list(id="order-")) == ["order-123-a", "order-456-b"]
+    assert om.events.list(id="ORDER") == []
+
+
+def test_meter_query_of_an_unknown_customer_has_no_rows(om):
+    """As with events: an unknown id in `filterCustomerId` matches nothing, not a 400."""
+    tokens_meter(om)
+    om.events.ingest_event(prompt("cust-1", 3))
+    result = om.meters.query_json(
+        "tokens_total", from_parameter=T0, filter_customer_id=["01J00000000000000000000000"]
+    )
+    assert result.data == []
 
 
 def test_every_rejected_event_is_a_400_naming_index_and_field(om):

@@ -55,6 +55,16 @@ async def keys_of(session: AsyncSession, tenant_id: str, ids: Iterable[str]) -> 
     return {customer_id: key for customer_id, key in rows}
 
 
+async def views_of(session: AsyncSession, tenant_id: str, ids: Iterable[str]) -> dict[str, CustomerView]:
+    """customer id -> the customer and its subjects, deleted customers included (what they
+    were entitled to still names them)."""
+    rows = list(await session.scalars(
+        select(Customer).where(Customer.tenant_id == tenant_id, Customer.id.in_(sorted(set(ids))))
+    ))
+    subjects = await _subjects_by_customer(session, tenant_id, [c.id for c in rows])
+    return {c.id: CustomerView(c, subjects.get(c.id, [])) for c in rows}
+
+
 async def _subject_keys(session: AsyncSession, tenant_id: str, customer_id: str) -> list[str]:
     rows = await session.scalars(
         select(CustomerSubject.subject_key)

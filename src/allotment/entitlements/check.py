@@ -209,6 +209,7 @@ class Counted:
     period_start: datetime
     period_end: datetime | None
     grants: tuple[Grant, ...] = ()  # with their amounts for this period
+    carried: Decimal = ZERO  # overage carried in from the previous period, part of `used`
 
 
 async def read_usage(session: AsyncSession, row: CustomerEntitlement, at: datetime) -> Counted:
@@ -218,10 +219,12 @@ async def read_usage(session: AsyncSession, row: CustomerEntitlement, at: dateti
     """
     found = await standing.standing(session, row, at)
     start = found.period_start
-    used, reserved = await queries.read_counter(session, *counter_key(row, start))
+    used, reserved, fixed = await queries.counter_state(session, *counter_key(row, start)) or (0, 0, None)
     if reserved:  # holds that expired but were not given back yet hold nothing
         reserved -= await queries.expired_holds(session, *counter_key(row, start), at)
-    return Counted(units(used + (found.carry or 0)), units(reserved), start, found.period_end, found.grants)
+    carried = (fixed or 0) + (found.carry or 0)  # at most one of them: a carry is fixed once
+    return Counted(units(used + (found.carry or 0)), units(reserved), start, found.period_end, found.grants,
+                   carried=units(carried))
 
 
 async def standing_now(

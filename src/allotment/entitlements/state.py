@@ -69,6 +69,7 @@ class EntitlementState:
     period_end: datetime | None = None
     grants: tuple[GrantBalance, ...] = ()  # metered: in burn order
     rolled_over: Decimal | None = None  # metered with included_rollover: units rolled into this period
+    carried: Decimal | None = None  # metered: overage carried into this period, counted in `usage`
 
     @property
     def in_overdraft(self) -> bool:
@@ -111,7 +112,7 @@ async def state_of(
         usage=d.usage, included=d.included, soft_limit=d.soft_limit, hard_limit=d.hard_limit,
         balance=d.balance, overage=d.overage,
         period_start=counted.period_start, period_end=counted.period_end, grants=breakdown,
-        rolled_over=rolled if standing.rolls_over(row) else None,
+        rolled_over=rolled if standing.rolls_over(row) else None, carried=counted.carried,
     )
 
 

@@ -12,6 +12,7 @@ from fastapi import APIRouter, FastAPI
 
 from allotment.api import errors
 from allotment.api.compat import (
+    openmeter_admin,
     openmeter_customers,
     openmeter_entitlements,
     openmeter_events,
@@ -31,6 +32,7 @@ for _module in (
     openmeter_features,
     openmeter_entitlements,
     openmeter_grants,
+    openmeter_admin,
     openmeter_notifications,
 ):
     router.include_router(_module.router)

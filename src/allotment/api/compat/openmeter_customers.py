@@ -210,6 +210,18 @@ async def customer_ids(session: AsyncSession, tenant_id: str, keys: set[str]) ->
     return out
 
 
+async def known_customers(session: AsyncSession, tenant_id: str, refs: list[str]) -> list[str]:
+    """The customers named (by id or key) that exist: as OpenMeter, a filter naming an unknown
+    customer matches nothing of it rather than being refused."""
+    out = []
+    for ref in dict.fromkeys(refs):
+        try:
+            out.append((await customers.find(session, tenant_id, ref)).id)
+        except NotFound:
+            continue
+    return out
+
+
 @contextmanager
 def unknown_customer_is_invalid(field: str) -> Iterator[None]:
     """A customer named in a filter that does not exist is bad input, not a missing resource

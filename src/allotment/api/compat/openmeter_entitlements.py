@@ -11,7 +11,8 @@ both APIs always agree. How OpenMeter's metered fields map to ours:
 - `isSoftLimit` false (the default): access ends when the balance is spent, i.e. a hard limit
   at the included units (live grants raise it). true: no hard limit; usage past the balance is
   allowed and reported as overage.
-- `preserveOverageAtReset`: overage is carried into the next period (true) or forgiven.
+- `preserveOverageAtReset`: overage is carried into the next period (true) or forgiven. The
+  carry lowers the next period's balance; the value's `usage` leaves it out, as OpenMeter does.
 - `usagePeriod`: `DAY`/`WEEK`/`MONTH`/`YEAR` or ISO-8601 `P1D`/`P1W`/`P1M`/`P1Y` (also `P7D`,
   `P12M`), aligned on `anchor` (default: now), in UTC.
 - `measureUsageFrom`: `NOW` (OpenMeter's default) counts usage from the entitlement's creation;
@@ -53,7 +54,8 @@ from allotment.api.deps import Admin, Reader, ReadSession, WriteSession
 from allotment.api.responses import Json
 from allotment.customers import service as customers
 from allotment.entitlements import features, metered_usage, overrides, provisioning, state
-from allotment.entitlements.engine import ZERO
+from allotment.entitlements.engine import ZERO, Kind
+from allotment.entitlements.models import Feature
 from allotment.entitlements.periods import UsagePeriod, period_at
 from allotment.entitlements.schemas import AdhocIn
 from allotment.errors import Conflict, NotFound, ValidationFailed
@@ -72,11 +74,20 @@ Time = Annotated[Instant | None, Query(description="The instant to evaluate (def
 async def create_entitlement(
     customer_id_or_key: str, body: EntitlementCreateIn, principal: Admin, session: WriteSession
 ) -> Json:
-    """One entitlement per customer and feature: a second one is a 409, as in OpenMeter."""
+    """One entitlement per customer and feature: a second one is a 409, as in OpenMeter
+    (whose override route, replacing one, is not implemented: delete it, then create)."""
     at, tenant_id = utcnow(), principal.tenant_id
     customer = await customers.find(session, tenant_id, customer_id_or_key)
     with openmeter_fields(ENTITLEMENT_FIELDS):
         data = AdhocIn.model_validate(_adhoc(body, at))
+        feature = await features.get(session, tenant_id, data.feature)
+        if data.kind is Kind.METERED:
+            await _require_meter(session, tenant_id, feature)
+        if await provisioning.open_rows(session, tenant_id, customer.id, at, feature_id=feature.id):
+            raise Conflict(
+                f"customer '{customer.key}' already has an entitlement to '{feature.key}'; delete it"
+                " first (one from a subscription changes with the subscription), then create it"
+            )
         view = await overrides.create_adhoc(
             session, tenant_id, customer.id, data, actor=principal.key_id, at=at
         )
@@ -100,6 +111,15 @@ def _adhoc(body: EntitlementCreateIn, at: datetime) -> dict[str, Any]:
     if kind == "metered":
         return {"feature": feature, "kind": "metered", **_metered(body, at)}
     raise ValidationFailed.on("type", "must be one of metered, boolean, static")
+
+
+async def _require_meter(session: AsyncSession, tenant_id: str, feature: Feature) -> None:
+    """OpenMeter measures a metered entitlement with its feature's meter: without one it is
+    refused (natively, usage could still come from checks that consume)."""
+    if (await features.view(session, tenant_id, feature)).meter_key is None:
+        raise ValidationFailed.on(
+            "featureKey", f"feature '{feature.key}' has no meter: a metered entitlement needs one"
+        )
 
 
 def _config(raw: str | None) -> dict[str, Any]:

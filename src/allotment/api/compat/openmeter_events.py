@@ -10,7 +10,7 @@ from typing import Annotated
 from fastapi import Query, Request, Response
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from allotment.api.compat.openmeter_customers import customer_ids, unknown_customer_is_invalid
+from allotment.api.compat.openmeter_customers import customer_ids, known_customers
 from allotment.api.compat.openmeter_http import openmeter_router, problem, utc
 from allotment.api.compat.openmeter_schemas import ingested_event_out
 from allotment.api.deps import Ingester, Reader, ReadSession
@@ -63,18 +63,25 @@ async def list_events(
     id: str | None = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> Json:
-    """Newest first, as a bare JSON array. `id` and `ingestedAt*` are applied to at most
-    twenty pages of `limit` events."""
+    """As OpenMeter: newest event time first, as a bare JSON array; `from`, `to` and the
+    `ingestedAt*` bounds are inclusive; `id` matches any part of an event id; customers in
+    `customerId` that do not exist match nothing. `id` and `ingestedAt*` are applied to at
+    most twenty pages of `limit` events."""
     start, end = utc(from_), utc(to)
+    customers = None
+    if customer_id is not None:
+        customers = await known_customers(session, principal.tenant_id, customer_id)
+        if not customers:
+            return Json([])
     flt = event_log.EventFilter(
         subjects=subject,
-        customers=customer_id,
+        customers=customers,
         start_us=to_micros(start) if start else None,
-        end_us=to_micros(end) if end else None,
+        end_us=to_micros(end) + 1 if end else None,
+        by_time=True,
     )
     keep = _event_predicate(id, utc(ingested_at_from), utc(ingested_at_to))
-    with unknown_customer_is_invalid("customerId"):
-        views = await _scan_events(session, principal.tenant_id, flt, limit, keep)
+    views = await _scan_events(session, principal.tenant_id, flt, limit, keep)
     ids = await customer_ids(
         session, principal.tenant_id, {v.customer for v in views if v.customer}
     )
@@ -92,9 +99,9 @@ def _event_predicate(
     def keep(view: event_log.EventView) -> bool:
         e = view.event
         return (
-            (event_id is None or e.event_id == event_id)
+            (event_id is None or event_id in e.event_id)
             and (low is None or e.received_us >= low)
-            and (high is None or e.received_us < high)
+            and (high is None or e.received_us <= high)
         )
 
     return keep
@@ -115,5 +122,6 @@ async def _scan_events(
         out += [v for v in page if keep(v)]
         if len(page) < limit or len(out) >= limit:
             break
-        flt = replace(flt, before_seq=page[-1].event.seq)
+        last = page[-1].event
+        flt = replace(flt, before_time_us=last.time_us, before_seq=last.seq)
     return out[:limit]

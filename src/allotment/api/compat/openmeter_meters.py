@@ -14,7 +14,11 @@ from typing import Annotated, Any, Literal
 from fastapi import Query, Request, Response
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from allotment.api.compat.openmeter_customers import customer_ids, unknown_customer_is_invalid
+from allotment.api.compat.openmeter_customers import (
+    customer_ids,
+    known_customers,
+    unknown_customer_is_invalid,
+)
 from allotment.api.compat.openmeter_http import (
     OptionalPage,
     OptionalPageSize,
@@ -265,9 +269,14 @@ async def _query(
     session: AsyncSession, tenant_id: str, meter_key: str, spec: MeterQueryIn
 ) -> dict[str, Any]:
     meter = await meters.get(session, tenant_id, meter_key)
+    if spec.filter_customer_id is not None:  # unknown customers match nothing, as in OpenMeter
+        known = await known_customers(session, tenant_id, spec.filter_customer_id)
+        spec = spec.model_copy(update={"filter_customer_id": known})
     q = _meter_query(spec)
-    with openmeter_fields(QUERY_FIELDS), unknown_customer_is_invalid("filterCustomerId"):
-        rows = await meter_query.query(session, tenant_id, meter, q)
+    rows = []
+    if q.customers != []:
+        with openmeter_fields(QUERY_FIELDS), unknown_customer_is_invalid("filterCustomerId"):
+            rows = await meter_query.query(session, tenant_id, meter, q)
     ids = await customer_ids(session, tenant_id, {r.customer for r in rows if r.customer})
     return {
         **({"from": from_micros(q.start_us)} if q.start_us is not None else {}),

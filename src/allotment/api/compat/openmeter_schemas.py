@@ -309,6 +309,17 @@ def entitlement_out(
     return _compact(body)
 
 
+def entitlement_v1_out(
+    row: CustomerEntitlement, customer: CustomerView, feature_key: str, *, at: datetime
+) -> dict[str, Any]:
+    """The v1 Entitlement: the same, held by a subject (the customer's first, else its key)."""
+    body = entitlement_out(row, customer.customer, feature_key, at=at)
+    for v2_only in ("customerId", "customerKey", "issue"):
+        body.pop(v2_only, None)
+    body["subjectKey"] = next(iter(customer.subject_keys), customer.customer.key)
+    return body
+
+
 def _metered_out(row: CustomerEntitlement, at: datetime) -> dict[str, Any]:
     included = row.included or Decimal(0)
     period = usage_period(row)
@@ -336,7 +347,9 @@ def value_out(state: EntitlementState) -> dict[str, Any]:
     """OpenMeter's EntitlementValue: access, and the balance of counted kinds.
 
     `totalAvailableGrantAmount` is what the period makes available: included units plus live
-    grants (the effective soft limit), so balance = total - usage while there is no overage.
+    grants (the effective soft limit). `usage` is the period's own usage: overage carried in
+    from the previous period (`preserveOverageAtReset`) lowers the balance but is not usage
+    of this period, as in OpenMeter (the native API counts it in the usage).
     """
     kind = state.row.kind
     if kind == Kind.BOOLEAN:
@@ -347,11 +360,17 @@ def value_out(state: EntitlementState) -> dict[str, Any]:
         {
             "hasAccess": state.has_access,
             "balance": codec.optional_number(state.balance),
-            "usage": codec.optional_number(state.usage),
+            "usage": codec.optional_number(_period_usage(state)),
             "overage": codec.optional_number(state.overage),
             "totalAvailableGrantAmount": codec.optional_number(state.soft_limit),
         }
     )
+
+
+def _period_usage(state: EntitlementState) -> Decimal | None:
+    if state.usage is None or not state.carried:
+        return state.usage
+    return max(state.usage - state.carried, Decimal(0))
 
 
 def value_v2_out(state: EntitlementState) -> dict[str, Any]:
