@@ -374,3 +374,15 @@ async def test_a_retried_release_with_its_key_gets_the_first_answer(tenant):
     assert (first.status_code, again.status_code, again.json()) == (200, 200, first.json())
     assert again.headers["idempotent-replayed"] == "true"
     assert (await c.post(f"/v1/reservations/{res}/release")).status_code == 409  # without it: released
+
+
+@pytest.mark.parametrize("scope", ["read", "ingest", "admin"])
+async def test_any_key_lists_and_reads_reservations(tenant, db, scope):
+    """Read keys (dashboards) and ingest keys (the charger that holds them) both see reservations."""
+    c = tenant.client
+    await _prepaid(c)
+    res = (await _reserve(c, 10))["reservation"]["id"]
+    headers = {"Authorization": f"Bearer {await tenant.key(scope, db)}"}
+    listed = await ok(await c.get("/v1/reservations", headers=headers))
+    assert [r["id"] for r in listed["items"]] == [res]
+    assert (await ok(await c.get(f"/v1/reservations/{res}", headers=headers)))["status"] == "open"

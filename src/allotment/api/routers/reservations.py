@@ -1,6 +1,8 @@
 """Reservations (`/v1/reservations`): hold units of a metered feature, then commit or release.
 
-An `ingest` or `admin` key is required: reservations change what the customer may still use.
+Taking, committing and releasing need an `ingest` or `admin` key: they change what the customer
+may still use. Any key may read them: the dashboards that read the rest (`read`) and the
+devices that hold them (`ingest`).
 """
 
 from __future__ import annotations
@@ -13,10 +15,12 @@ from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from allotment.api.deps import (
+    AnyKey,
     Cursor,
     Db,
     Ingester,
     Limit,
+    ReadSession,
     WriteSession,
     decode_cursor,
     page,
@@ -150,8 +154,8 @@ async def create(
 
 @router.get("")
 async def list_reservations(
-    principal: Ingester,
-    session: WriteSession,
+    principal: AnyKey,
+    session: ReadSession,
     customer: str | None = None,
     feature: str | None = None,
     status: Literal["open", "committed", "released", "expired"] | None = None,
@@ -170,7 +174,7 @@ async def list_reservations(
 
 
 @router.get("/{reservation_id}", response_model=ReservationRead)
-async def get(reservation_id: str, principal: Ingester, session: WriteSession) -> ReservationRead:
+async def get(reservation_id: str, principal: AnyKey, session: ReadSession) -> ReservationRead:
     """One reservation; 404 if unknown."""
     return await reservation_read(session, await service.get(session, principal.tenant_id, reservation_id),
                                   at=utcnow())
