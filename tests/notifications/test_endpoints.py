@@ -7,7 +7,8 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from standardwebhooks import Webhook
 
-from tests.notifications.conftest import endpoint, ok
+from allotment.types import utcnow
+from tests.notifications.conftest import drain, endpoint, ok
 
 URL = "https://hooks.example.com/allotment"
 
@@ -62,6 +63,32 @@ async def test_rotated_secret_replaces_the_old_one_which_signs_for_a_day_more(te
     assert rotated["secret"].startswith("whsec_") and rotated["secret"] != created["secret"]
     until = datetime.fromisoformat(rotated["previous_secret_expires_at"])
     assert before + timedelta(hours=24) <= until <= datetime.now(UTC) + timedelta(hours=24)
+
+
+async def test_a_retried_rotation_rotates_once(db, tenant, receiver, sender):
+    """The retry answers with the secret the first rotation made, and that one signs from then on."""
+    hook = await endpoint(tenant, receiver.url)
+    path, headers = f"/v1/webhook-endpoints/{hook['id']}/rotate-secret", {"Idempotency-Key": "rotate-1"}
+    first = await ok(await tenant.client.post(path, json={"keep_previous_seconds": 0}, headers=headers))
+    again = await tenant.client.post(path, json={"keep_previous_seconds": 0}, headers=headers)
+    assert (again.json(), again.headers["idempotent-replayed"]) == (first, "true")
+    await ok(await tenant.client.post(f"/v1/webhook-endpoints/{hook['id']}/test"), 202)
+    await drain(db, sender, at=utcnow())
+    [got] = receiver.received
+    assert Webhook(first["secret"]).verify(got.body, got.headers)["type"] == "webhook.test"
+    other = await tenant.client.post(path, json={"keep_previous_seconds": 60}, headers=headers)
+    assert (other.status_code, other.json()["type"]) == (409, "idempotency_conflict")
+
+
+async def test_a_retried_test_ping_queues_one_notification(tenant):
+    hook = await endpoint(tenant, URL)
+    path, headers = f"/v1/webhook-endpoints/{hook['id']}/test", {"Idempotency-Key": "ping-1"}
+    first = await tenant.client.post(path, headers=headers)
+    again = await tenant.client.post(path, headers=headers)
+    assert (first.status_code, again.status_code, again.json()) == (202, 202, first.json())
+    assert again.headers["idempotent-replayed"] == "true"
+    sent = await ok(await tenant.client.get("/v1/notifications", params={"type": "webhook.test"}))
+    assert [n["id"] for n in sent["items"]] == [first.json()["notification_id"]]
 
 
 @pytest.mark.parametrize("keep", [-1, 7 * 86400 + 1, "soon", 1.5])

@@ -162,6 +162,10 @@ class WebhookEndpointWithSecret(WebhookEndpointRead):
     secret: str
 
 
+class PingQueued(BaseModel):
+    notification_id: str = Field(description="Follow it at `GET /v1/notifications/{notification_id}`.")
+
+
 DeliveryStatus = Literal["pending", "delivered", "dead"]
 
 

@@ -25,6 +25,7 @@ from allotment.notifications.schemas import (
     AttemptRead,
     DeliveryRead,
     DeliveryStatus,
+    PingQueued,
     SecretRotation,
     WebhookEndpointCreate,
     WebhookEndpointRead,
@@ -117,31 +118,34 @@ async def delete_endpoint(endpoint_id: str, principal: Admin, session: WriteSess
 
 @router.post("/{endpoint_id}/rotate-secret", response_model=WebhookEndpointWithSecret)
 async def rotate_secret(
-    endpoint_id: str, principal: Admin, session: WriteSession, body: SecretRotation | None = None,
-) -> WebhookEndpointWithSecret:
+    endpoint_id: str, principal: Admin, session: WriteSession, idem: Idempotent,
+    body: SecretRotation | None = None,
+) -> Response:
     """A new secret signs every attempt from now on, retries of older messages included.
 
     The replaced secret keeps signing beside it (a second signature in `webhook-signature`)
-    for `keep_previous_seconds` (default a day), so receivers can switch without a gap.
+    for `keep_previous_seconds` (default a day), so receivers can switch without a gap. A
+    retry with the same `Idempotency-Key` rotates nothing more and gets the first answer.
     """
     keep = (body or SecretRotation()).keep_previous_seconds
     endpoint = await service.rotate_secret(
         session, principal.tenant_id, endpoint_id, at=utcnow(), keep_previous=timedelta(seconds=keep)
     )
-    return with_secret(endpoint)
+    return await idem.respond(200, with_secret(endpoint))
 
 
-@router.post("/{endpoint_id}/test", status_code=202)
-async def send_test(endpoint_id: str, principal: Admin, session: WriteSession) -> dict[str, str]:
+@router.post("/{endpoint_id}/test", status_code=202, response_model=PingQueued)
+async def send_test(endpoint_id: str, principal: Admin, session: WriteSession, idem: Idempotent) -> Response:
     """Queue a signed `webhook.test` ping to this endpoint through the outbox.
 
-    Follow it at `GET /v1/notifications/{notification_id}`.
+    Follow it at `GET /v1/notifications/{notification_id}`. A retry with the same
+    `Idempotency-Key` queues nothing more and gets the first answer.
     """
     endpoint = await service.get_endpoint(session, principal.tenant_id, endpoint_id)
     if not endpoint.enabled:
         raise Conflict(f"webhook endpoint '{endpoint_id}' is disabled; enable it to test it")
     notification_id = await service.send_test(session, principal.tenant_id, endpoint_id, at=utcnow())
-    return {"notification_id": notification_id}
+    return await idem.respond(202, PingQueued(notification_id=notification_id))
 
 
 @router.get("/{endpoint_id}/deliveries")
