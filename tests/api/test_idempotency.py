@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from sqlalchemy import select
 from tests.entitlements.catalogue import customer, feature, metered, ok, plan, subscribe
 from tests.helpers import event, meter
+
+from allotment.tenancy.models import IdempotentRequest
 
 
 async def test_retry_with_same_key_returns_the_first_answer(tenant):
@@ -129,3 +132,26 @@ async def test_a_retried_publish_gets_the_first_answer(tenant):
     assert again.headers["idempotent-replayed"] == "true"
     assert (await c.post("/v1/plans/pro/publish")).status_code == 409  # without it: no draft left
 
+
+async def test_a_retried_key_creation_creates_no_second_key_and_shows_no_secret(tenant):
+    """The secret was shown once: the retry names the same key, with `secret: null`."""
+    c = tenant.client
+    headers, body = {"Idempotency-Key": "key-1"}, {"scope": "read", "name": "dashboards"}
+    first = await c.post("/v1/api-keys", json=body, headers=headers)
+    again = await c.post("/v1/api-keys", json=body, headers=headers)
+    assert (first.status_code, again.status_code) == (201, 201)
+    assert first.json()["secret"].startswith("alm_") and again.json()["secret"] is None
+    assert {**again.json(), "secret": first.json()["secret"]} == first.json()
+    assert again.headers["idempotent-replayed"] == "true"
+    keys = (await c.get("/v1/api-keys")).json()["items"]
+    assert [k["id"] for k in keys if k["name"] == "dashboards"] == [first.json()["id"]]
+    other = await c.post("/v1/api-keys", json={**body, "scope": "admin"}, headers=headers)
+    assert (other.status_code, other.json()["type"]) == (409, "idempotency_conflict")
+
+
+async def test_a_created_key_secret_is_not_kept_with_its_idempotency_key(tenant, db):
+    created = await ok(await tenant.client.post("/v1/api-keys", json={"scope": "read"},
+                                                headers={"Idempotency-Key": "key-1"}), 201)
+    async with db.transaction(readonly=True) as session:
+        [stored] = (await session.scalars(select(IdempotentRequest))).all()
+    assert created["secret"].encode() not in stored.body and created["id"].encode() in stored.body
