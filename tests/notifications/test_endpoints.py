@@ -138,6 +138,21 @@ async def test_endpoints_need_an_admin_key_to_change(tenant, db):
     assert (await tenant.client.get("/v1/webhook-endpoints", headers=headers)).status_code == 200
 
 
+async def test_custom_header_values_are_shown_only_to_admin_keys(tenant, db):
+    """A read key sees which headers an endpoint sends, never their values (they may be credentials)."""
+    created = await endpoint(tenant, URL, headers={"Authorization": "Bearer s3cret", "X-Team": "billing"})
+    assert created["headers"] == {"Authorization": "Bearer s3cret", "X-Team": "billing"}
+    path = f"/v1/webhook-endpoints/{created['id']}"
+    reader = {"Authorization": f"Bearer {await tenant.key('read', db)}"}
+    redacted = {"Authorization": "<redacted>", "X-Team": "<redacted>"}
+    assert (await ok(await tenant.client.get(path, headers=reader)))["headers"] == redacted
+    [listed] = (await ok(await tenant.client.get("/v1/webhook-endpoints", headers=reader)))["items"]
+    assert listed["headers"] == redacted and "s3cret" not in str(listed)
+    assert (await ok(await tenant.client.get(path)))["headers"] == created["headers"]
+    [mine] = (await ok(await tenant.client.get("/v1/webhook-endpoints")))["items"]
+    assert mine["headers"] == created["headers"]
+
+
 async def test_other_tenant_cannot_see_or_change_endpoints(tenant, other_tenant):
     """Another tenant's endpoint answers 404 to every call, as if it did not exist."""
     created = await endpoint(tenant, URL)

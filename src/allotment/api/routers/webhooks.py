@@ -22,6 +22,7 @@ from allotment.errors import Conflict
 from allotment.notifications import history, service
 from allotment.notifications.models import WebhookEndpoint
 from allotment.notifications.schemas import (
+    REDACTED,
     AttemptRead,
     DeliveryRead,
     DeliveryStatus,
@@ -32,16 +33,22 @@ from allotment.notifications.schemas import (
     WebhookEndpointUpdate,
     WebhookEndpointWithSecret,
 )
+from allotment.tenancy.service import Principal, Scope
 from allotment.types import utcnow
 
 router = APIRouter(prefix="/v1/webhook-endpoints", tags=["webhooks"])
 
 
-def endpoint_read(e: WebhookEndpoint) -> WebhookEndpointRead:
+def endpoint_read(e: WebhookEndpoint, *, header_values: bool) -> WebhookEndpointRead:
+    """The endpoint; without `header_values` its custom headers are named but their values
+    (an `Authorization` for the receiver, say) are not shown."""
     overlap = e.previous_secret_until
+    headers = e.headers or {}
+    if not header_values:
+        headers = dict.fromkeys(headers, REDACTED)
     return WebhookEndpointRead(
         id=e.id, url=e.url, description=e.description, event_types=e.event_types,
-        enabled=e.enabled, rules_only=e.rules_only, headers=e.headers or {}, body_format=e.body_format,  # type: ignore[arg-type]
+        enabled=e.enabled, rules_only=e.rules_only, headers=headers, body_format=e.body_format,  # type: ignore[arg-type]
         disabled_reason=e.disabled_reason, disabled_at=e.disabled_at,
         previous_secret_expires_at=overlap if overlap is not None and overlap > utcnow() else None,
         created_at=e.created_at, updated_at=e.updated_at,
@@ -49,7 +56,12 @@ def endpoint_read(e: WebhookEndpoint) -> WebhookEndpointRead:
 
 
 def with_secret(e: WebhookEndpoint) -> WebhookEndpointWithSecret:
-    return WebhookEndpointWithSecret(**endpoint_read(e).model_dump(), secret=e.secret)
+    return WebhookEndpointWithSecret(**endpoint_read(e, header_values=True).model_dump(), secret=e.secret)
+
+
+def shows_header_values(principal: Principal) -> bool:
+    """Only admin keys, which may change the headers anyway, see what they hold."""
+    return principal.scope is Scope.ADMIN
 
 
 def delivery_read(view: history.DeliveryView) -> DeliveryRead:
@@ -90,12 +102,15 @@ async def list_endpoints(
     rows = await service.list_endpoints(
         session, principal.tenant_id, after=decode_cursor(cursor), limit=limit
     )
-    return page([endpoint_read(e) for e in rows], rows, limit=limit, position=lambda r: r.id)
+    reveal = shows_header_values(principal)
+    return page([endpoint_read(e, header_values=reveal) for e in rows], rows, limit=limit,
+                position=lambda r: r.id)
 
 
 @router.get("/{endpoint_id}", response_model=WebhookEndpointRead)
 async def get_endpoint(endpoint_id: str, principal: Reader, session: ReadSession) -> WebhookEndpointRead:
-    return endpoint_read(await service.get_endpoint(session, principal.tenant_id, endpoint_id))
+    endpoint = await service.get_endpoint(session, principal.tenant_id, endpoint_id)
+    return endpoint_read(endpoint, header_values=shows_header_values(principal))
 
 
 @router.patch("/{endpoint_id}", response_model=WebhookEndpointRead)
@@ -106,7 +121,7 @@ async def update_endpoint(
     endpoint = await service.update_endpoint(
         session, principal.tenant_id, endpoint_id, data, at=utcnow()
     )
-    return endpoint_read(endpoint)
+    return endpoint_read(endpoint, header_values=True)  # an admin's answer
 
 
 @router.delete("/{endpoint_id}", status_code=204)
