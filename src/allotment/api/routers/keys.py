@@ -12,7 +12,7 @@ from datetime import datetime
 from fastapi import APIRouter, Response
 from pydantic import BaseModel, ConfigDict, Field
 
-from allotment.api.deps import Admin, ReadSession, WriteSession
+from allotment.api.deps import Admin, Cursor, Limit, ReadSession, WriteSession, decode_cursor, page
 from allotment.api.idempotency import Idempotent
 from allotment.tenancy import service
 from allotment.tenancy.models import ApiKey
@@ -64,8 +64,10 @@ async def create_key(data: KeyCreate, principal: Admin, session: WriteSession, i
 
 
 @router.get("")
-async def list_keys(principal: Admin, session: ReadSession) -> dict[str, list[KeyRead]]:
-    return {"items": [key_read(k) for k in await service.list_keys(session, principal.tenant_id)]}
+async def list_keys(principal: Admin, session: ReadSession, limit: Limit = 50, cursor: Cursor = None) -> dict[str, object]:
+    """The tenant's keys, oldest first, revoked ones included; never their secrets."""
+    rows = await service.list_keys(session, principal.tenant_id, after=decode_cursor(cursor), limit=limit)
+    return page([key_read(k) for k in rows], rows, limit=limit, position=lambda k: k.id)
 
 
 @router.post("/{key_id}/revoke", response_model=KeyRead)
