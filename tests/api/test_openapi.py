@@ -52,3 +52,22 @@ async def test_a_method_a_path_does_not_serve_is_405_naming_the_allowed_ones(ten
         assert resp.status_code == 405, resp.text
         assert resp.headers["content-type"].startswith("application/problem+json")
         assert {"GET", "POST"} <= {m.strip() for m in resp.headers["allow"].split(",")}, resp.headers
+
+
+async def test_actions_that_change_state_document_the_idempotency_key(anon):
+    """Each POST that acts on a resource says it takes an `Idempotency-Key` header."""
+    spec = (await anon.get("/openapi.json")).json()
+    for path in ("/v1/reservations/{reservation_id}/commit", "/v1/reservations/{reservation_id}/release",
+                 "/v1/customers/{customer_key}/seats/{feature_key}/activate",
+                 "/v1/customers/{customer_key}/seats/{feature_key}/heartbeat",
+                 "/v1/customers/{customer_key}/seats/{feature_key}/release",
+                 "/v1/grants/{grant_id}/void", "/v1/plans/{plan_key}/publish", "/v1/api-keys",
+                 "/v1/webhook-endpoints/{endpoint_id}/rotate-secret", "/v1/webhook-endpoints/{endpoint_id}/test"):
+        parameters = spec["paths"][path]["post"].get("parameters", [])
+        assert any(p["in"] == "header" and p["name"] == "Idempotency-Key" for p in parameters), path
+
+
+async def test_the_key_creation_says_a_replay_cannot_show_the_secret_again(anon):
+    spec = (await anon.get("/openapi.json")).json()
+    assert "Idempotency-Key" in spec["paths"]["/v1/api-keys"]["post"]["description"]
+    assert "null" in spec["components"]["schemas"]["KeyCreated"]["properties"]["secret"]["description"]

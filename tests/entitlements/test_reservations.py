@@ -314,3 +314,75 @@ async def test_the_state_view_does_not_count_an_expired_hold(tenant, db):
         gone = await state.get_state(session, tenant.id, "driver", "kwh", at=t0 + timedelta(seconds=60))
     assert (held.balance, held.has_access) == (0, False)
     assert (gone.balance, gone.has_access) == (100, True)
+
+
+async def test_a_retried_commit_with_its_key_gets_the_first_answer(tenant):
+    """A charger retrying a commit after a timeout learns it went through, and nothing counts twice."""
+    c = tenant.client
+    await _prepaid(c)
+    res = (await _reserve(c, 30))["reservation"]["id"]
+    headers = {"Idempotency-Key": "commit-1"}
+    first = await c.post(f"/v1/reservations/{res}/commit", json={"quantity": 22.4}, headers=headers)
+    again = await c.post(f"/v1/reservations/{res}/commit", json={"quantity": 22.4}, headers=headers)
+    assert (first.status_code, again.status_code, again.json()) == (200, 200, first.json())
+    assert again.headers["idempotent-replayed"] == "true" and "idempotent-replayed" not in first.headers
+    assert (await _check(c))["usage"] == 22.4
+
+
+async def test_a_commit_key_reused_with_another_quantity_is_409(tenant):
+    c = tenant.client
+    await _prepaid(c)
+    res = (await _reserve(c, 30))["reservation"]["id"]
+    headers = {"Idempotency-Key": "commit-1"}
+    await ok(await c.post(f"/v1/reservations/{res}/commit", json={"quantity": 20}, headers=headers))
+    other = await c.post(f"/v1/reservations/{res}/commit", json={"quantity": 25}, headers=headers)
+    assert (other.status_code, other.json()["type"]) == (409, "idempotency_conflict")
+    assert (await _check(c))["usage"] == 20
+
+
+async def test_a_commit_key_reused_on_another_reservation_is_409_not_the_first_answer(tenant):
+    c = tenant.client
+    await _prepaid(c)
+    a = (await _reserve(c, 10))["reservation"]["id"]
+    b = (await _reserve(c, 10))["reservation"]["id"]
+    headers = {"Idempotency-Key": "commit-1"}
+    await ok(await c.post(f"/v1/reservations/{a}/commit", json={"quantity": 5}, headers=headers))
+    other = await c.post(f"/v1/reservations/{b}/commit", json={"quantity": 5}, headers=headers)
+    assert (other.status_code, other.json()["type"]) == (409, "idempotency_conflict")
+    assert (await ok(await c.get(f"/v1/reservations/{b}")))["status"] == "open"
+
+
+async def test_a_refused_commit_is_not_remembered_under_its_key(tenant):
+    """A commit refused at the hard limit can be corrected and sent again with the same key."""
+    c = tenant.client
+    await _prepaid(c)
+    res = (await _reserve(c, 30))["reservation"]["id"]
+    headers = {"Idempotency-Key": "commit-1"}
+    over = await c.post(f"/v1/reservations/{res}/commit", json={"quantity": 101}, headers=headers)
+    assert (over.status_code, over.json()["type"]) == (409, "hard_limit")
+    done = await ok(await c.post(f"/v1/reservations/{res}/commit", json={"quantity": 30}, headers=headers))
+    assert done["reservation"]["status"] == "committed"
+
+
+async def test_a_retried_release_with_its_key_gets_the_first_answer(tenant):
+    c = tenant.client
+    await _prepaid(c)
+    res = (await _reserve(c, 30))["reservation"]["id"]
+    headers = {"Idempotency-Key": "release-1"}
+    first = await c.post(f"/v1/reservations/{res}/release", headers=headers)
+    again = await c.post(f"/v1/reservations/{res}/release", headers=headers)
+    assert (first.status_code, again.status_code, again.json()) == (200, 200, first.json())
+    assert again.headers["idempotent-replayed"] == "true"
+    assert (await c.post(f"/v1/reservations/{res}/release")).status_code == 409  # without it: released
+
+
+@pytest.mark.parametrize("scope", ["read", "ingest", "admin"])
+async def test_any_key_lists_and_reads_reservations(tenant, db, scope):
+    """Read keys (dashboards) and ingest keys (the charger that holds them) both see reservations."""
+    c = tenant.client
+    await _prepaid(c)
+    res = (await _reserve(c, 10))["reservation"]["id"]
+    headers = {"Authorization": f"Bearer {await tenant.key(scope, db)}"}
+    listed = await ok(await c.get("/v1/reservations", headers=headers))
+    assert [r["id"] for r in listed["items"]] == [res]
+    assert (await ok(await c.get(f"/v1/reservations/{res}", headers=headers)))["status"] == "open"

@@ -261,3 +261,39 @@ async def test_active_seats_survive_a_plan_change(tenant):
     assert (await _post(c, "activate", "dave"))["active"] == 4
     assert (await _post(c, "activate", "erin"))["decision"] == "deny"
     assert (await _post(c, "release", "bob"))["active"] == 3
+
+
+async def test_a_retried_activation_with_its_key_gets_the_first_answer(tenant):
+    c = tenant.client
+    await _seats_customer(c, 5)
+    headers = {"Idempotency-Key": "act-1"}
+    url = "/v1/customers/acme/seats/seats/activate"
+    first = await c.post(url, json={"item": "alice"}, headers=headers)
+    again = await c.post(url, json={"item": "alice"}, headers=headers)
+    assert (first.status_code, again.status_code, again.json()) == (200, 200, first.json())
+    assert again.headers["idempotent-replayed"] == "true" and "idempotent-replayed" not in first.headers
+
+
+@pytest.mark.parametrize("action", ["activate", "heartbeat", "release"])
+async def test_a_seat_key_reused_for_another_item_is_409_and_leaves_that_item_alone(tenant, action):
+    c = tenant.client
+    await _seats_customer(c, 5)
+    await _post(c, "activate", "alice")
+    await _post(c, "activate", "bob")
+    headers = {"Idempotency-Key": "seat-1"}
+    url = f"/v1/customers/acme/seats/seats/{action}"
+    await ok(await c.post(url, json={"item": "alice"}, headers=headers))
+    other = await c.post(url, json={"item": "bob"}, headers=headers)
+    assert (other.status_code, other.json()["type"]) == (409, "idempotency_conflict")
+    assert (await _post(c, "heartbeat", "bob"))["item"] == "bob"  # bob's seat is untouched
+
+
+async def test_a_seat_key_reused_on_another_action_is_409(tenant):
+    """The same key and body sent to heartbeat after activate is another request, not a replay."""
+    c = tenant.client
+    await _seats_customer(c, 5)
+    headers = {"Idempotency-Key": "seat-1"}
+    await ok(await c.post("/v1/customers/acme/seats/seats/activate", json={"item": "alice"}, headers=headers))
+    other = await c.post("/v1/customers/acme/seats/seats/release", json={"item": "alice"}, headers=headers)
+    assert (other.status_code, other.json()["type"]) == (409, "idempotency_conflict")
+    assert (await _post(c, "heartbeat", "alice"))["active"] == 1

@@ -7,7 +7,8 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from standardwebhooks import Webhook
 
-from tests.notifications.conftest import endpoint, ok
+from allotment.types import utcnow
+from tests.notifications.conftest import drain, endpoint, ok
 
 URL = "https://hooks.example.com/allotment"
 
@@ -64,6 +65,32 @@ async def test_rotated_secret_replaces_the_old_one_which_signs_for_a_day_more(te
     assert before + timedelta(hours=24) <= until <= datetime.now(UTC) + timedelta(hours=24)
 
 
+async def test_a_retried_rotation_rotates_once(db, tenant, receiver, sender):
+    """The retry answers with the secret the first rotation made, and that one signs from then on."""
+    hook = await endpoint(tenant, receiver.url)
+    path, headers = f"/v1/webhook-endpoints/{hook['id']}/rotate-secret", {"Idempotency-Key": "rotate-1"}
+    first = await ok(await tenant.client.post(path, json={"keep_previous_seconds": 0}, headers=headers))
+    again = await tenant.client.post(path, json={"keep_previous_seconds": 0}, headers=headers)
+    assert (again.json(), again.headers["idempotent-replayed"]) == (first, "true")
+    await ok(await tenant.client.post(f"/v1/webhook-endpoints/{hook['id']}/test"), 202)
+    await drain(db, sender, at=utcnow())
+    [got] = receiver.received
+    assert Webhook(first["secret"]).verify(got.body, got.headers)["type"] == "webhook.test"
+    other = await tenant.client.post(path, json={"keep_previous_seconds": 60}, headers=headers)
+    assert (other.status_code, other.json()["type"]) == (409, "idempotency_conflict")
+
+
+async def test_a_retried_test_ping_queues_one_notification(tenant):
+    hook = await endpoint(tenant, URL)
+    path, headers = f"/v1/webhook-endpoints/{hook['id']}/test", {"Idempotency-Key": "ping-1"}
+    first = await tenant.client.post(path, headers=headers)
+    again = await tenant.client.post(path, headers=headers)
+    assert (first.status_code, again.status_code, again.json()) == (202, 202, first.json())
+    assert again.headers["idempotent-replayed"] == "true"
+    sent = await ok(await tenant.client.get("/v1/notifications", params={"type": "webhook.test"}))
+    assert [n["id"] for n in sent["items"]] == [first.json()["notification_id"]]
+
+
 @pytest.mark.parametrize("keep", [-1, 7 * 86400 + 1, "soon", 1.5])
 async def test_rotation_overlap_out_of_range_is_a_422_naming_it(tenant, keep):
     created = await endpoint(tenant, URL)
@@ -109,6 +136,21 @@ async def test_endpoints_need_an_admin_key_to_change(tenant, db):
     resp = await tenant.client.post("/v1/webhook-endpoints", json={"url": URL}, headers=headers)
     assert resp.status_code == 403
     assert (await tenant.client.get("/v1/webhook-endpoints", headers=headers)).status_code == 200
+
+
+async def test_custom_header_values_are_shown_only_to_admin_keys(tenant, db):
+    """A read key sees which headers an endpoint sends, never their values (they may be credentials)."""
+    created = await endpoint(tenant, URL, headers={"Authorization": "Bearer s3cret", "X-Team": "billing"})
+    assert created["headers"] == {"Authorization": "Bearer s3cret", "X-Team": "billing"}
+    path = f"/v1/webhook-endpoints/{created['id']}"
+    reader = {"Authorization": f"Bearer {await tenant.key('read', db)}"}
+    redacted = {"Authorization": "<redacted>", "X-Team": "<redacted>"}
+    assert (await ok(await tenant.client.get(path, headers=reader)))["headers"] == redacted
+    [listed] = (await ok(await tenant.client.get("/v1/webhook-endpoints", headers=reader)))["items"]
+    assert listed["headers"] == redacted and "s3cret" not in str(listed)
+    assert (await ok(await tenant.client.get(path)))["headers"] == created["headers"]
+    [mine] = (await ok(await tenant.client.get("/v1/webhook-endpoints")))["items"]
+    assert mine["headers"] == created["headers"]
 
 
 async def test_other_tenant_cannot_see_or_change_endpoints(tenant, other_tenant):

@@ -54,11 +54,13 @@ Db = Annotated[Database, Depends(_database)]
 WriteSession = Annotated[AsyncSession, Depends(_write_session, scope="function")]
 ReadSession = Annotated[AsyncSession, Depends(_read_session, scope="function")]
 
-# Which scopes may do what: admin everything, ingest sends usage, read only reads.
+# Which scopes may do what: admin everything, ingest sends usage, read only reads. What both
+# the readers and the senders of usage need to see (reservations) is open to any key.
 ALLOWED: dict[str, set[Scope]] = {
     "admin": {Scope.ADMIN},
     "ingest": {Scope.ADMIN, Scope.INGEST},
     "read": {Scope.ADMIN, Scope.READ},
+    "any": set(Scope),
 }
 
 
@@ -121,6 +123,7 @@ def require(need: str) -> Callable[..., Coroutine[Any, Any, Principal]]:
 Admin = Annotated[Principal, Depends(require("admin"))]
 Reader = Annotated[Principal, Depends(require("read"))]
 Ingester = Annotated[Principal, Depends(require("ingest"))]
+AnyKey = Annotated[Principal, Depends(require("any"))]
 
 
 R = TypeVar("R")

@@ -1,9 +1,10 @@
-"""`Idempotency-Key` on create requests (API conventions).
+"""`Idempotency-Key` on requests that create or act (API conventions).
 
-A retry with the same key and the same request gets the first answer again, marked
-`Idempotent-Replayed: true`; the same key with another request is a 409. The answer is stored
-in the same transaction as what the request created, so a create and its key are committed
-together or not at all; concurrent requests with one key are serialised by the key itself.
+A retry with the same key and the same request (method, path and body) gets the first answer
+again, marked `Idempotent-Replayed: true`; the same key with another request, another path
+included, is a 409. The answer is stored in the same transaction as what the request did, so
+an action and its key are committed together or not at all; concurrent requests with one key
+are serialised by the key itself. Refusals are not stored: a corrected retry may use the key.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from pydantic import BaseModel
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from allotment.api.deps import Admin, WriteSession
+from allotment.api.deps import Admin, Ingester, WriteSession
 from allotment.db import Database
 from allotment.errors import IdempotencyConflict, ValidationFailed
 from allotment.tenancy import idempotency as store
@@ -51,13 +52,17 @@ class Idempotency:
     key: str | None
     fingerprint: str
 
-    async def respond(self, status_code: int, payload: BaseModel) -> Response:
-        """The endpoint's answer, remembered under the request's key when it has one."""
+    async def respond(self, status_code: int, payload: BaseModel, *, replayed_as: BaseModel | None = None) -> Response:
+        """The endpoint's answer, remembered under the request's key when it has one.
+
+        `replayed_as` is what retries get instead, when the answer holds what must not be
+        stored (a secret shown once)."""
         body = payload.model_dump_json().encode()
         if self.key is not None:
+            stored = body if replayed_as is None else replayed_as.model_dump_json().encode()
             await store.remember(
                 self.session, self.tenant_id, self.key, fingerprint=self.fingerprint,
-                status_code=status_code, body=body, at=utcnow(),
+                status_code=status_code, body=stored, at=utcnow(),
             )
         return Response(body, status_code=status_code, media_type="application/json")
 
@@ -77,19 +82,33 @@ KeyHeader = Annotated[str | None, Header(
     "(`Idempotent-Replayed: true`); the same key with another request is a 409.")]
 
 
-async def _idempotency(request: Request, principal: Admin, session: WriteSession, key: KeyHeader = None) -> Idempotency:
-    fingerprint = await _fingerprint(request)
+async def begin(session: AsyncSession, tenant_id: str, request: Request, key: str | None) -> Idempotency:
+    """In the request's transaction, before it acts: raise the stored first answer
+    (`Replayed`) or a 409 for a key used with another request; else what to answer with."""
     if key is None:
-        return Idempotency(session, principal.tenant_id, None, fingerprint)
+        return Idempotency(session, tenant_id, None, "")
     if not 1 <= len(key) <= 255:
         raise ValidationFailed.on(HEADER, "must be 1 to 255 characters")
-    await store.lock(session, principal.tenant_id, key)
-    stored = await store.find(session, principal.tenant_id, key)
+    fingerprint = await _fingerprint(request)
+    await store.lock(session, tenant_id, key)
+    stored = await store.find(session, tenant_id, key)
     if stored is None:
-        return Idempotency(session, principal.tenant_id, key, fingerprint)
+        return Idempotency(session, tenant_id, key, fingerprint)
     if stored.fingerprint != fingerprint:
         raise IdempotencyConflict(f"{HEADER} '{key}' was already used for a different request")
     raise Replayed(stored.status_code, stored.body)
+
+
+async def _admin_idempotency(
+    request: Request, principal: Admin, session: WriteSession, key: KeyHeader = None
+) -> Idempotency:
+    return await begin(session, principal.tenant_id, request, key)
+
+
+async def _ingest_idempotency(
+    request: Request, principal: Ingester, session: WriteSession, key: KeyHeader = None
+) -> Idempotency:
+    return await begin(session, principal.tenant_id, request, key)
 
 
 async def answered(db: Database, tenant_id: str, request: Request) -> tuple[str, str] | None:
@@ -141,4 +160,7 @@ def _canonical(body: bytes) -> bytes:
         return body
 
 
-Idempotent = Annotated[Idempotency, Depends(_idempotency)]
+Idempotent = Annotated[Idempotency, Depends(_admin_idempotency)]
+"""For admin endpoints; shares the endpoint's `WriteSession` and `Admin` principal."""
+IngestIdempotent = Annotated[Idempotency, Depends(_ingest_idempotency)]
+"""For endpoints an ingest key may call (usage: seats, reservations)."""

@@ -129,6 +129,9 @@ class WebhookEndpointUpdate(BaseModel):
     )
 
 
+REDACTED = "<redacted>"
+
+
 class WebhookEndpointRead(BaseModel):
     id: str
     url: str
@@ -136,7 +139,10 @@ class WebhookEndpointRead(BaseModel):
     event_types: list[str]
     enabled: bool
     rules_only: bool
-    headers: dict[str, str]
+    headers: dict[str, str] = Field(description=(
+        "Sent with every attempt. The values (often credentials) are shown to admin keys only; "
+        f"other keys see each name with the value `{REDACTED}`."
+    ))
     body_format: BodyFormat
     disabled_reason: str | None
     disabled_at: datetime | None
@@ -160,6 +166,10 @@ class WebhookEndpointWithSecret(WebhookEndpointRead):
     """Only create and rotate-secret answer with the secret."""
 
     secret: str
+
+
+class PingQueued(BaseModel):
+    notification_id: str = Field(description="Follow it at `GET /v1/notifications/{notification_id}`.")
 
 
 DeliveryStatus = Literal["pending", "delivered", "dead"]

@@ -1,4 +1,4 @@
-"""Stored answers to create requests sent with an `Idempotency-Key` (see api/idempotency.py)."""
+"""Stored answers to requests sent with an `Idempotency-Key` (see api/idempotency.py)."""
 
 from __future__ import annotations
 

@@ -32,7 +32,7 @@ class ApiKey(Base):
 
 
 class IdempotentRequest(Base):
-    """The first answer to a create sent with an `Idempotency-Key`, replayed on retries."""
+    """The first answer to a create or an action sent with an `Idempotency-Key`, replayed on retries."""
 
     __tablename__ = "idempotent_requests"
 

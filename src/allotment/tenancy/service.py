@@ -85,10 +85,14 @@ async def create_key(
     return key, secret
 
 
-async def list_keys(session: AsyncSession, tenant_id: str) -> list[ApiKey]:
-    return list(
-        await session.scalars(select(ApiKey).where(ApiKey.tenant_id == tenant_id).order_by(ApiKey.id))
-    )
+async def list_keys(
+    session: AsyncSession, tenant_id: str, *, after: str | None = None, limit: int | None = None
+) -> list[ApiKey]:
+    """The tenant's keys in id (creation) order: those after `after`, at most `limit`."""
+    stmt = select(ApiKey).where(ApiKey.tenant_id == tenant_id)
+    if after is not None:
+        stmt = stmt.where(ApiKey.id > after)
+    return list(await session.scalars(stmt.order_by(ApiKey.id).limit(limit)))
 
 
 async def revoke_key(

@@ -1,7 +1,7 @@
 """Grants on a customer's metered feature: create, list, read, void.
 
-`POST /v1/customers/{customer_key}/entitlements/{feature_key}/grants` takes an
-`Idempotency-Key`: a retry returns the first grant and grants nothing more.
+Create and void take an `Idempotency-Key`: a retry returns the first answer and grants (or
+voids) nothing more.
 """
 
 from __future__ import annotations
@@ -116,10 +116,13 @@ async def get_grant(grant_id: str, principal: Reader, session: ReadSession) -> G
 
 
 @router.post("/v1/grants/{grant_id}/void", response_model=GrantRead)
-async def void_grant(grant_id: str, data: GrantVoid, principal: Admin, session: WriteSession) -> GrantRead:
-    """End the grant now: it stops raising limits at once. A grant already voided is a 409."""
+async def void_grant(
+    grant_id: str, data: GrantVoid, principal: Admin, session: WriteSession, idem: Idempotent
+) -> Response:
+    """End the grant now: it stops raising limits at once. A grant already voided is a 409,
+    unless the request is a retry with the first one's `Idempotency-Key`: it gets that answer."""
     at = utcnow()
     record = await service.void(session, principal.tenant_id, grant_id, reason=data.reason, at=at,
                                 actor=principal.key_id)
     [read] = await grant_reads(session, principal.tenant_id, [record], at)
-    return read
+    return await idem.respond(200, read)

@@ -1,13 +1,19 @@
-"""API keys of the caller's tenant (`/v1/api-keys`)."""
+"""API keys of the caller's tenant (`/v1/api-keys`).
+
+A key's secret is shown once, in the answer that created it; only its hash is stored. A
+retried create (same `Idempotency-Key`, same body) creates no second key: it names the first
+with `secret: null`, since that secret exists nowhere any more (docs/api-keys.md).
+"""
 
 from __future__ import annotations
 
 from datetime import datetime
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Response
 from pydantic import BaseModel, ConfigDict, Field
 
-from allotment.api.deps import Admin, ReadSession, WriteSession
+from allotment.api.deps import Admin, Cursor, Limit, ReadSession, WriteSession, decode_cursor, page
+from allotment.api.idempotency import Idempotent
 from allotment.tenancy import service
 from allotment.tenancy.models import ApiKey
 from allotment.tenancy.service import Scope
@@ -33,7 +39,11 @@ class KeyRead(BaseModel):
 
 
 class KeyCreated(KeyRead):
-    secret: str = Field(description="Shown once; only a hash is stored.")
+    secret: str | None = Field(description=(
+        "Shown once, in the answer that created the key; only a hash is stored. null when the "
+        "answer replays that one (`Idempotent-Replayed: true`): the secret cannot be shown again. "
+        "If it was lost, revoke the key and create another."
+    ))
 
 
 def key_read(key: ApiKey) -> KeyRead:
@@ -41,14 +51,23 @@ def key_read(key: ApiKey) -> KeyRead:
 
 
 @router.post("", status_code=201, response_model=KeyCreated)
-async def create_key(data: KeyCreate, principal: Admin, session: WriteSession) -> KeyCreated:
+async def create_key(data: KeyCreate, principal: Admin, session: WriteSession, idem: Idempotent) -> Response:
+    """Create a key; the answer is the only place its secret is ever shown.
+
+    A retry with the same `Idempotency-Key` and body creates no second key: it answers 201 with
+    the first key and `secret: null` (`Idempotent-Replayed: true`), because only the secret's
+    hash is kept. The same key with another body is a 409.
+    """
     key, secret = await service.create_key(session, principal.tenant_id, scope=data.scope, name=data.name, actor=principal.key_id, at=utcnow())
-    return KeyCreated(**key_read(key).model_dump(), secret=secret)
+    read = key_read(key).model_dump()
+    return await idem.respond(201, KeyCreated(**read, secret=secret), replayed_as=KeyCreated(**read, secret=None))
 
 
 @router.get("")
-async def list_keys(principal: Admin, session: ReadSession) -> dict[str, list[KeyRead]]:
-    return {"items": [key_read(k) for k in await service.list_keys(session, principal.tenant_id)]}
+async def list_keys(principal: Admin, session: ReadSession, limit: Limit = 50, cursor: Cursor = None) -> dict[str, object]:
+    """The tenant's keys, oldest first, revoked ones included; never their secrets."""
+    rows = await service.list_keys(session, principal.tenant_id, after=decode_cursor(cursor), limit=limit)
+    return page([key_read(k) for k in rows], rows, limit=limit, position=lambda k: k.id)
 
 
 @router.post("/{key_id}/revoke", response_model=KeyRead)

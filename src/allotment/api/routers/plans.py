@@ -70,8 +70,9 @@ async def get_plan(
 
 
 @router.post("/{plan_key}/publish", response_model=PlanRead)
-async def publish_plan(plan_key: str, principal: Admin, session: WriteSession) -> PlanRead:
+async def publish_plan(plan_key: str, principal: Admin, session: WriteSession, idem: Idempotent) -> Response:
     """Publish the draft; the previous published version is archived. Existing subscriptions
-    stay on their version until migrated."""
+    stay on their version until migrated. Without a draft: 409, unless the request is a retry
+    with the first one's `Idempotency-Key`: it gets that answer."""
     view = await service.publish(session, principal.tenant_id, plan_key, actor=principal.key_id, at=utcnow())
-    return plan_read(view)
+    return await idem.respond(200, plan_read(view))

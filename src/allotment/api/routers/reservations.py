@@ -1,6 +1,8 @@
 """Reservations (`/v1/reservations`): hold units of a metered feature, then commit or release.
 
-An `ingest` or `admin` key is required: reservations change what the customer may still use.
+Taking, committing and releasing need an `ingest` or `admin` key: they change what the customer
+may still use. Any key may read them: the dashboards that read the rest (`read`) and the
+devices that hold them (`ingest`).
 """
 
 from __future__ import annotations
@@ -8,12 +10,22 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, Header, Response
+from fastapi import APIRouter, Header, Request, Response
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from allotment.api.deps import Cursor, Db, Ingester, Limit, WriteSession, decode_cursor, page
-from allotment.api.idempotency import one_idempotency_key
+from allotment.api.deps import (
+    AnyKey,
+    Cursor,
+    Db,
+    Ingester,
+    Limit,
+    ReadSession,
+    WriteSession,
+    decode_cursor,
+    page,
+)
+from allotment.api.idempotency import IngestIdempotent, KeyHeader, begin, one_idempotency_key
 from allotment.customers import service as customers
 from allotment.entitlements import features
 from allotment.entitlements import reservations as service
@@ -142,8 +154,8 @@ async def create(
 
 @router.get("")
 async def list_reservations(
-    principal: Ingester,
-    session: WriteSession,
+    principal: AnyKey,
+    session: ReadSession,
     customer: str | None = None,
     feature: str | None = None,
     status: Literal["open", "committed", "released", "expired"] | None = None,
@@ -162,24 +174,32 @@ async def list_reservations(
 
 
 @router.get("/{reservation_id}", response_model=ReservationRead)
-async def get(reservation_id: str, principal: Ingester, session: WriteSession) -> ReservationRead:
+async def get(reservation_id: str, principal: AnyKey, session: ReadSession) -> ReservationRead:
     """One reservation; 404 if unknown."""
     return await reservation_read(session, await service.get(session, principal.tenant_id, reservation_id),
                                   at=utcnow())
 
 
 @router.post("/{reservation_id}/commit", response_model=SettledRead)
-async def commit(reservation_id: str, data: CommitIn, principal: Ingester, db: Db) -> SettledRead:
+async def commit(
+    reservation_id: str, data: CommitIn, principal: Ingester, db: Db, request: Request,
+    idempotency_key: KeyHeader = None,
+) -> Response:
     """Record the actual `quantity` and end the hold.
 
     409 when the reservation is no longer open (`reservation_expired`, `reservation_committed`,
     `reservation_released`) or when more than was held would cross the hard limit (`hard_limit`,
-    recorded as a denial).
+    recorded as a denial). A retry with the same `Idempotency-Key` gets the first answer again
+    (`Idempotent-Replayed: true`), not a 409: a charger retrying after a timeout learns that its
+    commit went through.
     """
     at = utcnow()
     try:
         async with db.transaction() as session:
+            idem = await begin(session, principal.tenant_id, request, idempotency_key)
             settled = await service.commit(session, principal.tenant_id, reservation_id, data.quantity, at=at)
+            read = await reservation_read(session, settled.reservation)
+            return await idem.respond(200, settled_read(read, settled))
     except Conflict as refused:
         if refused.code == "hard_limit":
             async with db.transaction() as session:
@@ -187,13 +207,13 @@ async def commit(reservation_id: str, data: CommitIn, principal: Ingester, db: D
                     session, principal.tenant_id, reservation_id, data.quantity, at=at
                 )
         raise
-    async with db.transaction(readonly=True) as session:
-        read = await reservation_read(session, settled.reservation)
-    return settled_read(read, settled)
 
 
 @router.post("/{reservation_id}/release", response_model=SettledRead)
-async def release(reservation_id: str, principal: Ingester, session: WriteSession) -> SettledRead:
-    """Give the hold back without recording usage; 409 when the reservation is no longer open."""
+async def release(
+    reservation_id: str, principal: Ingester, session: WriteSession, idem: IngestIdempotent
+) -> Response:
+    """Give the hold back without recording usage; 409 when the reservation is no longer open.
+    A retry with the same `Idempotency-Key` gets the first answer again."""
     settled = await service.release(session, principal.tenant_id, reservation_id, at=utcnow())
-    return settled_read(await reservation_read(session, settled.reservation), settled)
+    return await idem.respond(200, settled_read(await reservation_read(session, settled.reservation), settled))

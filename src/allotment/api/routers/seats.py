@@ -1,6 +1,8 @@
 """Seats (`/v1/customers/{key}/seats/{feature}/activate|heartbeat|release`).
 
-An `ingest` or `admin` key is required: these calls change what the customer uses.
+An `ingest` or `admin` key is required: these calls change what the customer uses. Each takes
+an `Idempotency-Key`: a retry of the same call gets its first answer again, and the key sent
+with another item or to another action is a 409.
 """
 
 from __future__ import annotations
@@ -8,10 +10,11 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Literal
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Response
 from pydantic import BaseModel, ConfigDict, Field
 
 from allotment.api.deps import Ingester, WriteSession
+from allotment.api.idempotency import IngestIdempotent
 from allotment.entitlements import seats as service
 from allotment.entitlements.schemas import QuantityOut
 from allotment.types import utcnow
@@ -56,34 +59,37 @@ def seat_read(result: service.SeatResult) -> SeatRead:
 
 @router.post("/activate", response_model=SeatRead)
 async def activate(
-    customer_key: str, feature_key: str, data: SeatIn, principal: Ingester, session: WriteSession
-) -> SeatRead:
+    customer_key: str, feature_key: str, data: SeatIn, principal: Ingester, session: WriteSession,
+    idem: IngestIdempotent,
+) -> Response:
     """Take a seat for the item: allow, allow_overdraft past the soft limit, deny past the hard one.
 
     Activating an item that already holds a live seat refreshes its lease and takes no seat.
     """
-    return seat_read(await service.activate(
+    return await idem.respond(200, seat_read(await service.activate(
         session, principal.tenant_id, customer_key, feature_key, data.item,
         lease_ttl_seconds=data.lease_ttl_seconds, at=utcnow(),
-    ))
+    )))
 
 
 @router.post("/heartbeat", response_model=SeatRead)
 async def heartbeat(
-    customer_key: str, feature_key: str, data: SeatIn, principal: Ingester, session: WriteSession
-) -> SeatRead:
+    customer_key: str, feature_key: str, data: SeatIn, principal: Ingester, session: WriteSession,
+    idem: IngestIdempotent,
+) -> Response:
     """Extend the item's live lease; 404 if it was never activated, 409 if its lease ended."""
-    return seat_read(await service.heartbeat(
+    return await idem.respond(200, seat_read(await service.heartbeat(
         session, principal.tenant_id, customer_key, feature_key, data.item,
         lease_ttl_seconds=data.lease_ttl_seconds, at=utcnow(),
-    ))
+    )))
 
 
 @router.post("/release", response_model=SeatRead)
 async def release(
-    customer_key: str, feature_key: str, data: ReleaseIn, principal: Ingester, session: WriteSession
-) -> SeatRead:
+    customer_key: str, feature_key: str, data: ReleaseIn, principal: Ingester, session: WriteSession,
+    idem: IngestIdempotent,
+) -> Response:
     """Free the item's seat; 404 if it was never activated, 409 if already released or expired."""
-    return seat_read(await service.release(
+    return await idem.respond(200, seat_read(await service.release(
         session, principal.tenant_id, customer_key, feature_key, data.item, at=utcnow(),
-    ))
+    )))

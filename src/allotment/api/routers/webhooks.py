@@ -22,25 +22,33 @@ from allotment.errors import Conflict
 from allotment.notifications import history, service
 from allotment.notifications.models import WebhookEndpoint
 from allotment.notifications.schemas import (
+    REDACTED,
     AttemptRead,
     DeliveryRead,
     DeliveryStatus,
+    PingQueued,
     SecretRotation,
     WebhookEndpointCreate,
     WebhookEndpointRead,
     WebhookEndpointUpdate,
     WebhookEndpointWithSecret,
 )
+from allotment.tenancy.service import Principal, Scope
 from allotment.types import utcnow
 
 router = APIRouter(prefix="/v1/webhook-endpoints", tags=["webhooks"])
 
 
-def endpoint_read(e: WebhookEndpoint) -> WebhookEndpointRead:
+def endpoint_read(e: WebhookEndpoint, *, header_values: bool) -> WebhookEndpointRead:
+    """The endpoint; without `header_values` its custom headers are named but their values
+    (an `Authorization` for the receiver, say) are not shown."""
     overlap = e.previous_secret_until
+    headers = e.headers or {}
+    if not header_values:
+        headers = dict.fromkeys(headers, REDACTED)
     return WebhookEndpointRead(
         id=e.id, url=e.url, description=e.description, event_types=e.event_types,
-        enabled=e.enabled, rules_only=e.rules_only, headers=e.headers or {}, body_format=e.body_format,  # type: ignore[arg-type]
+        enabled=e.enabled, rules_only=e.rules_only, headers=headers, body_format=e.body_format,  # type: ignore[arg-type]
         disabled_reason=e.disabled_reason, disabled_at=e.disabled_at,
         previous_secret_expires_at=overlap if overlap is not None and overlap > utcnow() else None,
         created_at=e.created_at, updated_at=e.updated_at,
@@ -48,7 +56,12 @@ def endpoint_read(e: WebhookEndpoint) -> WebhookEndpointRead:
 
 
 def with_secret(e: WebhookEndpoint) -> WebhookEndpointWithSecret:
-    return WebhookEndpointWithSecret(**endpoint_read(e).model_dump(), secret=e.secret)
+    return WebhookEndpointWithSecret(**endpoint_read(e, header_values=True).model_dump(), secret=e.secret)
+
+
+def shows_header_values(principal: Principal) -> bool:
+    """Only admin keys, which may change the headers anyway, see what they hold."""
+    return principal.scope is Scope.ADMIN
 
 
 def delivery_read(view: history.DeliveryView) -> DeliveryRead:
@@ -89,12 +102,15 @@ async def list_endpoints(
     rows = await service.list_endpoints(
         session, principal.tenant_id, after=decode_cursor(cursor), limit=limit
     )
-    return page([endpoint_read(e) for e in rows], rows, limit=limit, position=lambda r: r.id)
+    reveal = shows_header_values(principal)
+    return page([endpoint_read(e, header_values=reveal) for e in rows], rows, limit=limit,
+                position=lambda r: r.id)
 
 
 @router.get("/{endpoint_id}", response_model=WebhookEndpointRead)
 async def get_endpoint(endpoint_id: str, principal: Reader, session: ReadSession) -> WebhookEndpointRead:
-    return endpoint_read(await service.get_endpoint(session, principal.tenant_id, endpoint_id))
+    endpoint = await service.get_endpoint(session, principal.tenant_id, endpoint_id)
+    return endpoint_read(endpoint, header_values=shows_header_values(principal))
 
 
 @router.patch("/{endpoint_id}", response_model=WebhookEndpointRead)
@@ -105,7 +121,7 @@ async def update_endpoint(
     endpoint = await service.update_endpoint(
         session, principal.tenant_id, endpoint_id, data, at=utcnow()
     )
-    return endpoint_read(endpoint)
+    return endpoint_read(endpoint, header_values=True)  # an admin's answer
 
 
 @router.delete("/{endpoint_id}", status_code=204)
@@ -117,31 +133,34 @@ async def delete_endpoint(endpoint_id: str, principal: Admin, session: WriteSess
 
 @router.post("/{endpoint_id}/rotate-secret", response_model=WebhookEndpointWithSecret)
 async def rotate_secret(
-    endpoint_id: str, principal: Admin, session: WriteSession, body: SecretRotation | None = None,
-) -> WebhookEndpointWithSecret:
+    endpoint_id: str, principal: Admin, session: WriteSession, idem: Idempotent,
+    body: SecretRotation | None = None,
+) -> Response:
     """A new secret signs every attempt from now on, retries of older messages included.
 
     The replaced secret keeps signing beside it (a second signature in `webhook-signature`)
-    for `keep_previous_seconds` (default a day), so receivers can switch without a gap.
+    for `keep_previous_seconds` (default a day), so receivers can switch without a gap. A
+    retry with the same `Idempotency-Key` rotates nothing more and gets the first answer.
     """
     keep = (body or SecretRotation()).keep_previous_seconds
     endpoint = await service.rotate_secret(
         session, principal.tenant_id, endpoint_id, at=utcnow(), keep_previous=timedelta(seconds=keep)
     )
-    return with_secret(endpoint)
+    return await idem.respond(200, with_secret(endpoint))
 
 
-@router.post("/{endpoint_id}/test", status_code=202)
-async def send_test(endpoint_id: str, principal: Admin, session: WriteSession) -> dict[str, str]:
+@router.post("/{endpoint_id}/test", status_code=202, response_model=PingQueued)
+async def send_test(endpoint_id: str, principal: Admin, session: WriteSession, idem: Idempotent) -> Response:
     """Queue a signed `webhook.test` ping to this endpoint through the outbox.
 
-    Follow it at `GET /v1/notifications/{notification_id}`.
+    Follow it at `GET /v1/notifications/{notification_id}`. A retry with the same
+    `Idempotency-Key` queues nothing more and gets the first answer.
     """
     endpoint = await service.get_endpoint(session, principal.tenant_id, endpoint_id)
     if not endpoint.enabled:
         raise Conflict(f"webhook endpoint '{endpoint_id}' is disabled; enable it to test it")
     notification_id = await service.send_test(session, principal.tenant_id, endpoint_id, at=utcnow())
-    return {"notification_id": notification_id}
+    return await idem.respond(202, PingQueued(notification_id=notification_id))
 
 
 @router.get("/{endpoint_id}/deliveries")
