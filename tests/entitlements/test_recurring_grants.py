@@ -162,7 +162,7 @@ async def test_a_voided_recurring_grant_does_not_start_over_again(tenant, db):
     clock = await _clockwork(tenant, db, included=0, hard_limit=0, usage_anchor=T0.isoformat())
     await clock.grant(T0, amount=D(10), recurrence=weekly())
     async with db.transaction() as s:
-        found = await grants.list_(s, tenant.id, customer="acme", feature="data")
+        found = await grants.list_(s, tenant.id, customer="acme", feature="data", at=T0)
         await grants.void(s, tenant.id, found[0].id, reason="refund", at=day(9))
     await clock.consume(3, day(2))
     assert (await clock.check(1, day(8))).decision.hard_limit == 13

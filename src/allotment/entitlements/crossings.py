@@ -3,14 +3,16 @@
 A level is *reached* when usage goes from below it to at or above it: `before < level <= after`.
 Successive moves within a period cover disjoint intervals `(before, after]`, so consuming u1
 and then u2 reports exactly what consuming u1 + u2 at once reports, and usage that only grows
-reports each level at most once per period. (The outbox's dedupe keys make "once" hold even
-when usage does not only grow, e.g. a gauge of seats, or two paths that observe one move.)
+reports each level at most once per period. (The outbox's dedupe keys, which name the level,
+make "once" hold even when usage does not only grow, e.g. a gauge of seats, or two paths that
+observe one move.)
 
 Overdraft starts when usage *passes* the soft limit (`before <= soft < after`): using exactly
 the soft limit is still within it, as in `engine._judge`.
 
 Percent thresholds are of the effective soft limit (included raised by live grants, or the
-explicit soft limit raised by them), so a top-up moves the 80 % warning with the limit.
+explicit soft limit raised by them), so a top-up moves the 80 % warning with the limit: once
+it lies above the usage again, reaching it is a new crossing, reported again (notices.py).
 """
 
 from __future__ import annotations

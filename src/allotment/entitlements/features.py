@@ -9,7 +9,7 @@ from datetime import datetime
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from allotment.entitlements import audit
+from allotment.entitlements import audit, queries
 from allotment.entitlements.guards import flush_unique
 from allotment.entitlements.models import Feature
 from allotment.entitlements.schemas import FeatureCreate, FeatureUpdate
@@ -35,9 +35,23 @@ async def _live(session: AsyncSession, tenant_id: str, key: str, *, archived: bo
 
 
 async def get(session: AsyncSession, tenant_id: str, key: str, *, archived: bool = False) -> Feature:
-    """A live feature by key or id (with `archived`, an archived one too: what still holds it
-    can be read and removed)."""
+    """A live feature by key or id (with `archived`, an archived one too, the latest, when no live
+    one has the key). For a customer's feature, `held_by` says which one it holds."""
     feature = await _live(session, tenant_id, key, archived=archived)
+    if feature is None:
+        raise NotFound("feature", key)
+    return feature
+
+
+async def held_by(session: AsyncSession, tenant_id: str, key: str, *, customer_id: str, at: datetime) -> Feature:
+    """The feature `key` (or an id) names for a customer at `at`: the one it holds.
+
+    Archiving frees a key, and whoever holds the archived feature keeps it: for them the key
+    still names it even once a new feature takes the key, unless they hold the new one too.
+    Anyone else gets the live feature (`queries.FEATURE_NAMED`, as checks resolve it).
+    """
+    found = await queries.feature_named(session, tenant_id, customer_id, key, at)
+    feature = None if found is None else await session.get(Feature, found)
     if feature is None:
         raise NotFound("feature", key)
     return feature

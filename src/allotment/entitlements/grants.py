@@ -67,7 +67,7 @@ async def create(
     if recurrence is not None and recurrence.interval is Interval.NONE:
         raise ValidationFailed.on("recurrence.interval", "must be DAY, WEEK, MONTH or YEAR")
     found = await customers.find(session, tenant_id, customer)
-    feat = await features.get(session, tenant_id, feature, archived=True)
+    feat = await features.held_by(session, tenant_id, feature, customer_id=found.id, at=at)
     await _require_metered(session, tenant_id, found.id, feat.id, customer, feature, at)
     record = GrantRecord(
         id=new_id("grt"), tenant_id=tenant_id, customer_id=found.id, feature_id=feat.id,
@@ -101,13 +101,15 @@ async def list_(
     *,
     customer: str,
     feature: str,
+    at: datetime,
     include_voided: bool = True,
     after: str | None = None,
     limit: int = 50,
 ) -> list[GrantRecord]:
-    """A customer's grants on a feature, oldest first (ids sort by time); unknown names: 404."""
+    """A customer's grants on a feature (the one it holds at `at`: features.held_by), oldest
+    first (ids sort by time); unknown names: 404."""
     customer_id = (await customers.find(session, tenant_id, customer)).id
-    feature_id = (await features.get(session, tenant_id, feature, archived=True)).id
+    feature_id = (await features.held_by(session, tenant_id, feature, customer_id=customer_id, at=as_utc(at))).id
     stmt = select(GrantRecord).where(
         GrantRecord.tenant_id == tenant_id,
         GrantRecord.customer_id == customer_id,
@@ -166,7 +168,7 @@ async def of_period(
     """
     at = as_utc(at)
     customer_id = (await customers.find(session, tenant_id, customer)).id
-    feature_id = (await features.get(session, tenant_id, feature, archived=True)).id
+    feature_id = (await features.held_by(session, tenant_id, feature, customer_id=customer_id, at=at)).id
     row = await _metered_row(session, tenant_id, customer_id, feature_id, at)
     if row is not None:
         return [g for g in (await standing.standing(session, row, at)).grants if g.id != standing.ROLLED_OVER]

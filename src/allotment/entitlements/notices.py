@@ -4,16 +4,22 @@ Every function here runs inside the caller's transaction and puts rows in the ou
 `notifications.service.emit`, so a notification exists exactly when its cause was committed.
 "Once" comes from dedupe keys built from what makes an occurrence unique (docs/notifications.md):
 
-    entitlement.threshold_reached  threshold:{entitlement}:{period µs}:{label}   per period
-    entitlement.overdraft_started  overdraft:{entitlement}:{period µs}           per period
-    entitlement.hard_limit_reached hard_limit:{entitlement}:{period µs}          per period
-    entitlement.period_reset       period_reset:{entitlement}:{period µs}        per period
-    entitlement.usage_denied       denied:{customer}:{feature}:{UTC hour}        per hour
-    entitlement.changed            changed:{customer}:{feature}:{row}:{at µs}    per change
+    entitlement.threshold_reached  threshold:{entitlement}:{period µs}:{label}@{level}  per crossing
+    entitlement.overdraft_started  overdraft:{entitlement}:{period µs}@{level}          per crossing
+    entitlement.hard_limit_reached hard_limit:{entitlement}:{period µs}@{level}         per crossing
+    entitlement.period_reset       period_reset:{entitlement}:{period µs}               per period
+    entitlement.usage_denied       denied:{customer}:{feature}:{UTC hour}               per hour
+    entitlement.changed            changed:{customer}:{feature}:{row}:{at µs}           per change
                                    changed:grant:{grant}:{created|voided}
-    seat.overdraft                 seat_overdraft:{entitlement}:{item}:{at µs}   per crossing
-    reservation.expired            reservation_expired:{reservation}             per hold
-    grant.expiring                 grant_expiring:{grant}                        per grant
+    seat.overdraft                 seat_overdraft:{entitlement}:{item}:{at µs}          per crossing
+    reservation.expired            reservation_expired:{reservation}                    per hold
+    grant.expiring                 grant_expiring:{grant}                               per grant
+
+A level's key names the level (the effective limits, raised by live grants, say where it
+lies). Usage only grows within a period (corrections aside), so it reaches a level once: a level
+reported once stays reported while usage stays above it, however many writers observe the
+move. A top-up that lifts a level above the usage makes a new level, reported when usage
+reaches it (a prepaid customer is warned again after every top-up).
 
 The hot paths pay for this only when something happened: `usage_moved` decides from numbers
 the caller already holds (the counter after the move and the increment) and the tenant's
@@ -157,6 +163,14 @@ def quiet_levels(where: Where, ent: MeteredEntitlement) -> tuple[tuple[int, ...]
     return tuple(sorted(int(level) for level in found if level <= _MAX_COUNTER)), True
 
 
+def level_text(level: Decimal) -> str:
+    """A level as its dedupe key names it: rounded up to a millionth (what a counter holds),
+    without trailing zeros, so every writer that computes it from the same limits names it
+    alike (`40`, `40.000000` and `40.0` are one level)."""
+    micros = (level * _MICRO).to_integral_value(rounding=ROUND_CEILING)
+    return format((micros / _MICRO).normalize(), "f")
+
+
 def _crossed(
     before: Decimal, after: Decision, soft: Decimal, hard: Decimal | None, thresholds: Iterable[Threshold]
 ) -> list[Crossing]:
@@ -176,8 +190,9 @@ async def usage_moved(
 
     `after` carries the effective limits (raised by live grants), as `engine.decide` gives
     them. Emits a notification for each threshold, the start of overdraft and the hard limit
-    reached by this move, and the reset when this is the first usage of a period that follows
-    one with usage. Returns what was crossed (emitted now or, by dedupe, before). With
+    reached by this move, once per level (a grant that lifts a level above the usage arms it
+    again at its new level), and the reset when this is the first usage of a period that
+    follows one with usage. Returns what was crossed (emitted now or, by dedupe, before). With
     `pending`, the crossings' notifications and upsell ask are collected there for the caller
     to write once for a whole batch.
     """
@@ -197,6 +212,8 @@ async def usage_moved(
         payload = dict(base)
         if c.threshold is not None:
             key = f"{key}:{c.threshold.label}"
+        key = f"{key}@{level_text(c.level)}"
+        if c.threshold is not None:
             payload["threshold"] = {"type": c.threshold.type, "value": c.threshold.value,
                                     "label": c.threshold.label, "level": c.level}
         mine.notes.append(service.Note(where.tenant_id, _TYPES[c.kind], key, where.customer_id, payload, at))
@@ -225,7 +242,7 @@ async def denied(
 
     A customer hammering a denied feature a thousand times a second makes one notification
     an hour (with the first denial's numbers), not a thousand a second; every denial stays
-    listed at /v1/denials. A consume refused at the hard limit also reaches it, once per period.
+    listed at /v1/denials. A consume refused at the hard limit also reaches it, once per level.
     """
     hour = to_micros(at) // 3_600_000_000
     names = await _names(session, customer_id, feature_id)
@@ -234,7 +251,8 @@ async def denied(
         **_numbers(decision), "period_start": period_start, "period_end": period_end, "at": at,
     }
     if consume and entitlement_id is not None and period_start is not None and _at_the_cap(decision, quantity):
-        key = f"hard_limit:{entitlement_id}:{to_micros(period_start)}"
+        assert decision.hard_limit is not None
+        key = f"hard_limit:{entitlement_id}:{to_micros(period_start)}@{level_text(decision.hard_limit)}"
         await service.emit(session, tenant_id, type=HARD_LIMIT_REACHED, dedupe_key=key, customer_id=customer_id,
                            payload={k: v for k, v in payload.items() if k not in ("quantity", "consume", "reason")},
                            at=at)
@@ -250,7 +268,7 @@ async def denied(
 def _at_the_cap(decision: Decision, quantity: Decimal) -> bool:
     """Whether a refused consume met the hard limit: refused by it, for no more than the limit
     itself. Refusing more than the whole limit says nothing of where usage stands, and would
-    spend the period's one notice before usage gets there."""
+    spend the level's one notice before usage gets there."""
     hard = decision.hard_limit
     return decision.reason == "hard_limit" and hard is not None and quantity <= hard
 

@@ -34,10 +34,15 @@ class EntitlementView:
 
 
 async def _targets(
-    session: AsyncSession, tenant_id: str, customer_key: str, feature_key: str, *, archived: bool = False
+    session: AsyncSession, tenant_id: str, customer_key: str, feature_key: str, *, held_at: datetime | None = None
 ) -> tuple[str, Feature]:
+    """The customer, and the feature: with `held_at`, the one the customer holds then (an
+    archived feature whose key was taken again stays its own: features.held_by); without it,
+    a live feature (nothing new is made on an archived one)."""
     customer = await customers.find(session, tenant_id, customer_key)
-    return customer.id, await features.get(session, tenant_id, feature_key, archived=archived)
+    if held_at is None:
+        return customer.id, await features.get(session, tenant_id, feature_key)
+    return customer.id, await features.held_by(session, tenant_id, feature_key, customer_id=customer.id, at=held_at)
 
 
 def _live(rows: list[CustomerEntitlement], at: datetime) -> CustomerEntitlement | None:
@@ -55,7 +60,7 @@ async def set_override(
     at: datetime,
 ) -> EntitlementView:
     """Replace the values the customer has for a feature now; unsent fields keep theirs."""
-    customer_id, feature = await _targets(session, tenant_id, customer_key, feature_key, archived=True)
+    customer_id, feature = await _targets(session, tenant_id, customer_key, feature_key, held_at=at)
     rows = await provisioning.open_rows(session, tenant_id, customer_id, at, feature_id=feature.id)
     current = _live(rows, at)
     if current is None:
@@ -130,7 +135,7 @@ async def _remove(
     at: datetime,
 ) -> None:
     # An archived feature's entitlements stay until removed: removing them names it as well.
-    customer_id, feature = await _targets(session, tenant_id, customer_key, feature_key, archived=True)
+    customer_id, feature = await _targets(session, tenant_id, customer_key, feature_key, held_at=at)
     rows = await provisioning.open_rows(session, tenant_id, customer_id, at, feature_id=feature.id)
     held = [r for r in rows if r.source == source and r.active_to is None]
     if not held:

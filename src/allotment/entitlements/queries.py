@@ -7,7 +7,7 @@ processes) can never push `used + reserved` past the hard limit.
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, NamedTuple
 
 from sqlalchemy import ColumnElement, and_, func, or_, select, update
@@ -152,23 +152,80 @@ _TAKE_WHOLE = (
 )
 
 
+# Which feature a key (or id) `{feature}` names for the customer `{customer_id}` at `{at}`.
+# Archiving frees a key, and whoever holds the archived feature keeps it (OpenMeter resolves a
+# customer's entitlement by its feature key the same way), so the name depends on the customer:
+# the archived feature the customer holds (the latest archived), unless it holds the live one
+# too; otherwise the live feature; else, as ids name exactly one feature, the live one with
+# that id; else the latest archived with the key, else the archived one with that id. COALESCE
+# reads an argument only when those before it found nothing; every part is an index probe.
+def _held(feature_id: str) -> str:
+    return (
+        "EXISTS (SELECT 1 FROM customer_entitlements h WHERE h.tenant_id = {tenant}"
+        " AND h.customer_id = {customer_id} AND h.feature_id = " + feature_id +
+        " AND h.active_from <= {at} AND (h.active_to IS NULL OR h.active_to > {at}))"
+    )
+
+
+# The live feature by key as a value of its own: a plan made on empty tables reads it by the
+# live key index (joined to the customer's rows instead, one such plan walked every feature).
+_LIVE_BY_KEY = "(SELECT id FROM features WHERE tenant_id = {tenant} AND key = {feature} AND archived_at IS NULL)"
+FEATURE_NAMED = (
+    "COALESCE((SELECT a.id FROM features a WHERE a.tenant_id = {tenant} AND a.key = {feature}"
+    " AND a.archived_at IS NOT NULL AND " + _held("a.id") +
+    " AND NOT " + _held(_LIVE_BY_KEY) + " ORDER BY a.archived_at DESC LIMIT 1),"
+    " " + _LIVE_BY_KEY + ","
+    " (SELECT id FROM features WHERE id = {feature} AND tenant_id = {tenant} AND archived_at IS NULL),"
+    " (SELECT id FROM features WHERE tenant_id = {tenant} AND key = {feature} AND archived_at IS NOT NULL"
+    " ORDER BY archived_at DESC LIMIT 1),"
+    " (SELECT id FROM features WHERE id = {feature} AND tenant_id = {tenant}))"
+)
+_FEATURE_NAMED_PG = "SELECT " + FEATURE_NAMED.format(tenant="$1", customer_id="$2", feature="$3", at="$4")
+_FEATURE_NAMED_SQLITE = "SELECT " + FEATURE_NAMED.format(tenant="?1", customer_id="?2", feature="?3", at="?4")
+
+
+async def feature_named(
+    session: AsyncSession, tenant_id: str, customer_id: str, feature: str, at: datetime
+) -> str | None:
+    """The id of the feature `feature` (a key or an id) names for the customer at `at`."""
+    sqlite = session.get_bind().dialect.name == "sqlite"
+    rows = await fetch(session, _FEATURE_NAMED_PG, _FEATURE_NAMED_SQLITE, tenant_id, customer_id, feature,
+                       sqlite_time(at) if sqlite else at)
+    return None if rows[0][0] is None else str(rows[0][0])
+
+
+def sqlite_time(at: datetime) -> str:
+    """`at` as SQLite keeps times (UTCDateTime: naive UTC text, compared as text)."""
+    return at.astimezone(UTC).replace(tzinfo=None).isoformat(" ", "microseconds")
+
+
+# Whether the feature `f` of the customer's row `e` in force, named by `{feature}`, is still what
+# that name resolves to (FEATURE_NAMED): it is live (the customer holds it), or archived with no
+# other feature under the key the customer may hold from `{since}` on (live, or archived later).
+# Rows are judged from `{since}` (at or before the check's time, the period start) rather than at
+# the check's time, so the proof needs no clock: a row that ended since, or starts later, only
+# sends a check the full way, which resolves the name afresh. Read from the customer's rows (by
+# its index) and each row's feature by primary key: a plan made on empty tables stays an index
+# look-up (from the features by key, one such plan walked every feature by primary key).
+NAMES_HELD_FEATURE = (
+    "(f.archived_at IS NULL OR NOT EXISTS (SELECT 1 FROM customer_entitlements h"
+    " WHERE h.customer_id = e.customer_id AND h.tenant_id = e.tenant_id AND h.feature_id <> f.id"
+    " AND (h.active_to IS NULL OR h.active_to > {since})"
+    " AND (SELECT l.key = {feature} AND (l.archived_at IS NULL OR l.archived_at > f.archived_at)"
+    " FROM features l WHERE l.id = h.feature_id)))"
+)
+
+
 # The common consume on PostgreSQL in one statement of its own: prove each counter's
 # remembered entitlement row still answers (the fast path's proof: fastpath.py), then add each
 # counter's whole quantity where it stays within the hard limit and crosses no level anything
 # would be told about. Rows are locked in key order first, as everywhere. Returns a row with
 # NULLs per proven counter, and one with `used` and `reserved` after the addition per taken one.
 # Whether the entitlement row a process remembers for a check's names still answers them
-# (resolve.py), with its counter in the period starting at {period}: the row, its customer and
-# feature still live under those names; whether a grant was live at some instant since {since}
+# (resolve.py), with its counter in the period starting at {period}: the row, its customer still
+# live under its name, its feature still what the name means for it (NAMES_HELD_FEATURE); whether a grant was live at some instant since {since}
 # (the period's start); the first expiry of its open holds. The fast path reads it
 # (fastpath.py); the consume below proves with the same text.
-# Whether the feature `f`, named by `{feature}`, is what that name resolves to: it is live, or
-# archived with no live feature taking its key (its customers keep it: resolve.py).
-NAMES_LIVE_FEATURE = (
-    "(f.archived_at IS NULL OR NOT EXISTS (SELECT 1 FROM features l"
-    " WHERE l.tenant_id = f.tenant_id AND l.key = {feature} AND l.archived_at IS NULL))"
-)
-
 PROOF_AND_COUNTER = """
 SELECT e.active_to AS active_to, u.used AS used, u.reserved AS reserved, u.carried AS carried,
   EXISTS (SELECT 1 FROM grants g
@@ -183,7 +240,7 @@ LEFT JOIN entitlement_usage u
 WHERE e.id = {id} AND e.tenant_id = {tenant}
   AND (SELECT c.deleted_at IS NULL AND (c.key = {customer} OR c.id = {customer})
        FROM customers c WHERE c.id = e.customer_id)
-  AND (SELECT (f.key = {feature} OR f.id = {feature}) AND """ + NAMES_LIVE_FEATURE + """
+  AND (SELECT (f.key = {feature} OR f.id = {feature}) AND """ + NAMES_HELD_FEATURE + """
        FROM features f WHERE f.id = e.feature_id)
 """
 

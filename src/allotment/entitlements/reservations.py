@@ -144,7 +144,7 @@ async def create(
                 raise IdempotencyConflict(f"idempotency_key '{key}' was already used for a different reservation")
             return await _replay(session, first, at)
     customer = await customers.find(session, tenant_id, request.customer)
-    feature = await features.get(session, tenant_id, request.feature, archived=True)
+    feature = await features.held_by(session, tenant_id, request.feature, customer_id=customer.id, at=at)
     row = await checks.live_entitlement(session, tenant_id, customer.id, feature.id, at)
     if row is None:
         decision = Decision(Verdict.DENY, Reason.NOT_ENTITLED)
@@ -200,10 +200,13 @@ async def list_(
     """Reservations, oldest first (ids sort by time); filters by customer and feature (key or
     id, unknown ones a 404) and by status as reads show it: one open past its expiry is expired."""
     stmt = select(Reservation).where(Reservation.tenant_id == tenant_id)
-    if customer is not None:
-        stmt = stmt.where(Reservation.customer_id == (await customers.find(session, tenant_id, customer)).id)
+    customer_id = None if customer is None else (await customers.find(session, tenant_id, customer)).id
+    if customer_id is not None:
+        stmt = stmt.where(Reservation.customer_id == customer_id)
     if feature is not None:
-        stmt = stmt.where(Reservation.feature_id == (await features.get(session, tenant_id, feature, archived=True)).id)
+        named = (await features.get(session, tenant_id, feature, archived=True) if customer_id is None
+                 else await features.held_by(session, tenant_id, feature, customer_id=customer_id, at=at))
+        stmt = stmt.where(Reservation.feature_id == named.id)
     if status == OPEN:
         stmt = stmt.where(Reservation.status == OPEN, Reservation.expires_at > at)
     elif status == EXPIRED:

@@ -10,9 +10,15 @@ every customer in every process.
 Why one read is enough: an entitlement row's values never change after it is written — any
 change (plan change, override, cancel, scheduled end) ends the row by setting `active_to`,
 and a new row takes over. So a remembered row is still the answer when it still exists with
-the same `active_to`, is in force at `at`, and its customer and feature are still live under
-the same keys. Nothing is remembered for a pair without a row in force (`not_entitled`): the
-next check looks again, so a new entitlement counts at once, in any process.
+the same `active_to`, is in force at `at`, and its customer and feature are still what the
+names mean (`queries.NAMES_HELD_FEATURE`). Nothing is remembered for a pair without a row in
+force (`not_entitled`): the next check looks again, so a new entitlement counts at once, in any
+process.
+
+A feature key names, for a customer, the feature it holds: archiving a feature frees its key,
+but whoever holds the archived feature keeps it, under its key, even once a new feature takes
+the key (`queries.FEATURE_NAMED`). Every path that takes a customer's feature key resolves it
+this way: checks here, the other paths through `features.held_by`.
 """
 
 from __future__ import annotations
@@ -75,8 +81,7 @@ async def target_outside(db: Database, tenant_id: str, customer: str, feature: s
 async def _look_up(
     read: Read, sqlite: bool, tenant_id: str, customer: str, feature: str, at: datetime
 ) -> Target:
-    # SQLite keeps these times as naive UTC text (UTCDateTime), compared as text.
-    stamp = at.astimezone(UTC).replace(tzinfo=None).isoformat(" ", "microseconds") if sqlite else at
+    stamp = queries.sqlite_time(at) if sqlite else at
     rows = await read(_LOOK_UP_PG, _LOOK_UP_SQLITE, tenant_id, customer, feature, stamp)
     customer_id, feature_id, *columns = rows[0]
     if customer_id is None:
@@ -99,29 +104,28 @@ def remembered(tenant_id: str, customer: str, feature: str) -> Target | None:
     return _remembered.get((tenant_id, customer, feature))
 
 
-# The customer and the feature each by its key, else by its id (COALESCE reads the second only
-# when the first found nothing: a key wins over another row's equal id); a feature archived, only
-# when no live one has the key (its customers keep it: the latest archived), once (MATERIALIZED),
-# then the row in force by the (customer, feature, active_from) index, the pair given as values
-# (with a join on k's columns, a planner without statistics scanned every row of the tenant).
-# Each part is an index look-up, whatever the tables' statistics say.
+# The customer by its key, else by its id (COALESCE reads the second only when the first found
+# nothing: a key wins over another row's equal id), once (MATERIALIZED); then the feature the
+# name means for that customer (`queries.FEATURE_NAMED`: an archived feature it holds under a key
+# taken again stays its own); then the row in force by the (customer, feature, active_from) index,
+# the pair given as values (with a join on k's columns, a planner without statistics scanned
+# every row of the tenant). Each part is an index look-up, whatever the tables' statistics say.
 _COLUMNS = tuple(column.name for column in CustomerEntitlement.__table__.columns)
 _LOOK_UP = (
-    "WITH k AS MATERIALIZED (SELECT"
-    " COALESCE((SELECT id FROM customers WHERE tenant_id = {1} AND key = {2} AND deleted_at IS NULL),"
-    " (SELECT id FROM customers WHERE id = {2} AND tenant_id = {1} AND deleted_at IS NULL)) AS customer_id,"
-    " COALESCE((SELECT id FROM features WHERE tenant_id = {1} AND key = {3} AND archived_at IS NULL),"
-    " (SELECT id FROM features WHERE id = {3} AND tenant_id = {1} AND archived_at IS NULL),"
-    " (SELECT id FROM features WHERE tenant_id = {1} AND key = {3} ORDER BY archived_at DESC LIMIT 1),"
-    " (SELECT id FROM features WHERE id = {3} AND tenant_id = {1})) AS feature_id)"
+    "WITH c AS MATERIALIZED (SELECT"
+    " COALESCE((SELECT id FROM customers WHERE tenant_id = {tenant} AND key = {customer} AND deleted_at IS NULL),"
+    " (SELECT id FROM customers WHERE id = {customer} AND tenant_id = {tenant} AND deleted_at IS NULL))"
+    " AS customer_id),"
+    " k AS MATERIALIZED (SELECT c.customer_id, "
+    + queries.FEATURE_NAMED.replace("{customer_id}", "c.customer_id") + " AS feature_id FROM c)"
     " SELECT k.customer_id, k.feature_id, " + ", ".join(f"e.{name}" for name in _COLUMNS) +
-    " FROM k LEFT JOIN customer_entitlements e ON e.tenant_id = {1}"
+    " FROM k LEFT JOIN customer_entitlements e ON e.tenant_id = {tenant}"
     " AND e.customer_id = (SELECT customer_id FROM k) AND e.feature_id = (SELECT feature_id FROM k)"
-    " AND e.active_from <= {4}"
-    " AND (e.active_to IS NULL OR e.active_to > {4})"
+    " AND e.active_from <= {at}"
+    " AND (e.active_to IS NULL OR e.active_to > {at})"
 )
-_LOOK_UP_PG = _LOOK_UP.format(*(f"${n}" for n in range(5)))
-_LOOK_UP_SQLITE = _LOOK_UP.format(*(f"?{n}" for n in range(5)))
+_LOOK_UP_PG = _LOOK_UP.format(tenant="$1", customer="$2", feature="$3", at="$4")
+_LOOK_UP_SQLITE = _LOOK_UP.format(tenant="?1", customer="?2", feature="?3", at="?4")
 
 
 def utc(value: datetime | str | None) -> datetime | None:
@@ -162,18 +166,18 @@ async def _still_true(
     assert row is not None  # only pairs with a row are remembered
     if row.active_from > at or (row.active_to is not None and row.active_to <= at):
         return False
-    found = await fetch(
-        session,
-        "SELECT e.active_to FROM customer_entitlements e"
-        " JOIN customers c ON c.id = e.customer_id JOIN features f ON f.id = e.feature_id"
-        " WHERE e.id = $1 AND e.tenant_id = $2"
-        " AND c.deleted_at IS NULL AND (c.key = $3 OR c.id = $3)"
-        " AND (f.key = $4 OR f.id = $4) AND " + queries.NAMES_LIVE_FEATURE.format(feature="$4"),
-        "SELECT e.active_to FROM customer_entitlements e"
-        " JOIN customers c ON c.id = e.customer_id JOIN features f ON f.id = e.feature_id"
-        " WHERE e.id = ?1 AND e.tenant_id = ?2"
-        " AND c.deleted_at IS NULL AND (c.key = ?3 OR c.id = ?3)"
-        " AND (f.key = ?4 OR f.id = ?4) AND " + queries.NAMES_LIVE_FEATURE.format(feature="?4"),
-        row.id, tenant_id, customer, feature,
-    )
+    sqlite = session.get_bind().dialect.name == "sqlite"
+    found = await fetch(session, _STILL_TRUE_PG, _STILL_TRUE_SQLITE, row.id, tenant_id, customer, feature,
+                        queries.sqlite_time(at) if sqlite else at)
     return bool(found) and utc(found[0][0]) == row.active_to
+
+
+_STILL_TRUE = (
+    "SELECT e.active_to FROM customer_entitlements e"
+    " JOIN customers c ON c.id = e.customer_id JOIN features f ON f.id = e.feature_id"
+    " WHERE e.id = {id} AND e.tenant_id = {tenant}"
+    " AND c.deleted_at IS NULL AND (c.key = {customer} OR c.id = {customer})"
+    " AND (f.key = {feature} OR f.id = {feature}) AND " + queries.NAMES_HELD_FEATURE
+)
+_STILL_TRUE_PG = _STILL_TRUE.format(id="$1", tenant="$2", customer="$3", feature="$4", since="$5")
+_STILL_TRUE_SQLITE = _STILL_TRUE.format(id="?1", tenant="?2", customer="?3", feature="?4", since="?5")

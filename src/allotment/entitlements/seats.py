@@ -176,7 +176,7 @@ async def _lookup(
     session: AsyncSession, tenant_id: str, customer_key: str, feature_key: str, at: datetime
 ) -> tuple[str, str, CustomerEntitlement | None]:
     customer = await customers.find(session, tenant_id, customer_key)
-    feature = await features.get(session, tenant_id, feature_key, archived=True)
+    feature = await features.held_by(session, tenant_id, feature_key, customer_id=customer.id, at=at)
     return customer.id, feature.id, await live_entitlement(session, tenant_id, customer.id, feature.id, at)
 
 

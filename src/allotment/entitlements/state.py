@@ -148,7 +148,7 @@ async def get_state(
 ) -> EntitlementState:
     """One entitlement; an unknown customer or feature, or no entitlement to it, is a 404."""
     customer = await customers.find(session, tenant_id, customer_key)
-    feature = await features.get(session, tenant_id, feature_key, archived=True)
+    feature = await features.held_by(session, tenant_id, feature_key, customer_id=customer.id, at=at)
     row = await live_entitlement(session, tenant_id, customer.id, feature.id, at)
     if row is None:
         raise NotFound("entitlement", feature_key)

@@ -155,7 +155,7 @@ async def list_grants(
     customer, row, feature_key = await resolve(
         session, tenant_id, customer_id_or_key, entitlement_id_or_feature_key, at
     )
-    records = await _all_grants(session, tenant_id, customer.id, feature_key, include_deleted)
+    records = await _all_grants(session, tenant_id, customer.id, feature_key, include_deleted, at)
     records.sort(key=_ORDER_BY[order_by], reverse=order == "DESC")
     shown = records[(page - 1) * page_size : page * page_size]
     return Json(
@@ -169,12 +169,12 @@ async def list_grants(
 
 
 async def _all_grants(
-    session: AsyncSession, tenant_id: str, customer: str, feature: str, include_voided: bool
+    session: AsyncSession, tenant_id: str, customer: str, feature: str, include_voided: bool, at: datetime
 ) -> list[GrantRecord]:
     out: list[GrantRecord] = []
     while True:
         chunk = await grants.list_(
-            session, tenant_id, customer=customer, feature=feature,
+            session, tenant_id, customer=customer, feature=feature, at=at,
             include_voided=include_voided, after=out[-1].id if out else None, limit=_PAGE,
         )  # fmt: skip
         out += chunk

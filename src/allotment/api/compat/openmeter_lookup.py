@@ -24,7 +24,7 @@ async def resolve(
     if row is not None:
         keys = await features.keys_of(session, tenant_id, [row.feature_id])
         return customer, row, keys[row.feature_id]
-    feature = await features.get(session, tenant_id, ref, archived=True)
+    feature = await features.held_by(session, tenant_id, ref, customer_id=customer.id, at=at)
     row = await live_entitlement(session, tenant_id, customer.id, feature.id, at)
     if row is None:
         raise NotFound("entitlement", ref)

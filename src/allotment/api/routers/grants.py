@@ -98,12 +98,13 @@ async def list_grants(
     limit: Limit = 50, cursor: Cursor = None,
 ) -> dict[str, object]:
     """The customer's grants on the feature, oldest first, voided ones included."""
+    at = utcnow()
     rows = await service.list_(
-        session, principal.tenant_id, customer=customer_key, feature=feature_key,
+        session, principal.tenant_id, customer=customer_key, feature=feature_key, at=at,
         after=decode_cursor(cursor), limit=limit,
     )
     return page(
-        await grant_reads(session, principal.tenant_id, rows, utcnow()),
+        await grant_reads(session, principal.tenant_id, rows, at),
         rows, limit=limit, position=lambda r: r.id,
     )
 
