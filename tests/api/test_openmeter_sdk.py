@@ -424,14 +424,6 @@ def test_events_list_shows_what_was_ingested(om):
     assert [e.event.id for e in om.events.list(customer_id=[acme.id])] == ["a"]
 
 
-def test_events_list_is_newest_event_time_first(om):
-    """Ordered by the events' own time, not by when they arrived."""
-    om.events.ingest_events([prompt(id="late", at=T0 + 2 * HOUR), prompt(id="early", at=T0)])
-    om.events.ingest_event(prompt(id="mid", at=T0 + HOUR))
-    assert [e.event.id for e in om.events.list(from_parameter=T0)] == ["late", "mid", "early"]
-    assert [e.event.id for e in om.events.list(from_parameter=T0, limit=2)] == ["late", "mid"]
-
-
 def test_events_list_bounds_are_inclusive(om):
     """An event exactly at `to` (or at `from`) is listed, as OpenMeter's spec says."""
     om.events.ingest_events([prompt(id="start", at=T0), prompt(id="end", at=T0 + HOUR)])

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import BigInteger, ColumnElement, and_, exists, literal_column, or_, select, tuple_
+from sqlalchemy import BigInteger, exists, literal_column, select, tuple_
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from allotment import codec
@@ -38,17 +38,12 @@ class EventFilter:
     end_us: int | None = None
     status: str | None = None  # counted | unattributed | duplicate (arrived more than once)
     before_seq: int | None = None
-    # Newest event time first (ties: newest arrival), instead of newest arrival first; the
-    # page after an event is then (before_time_us, before_seq) = (its time, its seq).
-    by_time: bool = False
-    before_time_us: int | None = None
 
 
 async def list_events(
     session: AsyncSession, tenant_id: str, flt: EventFilter, *, limit: int
 ) -> list[EventView]:
-    """Newest first (by arrival, or by event time with `by_time`). Status filters are applied
-    after attribution, scanning at most 20 pages."""
+    """Newest first. Status filters are applied after attribution, scanning at most 20 pages."""
     subjects = set(flt.subjects or ())
     if flt.customers is not None:
         subjects |= set(await customers.subjects_of(session, tenant_id, flt.customers))
@@ -70,11 +65,10 @@ async def list_events(
         ))
     by_type = await compiled_by_type(session, tenant_id)
     out: list[EventView] = []
-    before = _position(flt.before_time_us, flt.before_seq)
-    order = (Event.time_us.desc(), Event.seq.desc()) if flt.by_time else (Event.seq.desc(),)
+    before = flt.before_seq
     for _ in range(20):
-        page_stmt = stmt if before is None else stmt.where(_older(before, by_time=flt.by_time))
-        page = list(await session.scalars(page_stmt.order_by(*order).limit(limit)))
+        page_stmt = stmt if before is None else stmt.where(Event.seq < before)
+        page = list(await session.scalars(page_stmt.order_by(Event.seq.desc()).limit(limit)))
         if not page:
             break
         owners = await customers.owners_of_subjects(session, tenant_id, sorted({e.subject for e in page}))
@@ -84,22 +78,10 @@ async def list_events(
             view.repeat = repeats.get((event.source, event.event_id))
             if not attributed or view.status == flt.status:
                 out.append(view)
-        before = (page[-1].time_us, page[-1].seq)
+        before = page[-1].seq
         if len(out) >= limit or not attributed:
             break
     return out[:limit]
-
-
-def _position(time_us: int | None, seq: int | None) -> tuple[int | None, int] | None:
-    return None if seq is None else (time_us, seq)
-
-
-def _older(before: tuple[int | None, int], *, by_time: bool) -> ColumnElement[bool]:
-    """Events after `before` (time, seq) in the listing's order."""
-    time_us, seq = before
-    if not by_time or time_us is None:
-        return Event.seq < seq
-    return or_(Event.time_us < time_us, and_(Event.time_us == time_us, Event.seq < seq))
 
 
 async def _repeats_of(
