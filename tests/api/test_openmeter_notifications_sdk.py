@@ -303,3 +303,12 @@ def test_read_key_lists_channels_without_their_secret(live, om):
     with live.client("read") as reader:
         shown = reader.notification_channels.list().items_property
     assert len(shown) == 1 and "signingSecret" not in shown[0]
+
+
+def test_read_key_sees_custom_header_names_but_not_their_values(live, om):
+    """Custom headers may carry the receiver's credentials: only an admin key reads them."""
+    made = channel(om, "https://example.com/hook", custom_headers={"authorization": "Bearer receiver-secret"})
+    with live.client("read") as reader:
+        shown = reader.notification_channels.get(made["id"])
+    assert shown["customHeaders"] == {"authorization": "<redacted>"}
+    assert om.notification_channels.get(made["id"])["customHeaders"] == {"authorization": "Bearer receiver-secret"}

@@ -32,7 +32,7 @@ from allotment.notifications.models import (
     NotificationRule,
     WebhookEndpoint,
 )
-from allotment.notifications.schemas import GRANT_EXPIRING, THRESHOLD_REACHED
+from allotment.notifications.schemas import GRANT_EXPIRING, REDACTED, THRESHOLD_REACHED
 
 # OpenMeter rule and event types, and the native types they are.
 NATIVE_TYPE = {om: native for native, om in OPENMETER_TYPE.items()}
@@ -116,13 +116,16 @@ class ResendIn(_In):
 
 
 def channel_out(e: WebhookEndpoint, *, with_secret: bool) -> dict[str, Any]:
+    """`with_secret`: the admin's view, with the signing secret and the custom headers' values
+    (which may hold credentials of the receiver); others see the header names only."""
+    headers = e.headers or {}
     body: dict[str, Any] = {
         "id": e.id,
         "type": "WEBHOOK",
         "name": e.description or e.url,
         "disabled": not e.enabled,
         "url": e.url,
-        "customHeaders": e.headers or {},
+        "customHeaders": headers if with_secret else dict.fromkeys(headers, REDACTED),
         "createdAt": e.created_at,
         "updatedAt": e.updated_at,
         "deletedAt": e.deleted_at,
