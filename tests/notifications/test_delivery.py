@@ -158,6 +158,21 @@ async def test_replay_sends_again_with_the_same_webhook_id(db, tenant, receiver,
     assert receiver.ids() == [notification["id"], notification["id"]]
 
 
+async def test_replay_retried_with_its_idempotency_key_sends_once_more_only(db, tenant, receiver, sender):
+    """A client retrying a replay it got no answer to does not send the notification twice more."""
+    await endpoint(tenant, receiver.url)
+    await emit(db, tenant, "k", at=utcnow())
+    await drain(db, sender, at=utcnow())
+    notification = (await ok(await tenant.client.get("/v1/notifications")))["items"][0]
+    path, key = f"/v1/notifications/{notification['id']}/replay", {"Idempotency-Key": "replay-1"}
+    first = await tenant.client.post(path, headers=key)
+    again = await tenant.client.post(path, headers=key)
+    assert (first.status_code, again.status_code) == (202, 202)
+    assert again.json() == first.json() and again.headers["Idempotent-Replayed"] == "true"
+    await drain(db, sender, at=utcnow())
+    assert receiver.ids() == [notification["id"], notification["id"]]
+
+
 async def test_replay_to_a_new_endpoint_sends_it_there(db, tenant, receiver, sender):
     await emit(db, tenant, "k", at=utcnow())
     await drain(db, sender, at=utcnow())  # no endpoint yet: nobody gets it

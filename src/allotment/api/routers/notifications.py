@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Body
+from fastapi import APIRouter, Body, Response
 
 from allotment import codec
 from allotment.api.deps import (
@@ -16,6 +16,7 @@ from allotment.api.deps import (
     WriteSession,
     page,
 )
+from allotment.api.idempotency import Idempotent
 from allotment.api.routers.webhooks import delivery_read, seq_cursor
 from allotment.customers import service as customers
 from allotment.notifications import history
@@ -74,11 +75,14 @@ async def replay(
     notification_id: str,
     principal: Admin,
     session: WriteSession,
+    idem: Idempotent,
     data: Annotated[ReplayRequest | None, Body()] = None,
-) -> NotificationDetail:
-    """Send it again with the same `webhook-id`, to one endpoint or to every endpoint it went to."""
+) -> Response:
+    """Send it again with the same `webhook-id`, to one endpoint or to every endpoint it went to.
+
+    A retry with the same `Idempotency-Key` sends nothing more and gets the first answer."""
     n = await history.replay(
         session, principal.tenant_id, notification_id,
         endpoint_id=data.endpoint_id if data else None, at=utcnow(),
     )
-    return await _detail(session, n)
+    return await idem.respond(202, await _detail(session, n))
