@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -118,3 +119,20 @@ Quantity = Annotated[Decimal, _IN, Field(ge=0, lt=Decimal(10) ** 12, **_EXACT),
                      WithJsonSchema(_quantity_schema(12, positive=False), mode="validation")]
 LargeQuantity = Annotated[Decimal, _IN, Field(ge=0, lt=Decimal(10) ** 32, **_EXACT),
                           WithJsonSchema(_quantity_schema(32, positive=False), mode="validation")]
+
+
+# --- metadata in ------------------------------------------------------------------------------
+# Vendors' free-form key-values, kept with the row and returned with every read of it: bounded,
+# so that one request cannot make every later read of a list heavy.
+
+MAX_METADATA_CHARACTERS = 16_384
+
+
+def _metadata_size(value: dict[str, Any] | None) -> dict[str, Any] | None:
+    # Characters, not bytes: text may hold lone surrogates, which no UTF-8 encoder takes.
+    if value is not None and len(json.dumps(value, ensure_ascii=False)) > MAX_METADATA_CHARACTERS:
+        raise ValueError(f"must be at most {MAX_METADATA_CHARACTERS} characters as JSON")
+    return value
+
+
+Metadata = Annotated[dict[str, Any], AfterValidator(_metadata_size)]

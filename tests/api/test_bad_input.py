@@ -389,3 +389,12 @@ async def test_known_query_parameters_still_work_beside_the_check(tenant):
 async def test_unknown_query_parameter_on_a_single_resource_is_refused(tenant):
     await tenant.client.post("/v1/meters", json=meter())
     assert_problem(await tenant.client.get("/v1/meters/tokens", params={"expand": "all"}), 422, "expand")
+
+
+@pytest.mark.parametrize("path", ["/v1/customers", "/v1/features"])
+async def test_oversized_metadata_is_refused_naming_it(tenant, path):
+    """Metadata comes back with every read of its row: a huge one is refused, not stored."""
+    body = {"key": "big", "name": "Big", "metadata": {"notes": "x" * 20_000}}
+    assert_problem(await tenant.client.post(path, json=body), 422, "metadata")
+    body["metadata"] = {"notes": "x" * 1_000}
+    assert (await tenant.client.post(path, json=body)).status_code == 201

@@ -5,6 +5,8 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from allotment.types import Metadata
+
 KEY_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.:@\-]{0,255}$"
 SubjectKey = Annotated[str, Field(min_length=1, max_length=256)]
 
@@ -17,7 +19,7 @@ class CustomerCreate(BaseModel):
     description: str | None = Field(default=None, max_length=1024)
     email: str | None = Field(default=None, max_length=320)
     currency: str | None = Field(default=None, pattern=r"^[A-Z]{3}$")
-    metadata: dict[str, Any] = Field(default_factory=dict)
+    metadata: Metadata = Field(default_factory=dict)
     subject_keys: list[SubjectKey] = Field(
         default_factory=list,
         description="Subjects whose events belong to this customer (unique per tenant).",
@@ -31,7 +33,7 @@ class CustomerUpdate(BaseModel):
     description: str | None = Field(default=None, max_length=1024)
     email: str | None = Field(default=None, max_length=320)
     currency: str | None = Field(default=None, pattern=r"^[A-Z]{3}$")
-    metadata: dict[str, Any] | None = None
+    metadata: Metadata | None = None
     subject_keys: list[SubjectKey] | None = None
 
 

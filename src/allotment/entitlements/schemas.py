@@ -20,7 +20,7 @@ from pydantic import (
 from allotment.codec import quantity_number
 from allotment.entitlements.engine import DEFAULT_PRIORITY, Kind
 from allotment.entitlements.periods import Interval
-from allotment.types import AwareInstant, LargeQuantity, PositiveQuantity
+from allotment.types import AwareInstant, LargeQuantity, Metadata, PositiveQuantity
 
 KEY_PATTERN = r"^[a-z0-9][a-z0-9_\-]{0,63}$"
 QuantityOut = Annotated[Decimal, PlainSerializer(quantity_number, return_type=int | float)]
@@ -144,7 +144,7 @@ class FeatureCreate(BaseModel):
     meter_group_filter: dict[str, str] = Field(
         default_factory=dict, description="Meter group name -> value: only that usage counts."
     )
-    metadata: dict[str, Any] = Field(default_factory=dict)
+    metadata: Metadata = Field(default_factory=dict)
 
 
 class FeatureUpdate(BaseModel):
@@ -154,7 +154,7 @@ class FeatureUpdate(BaseModel):
     unit: str | None = Field(default=None, max_length=64)
     meter: str | None = None
     meter_group_filter: dict[str, str] | None = None
-    metadata: dict[str, Any] | None = None
+    metadata: Metadata | None = None
 
 
 class FeatureRead(BaseModel):
@@ -387,7 +387,7 @@ class GrantCreate(BaseModel):
         default=None, description="At each reset the grant holds at most this much (default: all it has left)."
     )
     recurrence: RecurrenceIn | None = Field(default=None, description="Default: the grant does not recur.")
-    metadata: dict[str, Any] = Field(default_factory=dict)
+    metadata: Metadata = Field(default_factory=dict)
 
 
 class GrantVoid(BaseModel):
