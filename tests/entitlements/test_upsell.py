@@ -189,6 +189,19 @@ async def _catalogue(c: Any, *, pro_next: str | None = None, top_up: dict[str, A
     await plan(c, "starter", [metered("tokens", M, M, 1_500_000)], next_tier="pro")
 
 
+async def _fed_by_events(c: Any) -> None:
+    """Story 1's Starter and Pro, with the tokens feature counted from events by a meter."""
+    await ok(await c.post("/v1/meters", json=meter()), 201)
+    await feature(c, "tokens", meter="tokens")
+    await plan(c, "pro", [metered("tokens", 10 * M, None, 10 * M)])
+    await plan(c, "starter", [metered("tokens", M, M, 1_500_000)], next_tier="pro")
+
+
+async def _acme_reporting(c: Any) -> None:
+    """Customer acme, whose events come from subject acme-1."""
+    await ok(await c.post("/v1/customers", json={"key": "acme", "name": "Acme", "subject_keys": ["acme-1"]}), 201)
+
+
 async def _customer(c: Any, key: str, plan_key: str = "starter", *, days_in: int = 15) -> None:
     """A customer whose monthly period started `days_in` days ago."""
     await customer(c, key)
@@ -268,11 +281,8 @@ async def test_grants_raise_the_limits_the_suggestion_judges(tenant):
 async def test_recent_usage_from_rollups_speeds_up_the_projection(tenant):
     """Usage reported by events in the last day projects at that day's rate, not the month's."""
     c = tenant.client
-    await ok(await c.post("/v1/meters", json=meter()), 201)
-    await feature(c, "tokens", meter="tokens")
-    await plan(c, "pro", [metered("tokens", 10 * M, None, 10 * M)])
-    await plan(c, "starter", [metered("tokens", M, M, 1_500_000)], next_tier="pro")
-    await ok(await c.post("/v1/customers", json={"key": "acme", "name": "Acme", "subject_keys": ["acme-1"]}), 201)
+    await _fed_by_events(c)
+    await _acme_reporting(c)
     await subscribe(c, "acme", "starter", starts_at=(utcnow() - timedelta(days=15)).isoformat())
     await ok(await c.post("/v1/events", json=[event("acme-1", tokens=300_000)]))
     got = await _upsell(c, "acme")
@@ -285,11 +295,8 @@ async def test_recent_usage_from_rollups_speeds_up_the_projection(tenant):
 async def test_last_weeks_rate_projects_a_period_that_just_started(tenant):
     """A minute into the period, the trailing week (reaching back before it) gives the rate."""
     c = tenant.client
-    await ok(await c.post("/v1/meters", json=meter()), 201)
-    await feature(c, "tokens", meter="tokens")
-    await plan(c, "pro", [metered("tokens", 10 * M, None, 10 * M)])
-    await plan(c, "starter", [metered("tokens", M, M, 1_500_000)], next_tier="pro")
-    await ok(await c.post("/v1/customers", json={"key": "acme", "name": "Acme", "subject_keys": ["acme-1"]}), 201)
+    await _fed_by_events(c)
+    await _acme_reporting(c)
     now = utcnow()
     await subscribe(c, "acme", "starter", starts_at=(now - timedelta(minutes=1)).isoformat())
     before = (now - timedelta(days=2)).isoformat()
@@ -448,11 +455,8 @@ async def test_an_ask_that_cannot_be_projected_is_dropped_without_stopping_deliv
 
 async def test_ingested_usage_crossing_emits_a_suggestion(tenant, db):
     c = tenant.client
-    await ok(await c.post("/v1/meters", json=meter()), 201)
-    await feature(c, "tokens", meter="tokens")
-    await plan(c, "pro", [metered("tokens", 10 * M, None, 10 * M)])
-    await plan(c, "starter", [metered("tokens", M, M, 1_500_000)], next_tier="pro")
-    await ok(await c.post("/v1/customers", json={"key": "acme", "name": "Acme", "subject_keys": ["acme-1"]}), 201)
+    await _fed_by_events(c)
+    await _acme_reporting(c)
     await subscribe(c, "acme", "starter", starts_at=(utcnow() - timedelta(days=15)).isoformat())
     await ok(await c.post("/v1/events", json=[event("acme-1", tokens=1_100_000)]))
     sent = await _emitted(db, tenant.id)
@@ -602,10 +606,7 @@ async def _statements_of_report(db: Database, tenant_id: str) -> tuple[int, int]
 async def test_report_costs_the_same_statements_for_few_or_many_customers(tenant, db):
     """Rows are judged set-based: more customers, not more statements."""
     c = tenant.client
-    await ok(await c.post("/v1/meters", json=meter()), 201)
-    await feature(c, "tokens", meter="tokens")
-    await plan(c, "pro", [metered("tokens", 10 * M, None, 10 * M)])
-    await plan(c, "starter", [metered("tokens", M, M, 1_500_000)], next_tier="pro")
+    await _fed_by_events(c)
 
     async def add(n: int) -> None:
         await ok(await c.post("/v1/customers", json={"key": f"c{n}", "name": "C", "subject_keys": [f"s{n}"]}), 201)
