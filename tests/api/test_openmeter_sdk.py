@@ -462,24 +462,31 @@ def test_meter_query_of_an_unknown_customer_has_no_rows(om):
     assert result.data == []
 
 
-def test_every_rejected_event_is_a_400_naming_index_and_field(om):
+def test_an_event_a_meter_cannot_read_is_stored_uncounted_with_its_validation_error(om):
+    """As in OpenMeter: 204, the meter leaves the event out, and the listing says why; the
+    other meters of its type still count it."""
     tokens_meter(om)
-    with pytest.raises(HttpResponseError) as caught:
-        om.events.ingest_events([prompt(tokens="lots")])  # type: ignore[arg-type]
-    assert caught.value.status_code == 400
-    assert "[0]" in caught.value.model.detail and "tokens" in caught.value.model.detail
+    om.meters.create(MeterCreate(slug="prompts", name="Prompts", aggregation="COUNT", event_type="prompt"))
+    batch = [prompt(tokens=3, id="a"), prompt(tokens="lots", id="b"), prompt(tokens=4, id="c")]  # type: ignore[arg-type]
+    for _ in range(2):  # a retry stores and counts nothing again
+        om.events.ingest_events(batch)
+    assert [r.value for r in om.meters.query_json("tokens_total", from_parameter=T0).data] == [7]
+    assert [r.value for r in om.meters.query_json("prompts", from_parameter=T0).data] == [3]
+    errors = {e.event.id: e.validation_error for e in om.events.list(from_parameter=T0)}
+    assert errors["a"] is None and errors["c"] is None
+    assert "data.tokens" in errors["b"] and "tokens_total" in errors["b"]
 
 
-def test_a_batch_with_some_bad_events_keeps_the_good_ones_and_names_the_bad_ones(om):
-    """The client is told (a 400 naming the refused event), not answered 204 as if all were
-    stored; the good ones are stored, and sending the batch again counts them once."""
+def test_an_event_that_is_not_a_cloudevent_is_a_400_naming_index_and_field(om):
+    """The good events of the batch are stored; sending the batch again counts them once."""
     tokens_meter(om)
-    batch = [prompt(tokens=3), prompt(tokens="lots"), prompt(tokens=4)]
+    no_subject = {"id": "x", "source": "s", "specversion": "1.0", "type": "prompt", "data": {"tokens": 9}}
+    batch = [prompt(tokens=3, id="a"), no_subject, prompt(tokens=4, id="c")]
     for _ in range(2):
         with pytest.raises(HttpResponseError) as caught:
-            om.events.ingest_events(batch)  # type: ignore[arg-type]
+            om.events.ingest_events_json(batch)
         assert caught.value.status_code == 400
-        assert "[1]" in caught.value.model.detail and "[0]" not in caught.value.model.detail
+        assert "[1].subject" in caught.value.model.detail and "[0]" not in caught.value.model.detail
         assert "the other 2 stored" in caught.value.model.detail
     assert [r.value for r in om.meters.query_json("tokens_total", from_parameter=T0).data] == [7]
 

@@ -22,6 +22,7 @@ class EventView:
     customer: str | None
     meters: list[str]
     problems: list[str] = field(default_factory=list)
+    unreadable: list[str] = field(default_factory=list)  # what meters of its type could not read
     repeat: EventRepeat | None = None  # later arrivals of the same identity, if any
 
     @property
@@ -102,7 +103,8 @@ def _attribute(event: Event, owner: str | None, by_type: dict[str, Any]) -> Even
             if meter.contribution(data or {}) is not None:
                 view.meters.append(meter.key)
         except DataError as exc:
-            view.problems.append(f"{exc.field} {exc.message}")
+            view.unreadable.append(f"{exc.field} {exc.message}")
+    view.problems.extend(view.unreadable)
     if not by_type.get(event.type):
         view.problems.append(f"no meter counts events of type '{event.type}'")
     if owner is None:

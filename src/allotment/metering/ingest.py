@@ -87,13 +87,19 @@ class Batch:
     decoded: Decoded
     received_us: int
     prepared: Prepared | None = None
+    keep_unreadable: bool = False  # see `prepare`
 
 
-def prepare(decoded: Decoded, catalogue: Catalogue, *, received_us: int) -> Prepared:
+def prepare(
+    decoded: Decoded, catalogue: Catalogue, *, received_us: int, keep_unreadable: bool = False
+) -> Prepared:
     """Pure: what each event adds to each meter, and which events are refused, and why.
 
-    Runs before the write transaction, so that on SQLite the single writer is held only for
-    the statements themselves.
+    An event whose data a meter cannot read (a value property missing or not a number) is
+    refused, unless `keep_unreadable`: then it is stored, counted by the meters that can read
+    it and by no other, as OpenMeter does; the event listing names what each meter could not
+    read. Runs before the write transaction, so that on SQLite the single writer is held only
+    for the statements themselves.
     """
     out = Prepared(catalogue, [], [], list(decoded.problems), [])
     seen: set[tuple[str, str]] = set()
@@ -105,7 +111,7 @@ def prepare(decoded: Decoded, catalogue: Catalogue, *, received_us: int) -> Prep
             continue
         data = event.data or {}
         try:
-            contributions = _contributions(catalogue.by_type.get(event.type, ()), data)
+            contributions = _contributions(catalogue.by_type.get(event.type, ()), data, keep_unreadable)
         except DataError as exc:
             out.problems.append(Problem(index, exc.message, exc.field))
             continue
@@ -141,7 +147,8 @@ async def ingest(
             continue
         if catalogue is None:
             catalogue = await meters.load_catalogue(session, tenant_id, version)
-        prepared.append(prepare(batch.decoded, catalogue, received_us=batch.received_us))
+        prepared.append(prepare(batch.decoded, catalogue, received_us=batch.received_us,
+                                keep_unreadable=batch.keep_unreadable))
     rows = [row for p in prepared for row in p.rows]
     inserted = await queries.insert_events(session, tenant_id, rows)  # None: every row was new
     fold = Fold()
@@ -187,11 +194,16 @@ def _claim(prepared: Prepared, inserted: set[tuple[str, str]]) -> list[int]:
 
 
 def _contributions(
-    candidates: tuple[CompiledMeter, ...] | list[CompiledMeter], data: dict[str, object]
+    candidates: tuple[CompiledMeter, ...] | list[CompiledMeter], data: dict[str, object], skip_unreadable: bool
 ) -> list[tuple[CompiledMeter, Contribution]]:
     out = []
     for meter in candidates:
-        contribution = meter.contribution(data)
+        try:
+            contribution = meter.contribution(data)
+        except DataError:
+            if skip_unreadable:
+                continue
+            raise
         if contribution is not None:
             out.append((meter, contribution))
     return out

@@ -30,12 +30,15 @@ async def ingest_events(request: Request, principal: Ingester) -> Response:
     """Answers 204 once stored; an event re-sent with the same source and id counts once.
 
     The content type may be `application/cloudevents+json`, `application/cloudevents-batch+json`
-    or `application/json`: the body itself says whether it is one event or an array. When an
-    event is refused the answer is a 400 naming each refused one by index and field (204 would
-    tell the client all were stored); the others of the batch are stored all the same, as on
-    the native API, so sending the batch again after fixing it counts each event once.
+    or `application/json`: the body itself says whether it is one event or an array. As in
+    OpenMeter, an event whose data a meter cannot read (its value property missing or not a
+    number) is stored all the same, uncounted by that meter, and the events listing shows it
+    with a `validationError`. An event that is not a valid CloudEvent is refused: the answer is
+    a 400 naming each refused one by index and field (204 would tell the client all were
+    stored); the others of the batch are stored all the same, so sending the batch again after
+    fixing it counts each event once.
     """
-    result = await ingest_body(request, principal.tenant_id)
+    result = await ingest_body(request, principal.tenant_id, keep_unreadable=True)
     if result.problems:
         errors = [
             FieldError(f"[{p.index}]" + (f".{p.field}" if p.field else ""), p.reason)

@@ -164,6 +164,7 @@ def ingested_event_out(view: EventView, customer_ids: dict[str, str]) -> dict[st
         {
             "event": event,
             "customerId": customer_ids.get(view.customer) if view.customer else None,
+            "validationError": "; ".join(view.unreadable) or None,
             "ingestedAt": received,
             "storedAt": received,
         }

@@ -57,8 +57,13 @@ _BODY = {
 }
 
 
-async def ingest_body(request: Request, tenant_id: str) -> ingest_service.IngestResult:
+async def ingest_body(
+    request: Request, tenant_id: str, *, keep_unreadable: bool = False
+) -> ingest_service.IngestResult:
     """Shared by every ingest surface (native, OpenMeter): decode, prepare, store, observe.
+
+    `keep_unreadable` stores events a meter cannot read instead of refusing them
+    (`ingest_service.prepare`).
 
     The batch is decoded and prepared before it waits for the database (SQLite's single writer
     in particular), and stored in one transaction with whatever batches this process's other
@@ -71,10 +76,12 @@ async def ingest_body(request: Request, tenant_id: str) -> ingest_service.Ingest
     decoded = decode(body, max_events=config.max_batch_events)
     received_us = to_micros(utcnow())
     catalogue = meters.cached_catalogue(tenant_id)
-    prepared = ingest_service.prepare(decoded, catalogue, received_us=received_us) if catalogue else None
-    result = await metered_usage.ingest_together(
-        database(request), metered_usage.Batch(tenant_id, ingest_service.Batch(decoded, received_us, prepared))
+    prepared = (
+        ingest_service.prepare(decoded, catalogue, received_us=received_us, keep_unreadable=keep_unreadable)
+        if catalogue else None
     )
+    batch = ingest_service.Batch(decoded, received_us, prepared, keep_unreadable)
+    result = await metered_usage.ingest_together(database(request), metered_usage.Batch(tenant_id, batch))
     metrics.EVENTS_ACCEPTED.inc(result.accepted)
     metrics.EVENTS_DUPLICATE.inc(result.duplicates)
     metrics.EVENTS_REJECTED.inc(len(result.problems))
