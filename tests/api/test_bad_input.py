@@ -398,3 +398,21 @@ async def test_oversized_metadata_is_refused_naming_it(tenant, path):
     assert_problem(await tenant.client.post(path, json=body), 422, "metadata")
     body["metadata"] = {"notes": "x" * 1_000}
     assert (await tenant.client.post(path, json=body)).status_code == 201
+
+
+async def test_a_caller_without_a_key_gets_401_before_any_word_on_query_parameters(anon):
+    """The parameters an endpoint takes are told only to a caller it would answer."""
+    resp = await anon.get("/v1/audit-log", params={"customer": "nope"})
+    assert_problem(resp, 401, None)
+    assert "entity_id" not in resp.text
+
+
+async def test_a_key_of_the_wrong_scope_gets_403_before_any_word_on_query_parameters(tenant, db):
+    ingest = {"Authorization": f"Bearer {await tenant.key('ingest', db)}"}
+    resp = await tenant.client.get("/v1/audit-log", params={"customer": "nope"}, headers=ingest)
+    assert_problem(resp, 403, None)
+
+
+async def test_a_route_without_a_key_still_names_unknown_query_parameters(anon):
+    """Health checks need no key; a misspelt parameter there is still refused by name."""
+    assert_problem(await anon.get("/healthz", params={"verbose": "1"}), 422, "verbose")

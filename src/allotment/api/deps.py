@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
-from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterator, Sequence
 from typing import Annotated, Any, TypeVar
 
 from fastapi import Depends, Query, Request
@@ -117,6 +117,7 @@ def require(need: str) -> Callable[..., Coroutine[Any, Any, Principal]]:
             raise Forbidden(f"this API key has scope '{principal.scope}'; this call needs '{need}'")
         return principal
 
+    dependency.needs_key = True  # type: ignore[attr-defined]  # see known_query
     return dependency
 
 
@@ -166,10 +167,11 @@ Cursor = Annotated[str | None, Query(description="`next_cursor` of the previous 
 
 # --- query parameters ------------------------------------------------------------------------
 
-def known_query(request: Request) -> None:
+async def known_query(request: Request) -> None:
     """Refuse a query parameter the endpoint does not declare, naming it: a misspelt or
     unsupported filter would otherwise be ignored and the unfiltered answer taken for the
-    filtered one."""
+    filtered one. The key is judged first (401/403), so that a caller without one learns
+    nothing of the endpoint's parameters."""
     if not request.query_params:
         return
     route = request.scope.get("route")
@@ -182,11 +184,21 @@ def known_query(request: Request) -> None:
         route._query_names = declared  # type: ignore[union-attr]
     unknown = sorted(set(request.query_params) - declared)
     if unknown:
+        for key_check in _key_checks(dependant):
+            await key_check(request)
         takes = ", ".join(sorted(declared)) or "none"
         raise ValidationFailed(
             f"unknown query parameter(s): {', '.join(unknown)}",
             errors=[FieldError(name, f"is not a parameter of this endpoint (it takes: {takes})") for name in unknown],
         )
+
+
+def _key_checks(dependant: Dependant) -> Iterator[Callable[[Request], Awaitable[Principal]]]:
+    """The API key checks (`require`) among an endpoint's dependencies."""
+    for inner in dependant.dependencies:
+        if getattr(inner.call, "needs_key", False):
+            yield inner.call  # type: ignore[misc]
+        yield from _key_checks(inner)
 
 
 def _query_names(dependant: Dependant) -> set[str]:
