@@ -26,6 +26,9 @@ class Settings:
     delivery_enabled: bool = True
     delivery_timeout_seconds: float = 10.0
     delivery_lease_seconds: float = 60.0
+    # How long a request's Idempotency-Key (and a check's idempotency_key) is remembered: a
+    # retry within it gets the first answer; the workers forget older keys (docs/idempotency.md).
+    idempotency_retention_hours: float = 24.0
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -43,5 +46,8 @@ class Settings:
             ),
             delivery_lease_seconds=float(
                 env.get("ALLOTMENT_DELIVERY_LEASE_SECONDS", cls.delivery_lease_seconds)
+            ),
+            idempotency_retention_hours=float(
+                env.get("ALLOTMENT_IDEMPOTENCY_RETENTION_HOURS", cls.idempotency_retention_hours)
             ),
         )

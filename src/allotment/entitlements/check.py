@@ -21,7 +21,7 @@ from functools import lru_cache
 from typing import Any, NamedTuple
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import ColumnElement, or_, select
+from sqlalchemy import ColumnElement, delete, or_, select, tuple_
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from allotment.customers import service as customers
@@ -101,6 +101,20 @@ async def check(
     ))
     await session.flush()
     return result
+
+
+async def forget_answers(session: AsyncSession, *, before: datetime, limit: int) -> int:
+    """Drop at most `limit` remembered answers of keyed checks given before `before`."""
+    oldest = (
+        select(Consumption.tenant_id, Consumption.idempotency_key)
+        .where(Consumption.created_at < before)
+        .order_by(Consumption.created_at)
+        .limit(limit)
+    )
+    result = await session.execute(
+        delete(Consumption).where(tuple_(Consumption.tenant_id, Consumption.idempotency_key).in_(oldest))
+    )
+    return int(result.rowcount)  # type: ignore[attr-defined]
 
 
 async def _check(

@@ -278,6 +278,7 @@ class Consumption(Base):
     """The first answer to a check sent with an idempotency key, replayed on retries."""
 
     __tablename__ = "consumptions"
+    __table_args__ = (Index("ix_consumptions_created_at", "created_at"),)
 
     tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id"), primary_key=True)
     idempotency_key: Mapped[str] = mapped_column(String(255), primary_key=True)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import select, text
+from sqlalchemy import delete, select, text, tuple_
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from allotment.tenancy.models import IdempotentRequest
@@ -45,3 +45,17 @@ async def remember(
         )
     )
     await session.flush()
+
+
+async def forget(session: AsyncSession, *, before: datetime, limit: int) -> int:
+    """Drop at most `limit` stored answers given before `before`; returns how many."""
+    oldest = (
+        select(IdempotentRequest.tenant_id, IdempotentRequest.key)
+        .where(IdempotentRequest.created_at < before)
+        .order_by(IdempotentRequest.created_at)
+        .limit(limit)
+    )
+    result = await session.execute(
+        delete(IdempotentRequest).where(tuple_(IdempotentRequest.tenant_id, IdempotentRequest.key).in_(oldest))
+    )
+    return int(result.rowcount)  # type: ignore[attr-defined]

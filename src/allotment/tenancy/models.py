@@ -35,6 +35,7 @@ class IdempotentRequest(Base):
     """The first answer to a create or an action sent with an `Idempotency-Key`, replayed on retries."""
 
     __tablename__ = "idempotent_requests"
+    __table_args__ = (Index("ix_idempotent_requests_created_at", "created_at"),)
 
     tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id"), primary_key=True)
     key: Mapped[str] = mapped_column(String(255), primary_key=True)

@@ -25,6 +25,7 @@ from allotment.migrations import all_models  # noqa: F401  (foreign keys name ev
 from allotment.notifications import outbox, queries, sender, signing
 from allotment.notifications.lanes import Lanes
 from allotment.types import utcnow
+from allotment.worker import retention
 from allotment.worker.stopping import nap
 
 log = structlog.get_logger()
@@ -41,15 +42,18 @@ class DeliveryOptions:
     lanes: int = 100
     # Loops per process: while one loop sends a batch, another claims or records the next.
     loops: int = 2
-    # How often to look for notifications that time emits rather than usage (grant.expiring).
+    # How often to look for notifications that time emits rather than usage (grant.expiring),
+    # and to forget idempotency keys older than `idempotency_retention`.
     scan_seconds: float = 60.0
+    idempotency_retention: timedelta = timedelta(hours=24)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> DeliveryOptions:
         timeout = settings.delivery_timeout_seconds
         # The lease outlives the longest attempt, so it never runs out while one is in flight.
         lease = max(settings.delivery_lease_seconds, timeout + 5)
-        return cls(timeout=timeout, lease=timedelta(seconds=lease))
+        return cls(timeout=timeout, lease=timedelta(seconds=lease),
+                   idempotency_retention=timedelta(hours=settings.idempotency_retention_hours))
 
 
 def http_lanes(options: DeliveryOptions) -> Lanes:
@@ -116,12 +120,14 @@ async def run_delivery(db: Database, options: DeliveryOptions, stop: asyncio.Eve
 
 async def _scan_loop(db: Database, options: DeliveryOptions, stop: asyncio.Event) -> None:
     while not stop.is_set():
+        at = utcnow()
         try:
-            await scan_due(db, at=utcnow())
+            await scan_due(db, at=at)
+            await retention.forget_idempotency_keys(db, before=at - options.idempotency_retention)
         except asyncio.CancelledError:
             raise
         except Exception:  # the next scan finds whatever this one missed
-            log.exception("notification scan failed")
+            log.exception("periodic scan failed")
         await nap(stop, options.scan_seconds)
 
 
