@@ -18,7 +18,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import asyncpg  # type: ignore[import-untyped]
-from sqlalchemy import DateTime, Index, MetaData, TypeDecorator, event, text
+from sqlalchemy import DateTime, Index, MetaData, TypeDecorator, delete, event, select, text, tuple_
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
@@ -326,6 +326,17 @@ NAMING = {
     "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
     "pk": "pk_%(table_name)s",
 }
+
+
+async def delete_oldest(
+    session: AsyncSession, model: type[Base], *, keys: tuple[Any, ...], created: Any, before: datetime, limit: int
+) -> int:
+    """Delete at most `limit` rows of `model` whose `created` is before `before`, oldest first,
+    by their primary `keys`; returns how many. Bounded so that a backlog is worked off in
+    short transactions."""
+    oldest = select(*keys).where(created < before).order_by(created).limit(limit)
+    result = await session.execute(delete(model).where(tuple_(*keys).in_(oldest)))
+    return int(result.rowcount)  # type: ignore[attr-defined]
 
 
 class UTCDateTime(TypeDecorator[datetime]):

@@ -21,10 +21,11 @@ from functools import lru_cache
 from typing import Any, NamedTuple
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import ColumnElement, delete, or_, select, tuple_
+from sqlalchemy import ColumnElement, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from allotment.customers import service as customers
+from allotment.db import delete_oldest
 from allotment.entitlements import (
     features,
     grant_ends,
@@ -105,16 +106,9 @@ async def check(
 
 async def forget_answers(session: AsyncSession, *, before: datetime, limit: int) -> int:
     """Drop at most `limit` remembered answers of keyed checks given before `before`."""
-    oldest = (
-        select(Consumption.tenant_id, Consumption.idempotency_key)
-        .where(Consumption.created_at < before)
-        .order_by(Consumption.created_at)
-        .limit(limit)
-    )
-    result = await session.execute(
-        delete(Consumption).where(tuple_(Consumption.tenant_id, Consumption.idempotency_key).in_(oldest))
-    )
-    return int(result.rowcount)  # type: ignore[attr-defined]
+    m = Consumption
+    keys = (m.tenant_id, m.idempotency_key)
+    return await delete_oldest(session, m, keys=keys, created=m.created_at, before=before, limit=limit)
 
 
 async def _check(

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import delete, select, text, tuple_
+from sqlalchemy import select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from allotment.db import delete_oldest
 from allotment.tenancy.models import IdempotentRequest
 
 
@@ -49,13 +50,5 @@ async def remember(
 
 async def forget(session: AsyncSession, *, before: datetime, limit: int) -> int:
     """Drop at most `limit` stored answers given before `before`; returns how many."""
-    oldest = (
-        select(IdempotentRequest.tenant_id, IdempotentRequest.key)
-        .where(IdempotentRequest.created_at < before)
-        .order_by(IdempotentRequest.created_at)
-        .limit(limit)
-    )
-    result = await session.execute(
-        delete(IdempotentRequest).where(tuple_(IdempotentRequest.tenant_id, IdempotentRequest.key).in_(oldest))
-    )
-    return int(result.rowcount)  # type: ignore[attr-defined]
+    m = IdempotentRequest
+    return await delete_oldest(session, m, keys=(m.tenant_id, m.key), created=m.created_at, before=before, limit=limit)
