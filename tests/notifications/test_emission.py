@@ -280,6 +280,27 @@ async def test_an_expired_reservation_is_told_of_once(db, tenant):
     assert [(p["reservation_id"], p["quantity"]) for _, p in found] == [(held.reservation.id, 3)]
 
 
+async def test_a_silent_chargers_reservation_is_told_of_by_the_scan_alone(db, tenant):
+    """A hold nobody touches again is told of once by the worker's scan, and its units go back."""
+    c = tenant.client
+    await _catalogue_at_t0(c, db, tenant.id)
+    async with db.transaction() as s:
+        held = await reservations.create(
+            s, tenant.id, reservations.ReservationRequest("acme", "tokens", D(3), ttl_seconds=60), at=T0
+        )
+    assert held.reservation is not None
+    await scan_due(db, at=T0 + timedelta(seconds=59))
+    assert await _emitted(db, tenant.id, notices.RESERVATION_EXPIRED) == []
+    for minutes in (2, 3):
+        await scan_due(db, at=T0 + timedelta(minutes=minutes))
+    found = await _emitted(db, tenant.id, notices.RESERVATION_EXPIRED)
+    assert [(p["reservation_id"], p["quantity"], p["expired_at"]) for _, p in found] == [
+        (held.reservation.id, 3, "2026-01-01T00:01:00Z")
+    ]
+    async with db.transaction(readonly=True) as s:
+        assert list(await s.scalars(select(EntitlementUsage.reserved))) == [0]
+
+
 async def test_committed_reservation_crosses_thresholds(db, tenant):
     c = tenant.client
     await _catalogue_at_t0(c, db, tenant.id)

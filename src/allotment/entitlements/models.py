@@ -336,6 +336,7 @@ class Reservation(Base):
     __table_args__ = (
         UniqueConstraint("tenant_id", "idempotency_key"),
         Index(None, "tenant_id", "entitlement_id", "status", "expires_at"),
+        Index(None, "status", "expires_at"),  # the worker's scan for holds expired untouched
     )
 
     id: Mapped[str] = mapped_column(String(40), primary_key=True)

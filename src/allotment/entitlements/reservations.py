@@ -10,7 +10,8 @@ limit only when the actual amount is larger than the hold); release gives the ho
 
 A reservation that is neither committed nor released by `expires_at` expires: `sweep` ends
 every expired open reservation of an entitlement and gives its hold back. It runs at the
-start of every reservation operation and of every metered check, before the counter is read.
+start of every reservation operation and of every metered check, before the counter is read,
+and from the worker's periodic scan for holds nobody touches again (hold_expiry.py).
 Expired rows another transaction has locked are skipped (that transaction is working on that
 reservation); each hold is given back by exactly one transaction. Locks are taken in the
 order: the reservation operated on, expired reservations (never waiting), the counter row.

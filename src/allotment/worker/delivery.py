@@ -20,7 +20,7 @@ import structlog
 
 from allotment.config import Settings
 from allotment.db import Database
-from allotment.entitlements import notices, resets, scheduled, upsell_queue
+from allotment.entitlements import hold_expiry, notices, resets, scheduled, upsell_queue
 from allotment.migrations import all_models  # noqa: F401  (foreign keys name every domain's tables)
 from allotment.notifications import outbox, queries, sender, signing
 from allotment.notifications.lanes import Lanes
@@ -97,7 +97,7 @@ async def _send(client: sender.Client, c: outbox.Claimed, *, at: datetime, timeo
 
 async def scan_due(db: Database, *, at: datetime) -> int:
     """Emit what is due by time alone (grants expiring within their lead time, period resets,
-    scheduled changes taking effect); returns how many.
+    scheduled changes taking effect, holds expired untouched); returns how many.
 
     Every worker scans; dedupe keys make concurrent scans emit each notification once.
     """
@@ -106,6 +106,12 @@ async def scan_due(db: Database, *, at: datetime) -> int:
             if await resets.note_period_ends(session) < resets.NOTE_BATCH:
                 break
     told = 0
+    while True:  # each pass expires some holds or ends the loop, even when others are locked
+        async with db.transaction() as session:
+            expired = await hold_expiry.sweep_due(session, at=at)
+        told += expired
+        if not expired:
+            break
     for scan in (notices.expiring_grants, resets.tell_due, scheduled.tell_due):
         async with db.transaction() as session:
             told += await scan(session, at=at)
