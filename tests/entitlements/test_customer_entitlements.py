@@ -113,3 +113,18 @@ async def test_another_tenants_customer_is_not_found(tenant, other_tenant):
     mine = await ok(await tenant.client.get("/v1/customers/acme/entitlements/api-calls"))
     theirs = await ok(await other_tenant.client.get("/v1/customers/acme/entitlements/api-calls"))
     assert (mine["usage"], theirs["usage"]) == (0, 4)
+
+
+async def test_the_list_pages_by_feature_key_as_every_list_does(tenant):
+    """`limit` and `cursor` page a customer's entitlements in feature-key order; past 1000 or a
+    cursor this API did not give is refused naming the parameter."""
+    c = tenant.client
+    await _provisioned(c)
+    path = "/v1/customers/acme/entitlements"
+    first = await ok(await c.get(path, params={"limit": 2}))
+    assert [i["feature"] for i in first["items"]] == ["api-calls", "limits"]
+    second = await ok(await c.get(path, params={"limit": 2, "cursor": first["next_cursor"]}))
+    assert ([i["feature"] for i in second["items"]], second["next_cursor"]) == (["sso"], None)
+    for params, status in (({"limit": 1001}, 422), ({"cursor": "bm9wZQ"}, 400), ({"cursor": "YWZ0ZXI6eA"}, 400)):
+        refused = await c.get(path, params=params)
+        assert (refused.status_code, refused.json()["errors"][0]["field"]) == (status, next(iter(params)))

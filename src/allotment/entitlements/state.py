@@ -11,7 +11,7 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import select, tuple_
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from allotment.customers import service as customers
@@ -130,17 +130,23 @@ async def _seats_state(
 
 
 async def list_states(
-    session: AsyncSession, tenant_id: str, customer_key: str, *, at: datetime
+    session: AsyncSession, tenant_id: str, customer_key: str, *, at: datetime,
+    limit: int | None = None, after: tuple[str, str] | None = None,
 ) -> list[EntitlementState]:
-    """Every entitlement of the customer in force at `at`, by feature key; unknown customer: 404."""
+    """The entitlements of the customer in force at `at`, by feature key (then feature id: an
+    archived feature a customer keeps may share its key), `limit` of them after the
+    (key, id) `after`, or all; unknown customer: 404."""
     customer = await customers.find(session, tenant_id, customer_key)
-    found = await session.execute(
+    query = (
         select(CustomerEntitlement, Feature.key)
         .join(Feature, Feature.id == CustomerEntitlement.feature_id)
         .where(*in_force(tenant_id, customer.id, at))
-        .order_by(Feature.key)
+        .order_by(Feature.key, Feature.id)
+        .limit(limit)
     )
-    return [await state_of(session, row, key, at) for row, key in found]
+    if after is not None:
+        query = query.where(tuple_(Feature.key, Feature.id) > tuple_(*after))
+    return [await state_of(session, row, key, at) for row, key in await session.execute(query)]
 
 
 async def get_state(

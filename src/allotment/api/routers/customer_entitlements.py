@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from allotment.api.deps import Reader, ReadSession
+from allotment.api.deps import Cursor, Limit, Reader, ReadSession, bad_cursor, decode_cursor, page
 from allotment.entitlements import state as service
 from allotment.entitlements.engine import Kind
 from allotment.entitlements.schemas import EntitlementStateRead, GrantStateRead
@@ -30,14 +30,29 @@ def state_read(s: service.EntitlementState) -> EntitlementStateRead:
 
 @router.get("")
 async def list_customer_entitlements(
-    customer_key: str, principal: Reader, session: ReadSession
+    customer_key: str, principal: Reader, session: ReadSession, limit: Limit = 50, cursor: Cursor = None
 ) -> dict[str, object]:
     """Every feature the customer is entitled to now, by feature key, with its state.
 
-    A customer has at most one entitlement per feature, so the list is never paged.
+    Paged as every list is, although a customer holds one entitlement per feature: a client
+    that learned `limit` on one list must be able to send it here too.
     """
-    states = await service.list_states(session, principal.tenant_id, customer_key, at=utcnow())
-    return {"items": [state_read(s) for s in states], "next_cursor": None}
+    states = await service.list_states(
+        session, principal.tenant_id, customer_key, at=utcnow(), limit=limit, after=_after(cursor)
+    )
+    return page([state_read(s) for s in states], states, limit=limit,
+                position=lambda s: f"{s.feature_key} {s.row.feature_id}")
+
+
+def _after(cursor: str | None) -> tuple[str, str] | None:
+    """The (feature key, feature id) a cursor stands for; keys and ids never hold a space."""
+    position = decode_cursor(cursor)
+    if position is None:
+        return None
+    key, space, feature_id = position.partition(" ")
+    if not space:
+        raise bad_cursor()
+    return key, feature_id
 
 
 @router.get("/{feature_key}", response_model=EntitlementStateRead)
