@@ -301,6 +301,17 @@ async def test_a_silent_chargers_reservation_is_told_of_by_the_scan_alone(db, te
         assert list(await s.scalars(select(EntitlementUsage.reserved))) == [0]
 
 
+async def test_a_hold_refused_at_the_plug_is_told_with_its_period_as_a_refused_check_is(db, tenant):
+    """usage_denied for a refused reservation names the usage period it was refused in."""
+    c = tenant.client
+    await _catalogue(c)
+    body = {"customer": "acme", "feature": "tokens", "quantity": 16, "ttl_seconds": 60}
+    refused = await ok(await c.post("/v1/reservations", json=body))
+    assert refused["decision"] == "deny" and refused["period_end"] is not None
+    found = await _emitted(db, tenant.id, notices.USAGE_DENIED)
+    assert [(p["period_start"], p["period_end"]) for _, p in found] == [(refused["period_start"], refused["period_end"])]
+
+
 async def test_committed_reservation_crosses_thresholds(db, tenant):
     c = tenant.client
     await _catalogue_at_t0(c, db, tenant.id)

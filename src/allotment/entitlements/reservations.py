@@ -165,7 +165,7 @@ async def create(
         used, reserved = await queries.read_counter(session, *counter)
         now = _judge(row, found.grants, used, reserved, q, at)
         decision = now._replace(decision=Verdict.DENY, reason=checks.refusal(used, reserved, q))
-        await _record_denial(session, tenant_id, customer.id, feature.id, q, decision, at)
+        await _record_denial(session, tenant_id, customer.id, feature.id, q, decision, at, row=row, period=(start, end))
         return Held(decision, None, checks.units(reserved), start, end)
     reservation = Reservation(
         id=new_id("res"), tenant_id=tenant_id, entitlement_id=row.id, customer_id=customer.id,
@@ -394,15 +394,22 @@ async def _record_denial(
     quantity: Decimal,
     decision: Decision,
     at: datetime,
+    *,
+    row: CustomerEntitlement | None = None,
+    period: tuple[datetime | None, datetime | None] = (None, None),
 ) -> None:
+    """Record a refused hold and tell of it, with the entitlement and period it was refused in
+    when there is one (as a refused check tells it: the payload names the period, and the
+    first refusal of the hour may suggest a top-up)."""
     session.add(UsageDenial(
         id=new_id("den"), tenant_id=tenant_id, customer_id=customer_id, feature_id=feature_id,
         at=at, quantity=quantity, reason=str(decision.reason),
     ))
     await session.flush()
     await notices.denied(
-        session, tenant_id, customer_id=customer_id, feature_id=feature_id, entitlement_id=None,
-        decision=decision, quantity=quantity, consume=False, period_start=None, period_end=None, at=at,
+        session, tenant_id, customer_id=customer_id, feature_id=feature_id,
+        entitlement_id=None if row is None else row.id, decision=decision, quantity=quantity, consume=False,
+        period_start=period[0], period_end=period[1], at=at,
     )
 
 
