@@ -62,6 +62,25 @@ _NUMBER = re.compile(r"\s*[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?\s*")
 _NOT_A_DATE_TIME = "must be an RFC 3339 date-time with an offset, e.g. 2026-01-31T12:00:00Z"
 
 
+# ISO 4217 currencies whose minor unit is not the cent; every other currency has two decimals.
+_MINOR_UNITS = {
+    **dict.fromkeys(("BIF", "CLP", "DJF", "GNF", "ISK", "JPY", "KMF", "KRW", "PYG", "RWF", "UGX", "UYI",
+                     "VND", "VUV", "XAF", "XOF", "XPF"), 0),
+    **dict.fromkeys(("BHD", "IQD", "JOD", "KWD", "LYD", "OMR", "TND"), 3),
+    "CLF": 4, "UYW": 4,
+}
+
+
+def money(amount: Decimal, currency: str | None) -> Decimal:
+    """`amount` written with at least the currency's minor units ("2.5" EUR -> "2.50", "1000"
+    JPY stays "1000"); never rounded: a per-unit price finer than a cent keeps its digits."""
+    places = _MINOR_UNITS.get(currency or "", 2)
+    exponent = amount.as_tuple().exponent
+    if not isinstance(exponent, int) or -exponent >= places:
+        return amount
+    return amount.quantize(Decimal(1).scaleb(-places))
+
+
 def _date_time_text(value: object) -> object:
     """Times come in as RFC 3339 text, as documented. Pydantic would also read a number (or
     a numeric string) as seconds since the epoch, so a stray `0.5` would mean 1970."""

@@ -28,7 +28,7 @@ from allotment.entitlements.projection import (
     project,
 )
 from allotment.notifications.models import Notification
-from allotment.types import utcnow
+from allotment.types import money, utcnow
 from allotment.worker.delivery import DeliveryOptions, deliver_due, http_lanes
 from tests.entitlements.catalogue import customer, feature, metered, ok, plan, subscribe
 from tests.helpers import event, meter
@@ -255,6 +255,25 @@ async def test_top_of_the_chain_gets_top_ups_or_contact_sales(tenant):
     assert (got["top_up"]["price"], got["top_up"]["currency"], got["top_up"]["expires_after_days"]) == ("49.00", "USD", 90)
     await ok(await c.patch("/v1/features/tokens", json={"metadata": {}}))
     assert (await _upsell(c, "acme"))["suggestion"]["action"] == "contact_sales"
+
+
+async def test_top_up_prices_are_written_with_the_currency_minor_units(tenant):
+    """A price the vendor wrote as "2.5" euros is shown as "2.50", and its total too; yen have none."""
+    c = tenant.client
+    await _catalogue(c, top_up={"amount": 500_000, "price": "2.5", "currency": "EUR"})
+    await _customer(c, "acme", "pro")
+    await _use(c, "acme", 9 * M)
+    got = (await _upsell(c, "acme"))["suggestion"]["top_up"]
+    assert got["price"] == "2.50" and got["total_price"] == f"{got['count'] * 2.5:.2f}"
+    await ok(await c.patch("/v1/features/tokens", json={"metadata": {"top_up": {
+        "amount": 500_000, "price": "300", "currency": "JPY"}}}))
+    assert (await _upsell(c, "acme"))["suggestion"]["top_up"]["price"] == "300"
+
+
+def test_money_keeps_finer_digits_and_adds_missing_minor_units() -> None:
+    assert [str(money(Decimal(v), cur)) for v, cur in (("2.5", "EUR"), ("0.0004", "USD"), ("7", "KWD"),
+                                                        ("1E+3", "USD"), ("12", None))] == [
+        "2.50", "0.0004", "7.000", "1000.00", "12.00"]
 
 
 async def test_an_unlimited_tier_above_covers(tenant):

@@ -58,7 +58,7 @@ from allotment.entitlements.schemas import (
 )
 from allotment.errors import ValidationFailed
 from allotment.notifications import service as notifications
-from allotment.types import to_micros
+from allotment.types import money, to_micros
 
 NEAR_LIMIT = Decimal("0.8")  # of the soft limit: a report candidate from here on
 EVENT = "upsell.suggested"
@@ -428,9 +428,12 @@ def read(s: Suggestion) -> UpsellRead:
     top_up = None
     if chosen.top_up is not None:
         t = chosen.top_up
+        currency = t.offer.currency
         top_up = UpsellTopUpRead(
-            count=t.count, units=t.units, amount=t.offer.amount, price=t.offer.price,
-            total_price=t.total_price, currency=t.offer.currency, expires_after_days=t.offer.expires_after_days,
+            count=t.count, units=t.units, amount=t.offer.amount,
+            price=None if t.offer.price is None else money(t.offer.price, currency),
+            total_price=None if t.total_price is None else money(t.total_price, currency),
+            currency=currency, expires_after_days=t.offer.expires_after_days,
         )
     return UpsellRead(
         customer=s.customer_key, customer_id=s.row.customer_id, feature=s.feature_key,
