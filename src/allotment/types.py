@@ -62,6 +62,17 @@ _NUMBER = re.compile(r"\s*[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?\s*")
 _NOT_A_DATE_TIME = "must be an RFC 3339 date-time with an offset, e.g. 2026-01-31T12:00:00Z"
 
 
+def _not_null(value: object) -> object:
+    if value is None:
+        raise ValueError("may not be null: leave the field out to keep its value")
+    return value
+
+
+# On an update, a field the resource always has: left out, it keeps its value; an explicit
+# null is refused naming it (ignoring it would answer 200 for a change that was not made).
+NotNull = AfterValidator(_not_null)
+
+
 # ISO 4217 currencies whose minor unit is not the cent; every other currency has two decimals.
 _MINOR_UNITS = {
     **dict.fromkeys(("BIF", "CLP", "DJF", "GNF", "ISK", "JPY", "KMF", "KRW", "PYG", "RWF", "UGX", "UYI",

@@ -416,3 +416,29 @@ async def test_a_key_of_the_wrong_scope_gets_403_before_any_word_on_query_parame
 async def test_a_route_without_a_key_still_names_unknown_query_parameters(anon):
     """Health checks need no key; a misspelt parameter there is still refused by name."""
     assert_problem(await anon.get("/healthz", params={"verbose": "1"}), 422, "verbose")
+
+
+async def test_null_for_a_field_a_resource_always_has_is_a_422_naming_it(tenant):
+    """An update that sends null for a name, a URL or a flag is refused, not answered 200 with
+    nothing changed; the resource is left as it was."""
+    c = tenant.client
+    await c.post("/v1/customers", json={"key": "acme", "name": "ACME"})
+    await c.post("/v1/meters", json=meter())
+    await c.post("/v1/features", json={"key": "api-calls"})
+    hook = (await c.post("/v1/webhook-endpoints", json={"url": "https://example.com/hook"})).json()
+    for path, field in (("/v1/customers/acme", "name"), ("/v1/customers/acme", "subject_keys"),
+                        ("/v1/meters/tokens", "name"), ("/v1/features/api-calls", "metadata"),
+                        (f"/v1/webhook-endpoints/{hook['id']}", "url"),
+                        (f"/v1/webhook-endpoints/{hook['id']}", "enabled")):
+        assert_problem(await c.patch(path, json={field: None}), 422, field)
+    assert (await c.get("/v1/customers/acme")).json()["name"] == "ACME"
+
+
+async def test_null_clears_a_field_a_resource_may_lack(tenant):
+    c = tenant.client
+    await c.post("/v1/customers", json={"key": "acme", "name": "ACME", "email": "a@example.com"})
+    assert (await c.patch("/v1/customers/acme", json={"email": None})).json()["email"] is None
+    rule = (await c.post("/v1/notification-rules", json={
+        "name": "r", "event_type": "entitlement.threshold_reached", "thresholds": [{"type": "percent", "value": 80}]})).json()
+    resp = await c.patch(f"/v1/notification-rules/{rule['id']}", json={"name": None})
+    assert resp.status_code == 200 and resp.json()["name"] is None

@@ -5,7 +5,7 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from allotment.types import Metadata
+from allotment.types import Metadata, NotNull
 
 KEY_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.:@\-]{0,255}$"
 SubjectKey = Annotated[str, Field(min_length=1, max_length=256)]
@@ -29,12 +29,12 @@ class CustomerCreate(BaseModel):
 class CustomerUpdate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    name: str | None = Field(default=None, min_length=1, max_length=256)
+    name: Annotated[str | None, NotNull] = Field(default=None, min_length=1, max_length=256)
     description: str | None = Field(default=None, max_length=1024)
     email: str | None = Field(default=None, max_length=320)
     currency: str | None = Field(default=None, pattern=r"^[A-Z]{3}$")
-    metadata: Metadata | None = None
-    subject_keys: list[SubjectKey] | None = None
+    metadata: Annotated[Metadata | None, NotNull] = None
+    subject_keys: Annotated[list[SubjectKey] | None, NotNull] = None
 
 
 class CustomerRead(BaseModel):

@@ -20,7 +20,7 @@ from pydantic import (
 from allotment.codec import quantity_number
 from allotment.entitlements.engine import DEFAULT_PRIORITY, Kind
 from allotment.entitlements.periods import Interval
-from allotment.types import AwareInstant, LargeQuantity, Metadata, PositiveQuantity
+from allotment.types import AwareInstant, LargeQuantity, Metadata, NotNull, PositiveQuantity
 
 KEY_PATTERN = r"^[a-z0-9][a-z0-9_\-]{0,63}$"
 QuantityOut = Annotated[Decimal, PlainSerializer(quantity_number, return_type=int | float)]
@@ -150,11 +150,11 @@ class FeatureCreate(BaseModel):
 class FeatureUpdate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    name: str | None = Field(default=None, min_length=1, max_length=256)
+    name: Annotated[str | None, NotNull] = Field(default=None, min_length=1, max_length=256)
     unit: str | None = Field(default=None, max_length=64)
     meter: str | None = None
     meter_group_filter: dict[str, str] | None = None
-    metadata: Metadata | None = None
+    metadata: Annotated[Metadata | None, NotNull] = None
 
 
 class FeatureRead(BaseModel):

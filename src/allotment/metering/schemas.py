@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import re
 from datetime import datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from allotment.metering.aggregation import Aggregation
 from allotment.metering.bounded import MAX_GROUP_NAMES_CHARS, MAX_GROUPS
+from allotment.types import NotNull
 
 KEY_PATTERN = r"^[a-z0-9][a-z0-9_\-]{0,63}$"
 GROUP_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
@@ -69,7 +70,7 @@ class MeterCreate(BaseModel):
 class MeterUpdate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    name: str | None = Field(default=None, max_length=256)
+    name: Annotated[str | None, NotNull] = Field(default=None, max_length=256)
     description: str | None = Field(default=None, max_length=1024)
 
 

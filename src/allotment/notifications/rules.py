@@ -224,7 +224,7 @@ async def update(
     if data.endpoint_ids is not None:
         await _require_endpoints(session, tenant_id, data.endpoint_ids)
         rule.endpoint_ids = list(dict.fromkeys(data.endpoint_ids))
-    if data.name is not None:
+    if "name" in changes:
         rule.name = data.name
     if changes.get("enabled") is not None:
         rule.enabled = bool(changes["enabled"])

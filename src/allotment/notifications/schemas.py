@@ -19,7 +19,7 @@ from pydantic import (
 
 from allotment.codec import quantity_number
 from allotment.notifications import catalogue, signing
-from allotment.types import PositiveQuantity
+from allotment.types import NotNull, PositiveQuantity
 
 MAX_URL = 2048
 
@@ -115,16 +115,16 @@ class WebhookEndpointCreate(BaseModel):
 class WebhookEndpointUpdate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    url: Url | None = None
+    url: Annotated[Url | None, NotNull] = None
     description: Description | None = None
-    event_types: EventTypes | None = None
-    enabled: StrictBool | None = Field(
+    event_types: Annotated[EventTypes | None, NotNull] = None
+    enabled: Annotated[StrictBool | None, NotNull] = Field(
         default=None, description="Re-enabling resumes the deliveries held while disabled."
     )
-    rules_only: RulesOnly | None = None
-    headers: Headers | None = None
-    body_format: BodyFormat | None = None
-    secret: Secret | None = Field(
+    rules_only: Annotated[RulesOnly | None, NotNull] = None
+    headers: Annotated[Headers | None, NotNull] = None
+    body_format: Annotated[BodyFormat | None, NotNull] = None
+    secret: Annotated[Secret | None, NotNull] = Field(
         default=None, description="Replace the signing secret with this one (see rotate-secret)."
     )
 
@@ -274,12 +274,12 @@ class NotificationRuleUpdate(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    name: RuleName | None = None
-    features: FeatureKeys | None = None
-    thresholds: Thresholds | None = None
-    lead_time_seconds: LeadTime | None = None
-    endpoint_ids: EndpointIds | None = None
-    enabled: StrictBool | None = None
+    name: RuleName | None = Field(default=None, description="null clears the name.")
+    features: Annotated[FeatureKeys | None, NotNull] = None
+    thresholds: Annotated[Thresholds | None, NotNull] = None
+    lead_time_seconds: Annotated[LeadTime | None, NotNull] = None
+    endpoint_ids: Annotated[EndpointIds | None, NotNull] = None
+    enabled: Annotated[StrictBool | None, NotNull] = None
 
 
 class NotificationRuleRead(BaseModel):
