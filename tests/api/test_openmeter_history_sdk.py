@@ -5,7 +5,7 @@ The same live server as the other SDK tests, on SQLite and PostgreSQL.
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import openmeter
@@ -118,6 +118,7 @@ def test_burndown_starts_a_segment_where_a_grant_starts_and_says_what_it_burned(
         ({"window_size": "WEEK"}, "windowSize"),
         ({"window_size": "HOUR", "window_time_zone": "Mars/Olympus"}, "windowTimeZone"),
         ({"window_size": "HOUR", "from_parameter": utcnow() + HOUR}, "from"),
+        ({"window_size": "HOUR", "to": datetime(1, 1, 1, tzinfo=UTC)}, "to"),
     ],
 )
 def test_bad_history_request_is_a_400_naming_the_field(om, params, field):

@@ -51,6 +51,8 @@ async def entitlement_history(
     if row.kind != Kind.METERED:
         raise ValidationFailed.on("entitlementIdOrFeatureKey", "only a metered entitlement has a history")
     end = min(utc(to) or now, now, row.active_to or now)
+    if end <= row.active_from:  # nothing to tell, and no period to work out so far back
+        raise ValidationFailed.on("to", "must be after the entitlement's start")
     start = max(utc(from_) or period_at(usage_period(row), end)[0], row.active_from)
     if start >= end:
         raise ValidationFailed.on("from", "must be before 'to', within the entitlement's life and the past")
