@@ -372,7 +372,7 @@ def test_second_entitlement_to_a_feature_is_resource_exists(om):
     om.customer_entitlements_v2.post("acme", sso)
     with pytest.raises(ResourceExistsError) as err:
         om.customer_entitlements_v2.post("acme", sso)
-    assert "delete it first" in err.value.model.detail and "override" not in err.value.model.detail
+    assert "override it" in err.value.model.detail and "delete it first" in err.value.model.detail
 
 
 def test_unknown_customer_or_feature_is_not_found(om):

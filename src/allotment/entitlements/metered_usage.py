@@ -211,21 +211,32 @@ async def reported_since(session: AsyncSession, row: CustomerEntitlement, since:
 async def _reported(session: AsyncSession, row: CustomerEntitlement, *, since: datetime) -> dict[int, int]:
     """Period start -> usage (millionths) the stored events of the row's customer report for
     the row from `since` on, read from the event log as ingest counted them."""
+    increments: dict[int, int] = defaultdict(int)
+    for period_us, _, micros in await reported_events(session, row, since=since):
+        increments[period_us] += micros
+    return increments
+
+
+async def reported_events(
+    session: AsyncSession, row: CustomerEntitlement, *, since: datetime
+) -> list[tuple[int, int, int]]:
+    """(period start, event time, usage), all in millionths or microseconds, of each stored
+    event of the row's customer that counts for the row from `since` on, in stored order."""
     feature = await session.get(Feature, row.feature_id)
     if feature is None or feature.meter_id is None:
-        return {}
+        return []
     meter = await session.get(Meter, feature.meter_id)
     if meter is None or meter.deleted_at is not None or Aggregation(meter.aggregation) not in ADDITIVE:
-        return {}
+        return []
     compiled = compile_meter(meter)
     subjects = list(await session.scalars(select(CustomerSubject.subject_key).where(
         CustomerSubject.tenant_id == row.tenant_id, CustomerSubject.customer_id == row.customer_id)))
     if not subjects:
-        return {}
+        return []
     target = _Target(row.id, row, False, False, dict(feature.meter_group_filter or {}), usage_period(row),
                      to_micros(row.active_from), to_micros(row.active_to) if row.active_to is not None else None)
     from_us = max(target.active_from_us, to_micros(since))
-    increments: dict[int, int] = defaultdict(int)
+    out: list[tuple[int, int, int]] = []
     after = -1
     while True:
         found = await fetch(
@@ -246,10 +257,10 @@ async def _reported(session: AsyncSession, row: CustomerEntitlement, *, since: d
             except DataError:
                 continue  # this event cannot feed the meter; ingest skipped it too
             if contribution is not None and target.accepts(compiled, contribution.group_key, time_us):
-                increments[target.period_start(time_us)] += contribution.micros
+                out.append((target.period_start(time_us), time_us, contribution.micros))
         if len(found) < _PAST_CHUNK:
             break
-    return increments
+    return out
 
 
 _PAST_CHUNK = 5_000

@@ -118,6 +118,30 @@ async def create_adhoc(
     return view
 
 
+async def replace_adhoc(
+    session: AsyncSession,
+    tenant_id: str,
+    customer_key: str,
+    data: AdhocIn,
+    *,
+    replaced: CustomerEntitlement,
+    actor: str,
+    at: datetime,
+) -> EntitlementView:
+    """End ad-hoc entitlement `replaced` at `at` and create `data` from then on, in one
+    transaction: the customer is never without an entitlement to the feature, and a plan that
+    also offers it cannot take it over in between (provisioning runs once the new row exists).
+    The new row starts where the old one ends, so it cannot reach back over it: usage of the
+    current period carries over when both share the period's start (provisioning)."""
+    if replaced.source != "adhoc" or (replaced.active_to is not None and replaced.active_to <= at):
+        raise NotFound("entitlement", replaced.id)
+    if (await features.get(session, tenant_id, data.feature)).id != replaced.feature_id:
+        raise ValidationFailed.on("feature", "must be the feature of the entitlement it replaces")
+    await provisioning.close(session, replaced, actor=actor, at=at)
+    await session.flush()
+    return await create_adhoc(session, tenant_id, customer_key, data, actor=actor, at=at)
+
+
 async def remove_adhoc(
     session: AsyncSession, tenant_id: str, customer_key: str, feature_key: str, *, actor: str, at: datetime
 ) -> None:

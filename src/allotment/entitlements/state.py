@@ -17,6 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from allotment.customers import service as customers
 from allotment.entitlements import features, queries, standing
 from allotment.entitlements.check import (
+    Counted,
     in_force,
     live_entitlement,
     metered_entitlement,
@@ -91,7 +92,15 @@ async def state_of(
         return EntitlementState(feature_key, row, has_access=True, config=dict(row.config or {}))
     if kind is Kind.SEATS:
         return await _seats_state(session, row, feature_key, at)
-    counted = await read_usage(session, row, at)
+    return judged(row, feature_key, await read_usage(session, row, at), at, later=later)
+
+
+def judged(
+    row: CustomerEntitlement, feature_key: str, counted: Counted, at: datetime, *, later: Decimal = ZERO
+) -> EntitlementState:
+    """The state of metered `row` at `at` from its counter as read for the period holding
+    `at`, less `later` (usage counted for later instants): pure, so a history can judge many
+    instants of one period from one read."""
     if later:
         counted = replace(counted, used=counted.used - later)
     # The numbers of a decision do not depend on the quantity asked for; the verdict does,

@@ -18,6 +18,7 @@ from allotment.api.compat import (
     openmeter_events,
     openmeter_features,
     openmeter_grants,
+    openmeter_history,
     openmeter_meters,
     openmeter_notifications,
 )
@@ -32,6 +33,7 @@ for _module in (
     openmeter_features,
     openmeter_entitlements,
     openmeter_grants,
+    openmeter_history,
     openmeter_admin,
     openmeter_notifications,
 ):

@@ -20,6 +20,9 @@ both APIs always agree. How OpenMeter's metered fields map to ours:
   the customer's events reported since then counts.
 - `grants` are created with the entitlement, as the grants endpoint would.
 - `metadata` is accepted but not kept: our entitlements have none.
+
+An override ends an ad-hoc entitlement and creates its replacement in the same transaction
+(`overrides.replace_adhoc`); docs/openmeter-entitlements.md says what carries over.
 """
 
 from __future__ import annotations
@@ -53,12 +56,14 @@ from allotment.api.compat.openmeter_schemas import (
 from allotment.api.deps import Admin, Reader, ReadSession, WriteSession
 from allotment.api.responses import Json
 from allotment.customers import service as customers
+from allotment.customers.models import Customer
 from allotment.entitlements import features, metered_usage, overrides, provisioning, state
 from allotment.entitlements.engine import ZERO, Kind
-from allotment.entitlements.models import Feature
+from allotment.entitlements.models import CustomerEntitlement, Feature
 from allotment.entitlements.periods import UsagePeriod, period_at
 from allotment.entitlements.schemas import AdhocIn
 from allotment.errors import Conflict, NotFound, ValidationFailed
+from allotment.tenancy.service import Principal
 from allotment.types import Instant, utcnow
 
 router = openmeter_router()
@@ -74,23 +79,70 @@ Time = Annotated[Instant | None, Query(description="The instant to evaluate (def
 async def create_entitlement(
     customer_id_or_key: str, body: EntitlementCreateIn, principal: Admin, session: WriteSession
 ) -> Json:
-    """One entitlement per customer and feature: a second one is a 409, as in OpenMeter
-    (whose override route, replacing one, is not implemented: delete it, then create)."""
-    at, tenant_id = utcnow(), principal.tenant_id
-    customer = await customers.find(session, tenant_id, customer_id_or_key)
+    """One entitlement per customer and feature: a second one is a 409, as in OpenMeter."""
+    at = utcnow()
+    customer = await customers.find(session, principal.tenant_id, customer_id_or_key)
+    return await _created(session, principal, customer, body, at=at)
+
+
+@router.put(_V2 + "/{entitlement_id_or_feature_key}/override", status_code=201)
+async def override_entitlement(
+    customer_id_or_key: str,
+    entitlement_id_or_feature_key: str,
+    body: EntitlementCreateIn,
+    principal: Admin,
+    session: WriteSession,
+) -> Json:
+    """The entitlement ends now and one built from the body (as a create's) starts now, in one
+    transaction, answered as a create. Grants stay: they belong to the customer and feature."""
+    at = utcnow()
+    customer, row, key = await resolve(
+        session, principal.tenant_id, customer_id_or_key, entitlement_id_or_feature_key, at
+    )
+    _require_adhoc(row, customer, key, ref=entitlement_id_or_feature_key, at=at)
+    return await _created(session, principal, customer, body, at=at, replacing=row)
+
+
+def _require_adhoc(row: CustomerEntitlement, customer: Customer, key: str, *, ref: str, at: datetime) -> None:
+    """Only a live entitlement made through this API is ended or replaced here: an ended one is
+    gone (404), one from a subscription follows the subscription (409)."""
+    if row.active_to is not None and row.active_to <= at:
+        raise NotFound("entitlement", ref)
+    if row.source != "adhoc":
+        raise Conflict(
+            f"the entitlement of '{customer.key}' to '{key}' comes from its subscription; "
+            "change the subscription or its override instead"
+        )
+
+
+async def _created(
+    session: AsyncSession,
+    principal: Principal,
+    customer: Customer,
+    body: EntitlementCreateIn,
+    *,
+    at: datetime,
+    replacing: CustomerEntitlement | None = None,
+) -> Json:
+    """The ad-hoc entitlement (and grants) the body describes, made new or `replacing` one."""
+    tenant_id, actor = principal.tenant_id, principal.key_id
     with openmeter_fields(ENTITLEMENT_FIELDS):
         data = AdhocIn.model_validate(_adhoc(body, at))
         feature = await features.get(session, tenant_id, data.feature)
         if data.kind is Kind.METERED:
             await _require_meter(session, tenant_id, feature)
-        if await provisioning.open_rows(session, tenant_id, customer.id, at, feature_id=feature.id):
-            raise Conflict(
-                f"customer '{customer.key}' already has an entitlement to '{feature.key}'; delete it"
-                " first (one from a subscription changes with the subscription), then create it"
+        if replacing is not None:
+            view = await overrides.replace_adhoc(
+                session, tenant_id, customer.id, data, replaced=replacing, actor=actor, at=at
             )
-        view = await overrides.create_adhoc(
-            session, tenant_id, customer.id, data, actor=principal.key_id, at=at
-        )
+        elif await provisioning.open_rows(session, tenant_id, customer.id, at, feature_id=feature.id):
+            raise Conflict(
+                f"customer '{customer.key}' already has an entitlement to '{feature.key}'; override"
+                " it (PUT .../override) or delete it first (one from a subscription changes with"
+                " the subscription)"
+            )
+        else:
+            view = await overrides.create_adhoc(session, tenant_id, customer.id, data, actor=actor, at=at)
     for i, grant in enumerate(body.grants or ()):
         await openmeter_grants.issue(
             session, principal, customer, view.feature_key, grant, at=at, field=f"grants[{i}]."
@@ -229,13 +281,7 @@ async def delete_entitlement(
     customer, row, key = await resolve(
         session, tenant_id, customer_id_or_key, entitlement_id_or_feature_key, at
     )
-    if row.active_to is not None and row.active_to <= at:
-        raise NotFound("entitlement", entitlement_id_or_feature_key)
-    if row.source != "adhoc":
-        raise Conflict(
-            f"the entitlement of '{customer.key}' to '{key}' comes from its subscription; "
-            "change the subscription or its override instead"
-        )
+    _require_adhoc(row, customer, key, ref=entitlement_id_or_feature_key, at=at)
     await overrides.remove_adhoc(
         session, tenant_id, customer.id, key, actor=principal.key_id, at=at
     )

@@ -361,14 +361,15 @@ def value_out(state: EntitlementState) -> dict[str, Any]:
         {
             "hasAccess": state.has_access,
             "balance": codec.optional_number(state.balance),
-            "usage": codec.optional_number(_period_usage(state)),
+            "usage": codec.optional_number(period_usage(state)),
             "overage": codec.optional_number(state.overage),
             "totalAvailableGrantAmount": codec.optional_number(state.soft_limit),
         }
     )
 
 
-def _period_usage(state: EntitlementState) -> Decimal | None:
+def period_usage(state: EntitlementState) -> Decimal | None:
+    """The period's own usage: without the overage carried into it."""
     if state.usage is None or not state.carried:
         return state.usage
     return max(state.usage - state.carried, Decimal(0))
