@@ -655,3 +655,23 @@ async def test_an_allowed_check_reads_nothing_for_the_hint():
         Decision(Verdict.ALLOW, Reason.WITHIN_LIMIT, Decimal(5), Decimal(10), Decimal(10)), T0, MONTH_END
     )
     assert await upsell_hint.hint(_NoDatabase(), "ten_x", request, allowed, at=T0) is None  # type: ignore[arg-type]
+
+
+async def test_a_hold_refused_at_the_plug_suggests_top_ups_that_would_have_let_it_through(tenant):
+    """Story 3: 7.6 kWh left and a 30 kWh hold refused: the suggestion covers the refused hold
+    (two 20 kWh packs), though usage alone, which never resets, projects within the credit."""
+    c = tenant.client
+    await feature(c, "kwh", unit="kWh", metadata={"top_up": {"amount": 20, "price": "9", "currency": "EUR"}})
+    await plan(c, "prepaid", [{"feature": "kwh", "kind": "metered", "usage_period": "NONE", "included": 0,
+                               "soft_limit": 0, "hard_limit": 0}])
+    await customer(c, "driver")
+    await subscribe(c, "driver", "prepaid")
+    await ok(await c.post("/v1/customers/driver/entitlements/kwh/grants", json={"amount": 50}), 201)
+    await ok(await c.post("/v1/check", json={"customer": "driver", "feature": "kwh", "quantity": 42.4, "consume": True}))
+    hold = await c.post("/v1/reservations", json={"customer": "driver", "feature": "kwh", "quantity": 30,
+                                                  "ttl_seconds": 600})
+    assert hold.json()["decision"] == "deny"
+    got = await _upsell(c, "driver")
+    assert got["status"] == "denied"
+    assert got["suggestion"]["action"] == "top_up"
+    assert (got["suggestion"]["top_up"]["count"], got["suggestion"]["top_up"]["total_price"]) == (2, "18.00")

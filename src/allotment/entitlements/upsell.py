@@ -25,7 +25,7 @@ from __future__ import annotations
 import enum
 from collections import defaultdict
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from decimal import Decimal
 from typing import Any
@@ -148,6 +148,7 @@ class _Standing:
     period: tuple[datetime, datetime | None]
     denials: int = 0
     last_denied_at: datetime | None = None
+    largest_denied: Decimal = ZERO  # the largest quantity refused this period
 
     @property
     def limits(self) -> Limits:
@@ -181,6 +182,10 @@ def _suggestion(
     else:
         projection = project(spent, period_start=start, period_end=end, at=at, recent=recent)
         top_up = catalogue.top_up(row.feature_id)
+    if s.denials:  # room for the largest refused request too, as a refused check's hint asks
+        wanted = spent + s.largest_denied
+        if wanted > projection.projected:
+            projection = replace(projection, projected=wanted)
     tiers = catalogue.tiers(plan_key, row.feature_id)
     chosen = pick(projection.projected, s.limits, tiers, top_up=top_up, extra=s.extra)
     return Suggestion(
@@ -380,10 +385,10 @@ async def _standings(session: AsyncSession, tenant_id: str, items: list[_Item], 
     return [_with_denials(s, denied.get((s.item.row.customer_id, s.item.row.feature_id))) for s in out]
 
 
-def _with_denials(s: _Standing, found: tuple[int, datetime] | None) -> _Standing:
+def _with_denials(s: _Standing, found: tuple[int, datetime, Decimal] | None) -> _Standing:
     if found is None:
         return s
-    return _Standing(s.item, s.usage, s.reserved, s.extra, s.period, found[0], found[1])
+    return replace(s, denials=found[0], last_denied_at=found[1], largest_denied=found[2])
 
 
 async def _recent(

@@ -103,8 +103,9 @@ async def with_live_grants(
 
 async def denials_since(
     session: AsyncSession, tenant_id: str, since: Mapping[tuple[str, str], datetime]
-) -> dict[tuple[str, str], tuple[int, datetime]]:
-    """(customer id, feature id) -> (denials at or after its own start, the latest one).
+) -> dict[tuple[str, str], tuple[int, datetime, Decimal]]:
+    """(customer id, feature id) -> (denials at or after its own start, the latest one, the
+    largest quantity refused).
 
     Each pair has its own period start, so the starts go in as a derived table (a UNION ALL
     of literals: portable, unlike VALUES with column names) and one grouped join counts.
@@ -119,7 +120,8 @@ async def denials_since(
         for (c, f), s in since.items()
     )).subquery("starts")
     rows = await session.execute(
-        select(starts.c.customer_id, starts.c.feature_id, func.count(), func.max(UsageDenial.at))
+        select(starts.c.customer_id, starts.c.feature_id, func.count(), func.max(UsageDenial.at),
+               func.max(UsageDenial.quantity))
         .select_from(starts)
         .join(UsageDenial, and_(
             UsageDenial.tenant_id == tenant_id,
@@ -129,7 +131,7 @@ async def denials_since(
         ))
         .group_by(starts.c.customer_id, starts.c.feature_id)
     )
-    return {(c, f): (int(n), latest) for c, f, n, latest in rows}
+    return {(c, f): (int(n), latest, Decimal(largest)) for c, f, n, latest, largest in rows}
 
 
 async def subjects(session: AsyncSession, tenant_id: str, customer_ids: Iterable[str]) -> dict[str, list[str]]:
