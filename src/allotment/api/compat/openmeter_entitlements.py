@@ -53,12 +53,14 @@ from allotment.api.compat.openmeter_schemas import (
 from allotment.api.deps import Admin, Reader, ReadSession, WriteSession
 from allotment.api.responses import Json
 from allotment.customers import service as customers
+from allotment.customers.models import Customer
 from allotment.entitlements import features, metered_usage, overrides, provisioning, state
 from allotment.entitlements.engine import ZERO, Kind
-from allotment.entitlements.models import Feature
+from allotment.entitlements.models import CustomerEntitlement, Feature
 from allotment.entitlements.periods import UsagePeriod, period_at
 from allotment.entitlements.schemas import AdhocIn
 from allotment.errors import Conflict, NotFound, ValidationFailed
+from allotment.tenancy.service import Principal
 from allotment.types import Instant, utcnow
 
 router = openmeter_router()
@@ -74,10 +76,19 @@ Time = Annotated[Instant | None, Query(description="The instant to evaluate (def
 async def create_entitlement(
     customer_id_or_key: str, body: EntitlementCreateIn, principal: Admin, session: WriteSession
 ) -> Json:
+    at = utcnow()
+    customer = await customers.find(session, principal.tenant_id, customer_id_or_key)
+    row, feature_key = await create(session, principal, customer, body, at=at)
+    return Json(entitlement_out(row, customer, feature_key, at=at), status_code=201)
+
+
+async def create(
+    session: AsyncSession, principal: Principal, customer: Customer, body: EntitlementCreateIn,
+    *, at: datetime,
+) -> tuple[CustomerEntitlement, str]:
     """One entitlement per customer and feature: a second one is a 409, as in OpenMeter
     (whose override route, replacing one, is not implemented: delete it, then create)."""
-    at, tenant_id = utcnow(), principal.tenant_id
-    customer = await customers.find(session, tenant_id, customer_id_or_key)
+    tenant_id = principal.tenant_id
     with openmeter_fields(ENTITLEMENT_FIELDS):
         data = AdhocIn.model_validate(_adhoc(body, at))
         feature = await features.get(session, tenant_id, data.feature)
@@ -95,7 +106,7 @@ async def create_entitlement(
         await openmeter_grants.issue(
             session, principal, customer, view.feature_key, grant, at=at, field=f"grants[{i}]."
         )
-    return Json(entitlement_out(view.row, customer, view.feature_key, at=at), status_code=201)
+    return view.row, view.feature_key
 
 
 def _adhoc(body: EntitlementCreateIn, at: datetime) -> dict[str, Any]:
@@ -224,13 +235,18 @@ async def delete_entitlement(
     principal: Admin,
     session: WriteSession,
 ) -> Response:
+    await remove(session, principal, customer_id_or_key, entitlement_id_or_feature_key, at=utcnow())
+    return Response(status_code=204)
+
+
+async def remove(
+    session: AsyncSession, principal: Principal, customer_ref: str, ref: str, *, at: datetime
+) -> None:
     """Ends an entitlement created through this API; plan entitlements follow the subscription."""
-    at, tenant_id = utcnow(), principal.tenant_id
-    customer, row, key = await resolve(
-        session, tenant_id, customer_id_or_key, entitlement_id_or_feature_key, at
-    )
+    tenant_id = principal.tenant_id
+    customer, row, key = await resolve(session, tenant_id, customer_ref, ref, at)
     if row.active_to is not None and row.active_to <= at:
-        raise NotFound("entitlement", entitlement_id_or_feature_key)
+        raise NotFound("entitlement", ref)
     if row.source != "adhoc":
         raise Conflict(
             f"the entitlement of '{customer.key}' to '{key}' comes from its subscription; "
@@ -239,7 +255,6 @@ async def delete_entitlement(
     await overrides.remove_adhoc(
         session, tenant_id, customer.id, key, actor=principal.key_id, at=at
     )
-    return Response(status_code=204)
 
 
 @router.get(_V2 + "/{entitlement_id_or_feature_key}/value")
@@ -250,8 +265,8 @@ async def entitlement_value_v2(
     session: ReadSession,
     time: Time = None,
 ) -> Json:
-    return Json(value_v2_out(await _value_at(session, principal.tenant_id, customer_id_or_key,
-                                             entitlement_id_or_feature_key, time)))
+    return Json(value_v2_out(await value_at(session, principal.tenant_id, customer_id_or_key,
+                                            entitlement_id_or_feature_key, time)))
 
 
 @router.get("/v1/customers/{customer_id_or_key}/entitlements/{feature_key}/value")
@@ -262,13 +277,13 @@ async def entitlement_value(
     session: ReadSession,
     time: Time = None,
 ) -> Json:
-    return Json(value_out(await _value_at(session, principal.tenant_id, customer_id_or_key, feature_key, time)))
+    return Json(value_out(await value_at(session, principal.tenant_id, customer_id_or_key, feature_key, time)))
 
 
 _FURTHEST = timedelta(days=366)
 
 
-async def _value_at(
+async def value_at(
     session: AsyncSession, tenant_id: str, customer_ref: str, ref: str, time: datetime | None
 ) -> state.EntitlementState:
     """The entitlement as it stood at `time` (default now): for an instant past, the usage
