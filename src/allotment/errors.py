@@ -51,8 +51,8 @@ class NotFound(AllotmentError):
     code = "not_found"
     title = "Not found"
 
-    def __init__(self, kind: str, key: str) -> None:
-        super().__init__(f"{kind} '{key}' not found")
+    def __init__(self, kind: str, key: str, *, detail: str | None = None) -> None:
+        super().__init__(detail or f"{kind} '{key}' not found")
         self.code = f"{kind}_not_found"
         self.kind = kind
         self.key = key

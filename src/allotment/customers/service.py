@@ -250,6 +250,18 @@ async def owners_of_subjects(
 _IN_CHUNK = 10_000
 
 
+async def owner_of_subject(session: AsyncSession, tenant_id: str, ref: str) -> tuple[str, CustomerView]:
+    """The subject named by `ref` (its key, else the id the subjects list gave it) and the live
+    customer owning it. A subject no customer owns is a 404 naming it: it has no entitlements
+    of its own, and none are made for it implicitly."""
+    by_id = await session.scalar(select(Subject.key).where(Subject.tenant_id == tenant_id, Subject.id == ref))
+    for key in dict.fromkeys(k for k in (ref, by_id) if k is not None):
+        owners = await owners_of_subjects(session, tenant_id, [key])
+        if key in owners:
+            return key, await get(session, tenant_id, owners[key])
+    raise NotFound("subject", ref, detail=f"subject '{ref}' belongs to no customer")
+
+
 async def upsert_subject(session: AsyncSession, tenant_id: str, data: SubjectUpsert, *, at: datetime) -> Subject:
     subject = await session.get(Subject, (tenant_id, data.key))
     if subject is None:

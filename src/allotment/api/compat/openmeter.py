@@ -21,14 +21,18 @@ from allotment.api.compat import (
     openmeter_history,
     openmeter_meters,
     openmeter_notifications,
+    openmeter_subject_entitlements,
 )
 from allotment.api.compat.openmeter_http import problem_for
 
 PREFIX = "/api"
 router = APIRouter(prefix=PREFIX, tags=["openmeter compatibility"])
+# Subject entitlements come before the customers module: its `/v1/subjects/{key:path}` would
+# otherwise take `/v1/subjects/{key}/entitlements...` for a subject key.
 for _module in (
     openmeter_events,
     openmeter_meters,
+    openmeter_subject_entitlements,
     openmeter_customers,
     openmeter_features,
     openmeter_entitlements,

@@ -82,7 +82,8 @@ async def create_entitlement(
     """One entitlement per customer and feature: a second one is a 409, as in OpenMeter."""
     at = utcnow()
     customer = await customers.find(session, principal.tenant_id, customer_id_or_key)
-    return await _created(session, principal, customer, body, at=at)
+    row, feature_key = await create(session, principal, customer, body, at=at)
+    return Json(entitlement_out(row, customer, feature_key, at=at), status_code=201)
 
 
 @router.put(_V2 + "/{entitlement_id_or_feature_key}/override", status_code=201)
@@ -100,7 +101,8 @@ async def override_entitlement(
         session, principal.tenant_id, customer_id_or_key, entitlement_id_or_feature_key, at
     )
     _require_adhoc(row, customer, key, ref=entitlement_id_or_feature_key, at=at)
-    return await _created(session, principal, customer, body, at=at, replacing=row)
+    new_row, feature_key = await create(session, principal, customer, body, at=at, replacing=row)
+    return Json(entitlement_out(new_row, customer, feature_key, at=at), status_code=201)
 
 
 def _require_adhoc(row: CustomerEntitlement, customer: Customer, key: str, *, ref: str, at: datetime) -> None:
@@ -115,7 +117,7 @@ def _require_adhoc(row: CustomerEntitlement, customer: Customer, key: str, *, re
         )
 
 
-async def _created(
+async def create(
     session: AsyncSession,
     principal: Principal,
     customer: Customer,
@@ -123,8 +125,9 @@ async def _created(
     *,
     at: datetime,
     replacing: CustomerEntitlement | None = None,
-) -> Json:
-    """The ad-hoc entitlement (and grants) the body describes, made new or `replacing` one."""
+) -> tuple[CustomerEntitlement, str]:
+    """The ad-hoc entitlement (and grants) the body describes, made new or `replacing` one;
+    returns the row and its feature key."""
     tenant_id, actor = principal.tenant_id, principal.key_id
     with openmeter_fields(ENTITLEMENT_FIELDS):
         data = AdhocIn.model_validate(_adhoc(body, at))
@@ -147,7 +150,7 @@ async def _created(
         await openmeter_grants.issue(
             session, principal, customer, view.feature_key, grant, at=at, field=f"grants[{i}]."
         )
-    return Json(entitlement_out(view.row, customer, view.feature_key, at=at), status_code=201)
+    return view.row, view.feature_key
 
 
 def _adhoc(body: EntitlementCreateIn, at: datetime) -> dict[str, Any]:
@@ -276,16 +279,20 @@ async def delete_entitlement(
     principal: Admin,
     session: WriteSession,
 ) -> Response:
+    await remove(session, principal, customer_id_or_key, entitlement_id_or_feature_key, at=utcnow())
+    return Response(status_code=204)
+
+
+async def remove(
+    session: AsyncSession, principal: Principal, customer_ref: str, ref: str, *, at: datetime
+) -> None:
     """Ends an entitlement created through this API; plan entitlements follow the subscription."""
-    at, tenant_id = utcnow(), principal.tenant_id
-    customer, row, key = await resolve(
-        session, tenant_id, customer_id_or_key, entitlement_id_or_feature_key, at
-    )
-    _require_adhoc(row, customer, key, ref=entitlement_id_or_feature_key, at=at)
+    tenant_id = principal.tenant_id
+    customer, row, key = await resolve(session, tenant_id, customer_ref, ref, at)
+    _require_adhoc(row, customer, key, ref=ref, at=at)
     await overrides.remove_adhoc(
         session, tenant_id, customer.id, key, actor=principal.key_id, at=at
     )
-    return Response(status_code=204)
 
 
 @router.get(_V2 + "/{entitlement_id_or_feature_key}/value")
@@ -296,8 +303,8 @@ async def entitlement_value_v2(
     session: ReadSession,
     time: Time = None,
 ) -> Json:
-    return Json(value_v2_out(await _value_at(session, principal.tenant_id, customer_id_or_key,
-                                             entitlement_id_or_feature_key, time)))
+    return Json(value_v2_out(await value_at(session, principal.tenant_id, customer_id_or_key,
+                                            entitlement_id_or_feature_key, time)))
 
 
 @router.get("/v1/customers/{customer_id_or_key}/entitlements/{feature_key}/value")
@@ -308,13 +315,13 @@ async def entitlement_value(
     session: ReadSession,
     time: Time = None,
 ) -> Json:
-    return Json(value_out(await _value_at(session, principal.tenant_id, customer_id_or_key, feature_key, time)))
+    return Json(value_out(await value_at(session, principal.tenant_id, customer_id_or_key, feature_key, time)))
 
 
 _FURTHEST = timedelta(days=366)
 
 
-async def _value_at(
+async def value_at(
     session: AsyncSession, tenant_id: str, customer_ref: str, ref: str, time: datetime | None
 ) -> state.EntitlementState:
     """The entitlement as it stood at `time` (default now): for an instant past, the usage

@@ -51,7 +51,7 @@ _PAGE = 1000
 _UTC = ZoneInfo("UTC")
 _FIXED = {"HOUR": timedelta(hours=1), "DAY": timedelta(days=1), "WEEK": timedelta(weeks=1)}
 _CALENDAR = {"MONTH": Interval.MONTH, "YEAR": Interval.YEAR}
-_ORDER_BY = {
+ORDER_BY = {
     "id": lambda g: g.id,
     "createdAt": lambda g: (g.created_at, g.id),
     "updatedAt": lambda g: (g.voided_at or g.created_at, g.id),
@@ -155,8 +155,8 @@ async def list_grants(
     customer, row, feature_key = await resolve(
         session, tenant_id, customer_id_or_key, entitlement_id_or_feature_key, at
     )
-    records = await _all_grants(session, tenant_id, customer.id, feature_key, include_deleted, at)
-    records.sort(key=_ORDER_BY[order_by], reverse=order == "DESC")
+    records = await all_grants(session, tenant_id, customer.id, feature_key, include_deleted, at)
+    records.sort(key=ORDER_BY[order_by], reverse=order == "DESC")
     shown = records[(page - 1) * page_size : page * page_size]
     return Json(
         {
@@ -168,7 +168,7 @@ async def list_grants(
     )
 
 
-async def _all_grants(
+async def all_grants(
     session: AsyncSession, tenant_id: str, customer: str, feature: str, include_voided: bool, at: datetime
 ) -> list[GrantRecord]:
     out: list[GrantRecord] = []
