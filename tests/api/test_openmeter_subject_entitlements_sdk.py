@@ -317,3 +317,30 @@ def test_a_read_key_reads_a_subjects_entitlements_but_cannot_create_them(live, o
         with pytest.raises(HttpResponseError) as err:
             boolean(ops, "acme", "sso")
     assert err.value.status_code == 403
+
+
+def test_a_subjects_entitlement_is_overridden_and_its_history_read_through_the_subject(om, subj):
+    """Override replaces the owner's entitlement (the same one the customer routes see), and
+    the history through a subject is the customer route's."""
+    customer(om, "acme", "acme-web")
+    tokens_feature(om)
+    first = metered(subj, "acme-web", issue_after_reset=100)
+    use(om, 30, "acme-web")
+    replaced = subj.override(
+        "acme-web", "tokens",
+        EntitlementMeteredCreateInputs(type="metered", feature_key="tokens", issue_after_reset=500,
+                                       usage_period=RecurringPeriodCreateInput(interval="MONTH")),
+    )
+    assert replaced["id"] != first["id"] and replaced["subjectKey"] == "acme-web"
+    assert subj.get_entitlement_value("acme-web", "tokens").balance == \
+        om.customer_entitlement.get_customer_entitlement_value("acme", "tokens").balance
+    assert om.customer_entitlement.get_customer_entitlement_value("acme", "tokens").total_available_grant_amount == 500
+    use(om, 20, "acme-web")
+    now = utcnow()  # both read up to the same instant
+    through_subject = subj.get_entitlement_history("acme-web", replaced["id"], window_size="DAY", to=now)
+    by_customer = om.customer_entitlement_v2.get_customer_entitlement_history("acme", replaced["id"],
+                                                                              window_size="DAY", to=now)
+    assert through_subject.as_dict() == by_customer.as_dict()
+    assert sum(w.usage for w in through_subject.windowed_history) >= 20
+    with pytest.raises(ResourceNotFoundError):
+        subj.get_entitlement_history("nobody", replaced["id"], window_size="DAY")

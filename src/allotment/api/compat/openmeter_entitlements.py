@@ -97,12 +97,20 @@ async def override_entitlement(
     """The entitlement ends now and one built from the body (as a create's) starts now, in one
     transaction, answered as a create. Grants stay: they belong to the customer and feature."""
     at = utcnow()
-    customer, row, key = await resolve(
-        session, principal.tenant_id, customer_id_or_key, entitlement_id_or_feature_key, at
-    )
-    _require_adhoc(row, customer, key, ref=entitlement_id_or_feature_key, at=at)
+    customer, row, key = await override(session, principal, customer_id_or_key, entitlement_id_or_feature_key,
+                                        body, at=at)
+    return Json(entitlement_out(row, customer, key, at=at), status_code=201)
+
+
+async def override(
+    session: AsyncSession, principal: Principal, customer_ref: str, ref: str, body: EntitlementCreateIn,
+    *, at: datetime,
+) -> tuple[Customer, CustomerEntitlement, str]:
+    """Replace the customer's ad-hoc entitlement `ref` by the one `body` describes."""
+    customer, row, key = await resolve(session, principal.tenant_id, customer_ref, ref, at)
+    _require_adhoc(row, customer, key, ref=ref, at=at)
     new_row, feature_key = await create(session, principal, customer, body, at=at, replacing=row)
-    return Json(entitlement_out(new_row, customer, feature_key, at=at), status_code=201)
+    return customer, new_row, feature_key
 
 
 def _require_adhoc(row: CustomerEntitlement, customer: Customer, key: str, *, ref: str, at: datetime) -> None:

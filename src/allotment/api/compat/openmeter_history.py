@@ -13,6 +13,7 @@ from datetime import datetime
 from typing import Annotated, Any
 
 from fastapi import Query
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from allotment import codec
 from allotment.api.compat.openmeter_http import openmeter_fields, openmeter_router, utc, zone
@@ -45,9 +46,27 @@ async def entitlement_history(
 ) -> Json:
     """From the start of the current usage period (OpenMeter: the last reset) to now, by default;
     the range is kept within the entitlement's life and the past."""
+    return Json(await history_of(
+        session, principal.tenant_id, customer_id_or_key, entitlement_id_or_feature_key,
+        window_size=window_size, from_=from_, to=to, window_time_zone=window_time_zone,
+    ))  # fmt: skip
+
+
+async def history_of(
+    session: AsyncSession,
+    tenant_id: str,
+    customer_ref: str,
+    ref: str,
+    *,
+    window_size: WindowSize,
+    from_: datetime | None,
+    to: datetime | None,
+    window_time_zone: str,
+) -> dict[str, Any]:
+    """The history document of the customer's entitlement `ref` (id or feature key)."""
     now = utcnow()
     tz = zone(window_time_zone)
-    _, row, key = await resolve(session, principal.tenant_id, customer_id_or_key, entitlement_id_or_feature_key, now)
+    _, row, key = await resolve(session, tenant_id, customer_ref, ref, now)
     if row.kind != Kind.METERED:
         raise ValidationFailed.on("entitlementIdOrFeatureKey", "only a metered entitlement has a history")
     end = min(utc(to) or now, now, row.active_to or now)
@@ -58,14 +77,14 @@ async def entitlement_history(
         raise ValidationFailed.on("from", "must be before 'to', within the entitlement's life and the past")
     with openmeter_fields({"window_size": "windowSize"}):
         windows, segments = await history.history(session, row, key, start=start, end=end, size=window_size, tz=tz)
-    return Json({
+    return {
         "windowedHistory": [
             {"period": _period(w.start, w.end), "usage": codec.quantity_number(w.usage),
              "balanceAtStart": value_out(w.at_start)["balance"]}
             for w in windows
         ],
         "burndownHistory": [_segment_out(s) for s in segments],
-    })  # fmt: skip
+    }  # fmt: skip
 
 
 def _period(start: datetime, end: datetime) -> dict[str, datetime]:

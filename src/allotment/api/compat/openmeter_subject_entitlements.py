@@ -27,7 +27,7 @@ from typing import Annotated, Any, Literal
 
 from fastapi import Query, Response
 
-from allotment.api.compat import openmeter_entitlements, openmeter_grants
+from allotment.api.compat import openmeter_entitlements, openmeter_grants, openmeter_history
 from allotment.api.compat.openmeter_entitlements import Time
 from allotment.api.compat.openmeter_http import openmeter_router
 from allotment.api.compat.openmeter_lookup import resolve
@@ -43,7 +43,8 @@ from allotment.api.responses import Json
 from allotment.customers import service as customers
 from allotment.entitlements import features, provisioning
 from allotment.entitlements.models import CustomerEntitlement
-from allotment.types import utcnow
+from allotment.metering.windows import WindowSize
+from allotment.types import Instant, utcnow
 
 router = openmeter_router()
 _PATH = "/v1/subjects/{subject_key:path}/entitlements"
@@ -112,6 +113,42 @@ async def delete_entitlement(
         session, principal, owner.customer.id, entitlement_id_or_feature_key, at=utcnow()
     )
     return Response(status_code=204)
+
+
+@router.put(_ONE + "/override", status_code=201)
+async def override_entitlement(
+    subject_key: str,
+    entitlement_id_or_feature_key: str,
+    body: EntitlementCreateIn,
+    principal: Admin,
+    session: WriteSession,
+) -> Json:
+    """As the v2 customer override: the entitlement ends and its replacement starts, at once."""
+    at = utcnow()
+    subject, owner = await customers.owner_of_subject(session, principal.tenant_id, subject_key)
+    _, row, key = await openmeter_entitlements.override(
+        session, principal, owner.customer.id, entitlement_id_or_feature_key, body, at=at
+    )
+    return Json(_out(row, owner, key, subject, at), status_code=201)
+
+
+@router.get(_ONE + "/history")
+async def entitlement_history(
+    subject_key: str,
+    entitlement_id_or_feature_key: str,
+    principal: Reader,
+    session: ReadSession,
+    window_size: Annotated[WindowSize, Query(alias="windowSize")],
+    from_: Annotated[Instant | None, Query(alias="from")] = None,
+    to: Annotated[Instant | None, Query()] = None,
+    window_time_zone: Annotated[str, Query(alias="windowTimeZone")] = "UTC",
+) -> Json:
+    """The same history as the v2 customer route."""
+    _, owner = await customers.owner_of_subject(session, principal.tenant_id, subject_key)
+    return Json(await openmeter_history.history_of(
+        session, principal.tenant_id, owner.customer.id, entitlement_id_or_feature_key,
+        window_size=window_size, from_=from_, to=to, window_time_zone=window_time_zone,
+    ))  # fmt: skip
 
 
 @router.get(_ONE + "/value")
