@@ -47,6 +47,11 @@ class PayloadTooLarge(AllotmentError):
     title = "Payload too large"
 
 
+class UnsupportedMediaType(AllotmentError):
+    code = "unsupported_media_type"
+    title = "Unsupported media type"
+
+
 class NotFound(AllotmentError):
     code = "not_found"
     title = "Not found"

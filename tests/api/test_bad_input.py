@@ -442,3 +442,15 @@ async def test_null_clears_a_field_a_resource_may_lack(tenant):
         "name": "r", "event_type": "entitlement.threshold_reached", "thresholds": [{"type": "percent", "value": 80}]})).json()
     resp = await c.patch(f"/v1/notification-rules/{rule['id']}", json={"name": None})
     assert resp.status_code == 200 and resp.json()["name"] is None
+
+
+async def test_a_body_that_is_not_declared_as_json_is_a_415_naming_the_content_type(tenant):
+    """As `curl -d` sends without a header: told to send JSON, rather than told the body is no object."""
+    form = {"content-type": "application/x-www-form-urlencoded"}
+    resp = await tenant.client.post("/v1/customers", content=b'{"key":"acme","name":"ACME"}', headers=form)
+    assert_problem(resp, 415, "Content-Type")
+    assert "application/json" in resp.json()["detail"]
+    assert (await tenant.client.get("/v1/customers/acme")).status_code == 404
+    as_json = {"content-type": "application/json; charset=utf-8"}
+    resp = await tenant.client.post("/v1/customers", content=b'{"key":"acme","name":"ACME"}', headers=as_json)
+    assert resp.status_code == 201

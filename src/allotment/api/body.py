@@ -12,8 +12,10 @@ from starlette.types import Message, Receive, Scope
 
 from allotment.errors import (
     AllotmentError,
+    FieldError,
     MalformedRequest,
     PayloadTooLarge,
+    UnsupportedMediaType,
     ValidationFailed,
 )
 
@@ -44,11 +46,18 @@ def problem_in(body: bytes, content_type: str | None) -> AllotmentError | None:
     store: NaN and Infinity (SQLite's JSON turned them into null, PostgreSQL refused them),
     unpaired UTF-16 surrogates (not text at all) and nesting that exhausts the stack. Strings
     holding NUL are refused by field, on both backends: PostgreSQL text cannot hold one, so
-    SQLite must not keep one either. A body that is not declared as JSON is left to the
-    endpoint's own validation, which names the body.
+    SQLite must not keep one either. A body declared as anything but JSON is a 415 (a
+    form-encoded one, as `curl -d` sends without a header, would otherwise be read as no
+    object at all).
     """
-    if not body.strip() or (content_type is not None and not _is_json(content_type)):
+    if not body.strip():
         return None
+    if content_type is not None and not _is_json(content_type):
+        media = content_type.split(";", 1)[0].strip() or "(empty)"
+        return UnsupportedMediaType(
+            f"the body is sent as '{media}'; send JSON with 'Content-Type: application/json'",
+            errors=[FieldError("Content-Type", "must be application/json")],
+        )
     try:
         value = _decoder.decode(body)
     except msgspec.ValidationError:

@@ -25,6 +25,7 @@ from allotment.errors import (
     NotFound,
     PayloadTooLarge,
     Unauthenticated,
+    UnsupportedMediaType,
     ValidationFailed,
 )
 
@@ -37,6 +38,7 @@ STATUS: dict[type[AllotmentError], int] = {
     NotFound: 404,
     Conflict: 409,
     PayloadTooLarge: 413,
+    UnsupportedMediaType: 415,
     ValidationFailed: 422,
 }
 PROBLEM = "application/problem+json"

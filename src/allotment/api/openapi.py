@@ -3,7 +3,7 @@
 Errors are part of the contract (RFC 7807 problems, api/errors.py), but FastAPI documents only
 its own 422 with a body we never send. Here every operation lists the problems it may answer
 as `application/problem+json`: under /v1 400, 401, 403, 404 and 422, plus 409 and 413 for
-requests that write; under /api (the OpenMeter surface, which answers 400 for invalid input)
+requests that write and 415 for those that send a JSON body; under /api (the OpenMeter surface, which answers 400 for invalid input)
 the same without 422.
 """
 
@@ -13,6 +13,7 @@ from typing import Any
 
 from fastapi import FastAPI
 
+from allotment.api.body import SELF_DECODED
 from allotment.api.errors import PROBLEM
 
 PROBLEM_SCHEMA: dict[str, Any] = {
@@ -47,6 +48,8 @@ _WRITES = {
     "413": "The body or batch is too large",
 }
 _INVALID = {"422": "Well-formed but invalid: each bad field is named in `errors`"}
+_JSON_BODY = {"415": "The body is not sent as JSON (`Content-Type: application/json`)"}
+_WITH_BODY = {"post", "put", "patch"}
 _READS = {"get", "head"}
 _PROBLEM_REF = {"$ref": "#/components/schemas/Problem"}
 
@@ -77,6 +80,8 @@ def with_problems(spec: dict[str, Any]) -> None:
                 responses.pop("422", None)
             wanted = {**_ALWAYS, **({} if method in _READS else _WRITES)}
             wanted |= _INVALID if native else {}
+            if method in _WITH_BODY and path not in SELF_DECODED:
+                wanted |= _JSON_BODY
             for code, description in wanted.items():
                 responses.setdefault(code, {"description": description})
             for code, response in responses.items():
