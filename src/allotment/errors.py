@@ -68,6 +68,17 @@ class Conflict(AllotmentError):
     title = "Conflict"
 
 
+class AlreadyExists(Conflict):
+    """A create naming a key that is taken: `type` says what kind (`meter_exists`), so a
+    client creating idempotently by key can tell it from other conflicts."""
+
+    def __init__(self, kind: str, key: str) -> None:
+        super().__init__(f"{kind} '{key}' already exists")
+        self.code = f"{kind}_exists"
+        self.kind = kind
+        self.key = key
+
+
 class IdempotencyConflict(Conflict):
     """An idempotency key reused for a different request."""
 

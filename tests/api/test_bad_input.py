@@ -454,3 +454,14 @@ async def test_a_body_that_is_not_declared_as_json_is_a_415_naming_the_content_t
     as_json = {"content-type": "application/json; charset=utf-8"}
     resp = await tenant.client.post("/v1/customers", content=b'{"key":"acme","name":"ACME"}', headers=as_json)
     assert resp.status_code == 201
+
+
+async def test_creating_a_taken_key_is_a_409_saying_what_exists(tenant):
+    """A client creating by key can tell "it is there already" from other conflicts."""
+    c = tenant.client
+    for path, body, kind in (("/v1/meters", meter(), "meter"), ("/v1/customers", {"key": "acme", "name": "A"}, "customer"),
+                             ("/v1/features", {"key": "api-calls"}, "feature")):
+        assert (await c.post(path, json=body)).status_code == 201
+        again = await c.post(path, json=body)
+        assert_problem(again, 409)
+        assert again.json()["type"] == f"{kind}_exists" and "already exists" in again.json()["detail"]

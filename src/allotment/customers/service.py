@@ -13,7 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from allotment.customers.models import Customer, CustomerSubject, Subject
 from allotment.customers.schemas import CustomerCreate, CustomerUpdate, SubjectUpsert
 from allotment.entitlements import audit
-from allotment.errors import Conflict, NotFound, ValidationFailed
+from allotment.errors import AlreadyExists, Conflict, NotFound, ValidationFailed
 from allotment.types import new_id
 
 
@@ -105,7 +105,7 @@ async def create(
     session: AsyncSession, tenant_id: str, data: CustomerCreate, *, at: datetime, actor: str = audit.SYSTEM
 ) -> CustomerView:
     if await _live(session, tenant_id, data.key) is not None:
-        raise Conflict(f"customer '{data.key}' already exists")
+        raise AlreadyExists("customer", data.key)
     customer = Customer(
         id=new_id("cus"),
         tenant_id=tenant_id,

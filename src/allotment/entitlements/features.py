@@ -13,7 +13,7 @@ from allotment.entitlements import audit, queries
 from allotment.entitlements.guards import flush_unique
 from allotment.entitlements.models import Feature
 from allotment.entitlements.schemas import FeatureCreate, FeatureUpdate
-from allotment.errors import Conflict, NotFound, ValidationFailed
+from allotment.errors import AlreadyExists, NotFound, ValidationFailed
 from allotment.metering import meters
 from allotment.types import new_id
 
@@ -111,7 +111,7 @@ async def create(
     session: AsyncSession, tenant_id: str, data: FeatureCreate, *, actor: str, at: datetime
 ) -> FeatureView:
     if await _live(session, tenant_id, data.key) is not None:
-        raise Conflict(f"feature '{data.key}' already exists")
+        raise AlreadyExists("feature", data.key)
     meter_id = await _resolve_meter(session, tenant_id, data.meter, data.meter_group_filter)
     feature = Feature(
         id=new_id("fea"), tenant_id=tenant_id, key=data.key, name=data.name or data.key,
@@ -119,7 +119,7 @@ async def create(
         metadata_=data.metadata, created_at=at, updated_at=at,
     )
     session.add(feature)
-    await flush_unique(session, f"feature '{data.key}' already exists")
+    await flush_unique(session, AlreadyExists("feature", data.key))
     await audit.record(
         session, tenant_id, actor=actor, action="feature.created", entity_type="feature",
         entity_id=feature.id, before=None, after=audit.snapshot(feature), at=at,

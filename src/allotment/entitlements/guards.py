@@ -13,9 +13,9 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from allotment.errors import Conflict
 
 
-async def flush_unique(session: AsyncSession, detail: str) -> None:
-    """Flush; a unique key violated by a concurrent writer is a Conflict with `detail`."""
+async def flush_unique(session: AsyncSession, conflict: Conflict) -> None:
+    """Flush; a unique key violated by a concurrent writer is raised as `conflict`."""
     try:
         await session.flush()
     except IntegrityError as exc:
-        raise Conflict(detail) from exc
+        raise conflict from exc

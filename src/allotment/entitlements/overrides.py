@@ -200,7 +200,7 @@ async def _added(
     at: datetime,
 ) -> EntitlementView:
     session.add(row)
-    await flush_unique(session, provisioning.RACED)
+    await flush_unique(session, Conflict(provisioning.RACED))
     await provisioning.reprovision(session, row.tenant_id, row.customer_id, actor=actor, at=at)
     await audit.record(
         session, row.tenant_id, actor=actor, action=action, entity_type="customer_entitlement",

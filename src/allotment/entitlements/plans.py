@@ -97,7 +97,7 @@ async def create(
         next_tier=data.next_tier, status="draft", created_at=at,
     )
     session.add(plan)
-    await flush_unique(session, f"plan '{data.key}' version {plan.version} was just created")
+    await flush_unique(session, Conflict(f"plan '{data.key}' version {plan.version} was just created"))
     await _add_entitlements(session, plan, data)
     await session.flush()
     await audit.record(

@@ -25,6 +25,7 @@ from allotment.entitlements.guards import flush_unique
 from allotment.entitlements.models import CustomerEntitlement, Subscription
 from allotment.entitlements.periods import period_at
 from allotment.entitlements.values import of_row
+from allotment.errors import Conflict
 from allotment.metering.queries import lock_tenant_exclusive
 from allotment.types import as_utc, new_id, to_micros
 
@@ -90,7 +91,7 @@ async def reprovision(
         # before the rows exist: no ingest may count an event that they count too
         await lock_tenant_exclusive(session, tenant_id)
     added = [await _add(session, tenant_id, customer_id, item, actor=actor, at=at) for item in wanted]
-    await flush_unique(session, RACED)
+    await flush_unique(session, Conflict(RACED))
     for row in added:
         await count_past_events(session, row, at=at)
     await _carry_usage(session, tenant_id, customer_id, at)

@@ -13,7 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from allotment import codec
 from allotment.db import fetch
 from allotment.entitlements import audit
-from allotment.errors import Conflict, NotFound, ValidationFailed
+from allotment.errors import AlreadyExists, NotFound, ValidationFailed
 from allotment.metering import queries
 from allotment.metering.aggregation import CompiledMeter, DataError
 from allotment.metering.jsonpath import InvalidPath, compile_path
@@ -123,7 +123,7 @@ async def create(
     _validate_paths(data)
     await queries.lock_tenant_exclusive(session, tenant_id)
     if await _find(session, tenant_id, data.key) is not None:
-        raise Conflict(f"meter '{data.key}' already exists")
+        raise AlreadyExists("meter", data.key)
     meter = Meter(
         id=new_id("mtr"),
         tenant_id=tenant_id,
@@ -142,7 +142,7 @@ async def create(
     try:
         await session.flush()
     except IntegrityError:
-        raise Conflict(f"meter '{data.key}' already exists") from None
+        raise AlreadyExists("meter", data.key) from None
     counted = await backfill(session, tenant_id, compile_meter(meter))
     await _audit(session, meter, "meter.created", None, actor=actor, at=at)
     return meter, counted
