@@ -191,8 +191,9 @@ def _usage_period(interval: str, anchor: datetime, time_zone: str) -> UsagePerio
 def continues_counter(old: CustomerEntitlement, new: CustomerEntitlement) -> bool:
     """Whether metered row `new` took over from `old` mid-period, in the same usage period:
     its counter started with the period's usage (provisioning), so the period is judged as
-    one, with `new`'s values from its start (an override, a plan change now)."""
-    if old.active_to is None or old.active_to != new.active_from or old.id == new.id:
+    one, with `new`'s values from its start (an override, a plan change now). A row that a usage
+    reset started never does: the reset starts a new period, even on the same grid."""
+    if old.active_to is None or old.active_to != new.active_from or old.id == new.id or new.reset_overage:
         return False
     at = new.active_from
     start = period_at(usage_period(old), at)[0]

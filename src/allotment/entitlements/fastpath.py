@@ -90,6 +90,10 @@ class _Prepared:
             known = self.period = (start, end, to_micros(start))
         return known
 
+    def carries_into(self, period_start: datetime) -> bool:
+        """Whether overage may be carried into the period (a full check fixes it first)."""
+        return self.carries_overage and standing.carries_into(self.row, period_start)
+
 
 _prepared: dict[str, _Prepared] = {}
 
@@ -107,7 +111,7 @@ def _prepare(row: CustomerEntitlement) -> _Prepared:
         elif row.kind == Kind.STATIC:
             entitlement = StaticEntitlement(row.config or {})
         found = _prepared[row.id] = _Prepared(
-            row, entitlement, row.id, row.active_from, row.active_to, row.overage_at_reset == standing.CARRY,
+            row, entitlement, row.id, row.active_from, row.active_to, standing.may_carry(row),
             standing.rolls_over(row),
         )
     return found
@@ -162,7 +166,7 @@ async def _prove(db: Database, tenant_id: str, request: CheckRequest, at: dateti
     if active_to_now != active_to:
         return None
     if metered and (grants or (first_hold_expiry is not None and first_hold_expiry <= at)
-                    or (prepared.carries_overage and carried is None)):
+                    or (carried is None and prepared.carries_into(period[0] or at))):
         return None  # an empty counter row has no carry fixed yet either
     return _Proven(known, prepared, entitlement, period, int(used or 0), int(reserved or 0))
 
@@ -240,7 +244,7 @@ async def check(db: Database, tenant_id: str, request: CheckRequest, at: datetim
             return None
         known, prepared, entitlement, period = remembered
         if entitlement.kind == Kind.METERED:
-            proof = group_commit.Proof(prepared.active_to, prepared.carries_overage)
+            proof = group_commit.Proof(prepared.active_to, prepared.carries_into(period[0] or at))
             return await _consume(db, tenant_id, request, known, prepared, period, at, proof)
     proven = await _prove(db, tenant_id, request, at)
     if proven is None:

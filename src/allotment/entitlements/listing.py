@@ -32,11 +32,17 @@ class Page(Generic[T]):
 
 
 async def entitlement(session: AsyncSession, tenant_id: str, entitlement_id: str) -> CustomerEntitlement:
-    """One row by id, ended or not; another tenant's is a 404 like an unknown one."""
+    """One row by id, ended or not; another tenant's is a 404 like an unknown one. The id of an
+    entitlement reset by hand names its latest row (usage_resets.py)."""
     found = await session.get(CustomerEntitlement, entitlement_id)
     if found is None or found.tenant_id != tenant_id:
         raise NotFound("entitlement", entitlement_id)
-    return found
+    latest: CustomerEntitlement | None = await session.scalar(
+        select(CustomerEntitlement)
+        .where(CustomerEntitlement.tenant_id == tenant_id, CustomerEntitlement.origin_id == found.public_id)
+        .order_by(CustomerEntitlement.active_from.desc()).limit(1)
+    )
+    return found if latest is None else latest
 
 
 async def entitlements(
@@ -133,7 +139,7 @@ async def entitlements_of_grants(
     for record in records:
         found = chosen.get((record.customer_id, record.feature_id))
         if found is not None:
-            out[record.id] = found.id
+            out[record.id] = found.public_id
     return out
 
 

@@ -177,6 +177,8 @@ class CustomerEntitlement(_Values, Base):
         # Rows starting or ending at a scheduled instant are found by time (scheduled.py).
         Index(None, "active_from"),
         Index(None, "active_to"),
+        # An entitlement reset by hand is read by its first row's id (listing.entitlement).
+        Index(None, "origin_id"),
     )
 
     id: Mapped[str] = mapped_column(String(40), primary_key=True)
@@ -193,6 +195,17 @@ class CustomerEntitlement(_Values, Base):
     active_to: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime())
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    # Set on a row that a usage reset started (usage_resets.py): what that reset did with the
+    # overage of the period it ended (`carry` or `forgive`); None for any other row.
+    reset_overage: Mapped[str | None] = mapped_column(String(8), nullable=True)
+    # The id the entitlement was created under, on the rows usage resets continued it with:
+    # to the vendor it is still the same entitlement (None: the row's own id is that id).
+    origin_id: Mapped[str | None] = mapped_column(String(40), nullable=True)
+
+    @property
+    def public_id(self) -> str:
+        """The entitlement's id as the vendor knows it, the same across usage resets."""
+        return self.origin_id or self.id
 
 
 class AuditEntry(Base):

@@ -197,7 +197,7 @@ async def _periods(
             last = min(t for t in (period_end, row.active_to, at) if t is not None) - _TICK
             soft = standing.soft_limit(row)
             carried = 0  # overage carried into the period and not yet added to its counter
-            if granted or standing.rolls_over(row) or row.overage_at_reset == standing.CARRY:
+            if granted or standing.rolls_over(row) or standing.may_carry(row):
                 found = await standing.standing(session, row, last)
                 soft += found.extra(last)
                 carried = found.carry or 0

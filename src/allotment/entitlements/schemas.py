@@ -102,6 +102,21 @@ class AdhocIn(EntitlementValues):
     time_zone: TimeZoneName = Field(default="UTC", description="IANA zone of usage periods.")
 
 
+class UsageResetIn(BaseModel):
+    """A new usage period for a metered ad-hoc entitlement, from now."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    retain_anchor: StrictBool = Field(
+        default=False, description="Keep the period grid: the new period ends at the next regular "
+                                   "boundary. Default: periods are aligned on now from then on.",
+    )
+    preserve_overage: StrictBool | None = Field(
+        default=None, description="Carry the ended period's overage into the new one "
+                                  "(default: as the entitlement's overage_at_reset says).",
+    )
+
+
 class ValuesRead(BaseModel):
     kind: Kind
     has_access: bool

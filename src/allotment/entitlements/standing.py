@@ -21,7 +21,10 @@ Conventions (docs/grants.md):
 - counters hold one number per period, so a past period is judged as it stood at its last
   instant: its usage burns the grants live then, in burn order, and what is left rolls over;
 - a plan change ends one row and starts another: usage restarts (a new counter), grants keep
-  what they held, and nothing rolls over or carries at that instant.
+  what they held, and nothing rolls over or carries at that instant;
+- a usage reset also ends one row and starts another, but that instant is a period boundary
+  of the row it ended: grants and included units roll over, and its overage carries into the
+  new row when the reset said so (`reset_overage`), whatever the row's own policy.
 """
 
 from __future__ import annotations
@@ -181,6 +184,7 @@ class _Segment:
     end: datetime | None
     resets: bool  # ends at a period boundary of the row (not at the row's own end mid-period)
     begins: datetime  # where its usage begins: the period start, or the row's start (segment_start)
+    carries_out: bool  # whether its overage carries into what follows when it `resets`
 
 
 async def standing(session: AsyncSession, row: CustomerEntitlement, at: datetime) -> Standing:
@@ -189,7 +193,7 @@ async def standing(session: AsyncSession, row: CustomerEntitlement, at: datetime
     start, end = period_at(checks.usage_period(row), at)
     seg_start = await segment_start(session, row, start)
     granted = await _granted(session, row, at)
-    carries = _carries(row) and start > row.active_from
+    carries = carries_into(row, start)
     marked = any(_marks_within(g, seg_start, at) for g in granted)
     counter = None
     if carries or marked:
@@ -277,10 +281,17 @@ async def _rolling_since(session: AsyncSession, row: CustomerEntitlement) -> dat
 
 
 async def _carry_start(session: AsyncSession, row: CustomerEntitlement, before: datetime) -> datetime:
-    """The latest period start up to `before` whose carry is fixed, else the row's start."""
+    """The latest period start up to `before` whose carry is fixed, else the row's start (or,
+    for a row a carrying usage reset started, where the carry of the row it ended is known:
+    what that row's last period carries out is the new row's first carry)."""
     bound, _ = period_at(checks.usage_period(row), max(before, row.active_from))
     latest = await queries.latest_carried(session, row.tenant_id, row.id, at_or_before=to_micros(bound))
-    return row.active_from if latest is None else max(row.active_from, from_micros(latest))
+    if latest is not None:
+        return max(row.active_from, from_micros(latest))
+    ended = await _predecessor(session, row) if row.reset_overage == CARRY else None
+    if ended is None:
+        return row.active_from
+    return await _carry_start(session, ended, row.active_from - _TICK)
 
 
 async def _counters(
@@ -326,7 +337,7 @@ def _replay(
         grants = _settled(grants, included, seg.end, seg.begins, last, kept, usage)
         down = burn(grants, included, usage, last, included_until=seg.end)
         soft = soft_limit(seg.row) + raised_by(grants, last)
-        carry_in = max(ZERO, usage - soft) if _carries(seg.row) else ZERO
+        carry_in = max(ZERO, usage - soft) if seg.carries_out else ZERO
         rolls = rolls_over(seg.row)
         rolls_on = _rolls_on(seg.row, down.included, down.grants) if seg.resets and rolls else ZERO
         own = [g for g in grants if g.id != ROLLED_OVER]
@@ -368,7 +379,8 @@ def _carries_into(previous: _Segment, seg: _Segment) -> bool:
     """Whether overage carried out of `previous` lands in `seg`: the next period of its row,
     or of the row that took over that period's counter."""
     return previous.resets and previous.end == seg.begins and (
-        previous.row is seg.row or seg.begins == seg.period_start < seg.row.active_from)
+        previous.row is seg.row or seg.begins == seg.period_start < seg.row.active_from
+        or reset_between(previous.row, seg.row))
 
 
 def _rolls_into(previous: _Segment, seg: _Segment) -> bool:
@@ -454,7 +466,10 @@ class _Walk:
         previous = self.rows[index - 1] if index > 0 else None
         continued = previous is not None and start < row.active_from and checks.continues_counter(previous, row)
         begins = start if continued or row.active_from <= start else row.active_from
-        return _Segment(row, start, cut, end is not None and cut == end, begins)
+        # A usage reset that ends the row makes its end a period boundary (carrying as it said).
+        reset = following is not None and cut == row.active_to and reset_between(row, following)
+        carries_out = following.reset_overage == CARRY if reset and following else _carries(row)
+        return _Segment(row, start, cut, reset or (end is not None and cut == end), begins, carries_out)
 
 
 @dataclass(frozen=True)
@@ -550,6 +565,26 @@ async def _rows(
 
 def _carries(row: CustomerEntitlement) -> bool:
     return row.overage_at_reset == CARRY and checks.usage_period(row).interval is not Interval.NONE
+
+
+def carries_into(row: CustomerEntitlement, period_start: datetime) -> bool:
+    """Whether overage is carried into the row's period starting at `period_start`: at the
+    row's own resets by its policy; into its first period only when a usage reset that carried
+    started the row."""
+    if period_start > row.active_from:
+        return _carries(row)
+    return row.reset_overage == CARRY
+
+
+def may_carry(row: CustomerEntitlement) -> bool:
+    """Whether overage may be carried into some period of the row (carries_into)."""
+    return row.overage_at_reset == CARRY or row.reset_overage == CARRY
+
+
+def reset_between(old: CustomerEntitlement, new: CustomerEntitlement) -> bool:
+    """Whether a usage reset ended row `old` and started row `new` (its successor)."""
+    return (new.reset_overage is not None and old.id != new.id
+            and old.active_to is not None and old.active_to == new.active_from)
 
 
 def soft_limit(row: CustomerEntitlement) -> Decimal:

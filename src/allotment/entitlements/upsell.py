@@ -373,7 +373,7 @@ async def _standings(session: AsyncSession, tenant_id: str, items: list[_Item], 
             out.append(_Standing(item, Decimal(held.get(pair, 0)), ZERO, ZERO, period))
             continue
         used, reserved, carried = counted.get((row.id, to_micros(period[0])), (0, 0, None))
-        if pair in granted or (row.overage_at_reset == standing.CARRY and carried is None) or standing.rolls_over(row):
+        if pair in granted or (standing.may_carry(row) and carried is None) or standing.rolls_over(row):
             # Grants hold what earlier periods left them, a carry may not be fixed yet, and
             # included units may have rolled in: the exact per-row replay, for the rows that need it.
             exact = await check.read_usage(session, row, at)

@@ -22,7 +22,8 @@ both APIs always agree. How OpenMeter's metered fields map to ours:
 - `metadata` is accepted but not kept: our entitlements have none.
 
 An override ends an ad-hoc entitlement and creates its replacement in the same transaction
-(`overrides.replace_adhoc`); docs/openmeter-entitlements.md says what carries over.
+(`overrides.replace_adhoc`); docs/openmeter-entitlements.md says what carries over. A reset
+starts a new usage period now (`usage_resets.reset_usage`), under the same id.
 """
 
 from __future__ import annotations
@@ -49,6 +50,7 @@ from allotment.api.compat.openmeter_schemas import (
     INTERVAL_RULE,
     INTERVALS,
     EntitlementCreateIn,
+    ResetIn,
     entitlement_out,
     value_out,
     value_v2_out,
@@ -57,11 +59,19 @@ from allotment.api.deps import Admin, Reader, ReadSession, WriteSession
 from allotment.api.responses import Json
 from allotment.customers import service as customers
 from allotment.customers.models import Customer
-from allotment.entitlements import features, metered_usage, overrides, provisioning, state
+from allotment.entitlements import (
+    features,
+    metered_usage,
+    overrides,
+    provisioning,
+    state,
+    usage_resets,
+)
 from allotment.entitlements.engine import ZERO, Kind
 from allotment.entitlements.models import CustomerEntitlement, Feature
 from allotment.entitlements.periods import UsagePeriod, period_at
 from allotment.entitlements.schemas import AdhocIn
+from allotment.entitlements.standing import reset_between
 from allotment.errors import Conflict, NotFound, ValidationFailed
 from allotment.tenancy.service import Principal
 from allotment.types import Instant, utcnow
@@ -111,6 +121,34 @@ async def override(
     _require_adhoc(row, customer, key, ref=ref, at=at)
     new_row, feature_key = await create(session, principal, customer, body, at=at, replacing=row)
     return customer, new_row, feature_key
+
+
+_RESET_LEEWAY = timedelta(minutes=1)  # a client's clock a little off "now"
+
+
+@router.post(_V2 + "/{entitlement_id_or_feature_key}/reset", status_code=204)
+async def reset_entitlement(
+    customer_id_or_key: str,
+    entitlement_id_or_feature_key: str,
+    body: ResetIn,
+    principal: Admin,
+    session: WriteSession,
+) -> Response:
+    """A new usage period starts now (usage_resets.py); the entitlement keeps its id. Only
+    now: an `effectiveAt` further than a minute from it is a 400 naming it (a past reset would
+    rewrite periods already counted)."""
+    at = utcnow()
+    asked = utc(body.effective_at)
+    if asked is not None and asked > at + _RESET_LEEWAY:
+        raise ValidationFailed.on("effectiveAt", "must not be in the future")
+    if asked is not None and asked < at - _RESET_LEEWAY:
+        raise ValidationFailed.on("effectiveAt", "a past instant is not supported: usage is reset when asked")
+    _, row, _ = await resolve(session, principal.tenant_id, customer_id_or_key, entitlement_id_or_feature_key, at)
+    await usage_resets.reset_usage(
+        session, row, retain_anchor=bool(body.retain_anchor), preserve_overage=body.preserve_overage,
+        actor=principal.key_id, at=at, field="entitlementIdOrFeatureKey",
+    )
+    return Response(status_code=204)
 
 
 def _require_adhoc(row: CustomerEntitlement, customer: Customer, key: str, *, ref: str, at: datetime) -> None:
@@ -251,6 +289,9 @@ async def list_entitlements(
     at, tenant_id = utcnow(), principal.tenant_id
     customer = await customers.find(session, tenant_id, customer_id_or_key)
     rows = await provisioning.rows_of(session, tenant_id, customer.id)
+    # A row a usage reset ended is no deleted entitlement: the row after it continues it.
+    started = [r for r in rows if r.reset_overage is not None]
+    rows = [r for r in rows if not any(reset_between(r, s) for s in started)]
     if not include_deleted:
         rows = [r for r in rows if r.active_to is None or r.active_to > at]
     rows.sort(key=_ORDER_BY[order_by], reverse=order == "DESC")

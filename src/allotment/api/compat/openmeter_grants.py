@@ -71,7 +71,7 @@ async def create_grant(
         session, tenant_id, customer_id_or_key, entitlement_id_or_feature_key, at
     )
     record = await issue(session, principal, customer, feature_key, body, at=at)
-    return Json(grant_out(record, row.id, at), status_code=201)
+    return Json(grant_out(record, row.public_id, at), status_code=201)
 
 
 async def issue(
@@ -160,7 +160,7 @@ async def list_grants(
     shown = records[(page - 1) * page_size : page * page_size]
     return Json(
         {
-            "items": [grant_out(r, row.id, at) for r in shown],
+            "items": [grant_out(r, row.public_id, at) for r in shown],
             "page": page,
             "pageSize": page_size,
             "totalCount": len(records),

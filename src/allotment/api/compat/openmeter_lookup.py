@@ -17,11 +17,15 @@ from allotment.errors import NotFound
 async def resolve(
     session: AsyncSession, tenant_id: str, customer_ref: str, ref: str, at: datetime
 ) -> tuple[Customer, CustomerEntitlement, str]:
-    """The customer's entitlement with id `ref` (even ended), else its live one to feature `ref`."""
+    """The customer's entitlement with id `ref` (even ended), else its live one to feature `ref`.
+
+    An entitlement reset by hand is one entitlement over several rows (usage_resets.py): its
+    id names the latest of them, the one a reset has not ended."""
     customer = await customers.find(session, tenant_id, customer_ref)
     rows = await provisioning.rows_of(session, tenant_id, customer.id)
     row = next((r for r in rows if r.id == ref), None)
     if row is not None:
+        row = [r for r in rows if r.public_id == row.public_id][-1]  # rows are in order of start
         keys = await features.keys_of(session, tenant_id, [row.feature_id])
         return customer, row, keys[row.feature_id]
     feature = await features.held_by(session, tenant_id, ref, customer_id=customer.id, at=at)

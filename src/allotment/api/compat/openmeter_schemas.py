@@ -233,6 +233,14 @@ class GrantCreateIn(_In):
     recurrence: UsagePeriodIn | None = None
 
 
+class ResetIn(_In):
+    """OpenMeter's ResetEntitlementUsageInput."""
+
+    effective_at: datetime | None = None
+    retain_anchor: StrictBool | None = None
+    preserve_overage: StrictBool | None = None
+
+
 class EntitlementCreateIn(_In):
     """Every kind in one model: OpenMeter tells them apart by `type`; fields of another kind
     are ignored, as OpenMeter does."""
@@ -290,7 +298,7 @@ def entitlement_out(
     """OpenMeter's EntitlementV2 of one of our rows; seats show as metered (a gauge)."""
     ended = row.active_to is not None and row.active_to <= at
     body: dict[str, Any] = {
-        "id": row.id,
+        "id": row.public_id,  # the same across usage resets
         "type": "metered" if row.kind in (Kind.METERED, Kind.SEATS) else row.kind,
         "featureKey": feature_key,
         "featureId": row.feature_id,
@@ -325,6 +333,8 @@ def _metered_out(row: CustomerEntitlement, at: datetime) -> dict[str, Any]:
     included = row.included or Decimal(0)
     period = usage_period(row)
     start, end = period_at(period, at)
+    if row.reset_overage is not None:  # begun by a usage reset: its first period begins there
+        start = max(start, row.active_from)
     out: dict[str, Any] = {
         "isSoftLimit": row.hard_limit is None,
         "preserveOverageAtReset": row.overage_at_reset == "carry",

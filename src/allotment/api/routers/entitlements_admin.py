@@ -7,7 +7,13 @@ from fastapi import APIRouter, Response
 from allotment.api.deps import Admin, WriteSession
 from allotment.api.idempotency import Idempotent
 from allotment.entitlements import overrides as service
-from allotment.entitlements.schemas import AdhocIn, CustomerEntitlementRead, OverrideIn
+from allotment.entitlements import usage_resets
+from allotment.entitlements.schemas import (
+    AdhocIn,
+    CustomerEntitlementRead,
+    OverrideIn,
+    UsageResetIn,
+)
 from allotment.entitlements.values import of_row
 from allotment.types import utcnow
 
@@ -44,6 +50,21 @@ async def delete_adhoc_entitlement(
         session, principal.tenant_id, customer_key, feature_key, actor=principal.key_id, at=utcnow()
     )
     return Response(status_code=204)
+
+
+@router.post("/{feature_key}/reset", response_model=CustomerEntitlementRead)
+async def reset_usage(
+    customer_key: str, feature_key: str, data: UsageResetIn, principal: Admin, session: WriteSession,
+    idem: Idempotent,
+) -> Response:
+    """Start a new usage period now for a metered ad-hoc entitlement: usage starts from zero,
+    grants and included units roll over as at a period boundary, and the ended period's
+    overage carries in when asked. Answers the entitlement's new row (a new `id`)."""
+    view = await usage_resets.reset_feature(
+        session, principal.tenant_id, customer_key, feature_key, retain_anchor=data.retain_anchor,
+        preserve_overage=data.preserve_overage, actor=principal.key_id, at=utcnow(),
+    )
+    return await idem.respond(200, entitlement_read(view))
 
 
 @router.put("/{feature_key}/override", response_model=CustomerEntitlementRead)
