@@ -25,6 +25,7 @@ from openmeter.models import (
     EntitlementStaticCreateInputs,
     ExpirationPeriod,
     RecurringPeriodCreateInput,
+    ResetEntitlementUsageInput,
 )
 from tests.api import test_openmeter_sdk as sdk
 from tests.api.test_openmeter_entitlements_sdk import customer, plain_feature, tokens_feature, use
@@ -344,3 +345,19 @@ def test_a_subjects_entitlement_is_overridden_and_its_history_read_through_the_s
     assert sum(w.usage for w in through_subject.windowed_history) >= 20
     with pytest.raises(ResourceNotFoundError):
         subj.get_entitlement_history("nobody", replaced["id"], window_size="DAY")
+
+
+def test_a_subjects_entitlement_is_reset_through_the_subject_and_keeps_its_id(om, subj):
+    """Usage starts again from zero; the entitlement is read, listed and granted under its id."""
+    customer(om, "acme", "acme-web")
+    tokens_feature(om)
+    created = metered(subj, "acme-web", issue_after_reset=100)
+    use(om, 30, "acme-web")
+    subj.reset("acme-web", created["id"], ResetEntitlementUsageInput())
+    assert numbers(subj.get_entitlement_value("acme-web", created["id"])) == (True, 100, 0, 0)
+    use(om, 5, "acme-web")
+    assert numbers(subj.get_entitlement_value("acme-web", "tokens")) == (True, 95, 5, 0)
+    assert [e["id"] for e in subj.list("acme-web", include_deleted=True)] == [created["id"]]
+    grant = subj.create_grant("acme-web", "tokens", EntitlementGrantCreateInput(
+        amount=10, effective_at=utcnow(), expiration=ExpirationPeriod(duration="DAY", count=1)))
+    assert grant.entitlement_id == created["id"]

@@ -137,18 +137,29 @@ async def reset_entitlement(
     """A new usage period starts now (usage_resets.py); the entitlement keeps its id. Only
     now: an `effectiveAt` further than a minute from it is a 400 naming it (a past reset would
     rewrite periods already counted)."""
+    await reset(session, principal, customer_id_or_key, entitlement_id_or_feature_key, body)
+    return Response(status_code=204)
+
+
+async def reset(session: AsyncSession, principal: Principal, customer_ref: str, ref: str, body: ResetIn) -> None:
+    """Reset the usage of the customer's entitlement `ref` now, as `body` asks."""
     at = utcnow()
     asked = utc(body.effective_at)
     if asked is not None and asked > at + _RESET_LEEWAY:
         raise ValidationFailed.on("effectiveAt", "must not be in the future")
     if asked is not None and asked < at - _RESET_LEEWAY:
         raise ValidationFailed.on("effectiveAt", "a past instant is not supported: usage is reset when asked")
-    _, row, _ = await resolve(session, principal.tenant_id, customer_id_or_key, entitlement_id_or_feature_key, at)
+    _, row, _ = await resolve(session, principal.tenant_id, customer_ref, ref, at)
     await usage_resets.reset_usage(
         session, row, retain_anchor=bool(body.retain_anchor), preserve_overage=body.preserve_overage,
         actor=principal.key_id, at=at, field="entitlementIdOrFeatureKey",
     )
-    return Response(status_code=204)
+
+
+def continued(rows: list[CustomerEntitlement]) -> list[CustomerEntitlement]:
+    """`rows` without those a usage reset ended: the row after each continues it (same id)."""
+    started = [r for r in rows if r.reset_overage is not None]
+    return [r for r in rows if not any(reset_between(r, s) for s in started)]
 
 
 def _require_adhoc(row: CustomerEntitlement, customer: Customer, key: str, *, ref: str, at: datetime) -> None:
@@ -288,10 +299,7 @@ async def list_entitlements(
     """Current and scheduled entitlements; ended ones too with `includeDeleted`."""
     at, tenant_id = utcnow(), principal.tenant_id
     customer = await customers.find(session, tenant_id, customer_id_or_key)
-    rows = await provisioning.rows_of(session, tenant_id, customer.id)
-    # A row a usage reset ended is no deleted entitlement: the row after it continues it.
-    started = [r for r in rows if r.reset_overage is not None]
-    rows = [r for r in rows if not any(reset_between(r, s) for s in started)]
+    rows = continued(await provisioning.rows_of(session, tenant_id, customer.id))
     if not include_deleted:
         rows = [r for r in rows if r.active_to is None or r.active_to > at]
     rows.sort(key=_ORDER_BY[order_by], reverse=order == "DESC")

@@ -34,6 +34,7 @@ from allotment.api.compat.openmeter_lookup import resolve
 from allotment.api.compat.openmeter_schemas import (
     EntitlementCreateIn,
     GrantCreateIn,
+    ResetIn,
     entitlement_v1_out,
     grant_out,
     value_out,
@@ -83,7 +84,7 @@ async def list_entitlements(
     `includeDeleted`."""
     at, tenant_id = utcnow(), principal.tenant_id
     subject, owner = await customers.owner_of_subject(session, tenant_id, subject_key)
-    rows = await provisioning.rows_of(session, tenant_id, owner.customer.id)
+    rows = openmeter_entitlements.continued(await provisioning.rows_of(session, tenant_id, owner.customer.id))
     if not include_deleted:
         rows = [r for r in rows if r.active_to is None or r.active_to > at]
     rows.sort(key=lambda r: (r.created_at, r.id))
@@ -130,6 +131,16 @@ async def override_entitlement(
         session, principal, owner.customer.id, entitlement_id_or_feature_key, body, at=at
     )
     return Json(_out(row, owner, key, subject, at), status_code=201)
+
+
+@router.post(_ONE + "/reset", status_code=204)
+async def reset_entitlement(
+    subject_key: str, entitlement_id_or_feature_key: str, body: ResetIn, principal: Admin, session: WriteSession
+) -> Response:
+    """As the v2 customer reset: a new usage period starts now, under the same id."""
+    _, owner = await customers.owner_of_subject(session, principal.tenant_id, subject_key)
+    await openmeter_entitlements.reset(session, principal, owner.customer.id, entitlement_id_or_feature_key, body)
+    return Response(status_code=204)
 
 
 @router.get(_ONE + "/history")
@@ -188,7 +199,7 @@ async def create_grant(
         session, tenant_id, owner.customer.id, entitlement_id_or_feature_key, at
     )
     record = await openmeter_grants.issue(session, principal, customer, key, body, at=at)
-    return Json(grant_out(record, row.id, at), status_code=201)
+    return Json(grant_out(record, row.public_id, at), status_code=201)
 
 
 @router.get(_ONE + "/grants")
@@ -210,4 +221,4 @@ async def list_grants(
         session, tenant_id, customer.id, key, include_deleted, at
     )
     records.sort(key=openmeter_grants.ORDER_BY[order_by])
-    return Json([grant_out(r, row.id, at) for r in records])
+    return Json([grant_out(r, row.public_id, at) for r in records])
