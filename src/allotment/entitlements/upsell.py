@@ -188,6 +188,8 @@ def _suggestion(
             projection = replace(projection, projected=wanted)
     tiers = catalogue.tiers(plan_key, row.feature_id)
     chosen = pick(projection.projected, s.limits, tiers, top_up=top_up, extra=s.extra)
+    if chosen.action is Action.CONTACT_SALES and pays_as_it_goes(row.included, row.soft_limit, row.hard_limit):
+        chosen = Pick(Action.NONE)  # pay as you go: past any credit, use is billed, never refused
     return Suggestion(
         row, s.item.customer_key, s.item.feature_key, plan_key, s.usage, s.reserved, s.limits,
         start, end, projection, chosen, s.denials, s.last_denied_at,
