@@ -472,6 +472,35 @@ async def test_an_ask_that_cannot_be_projected_is_dropped_without_stopping_deliv
         assert list(await session.scalars(select(UpsellDue))) == []
 
 
+async def test_a_refused_request_is_in_the_suggestion_it_causes(tenant, db):
+    """A 2 M request refused at Starter's cap asks for a suggestion: the webhook, like the
+    customer's upsell, counts the denial and offers what would have let it through."""
+    c = tenant.client
+    await _catalogue(c)
+    await _customer(c, "acme")
+    refused = await ok(await c.post("/v1/check", json={"customer": "acme", "feature": "tokens", "quantity": 2 * M}))
+    assert refused["decision"] == "deny"
+    sent = await _emitted(db, tenant.id)
+    assert len(sent) == 1
+    payload = json.loads(sent[0].payload)
+    assert (payload["status"], payload["denials"], payload["last_denied_at"] is not None) == ("denied", 1, True)
+    assert payload["suggestion"]["plan"]["key"] == "pro"
+    assert payload["projection"]["usage_at_period_end"] >= 2 * M
+
+
+async def test_pay_as_you_go_is_offered_nothing(tenant):
+    """Nothing included and no limit: every use is billed and none can be refused, so however
+    fast the usage grows there is nothing to cover (not a call to sales)."""
+    c = tenant.client
+    await feature(c, "calls")
+    await plan(c, "per-call", [metered("calls", 0)])
+    await _customer(c, "acme", "per-call")
+    use = {"customer": "acme", "feature": "calls", "quantity": 900, "consume": True}
+    assert (await ok(await c.post("/v1/check", json=use)))["reason"] == "pay_as_you_go"
+    got = await _upsell(c, "acme")
+    assert (got["status"], got["suggestion"]) == ("within_limit", {"action": "none", "plan": None, "top_up": None})
+
+
 async def test_ingested_usage_crossing_emits_a_suggestion(tenant, db):
     c = tenant.client
     await _fed_by_events(c)

@@ -188,6 +188,8 @@ def _suggestion(
             projection = replace(projection, projected=wanted)
     tiers = catalogue.tiers(plan_key, row.feature_id)
     chosen = pick(projection.projected, s.limits, tiers, top_up=top_up, extra=s.extra)
+    if chosen.action is Action.CONTACT_SALES and pays_as_it_goes(row.included, row.soft_limit, row.hard_limit):
+        chosen = Pick(Action.NONE)  # pay as you go: past any credit, use is billed, never refused
     return Suggestion(
         row, s.item.customer_key, s.item.feature_key, plan_key, s.usage, s.reserved, s.limits,
         start, end, projection, chosen, s.denials, s.last_denied_at,
@@ -231,7 +233,11 @@ async def suggest_on_crossing(
         recent = found.get(row.customer_id, [])
     catalogue = await offers.load(session, tenant_id)
     plan_key = await _plan_key(session, tenant_id, row)
-    s = _Standing(item, usage, ZERO, extra, (period_start, period_end))
+    # The period's denials, as the customer's upsell counts them: the ask may come from a
+    # refused request, whose quantity is what the suggestion has to make room for.
+    pair = (row.customer_id, row.feature_id)
+    denied = await reads.denials_since(session, tenant_id, {pair: period_start})
+    s = _with_denials(_Standing(item, usage, ZERO, extra, (period_start, period_end)), denied.get(pair))
     suggestion = _suggestion(s, catalogue, plan_key, recent, at)
     if suggestion.pick.action is Action.NONE:
         return None
