@@ -389,3 +389,21 @@ async def test_events_past_what_a_counter_holds_are_stored_and_the_counter_stays
     assert [row["value"] for row in total["data"]] == [12 * 10**12]
     checked = await ok(await c.post("/v1/check", json={"customer": "acme", "feature": "egress"}))
     assert (checked["decision"], checked["reason"]) == ("deny", "counter_full")
+
+
+async def test_denials_are_listed_for_a_time_range(tenant):
+    """A portal shows how often a customer was refused this month: [from, to) of the refusal."""
+    c = tenant.client
+    await _metered_customer(c, 1, None, 1)
+    await _check(c, consume=True)
+    before = utcnow()
+    await _check(c, consume=True)
+    between = utcnow()
+    await _check(c, consume=True)
+    after = utcnow()
+    listed = lambda **q: c.get("/v1/denials", params={"customer": "acme", **q})  # noqa: E731
+    assert len((await ok(await listed(**{"from": before.isoformat()})))["items"]) == 2
+    assert len((await ok(await listed(**{"from": before.isoformat(), "to": between.isoformat()})))["items"]) == 1
+    assert (await ok(await listed(**{"from": after.isoformat()})))["items"] == []
+    resp = await listed(to="yesterday")
+    assert resp.status_code == 422 and resp.json()["errors"][0]["field"] == "to"

@@ -333,11 +333,18 @@ async def list_denials(
     *,
     customer: str | None = None,
     feature: str | None = None,
+    start: datetime | None = None,
+    end: datetime | None = None,
     after: str | None = None,
     limit: int = 50,
 ) -> list[UsageDenial]:
-    """Recorded denials, oldest first (ids sort by time); unknown filters raise NotFound."""
+    """Recorded denials in [start, end), oldest first (ids sort by time); unknown filters raise
+    NotFound."""
     stmt = select(UsageDenial).where(UsageDenial.tenant_id == tenant_id)
+    if start is not None:
+        stmt = stmt.where(UsageDenial.at >= start)
+    if end is not None:
+        stmt = stmt.where(UsageDenial.at < end)
     if customer is not None:
         customer_id = (await customers.find(session, tenant_id, customer)).id
         stmt = stmt.where(UsageDenial.customer_id == customer_id)

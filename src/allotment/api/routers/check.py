@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from typing import Annotated
+
 import pydantic
-from fastapi import APIRouter, Request, Response
+from fastapi import APIRouter, Query, Request, Response
 from starlette.datastructures import State
 from starlette.requests import ClientDisconnect
 from starlette.types import Receive, Scope, Send
@@ -34,7 +36,7 @@ from allotment.entitlements.schemas import (
     UpsellHintRead,
 )
 from allotment.errors import Forbidden, MalformedRequest
-from allotment.types import utcnow
+from allotment.types import AwareInstant, utcnow
 
 router = APIRouter(tags=["check"])
 
@@ -152,12 +154,15 @@ async def list_denials(
     session: ReadSession,
     customer: str | None = None,
     feature: str | None = None,
+    from_: Annotated[AwareInstant | None, Query(alias="from", description="Refused at or after.")] = None,
+    to: Annotated[AwareInstant | None, Query(description="Refused before.")] = None,
     limit: Limit = 50,
     cursor: Cursor = None,
 ) -> dict[str, object]:
-    """Refused checks, oldest first; filter by customer and feature (key or id)."""
+    """Refused checks, reservations and seat activations, oldest first; filter by customer and
+    feature (key or id) and by when, [from, to)."""
     rows = await service.list_denials(
-        session, principal.tenant_id, customer=customer, feature=feature,
+        session, principal.tenant_id, customer=customer, feature=feature, start=from_, end=to,
         after=decode_cursor(cursor), limit=limit,
     )
     customer_keys = await customers.keys_of(session, principal.tenant_id, {r.customer_id for r in rows})
