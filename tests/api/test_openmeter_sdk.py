@@ -734,3 +734,31 @@ async def test_async_client_ingests_and_queries(live):
     assert [(r.group_by["model"], r.value, r.window_start) for r in result.data] == [
         ("gpt 4", 5, T0 - timedelta(hours=1))
     ]
+
+
+# --- events, v2 listing ------------------------------------------------------------------------
+
+
+def test_events_v2_list_pages_with_a_cursor_and_filters(om):
+    """Every event once over the pages, newest arrival first; filters on subject, id and time.
+    (The SDK sends `filter` with `json.dumps`, so it takes a plain dict with times as text.)"""
+    om.events.ingest_events([prompt("cust-1", id=f"e-{i}", at=T0 + i * HOUR) for i in range(5)])
+    om.events.ingest_events([prompt("cust-2", id="other", at=T0)])
+    assert [e.event.id for e in om.events_v2.list(limit=2)] == ["other", "e-4", "e-3", "e-2", "e-1", "e-0"]
+    window = {"$gte": (T0 + HOUR).isoformat(), "$lt": (T0 + 3 * HOUR).isoformat()}
+    by_subject = om.events_v2.list(filter={"subject": {"$eq": "cust-1"}, "time": window})
+    assert [e.event.id for e in by_subject] == ["e-2", "e-1"]
+    liked = om.events_v2.list(filter={"id": {"$like": "e-%"}, "subject": {"$in": ["cust-1"]}})
+    assert len(list(liked)) == 5
+    one_at_a_time = om.events_v2.list(limit=1, filter={"id": {"$like": "e-%"}})
+    assert [e.event.id for e in one_at_a_time] == ["e-4", "e-3", "e-2", "e-1", "e-0"]
+    assert list(om.events_v2.list(filter={"id": {"$ne": "other"}, "type": {"$eq": "nope"}})) == []
+
+
+def test_events_v2_list_refuses_an_operator_it_does_not_have_naming_it(live, om):
+    resp = httpx.get(f"{live.url}/api/v2/events", params={"filter": '{"subject": {"$regex": "x"}}'},
+                     headers={"Authorization": f"Bearer {live.keys['admin']}"})
+    assert resp.status_code == 400 and "filter.subject.$regex" in resp.text
+    resp = httpx.get(f"{live.url}/api/v2/events", params={"filter": "not json"},
+                     headers={"Authorization": f"Bearer {live.keys['admin']}"})
+    assert resp.status_code == 400 and "filter" in resp.text

@@ -16,6 +16,7 @@ from allotment.api.compat import (
     openmeter_customers,
     openmeter_entitlements,
     openmeter_events,
+    openmeter_events_v2,
     openmeter_features,
     openmeter_grants,
     openmeter_history,
@@ -31,6 +32,7 @@ router = APIRouter(prefix=PREFIX, tags=["openmeter compatibility"])
 # otherwise take `/v1/subjects/{key}/entitlements...` for a subject key.
 for _module in (
     openmeter_events,
+    openmeter_events_v2,
     openmeter_meters,
     openmeter_subject_entitlements,
     openmeter_customers,
