@@ -522,6 +522,8 @@ def test_meter_lifecycle(om):
         ).name
         == "LLM tokens"
     )
+    described = om.meters.update("tokens_total", {"description": "per model"})  # no name: kept
+    assert (described.name, described.description) == ("LLM tokens", "per model")
     om.meters.delete("calls")
     assert [m.slug for m in om.meters.list()] == ["tokens_total"]
     with pytest.raises(ResourceNotFoundError):
@@ -613,6 +615,8 @@ def test_customer_lifecycle(om):
         "cust-1",
         "cust-9",
     ]
+    renamed = om.customers.update("acme", {"name": "ACME Inc"})  # no usageAttribution: kept
+    assert (renamed.name, renamed.usage_attribution.subject_keys) == ("ACME Inc", ["cust-1", "cust-9"])
     om.customers.delete("acme")
     with pytest.raises(ResourceNotFoundError):
         om.customers.get("acme")

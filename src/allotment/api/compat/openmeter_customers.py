@@ -137,13 +137,14 @@ async def replace_customer(
         current = await customers.find(session, tenant_id, customer_id_or_key)
         if body.key is not None and body.key != current.key:
             raise ValidationFailed.on("key", "cannot be changed")
+        subjects = {} if body.usage_attribution is None else {"subject_keys": body.usage_attribution.subject_keys}
         data = CustomerUpdate(
             name=body.name,
             description=body.description,
             email=body.primary_email,
             currency=body.currency,
             metadata=body.metadata or {},
-            subject_keys=body.usage_attribution.subject_keys if body.usage_attribution else None,
+            **subjects,  # left out: kept
         )
         view = await customers.update(session, tenant_id, current.id, data, actor=principal.key_id, at=utcnow())
     return Json(customer_out(view))

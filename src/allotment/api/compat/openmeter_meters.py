@@ -140,7 +140,8 @@ async def update_meter(
     if body.group_by is not None and body.group_by != meter.group_by:
         raise ValidationFailed.on("groupBy", "cannot be changed; create a new meter instead")
     with openmeter_fields(METER_FIELDS):
-        data = MeterUpdate(name=body.name, description=body.description)
+        named = {} if body.name is None else {"name": body.name}  # left out: kept
+        data = MeterUpdate(description=body.description, **named)
         meter = await meters.update(session, tenant_id, meter.id, data, actor=principal.key_id, at=utcnow())
     return Json(meter_out(meter))
 

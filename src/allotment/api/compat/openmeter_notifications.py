@@ -139,7 +139,10 @@ async def update_channel(
     """A replacement, as in OpenMeter: headers left out are removed; the secret is kept
     unless one is given."""
     with openmeter_fields(CHANNEL_FIELDS):
-        data = WebhookEndpointUpdate(**_endpoint_data(body), secret=body.signing_secret)
+        fields = _endpoint_data(body)
+        if body.signing_secret is not None:  # none sent: the secret is kept
+            fields["secret"] = body.signing_secret
+        data = WebhookEndpointUpdate(**fields)
     endpoint = await service.update_endpoint(
         session, principal.tenant_id, channel_id, data, at=utcnow()
     )
