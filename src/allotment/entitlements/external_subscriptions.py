@@ -124,11 +124,3 @@ async def list_(
     total = await session.scalar(select(func.count()).select_from(ExternalSubscription).where(*where))
     return [await _view(session, r) for r in rows], int(total or 0)
 
-
-async def of_customer(session: AsyncSession, tenant_id: str, system: str, customer_id: str) -> list[str]:
-    """External ids of the customer's subscriptions."""
-    rows = await session.scalars(select(ExternalSubscription.external_id).where(
-        ExternalSubscription.tenant_id == tenant_id, ExternalSubscription.system == system,
-        ExternalSubscription.customer_id == customer_id,
-    ))
-    return list(rows)
