@@ -14,7 +14,7 @@ from starlette.types import Receive, Scope, Send
 
 from allotment import __version__
 from allotment.api import body, errors, openapi
-from allotment.api.compat import openmeter
+from allotment.api.compat import lago, openmeter
 from allotment.api.deps import known_query
 from allotment.api.routers import (
     audit_log,
@@ -93,6 +93,7 @@ def create_app(settings: Settings | None = None, db: Database | None = None) -> 
                    entitlements_admin, customer_entitlements, audit_log, seats,
                    reservations, grants, webhooks, notifications_router, notification_rules, upsell, overdraft):
         app.include_router(module.router, dependencies=[Depends(known_query)])
+    lago.install(app)  # first: its error dialect for /api/v1/events/batch precedes OpenMeter's /api/
     openmeter.install(app)
     openapi.install(app)
     app.__class__ = _App  # FastAPIOffline builds a FastAPI; this adds only the entry below

@@ -421,3 +421,25 @@ class GrantRecurrence(Base):
     grant_id: Mapped[str] = mapped_column(ForeignKey("grants.id"), primary_key=True)
     at_us: Mapped[int] = mapped_column(BigInteger, primary_key=True)  # epoch microseconds
     used: Mapped[int] = mapped_column(BigInteger)
+
+
+class ExternalSubscription(Base):
+    """Another billing system's subscription id (Lago's `external_id`), kept beside ours.
+
+    Its id is also a subject key of the customer, so that the events that system sends for
+    the subscription are the customer's usage; `subscription_id` is the native subscription
+    it started, if any.
+    """
+
+    __tablename__ = "external_subscriptions"
+
+    tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id"), primary_key=True)
+    system: Mapped[str] = mapped_column(String(16), primary_key=True)
+    external_id: Mapped[str] = mapped_column(String(256), primary_key=True)
+    id: Mapped[str] = mapped_column(String(40), unique=True)
+    customer_id: Mapped[str] = mapped_column(ForeignKey("customers.id"))
+    subscription_id: Mapped[str | None] = mapped_column(ForeignKey("subscriptions.id"), nullable=True)
+    plan_key: Mapped[str] = mapped_column(String(64))
+    name: Mapped[str | None] = mapped_column(String(256), nullable=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    terminated_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)

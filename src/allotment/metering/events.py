@@ -112,6 +112,17 @@ def _attribute(event: Event, owner: str | None, by_type: dict[str, Any]) -> Even
     return view
 
 
+async def find_event(session: AsyncSession, tenant_id: str, *, source: str, event_id: str) -> EventView | None:
+    """The stored event with this identity, attributed as the listing does; None if none is."""
+    event = await session.scalar(select(Event).where(
+        Event.tenant_id == tenant_id, Event.source == source, Event.event_id == event_id
+    ))
+    if event is None:
+        return None
+    owners = await customers.owners_of_subjects(session, tenant_id, [event.subject])
+    return _attribute(event, owners.get(event.subject), await compiled_by_type(session, tenant_id))
+
+
 async def list_rejected(
     session: AsyncSession, tenant_id: str, *, limit: int, before_seq: int | None = None
 ) -> list[RejectedEvent]:

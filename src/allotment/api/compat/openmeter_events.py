@@ -7,13 +7,16 @@ from dataclasses import replace
 from datetime import datetime
 from typing import Annotated
 
+import msgspec
 from fastapi import Query, Request, Response
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from allotment.api.body import read_limited
+from allotment.api.compat import lago_events
 from allotment.api.compat.openmeter_customers import customer_ids, known_customers
 from allotment.api.compat.openmeter_http import openmeter_router, problem, utc
 from allotment.api.compat.openmeter_schemas import ingested_event_out
-from allotment.api.deps import Ingester, Reader, ReadSession
+from allotment.api.deps import Ingester, Reader, ReadSession, settings
 from allotment.api.responses import Json
 from allotment.api.routers.events import ingest_body
 from allotment.errors import FieldError
@@ -38,7 +41,10 @@ async def ingest_events(request: Request, principal: Ingester) -> Response:
     stored); the others of the batch are stored all the same, so sending the batch again after
     fixing it counts each event once.
     """
-    result = await ingest_body(request, principal.tenant_id, keep_unreadable=True)
+    body = await read_limited(request, settings(request).max_body_bytes)
+    if lago_events.is_lago_body(body):  # a Lago client pointed at the root: answered as Lago does
+        return await lago_events.create_one(request, principal.tenant_id, msgspec.json.decode(body))
+    result = await ingest_body(request, principal.tenant_id, keep_unreadable=True, body=body)
     if result.problems:
         errors = [
             FieldError(f"[{p.index}]" + (f".{p.field}" if p.field else ""), p.reason)

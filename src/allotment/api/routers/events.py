@@ -58,12 +58,13 @@ _BODY = {
 
 
 async def ingest_body(
-    request: Request, tenant_id: str, *, keep_unreadable: bool = False
+    request: Request, tenant_id: str, *, keep_unreadable: bool = False, body: bytes | None = None
 ) -> ingest_service.IngestResult:
     """Shared by every ingest surface (native, OpenMeter): decode, prepare, store, observe.
 
     `keep_unreadable` stores events a meter cannot read instead of refusing them
-    (`ingest_service.prepare`).
+    (`ingest_service.prepare`). `body` is the request's, when the caller has read it already
+    (to tell which client sent it) or rewritten it (from another product's event shape).
 
     The batch is decoded and prepared before it waits for the database (SQLite's single writer
     in particular), and stored in one transaction with whatever batches this process's other
@@ -71,7 +72,8 @@ async def ingest_body(
     """
     started = time.perf_counter()
     config = settings(request)
-    body = await read_limited(request, config.max_body_bytes)
+    if body is None:
+        body = await read_limited(request, config.max_body_bytes)
     body = binary_mode_event(request.headers, body) or body
     decoded = decode(body, max_events=config.max_batch_events)
     received_us = to_micros(utcnow())

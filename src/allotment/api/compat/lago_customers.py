@@ -1,0 +1,157 @@
+"""Lago customers (`/customers`, keyed by `external_id`) and their current usage.
+
+A customer created here is a native customer whose key is the `external_id`; that id is also
+made one of its subject keys, so events sent with `external_customer_id` are its usage.
+`email`, `currency`, `name` and `metadata` are kept; Lago's other fields (addresses, billing
+configuration, taxes, ...) are not modelled and are not answered.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from pydantic import BaseModel, ConfigDict, Field
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from allotment.api.compat.lago_http import Page, PerPage, at, lago_router, meta
+from allotment.api.compat.lago_metrics import aggregation_type
+from allotment.api.deps import Admin, Reader, ReadSession, WriteSession
+from allotment.api.responses import Json
+from allotment.customers import service as customers
+from allotment.customers.schemas import CustomerCreate, CustomerUpdate
+from allotment.entitlements import external_subscriptions, plans, references
+from allotment.entitlements.periods import Interval, UsagePeriod, period_at
+from allotment.errors import NotFound
+from allotment.metering import meters
+from allotment.metering import query as meter_query
+from allotment.metering.models import Meter
+from allotment.types import to_micros, utcnow
+
+router = lago_router()
+SYSTEM = "lago"
+
+
+class _Metadata(BaseModel):
+    key: str = Field(min_length=1, max_length=256)
+    value: str | None = None
+
+
+class LagoCustomer(BaseModel):
+    model_config = ConfigDict(extra="ignore")  # Lago's many billing fields are not modelled
+
+    external_id: str = Field(min_length=1, max_length=256)
+    name: str | None = Field(default=None, max_length=256)
+    email: str | None = Field(default=None, max_length=320)
+    currency: str | None = Field(default=None, pattern=r"^[A-Z]{3}$")
+    metadata: list[_Metadata] | None = None
+
+
+class CustomerBody(BaseModel):
+    customer: LagoCustomer
+
+
+def customer_out(view: customers.CustomerView) -> dict[str, Any]:
+    c = view.customer
+    return {
+        "lago_id": c.id, "external_id": c.key, "name": c.name, "email": c.email, "currency": c.currency,
+        "created_at": at(c.created_at), "updated_at": at(c.updated_at),
+        "timezone": None, "applicable_timezone": "UTC",
+        "metadata": [{"lago_id": None, "key": k, "value": None if v is None else str(v), "display_in_invoice": False}
+                     for k, v in (c.metadata_ or {}).items()],
+    }
+
+
+@router.post("/v1/customers", summary="Create or update a customer by external_id (Lago)")
+async def upsert_customer(body: CustomerBody, principal: Admin, session: WriteSession) -> Json:
+    data, now = body.customer, utcnow()
+    metadata = None if data.metadata is None else {m.key: m.value for m in data.metadata}
+    try:
+        current = await customers.find(session, principal.tenant_id, data.external_id)
+    except NotFound:
+        view = await customers.create(session, principal.tenant_id, CustomerCreate(
+            key=data.external_id, name=data.name or data.external_id, email=data.email, currency=data.currency,
+            metadata=metadata or {}, subject_keys=[data.external_id],
+        ), actor=principal.key_id, at=now)
+        return Json({"customer": customer_out(view)})
+    changes = data.model_dump(exclude_unset=True, include={"name", "email", "currency"})
+    if metadata is not None:
+        changes["metadata"] = metadata
+    view = await customers.update(session, principal.tenant_id, current.key, CustomerUpdate(**changes),
+                                  actor=principal.key_id, at=now)
+    return Json({"customer": customer_out(view)})
+
+
+@router.get("/v1/customers/{external_id}", summary="One customer (Lago)")
+async def get_customer(external_id: str, principal: Reader, session: ReadSession) -> Json:
+    return Json({"customer": customer_out(await customers.get(session, principal.tenant_id, external_id))})
+
+
+@router.get("/v1/customers", summary="Customers, page by page (Lago)")
+async def list_customers(principal: Reader, session: ReadSession, page: Page = 1, per_page: PerPage = 20) -> Json:
+    views = await customers.list_(session, principal.tenant_id, after=None, limit=per_page,
+                                  offset=(page - 1) * per_page)
+    total = await customers.count(session, principal.tenant_id)
+    return Json({"customers": [customer_out(v) for v in views], "meta": meta(page, per_page, total)})
+
+
+@router.delete("/v1/customers/{external_id}", summary="Delete a customer (Lago)")
+async def delete_customer(external_id: str, principal: Admin, session: WriteSession) -> Json:
+    """A customer with a live subscription is refused (terminate it first)."""
+    now = utcnow()
+    view = await customers.get(session, principal.tenant_id, external_id)
+    await references.refuse_customer_in_use(session, principal.tenant_id, view.customer.id, view.customer.key, at=now)
+    await customers.delete_(session, principal.tenant_id, view.customer.key, actor=principal.key_id, at=now)
+    return Json({"customer": customer_out(view)})
+
+
+@router.get("/v1/customers/{external_id}/current_usage", summary="Usage of the current period (Lago)")
+async def current_usage(
+    external_id: str, external_subscription_id: str, principal: Reader, session: ReadSession,
+) -> Json:
+    """Units per billable metric since the start of the subscription's billing period. Pricing
+    is not modelled yet: every amount is 0, in the customer's currency."""
+    customer = await customers.find(session, principal.tenant_id, external_id)
+    sub = await external_subscriptions.get(session, principal.tenant_id, SYSTEM, external_subscription_id)
+    if sub.row.customer_id != customer.id:
+        raise NotFound("subscription", external_subscription_id)
+    now = utcnow()
+    start, end = await _period(session, principal.tenant_id, sub, now)
+    currency = customer.currency or "USD"
+    charges = []
+    for meter in await meters.list_(session, principal.tenant_id, after=None, limit=1000):
+        q = meter_query.MeterQuery(start_us=to_micros(start), end_us=to_micros(now) + 1,
+                                   subjects=[external_subscription_id])
+        rows = await meter_query.query(session, principal.tenant_id, meter, q)
+        units = sum((r.value or Decimal(0) for r in rows), Decimal(0))
+        charges.append(_charge(meter, units, currency))
+    return Json({"customer_usage": {
+        "from_datetime": at(start), "to_datetime": at(end), "issuing_date": (end or now).date().isoformat(),
+        "lago_invoice_id": None, "currency": currency, "amount_cents": 0, "total_amount_cents": 0,
+        "taxes_amount_cents": 0, "charges_usage": charges,
+    }})
+
+
+async def _period(session: AsyncSession, tenant_id: str, sub: external_subscriptions.ExternalView,
+                  now: datetime) -> tuple[datetime, datetime | None]:
+    native = sub.native
+    if native is None:
+        return sub.row.created_at, None
+    plan = await plans.by_id(session, tenant_id, native.plan_id)
+    interval = Interval.MONTH if plan.billing_interval == "month" else Interval.YEAR
+    return period_at(UsagePeriod(interval, native.billing_anchor, ZoneInfo(native.time_zone)), now)
+
+
+def _charge(meter: Meter, units: Decimal, currency: str) -> dict[str, Any]:
+    text = format(units.normalize(), "f") if units else "0"
+    return {
+        "units": text, "total_aggregated_units": text,
+        "events_count": int(units) if meter.aggregation == "COUNT" else 0,
+        "amount_cents": 0, "amount_currency": currency,
+        "charge": {"lago_id": meter.id, "charge_model": "standard", "invoice_display_name": None},
+        "billable_metric": {"lago_id": meter.id, "name": meter.name, "code": meter.key,
+                            "aggregation_type": aggregation_type(meter.aggregation)},
+        "filters": [], "grouped_usage": [],
+    }
