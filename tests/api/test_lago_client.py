@@ -163,6 +163,8 @@ def test_metrics_customers_and_subscriptions_round_trip(live):
     assert [m.code for m in client.billable_metrics.find_all()["billable_metrics"]] == ["tokens"]
     again = client.customers.create(Customer(external_id="acme", name="Acme Corp"))  # an upsert
     assert (again.name, again.currency) == ("Acme Corp", "EUR")
+    assert client.customers.create(Customer(external_id="acme")).name == "Acme Corp"  # nothing sent: kept
+    assert client.billable_metrics.update(BillableMetric(description="tokens in and out"), "tokens").name == "LLM tokens"
     assert [c.external_id for c in client.customers.find_all()["customers"]] == ["acme"]
     sub = client.subscriptions.find("sub-1")
     assert (sub.status, sub.plan_code, sub.external_customer_id) == ("active", "starter", "acme")

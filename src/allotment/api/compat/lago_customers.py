@@ -76,7 +76,8 @@ async def upsert_customer(body: CustomerBody, principal: Admin, session: WriteSe
             metadata=metadata or {}, subject_keys=[data.external_id],
         ), actor=principal.key_id, at=now)
         return Json({"customer": customer_out(view)})
-    changes = data.model_dump(exclude_unset=True, include={"name", "email", "currency"})
+    # The client sends every field, null when its caller left it out: null keeps the value.
+    changes = data.model_dump(exclude_none=True, include={"name", "email", "currency"})
     if metadata is not None:
         changes["metadata"] = metadata
     view = await customers.update(session, principal.tenant_id, current.key, CustomerUpdate(**changes),

@@ -171,7 +171,8 @@ async def update_metric(code: str, body: MetricBody, principal: Admin, session: 
     changed = {f: ["cannot be changed"] for f in fixed if getattr(data, f) not in (None, current[f])}
     if changed:
         return invalid(changed)
-    changes = data.model_dump(exclude_unset=True, include={"name", "description"})
+    # The client sends every field, null when its caller left it out: null keeps the value.
+    changes = data.model_dump(exclude_none=True, include={"name", "description"})
     meter = await meters.update(session, principal.tenant_id, meter.id, MeterUpdate(**changes),
                                 actor=principal.key_id, at=utcnow())
     return Json({"billable_metric": metric_out(meter)})
