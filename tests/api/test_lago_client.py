@@ -87,6 +87,22 @@ def test_current_usage_counts_units_per_metric_without_prices(live):
     assert charge.billable_metric.code == "tokens" and float(charge.units) == 7.5
 
 
+def test_current_usage_of_a_subscription_not_active_is_a_404(live):
+    """As Lago: only an active subscription has current usage; a terminated one, or one that
+    has not started (whose period would lie before it), is `subscription_not_found`."""
+    client = lago(live)
+    setup_plan(live, client)
+    client.events.create(event("before-end", 5))
+    client.subscriptions.destroy("sub-1")
+    later = (datetime.now(UTC) + timedelta(days=2)).isoformat()
+    client.subscriptions.create(Subscription(external_customer_id="acme", plan_code="starter", external_id="sub-2",
+                                             subscription_at=later))
+    for ended_or_pending in ("sub-1", "sub-2"):
+        with pytest.raises(LagoApiError) as missing:
+            client.customers.current_usage("acme", ended_or_pending)
+        assert missing.value.status_code == 404 and missing.value.response["code"] == "subscription_not_found"
+
+
 def test_event_is_read_back_by_transaction_id(live):
     """GET /events/{transaction_id} answers what was stored, under the `event` root key."""
     client = lago(live)

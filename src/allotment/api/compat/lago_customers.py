@@ -112,13 +112,14 @@ async def delete_customer(external_id: str, principal: Admin, session: WriteSess
 async def current_usage(
     external_id: str, external_subscription_id: str, principal: Reader, session: ReadSession,
 ) -> Json:
-    """Units per billable metric since the start of the subscription's billing period. Pricing
-    is not modelled yet: every amount is 0, in the customer's currency."""
+    """Units per billable metric since the start of the subscription's billing period, for an
+    active subscription. Pricing is not modelled yet: every amount is 0, in the customer's currency."""
     customer = await customers.find(session, principal.tenant_id, external_id)
     sub = await external_subscriptions.get(session, principal.tenant_id, SYSTEM, external_subscription_id)
-    if sub.row.customer_id != customer.id:
-        raise NotFound("subscription", external_subscription_id)
     now = utcnow()
+    # As Lago: a pending or terminated subscription has no current period to count.
+    if sub.row.customer_id != customer.id or sub.status_at(now) != "active":
+        raise NotFound("subscription", external_subscription_id)
     start, end = await _period(session, principal.tenant_id, sub, now)
     currency = customer.currency or "USD"
     charges = []
