@@ -7,6 +7,7 @@ says it sends to the root.
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -189,6 +190,34 @@ def test_metrics_customers_and_subscriptions_round_trip(live):
     client.customers.destroy("acme")
     with pytest.raises(LagoApiError):
         client.customers.find("acme")
+
+
+def _at_once(live: Live, path: str, bodies: list[Any]) -> list[httpx.Response]:
+    """The same kind of request sent concurrently, as retrying workers do."""
+    def send(body: Any) -> httpx.Response:
+        return httpx.post(live.url + "/lago/api/v1" + path, json=body, timeout=30,
+                          headers={"Authorization": f"Bearer {live.keys['admin']}"})
+    with ThreadPoolExecutor(len(bodies)) as pool:
+        return list(pool.map(send, bodies))
+
+
+def test_concurrent_upserts_of_one_customer_never_fail_with_a_500(live):
+    """Upserts racing to create one customer leave one customer; a loser is told, not a 500."""
+    answers = _at_once(live, "/customers", [{"customer": {"external_id": "acme", "name": f"n{i}"}} for i in range(6)])
+    assert [a.status_code for a in answers if a.status_code not in (200, 422)] == []
+    assert any(a.status_code == 200 for a in answers)
+    assert [c.external_id for c in lago(live).customers.find_all()["customers"]] == ["acme"]
+
+
+def test_concurrent_creates_of_one_subscription_never_fail_with_a_500(live):
+    """Retries racing to create one subscription leave one; a loser is told, not a 500."""
+    client = lago(live)
+    setup_plan(live, client)
+    client.customers.create(Customer(external_id="beta", name="Beta"))
+    body = {"subscription": {"external_customer_id": "beta", "plan_code": "starter", "external_id": "sub-b"}}
+    answers = _at_once(live, "/subscriptions", [body] * 6)
+    assert [a.status_code for a in answers if a.status_code not in (200, 422)] == []
+    assert client.subscriptions.find("sub-b").status == "active"
 
 
 def test_lago_client_pointed_at_the_root_still_sends_usage(live):

@@ -13,6 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from allotment.customers.models import Customer, CustomerSubject, Subject
 from allotment.customers.schemas import CustomerCreate, CustomerUpdate, SubjectUpsert
 from allotment.entitlements import audit
+from allotment.entitlements.guards import flush_unique
 from allotment.errors import AlreadyExists, Conflict, NotFound, ValidationFailed
 from allotment.types import new_id
 
@@ -101,6 +102,10 @@ async def _claim_subjects(
             session.add(CustomerSubject(tenant_id=tenant_id, subject_key=key, customer_id=customer_id))
 
 
+def _subject_raced() -> Conflict:
+    return Conflict("a subject key was claimed by another customer at the same time; retry")
+
+
 async def create(
     session: AsyncSession, tenant_id: str, data: CustomerCreate, *, at: datetime, actor: str = audit.SYSTEM
 ) -> CustomerView:
@@ -119,9 +124,10 @@ async def create(
         updated_at=at,
     )
     session.add(customer)
-    await session.flush()
+    # The check above cannot see a create still in flight: its unique key is what decides.
+    await flush_unique(session, AlreadyExists("customer", data.key))
     await _claim_subjects(session, tenant_id, customer.id, data.subject_keys)
-    await session.flush()
+    await flush_unique(session, _subject_raced())
     view = await get(session, tenant_id, customer.id)
     await _audit(session, "customer.created", None, view, actor=actor, at=at)
     return view
@@ -150,7 +156,7 @@ async def update(
         )
         await _claim_subjects(session, tenant_id, customer.id, data.subject_keys)
     customer.updated_at = at
-    await session.flush()
+    await flush_unique(session, _subject_raced())
     view = await get(session, tenant_id, customer.id)
     await _audit(session, "customer.updated", was, view, actor=actor, at=at)
     return view

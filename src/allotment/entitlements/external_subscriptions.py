@@ -16,6 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from allotment.customers import service as customers
 from allotment.customers.schemas import CustomerUpdate
 from allotment.entitlements import plans, subscriptions
+from allotment.entitlements.guards import flush_unique
 from allotment.entitlements.models import ExternalSubscription, Subscription
 from allotment.entitlements.schemas import SubscriptionCreate
 from allotment.errors import Conflict, NotFound
@@ -79,7 +80,7 @@ async def start(
         name=name, created_at=at,
     )
     session.add(row)
-    await session.flush()
+    await flush_unique(session, Conflict(f"subscription '{external_id}' was started by a concurrent request; retry"))
     return await _view(session, row), True
 
 
