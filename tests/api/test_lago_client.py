@@ -161,6 +161,14 @@ def test_unknown_customer_and_plan_are_404s_naming_them(live):
     assert no_plan.value.status_code == 404 and no_plan.value.response["code"] == "plan_not_found"
 
 
+def test_customer_external_id_we_cannot_key_by_is_a_422_naming_external_id(live):
+    """The refusal names the field the client sent, not the native customer's `key`."""
+    with pytest.raises(LagoApiError) as refused:
+        lago(live).customers.create(Customer(external_id="acme corp/eu", name="Acme"))
+    assert refused.value.status_code == 422
+    assert list(refused.value.response["error_details"]) == ["external_id"]
+
+
 def test_unsupported_aggregation_is_a_422_naming_it(live):
     with pytest.raises(LagoApiError) as refused:
         lago(live).billable_metrics.create(BillableMetric(

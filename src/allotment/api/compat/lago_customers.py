@@ -21,7 +21,7 @@ from allotment.api.compat.lago_metrics import aggregation_type
 from allotment.api.deps import Admin, Reader, ReadSession, WriteSession
 from allotment.api.responses import Json
 from allotment.customers import service as customers
-from allotment.customers.schemas import CustomerCreate, CustomerUpdate
+from allotment.customers.schemas import KEY_PATTERN, CustomerCreate, CustomerUpdate
 from allotment.entitlements import external_subscriptions, plans, references
 from allotment.entitlements.periods import Interval, UsagePeriod, period_at
 from allotment.errors import NotFound
@@ -42,7 +42,8 @@ class _Metadata(BaseModel):
 class LagoCustomer(BaseModel):
     model_config = ConfigDict(extra="ignore")  # Lago's many billing fields are not modelled
 
-    external_id: str = Field(min_length=1, max_length=256)
+    # It becomes the customer's key: refused here, under the name the client sent.
+    external_id: str = Field(min_length=1, max_length=256, pattern=KEY_PATTERN)
     name: str | None = Field(default=None, max_length=256)
     email: str | None = Field(default=None, max_length=320)
     currency: str | None = Field(default=None, pattern=r"^[A-Z]{3}$")
