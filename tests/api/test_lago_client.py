@@ -88,6 +88,16 @@ def test_current_usage_counts_units_per_metric_without_prices(live):
     assert charge.billable_metric.code == "tokens" and float(charge.units) == 7.5
 
 
+def test_current_usage_lists_only_the_metrics_of_the_subscriptions_plan(live):
+    """As Lago lists the plan's charges: a metric the plan does not meter is left out."""
+    client = lago(live)
+    setup_plan(live, client)
+    client.billable_metrics.create(BillableMetric(name="Calls", code="calls", aggregation_type="count_agg"))
+    client.events.batch_create(BatchEvent(events=[event("t", 2), event("c", 1, code="calls")]))
+    usage = client.customers.current_usage("acme", "sub-1")
+    assert [(c.billable_metric.code, float(c.units)) for c in usage.charges_usage] == [("tokens", 2)]
+
+
 def test_current_usage_of_a_subscription_not_active_is_a_404(live):
     """As Lago: only an active subscription has current usage; a terminated one, or one that
     has not started (whose period would lie before it), is `subscription_not_found`."""

@@ -22,7 +22,8 @@ from allotment.api.deps import Admin, Reader, ReadSession, WriteSession
 from allotment.api.responses import Json
 from allotment.customers import service as customers
 from allotment.customers.schemas import KEY_PATTERN, CustomerCreate, CustomerUpdate
-from allotment.entitlements import external_subscriptions, plans, references
+from allotment.entitlements import external_subscriptions, features, plans, references
+from allotment.entitlements.engine import Kind
 from allotment.entitlements.periods import Interval, UsagePeriod, period_at
 from allotment.errors import NotFound
 from allotment.metering import meters
@@ -124,7 +125,7 @@ async def current_usage(
     start, end = await _period(session, principal.tenant_id, sub, now)
     currency = customer.currency or "USD"
     charges = []
-    for meter in await meters.list_(session, principal.tenant_id, after=None, limit=1000):
+    for meter in await _metrics(session, principal.tenant_id, sub):
         q = meter_query.MeterQuery(start_us=to_micros(start), end_us=to_micros(now) + 1,
                                    subjects=[external_subscription_id])
         rows = await meter_query.query(session, principal.tenant_id, meter, q)
@@ -145,6 +146,18 @@ async def _period(session: AsyncSession, tenant_id: str, sub: external_subscript
     plan = await plans.by_id(session, tenant_id, native.plan_id)
     interval = Interval.MONTH if plan.billing_interval == "month" else Interval.YEAR
     return period_at(UsagePeriod(interval, native.billing_anchor, ZoneInfo(native.time_zone)), now)
+
+
+async def _metrics(session: AsyncSession, tenant_id: str, sub: external_subscriptions.ExternalView) -> list[Meter]:
+    """The plan's billable metrics: the meters of its metered features, as Lago lists the
+    plan's charges only (usage of other metrics is not the subscription's to bill)."""
+    everything = await meters.list_(session, tenant_id, after=None, limit=1000)
+    if sub.native is None:
+        return everything
+    plan = await plans.by_id(session, tenant_id, sub.native.plan_id)
+    metered = [row.feature_id for row in await plans.entitlements_of(session, plan) if row.kind == Kind.METERED]
+    wanted = {(await features.get(session, tenant_id, feature_id, archived=True)).meter_id for feature_id in metered}
+    return [m for m in everything if m.id in wanted]
 
 
 def _charge(meter: Meter, units: Decimal, currency: str) -> dict[str, Any]:
