@@ -20,6 +20,7 @@ from typing import Any
 import asyncpg  # type: ignore[import-untyped]
 from sqlalchemy import DateTime, Index, MetaData, TypeDecorator, delete, event, select, text, tuple_
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
     AsyncSession,
@@ -31,6 +32,7 @@ from sqlalchemy.orm import DeclarativeBase
 from allotment.batching import Batcher
 from allotment.config import Settings
 from allotment.driver_pool import DriverPool
+from allotment.errors import Conflict
 
 _MEMO_LIMIT = 100_000  # remembered reads per process, at most
 # Seconds a hot-path PostgreSQL connection (and the plans it keeps) lives: a plan made while
@@ -326,6 +328,17 @@ NAMING = {
     "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
     "pk": "pk_%(table_name)s",
 }
+
+
+async def flush_unique(session: AsyncSession, conflict: Conflict) -> None:
+    """Flush, with the unique keys as the last word on races between processes: services check
+    for duplicates first to give a clear message, but two concurrent requests can both pass
+    that check on PostgreSQL, and then a unique index refuses the second. That is `conflict`
+    (which the caller can retry), not a server error."""
+    try:
+        await session.flush()
+    except IntegrityError as exc:
+        raise conflict from exc
 
 
 async def delete_oldest(

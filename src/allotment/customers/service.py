@@ -12,8 +12,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from allotment.customers.models import Customer, CustomerSubject, Subject
 from allotment.customers.schemas import CustomerCreate, CustomerUpdate, SubjectUpsert
+from allotment.db import flush_unique
 from allotment.entitlements import audit
-from allotment.entitlements.guards import flush_unique
 from allotment.errors import AlreadyExists, Conflict, NotFound, ValidationFailed
 from allotment.types import new_id
 

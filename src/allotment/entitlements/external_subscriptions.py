@@ -15,8 +15,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from allotment.customers import service as customers
 from allotment.customers.schemas import CustomerUpdate
+from allotment.db import flush_unique
 from allotment.entitlements import plans, subscriptions
-from allotment.entitlements.guards import flush_unique
 from allotment.entitlements.models import ExternalSubscription, Subscription
 from allotment.entitlements.schemas import SubscriptionCreate
 from allotment.errors import Conflict, NotFound

@@ -9,8 +9,8 @@ from datetime import datetime
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from allotment.db import flush_unique
 from allotment.entitlements import audit, queries
-from allotment.entitlements.guards import flush_unique
 from allotment.entitlements.models import Feature
 from allotment.entitlements.schemas import FeatureCreate, FeatureUpdate
 from allotment.errors import AlreadyExists, NotFound, ValidationFailed

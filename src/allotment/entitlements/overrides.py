@@ -14,9 +14,9 @@ from typing import Any
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from allotment.customers import service as customers
+from allotment.db import flush_unique
 from allotment.entitlements import audit, features, provisioning
 from allotment.entitlements.engine import Kind
-from allotment.entitlements.guards import flush_unique
 from allotment.entitlements.models import CustomerEntitlement, Feature
 from allotment.entitlements.schemas import AdhocIn, OverrideIn
 from allotment.entitlements.values import APPLIES, normalize, of_row

@@ -13,8 +13,8 @@ from datetime import datetime
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from allotment.db import flush_unique
 from allotment.entitlements import audit, features
-from allotment.entitlements.guards import flush_unique
 from allotment.entitlements.models import Plan, PlanEntitlement
 from allotment.entitlements.schemas import PlanCreate
 from allotment.entitlements.values import normalize

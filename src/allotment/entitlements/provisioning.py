@@ -18,10 +18,10 @@ from typing import Any
 from sqlalchemy import func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from allotment.db import flush_unique
 from allotment.entitlements import audit, metered_usage, notices, plans, queries, reservations
 from allotment.entitlements.check import continues_counter, standing_now, usage_period
 from allotment.entitlements.engine import Kind
-from allotment.entitlements.guards import flush_unique
 from allotment.entitlements.models import CustomerEntitlement, Subscription
 from allotment.entitlements.periods import period_at
 from allotment.entitlements.values import of_row

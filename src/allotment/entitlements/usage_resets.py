@@ -24,6 +24,7 @@ from datetime import datetime
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from allotment.customers import service as customers
+from allotment.db import flush_unique
 from allotment.entitlements import audit, features, notices, queries, standing
 from allotment.entitlements.check import (
     counter_key,
@@ -33,7 +34,6 @@ from allotment.entitlements.check import (
     units,
 )
 from allotment.entitlements.engine import Kind
-from allotment.entitlements.guards import flush_unique
 from allotment.entitlements.models import CustomerEntitlement
 from allotment.entitlements.overrides import EntitlementView
 from allotment.entitlements.provisioning import RACED
