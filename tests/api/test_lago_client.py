@@ -251,3 +251,16 @@ def test_read_key_cannot_send_events(live):
     with pytest.raises(LagoApiError) as refused:
         lago(live, "read").events.create(event("x", 1))
     assert refused.value.status_code == 403
+
+
+def test_a_terminated_subscriptions_external_id_starts_a_new_subscription(live):
+    """As in Lago: after termination the same external_id subscribes again, under a new lago_id."""
+    client = lago(live)
+    setup_plan(live, client)
+    first = client.subscriptions.find("sub-1")
+    client.subscriptions.destroy("sub-1")
+    again = client.subscriptions.create(Subscription(external_customer_id="acme", plan_code="starter",
+                                                     external_id="sub-1"))
+    assert again.status == "active" and again.lago_id != first.lago_id
+    statuses = [s["status"] for s in native(live, "GET", "/v1/subscriptions?customer=acme")["items"]]
+    assert sorted(statuses) == ["active", "canceled"]

@@ -61,24 +61,25 @@ async def start(
     plan_key: str, name: str | None, starts_at: datetime | None, actor: str, at: datetime,
 ) -> tuple[ExternalView, bool]:
     """The subscription, and whether it is new: starting one again with the same customer
-    and plan answers the one already started (a retry), never a second one."""
+    and plan answers the one already started (a retry), never a second one. Once terminated,
+    its external id may start a new subscription of the same customer (a new `lago_id`)."""
     customer = await customers.find(session, tenant_id, customer_key)
     existing = await _row(session, tenant_id, system, external_id)
-    if existing is not None:
+    if existing is not None and existing.terminated_at is None:
         if existing.customer_id != customer.id or existing.plan_key != plan_key:
             raise Conflict(f"subscription '{external_id}' already exists for another customer or plan")
         return await _view(session, existing), False
+    if existing is not None and existing.customer_id != customer.id:
+        raise Conflict(f"subscription '{external_id}' belonged to another customer; its usage stays theirs")
     await plans.latest_published(session, tenant_id, plan_key)  # 404 before anything is written
     await _claim_subject(session, tenant_id, customer.key, external_id, actor=actor, at=at)
     native = await subscriptions.create(
         session, tenant_id, SubscriptionCreate(customer=customer.key, plan=plan_key, starts_at=starts_at),
         actor=actor, at=at,
     )
-    row = ExternalSubscription(
-        tenant_id=tenant_id, system=system, external_id=external_id, id=new_id("sub"),
-        customer_id=customer.id, subscription_id=native.subscription.id, plan_key=plan_key,
-        name=name, created_at=at,
-    )
+    row = existing or ExternalSubscription(tenant_id=tenant_id, system=system, external_id=external_id)
+    row.id, row.customer_id, row.subscription_id = new_id("sub"), customer.id, native.subscription.id
+    row.plan_key, row.name, row.created_at, row.terminated_at = plan_key, name, at, None
     session.add(row)
     await flush_unique(session, Conflict(f"subscription '{external_id}' was started by a concurrent request; retry"))
     return await _view(session, row), True
