@@ -126,6 +126,10 @@ def test_event_is_read_back_by_transaction_id(live):
     with pytest.raises(LagoApiError) as missing:
         client.events.find("never-sent")
     assert missing.value.status_code == 404 and missing.value.response["code"] == "event_not_found"
+    for tx, stamp in (("tx-text", "1714564800"), ("tx-float", 1714564800.5), ("tx-exp", "1.7145648e9")):
+        client.events.create(Event(transaction_id=tx, external_subscription_id="sub-1", code="tokens",
+                                   timestamp=stamp, properties={"tokens": 1}))
+        assert client.events.find(tx).timestamp == "2024-05-01T12:00:00Z", stamp
 
 
 def test_event_of_an_unknown_metric_is_stored_uncounted(live):

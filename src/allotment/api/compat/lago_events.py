@@ -31,7 +31,7 @@ router = lago_router()
 
 _FIELDS = {"id": "transaction_id", "type": "code", "subject": "external_subscription_id",
            "time": "timestamp", "data": "properties"}
-_NUMBER = re.compile(r"\s*-?\d+(\.\d+)?\s*")
+_NUMBER = re.compile(r"\s*-?\d+(\.\d+)?([eE][+-]?\d+)?\s*")
 _json = msgspec.json.Decoder()
 
 
