@@ -195,3 +195,18 @@ def test_file_that_is_not_events_is_refused_with_exit_2(tmp_path: Path, name: st
     )
     assert done.returncode == 2
     assert done.stderr.startswith("error:") and name in done.stderr
+
+
+async def test_csv_number_with_more_digits_than_a_double_is_counted_exactly(
+    allotment: Run, tenant: Tenant, tmp_path: Path
+) -> None:
+    """A cell of 19 significant digits is summed as written, not as the nearest double."""
+    from decimal import Decimal
+
+    await tenant.client.post("/v1/meters", json=meter())
+    path = tmp_path / "usage.csv"
+    path.write_text("id,source,type,subject,data.tokens\nd1,crm,prompt,user-1,1234567890123.456789\n")
+    done = allotment("import", str(path), "--tenant", tenant.id)
+    assert done.returncode == 0, done.stderr
+    query = await tenant.client.get("/v1/meters/tokens/query")
+    assert json.loads(query.text, parse_float=Decimal)["data"][0]["value"] == Decimal("1234567890123.456789")

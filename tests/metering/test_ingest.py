@@ -324,3 +324,41 @@ async def test_batches_stored_again_after_their_shared_transaction_failed_count_
             answers.append((result.accepted, result.duplicates))
     assert answers == [(2, 0), (1, 1), (1, 0)]
     assert await total(tenant) == 1 + 2 + 4 + 8
+
+
+async def test_a_fraction_with_more_digits_than_a_double_holds_is_counted_exactly(tenant):
+    """1234567890123.456789 has 19 significant digits, more than a double keeps: it is summed,
+    stored and listed back as sent, not rounded to 1234567890123.4568."""
+    import json
+    from decimal import Decimal
+
+    await tenant.client.post("/v1/meters", json=meter())
+    body = (b'[{"specversion": "1.0", "id": "long", "source": "s", "type": "prompt", "subject": "u",'
+            b' "data": {"tokens": 1234567890123.456789}},'
+            b' {"specversion": "1.0", "id": "short", "source": "s", "type": "prompt", "subject": "u",'
+            b' "data": {"tokens": 0.000001}}]')
+    resp = await tenant.client.post("/v1/events", content=body, headers={"content-type": "application/json"})
+    assert resp.json()["accepted"] == 2, resp.text
+    query = await tenant.client.get("/v1/meters/tokens/query")
+    assert json.loads(query.text, parse_float=Decimal)["data"][0]["value"] == Decimal("1234567890123.45679")
+    openmeter = await tenant.client.get("/api/v1/meters/tokens/query")
+    assert json.loads(openmeter.text, parse_float=Decimal)["data"][0]["value"] == Decimal("1234567890123.45679")
+    for path in ("/v1/events", "/api/v1/events"):
+        listed = json.loads((await tenant.client.get(path)).text, parse_float=Decimal)
+        shown = [e.get("event", e) for e in (listed["items"] if isinstance(listed, dict) else listed)]
+        assert {e["id"]: e["data"]["tokens"] for e in shown} == {
+            "long": Decimal("1234567890123.456789"), "short": Decimal("0.000001")}, path
+
+
+async def test_a_lago_event_with_more_digits_than_a_double_is_kept_exactly(tenant):
+    """Lago's events endpoint reads numbers as the CloudEvents one does."""
+    import json
+    from decimal import Decimal
+
+    body = (b'{"event": {"transaction_id": "tx-long", "external_subscription_id": "sub-1",'
+            b' "code": "prompt", "properties": {"tokens": 1234567890123.456789}}}')
+    resp = await tenant.client.post("/lago/api/v1/events", content=body, headers={"content-type": "application/json"})
+    assert resp.status_code == 200, resp.text
+    shown = await tenant.client.get("/lago/api/v1/events/tx-long")
+    assert json.loads(shown.text, parse_float=Decimal)["event"]["properties"]["tokens"] == Decimal(
+        "1234567890123.456789")

@@ -17,13 +17,13 @@ from pydantic import (
     StrictBool,
 )
 
-from allotment.codec import quantity_number
+from allotment.codec import nearest_number
 from allotment.entitlements.engine import DEFAULT_PRIORITY, Kind
 from allotment.entitlements.periods import Interval
 from allotment.types import AwareInstant, LargeQuantity, Metadata, NotNull, PositiveQuantity
 
 KEY_PATTERN = r"^[a-z0-9][a-z0-9_\-]{0,63}$"
-QuantityOut = Annotated[Decimal, PlainSerializer(quantity_number, return_type=int | float)]
+QuantityOut = Annotated[Decimal, PlainSerializer(nearest_number, return_type=int | float)]
 OverageAtReset = Literal["forgive", "carry"]
 When = Literal["now", "period_end"]
 

@@ -11,6 +11,7 @@ from typing import IO, Any
 
 import msgspec
 
+from allotment import codec
 from allotment.importer.source import FileUnusable, Item, Source, strip_bom
 
 _REQUIRED = ("id", "source", "type", "subject")
@@ -112,7 +113,7 @@ def _csv_item(columns: list[str], row: list[str], item: Item) -> Item:
             continue
         if name == "data":
             try:
-                event["data"] = msgspec.json.decode(value)
+                event["data"] = codec.loads(value)
             except msgspec.DecodeError as exc:
                 item.reason, item.field = f"is not valid JSON ({exc})", "data"
                 return item
@@ -122,13 +123,13 @@ def _csv_item(columns: list[str], row: list[str], item: Item) -> Item:
             event[name] = value
     if data:
         event["data"] = data
-    item.body = msgspec.json.encode(event)
+    item.body = codec.dumps(event).encode()
     return item
 
 
 def _cell_value(value: str) -> Any:
     """A cell that reads as a JSON number is that number, anything else is a string."""
-    return msgspec.json.decode(value) if _JSON_NUMBER.fullmatch(value) else value
+    return codec.loads(value) if _JSON_NUMBER.fullmatch(value) else value
 
 
 def _put(target: dict[str, Any], path: list[str], value: Any) -> None:

@@ -13,10 +13,12 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
+from decimal import Decimal
 from typing import Annotated, Any
 
 import msgspec
 
+from allotment.codec import json_number
 from allotment.errors import MalformedRequest, PayloadTooLarge, Problem
 from allotment.types import OUT_OF_RANGE, within_range
 
@@ -41,9 +43,9 @@ class Decoded:
     raw: list[Any] | None  # the undecoded items, kept only when some failed (for the record)
 
 
-_single = msgspec.json.Decoder(CloudEvent)
-_batch = msgspec.json.Decoder(list[CloudEvent])
-_any = msgspec.json.Decoder()
+_single = msgspec.json.Decoder(CloudEvent, float_hook=json_number)
+_batch = msgspec.json.Decoder(list[CloudEvent], float_hook=json_number)
+_any = msgspec.json.Decoder(float_hook=json_number)
 _AT = re.compile(r" - at `\$(?:\[\d+\])?\.?([^`]*)`")
 _MISSING = re.compile(r"missing required field `([^`]+)`")
 
@@ -96,11 +98,20 @@ def _decode_any(body: bytes) -> Any:
     except RecursionError:
         raise _too_deep() from None
     try:
-        return json.loads(body)
+        return json.loads(body, parse_float=_number_or_infinity)
     except RecursionError:
         raise _too_deep() from None
     except ValueError as exc:
         raise MalformedRequest.body(f"is not valid JSON: {exc}") from None
+
+
+def _number_or_infinity(text: str) -> float | Decimal:
+    """As the decoders read numbers, but a number beyond a double is kept (as infinity) so that
+    its event is rejected by field."""
+    try:
+        return json_number(text)
+    except ValueError:
+        return float(text)
 
 
 def _too_deep() -> MalformedRequest:

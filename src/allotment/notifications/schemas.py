@@ -17,7 +17,7 @@ from pydantic import (
     StrictInt,
 )
 
-from allotment.codec import quantity_number
+from allotment.codec import nearest_number
 from allotment.notifications import catalogue, signing
 from allotment.types import NotNull, PositiveQuantity
 
@@ -234,7 +234,7 @@ class ThresholdSpec(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     type: Literal["percent", "absolute"]
-    value: Annotated[PositiveQuantity, PlainSerializer(quantity_number, return_type=int | float)]
+    value: Annotated[PositiveQuantity, PlainSerializer(nearest_number, return_type=int | float)]
 
 
 FeatureKeys = Annotated[

@@ -17,6 +17,7 @@ from typing import Any
 import msgspec
 from fastapi import Request, Response
 
+from allotment import codec
 from allotment.api.body import read_limited
 from allotment.api.compat.lago_http import SOURCE, at, error, invalid, lago_router
 from allotment.api.deps import Ingester, Reader, ReadSession, database, settings
@@ -32,7 +33,6 @@ router = lago_router()
 _FIELDS = {"id": "transaction_id", "type": "code", "subject": "external_subscription_id",
            "time": "timestamp", "data": "properties"}
 _NUMBER = re.compile(r"\s*-?\d+(\.\d+)?([eE][+-]?\d+)?\s*")
-_json = msgspec.json.Decoder()
 
 
 def is_lago_body(body: bytes) -> bool:
@@ -41,7 +41,7 @@ def is_lago_body(body: bytes) -> bool:
     if b'"event"' not in body or body.lstrip()[:1] != b"{":
         return False
     try:
-        value = _json.decode(body)
+        value = codec.loads(body)
     except (msgspec.DecodeError, msgspec.ValidationError, RecursionError):
         return False
     return isinstance(value, dict) and "event" in value and "specversion" not in value and "id" not in value
@@ -92,14 +92,14 @@ def _details(result: IngestResult) -> dict[int, dict[str, list[str]]]:
 
 
 async def ingest(request: Request, tenant_id: str, items: list[Any]) -> IngestResult:
-    body = msgspec.json.encode([cloud_event(item) for item in items])
+    body = codec.dumps([cloud_event(item) for item in items]).encode()
     return await ingest_body(request, tenant_id, keep_unreadable=True, body=body)
 
 
 async def _object(request: Request) -> dict[str, Any]:
     body = await read_limited(request, settings(request).max_body_bytes)
     try:
-        value = _json.decode(body)
+        value = codec.loads(body)
     except (msgspec.DecodeError, msgspec.ValidationError, RecursionError):
         raise MalformedRequest.body("is not valid JSON") from None
     if not isinstance(value, dict):

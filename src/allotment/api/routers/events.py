@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Query, Request, Response
 
 from allotment.api import idempotency, metrics
 from allotment.api.body import read_limited
@@ -141,7 +141,7 @@ async def list_events(
     to: AwareInstant | None = None,
     status: Annotated[Literal["counted", "unattributed", "duplicate"] | None, Query(
         description="counted or unattributed; duplicate: events that arrived more than once")] = None,
-) -> dict[str, object]:
+) -> Response:
     flt = event_log.EventFilter(
         subjects=subject,
         customers=customer,
@@ -152,9 +152,9 @@ async def list_events(
         before_seq=_before_seq(cursor),
     )
     views = await event_log.list_events(session, principal.tenant_id, flt, limit=limit)
-    items = [event_read(v).model_dump(mode="json") for v in views]
+    items = [event_read(v).model_dump() for v in views]
     next_cursor = encode_cursor(str(views[-1].event.seq)) if len(views) == limit else None
-    return {"items": items, "next_cursor": next_cursor}
+    return Json({"items": items, "next_cursor": next_cursor})  # data as stored: exact numbers
 
 
 def _before_seq(cursor: str | None) -> int | None:
