@@ -172,6 +172,16 @@ async def test_the_reset_is_told_at_the_boundary_without_waiting_for_usage(db, t
     assert len(await _emitted(db, tenant.id, notices.PERIOD_RESET)) == 2
 
 
+async def test_a_reset_into_a_period_already_over_is_not_told(db, tenant):
+    """January's usage first seen by a scan in March (a backdated subscription, a worker that was
+    down) tells no reset into February: that period is past, and March's own come first."""
+    c = tenant.client
+    await _catalogue_at_t0(c, db, tenant.id)
+    await _consume(db, tenant.id, 9, T0 + timedelta(days=3))
+    await scan_due(db, at=datetime(2026, 3, 1, 0, 1, tzinfo=UTC))
+    assert await _emitted(db, tenant.id, notices.PERIOD_RESET) == []
+
+
 async def test_next_period_crosses_again_and_tells_of_the_reset(db, tenant):
     c = tenant.client
     await _catalogue_at_t0(c, db, tenant.id)

@@ -3,7 +3,8 @@
 `entitlement.period_reset` is told once for each end of a usage period that had usage. Either
 the first usage of the next period tells it (notices.usage_moved, before that usage's own
 crossings, so the order per customer holds), or, when nobody uses the next period first, this
-scan does, shortly after the boundary. Both use the same dedupe key.
+scan does, shortly after the boundary. Both use the same dedupe key. The scan leaves out a reset
+into a period that has ended as well: nobody is told of a month that is already history.
 
 The scan costs what is new, not what exists: it works out the end of each new counter's
 period once (from its entitlement's usage period, in its time zone) and stores it, in short
@@ -70,11 +71,15 @@ async def tell_due(session: AsyncSession, *, at: datetime, limit: int = 1000) ->
         .where(u.reset_told.is_(False), u.period_end <= to_micros(at))
         .order_by(u.period_end).limit(limit)
     )).all()
-    told = 0
+    told, now_us = 0, to_micros(at)
     for r in due:
         row: CustomerEntitlement = r.CustomerEntitlement
         ended_first = row.active_to is not None and to_micros(row.active_to) <= r.period_end
-        if r.used > 0 and not ended_first:  # a replaced or ended row has no next period
+        # A reset into a period that is over too is stale (its usage was first seen after that
+        # period: a backdated subscription, a late event, a worker that was down): told now, it
+        # would arrive after the resets and crossings of the periods since.
+        stale = period_end(row, int(r.period_end)) <= now_us
+        if r.used > 0 and not ended_first and not stale:  # a replaced or ended row has no next period
             told += await _tell(session, row, int(r.period_start), int(r.period_end), int(r.used), at)
     if due:
         await session.execute(update(u), [
