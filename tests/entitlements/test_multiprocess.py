@@ -59,7 +59,7 @@ async def _storm(url: str, key: str, paths_and_bodies: list[tuple[str, dict[str,
 
 def test_concurrent_consumers_on_four_processes_never_pass_the_hard_limit(four_workers: Server) -> None:
     key = four_workers.first_admin_key()
-    with httpx.Client(base_url=four_workers.url, headers={"Authorization": f"Bearer {key}"}) as client:
+    with httpx.Client(base_url=four_workers.url, headers={"Authorization": f"Bearer {key}"}, timeout=60) as client:
         _setup(client, [
             {"feature": "api-calls", "kind": "metered", "usage_period": "MONTH", "included": 30,
              "soft_limit": 30, "hard_limit": 50},
