@@ -284,3 +284,29 @@ def test_a_terminated_subscriptions_external_id_starts_a_new_subscription(live):
     assert again.status == "active" and again.lago_id != first.lago_id
     statuses = [s["status"] for s in native(live, "GET", "/v1/subscriptions?customer=acme")["items"]]
     assert sorted(statuses) == ["active", "canceled"]
+
+
+def _lago_event(tx: str, tokens: float, timestamp: int) -> dict[str, Any]:
+    return {"transaction_id": tx, "external_subscription_id": "sub-1", "code": "tokens",
+            "timestamp": timestamp, "properties": {"tokens": tokens}}
+
+
+async def test_a_batch_answers_a_re_sent_event_as_stored_not_as_sent(tenant):
+    """A batch event whose transaction_id is stored is answered with the stored one, as GET is."""
+    first = _lago_event("tx-1", 100, 1_700_000_000)
+    assert (await tenant.client.post("/lago/api/v1/events", json={"event": first})).status_code == 200
+    again = _lago_event("tx-1", 999, 1_700_000_500)
+    resp = await tenant.client.post("/lago/api/v1/events/batch", json={"events": [again]})
+    assert resp.status_code == 200, resp.text
+    stored = (await tenant.client.get("/lago/api/v1/events/tx-1")).json()["event"]
+    assert resp.json()["events"] == [stored]
+    assert stored["properties"] == {"tokens": 100}
+
+
+async def test_a_batch_answers_its_new_events_as_stored(tenant):
+    """New events of a batch come back as GET shows them, with their lago_id and created_at."""
+    sent = [_lago_event(tx, 1, 1_700_000_000) for tx in ("tx-a", "tx-b")]
+    answered = (await tenant.client.post("/lago/api/v1/events/batch", json={"events": sent})).json()["events"]
+    stored = [(await tenant.client.get(f"/lago/api/v1/events/{tx}")).json()["event"] for tx in ("tx-a", "tx-b")]
+    assert answered == stored
+    assert all(e["lago_id"] and e["created_at"] for e in answered)
