@@ -7,6 +7,7 @@ says it sends to the root.
 
 from __future__ import annotations
 
+import asyncio
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -223,12 +224,27 @@ def _at_once(live: Live, path: str, bodies: list[Any]) -> list[httpx.Response]:
         return list(pool.map(send, bodies))
 
 
-def test_concurrent_upserts_of_one_customer_never_fail_with_a_500(live):
-    """Upserts racing to create one customer leave one customer; a loser is told, not a 500."""
+def test_concurrent_upserts_of_one_customer_all_succeed(live):
+    """Upserts racing to create one customer leave one customer, and each is answered 200 with
+    it: the losers update it, as an upsert sent after the first would."""
     answers = _at_once(live, "/customers", [{"customer": {"external_id": "acme", "name": f"n{i}"}} for i in range(6)])
-    assert [a.status_code for a in answers if a.status_code not in (200, 422)] == []
-    assert any(a.status_code == 200 for a in answers)
+    assert [a.status_code for a in answers] == [200] * 6, [a.text for a in answers]
+    assert {a.json()["customer"]["external_id"] for a in answers} == {"acme"}
+    assert len({a.json()["customer"]["lago_id"] for a in answers}) == 1
     assert [c.external_id for c in lago(live).customers.find_all()["customers"]] == ["acme"]
+
+
+async def test_two_upserts_of_a_new_customer_at_once_both_answer_200(tenant):
+    """Two upserts of one new external_id sent together: one creates, the other updates."""
+    async def upsert(name: str) -> httpx.Response:
+        body = {"customer": {"external_id": "acme", "name": name}}
+        return await tenant.client.post("/lago/api/v1/customers", json=body)
+
+    first, second = await asyncio.gather(upsert("first"), upsert("second"))
+    assert (first.status_code, second.status_code) == (200, 200), (first.text, second.text)
+    assert first.json()["customer"]["lago_id"] == second.json()["customer"]["lago_id"]
+    listed = (await tenant.client.get("/lago/api/v1/customers")).json()["customers"]
+    assert [(c["external_id"], c["name"]) for c in listed] in ([("acme", "first")], [("acme", "second")])
 
 
 def test_concurrent_creates_of_one_subscription_never_fail_with_a_500(live):
@@ -268,3 +284,29 @@ def test_a_terminated_subscriptions_external_id_starts_a_new_subscription(live):
     assert again.status == "active" and again.lago_id != first.lago_id
     statuses = [s["status"] for s in native(live, "GET", "/v1/subscriptions?customer=acme")["items"]]
     assert sorted(statuses) == ["active", "canceled"]
+
+
+def _lago_event(tx: str, tokens: float, timestamp: int) -> dict[str, Any]:
+    return {"transaction_id": tx, "external_subscription_id": "sub-1", "code": "tokens",
+            "timestamp": timestamp, "properties": {"tokens": tokens}}
+
+
+async def test_a_batch_answers_a_re_sent_event_as_stored_not_as_sent(tenant):
+    """A batch event whose transaction_id is stored is answered with the stored one, as GET is."""
+    first = _lago_event("tx-1", 100, 1_700_000_000)
+    assert (await tenant.client.post("/lago/api/v1/events", json={"event": first})).status_code == 200
+    again = _lago_event("tx-1", 999, 1_700_000_500)
+    resp = await tenant.client.post("/lago/api/v1/events/batch", json={"events": [again]})
+    assert resp.status_code == 200, resp.text
+    stored = (await tenant.client.get("/lago/api/v1/events/tx-1")).json()["event"]
+    assert resp.json()["events"] == [stored]
+    assert stored["properties"] == {"tokens": 100}
+
+
+async def test_a_batch_answers_its_new_events_as_stored(tenant):
+    """New events of a batch come back as GET shows them, with their lago_id and created_at."""
+    sent = [_lago_event(tx, 1, 1_700_000_000) for tx in ("tx-a", "tx-b")]
+    answered = (await tenant.client.post("/lago/api/v1/events/batch", json={"events": sent})).json()["events"]
+    stored = [(await tenant.client.get(f"/lago/api/v1/events/{tx}")).json()["event"] for tx in ("tx-a", "tx-b")]
+    assert answered == stored
+    assert all(e["lago_id"] and e["created_at"] for e in answered)

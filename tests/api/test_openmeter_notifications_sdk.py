@@ -125,6 +125,16 @@ def test_threshold_event_reaches_the_channel_signed(om, receiver):
     assert [r.json["type"] for r in receiver.received] == ["entitlements.balance.threshold"]
 
 
+def test_the_webhook_names_the_feature_by_its_name(om, receiver):
+    """`feature.name` is the feature's name ("Tokens"), its key stays in `feature.key`."""
+    ch = channel(om, receiver.url)
+    metered_tokens(om)
+    threshold_rule(om, [ch["id"]], (80, "PERCENT"), features=["tokens"])
+    ents.use(om, 85)
+    body = verified(eventually(lambda: receiver.received)[0], ch["signingSecret"])
+    assert (body["data"]["feature"]["key"], body["data"]["feature"]["name"]) == ("tokens", "Tokens")
+
+
 def test_reset_rule_and_events_filters(om, receiver):
     """Events list filters by rule, channel, feature and subject."""
     ch = channel(om, receiver.url)

@@ -578,6 +578,22 @@ def test_subject_keys_may_contain_a_slash(om):
     assert om.subjects.list() == []
 
 
+def test_a_subject_only_seen_in_events_is_neither_listed_nor_found(om):
+    """As in OpenMeter, events do not make subjects: list and get agree that there is none."""
+    tokens_meter(om)
+    om.events.ingest_event(prompt("only-in-events", 3))
+    assert "only-in-events" not in [s.key for s in om.subjects.list()]
+    with pytest.raises(ResourceNotFoundError):
+        om.subjects.get("only-in-events")
+
+
+def test_a_subject_is_found_by_the_id_the_list_gives(om):
+    """`subjects.get` takes the id or the key, as OpenMeter's `subjectIdOrKey` does."""
+    om.subjects.upsert([{"key": "cust-1", "displayName": "C1"}])
+    listed = om.subjects.list()[0]
+    assert om.subjects.get(listed.id).key == "cust-1"
+
+
 def test_customer_lifecycle(om):
     created = om.customers.create(
         CustomerCreate(

@@ -278,6 +278,20 @@ async def test_an_endpoint_may_take_openmeter_bodies(db, tenant, receiver, sende
     assert resp.status_code == 422 and resp.json()["errors"][0]["field"] == "body_format"
 
 
+async def test_an_openmeter_body_of_a_notification_stored_without_the_feature_name_names_it_by_key(
+    db, tenant, receiver, sender
+):
+    """Notifications stored before payloads carried the name keep sending the key as the name."""
+    hook = await endpoint(tenant, receiver.url, body_format="openmeter")
+    cid = await customer_id(tenant, "acme")
+    payload = {"customer": {"id": cid, "key": "acme"}, "feature": {"id": "fea_1", "key": "tokens"},
+               "entitlement_id": "ent_1", "usage": 85, "soft_limit": 100, "hard_limit": 100, "balance": 15}
+    await _threshold(db, tenant.id, "80", cid, payload)
+    await drain(db, sender, at=utcnow())
+    om = Webhook(hook["secret"]).verify(receiver.received[0].body, receiver.received[0].headers)
+    assert om["data"]["feature"] == {"id": "fea_1", "key": "tokens", "name": "tokens"}
+
+
 async def _threshold(db, tenant_id: str, key: str, customer: str, payload: dict) -> None:
     async with db.transaction() as session:
         await service.emit(session, tenant_id, type="entitlement.threshold_reached", dedupe_key=key,

@@ -128,36 +128,57 @@ AnyKey = Annotated[Principal, Depends(require("any"))]
 
 
 R = TypeVar("R")
-_CURSOR_MARK = "after:"
+# A cursor is the list that returned it and a position in that list, `/v1/meters?after=<position>`
+# in URL-safe base64: a position read by another list would page it from a meaningless place.
+# Cursors handed out before they named their list are `after:<position>` and are still taken.
+_AFTER = "?after="
+_UNBOUND_MARK = "after:"
 
 
-def encode_cursor(value: str) -> str:
-    return base64.urlsafe_b64encode((_CURSOR_MARK + value).encode()).decode().rstrip("=")
+def encode_cursor(value: str, *, of: str) -> str:
+    """A cursor after `value` in the list at path `of` (its route, as declared)."""
+    return base64.urlsafe_b64encode(f"{of}{_AFTER}{value}".encode()).decode().rstrip("=")
 
 
 def page(
-    items: list[Any], rows: Sequence[R], *, limit: int, position: Callable[[R], object]
+    items: list[Any], rows: Sequence[R], *, limit: int, position: Callable[[R], object], of: str
 ) -> dict[str, object]:
     """A list answer: its items, and a cursor after the last row when the page is full."""
     full = len(rows) == limit
-    return {"items": items, "next_cursor": encode_cursor(str(position(rows[-1]))) if full else None}
+    return {"items": items, "next_cursor": encode_cursor(str(position(rows[-1])), of=of) if full else None}
 
 
-def decode_cursor(cursor: str | None) -> str | None:
-    """The position a cursor stands for; anything this API did not hand out is a 400."""
+def decode_cursor(cursor: str | None, *, of: str) -> str | None:
+    """The position a cursor of the list `of` stands for; anything this list did not hand out is a 400."""
     if not cursor:
         return None
     try:
         text = base64.b64decode(cursor + "=" * (-len(cursor) % 4), altchars=b"-_", validate=True).decode()
     except (ValueError, UnicodeDecodeError):
         text = ""
-    if not text.startswith(_CURSOR_MARK) or "\x00" in text:
+    if "\x00" in text:
         raise bad_cursor()
-    return text.removeprefix(_CURSOR_MARK)
+    if text.startswith(_UNBOUND_MARK):
+        return text.removeprefix(_UNBOUND_MARK)
+    owner, after, position = text.partition(_AFTER)
+    if not after or not owner.startswith("/"):
+        raise bad_cursor()
+    if owner != of:
+        raise bad_cursor(f"does not belong to this list: it was returned by GET {owner}")
+    return position
 
 
-def bad_cursor() -> MalformedRequest:
-    reason = "is not a cursor this API returned"
+def decode_seq_cursor(cursor: str | None, *, of: str) -> int | None:
+    """The log position (`seq`) a cursor of a list in log order stands for."""
+    position = decode_cursor(cursor, of=of)
+    if position is None:
+        return None
+    if not position.isdigit():
+        raise bad_cursor()
+    return int(position)
+
+
+def bad_cursor(reason: str = "is not a cursor this API returned") -> MalformedRequest:
     return MalformedRequest(f"cursor: {reason}", errors=[FieldError("cursor", reason)])
 
 

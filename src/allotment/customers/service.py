@@ -286,12 +286,16 @@ async def list_subjects(session: AsyncSession, tenant_id: str) -> list[Subject]:
     )
 
 
-async def get_subject(session: AsyncSession, tenant_id: str, key: str) -> Subject:
-    subject = await session.get(Subject, (tenant_id, key))
+async def get_subject(session: AsyncSession, tenant_id: str, ref: str) -> Subject:
+    """The subject named by `ref`: its key, else the id the subjects list gave it. Only subjects
+    made through the subjects API exist here; events alone make none (nor does OpenMeter)."""
+    subject = await session.get(Subject, (tenant_id, ref))
     if subject is None:
-        raise NotFound("subject", key)
+        subject = await session.scalar(select(Subject).where(Subject.tenant_id == tenant_id, Subject.id == ref))
+    if subject is None:
+        raise NotFound("subject", ref)
     return subject
 
 
-async def delete_subject(session: AsyncSession, tenant_id: str, key: str) -> None:
-    await session.delete(await get_subject(session, tenant_id, key))
+async def delete_subject(session: AsyncSession, tenant_id: str, ref: str) -> None:
+    await session.delete(await get_subject(session, tenant_id, ref))

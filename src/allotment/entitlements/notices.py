@@ -449,7 +449,11 @@ async def tell_reset(
 
 
 async def _usage_payload(session: AsyncSession, where: Where, after: Decision, at: datetime) -> dict[str, Any]:
-    return {**await _names(session, where.customer_id, where.feature_id), "entitlement_id": where.entitlement_id,
+    names = await _names(session, where.customer_id, where.feature_id)
+    # Unlike its key, a feature's name may change, so it is read afresh: only crossings and
+    # resets come here, not every check. OpenMeter's bodies show it as `feature.name`.
+    names["feature"]["name"] = await session.scalar(select(Feature.name).where(Feature.id == where.feature_id))
+    return {**names, "entitlement_id": where.entitlement_id,
             **_numbers(after), "period_start": where.period_start, "period_end": where.period_end, "at": at}
 
 

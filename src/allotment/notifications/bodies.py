@@ -55,7 +55,8 @@ def openmeter_data(p: dict[str, Any], om_type: str) -> dict[str, Any]:
             "featureKey": feature["key"], "subjectKey": customer["key"],
             "currentUsagePeriod": {"from": p.get("period_start"), "to": p.get("period_end")},
         },
-        "feature": {"id": feature["id"], "key": feature["key"], "name": feature["key"]},
+        # Notifications stored before payloads carried the name have only the key to show.
+        "feature": {"id": feature["id"], "key": feature["key"], "name": feature.get("name") or feature["key"]},
         "subject": {"key": customer["key"]},
         "customer": {"id": customer["id"], "key": customer["key"]},
         "value": {"balance": p.get("balance"), "usage": usage, "overage": overage,

@@ -25,10 +25,11 @@ from allotment.customers.schemas import KEY_PATTERN, CustomerCreate, CustomerUpd
 from allotment.entitlements import external_subscriptions, features, plans, references
 from allotment.entitlements.engine import Kind
 from allotment.entitlements.periods import Interval, UsagePeriod, period_at
-from allotment.errors import NotFound
+from allotment.errors import AlreadyExists, NotFound
 from allotment.metering import meters
 from allotment.metering import query as meter_query
 from allotment.metering.models import Meter
+from allotment.tenancy.service import Principal
 from allotment.types import to_micros, utcnow
 
 router = lago_router()
@@ -73,11 +74,10 @@ async def upsert_customer(body: CustomerBody, principal: Admin, session: WriteSe
     try:
         current = await customers.find(session, principal.tenant_id, data.external_id)
     except NotFound:
-        view = await customers.create(session, principal.tenant_id, CustomerCreate(
-            key=data.external_id, name=data.name or data.external_id, email=data.email, currency=data.currency,
-            metadata=metadata or {}, subject_keys=[data.external_id],
-        ), actor=principal.key_id, at=now)
-        return Json({"customer": customer_out(view)})
+        created = await _created(session, principal, data, metadata, now)
+        if created is not None:
+            return Json({"customer": customer_out(created)})
+        current = await customers.find(session, principal.tenant_id, data.external_id)
     # The client sends every field, null when its caller left it out: null keeps the value.
     changes = data.model_dump(exclude_none=True, include={"name", "email", "currency"})
     if metadata is not None:
@@ -85,6 +85,23 @@ async def upsert_customer(body: CustomerBody, principal: Admin, session: WriteSe
     view = await customers.update(session, principal.tenant_id, current.key, CustomerUpdate(**changes),
                                   actor=principal.key_id, at=now)
     return Json({"customer": customer_out(view)})
+
+
+async def _created(
+    session: AsyncSession, principal: Principal, data: LagoCustomer, metadata: dict[str, str | None] | None,
+    at: datetime,
+) -> customers.CustomerView | None:
+    """The customer made for `data`, or None when a concurrent upsert made it first (both found
+    none): this one then updates it, as an upsert sent after that one would. The savepoint
+    keeps the transaction usable after the unique key refused the second create."""
+    try:
+        async with session.begin_nested():
+            return await customers.create(session, principal.tenant_id, CustomerCreate(
+                key=data.external_id, name=data.name or data.external_id, email=data.email,
+                currency=data.currency, metadata=metadata or {}, subject_keys=[data.external_id],
+            ), actor=principal.key_id, at=at)
+    except AlreadyExists:
+        return None
 
 
 @router.get("/v1/customers/{external_id}", summary="One customer (Lago)")

@@ -139,7 +139,8 @@ async def create_one(request: Request, tenant_id: str, value: dict[str, Any]) ->
 
 async def create_batch(request: Request, tenant_id: str, value: dict[str, Any]) -> Response:
     """Every valid event is stored even when others are refused (a 422 naming each refused one
-    by index): sending the batch again after fixing it counts each event once."""
+    by index): sending the batch again after fixing it counts each event once. Each event is
+    answered as stored, as one sent alone is: a re-sent `transaction_id` with the one stored first."""
     items = value.get("events")
     if not isinstance(items, list) or not items:
         return invalid({"events": ["no_events"]})
@@ -147,17 +148,10 @@ async def create_batch(request: Request, tenant_id: str, value: dict[str, Any]) 
     if result.problems:
         details = {str(index): fields for index, fields in _details(result).items()}
         return error(422, "validation_errors", details)
-    return Json({"events": [_sent(item) for item in items]})
-
-
-def _sent(item: dict[str, Any]) -> dict[str, Any]:
-    event = cloud_event(item)
-    return {
-        "transaction_id": event["id"], "external_subscription_id": event["subject"], "code": event["type"],
-        "timestamp": event.get("time"), "properties": event.get("data") or {},
-        "lago_id": None, "lago_customer_id": None, "lago_subscription_id": None,
-        "precise_total_amount_cents": None, "created_at": None,
-    }
+    ids = [str(cloud_event(item)["id"]) for item in items]
+    async with database(request).transaction(readonly=True) as session:  # after the ingest committed
+        stored = await event_log.find_events(session, tenant_id, source=SOURCE, event_ids=list(dict.fromkeys(ids)))
+    return Json({"events": [event_out(stored[i]) for i in ids]})  # each just stored, or stored before
 
 
 @router.post("/v1/events", summary="Send one usage event (Lago)")

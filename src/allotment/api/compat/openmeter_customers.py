@@ -186,6 +186,7 @@ async def list_subjects(principal: Reader, session: ReadSession) -> Json:
 
 
 # `:path` because a subject key may contain `/` (sent as %2F, which is decoded before routing).
+# The key or the subject's id, as OpenMeter's `subjectIdOrKey`.
 @router.get("/v1/subjects/{subject_key:path}")
 async def get_subject(subject_key: str, principal: Reader, session: ReadSession) -> Json:
     return Json(subject_out(await customers.get_subject(session, principal.tenant_id, subject_key)))

@@ -24,13 +24,14 @@ from allotment import codec
 from allotment.api.compat.openmeter_customers import customer_ids, known_customers
 from allotment.api.compat.openmeter_http import openmeter_router
 from allotment.api.compat.openmeter_schemas import ingested_event_out
-from allotment.api.deps import Reader, ReadSession, decode_cursor, encode_cursor
+from allotment.api.deps import Reader, ReadSession, decode_seq_cursor, encode_cursor
 from allotment.api.responses import Json
 from allotment.errors import FieldError, MalformedRequest
 from allotment.metering import events as event_log
 from allotment.types import to_micros
 
 router = openmeter_router()
+_LIST = "/api/v2/events"
 
 _SCANNED_PAGES = 20
 _STRINGS = ("id", "source", "subject", "type")
@@ -49,16 +50,13 @@ async def list_events(
     client_id: Annotated[str | None, Query(alias="clientId")] = None,  # progress tracking: unused
 ) -> Json:
     """`{items, nextCursor}`; an operator or field OpenMeter does not have is a 400 naming it."""
+    before_seq = decode_seq_cursor(cursor, of=_LIST)
     spec = _parse(filter)
     flt, keep = await _plan(session, principal.tenant_id, spec)
     if flt is None:  # customers named that do not exist: nothing matches
         return Json({"items": [], "nextCursor": None})
-    after = decode_cursor(cursor)
-    if after is not None:
-        if not after.isdigit():
-            raise MalformedRequest("cursor: is not a cursor this API returned",
-                                   errors=[FieldError("cursor", "is not a cursor this API returned")])
-        flt.before_seq = int(after)
+    if before_seq is not None:
+        flt.before_seq = before_seq
     found: list[event_log.EventView] = []
     more = False
     for _ in range(_SCANNED_PAGES):
@@ -73,7 +71,7 @@ async def list_events(
         found, more = found[:limit], True
         flt.before_seq = found[-1].event.seq
     ids = await customer_ids(session, principal.tenant_id, {v.customer for v in found if v.customer})
-    next_cursor = encode_cursor(str(flt.before_seq)) if more and flt.before_seq is not None else None
+    next_cursor = encode_cursor(str(flt.before_seq), of=_LIST) if more and flt.before_seq is not None else None
     return Json({"items": [ingested_event_out(v, ids) for v in found], "nextCursor": next_cursor})
 
 

@@ -9,6 +9,7 @@ from allotment.entitlements import audit
 from allotment.entitlements.schemas import AuditRead
 
 router = APIRouter(prefix="/v1/audit-log", tags=["audit"])
+_LIST = "/v1/audit-log"
 
 
 @router.get("")
@@ -24,9 +25,9 @@ async def list_audit_log(
     """Who changed what, oldest first; filter by entity or action."""
     rows = await audit.list_(
         session, principal.tenant_id, entity_type=entity_type, entity_id=entity_id,
-        action=action, after=decode_cursor(cursor), limit=limit,
+        action=action, after=decode_cursor(cursor, of=_LIST), limit=limit,
     )
     return page(
         [AuditRead.model_validate(r, from_attributes=True) for r in rows],
-        rows, limit=limit, position=lambda r: r.id,
+        rows, limit=limit, position=lambda r: r.id, of=_LIST,
     )

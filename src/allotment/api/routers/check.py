@@ -39,6 +39,7 @@ from allotment.errors import Forbidden, MalformedRequest
 from allotment.types import AwareInstant, utcnow
 
 router = APIRouter(tags=["check"])
+_LIST = "/v1/denials"
 
 
 def check_body(result: service.CheckResult, upsell: UpsellHintRead | None = None) -> bytes:
@@ -163,7 +164,7 @@ async def list_denials(
     feature (key or id) and by when, [from, to)."""
     rows = await service.list_denials(
         session, principal.tenant_id, customer=customer, feature=feature, start=from_, end=to,
-        after=decode_cursor(cursor), limit=limit,
+        after=decode_cursor(cursor, of=_LIST), limit=limit,
     )
     customer_keys = await customers.keys_of(session, principal.tenant_id, {r.customer_id for r in rows})
     feature_keys = await features.keys_of(session, principal.tenant_id, {r.feature_id for r in rows})
@@ -171,5 +172,5 @@ async def list_denials(
         [DenialRead(id=r.id, customer=customer_keys[r.customer_id], customer_id=r.customer_id,
                     feature=feature_keys[r.feature_id], feature_id=r.feature_id, at=r.at,
                     quantity=r.quantity, reason=r.reason) for r in rows],
-        rows, limit=limit, position=lambda r: r.id,
+        rows, limit=limit, position=lambda r: r.id, of=_LIST,
     )

@@ -13,7 +13,8 @@ from allotment.entitlements.engine import Kind
 from allotment.entitlements.schemas import EntitlementStateRead, GrantStateRead
 from allotment.types import utcnow
 
-router = APIRouter(prefix="/v1/customers/{customer_key}/entitlements", tags=["entitlements"])
+_LIST = "/v1/customers/{customer_key}/entitlements"
+router = APIRouter(prefix=_LIST, tags=["entitlements"])
 
 
 def state_read(s: service.EntitlementState) -> EntitlementStateRead:
@@ -41,12 +42,12 @@ async def list_customer_entitlements(
         session, principal.tenant_id, customer_key, at=utcnow(), limit=limit, after=_after(cursor)
     )
     return page([state_read(s) for s in states], states, limit=limit,
-                position=lambda s: f"{s.feature_key} {s.row.feature_id}")
+                position=lambda s: f"{s.feature_key} {s.row.feature_id}", of=_LIST)
 
 
 def _after(cursor: str | None) -> tuple[str, str] | None:
     """The (feature key, feature id) a cursor stands for; keys and ids never hold a space."""
-    position = decode_cursor(cursor)
+    position = decode_cursor(cursor, of=_LIST)
     if position is None:
         return None
     key, space, feature_id = position.partition(" ")

@@ -21,6 +21,7 @@ from allotment.entitlements import references
 from allotment.types import utcnow
 
 router = APIRouter(prefix="/v1/customers", tags=["customers"])
+_LIST = "/v1/customers"
 
 
 def customer_read(view: service.CustomerView) -> CustomerRead:
@@ -39,10 +40,10 @@ async def create_customer(data: CustomerCreate, principal: Admin, session: Write
 
 @router.get("")
 async def list_customers(principal: Reader, session: ReadSession, limit: Limit = 50, cursor: Cursor = None) -> dict[str, object]:
-    rows = await service.list_(session, principal.tenant_id, after=decode_cursor(cursor), limit=limit)
+    rows = await service.list_(session, principal.tenant_id, after=decode_cursor(cursor, of=_LIST), limit=limit)
     return page(
         [customer_read(v) for v in rows],
-        rows, limit=limit, position=lambda r: r.customer.id,
+        rows, limit=limit, position=lambda r: r.customer.id, of=_LIST,
     )
 
 

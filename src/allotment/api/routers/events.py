@@ -16,7 +16,7 @@ from allotment.api.deps import (
     Reader,
     ReadSession,
     database,
-    decode_cursor,
+    decode_seq_cursor,
     encode_cursor,
     page,
     settings,
@@ -33,6 +33,8 @@ from allotment.metering.wire import binary_mode_event, decode
 from allotment.types import AwareInstant, as_utc, from_micros, to_micros, utcnow
 
 router = APIRouter(prefix="/v1/events", tags=["events"])
+_LIST = "/v1/events"
+_REJECTED = "/v1/events/rejected"
 
 _CLOUDEVENT_SCHEMA = {
     "type": "object",
@@ -149,18 +151,12 @@ async def list_events(
         start_us=to_micros(as_utc(from_)) if from_ else None,
         end_us=to_micros(as_utc(to)) if to else None,
         status=status,
-        before_seq=_before_seq(cursor),
+        before_seq=decode_seq_cursor(cursor, of=_LIST),
     )
     views = await event_log.list_events(session, principal.tenant_id, flt, limit=limit)
     items = [event_read(v).model_dump() for v in views]
-    next_cursor = encode_cursor(str(views[-1].event.seq)) if len(views) == limit else None
+    next_cursor = encode_cursor(str(views[-1].event.seq), of=_LIST) if len(views) == limit else None
     return Json({"items": items, "next_cursor": next_cursor})  # data as stored: exact numbers
-
-
-def _before_seq(cursor: str | None) -> int | None:
-    """The log position a list cursor stands for (both event lists page by `seq`)."""
-    before = decode_cursor(cursor)
-    return int(before) if before and before.isdigit() else None
 
 
 def event_read(view: event_log.EventView) -> EventRead:
@@ -188,11 +184,13 @@ async def list_rejected(
 ) -> dict[str, object]:
     """What ingest refused, by batch index and reason, with the event as sent (cut at 4,096
     characters)."""
-    rows = await event_log.list_rejected(session, principal.tenant_id, limit=limit, before_seq=_before_seq(cursor))
+    rows = await event_log.list_rejected(
+        session, principal.tenant_id, limit=limit, before_seq=decode_seq_cursor(cursor, of=_REJECTED)
+    )
     items = [
         RejectedRead(
             received_at=from_micros(r.received_us), index=r.batch_index, field=r.field, reason=r.reason, raw=r.raw
         ).model_dump(mode="json")
         for r in rows
     ]
-    return page(items, rows, limit=limit, position=lambda r: r.seq)
+    return page(items, rows, limit=limit, position=lambda r: r.seq, of=_REJECTED)

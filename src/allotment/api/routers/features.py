@@ -20,6 +20,7 @@ from allotment.entitlements.schemas import FeatureCreate, FeatureRead, FeatureUp
 from allotment.types import utcnow
 
 router = APIRouter(prefix="/v1/features", tags=["features"])
+_LIST = "/v1/features"
 
 
 def feature_read(view: service.FeatureView) -> FeatureRead:
@@ -44,8 +45,8 @@ async def create_feature(data: FeatureCreate, principal: Admin, session: WriteSe
 async def list_features(
     principal: Reader, session: ReadSession, limit: Limit = 50, cursor: Cursor = None
 ) -> dict[str, object]:
-    rows = await service.list_(session, principal.tenant_id, after=decode_cursor(cursor), limit=limit)
-    return page([feature_read(v) for v in rows], rows, limit=limit, position=lambda r: r.feature.id)
+    rows = await service.list_(session, principal.tenant_id, after=decode_cursor(cursor, of=_LIST), limit=limit)
+    return page([feature_read(v) for v in rows], rows, limit=limit, position=lambda r: r.feature.id, of=_LIST)
 
 
 @router.get("/{feature_key}", response_model=FeatureRead)

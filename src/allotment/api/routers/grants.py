@@ -101,11 +101,11 @@ async def list_grants(
     at = utcnow()
     rows = await service.list_(
         session, principal.tenant_id, customer=customer_key, feature=feature_key, at=at,
-        after=decode_cursor(cursor), limit=limit,
+        after=decode_cursor(cursor, of=_PATH), limit=limit,
     )
     return page(
         await grant_reads(session, principal.tenant_id, rows, at),
-        rows, limit=limit, position=lambda r: r.id,
+        rows, limit=limit, position=lambda r: r.id, of=_PATH,
     )
 
 

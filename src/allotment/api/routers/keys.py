@@ -20,6 +20,7 @@ from allotment.tenancy.service import Scope
 from allotment.types import utcnow
 
 router = APIRouter(prefix="/v1/api-keys", tags=["api keys"])
+_LIST = "/v1/api-keys"
 
 
 class KeyCreate(BaseModel):
@@ -66,8 +67,8 @@ async def create_key(data: KeyCreate, principal: Admin, session: WriteSession, i
 @router.get("")
 async def list_keys(principal: Admin, session: ReadSession, limit: Limit = 50, cursor: Cursor = None) -> dict[str, object]:
     """The tenant's keys, oldest first, revoked ones included; never their secrets."""
-    rows = await service.list_keys(session, principal.tenant_id, after=decode_cursor(cursor), limit=limit)
-    return page([key_read(k) for k in rows], rows, limit=limit, position=lambda k: k.id)
+    rows = await service.list_keys(session, principal.tenant_id, after=decode_cursor(cursor, of=_LIST), limit=limit)
+    return page([key_read(k) for k in rows], rows, limit=limit, position=lambda k: k.id, of=_LIST)
 
 
 @router.post("/{key_id}/revoke", response_model=KeyRead)

@@ -40,6 +40,7 @@ from allotment.metering.windows import WindowSize
 from allotment.types import AwareInstant, as_utc, from_micros, to_micros, utcnow
 
 router = APIRouter(prefix="/v1/meters", tags=["meters"])
+_LIST = "/v1/meters"
 
 
 def meter_read(meter: Meter) -> MeterRead:
@@ -55,8 +56,8 @@ async def create_meter(data: MeterCreate, principal: Admin, session: WriteSessio
 
 @router.get("")
 async def list_meters(principal: Reader, session: ReadSession, limit: Limit = 50, cursor: Cursor = None) -> dict[str, object]:
-    rows = await service.list_(session, principal.tenant_id, after=decode_cursor(cursor), limit=limit)
-    return page([meter_read(m) for m in rows], rows, limit=limit, position=lambda r: r.id)
+    rows = await service.list_(session, principal.tenant_id, after=decode_cursor(cursor, of=_LIST), limit=limit)
+    return page([meter_read(m) for m in rows], rows, limit=limit, position=lambda r: r.id, of=_LIST)
 
 
 @router.get("/{meter_key}", response_model=MeterRead)

@@ -26,6 +26,7 @@ from allotment.notifications.schemas import (
 from allotment.types import utcnow
 
 router = APIRouter(prefix="/v1/notification-rules", tags=["notifications"])
+_LIST = "/v1/notification-rules"
 
 
 def rule_read(r: NotificationRule) -> NotificationRuleRead:
@@ -51,8 +52,8 @@ async def create_rule(
 async def list_rules(
     principal: Reader, session: ReadSession, limit: Limit = 50, cursor: Cursor = None
 ) -> dict[str, object]:
-    rows = await rules.list_(session, principal.tenant_id, after=decode_cursor(cursor), limit=limit)
-    return page([rule_read(r) for r in rows], rows, limit=limit, position=lambda r: r.id)
+    rows = await rules.list_(session, principal.tenant_id, after=decode_cursor(cursor, of=_LIST), limit=limit)
+    return page([rule_read(r) for r in rows], rows, limit=limit, position=lambda r: r.id, of=_LIST)
 
 
 @router.get("/{rule_id}", response_model=NotificationRuleRead)

@@ -14,10 +14,11 @@ from allotment.api.deps import (
     Reader,
     ReadSession,
     WriteSession,
+    decode_seq_cursor,
     page,
 )
 from allotment.api.idempotency import Idempotent
-from allotment.api.routers.webhooks import delivery_read, seq_cursor
+from allotment.api.routers.webhooks import delivery_read
 from allotment.customers import service as customers
 from allotment.notifications import history
 from allotment.notifications.models import Notification
@@ -25,6 +26,7 @@ from allotment.notifications.schemas import NotificationDetail, NotificationRead
 from allotment.types import utcnow
 
 router = APIRouter(prefix="/v1/notifications", tags=["webhooks"])
+_LIST = "/v1/notifications"
 
 
 def notification_read(n: Notification) -> NotificationRead:
@@ -56,9 +58,9 @@ async def list_notifications(
         customer_id = (await customers.find(session, principal.tenant_id, customer)).id
     rows = await history.list_notifications(
         session, principal.tenant_id, type=type, customer_id=customer_id,
-        before=seq_cursor(cursor), limit=limit,
+        before=decode_seq_cursor(cursor, of=_LIST), limit=limit,
     )
-    return page([notification_read(n) for n in rows], rows, limit=limit, position=lambda n: n.seq)
+    return page([notification_read(n) for n in rows], rows, limit=limit, position=lambda n: n.seq, of=_LIST)
 
 
 @router.get("/{notification_id}", response_model=NotificationDetail)

@@ -14,6 +14,7 @@ from allotment.entitlements.schemas import OverdraftEpisodeRead, OverdraftRead, 
 from allotment.types import AwareInstant, as_utc, utcnow
 
 router = APIRouter(tags=["reports"])
+_LIST = "/v1/reports/overdraft"
 _DEFAULT_WINDOW = timedelta(days=30)
 _MICRO = Decimal("0.000001")
 
@@ -37,11 +38,11 @@ async def overdraft_report(
     start = end - _DEFAULT_WINDOW if from_ is None else as_utc(from_)
     found, after = await service.report(
         session, principal.tenant_id, start=start, end=end, at=at, customer=customer, feature=feature,
-        after=decode_cursor(cursor), limit=limit,
+        after=decode_cursor(cursor, of=_LIST), limit=limit,
     )
     return {
         "items": [_read(item) for item in found],
-        "next_cursor": None if after is None else encode_cursor(after),
+        "next_cursor": None if after is None else encode_cursor(after, of=_LIST),
     }
 
 

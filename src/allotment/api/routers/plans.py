@@ -23,6 +23,7 @@ from allotment.entitlements.values import of_row
 from allotment.types import utcnow
 
 router = APIRouter(prefix="/v1/plans", tags=["plans"])
+_LIST = "/v1/plans"
 
 
 def plan_read(view: service.PlanView) -> PlanRead:
@@ -54,9 +55,9 @@ async def list_plans(
 ) -> dict[str, object]:
     """Every version of every plan, oldest first; filter by key or status."""
     rows = await service.list_(
-        session, principal.tenant_id, key=key, status=status, after=decode_cursor(cursor), limit=limit
+        session, principal.tenant_id, key=key, status=status, after=decode_cursor(cursor, of=_LIST), limit=limit
     )
-    return page([plan_read(v) for v in rows], rows, limit=limit, position=lambda r: r.plan.id)
+    return page([plan_read(v) for v in rows], rows, limit=limit, position=lambda r: r.plan.id, of=_LIST)
 
 
 @router.get("/{plan_key}", response_model=PlanRead)

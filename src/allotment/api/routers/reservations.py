@@ -35,6 +35,7 @@ from allotment.errors import Conflict
 from allotment.types import PositiveQuantity, Quantity, from_micros, utcnow
 
 router = APIRouter(prefix="/v1/reservations", tags=["reservations"])
+_LIST = "/v1/reservations"
 
 
 class ReservationIn(BaseModel):
@@ -166,11 +167,11 @@ async def list_reservations(
     (`open` holds, e.g. the charging sessions in progress)."""
     at = utcnow()
     rows = await service.list_(session, principal.tenant_id, customer=customer, feature=feature, status=status,
-                               after=decode_cursor(cursor), limit=limit, at=at)
+                               after=decode_cursor(cursor, of=_LIST), limit=limit, at=at)
     customer_keys = await customers.keys_of(session, principal.tenant_id, {r.customer_id for r in rows})
     feature_keys = await features.keys_of(session, principal.tenant_id, {r.feature_id for r in rows})
     return page([as_read(r, customer_keys[r.customer_id], feature_keys[r.feature_id], at=at) for r in rows],
-                rows, limit=limit, position=lambda r: r.id)
+                rows, limit=limit, position=lambda r: r.id, of=_LIST)
 
 
 @router.get("/{reservation_id}", response_model=ReservationRead)

@@ -20,6 +20,7 @@ from allotment.entitlements.schemas import Cancel, ChangePlan, SubscriptionCreat
 from allotment.types import utcnow
 
 router = APIRouter(prefix="/v1/subscriptions", tags=["subscriptions"])
+_LIST = "/v1/subscriptions"
 
 
 def subscription_read(view: service.SubscriptionView) -> SubscriptionRead:
@@ -50,11 +51,11 @@ async def list_subscriptions(
     cursor: Cursor = None,
 ) -> dict[str, object]:
     rows = await service.list_(
-        session, principal.tenant_id, customer_key=customer, after=decode_cursor(cursor), limit=limit
+        session, principal.tenant_id, customer_key=customer, after=decode_cursor(cursor, of=_LIST), limit=limit
     )
     return page(
         [subscription_read(v) for v in rows],
-        rows, limit=limit, position=lambda r: r.subscription.id,
+        rows, limit=limit, position=lambda r: r.subscription.id, of=_LIST,
     )
 
 

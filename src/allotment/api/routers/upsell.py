@@ -11,6 +11,7 @@ from allotment.entitlements import upsell as service
 from allotment.types import utcnow
 
 router = APIRouter(tags=["upsell"])
+_LIST = "/v1/reports/upsell"
 
 
 @router.get("/v1/customers/{customer_key}/upsell")
@@ -40,9 +41,9 @@ async def upsell_report(
     """
     found, after = await service.report(
         session, principal.tenant_id, at=utcnow(), status=None if status is None else service.Status(status),
-        feature=feature, after=decode_cursor(cursor), limit=limit,
+        feature=feature, after=decode_cursor(cursor, of=_LIST), limit=limit,
     )
     return {
         "items": [service.read(s) for s in found],
-        "next_cursor": None if after is None else encode_cursor(after),
+        "next_cursor": None if after is None else encode_cursor(after, of=_LIST),
     }

@@ -13,8 +13,8 @@ from allotment.api.deps import (
     Reader,
     ReadSession,
     WriteSession,
-    bad_cursor,
     decode_cursor,
+    decode_seq_cursor,
     page,
 )
 from allotment.api.idempotency import Idempotent
@@ -37,6 +37,8 @@ from allotment.tenancy.service import Principal, Scope
 from allotment.types import utcnow
 
 router = APIRouter(prefix="/v1/webhook-endpoints", tags=["webhooks"])
+_LIST = "/v1/webhook-endpoints"
+_DELIVERIES = "/v1/webhook-endpoints/{endpoint_id}/deliveries"
 
 
 def endpoint_read(e: WebhookEndpoint, *, header_values: bool) -> WebhookEndpointRead:
@@ -76,16 +78,6 @@ def delivery_read(view: history.DeliveryView) -> DeliveryRead:
     )
 
 
-def seq_cursor(cursor: str | None) -> int | None:
-    """Cursors of the outbox's lists stand for a position in emission order."""
-    value = decode_cursor(cursor)
-    if value is None:
-        return None
-    if not value.isdigit():
-        raise bad_cursor()
-    return int(value)
-
-
 @router.post("", status_code=201, response_model=WebhookEndpointWithSecret)
 async def create_endpoint(
     data: WebhookEndpointCreate, principal: Admin, session: WriteSession, idem: Idempotent
@@ -100,11 +92,11 @@ async def list_endpoints(
     principal: Reader, session: ReadSession, limit: Limit = 50, cursor: Cursor = None
 ) -> dict[str, object]:
     rows = await service.list_endpoints(
-        session, principal.tenant_id, after=decode_cursor(cursor), limit=limit
+        session, principal.tenant_id, after=decode_cursor(cursor, of=_LIST), limit=limit
     )
     reveal = shows_header_values(principal)
     return page([endpoint_read(e, header_values=reveal) for e in rows], rows, limit=limit,
-                position=lambda r: r.id)
+                position=lambda r: r.id, of=_LIST)
 
 
 @router.get("/{endpoint_id}", response_model=WebhookEndpointRead)
@@ -174,8 +166,9 @@ async def list_deliveries(
 ) -> dict[str, object]:
     """The delivery log of this endpoint, newest message first, with every attempt."""
     rows = await history.list_deliveries(
-        session, principal.tenant_id, endpoint_id, status=status, before=seq_cursor(cursor),
+        session, principal.tenant_id, endpoint_id, status=status,
+        before=decode_seq_cursor(cursor, of=_DELIVERIES),
         limit=limit,
     )
     return page([delivery_read(v) for v in rows], rows, limit=limit,
-                position=lambda v: v.delivery.notification_seq)
+                position=lambda v: v.delivery.notification_seq, of=_DELIVERIES)
