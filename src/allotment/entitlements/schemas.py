@@ -340,7 +340,9 @@ class EntitlementStateRead(BaseModel):
     feature: str
     kind: Kind
     source: Literal["plan", "override", "adhoc"]
-    has_access: bool
+    has_access: bool = Field(description=(
+        "One more unit would be allowed now (a check of 1, a new seat): false at the hard limit, "
+        "where seats already active stay held and only new activations are refused."))
     in_overdraft: bool = Field(description="Usage is past the soft limit.")
     config: dict[str, Any] | None = None
     usage: QuantityOut | None = None
