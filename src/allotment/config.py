@@ -23,6 +23,8 @@ class Settings:
     # SQLite: FULL survives power loss; NORMAL in WAL mode survives a killed process.
     sqlite_synchronous: str = "FULL"
     log_json: bool = False
+    # One log line per request (method, path, status, time); off where a proxy logs them already.
+    access_log: bool = True
     # Webhook delivery: off leaves the outbox to `allotment worker` processes (or to tests).
     delivery_enabled: bool = True
     delivery_timeout_seconds: float = 10.0
@@ -42,6 +44,7 @@ class Settings:
             key_cache_seconds=_number(float, "ALLOTMENT_KEY_CACHE_SECONDS", cls.key_cache_seconds),
             sqlite_synchronous=env.get("ALLOTMENT_SQLITE_SYNCHRONOUS", cls.sqlite_synchronous),
             log_json=env.get("ALLOTMENT_LOG_JSON", "") not in ("", "0", "false"),
+            access_log=env.get("ALLOTMENT_ACCESS_LOG", "1") not in ("0", "false", "off"),
             delivery_enabled=env.get("ALLOTMENT_DELIVERY", "1") not in ("0", "false", "off"),
             delivery_timeout_seconds=_number(
                 float, "ALLOTMENT_DELIVERY_TIMEOUT_SECONDS", cls.delivery_timeout_seconds
