@@ -195,3 +195,16 @@ def test_file_that_is_not_events_is_refused_with_exit_2(tmp_path: Path, name: st
     )
     assert done.returncode == 2
     assert done.stderr.startswith("error:") and name in done.stderr
+
+
+def test_csv_column_that_is_no_event_attribute_is_refused_naming_it(tmp_path: Path) -> None:
+    """A CSV column that is neither an event attribute nor `data.<name>` (whose values would be
+    dropped) refuses the file, naming the column and the `data.` column it may have meant."""
+    path = tmp_path / "usage.csv"
+    path.write_text("id,source,type,subject,time,tokens\nc1,crm,prompt,user-1,2026-01-05T10:00:00Z,7\n")
+    done = subprocess.run(
+        [ALLOTMENT, "import", str(path)], env=cli_env(f"sqlite:///{tmp_path / 'unused.db'}"),
+        capture_output=True, text=True, timeout=60, check=False,
+    )
+    assert done.returncode == 2
+    assert done.stderr.startswith("error:") and "'tokens'" in done.stderr and "'data.tokens'" in done.stderr
