@@ -297,9 +297,9 @@ def import_(
 ) -> None:
     """Import events from a file with the same validation and de-duplication as the API.
 
-    JSON Lines: one CloudEvent per line. CSV: a header naming id, source, type, subject and
-    optionally time, then either data.<name> columns (a property of the event's data each) or
-    one data column of JSON.
+    JSON Lines: one CloudEvent per line.
+
+    CSV: a header of id, source, type, subject, optional time, and data.<name> columns or one data column of JSON.
 
     Run again after an interruption to resume after the last committed batch.
 
