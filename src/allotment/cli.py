@@ -5,16 +5,21 @@ from __future__ import annotations
 import asyncio
 import os
 import shutil
+import sys
 import tempfile
 from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
+import asyncpg  # type: ignore[import-untyped]
 import typer
 from rich.console import Console
 from rich.table import Table
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import SQLAlchemyError
 
-from allotment.config import Settings
+from allotment.config import SettingError, Settings
+from allotment.db import database_problem, shown_url, url_problem
 from allotment.errors import AllotmentError
 
 if TYPE_CHECKING:
@@ -26,14 +31,48 @@ if TYPE_CHECKING:
 
 T = TypeVar("T")
 
-app = typer.Typer(help="Allotment: usage metering and entitlement enforcement.", no_args_is_help=True)
+# Messages are whole lines: a terminal wraps them, a log keeps them greppable.
+err = Console(stderr=True, soft_wrap=True, highlight=False)
+
+
+class _Cli(typer.Typer):
+    """The command line, saying what went wrong outside it (the environment, the database)
+    in one line with exit status 1, instead of a traceback."""
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return super().__call__(*args, **kwargs)
+        except SettingError as exc:
+            err.print(f"error: {exc}", markup=False)
+        except (OSError, SQLAlchemyError, asyncpg.PostgresError) as exc:
+            where = shown_url(os.environ.get("DATABASE_URL", Settings.database_url))
+            err.print(f"error: cannot use the database at {where}: {database_problem(exc)}", markup=False)
+        sys.exit(1)
+
+
+app = _Cli(help="Allotment: usage metering and entitlement enforcement.", no_args_is_help=True)
 keys_app = typer.Typer(help="API keys of a tenant.", no_args_is_help=True)
 app.add_typer(keys_app, name="keys")
-err = Console(stderr=True)
 
 
 def _settings() -> Settings:
-    return Settings.from_env()
+    settings = Settings.from_env()
+    problem = url_problem(settings.database_url)
+    if problem:
+        raise SettingError(problem)
+    _require_sqlite_folder(settings.database_url)
+    return settings
+
+
+def _require_sqlite_folder(database_url: str) -> None:
+    """SQLite makes a missing file but not its folder; said here, before a driver thread
+    reports it from a closed event loop."""
+    url = make_url(database_url)
+    if url.get_backend_name() != "sqlite" or not url.database or url.database.startswith(":memory:"):
+        return
+    folder = Path(url.database).parent
+    if not folder.is_dir():
+        raise SettingError(f"DATABASE_URL: the folder {str(folder)!r} of the SQLite database does not exist")
 
 
 @app.command()
@@ -43,7 +82,7 @@ def migrate() -> None:
 
     settings = _settings()
     upgrade(settings.database_url)
-    err.print(f"database is at the newest migration ({settings.database_url})")
+    err.print(f"database is at the newest migration ({shown_url(settings.database_url)})")
 
 
 @app.command()
@@ -72,7 +111,7 @@ def serve(
 
     secret = asyncio.run(boot())
     url = f"http://{host}:{port}"
-    err.print(f"Allotment on {url}  (database: {settings.database_url})")
+    err.print(f"Allotment on {url}  (database: {shown_url(settings.database_url)})")
     err.print(f"API docs: {url}/docs")
     if secret:
         err.print("First start: an admin API key was created. It is shown only this once:")
@@ -125,15 +164,24 @@ def worker(
             await stop_loops(stop, loops, grace=options.timeout + 5)
             await db.dispose()
 
-    err.print(f"Allotment worker: delivering webhooks, folding rollups (database: {settings.database_url})")
+    err.print(
+        f"Allotment worker: delivering webhooks, folding rollups (database: {shown_url(settings.database_url)})"
+    )
     asyncio.run(run())
 
 
 async def _with_session(fn: Callable[[AsyncSession], Awaitable[T]]) -> T:
     from allotment.db import Database
+    from allotment.migrate import current_revision_of, head_revision
 
     db = Database(_settings())
     try:
+        async with db.read_engine.connect() as conn:
+            current = await conn.run_sync(current_revision_of)
+        if current != head_revision():
+            err.print(f"error: the database is not migrated (at {current or 'no migration'}, "
+                      f"the newest is {head_revision()}): run `allotment migrate` first", markup=False)
+            raise typer.Exit(1)
         async with db.transaction() as session:
             return await fn(session)
     finally:
@@ -147,7 +195,7 @@ async def _tenant_id(session: AsyncSession, tenant: str | None) -> str:
         return (await tenancy.get_tenant(session, tenant)).id
     first = await tenancy.first_tenant(session)
     if first is None:
-        err.print("no tenant yet: run `allotment serve` once, or `allotment migrate` and then this again")
+        err.print("no tenant yet: `allotment keys create` (or the first `allotment serve`) makes one", markup=False)
         raise typer.Exit(1)
     return first.id
 
@@ -195,10 +243,17 @@ def keys_list(tenant: Annotated[str | None, typer.Option(help="Tenant id.")] = N
     async def run(session: AsyncSession) -> list[ApiKey]:
         return await tenancy.list_keys(session, await _tenant_id(session, tenant))
 
+    from allotment.errors import NotFound
+
+    try:
+        keys = asyncio.run(_with_session(run))
+    except NotFound as exc:
+        err.print(f"error: {exc}", markup=False)
+        raise typer.Exit(1) from None
     header = ("id", "name", "scope", "hint", "created", "revoked")
     rows = [
         (key.id, key.name, key.scope, key.hint + "…", _when(key.created_at), _when(key.revoked_at))
-        for key in asyncio.run(_with_session(run))
+        for key in keys
     ]
     out = Console()
     if not out.is_terminal:  # piped: whole values, tab-separated, never cut to a width
@@ -242,7 +297,9 @@ def import_(
 ) -> None:
     """Import events from a file with the same validation and de-duplication as the API.
 
-    JSON Lines: one CloudEvent per line. CSV: id, source, type, subject, time, and data columns.
+    JSON Lines: one CloudEvent per line.
+
+    CSV: a header of id, source, type, subject, optional time, and data.<name> columns or one data column of JSON.
 
     Run again after an interruption to resume after the last committed batch.
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from typing import TypeVar
 
 DEFAULT_DATABASE_URL = "sqlite:///./allotment.db"
 
@@ -22,6 +23,8 @@ class Settings:
     # SQLite: FULL survives power loss; NORMAL in WAL mode survives a killed process.
     sqlite_synchronous: str = "FULL"
     log_json: bool = False
+    # One log line per request (method, path, status, time); off where a proxy logs them already.
+    access_log: bool = True
     # Webhook delivery: off leaves the outbox to `allotment worker` processes (or to tests).
     delivery_enabled: bool = True
     delivery_timeout_seconds: float = 10.0
@@ -32,22 +35,40 @@ class Settings:
 
     @classmethod
     def from_env(cls) -> Settings:
+        """Raises SettingError naming the variable whose value cannot be read."""
         env = os.environ
         return cls(
             database_url=env.get("DATABASE_URL", DEFAULT_DATABASE_URL),
-            max_batch_events=int(env.get("ALLOTMENT_MAX_BATCH_EVENTS", cls.max_batch_events)),
-            max_body_bytes=int(env.get("ALLOTMENT_MAX_BODY_BYTES", cls.max_body_bytes)),
-            key_cache_seconds=float(env.get("ALLOTMENT_KEY_CACHE_SECONDS", cls.key_cache_seconds)),
+            max_batch_events=_number(int, "ALLOTMENT_MAX_BATCH_EVENTS", cls.max_batch_events),
+            max_body_bytes=_number(int, "ALLOTMENT_MAX_BODY_BYTES", cls.max_body_bytes),
+            key_cache_seconds=_number(float, "ALLOTMENT_KEY_CACHE_SECONDS", cls.key_cache_seconds),
             sqlite_synchronous=env.get("ALLOTMENT_SQLITE_SYNCHRONOUS", cls.sqlite_synchronous),
             log_json=env.get("ALLOTMENT_LOG_JSON", "") not in ("", "0", "false"),
+            access_log=env.get("ALLOTMENT_ACCESS_LOG", "1") not in ("0", "false", "off"),
             delivery_enabled=env.get("ALLOTMENT_DELIVERY", "1") not in ("0", "false", "off"),
-            delivery_timeout_seconds=float(
-                env.get("ALLOTMENT_DELIVERY_TIMEOUT_SECONDS", cls.delivery_timeout_seconds)
+            delivery_timeout_seconds=_number(
+                float, "ALLOTMENT_DELIVERY_TIMEOUT_SECONDS", cls.delivery_timeout_seconds
             ),
-            delivery_lease_seconds=float(
-                env.get("ALLOTMENT_DELIVERY_LEASE_SECONDS", cls.delivery_lease_seconds)
-            ),
-            idempotency_retention_hours=float(
-                env.get("ALLOTMENT_IDEMPOTENCY_RETENTION_HOURS", cls.idempotency_retention_hours)
+            delivery_lease_seconds=_number(float, "ALLOTMENT_DELIVERY_LEASE_SECONDS", cls.delivery_lease_seconds),
+            idempotency_retention_hours=_number(
+                float, "ALLOTMENT_IDEMPOTENCY_RETENTION_HOURS", cls.idempotency_retention_hours
             ),
         )
+
+
+class SettingError(ValueError):
+    """An environment variable holds what its setting cannot be."""
+
+
+N = TypeVar("N", int, float)
+
+
+def _number(kind: type[N], name: str, default: N) -> N:
+    raw = os.environ.get(name)
+    if raw is None:
+        return default
+    try:
+        return kind(raw)
+    except ValueError:
+        what = "a whole number" if kind is int else "a number"
+        raise SettingError(f"{name}: {raw!r} is not {what}") from None

@@ -20,7 +20,7 @@ from typing import Any
 import asyncpg  # type: ignore[import-untyped]
 from sqlalchemy import DateTime, Index, MetaData, TypeDecorator, delete, event, select, text, tuple_
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import ArgumentError, DBAPIError, IntegrityError
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
     AsyncSession,
@@ -48,6 +48,38 @@ def async_url(database_url: str) -> str:
     elif url.drivername in ("postgresql", "postgres", "postgresql+psycopg", "postgresql+psycopg2"):
         url = url.set(drivername="postgresql+asyncpg")
     return url.render_as_string(hide_password=False)
+
+
+BACKENDS = ("sqlite", "postgresql")
+
+
+def shown_url(database_url: str) -> str:
+    """The URL as it may be printed or logged: without its password."""
+    try:
+        return make_url(database_url).render_as_string(hide_password=True)
+    except ArgumentError:
+        return "(an unreadable URL)"
+
+
+def url_problem(database_url: str) -> str | None:
+    """Why a DATABASE_URL names no database Allotment can use, or None when it does.
+    The URL itself is not repeated: it may hold a password."""
+    try:
+        backend: str | None = make_url(database_url).get_backend_name()
+    except ArgumentError:
+        backend = None
+    if backend in BACKENDS:
+        return None
+    scheme = database_url.split("://", 1)[0] if "://" in database_url else None
+    found = f" (it names {scheme!r})" if scheme and scheme.isascii() and len(scheme) < 40 else ""
+    return f"DATABASE_URL must be a sqlite:/// or a postgresql:// URL{found}"
+
+
+def database_problem(exc: BaseException) -> str:
+    """One line saying why the database could not be used, in the driver's own words."""
+    cause = exc.orig if isinstance(exc, DBAPIError) and exc.orig is not None else exc
+    lines = str(cause).strip().splitlines()
+    return lines[0] if lines else type(cause).__name__
 
 
 def _sqlite_engine(url: str, *, synchronous: str, immediate: bool) -> AsyncEngine:

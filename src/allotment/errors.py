@@ -95,6 +95,13 @@ class Forbidden(AllotmentError):
     title = "Forbidden"
 
 
+class Unavailable(AllotmentError):
+    """The database cannot be reached now; the same request may succeed when retried."""
+
+    code = "database_unavailable"
+    title = "Service unavailable"
+
+
 @dataclass
 class Problem:
     """What a rejected item in a batch reports: its position and why."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import httpx
+import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from tests.conftest import Tenant
 from tests.helpers import event, meter
@@ -83,3 +84,27 @@ async def test_ingest_moves_the_counters(tenant: Tenant, anon: httpx.AsyncClient
         "allotment_events_rejected_total": 1,
         "allotment_ingest_seconds_count": 1,
     }
+
+
+UNREACHABLE = {
+    "postgresql": "postgresql://postgres@127.0.0.1:1/none",  # nothing listens on port 1
+    "sqlite": "sqlite:////nonexistent-folder/allotment.db",
+}
+
+
+@pytest.mark.parametrize("kind", sorted(UNREACHABLE))
+@pytest.mark.parametrize("path", ["/v1/customers", "/api/v1/meters", "/lago/api/v1/customers"])
+async def test_requests_while_the_database_is_unreachable_are_503(kind: str, path: str) -> None:
+    """With the database gone, requests answer 503 with Retry-After, not an internal error."""
+    settings = Settings(database_url=UNREACHABLE[kind], key_cache_seconds=0.0, delivery_enabled=False)
+    db = Database(settings)
+    app = create_app(settings, db=db)
+    try:
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as client:
+            resp = await client.get(path, headers={"Authorization": "Bearer alm_whatever"})
+            ready = await client.get("/readyz")
+    finally:
+        await db.dispose()
+    assert resp.status_code == 503, resp.text
+    assert "Retry-After" in resp.headers
+    assert ready.status_code == 503 and ready.json()["status"] == "unavailable"

@@ -210,3 +210,16 @@ async def test_csv_number_with_more_digits_than_a_double_is_counted_exactly(
     assert done.returncode == 0, done.stderr
     query = await tenant.client.get("/v1/meters/tokens/query")
     assert json.loads(query.text, parse_float=Decimal)["data"][0]["value"] == Decimal("1234567890123.456789")
+
+
+def test_csv_column_that_is_no_event_attribute_is_refused_naming_it(tmp_path: Path) -> None:
+    """A CSV column that is neither an event attribute nor `data.<name>` (whose values would be
+    dropped) refuses the file, naming the column and the `data.` column it may have meant."""
+    path = tmp_path / "usage.csv"
+    path.write_text("id,source,type,subject,time,tokens\nc1,crm,prompt,user-1,2026-01-05T10:00:00Z,7\n")
+    done = subprocess.run(
+        [ALLOTMENT, "import", str(path)], env=cli_env(f"sqlite:///{tmp_path / 'unused.db'}"),
+        capture_output=True, text=True, timeout=60, check=False,
+    )
+    assert done.returncode == 2
+    assert done.stderr.startswith("error:") and "'tokens'" in done.stderr and "'data.tokens'" in done.stderr

@@ -13,7 +13,7 @@ from fastapi_offline import FastAPIOffline
 from starlette.types import Receive, Scope, Send
 
 from allotment import __version__
-from allotment.api import body, errors, openapi
+from allotment.api import access_log, body, errors, openapi
 from allotment.api.compat import lago, openmeter
 from allotment.api.deps import known_query
 from allotment.api.routers import (
@@ -110,6 +110,13 @@ class _App(FastAPI):
     """
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        settings = self.state.settings
+        if scope["type"] == "http" and settings.access_log:
+            await access_log.logged(self._answer, scope, receive, send, json=settings.log_json)
+        else:
+            await self._answer(scope, receive, send)
+
+    async def _answer(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
             if scope["path"] == "/v1/check" and scope["method"] == "POST":
                 scope["app"] = self

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import Callable, Mapping
 from typing import Any
 
 import pydantic
 import structlog
+from asyncpg import exceptions as pg  # type: ignore[import-untyped]
 from asyncpg.exceptions import CharacterNotInRepertoireError  # type: ignore[import-untyped]
 from fastapi import FastAPI, Request, Response
 from fastapi.exceptions import RequestValidationError
@@ -25,6 +27,7 @@ from allotment.errors import (
     NotFound,
     PayloadTooLarge,
     Unauthenticated,
+    Unavailable,
     UnsupportedMediaType,
     ValidationFailed,
 )
@@ -40,7 +43,9 @@ STATUS: dict[type[AllotmentError], int] = {
     PayloadTooLarge: 413,
     UnsupportedMediaType: 415,
     ValidationFailed: 422,
+    Unavailable: 503,
 }
+RETRY_AFTER = "5"  # seconds a client waits before retrying while the database is unreachable
 PROBLEM = "application/problem+json"
 
 
@@ -138,15 +143,42 @@ def _unstorable(exc: BaseException) -> MalformedRequest | None:
     return None
 
 
+# Errors that say the database cannot be reached (or refuses connections), not that a
+# statement failed: a connection refused or dropped, a database that is gone or shutting down.
+_UNREACHABLE = (OSError, pg.PostgresConnectionError, pg.InvalidCatalogNameError,
+                pg.OperatorInterventionError, pg.TooManyConnectionsError)
+
+
+def _unavailable(exc: BaseException) -> Unavailable | None:
+    seen: BaseException | None = exc
+    for _ in range(8):  # SQLAlchemy wraps the driver's error; follow a few links only
+        if seen is None:
+            break
+        unreachable = isinstance(seen, _UNREACHABLE) or (
+            isinstance(seen, sqlite3.OperationalError) and "unable to open" in str(seen)
+        ) or (isinstance(seen, DBAPIError) and seen.connection_invalidated)
+        if unreachable:
+            return Unavailable("the database cannot be reached; retry later")
+        seen = getattr(seen, "orig", None) or seen.__cause__ or seen.__context__
+    return None
+
+
 def _dialect(native: Render) -> Render:
     def handle(request: Request, exc: Exception) -> Response:
+        known = _unstorable(exc) or _unavailable(exc)
         dialects: list[tuple[str, Render]] = getattr(request.app.state, "problem_dialects", [])
         for prefix, render in dialects:
             if request.url.path.startswith(prefix):
-                return render(request, _unstorable(exc) or exc)
-        return native(request, exc)
+                return _retry_later(render(request, known or exc))
+        return native(request, exc) if known is None else _retry_later(_on_domain(request, known))
 
     return handle
+
+
+def _retry_later(response: Response) -> Response:
+    if response.status_code == 503:
+        response.headers.setdefault("Retry-After", RETRY_AFTER)
+    return response
 
 
 def _on_pydantic(_: Request, exc: Exception) -> Json:
@@ -175,9 +207,9 @@ def answer(request: Request, exc: Exception) -> Response:
     return _dialect(render)(request, exc)
 
 
-def _on_storage(request: Request, exc: Exception) -> Json:
-    bad = _unstorable(exc)
-    return _on_unexpected(request, exc) if bad is None else _on_domain(request, bad)
+def _on_storage(request: Request, exc: Exception) -> Response:
+    known = _unstorable(exc) or _unavailable(exc)
+    return _on_unexpected(request, exc) if known is None else _retry_later(_on_domain(request, known))
 
 
 def install(app: FastAPI) -> None:
@@ -188,4 +220,7 @@ def install(app: FastAPI) -> None:
     app.add_exception_handler(HTTPException, _dialect(_on_http))
     app.add_exception_handler(CharacterNotInRepertoireError, _dialect(_on_storage))
     app.add_exception_handler(DBAPIError, _dialect(_on_storage))
+    # The driver's own errors (the hot paths use it directly) and a refused connection.
+    for driver_error in (OSError, pg.PostgresError, pg.InterfaceError):
+        app.add_exception_handler(driver_error, _dialect(_on_storage))
     app.add_exception_handler(Exception, _dialect(_on_unexpected))

@@ -15,6 +15,8 @@ from allotment import codec
 from allotment.importer.source import FileUnusable, Item, Source, strip_bom
 
 _REQUIRED = ("id", "source", "type", "subject")
+# What the wire decoder reads of an event; any other column's values would be dropped.
+_ATTRIBUTES = frozenset({*_REQUIRED, "specversion", "time", "datacontenttype", "data"})
 _JSON_NUMBER = re.compile(r"-?(?:0|[1-9][0-9]*)(?:\.[0-9]+)?(?:[eE][+-]?[0-9]+)?")
 
 
@@ -66,6 +68,10 @@ def _header_problem(columns: list[str]) -> str | None:
                 f"missing: {', '.join(missing)}")
     if len(set(columns)) != len(columns):
         return "the CSV header names a column twice"
+    unknown = [c for c in columns if c not in _ATTRIBUTES and not c.startswith("data.")]
+    if unknown:
+        return (f"column '{unknown[0]}' is not an event attribute, so its values would be dropped; "
+                f"a property of the event's data is a column named 'data.{unknown[0]}'")
     paths = sorted(tuple(c.split(".")[1:]) for c in columns if c.startswith("data."))
     if paths and "data" in columns:
         return "use either a 'data' column of JSON or 'data.<name>' columns, not both"

@@ -8,12 +8,13 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import asyncpg  # type: ignore[import-untyped]
 from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeRemainingColumn
 from sqlalchemy.exc import SQLAlchemyError
 
 from allotment.bootstrap import ensure_default_tenant
 from allotment.config import Settings
-from allotment.db import Database
+from allotment.db import Database, database_problem, shown_url
 from allotment.entitlements.metered_usage import ingest
 from allotment.errors import AllotmentError
 from allotment.importer.checkpoint import CHECKPOINT_SUFFIX, Checkpoint, Tally
@@ -37,22 +38,31 @@ def run_import(settings: Settings, path: Path, *, tenant: str | None, batch_size
     except FileUnusable as exc:
         say(f"error: {exc}")
         return EXIT_FAILED
-    upgrade(settings.database_url)
     checkpoint = Checkpoint(path.with_name(path.name + CHECKPOINT_SUFFIX))
     try:
+        upgrade(settings.database_url)
         tally = asyncio.run(_import(settings, source, checkpoint, tenant=tenant, batch_size=batch_size))
     except KeyboardInterrupt:
         say(f"interrupted: run the same command again to resume after line {checkpoint.line}")
         return EXIT_INTERRUPTED
-    except (FileUnusable, AllotmentError, OSError) as exc:
+    except (FileUnusable, AllotmentError) as exc:
         say(f"error: {exc}")
         return EXIT_FAILED
-    except SQLAlchemyError as exc:
-        say(f"database error: {exc}")
-        say(f"run the same command again to resume after line {checkpoint.line}")
+    except OSError as exc:
+        if exc.filename is None:  # a socket's error: the database server's
+            return _database_failed(settings, exc, checkpoint)
+        say(f"error: {exc}")
         return EXIT_FAILED
+    except (SQLAlchemyError, asyncpg.PostgresError) as exc:
+        return _database_failed(settings, exc, checkpoint)
     print_summary(path, tally)
     return EXIT_REJECTED if tally.rejected else EXIT_OK
+
+
+def _database_failed(settings: Settings, exc: BaseException, checkpoint: Checkpoint) -> int:
+    say(f"error: cannot use the database at {shown_url(settings.database_url)}: {database_problem(exc)}")
+    say(f"run the same command again to resume after line {checkpoint.line}")
+    return EXIT_FAILED
 
 
 async def _import(

@@ -1,0 +1,62 @@
+"""One structured line per request: method, path, status, time taken and the client.
+
+Headers and the query string are left out: they carry API keys, portal tokens and whatever
+a client puts in a filter. The line is written after the answer has gone out, so a request
+never waits for its own log line.
+
+The line is formatted here rather than through structlog's processors, in the same shape
+(the same keys and timestamp as its JSON or key=value lines): a check over HTTP costs tens
+of microseconds, and structlog's chain took 9 (JSON) to 18 (console) of them per line.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from time import perf_counter
+
+import msgspec
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+_encode = msgspec.json.encode
+_second: list[tuple[int, str]] = [(-1, "")]  # the last second formatted, and its text
+
+
+async def logged(app: ASGIApp, scope: Scope, receive: Receive, send: Send, *, json: bool) -> None:
+    started = perf_counter()
+    status = 0
+
+    async def send_noting_status(message: Message) -> None:
+        nonlocal status
+        if message["type"] == "http.response.start":
+            status = message["status"]
+        await send(message)
+
+    try:
+        await app(scope, receive, send_noting_status)
+    finally:
+        ms = round((perf_counter() - started) * 1000, 3)
+        client = scope.get("client")
+        write_line(scope["method"], scope["path"], status, ms, client[0] if client else None, json=json)
+
+
+def write_line(method: str, path: str, status: int, ms: float, client: str | None, *, json: bool) -> None:
+    at = _timestamp()
+    if json:
+        line = (f'{{"method": {_encode(method).decode()}, "path": {_encode(path).decode()}, '
+                f'"status": {status}, "ms": {ms}, "client": {_encode(client).decode()}, '
+                f'"event": "request", "level": "info", "timestamp": "{at}"}}\n')
+    else:
+        line = (f"{at} [info     ] request                        client={client} method={method} "
+                f"ms={ms} path={_encode(path).decode()} status={status}\n")
+    sys.stdout.write(line)
+    sys.stdout.flush()
+
+
+def _timestamp() -> str:
+    """ISO 8601 in UTC with microseconds, as structlog's TimeStamper writes it."""
+    now = time.time()
+    second = int(now)
+    if _second[0][0] != second:
+        _second[0] = (second, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second)))
+    return f"{_second[0][1]}.{int((now - second) * 1_000_000):06d}Z"

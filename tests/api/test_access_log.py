@@ -1,0 +1,56 @@
+"""One structured log line per request from a running server, and never a secret in the logs."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from tests.servers import Server
+
+
+@pytest.fixture
+def json_logging_server(database_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Server]:
+    monkeypatch.setenv("ALLOTMENT_LOG_JSON", "1")
+    server = Server(database_url, tmp_path)
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+def _json_lines(server: Server) -> list[dict[str, object]]:
+    text = (server.logs / "stdout").read_text() + (server.logs / "stderr").read_text()
+    found = []
+    for line in text.splitlines():
+        if line.startswith("{"):
+            found.append(json.loads(line))
+    return found
+
+
+def test_each_request_is_one_json_line_with_method_path_and_status(json_logging_server: Server) -> None:
+    """Every answered request, the check's fast path included, is logged once as a JSON line."""
+    server = json_logging_server
+    with httpx.Client(base_url=server.url) as client:
+        assert client.get("/v1/customers").status_code == 401
+        assert client.post("/v1/check", json={}).status_code == 401
+    server.stop()
+    requests = [line for line in _json_lines(server) if line.get("event") == "request"]
+    seen = {(line["method"], line["path"], line["status"]) for line in requests}
+    assert {("GET", "/v1/customers", 401), ("POST", "/v1/check", 401)} <= seen
+    assert all(isinstance(line["ms"], float) and line["level"] == "info" for line in requests)
+
+
+def test_keys_and_query_strings_are_not_logged(json_logging_server: Server) -> None:
+    """A request's Authorization header and its query string stay out of the log."""
+    server = json_logging_server
+    headers = {"Authorization": "Bearer alm_not-a-real-secret-123"}
+    with httpx.Client(base_url=server.url, headers=headers) as client:
+        client.get("/v1/customers", params={"token": "query-secret-456"})
+    server.stop()
+    logs = (server.logs / "stdout").read_text() + (server.logs / "stderr").read_text()
+    assert "alm_not-a-real-secret-123" not in logs and "query-secret-456" not in logs
+    assert any(line.get("path") == "/v1/customers" for line in _json_lines(server))
