@@ -220,7 +220,7 @@ def keys_create(
         db = Database(settings)
         try:
             if tenant is None:
-                await ensure_default_tenant(db)
+                await ensure_default_tenant(db, first_key=False)
             async with db.transaction() as session:
                 tenant_id = await _tenant_id(session, tenant)
                 _, secret = await tenancy.create_key(session, tenant_id, scope=scope, name=name, at=utcnow())

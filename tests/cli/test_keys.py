@@ -41,3 +41,13 @@ async def test_revoked_key_is_refused_with_401(allotment: Run, api: httpx.AsyncC
     resp = await api.get("/v1/api-keys", headers=bearer(secret))
     assert resp.status_code == 401
     assert "revoked" in resp.json()["detail"]
+
+
+def test_first_key_on_an_empty_database_is_the_only_key(allotment: Run) -> None:
+    """With no tenant yet, `keys create` makes the tenant and only the key it prints (no
+    second admin key whose secret nobody was shown)."""
+    done = allotment("keys", "create", "--scope", "ingest", "--name", "only")
+    assert done.returncode == 0, done.stderr
+    listing = allotment("keys", "list")
+    rows = [line.split("\t")[1:3] for line in listing.stdout.splitlines()]
+    assert rows[1:] == [["only", "ingest"]], rows
