@@ -16,8 +16,6 @@ from collections import Counter
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-import structlog
-
 from allotment.config import Settings
 from allotment.db import Database
 from allotment.entitlements import hold_expiry, notices, resets, scheduled, upsell_queue
@@ -26,10 +24,11 @@ from allotment.notifications import outbox, queries, sender, signing
 from allotment.notifications.lanes import Lanes
 from allotment.types import utcnow
 from allotment.worker import retention
+from allotment.worker.failures import Failures
 from allotment.worker.stopping import nap
 
-log = structlog.get_logger()
 _rng = random.SystemRandom()
+_upsell_failures = Failures("projecting upsell asks failed")  # per process: every loop's rounds
 
 
 @dataclass(frozen=True)
@@ -67,8 +66,9 @@ async def deliver_due(
     """One round at time `at`; returns how many attempts were made."""
     try:
         await upsell_queue.suggest_due(db)  # what crossings asked for goes out in this round
-    except Exception:  # never in the way of delivery; the asks stay for the next round
-        log.exception("projecting upsell asks failed")
+        _upsell_failures.succeeded()
+    except Exception:  # noqa: BLE001 (logged by failures) never in the way of delivery; asks stay for the next round
+        _upsell_failures.failed()
     if not await queries.anything_due(db, at=at):
         return 0
     async with db.transaction() as session:
@@ -125,28 +125,32 @@ async def run_delivery(db: Database, options: DeliveryOptions, stop: asyncio.Eve
 
 
 async def _scan_loop(db: Database, options: DeliveryOptions, stop: asyncio.Event) -> None:
+    failures = Failures("periodic scan failed")
     while not stop.is_set():
         at = utcnow()
         try:
             await scan_due(db, at=at)
             await retention.forget_idempotency_keys(db, before=at - options.idempotency_retention)
+            failures.succeeded()
         except asyncio.CancelledError:
             raise
-        except Exception:  # the next scan finds whatever this one missed
-            log.exception("periodic scan failed")
+        except Exception:  # noqa: BLE001 (logged by failures) the next scan finds whatever this one missed
+            failures.failed()
         await nap(stop, options.scan_seconds)
 
 
 async def _loop(db: Database, options: DeliveryOptions, stop: asyncio.Event) -> None:
     """Deliver until `stop` is set; sleeps only when a round found less than a full batch."""
+    failures = Failures("webhook delivery round failed")
     async with http_lanes(options) as lanes:
         while not stop.is_set():
             try:
                 sent = await deliver_due(db, lanes, at=utcnow(), options=options)
+                failures.succeeded()
             except asyncio.CancelledError:
                 raise
-            except Exception:  # claimed rows keep their lease and are retried after it
-                log.exception("webhook delivery round failed")
+            except Exception:  # noqa: BLE001 (logged by failures) claimed rows keep their lease, retried after it
+                failures.failed()
                 sent = 0
             if sent < options.batch:
                 await nap(stop, options.idle_seconds)

@@ -11,26 +11,25 @@ from __future__ import annotations
 
 import asyncio
 
-import structlog
-
 from allotment.db import Database
 from allotment.metering.folding import DEFAULT_BATCH, fold_pending
+from allotment.worker.failures import Failures
 from allotment.worker.stopping import nap
-
-log = structlog.get_logger()
 
 
 async def run_folder(db: Database, stop: asyncio.Event, *, idle_seconds: float = 1.0) -> None:
     """Fold until `stop` is set; sleeps only when the journal has been drained."""
     stuck: set[int] = set()  # journal rows that cannot be folded: logged once, passed over
+    failures = Failures("folding the rollup journal failed")
     while not stop.is_set():
         try:
             async with db.transaction() as session:
                 folded = await fold_pending(session, stuck=stuck)
+            failures.succeeded()
         except asyncio.CancelledError:
             raise
-        except Exception:  # a failed fold leaves its rows for the next run; keep going
-            log.exception("folding the rollup journal failed")
+        except Exception:  # noqa: BLE001 (logged by failures) a failed fold leaves its rows for the next run
+            failures.failed()
             folded = 0
         if folded < DEFAULT_BATCH:
             await nap(stop, idle_seconds)
