@@ -1,12 +1,17 @@
-"""Meters: definitions, and (re)building their rollups from the event log."""
+"""Meters: definitions, and (re)building their rollups from the event log.
+
+Every change to a tenant's meters is stamped after the tenant's last one (`_stamped`), so the
+catalogue version that ingest re-checks in its transaction changes with each of them, whatever
+the clocks of the processes making them.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -124,6 +129,7 @@ async def create(
     await queries.lock_tenant_exclusive(session, tenant_id)
     if await _find(session, tenant_id, data.key) is not None:
         raise AlreadyExists("meter", data.key)
+    stamp = await _stamped(session, tenant_id, at)
     meter = Meter(
         id=new_id("mtr"),
         tenant_id=tenant_id,
@@ -136,7 +142,7 @@ async def create(
         group_by=dict(data.group_by),
         filters=[f.model_dump() for f in data.filters],
         created_at=at,
-        updated_at=at,
+        updated_at=stamp,
     )
     session.add(meter)
     try:
@@ -222,10 +228,23 @@ async def update(
         meter.name = changes["name"]
     if "description" in changes:
         meter.description = changes["description"]
-    meter.updated_at = at
+    meter.updated_at = await _stamped(session, tenant_id, at)
     await session.flush()
     await _audit(session, meter, "meter.updated", before, actor=actor, at=at)
     return meter
+
+
+async def _stamped(session: AsyncSession, tenant_id: str, at: datetime) -> datetime:
+    """`at`, or just after the tenant's latest meter change when that is not before `at`.
+
+    The catalogue version is the live count and the latest `updated_at`: a change stamped no
+    later than the last one (a process whose clock is behind) could leave both as they were,
+    and ingest would go on using the meters as they were before it.
+    """
+    latest = await session.scalar(select(func.max(Meter.updated_at)).where(Meter.tenant_id == tenant_id))
+    if latest is not None and latest >= at:
+        return latest + timedelta(microseconds=1)
+    return at
 
 
 async def delete(
@@ -236,7 +255,7 @@ async def delete(
     before = audit.snapshot(meter)
     await queries.lock_tenant_exclusive(session, tenant_id)
     meter.deleted_at = at
-    meter.updated_at = at
+    meter.updated_at = await _stamped(session, tenant_id, at)
     for table in ("rollups", "rollup_distinct"):
         await fetch(
             session,
