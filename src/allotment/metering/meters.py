@@ -23,7 +23,7 @@ from allotment.metering import queries
 from allotment.metering.aggregation import CompiledMeter, DataError
 from allotment.metering.jsonpath import InvalidPath, compile_path
 from allotment.metering.models import Meter
-from allotment.metering.rollup import ALL_WIDTHS, Fold
+from allotment.metering.rollup import ALL_WIDTHS, Fold, journal_without
 from allotment.metering.schemas import MeterCreate, MeterUpdate
 from allotment.types import new_id
 
@@ -112,8 +112,16 @@ def _validate_paths(data: MeterCreate) -> None:
     paths: list[tuple[str, str]] = []
     if data.value_property:
         paths.append(("value_property", data.value_property))
-    paths += [(f"group_by.{name}", path) for name, path in data.group_by.items()]
+    paths += _group_paths(data.group_by)
     paths += [(f"filters[{i}].property", f.property) for i, f in enumerate(data.filters)]
+    _check_paths(paths)
+
+
+def _group_paths(group_by: dict[str, str]) -> list[tuple[str, str]]:
+    return [(f"group_by.{name}", path) for name, path in group_by.items()]
+
+
+def _check_paths(paths: list[tuple[str, str]]) -> None:
     for field_name, path in paths:
         try:
             compile_path(path)
@@ -221,17 +229,58 @@ async def list_(session: AsyncSession, tenant_id: str, *, after: str | None, lim
 async def update(
     session: AsyncSession, tenant_id: str, key: str, data: MeterUpdate, *, at: datetime, actor: str = audit.SYSTEM
 ) -> Meter:
-    meter = await get(session, tenant_id, key)
-    before = audit.snapshot(meter)
+    """Rename or describe a meter, or change its group-by (which regroups its whole history).
+
+    The caller refuses first a group-by change that would drop or change a group a live
+    feature filters on (entitlements/references.py): its live counters were counted by it.
+    """
     changes = data.model_dump(exclude_unset=True)
+    group_by = data.group_by
+    if group_by is not None:
+        _check_paths(_group_paths(group_by))
+        # Taken before the meter is read, so two changes of one meter apply one after the other.
+        await queries.lock_tenant_exclusive(session, tenant_id)
+    meter = await get(session, tenant_id, key)
+    if group_by is not None:
+        await session.refresh(meter)  # as the lock left it, not as this session first read it
+        if meter.deleted_at is not None:
+            raise NotFound("meter", key)
+    before = audit.snapshot(meter)
+    regroup = False
+    if group_by is not None and group_by != meter.group_by:  # the same group-by: nothing to rebuild
+        meter.group_by, regroup = dict(group_by), True
     if "name" in changes and changes["name"] is not None:
         meter.name = changes["name"]
     if "description" in changes:
         meter.description = changes["description"]
     meter.updated_at = await _stamped(session, tenant_id, at)
     await session.flush()
+    if regroup:
+        await regroup_history(session, tenant_id, meter)
     await _audit(session, meter, "meter.updated", before, actor=actor, at=at)
     return meter
+
+
+async def regroup_history(session: AsyncSession, tenant_id: str, meter: Meter) -> int:
+    """Rebuild the meter's rollups (and distinct values) under its group-by, from the event log;
+    returns the events counted.
+
+    The caller holds the tenant's ingest lock exclusively, so no ingest is in flight and every
+    stored event is in the log. Journal rows not yet folded hold the meter's cells under its old
+    groups and their events are in the log as well: the cells are taken out of the rows, which
+    are locked first, so a fold that claimed some of them has finished (and its rollups are
+    deleted below) and no fold can take them meanwhile. Queries then see the old rollups and
+    journal, or the rebuilt ones, never a mix.
+    """
+    changed = []
+    for seq, payload in await queries.lock_tenant_journal(session, tenant_id):
+        kept = journal_without(payload, meter.id)
+        if kept is not None:
+            changed.append((seq, kept))
+    await queries.delete_journal(session, [seq for seq, kept in changed if not kept])
+    await queries.rewrite_journal(session, [(seq, kept) for seq, kept in changed if kept])
+    await queries.delete_rollups(session, tenant_id, meter.id)
+    return await backfill(session, tenant_id, compile_meter(meter))
 
 
 async def _stamped(session: AsyncSession, tenant_id: str, at: datetime) -> datetime:
@@ -256,14 +305,7 @@ async def delete(
     await queries.lock_tenant_exclusive(session, tenant_id)
     meter.deleted_at = at
     meter.updated_at = await _stamped(session, tenant_id, at)
-    for table in ("rollups", "rollup_distinct"):
-        await fetch(
-            session,
-            f"DELETE FROM {table} WHERE tenant_id = $1 AND meter_id = $2",
-            f"DELETE FROM {table} WHERE tenant_id = ? AND meter_id = ?",
-            tenant_id,
-            meter.id,
-        )
+    await queries.delete_rollups(session, tenant_id, meter.id)
     await session.flush()
     await _audit(session, meter, "meter.deleted", before, actor=actor, at=at)
 
