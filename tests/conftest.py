@@ -37,7 +37,9 @@ BACKENDS = [b.strip() for b in os.environ.get("ALLOTMENT_TEST_BACKENDS", "sqlite
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     if "backend" in metafunc.fixturenames:
-        metafunc.parametrize("backend", BACKENDS, scope="session")
+        only = metafunc.definition.get_closest_marker("backends")  # a behaviour of one backend only
+        backends = [b for b in BACKENDS if only is None or b in only.args]
+        metafunc.parametrize("backend", backends, scope="session")
 
 
 @dataclass

@@ -34,8 +34,10 @@ from openmeter.models import (
     CustomerCreate,
     CustomerUsageAttribution,
     Event,
+    FeatureCreateInputs,
     MeterCreate,
     MeterQueryRequest,
+    MeterUpdate,
     SubjectUpsert,
 )
 from tests.conftest import run_blocking
@@ -550,6 +552,51 @@ def test_duplicate_meter_is_resource_exists(om):
     tokens_meter(om)
     with pytest.raises(ResourceExistsError):
         tokens_meter(om)
+
+
+def regional(region: str, tokens: float, model: str = "gpt-4") -> Event:
+    return Event(id=uuid.uuid4().hex, source="app", specversion="1.0", type="prompt", subject="cust-1",
+                 time=T0, data={"tokens": tokens, "model": model, "region": region})
+
+
+def test_meter_group_by_update_covers_events_ingested_before_it(om):
+    """`meters.update` with a new groupBy regroups the history: a query by it counts earlier events."""
+    tokens_meter(om)
+    om.events.ingest_events([regional("eu", 5), regional("us", 7), regional("eu", 2.5, "gpt-3")])
+    both = {"model": "$.model", "region": "$.region"}
+    assert om.meters.update("tokens_total", MeterUpdate(name="Tokens", group_by=both)).group_by == both
+    window = {"from_parameter": T0, "to": T0 + DAY}
+    assert by(om.meters.query_json("tokens_total", group_by=["region"], **window).data, "region") == {
+        "eu": 7.5,
+        "us": 7,
+    }
+    om.events.ingest_event(regional("us", 1, "gpt-3"))
+    assert by(
+        om.meters.query_json("tokens_total", group_by=["model", "region"], **window).data, "model", "region"
+    ) == {("gpt-4", "eu"): 5, ("gpt-4", "us"): 7, ("gpt-3", "eu"): 2.5, ("gpt-3", "us"): 1}
+
+
+def test_meter_group_by_update_with_a_bad_jsonpath_is_a_400_naming_it(om):
+    tokens_meter(om)
+    with pytest.raises(HttpResponseError) as caught:
+        om.meters.update("tokens_total", MeterUpdate(group_by={"model": "$.model", "region": "region"}))
+    assert caught.value.status_code == 400
+    assert caught.value.model.detail.startswith("groupBy.region"), caught.value.model.detail
+    assert om.meters.get("tokens_total").group_by == {"model": "$.model"}
+
+
+def test_meter_group_by_update_dropping_a_group_a_feature_filters_on_is_a_conflict(om, live):
+    tokens_meter(om)
+    om.features.create(
+        FeatureCreateInputs(key="gpt4", name="GPT-4", meter_slug="tokens_total", meter_group_by_filters={"model": "gpt-4"})
+    )
+    resp = httpx.put(f"{live.url}/api/v1/meters/tokens_total", json={"groupBy": {"region": "$.region"}},
+                     headers={"Authorization": f"Bearer {live.keys['admin']}"})
+    assert resp.status_code == 409, resp.text
+    assert [e["field"] for e in resp.json()["errors"]] == ["groupBy.model"]
+    assert "'gpt4'" in resp.json()["detail"]
+    with pytest.raises(ResourceExistsError):
+        om.meters.update("tokens_total", MeterUpdate(group_by={}))
 
 
 # --- subjects and customers --------------------------------------------------------------------

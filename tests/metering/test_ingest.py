@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+from datetime import timedelta
 
 import orjson
 import pytest
 from tests.helpers import event, meter
 
 from allotment.metering import ingest, meters, queries
+from allotment.metering.schemas import MeterCreate
 from allotment.metering.wire import decode
 from allotment.types import to_micros, utcnow
 
@@ -362,3 +364,18 @@ async def test_a_lago_event_with_more_digits_than_a_double_is_kept_exactly(tenan
     shown = await tenant.client.get("/lago/api/v1/events/tx-long")
     assert json.loads(shown.text, parse_float=Decimal)["event"]["properties"]["tokens"] == Decimal(
         "1234567890123.456789")
+
+
+async def test_a_meter_created_by_a_process_whose_clock_is_behind_counts_the_events_that_follow(tenant, db):
+    """Another meter is created and one retired, both stamped in the past: ingest still sees the change."""
+    at = "2026-05-01T10:00:00Z"
+    await tenant.client.post("/v1/meters", json=meter("old", "COUNT"))
+    await tenant.client.post("/v1/meters", json=meter("calls", "COUNT"))
+    await tenant.client.post("/v1/events", json=[event(time=at)])  # this process now holds the meters as they are
+    earlier = utcnow() - timedelta(hours=1)
+    async with db.transaction() as session:
+        await meters.create(session, tenant.id, MeterCreate(**meter("late", "COUNT")), at=earlier)
+        await meters.delete(session, tenant.id, "old", at=earlier)
+    assert (await tenant.client.post("/v1/events", json=[event(time=at), event(time=at)])).json()["accepted"] == 2
+    day = {"from": "2026-05-01T00:00:00Z", "to": "2026-05-02T00:00:00Z"}
+    assert await total(tenant, "late", **day) == 3

@@ -5,6 +5,10 @@ while checks keep answering from their counters; a customer with a live subscrip
 leave the subscription unreachable. Both deletes are refused (409) naming what refers to
 the thing, as OpenMeter refuses deleting a customer with active subscriptions: archive the
 features, or cancel the subscriptions, first.
+
+Likewise a meter's group-by may change, but not a group that a live feature filters on: its
+entitlements' live counters were counted by that group's values, and would no longer agree
+with what the meter shows for them.
 """
 
 from __future__ import annotations
@@ -16,7 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from allotment.entitlements.models import Feature, Subscription
 from allotment.entitlements.subscriptions import status_at
-from allotment.errors import Conflict
+from allotment.errors import Conflict, FieldError
 
 
 async def refuse_meter_in_use(session: AsyncSession, tenant_id: str, meter_id: str, meter_key: str) -> None:
@@ -27,6 +31,30 @@ async def refuse_meter_in_use(session: AsyncSession, tenant_id: str, meter_id: s
     if keys:
         raise _in_use("meter_in_use", f"meter '{meter_key}' feeds feature(s) {_listed(keys)}:"
                                       " archive them or link them to another meter first")
+
+
+async def refuse_group_change(
+    session: AsyncSession, tenant_id: str, meter_id: str, meter_key: str, before: dict[str, str],
+    after: dict[str, str],
+) -> None:
+    """Refuses a group-by `after` that drops or changes a group a live feature filters on."""
+    rows = await session.execute(
+        select(Feature.key, Feature.meter_group_filter).where(
+            Feature.tenant_id == tenant_id, Feature.meter_id == meter_id, Feature.archived_at.is_(None)
+        ).order_by(Feature.key)
+    )
+    errors = [
+        FieldError(f"group_by.{name}", f"feature '{key}' filters on it, so it must stay '{before.get(name)}'")
+        for key, group_filter in rows
+        for name in sorted(group_filter or {})
+        if before.get(name) != after.get(name)
+    ]
+    if errors:
+        listed = "; ".join(f"{e.field}: {e.message}" for e in errors)
+        err = _in_use("group_in_use", f"meter '{meter_key}' keeps the groups live features filter on"
+                                      f" (archive the features first to change them): {listed}")
+        err.errors = errors
+        raise err
 
 
 async def refuse_customer_in_use(

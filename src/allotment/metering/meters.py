@@ -1,12 +1,17 @@
-"""Meters: definitions, and (re)building their rollups from the event log."""
+"""Meters: definitions, and (re)building their rollups from the event log.
+
+Every change to a tenant's meters is stamped after the tenant's last one (`_stamped`), so the
+catalogue version that ingest re-checks in its transaction changes with each of them, whatever
+the clocks of the processes making them.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -18,7 +23,7 @@ from allotment.metering import queries
 from allotment.metering.aggregation import CompiledMeter, DataError
 from allotment.metering.jsonpath import InvalidPath, compile_path
 from allotment.metering.models import Meter
-from allotment.metering.rollup import ALL_WIDTHS, Fold
+from allotment.metering.rollup import ALL_WIDTHS, Fold, journal_without
 from allotment.metering.schemas import MeterCreate, MeterUpdate
 from allotment.types import new_id
 
@@ -107,8 +112,16 @@ def _validate_paths(data: MeterCreate) -> None:
     paths: list[tuple[str, str]] = []
     if data.value_property:
         paths.append(("value_property", data.value_property))
-    paths += [(f"group_by.{name}", path) for name, path in data.group_by.items()]
+    paths += _group_paths(data.group_by)
     paths += [(f"filters[{i}].property", f.property) for i, f in enumerate(data.filters)]
+    _check_paths(paths)
+
+
+def _group_paths(group_by: dict[str, str]) -> list[tuple[str, str]]:
+    return [(f"group_by.{name}", path) for name, path in group_by.items()]
+
+
+def _check_paths(paths: list[tuple[str, str]]) -> None:
     for field_name, path in paths:
         try:
             compile_path(path)
@@ -124,6 +137,7 @@ async def create(
     await queries.lock_tenant_exclusive(session, tenant_id)
     if await _find(session, tenant_id, data.key) is not None:
         raise AlreadyExists("meter", data.key)
+    stamp = await _stamped(session, tenant_id, at)
     meter = Meter(
         id=new_id("mtr"),
         tenant_id=tenant_id,
@@ -136,7 +150,7 @@ async def create(
         group_by=dict(data.group_by),
         filters=[f.model_dump() for f in data.filters],
         created_at=at,
-        updated_at=at,
+        updated_at=stamp,
     )
     session.add(meter)
     try:
@@ -215,17 +229,71 @@ async def list_(session: AsyncSession, tenant_id: str, *, after: str | None, lim
 async def update(
     session: AsyncSession, tenant_id: str, key: str, data: MeterUpdate, *, at: datetime, actor: str = audit.SYSTEM
 ) -> Meter:
-    meter = await get(session, tenant_id, key)
-    before = audit.snapshot(meter)
+    """Rename or describe a meter, or change its group-by (which regroups its whole history).
+
+    The caller refuses first a group-by change that would drop or change a group a live
+    feature filters on (entitlements/references.py): its live counters were counted by it.
+    """
     changes = data.model_dump(exclude_unset=True)
+    group_by = data.group_by
+    if group_by is not None:
+        _check_paths(_group_paths(group_by))
+        # Taken before the meter is read, so two changes of one meter apply one after the other.
+        await queries.lock_tenant_exclusive(session, tenant_id)
+    meter = await get(session, tenant_id, key)
+    if group_by is not None:
+        await session.refresh(meter)  # as the lock left it, not as this session first read it
+        if meter.deleted_at is not None:
+            raise NotFound("meter", key)
+    before = audit.snapshot(meter)
+    regroup = False
+    if group_by is not None and group_by != meter.group_by:  # the same group-by: nothing to rebuild
+        meter.group_by, regroup = dict(group_by), True
     if "name" in changes and changes["name"] is not None:
         meter.name = changes["name"]
     if "description" in changes:
         meter.description = changes["description"]
-    meter.updated_at = at
+    meter.updated_at = await _stamped(session, tenant_id, at)
     await session.flush()
+    if regroup:
+        await regroup_history(session, tenant_id, meter)
     await _audit(session, meter, "meter.updated", before, actor=actor, at=at)
     return meter
+
+
+async def regroup_history(session: AsyncSession, tenant_id: str, meter: Meter) -> int:
+    """Rebuild the meter's rollups (and distinct values) under its group-by, from the event log;
+    returns the events counted.
+
+    The caller holds the tenant's ingest lock exclusively, so no ingest is in flight and every
+    stored event is in the log. Journal rows not yet folded hold the meter's cells under its old
+    groups and their events are in the log as well: the cells are taken out of the rows, which
+    are locked first, so a fold that claimed some of them has finished (and its rollups are
+    deleted below) and no fold can take them meanwhile. Queries then see the old rollups and
+    journal, or the rebuilt ones, never a mix.
+    """
+    changed = []
+    for seq, payload in await queries.lock_tenant_journal(session, tenant_id):
+        kept = journal_without(payload, meter.id)
+        if kept is not None:
+            changed.append((seq, kept))
+    await queries.delete_journal(session, [seq for seq, kept in changed if not kept])
+    await queries.rewrite_journal(session, [(seq, kept) for seq, kept in changed if kept])
+    await queries.delete_rollups(session, tenant_id, meter.id)
+    return await backfill(session, tenant_id, compile_meter(meter))
+
+
+async def _stamped(session: AsyncSession, tenant_id: str, at: datetime) -> datetime:
+    """`at`, or just after the tenant's latest meter change when that is not before `at`.
+
+    The catalogue version is the live count and the latest `updated_at`: a change stamped no
+    later than the last one (a process whose clock is behind) could leave both as they were,
+    and ingest would go on using the meters as they were before it.
+    """
+    latest = await session.scalar(select(func.max(Meter.updated_at)).where(Meter.tenant_id == tenant_id))
+    if latest is not None and latest >= at:
+        return latest + timedelta(microseconds=1)
+    return at
 
 
 async def delete(
@@ -236,15 +304,8 @@ async def delete(
     before = audit.snapshot(meter)
     await queries.lock_tenant_exclusive(session, tenant_id)
     meter.deleted_at = at
-    meter.updated_at = at
-    for table in ("rollups", "rollup_distinct"):
-        await fetch(
-            session,
-            f"DELETE FROM {table} WHERE tenant_id = $1 AND meter_id = $2",
-            f"DELETE FROM {table} WHERE tenant_id = ? AND meter_id = ?",
-            tenant_id,
-            meter.id,
-        )
+    meter.updated_at = await _stamped(session, tenant_id, at)
+    await queries.delete_rollups(session, tenant_id, meter.id)
     await session.flush()
     await _audit(session, meter, "meter.deleted", before, actor=actor, at=at)
 

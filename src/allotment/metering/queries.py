@@ -257,6 +257,41 @@ async def pending_journal(session: AsyncSession, tenant_id: str) -> list[bytes]:
     return [bytes(r[0]) for r in rows]
 
 
+async def lock_tenant_journal(session: AsyncSession, tenant_id: str) -> list[tuple[int, bytes]]:
+    """The tenant's journal rows, locked for this transaction (PostgreSQL; SQLite's single
+    writer needs no lock): waits for a fold that claimed some of them to commit, and keeps
+    later folds off them (their claims skip locked rows)."""
+    rows = await fetch(
+        session,
+        "SELECT seq, payload FROM rollup_journal WHERE tenant_id = $1 ORDER BY seq FOR UPDATE",
+        "SELECT seq, payload FROM rollup_journal WHERE tenant_id = ? ORDER BY seq",
+        tenant_id,
+    )
+    return [(int(r[0]), bytes(r[1])) for r in rows]
+
+
+async def rewrite_journal(session: AsyncSession, rows: list[tuple[int, bytes]]) -> None:
+    if not rows:
+        return
+    db, dialect = await driver(session)
+    if dialect == "postgresql":
+        await db.executemany("UPDATE rollup_journal SET payload = $2 WHERE seq = $1", rows)
+    else:
+        await db.executemany("UPDATE rollup_journal SET payload = ? WHERE seq = ?", [(p, s) for s, p in rows])
+
+
+async def delete_rollups(session: AsyncSession, tenant_id: str, meter_id: str) -> None:
+    """Every rollup cell and distinct value of one meter."""
+    for table in ("rollups", "rollup_distinct"):
+        await fetch(
+            session,
+            f"DELETE FROM {table} WHERE tenant_id = $1 AND meter_id = $2",
+            f"DELETE FROM {table} WHERE tenant_id = ? AND meter_id = ?",
+            tenant_id,
+            meter_id,
+        )
+
+
 # What a driver raises for a value its column cannot hold (past 64 bits): the data, not the
 # database, is at fault, so trying again cannot help.
 UNSTORABLE: tuple[type[Exception], ...] = (OverflowError, asyncpg.exceptions.DataError)
@@ -276,6 +311,8 @@ async def savepoint(session: AsyncSession) -> AsyncIterator[None]:
 
 
 async def delete_journal(session: AsyncSession, seqs: list[int]) -> None:
+    if not seqs:
+        return
     db, dialect = await driver(session)
     if dialect == "postgresql":
         await db.execute("DELETE FROM rollup_journal WHERE seq = ANY($1::int8[])", seqs)

@@ -83,6 +83,19 @@ def read_journal(payload: bytes) -> tuple[list[JournalCell], list[JournalToken]]
     return _decoder.decode(payload)
 
 
+def journal_without(payload: bytes, meter_id: str) -> bytes | None:
+    """A journal row without the cells and distinct values of one meter: None when it holds
+    none of them, empty bytes when nothing else is left."""
+    cells, tokens = read_journal(payload)
+    kept_cells = [c for c in cells if c[0] != meter_id]
+    kept_tokens = [t for t in tokens if t[0] != meter_id]
+    if len(kept_cells) == len(cells) and len(kept_tokens) == len(tokens):
+        return None
+    if not kept_cells and not kept_tokens:
+        return b""
+    return _encoder.encode((kept_cells, kept_tokens))
+
+
 def fold_journal(payloads: Iterable[bytes], live_meters: set[str]) -> Fold:
     """Merge journal rows (oldest first) into cells at every width, skipping retired meters."""
     fold = Fold(widths=ALL_WIDTHS)

@@ -17,6 +17,26 @@ GROUP_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
 RESERVED_GROUPS = {"subject", "customer", "customer_id", "customer_key"}
 
 
+def checked_group_names(value: dict[str, str]) -> dict[str, str]:
+    """Group names as a meter may have them (on create and on update alike)."""
+    # A cell's group values share one bounded key: these leave each value room (bounded.py).
+    if len(value) > MAX_GROUPS:
+        raise ValueError(f"at most {MAX_GROUPS} group names are allowed")
+    if sum(map(len, value)) > MAX_GROUP_NAMES_CHARS:
+        raise ValueError(f"group names may have at most {MAX_GROUP_NAMES_CHARS} characters together")
+    for name in value:
+        if not GROUP_NAME.match(name):
+            raise ValueError(f"group name '{name}' must be letters, digits and underscores")
+        if name in RESERVED_GROUPS:
+            raise ValueError(f"group name '{name}' is reserved")
+    return value
+
+
+_GROUP_BY_DESCRIPTION = (
+    f"Group name -> JSONPath into data; at most {MAX_GROUPS} names, {MAX_GROUP_NAMES_CHARS} characters together."
+)
+
+
 class MeterFilter(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -44,27 +64,13 @@ class MeterCreate(BaseModel):
     value_property: str | None = Field(
         default=None, max_length=256, description="JSONPath into data; not used by COUNT."
     )
-    group_by: dict[str, str] = Field(
-        default_factory=dict,
-        description=f"Group name -> JSONPath into data; at most {MAX_GROUPS} names, {MAX_GROUP_NAMES_CHARS}"
-        " characters together.",
-    )
+    group_by: dict[str, str] = Field(default_factory=dict, description=_GROUP_BY_DESCRIPTION)
     filters: list[MeterFilter] = Field(default_factory=list)
 
     @field_validator("group_by")
     @classmethod
     def _group_names(cls, value: dict[str, str]) -> dict[str, str]:
-        # A cell's group values share one bounded key: these leave each value room (bounded.py).
-        if len(value) > MAX_GROUPS:
-            raise ValueError(f"at most {MAX_GROUPS} group names are allowed")
-        if sum(map(len, value)) > MAX_GROUP_NAMES_CHARS:
-            raise ValueError(f"group names may have at most {MAX_GROUP_NAMES_CHARS} characters together")
-        for name in value:
-            if not GROUP_NAME.match(name):
-                raise ValueError(f"group name '{name}' must be letters, digits and underscores")
-            if name in RESERVED_GROUPS:
-                raise ValueError(f"group name '{name}' is reserved")
-        return value
+        return checked_group_names(value)
 
 
 class MeterUpdate(BaseModel):
@@ -72,6 +78,16 @@ class MeterUpdate(BaseModel):
 
     name: Annotated[str | None, NotNull] = Field(default=None, max_length=256)
     description: str | None = Field(default=None, max_length=1024)
+    group_by: Annotated[dict[str, str] | None, NotNull] = Field(
+        default=None,
+        description=_GROUP_BY_DESCRIPTION + " A change regroups the meter's whole history (its rollups"
+        " are rebuilt from the stored events); a group a feature filters on cannot be removed or changed.",
+    )
+
+    @field_validator("group_by")
+    @classmethod
+    def _group_names(cls, value: dict[str, str] | None) -> dict[str, str] | None:
+        return None if value is None else checked_group_names(value)
 
 
 class MeterRead(BaseModel):

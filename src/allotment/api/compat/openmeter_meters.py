@@ -4,10 +4,14 @@ A meter's `slug` is our key. Queries use OpenMeter's semantics: only windows wit
 listed, each the whole window of the time zone (counting only `from`..`to`); without a window
 size the one window spans `from`..`to`; `groupBy` may name the
 reserved groups `subject` and `customer_id` (our `customer` group, answered as `customerId`).
+`PUT` may change a meter's `groupBy`, as OpenMeter allows: its whole history is regrouped
+(docs/storage.md).
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import datetime, timedelta
 from typing import Annotated, Any, Literal
 
@@ -43,7 +47,7 @@ from allotment.api.deps import Admin, Reader, ReadSession, WriteSession
 from allotment.api.responses import Json
 from allotment.api.routers.meters import as_csv
 from allotment.entitlements import references
-from allotment.errors import ValidationFailed
+from allotment.errors import Conflict, ValidationFailed
 from allotment.metering import meters
 from allotment.metering import query as meter_query
 from allotment.metering.models import Meter
@@ -133,17 +137,35 @@ async def get_meter(meter_id_or_slug: str, principal: Reader, session: ReadSessi
 async def update_meter(
     meter_id_or_slug: str, body: MeterUpdateIn, principal: Admin, session: WriteSession
 ) -> Json:
-    """Name and description; `groupBy` may be sent again but not changed (rollups are kept
-    per group, so new groups need a new meter)."""
+    """Name, description and `groupBy`, as OpenMeter allows. A changed `groupBy` regroups the
+    meter's whole history (its rollups are rebuilt from the stored events), so a query by a new
+    group covers events ingested before the change; a group a live feature filters on must stay
+    as it is (409 naming `groupBy.<name>` and the feature)."""
     tenant_id = principal.tenant_id
     meter = await meters.get(session, tenant_id, meter_id_or_slug)
-    if body.group_by is not None and body.group_by != meter.group_by:
-        raise ValidationFailed.on("groupBy", "cannot be changed; create a new meter instead")
     with openmeter_fields(METER_FIELDS):
-        named = {} if body.name is None else {"name": body.name}  # left out: kept
-        data = MeterUpdate(description=body.description, **named)
+        named: dict[str, Any] = {} if body.name is None else {"name": body.name}  # left out: kept
+        if body.group_by is not None:
+            named["group_by"] = body.group_by
+        data = MeterUpdate.model_validate({"description": body.description, **named})
+        if data.group_by is not None:
+            with _openmeter_group_names():
+                await references.refuse_group_change(session, tenant_id, meter.id, meter.key, meter.group_by,
+                                                     data.group_by)
         meter = await meters.update(session, tenant_id, meter.id, data, actor=principal.key_id, at=utcnow())
     return Json(meter_out(meter))
+
+
+@contextmanager
+def _openmeter_group_names() -> Iterator[None]:
+    """A refusal names the group as an OpenMeter client sent it: `groupBy.<name>`."""
+    try:
+        yield
+    except Conflict as exc:
+        for error in exc.errors:
+            error.field = error.field.replace("group_by.", "groupBy.", 1)
+        exc.detail = exc.detail.replace("group_by.", "groupBy.")
+        raise
 
 
 @router.delete("/v1/meters/{meter_id_or_slug}", status_code=204)

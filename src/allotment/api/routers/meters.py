@@ -67,6 +67,12 @@ async def get_meter(meter_key: str, principal: Reader, session: ReadSession) -> 
 
 @router.patch("/{meter_key}", response_model=MeterRead)
 async def update_meter(meter_key: str, data: MeterUpdate, principal: Admin, session: WriteSession) -> MeterRead:
+    """A changed `group_by` regroups the meter's whole history: a query by a new group covers
+    the events stored before the change. A group a live feature filters on stays as it is (409)."""
+    if data.group_by is not None:
+        meter = await service.get(session, principal.tenant_id, meter_key)
+        await references.refuse_group_change(session, principal.tenant_id, meter.id, meter.key, meter.group_by,
+                                             data.group_by)
     return meter_read(await service.update(session, principal.tenant_id, meter_key, data, actor=principal.key_id, at=utcnow()))
 
 
