@@ -1,7 +1,7 @@
 """Throughput of `POST /v1/check` over HTTP against a bare Starlette app, in the same run.
 
     .venv/bin/python bench/check_http.py [--backends sqlite,postgresql] [--seconds 6]
-        [--rounds 3] [--connections 64] [--workers 2] [--customers 1000]
+        [--rounds 3] [--connections 64] [--workers 2] [--customers 1000] [--cases check,spread,hot]
 
 Needs `wrk` (Debian package `wrk`). The baseline is a hello-world Starlette app on uvicorn
 with the same worker count. Against it, `allotment serve` on a fresh database of each
@@ -33,6 +33,7 @@ import httpx
 from common import drop_database, free_port, fresh_database, server
 
 HERE = Path(__file__).parent
+CASES = ("check", "spread", "hot")
 
 # wrk runs this per request: the next customer's check, with the bearer key.
 LUA = """
@@ -124,6 +125,7 @@ def run(backend: str, args: argparse.Namespace, hello: str) -> None:
             setup(base_url, key, args.customers)
             cases = [("check", "false", "false"), ("consume, spread", "true", "false"),
                      ("consume, one hot", "true", "true")]
+            cases = [case for case, name in zip(cases, CASES, strict=True) if name in args.cases.split(",")]
             for n, (label, consume, hot) in enumerate(cases):
                 script = LUA.format(customers=args.customers, consume=consume, hot=hot, key=key)
                 # Warm up: every worker process resolves every customer's names once, for good.
@@ -152,6 +154,7 @@ def main() -> None:
     parser.add_argument("--connections", type=int, default=64)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--customers", type=int, default=1000)
+    parser.add_argument("--cases", default=",".join(CASES), help="Some of: " + ", ".join(CASES))
     args = parser.parse_args()
     if shutil.which("wrk") is None:
         sys.exit("this benchmark needs wrk (Debian package `wrk`)")

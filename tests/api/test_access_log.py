@@ -54,3 +54,16 @@ def test_keys_and_query_strings_are_not_logged(json_logging_server: Server) -> N
     logs = (server.logs / "stdout").read_text() + (server.logs / "stderr").read_text()
     assert "alm_not-a-real-secret-123" not in logs and "query-secret-456" not in logs
     assert any(line.get("path") == "/v1/customers" for line in _json_lines(server))
+
+
+def test_a_request_is_logged_while_the_server_keeps_running(json_logging_server: Server) -> None:
+    """Lines are written in small batches, but a quiet server writes its last line soon, not at exit."""
+    import time
+
+    server = json_logging_server
+    with httpx.Client(base_url=server.url) as client:
+        assert client.get("/v1/meters").status_code == 401
+    deadline = time.monotonic() + 10
+    while not any(line.get("path") == "/v1/meters" for line in _json_lines(server)):
+        assert time.monotonic() < deadline, "no request line while the server runs"
+        time.sleep(0.05)

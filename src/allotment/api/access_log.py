@@ -7,10 +7,16 @@ never waits for its own log line.
 The line is formatted here rather than through structlog's processors, in the same shape
 (the same keys and timestamp as its JSON or key=value lines): a check over HTTP costs tens
 of microseconds, and structlog's chain took 9 (JSON) to 18 (console) of them per line.
+For the same reason lines are written together, at most a tenth of a second after their
+request (or when 512 are waiting, or at shutdown): a write to stdout per request cost the
+check over HTTP 8 % of its throughput on PostgreSQL. A killed process loses at most that
+tenth of a second of request lines; no answer waits for them.
 """
 
 from __future__ import annotations
 
+import asyncio
+import atexit
 import sys
 import time
 from time import perf_counter
@@ -20,6 +26,9 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 _encode = msgspec.json.encode
 _second: list[tuple[int, str]] = [(-1, "")]  # the last second formatted, and its text
+_FLUSH_SECONDS = 0.1
+_MAX_PENDING = 512
+_pending: list[str] = []
 
 
 async def logged(app: ASGIApp, scope: Scope, receive: Receive, send: Send, *, json: bool) -> None:
@@ -49,8 +58,24 @@ def write_line(method: str, path: str, status: int, ms: float, client: str | Non
     else:
         line = (f"{at} [info     ] request                        client={client} method={method} "
                 f"ms={ms} path={_encode(path).decode()} status={status}\n")
-    sys.stdout.write(line)
-    sys.stdout.flush()
+    _pending.append(line)
+    if len(_pending) >= _MAX_PENDING:
+        flush()
+    elif len(_pending) == 1:
+        try:
+            asyncio.get_running_loop().call_later(_FLUSH_SECONDS, flush)
+        except RuntimeError:  # no event loop to wait on: now
+            flush()
+
+
+@atexit.register
+def flush() -> None:
+    """Write the lines waiting; the app's shutdown calls it too."""
+    if _pending:
+        text = "".join(_pending)
+        _pending.clear()
+        sys.stdout.write(text)
+        sys.stdout.flush()
 
 
 def _timestamp() -> str:

@@ -77,6 +77,7 @@ def create_app(settings: Settings | None = None, db: Database | None = None) -> 
             await stop_loops(stop, loops, grace=options.timeout + 5)
             if db is None:  # the app owns the database it opened
                 await database.dispose()
+            access_log.flush()
 
     # The interactive docs are served from assets installed with the package: no CDN.
     app = FastAPIOffline(
