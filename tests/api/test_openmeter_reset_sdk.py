@@ -56,6 +56,18 @@ def test_reset_zeroes_the_usage_and_keeps_the_entitlement(om):
     assert [(e["id"], "deletedAt" in e) for e in listed] == [(ent["id"], False)]
 
 
+def test_reset_keeps_the_entitlements_creation_time(om):
+    """The entitlement a vendor created is the same one after a reset: its createdAt does not
+    move to the reset; updatedAt does."""
+    customer(om)
+    tokens_feature(om)
+    ent = metered(om, issue_after_reset=10)
+    reset(om, ent["id"])
+    read = om.customer_entitlements_v2.get("acme", ent["id"])
+    assert _at(read["createdAt"]) == _at(ent["createdAt"])
+    assert _at(read["updatedAt"]) > _at(ent["createdAt"])
+
+
 def test_events_after_a_reset_count_in_the_new_period(om):
     """Usage reported after the reset counts against the fresh balance."""
     customer(om)

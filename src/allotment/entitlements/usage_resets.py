@@ -9,8 +9,8 @@ identical one there, as an override does, with two differences:
   (standing.py) treats the instant as a period boundary of the row it ended: grants and
   unused included units roll over by their bounds, and the period's overage carries in only
   when the reset says so;
-- the new row keeps the entitlement's identity (`origin_id`): to the vendor it is the same
-  entitlement, reset.
+- the new row keeps the entitlement's identity (`origin_id`) and its creation time: to the
+  vendor it is the same entitlement, reset (listed where it was, updated at the reset).
 
 Usage reported late for an instant before the reset counts in the period it ended, on the
 ended row, as late usage does at any boundary; open holds stay on the period they were taken
@@ -69,7 +69,7 @@ async def reset_usage(
     reset = CustomerEntitlement(
         id=new_id("ent"), tenant_id=row.tenant_id, customer_id=row.customer_id, feature_id=row.feature_id,
         source=row.source, subscription_id=None, usage_anchor=row.usage_anchor if retain_anchor else at,
-        time_zone=row.time_zone, active_from=at, active_to=None, created_at=at, updated_at=at,
+        time_zone=row.time_zone, active_from=at, active_to=None, created_at=row.created_at, updated_at=at,
         reset_overage=CARRY if preserve else FORGIVE, origin_id=row.public_id, **of_row(row),
     )
     session.add(reset)
