@@ -28,8 +28,9 @@ async def test_interactive_docs_load_nothing_from_the_internet(anon):
 
 
 async def test_every_operation_documents_its_problem_responses(anon):
-    """Errors are part of the contract: each operation lists the 4xx it may answer, as RFC 7807
-    problems (the OpenMeter surface answers 400 where the native API answers 422)."""
+    """Errors are part of the contract: each operation lists the 4xx it may answer and the 503 of
+    a database out of reach, as RFC 7807 problems (the OpenMeter surface answers 400 where the
+    native API answers 422)."""
     spec = (await anon.get("/openapi.json")).json()
     assert {"type", "title", "status", "detail"} <= set(spec["components"]["schemas"]["Problem"]["required"])
     for path, operations in spec["paths"].items():
@@ -37,12 +38,12 @@ async def test_every_operation_documents_its_problem_responses(anon):
             continue
         for method, operation in operations.items():
             codes = operation["responses"]
-            expected = {"400", "401", "403", "404"} | ({"422"} if path.startswith("/v1/") else set())
+            expected = {"400", "401", "403", "404", "503"} | ({"422"} if path.startswith("/v1/") else set())
             assert expected <= set(codes), (method, path, sorted(codes))
             if path.startswith("/api/"):
                 assert "422" not in codes, (method, path)
             for code, response in codes.items():
-                if code.startswith("4"):
+                if code.startswith("4") or code == "503":
                     assert list(response["content"]) == ["application/problem+json"], (method, path, code)
 
 

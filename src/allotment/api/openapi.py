@@ -2,7 +2,7 @@
 
 Errors are part of the contract (RFC 7807 problems, api/errors.py), but FastAPI documents only
 its own 422 with a body we never send. Here every operation lists the problems it may answer
-as `application/problem+json`: under /v1 400, 401, 403, 404 and 422, plus 409 and 413 for
+as `application/problem+json`: under /v1 400, 401, 403, 404, 422 and 503, plus 409 and 413 for
 requests that write and 415 for those that send a JSON body; under /api (the OpenMeter surface, which answers 400 for invalid input)
 the same without 422.
 """
@@ -42,6 +42,7 @@ _ALWAYS = {
     "401": "No API key, or one that is unknown or revoked",
     "403": "The key's scope does not allow this",
     "404": "Something the request names does not exist",
+    "503": "The database cannot be reached for now: retry after `Retry-After` seconds",
 }
 _WRITES = {
     "409": "Conflict: a duplicate key, an idempotency key reused with another request",
@@ -85,7 +86,7 @@ def with_problems(spec: dict[str, Any]) -> None:
             for code, description in wanted.items():
                 responses.setdefault(code, {"description": description})
             for code, response in responses.items():
-                if code.startswith("4"):
+                if code.startswith("4") or code == "503":
                     response["content"] = {PROBLEM: {"schema": _PROBLEM_REF}}
     # FastAPI's validation body is now referenced nowhere (unless from a path outside both).
     if "#/components/schemas/HTTPValidationError" not in repr(spec.get("paths")):
