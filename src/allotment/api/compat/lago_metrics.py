@@ -21,7 +21,7 @@ from allotment.api.compat.lago_http import Page, PerPage, at, invalid, lago_rout
 from allotment.api.deps import Admin, Reader, ReadSession, WriteSession
 from allotment.api.responses import Json
 from allotment.entitlements import references
-from allotment.errors import NotFound
+from allotment.errors import Conflict, NotFound
 from allotment.metering import meters
 from allotment.metering.models import Meter
 from allotment.metering.schemas import MeterCreate, MeterUpdate
@@ -104,17 +104,20 @@ def _unsupported(data: LagoMetric) -> dict[str, list[str]]:
     return out
 
 
+# Our meter fields under the names a Lago client sent them as.
+_LAGO_NAMES = {"key": "code", "event_type": "code", "value_property": "field_name", "group_by": "filters"}
+
+
 def _meter_create(data: LagoMetric) -> MeterCreate | dict[str, list[str]]:
     """The meter, or what is wrong with it under Lago's field names."""
     aggregation = AGGREGATIONS[data.aggregation_type or ""]
     try:
         return _meter(data, aggregation)
     except pydantic.ValidationError as exc:
-        names = {"key": "code", "event_type": "code", "value_property": "field_name", "group_by": "filters"}
         out: dict[str, list[str]] = {}
         for e in exc.errors():
             field = str(e["loc"][0]) if e["loc"] else "billable_metric"
-            out.setdefault(names.get(field, field), []).append(str(e["msg"]).removeprefix("Value error, "))
+            out.setdefault(_LAGO_NAMES.get(field, field), []).append(str(e["msg"]).removeprefix("Value error, "))
         return out
 
 
@@ -163,8 +166,10 @@ async def list_metrics(principal: Reader, session: ReadSession, page: Page = 1, 
 
 @router.put("/v1/billable_metrics/{code}", summary="Update a billable metric (Lago)")
 async def update_metric(code: str, body: MetricBody, principal: Admin, session: WriteSession) -> Json:
-    """Name and description change; what decides the counting (code, aggregation, field) may
-    be sent again unchanged, and a change of it is a 422 naming the field."""
+    """Name, description and filters change; what decides the counting (code, aggregation,
+    field) may be sent again unchanged, and a change of it is a 422 naming the field. New filter
+    keys split the metric's whole history (the meter's group-by is rebuilt from the events); a
+    key a live feature filters on stays (409)."""
     meter = await _by_code(session, principal.tenant_id, code)
     data, current = body.billable_metric, metric_out(meter)
     fixed = ("code", "aggregation_type", "field_name")
@@ -172,9 +177,20 @@ async def update_metric(code: str, body: MetricBody, principal: Admin, session: 
     if changed:
         return invalid(changed)
     # The client sends every field, null when its caller left it out: null keeps the value.
-    changes = data.model_dump(exclude_none=True, include={"name", "description"})
-    meter = await meters.update(session, principal.tenant_id, meter.id, MeterUpdate(**changes),
-                                actor=principal.key_id, at=utcnow())
+    changes: dict[str, Any] = data.model_dump(exclude_none=True, include={"name", "description"})
+    if data.filters is not None:
+        changes["group_by"] = {f.key: _path(f.key) for f in data.filters}
+        try:
+            await references.refuse_group_change(session, principal.tenant_id, meter.id, meter.key,
+                                                 meter.group_by, changes["group_by"])
+        except Conflict as exc:  # named as the client sent them: filters.<key>
+            return invalid({e.field.replace("group_by.", "filters.", 1): [e.message] for e in exc.errors})
+    try:
+        update = MeterUpdate(**changes)
+    except pydantic.ValidationError as exc:
+        return invalid({_LAGO_NAMES.get(str(e["loc"][0]), str(e["loc"][0])) if e["loc"] else "billable_metric":
+                        [str(e["msg"]).removeprefix("Value error, ")] for e in exc.errors()})
+    meter = await meters.update(session, principal.tenant_id, meter.id, update, actor=principal.key_id, at=utcnow())
     return Json({"billable_metric": metric_out(meter)})
 
 
