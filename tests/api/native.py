@@ -53,7 +53,7 @@ OPERATIONS = [
 ]
 
 
-def _answer_schema(op: Operation) -> dict[str, Any]:
+def answer_schema(op: Operation) -> dict[str, Any]:
     for code, response in op.spec["responses"].items():
         if code.startswith("2"):
             schema = response.get("content", {}).get("application/json", {}).get("schema", {})
@@ -64,7 +64,7 @@ def _answer_schema(op: Operation) -> dict[str, Any]:
 
 def is_list(op: Operation) -> bool:
     """A list answers `{"items": [...], "next_cursor": ...}` (by its document, or by its name)."""
-    properties = _answer_schema(op).get("properties", {})
+    properties = answer_schema(op).get("properties", {})
     return op.method == "GET" and ({"items", "next_cursor"} <= set(properties) or "limit" in op.query_parameters)
 
 

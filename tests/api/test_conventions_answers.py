@@ -6,8 +6,10 @@ from __future__ import annotations
 import re
 from typing import Any
 
+import jsonschema_rs
 import pytest
 import schemathesis
+from schemathesis.specs.openapi.definitions import OPENAPI_31
 from tests.api import native
 
 PREFIXED_ID = re.compile(r"^[a-z]{2,4}_[0-9a-z]{16,}$")
@@ -61,6 +63,16 @@ async def test_every_read_answers_in_the_json_conventions(world, op):
     resp = await world.tenant.client.get(world.catalogue.url(op.path))
     assert resp.status_code == 200, resp.text
     assert problems_in(resp.json(), path=op.path) == []
+
+
+async def test_the_served_document_is_valid_openapi_3_1(anon):
+    """`/openapi.json` validates against the OpenAPI 3.1 schema, and each of its schemas is
+    valid JSON Schema."""
+    spec = (await anon.get("/openapi.json")).json()
+    assert spec["openapi"].startswith("3.1.")
+    assert [str(e) for e in jsonschema_rs.validator_for(OPENAPI_31).iter_errors(spec)] == []
+    for schema in spec["components"]["schemas"].values():
+        jsonschema_rs.meta.validate(schema)
 
 
 @pytest.mark.parametrize("op", native.GETS, ids=str)

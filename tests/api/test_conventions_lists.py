@@ -46,3 +46,13 @@ def _identity(item: dict[str, object]) -> object:
     if "id" in item:
         return item["id"]
     return tuple(item.get(k) for k in ("customer", "feature", "entitlement_id", "received_at", "raw"))
+
+
+@pytest.mark.xfail(reason="list answers are documented as untyped objects; their items are not described",
+                   strict=True)
+def test_every_list_documents_the_schema_of_its_items():
+    """Without it, conformance of list answers to the document checks nothing, and generated
+    clients get a bare object."""
+    untyped = [str(op) for op in native.LISTS
+               if "items" not in native.answer_schema(op).get("properties", {})]
+    assert untyped == []
