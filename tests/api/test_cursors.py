@@ -25,6 +25,7 @@ OTHER_LISTS = [
     "/v1/reports/upsell",
     "/v1/reports/overdraft",
     "/v1/customers/a/entitlements",
+    "/v1/customers/a/upsell",
     "/api/v2/events",
 ]
 

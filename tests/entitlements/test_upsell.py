@@ -579,6 +579,20 @@ async def test_report_and_customer_reads_are_tenant_isolated(tenant, other_tenan
     assert (resp.status_code, resp.json()["type"]) == (404, "customer_not_found")
 
 
+async def test_a_customers_upsell_pages_by_feature_key_like_every_list(tenant):
+    """`limit` and `cursor` walk the customer's counted features in key order."""
+    c = tenant.client
+    for key in ("api-calls", "tokens"):
+        await feature(c, key)
+    await plan(c, "starter", [metered("api-calls", M, M, M), metered("tokens", M, M, M)])
+    await _customer(c, "acme")
+    first = await ok(await c.get("/v1/customers/acme/upsell", params={"limit": 1}))
+    rest = await ok(await c.get("/v1/customers/acme/upsell", params={"limit": 1, "cursor": first["next_cursor"]}))
+    assert [i["feature"] for i in first["items"] + rest["items"]] == ["api-calls", "tokens"]
+    resp = await c.get("/v1/customers/acme/upsell", params={"limit": 1001})
+    assert (resp.status_code, resp.json()["errors"][0]["field"]) == (422, "limit")
+
+
 async def test_bad_input_is_named(tenant, db):
     c = tenant.client
     await _catalogue(c)

@@ -30,7 +30,7 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import or_, select
+from sqlalchemy import or_, select, tuple_
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from allotment.customers import service as customers
@@ -288,12 +288,18 @@ def _items(rows: Any) -> list[_Item]:
     return [_Item(row, ckey, fkey, meter_id, dict(group or {})) for row, ckey, fkey, meter_id, group in rows]
 
 
-async def for_customer(session: AsyncSession, tenant_id: str, customer_key: str, *, at: datetime) -> list[Suggestion]:
-    """Every counted feature of the customer, by feature key; unknown customer: 404 naming it."""
+async def for_customer(
+    session: AsyncSession, tenant_id: str, customer_key: str, *, at: datetime,
+    limit: int | None = None, after: tuple[str, str] | None = None,
+) -> list[Suggestion]:
+    """The customer's counted features by (feature key, id) (an archived feature the customer
+    keeps may share its key), `limit` of them after `after`, or all; unknown customer: 404."""
     customer = await customers.find(session, tenant_id, customer_key)
-    found = await session.execute(
-        _in_force_query(tenant_id, at).where(CustomerEntitlement.customer_id == customer.id).order_by(Feature.key)
-    )
+    query = (_in_force_query(tenant_id, at).where(CustomerEntitlement.customer_id == customer.id)
+             .order_by(Feature.key, Feature.id).limit(limit))
+    if after is not None:
+        query = query.where(tuple_(Feature.key, Feature.id) > tuple_(*after))
+    found = await session.execute(query)
     catalogue = await offers.load(session, tenant_id)
     return await _evaluate(session, tenant_id, _items(found), catalogue, at=at, candidates_only=False)
 

@@ -23,7 +23,7 @@ from allotment.api.deps import (
     page,
     principal_of,
 )
-from allotment.api.idempotency import one_idempotency_key
+from allotment.api.idempotency import HEADER, one_idempotency_key
 from allotment.customers import service as customers
 from allotment.db import Database
 from allotment.entitlements import check as service
@@ -70,9 +70,16 @@ def _check_in(body: bytes) -> CheckIn:
 @router.post(
     "/v1/check",
     response_model=CheckRead,
-    openapi_extra={"requestBody": {
-        "required": True, "content": {"application/json": {"schema": CheckIn.model_json_schema()}},
-    }},
+    openapi_extra={
+        "requestBody": {
+            "required": True, "content": {"application/json": {"schema": CheckIn.model_json_schema()}},
+        },
+        # The endpoint reads its headers itself (no dependency declares this one).
+        "parameters": [{"name": HEADER, "in": "header", "required": False, "schema": {"type": "string"},
+                        "description": "A consume retried with the same key and body gets the first "
+                        "answer again (`Idempotent-Replayed: true`); the same key with another request "
+                        "is a 409. Same as `idempotency_key` in the body."}],
+    },
 )
 async def check(request: Request) -> Response:
     """May the customer use `quantity` of the feature now? With `consume`, use it atomically.

@@ -6,23 +6,49 @@ from typing import Literal
 
 from fastapi import APIRouter
 
-from allotment.api.deps import Cursor, Limit, Reader, ReadSession, decode_cursor, encode_cursor
+from allotment.api.deps import (
+    Cursor,
+    Limit,
+    Reader,
+    ReadSession,
+    bad_cursor,
+    decode_cursor,
+    encode_cursor,
+    page,
+)
 from allotment.entitlements import upsell as service
 from allotment.types import utcnow
 
 router = APIRouter(tags=["upsell"])
 _LIST = "/v1/reports/upsell"
+_CUSTOMER_LIST = "/v1/customers/{customer_key}/upsell"
 
 
 @router.get("/v1/customers/{customer_key}/upsell")
-async def customer_upsell(customer_key: str, principal: Reader, session: ReadSession) -> dict[str, object]:
-    """Each metered and seats feature of the customer: usage, limits, projection to the period
-    end and what would cover it (`suggestion.action` is `none` when the projection fits).
+async def customer_upsell(
+    customer_key: str, principal: Reader, session: ReadSession, limit: Limit = 50, cursor: Cursor = None
+) -> dict[str, object]:
+    """Each metered and seats feature of the customer, by feature key: usage, limits,
+    projection to the period end and what would cover it (`suggestion.action` is `none` when
+    the projection fits).
 
-    A customer has at most one entitlement per feature, so the list is never paged.
+    Paged as every list is, although a customer holds one entitlement per feature.
     """
-    found = await service.for_customer(session, principal.tenant_id, customer_key, at=utcnow())
-    return {"items": [service.read(s) for s in found], "next_cursor": None}
+    found = await service.for_customer(session, principal.tenant_id, customer_key, at=utcnow(),
+                                       limit=limit, after=_feature_after(cursor))
+    return page([service.read(s) for s in found], found, limit=limit,
+                position=lambda s: f"{s.feature_key} {s.row.feature_id}", of=_CUSTOMER_LIST)
+
+
+def _feature_after(cursor: str | None) -> tuple[str, str] | None:
+    """The (feature key, feature id) a cursor stands for; keys and ids never hold a space."""
+    position = decode_cursor(cursor, of=_CUSTOMER_LIST)
+    if position is None:
+        return None
+    key, space, feature_id = position.partition(" ")
+    if not space:
+        raise bad_cursor()
+    return key, feature_id
 
 
 @router.get("/v1/reports/upsell")
