@@ -11,8 +11,9 @@ from hypothesis import strategies as st
 
 from allotment.db import Database
 from allotment.entitlements import check as checks
-from allotment.entitlements import overdraft_report, overrides, seats
-from allotment.entitlements.overdraft import Lease, Terms, seat_overdraft
+from allotment.entitlements import grants, overdraft_report, overrides, seats
+from allotment.entitlements.engine import Grant
+from allotment.entitlements.overdraft import Lease, Terms, metered_peak, seat_overdraft
 from allotment.entitlements.schemas import AdhocIn
 from tests.entitlements.catalogue import customer, feature, ok
 from tests.helpers import event, meter
@@ -90,6 +91,26 @@ def test_two_halves_of_a_window_add_up_to_the_whole(raw, softs, middle):
              for a, b in ((T0, _minute(middle)), (_minute(middle), _minute(60)))]
     assert whole.seconds_over == sum(p.seconds_over for p in parts)
     assert whole.seat_seconds_over == sum(p.seat_seconds_over for p in parts)
+
+
+def _grant(amount: int, start: float, end: float | None = None, **usage: Any) -> Grant:
+    return Grant(id=f"g{start}", amount=D(amount), priority=1, effective_at=hour(start), created_at=hour(start),
+                 expires_at=None if end is None else hour(end), **usage)
+
+
+def test_a_period_is_judged_in_stretches_between_grant_starts_and_ends():
+    """15 used when a top-up of 5 started (5 over 10), 16 at the end (1 over 15): the peak is 5."""
+    peak = metered_peak([_grant(5, 2, usage_at_start=D(15))], D(10), D(16), last=hour(9))
+    assert (peak.usage, peak.soft_limit, peak.overage) == (15, 10, 5)
+
+
+def test_a_grant_that_ended_mid_period_raised_the_limit_while_live():
+    """A grant of 5 live until 3h with 14 used then (4 of it paid): 14 was within 15; at the end
+    18 is 4 over 10 + the 4 it paid."""
+    ended = _grant(5, 0, 3, usage_at_end=D(14), paid_at_end=D(4))
+    peak = metered_peak([ended], D(10), D(18), last=hour(9))
+    assert (peak.usage, peak.soft_limit, peak.overage) == (18, 14, 4)
+    assert metered_peak([ended], D(10), D(14), last=hour(9)).overage == 0
 
 
 # --- the report ----------------------------------------------------------------------------------
@@ -214,3 +235,57 @@ async def test_bad_report_windows_and_names_are_refused(tenant, other_tenant, db
     assert (await c.get("/v1/reports/overdraft", params={"cursor": "nonsense"})).status_code == 400
     theirs = await ok(await other_tenant.client.get("/v1/reports/overdraft", params={"from": T0.isoformat()}))
     assert theirs == {"items": [], "next_cursor": None}
+
+
+async def _metered(c: Any, db: Database, tenant_id: str, key: str, **values: Any) -> None:
+    await _entitle(c, db, tenant_id, key, "tokens", kind="metered", usage_period="MONTH",
+                   usage_anchor=T0.isoformat(), **values)
+
+
+async def _consume(db: Database, tenant_id: str, quantity: int, at: datetime, key: str = "acme") -> str:
+    async with db.transaction() as s:
+        request = checks.CheckRequest(key, "tokens", D(quantity), consume=True)
+        return (await checks.check(s, tenant_id, request, at=at)).decision.decision
+
+
+async def test_story_1_a_top_up_bought_after_an_overdraft_does_not_erase_it(tenant, db):
+    """1 M included, capped at 1.5 M: used to the cap, two consumes denied, then a 500 k top-up
+    and 100 k more: the period ran 500 k above what was paid for then."""
+    await feature(tenant.client, "tokens")
+    await _metered(tenant.client, db, tenant.id, "acme", included=1_000_000, hard_limit=1_500_000)
+    for n in range(3):
+        assert await _consume(db, tenant.id, 500_000, T0 + timedelta(days=4, hours=n)) != "deny"
+    for n in range(2):
+        assert await _consume(db, tenant.id, 1000, T0 + timedelta(days=5, hours=n)) == "deny"
+    async with db.transaction() as s:
+        await grants.create(s, tenant.id, customer="acme", feature="tokens", amount=D(500_000),
+                            at=T0 + timedelta(days=6))
+    assert await _consume(db, tenant.id, 100_000, T0 + timedelta(days=7)) != "deny"  # 100 k over 1.5 M now
+    found, _ = await _report(db, tenant.id, start=T0, end=T0 + timedelta(days=20))
+    [item] = found
+    assert item.denials == 2
+    assert [(p.period_start, p.usage, p.soft_limit, p.overage) for p in item.periods] == [
+        (T0, 1_500_000, 1_000_000, 500_000)]
+
+
+async def test_a_pair_with_denials_and_no_overage_is_listed(tenant, db):
+    """No overdraft allowed (cap = included): the refusals at the cap are still the evidence."""
+    c = tenant.client
+    await feature(c, "tokens")
+    await _metered(c, db, tenant.id, "acme", included=10, hard_limit=10)
+    await _consume(db, tenant.id, 10, T0 + timedelta(days=1))
+    assert await _consume(db, tenant.id, 1, T0 + timedelta(days=2)) == "deny"
+    report = await ok(await c.get("/v1/reports/overdraft", params={"from": T0.isoformat()}))
+    [item] = report["items"]
+    assert (item["customer"], item["denials"], item["peak_overdraft"], item["periods"]) == ("acme", 1, 0, [])
+
+
+async def test_seats_denied_at_a_cap_equal_to_the_paid_seats_are_listed(tenant, db):
+    await feature(tenant.client, "seats")
+    await _entitle(tenant.client, db, tenant.id, "acme", hard_limit=100)
+    for n in range(100):
+        await _seat(db, tenant.id, "activate", f"user-{n}", hour(1))
+    assert (await _seat(db, tenant.id, "activate", "user-100", hour(2))).decision.decision == "deny"
+    found, _ = await _report(db, tenant.id, start=T0, end=hour(24))
+    [item] = found
+    assert (item.customer, item.denials, item.seats.episodes, item.seats.seconds_over) == ("acme", 1, (), 0)

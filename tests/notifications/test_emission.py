@@ -56,9 +56,11 @@ async def _check(c: Any, quantity: int = 1, **body: Any) -> Any:
     return await ok(await c.post("/v1/check", json=payload))
 
 
-async def _consume(db: Database, tenant_id: str, quantity: int, at: datetime, **extra: Any) -> checks.CheckResult:
+async def _consume(
+    db: Database, tenant_id: str, quantity: int, at: datetime, customer: str = "acme", **extra: Any
+) -> checks.CheckResult:
     async with db.transaction() as s:
-        request = checks.CheckRequest("acme", "tokens", D(quantity), consume=True, **extra)
+        request = checks.CheckRequest(customer, "tokens", D(quantity), consume=True, **extra)
         return await checks.check(s, tenant_id, request, at=at)
 
 
@@ -183,6 +185,9 @@ async def test_a_reset_into_a_period_already_over_is_not_told(db, tenant):
 
 
 async def test_next_period_crosses_again_and_tells_of_the_reset(db, tenant):
+    """The reset told by February's first consume carries February's opening numbers (usage 0,
+    the whole balance), as the worker's scan would: not the numbers after that consume, which
+    its own crossings tell, so the same reset no longer says two things by who told it."""
     c = tenant.client
     await _catalogue_at_t0(c, db, tenant.id)
     await _consume(db, tenant.id, 9, T0 + timedelta(days=3))
@@ -191,7 +196,62 @@ async def test_next_period_crosses_again_and_tells_of_the_reset(db, tenant):
     assert _labels(found) == ["50%", "80%", "period_reset", "50%", "80%"]
     reset = found[2][1]
     assert reset["previous_usage"] == 9 and reset["period_start"] == "2026-02-01T00:00:00Z"
-    assert found[2][1]["usage"] == 9
+    assert (reset["usage"], reset["balance"]) == (0, 10)
+
+
+async def test_a_reset_says_the_same_told_by_the_scan_or_by_the_first_usage(db, tenant):
+    """acme's reset told by the scan and globex's by its first usage, after a top-up that only
+    starts later in February: both give the opening state of February."""
+    c = tenant.client
+    await _catalogue(c, subscribed=False)
+    await customer(c, "globex")
+    feb = datetime(2026, 2, 1, tzinfo=UTC)
+    async with db.transaction() as s:
+        for key in ("acme", "globex"):
+            await subscriptions.create(s, tenant.id, SubscriptionCreate(customer=key, plan="starter"),
+                                       actor="test", at=T0)
+            await grants.create(s, tenant.id, customer=key, feature="tokens", amount=D(5),
+                                effective_at=feb + timedelta(hours=12), at=T0)
+    for key in ("acme", "globex"):
+        await _consume(db, tenant.id, 9, T0 + timedelta(days=3), customer=key)
+    await _consume(db, tenant.id, 2, feb + timedelta(days=1), customer="globex")  # tells globex's
+    await scan_due(db, at=feb + timedelta(minutes=1))  # tells acme's
+    told = {p["customer"]["key"]: p for _, p in await _emitted(db, tenant.id, notices.PERIOD_RESET)}
+    same = {"usage", "included", "soft_limit", "hard_limit", "balance", "period_start", "period_end",
+            "previous_period_start", "previous_usage"}
+    assert {k: v for k, v in told["globex"].items() if k in same} == {k: v for k, v in told["acme"].items() if k in same}
+    assert (told["acme"]["usage"], told["acme"]["soft_limit"], told["acme"]["balance"]) == (0, 10, 10)
+
+
+async def test_a_reset_told_by_ingest_carries_the_opening_numbers(db, tenant):
+    c = tenant.client
+    await ok(await c.post("/v1/meters", json=meter()), 201)
+    await _catalogue(c, subscribed=False, meter="tokens")
+    start = datetime.now(UTC) - timedelta(days=45)  # monthly periods from here: one is over
+    await subscribe(c, "acme", "starter", starts_at=start.isoformat())
+    await ok(await c.post("/v1/events", json=[event("acme-1", tokens=12, time=(start + timedelta(days=3)).isoformat())]))
+    await ok(await c.post("/v1/events", json=[event("acme-1", tokens=6)]))
+    [(_, reset)] = await _emitted(db, tenant.id, notices.PERIOD_RESET)
+    assert (reset["previous_usage"], reset["usage"], reset["balance"]) == (12, 0, 10)
+
+
+async def test_the_scan_tells_overage_carried_in_even_once_a_check_fixed_it(db, tenant):
+    """Overage carried into February is its opening usage, also when a check looked at February
+    (and fixed the carry into its counter) before the scan told the reset."""
+    c = tenant.client
+    await feature(c, "tokens")
+    await plan(c, "starter", [metered("tokens", 10, 10, 15) | {"overage_at_reset": "carry"}])
+    await customer(c, "acme")
+    async with db.transaction() as s:
+        await subscriptions.create(s, tenant.id, SubscriptionCreate(customer="acme", plan="starter"),
+                                   actor="test", at=T0)
+    await _consume(db, tenant.id, 12, T0 + timedelta(days=3))
+    feb = datetime(2026, 2, 1, tzinfo=UTC)
+    async with db.transaction() as s:
+        await checks.check(s, tenant.id, checks.CheckRequest("acme", "tokens"), at=feb + timedelta(seconds=30))
+    await scan_due(db, at=feb + timedelta(minutes=1))
+    [(_, reset)] = await _emitted(db, tenant.id, notices.PERIOD_RESET)
+    assert (reset["previous_usage"], reset["usage"], reset["balance"]) == (12, 2, 8)
 
 
 async def test_a_request_larger_than_the_whole_cap_does_not_reach_it(db, tenant):
@@ -437,14 +497,14 @@ async def test_the_scan_notes_period_ends_before_it_tells_and_blocks_no_consume(
     await _consume(db, tenant.id, 9, T0 + timedelta(days=3))
     await _consume(db, tenant.id, 1, feb + timedelta(days=1))
     telling, release = asyncio.Event(), asyncio.Event()
-    tell = resets._tell
+    tell = resets.tell
 
     async def paused_tell(*args: Any, **kwargs: Any) -> bool:
         telling.set()
         await release.wait()
         return await tell(*args, **kwargs)
 
-    monkeypatch.setattr(resets, "_tell", paused_tell)
+    monkeypatch.setattr(resets, "tell", paused_tell)
     scan = asyncio.create_task(scan_due(db, at=feb + timedelta(days=2)))
     try:
         await asyncio.wait_for(telling.wait(), 10)

@@ -57,7 +57,7 @@ from allotment.entitlements.models import (
 )
 from allotment.notifications import rules, service
 from allotment.notifications.models import Notification
-from allotment.types import from_micros, to_micros
+from allotment.types import to_micros
 
 THRESHOLD_REACHED = "entitlement.threshold_reached"
 OVERDRAFT_STARTED = "entitlement.overdraft_started"
@@ -202,7 +202,7 @@ async def usage_moved(
     tenant_rules = await rules.for_tenant(session, where.tenant_id)
     found = _crossed(before, after, soft, hard, tenant_rules.thresholds_for(where.feature_id))
     if before == ZERO and usage > ZERO:
-        await _maybe_reset(session, where, after, at)
+        await _maybe_reset(session, where, at)
     if not found:
         return found
     mine = Pending() if pending is None else pending
@@ -409,13 +409,14 @@ async def expiring_grants(session: AsyncSession, *, at: datetime, limit: int = 1
 # --- helpers ----------------------------------------------------------------------------------
 
 
-async def _maybe_reset(session: AsyncSession, where: Where, after: Decision, at: datetime) -> None:
+async def _maybe_reset(session: AsyncSession, where: Where, at: datetime) -> None:
     """The first usage of a period: tell of the reset when the period just before had usage.
 
     The worker's scan tells it at the boundary when nobody uses the period first
-    (entitlements/resets.py); this path tells it before this usage's own crossings.
+    (entitlements/resets.py); this path tells it before this usage's own crossings, with the
+    same opening numbers the scan would give (not this usage's).
     """
-    from allotment.entitlements.resets import period_end  # resets builds on this module
+    from allotment.entitlements.resets import period_end, tell  # resets builds on this module
 
     previous = (await session.execute(
         select(EntitlementUsage.period_start, EntitlementUsage.used, CustomerEntitlement)
@@ -432,8 +433,8 @@ async def _maybe_reset(session: AsyncSession, where: Where, after: Decision, at:
         return
     if period_end(previous.CustomerEntitlement, int(previous.period_start)) != where.period_us:
         return  # the period just before had no usage: nothing was reset
-    await tell_reset(session, where, after, previous_start=from_micros(int(previous.period_start)),
-                     previous_usage=Decimal(int(previous.used)) / 1_000_000, at=at)
+    await tell(session, previous.CustomerEntitlement, int(previous.period_start), where.period_us,
+               int(previous.used), at)
 
 
 async def tell_reset(

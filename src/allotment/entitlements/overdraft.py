@@ -1,4 +1,4 @@
-"""How far and for how long a customer ran above the seats it paid for (pure: no I/O).
+"""How far and for how long a customer ran above what it paid for (pure: no I/O).
 
 The seats gauge at an instant is the number of leases covering it; a lease covers
 [activated, ended). The terms in force (the customer's seats entitlement rows, one at a time)
@@ -8,6 +8,11 @@ and each episode (a stretch of overdraft without a break). Only time under some 
 
 Invariants (tested): splitting a window in two and adding the parts' seconds and seat-hours gives
 the whole window's; overdraft is zero whenever the gauge never passes the soft limit.
+
+A metered counter keeps one number per period, and the period's usage at each instant a grant
+started or ended inside it (docs/grants.md). Between two such instants the limits stand still,
+so `metered_peak` judges each stretch by the usage at its end against the limits in force
+during it: a top-up bought after an overdraft does not hide it.
 """
 
 from __future__ import annotations
@@ -17,8 +22,11 @@ from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from decimal import Decimal
 
+from allotment.entitlements.engine import Grant, ends_at, raised_by
+
 ZERO = Decimal(0)
 _HOUR = Decimal(3600)
+_TICK = timedelta(microseconds=1)
 
 
 @dataclass(frozen=True)
@@ -106,6 +114,41 @@ def seat_overdraft(
     if current is not None:
         episodes.append(current)
     return SeatOverdraft(peak, seconds, seat_seconds, tuple(episodes))
+
+
+@dataclass(frozen=True)
+class MeteredPeak:
+    """A period's usage and soft limit (raised by grants) when it stood furthest above it."""
+
+    usage: Decimal
+    soft_limit: Decimal
+
+    @property
+    def overage(self) -> Decimal:
+        return max(ZERO, self.usage - self.soft_limit)
+
+
+def metered_peak(grants: Sequence[Grant], soft_limit: Decimal, usage: Decimal, *, last: datetime) -> MeteredPeak:
+    """The stretch of a period, up to its `last` instant (when usage stood at `usage`), that ran
+    furthest above the row's `soft_limit` raised by the grants live in it; the earliest of equals.
+
+    `grants` are as the period stood at `last` (standing.standing): those that started or ended
+    inside it carry the usage at that instant. Usage within a period only grows (a correction
+    lowering it is not seen between two known instants), so a stretch peaks at its end.
+    """
+    stretches = [MeteredPeak(used, soft_limit + raised_by(grants, t - _TICK)) for t, used in sorted(_known(grants, last))]
+    stretches.append(MeteredPeak(usage, soft_limit + raised_by(grants, last)))
+    return max(stretches, key=lambda p: p.usage - p.soft_limit)
+
+
+def _known(grants: Iterable[Grant], last: datetime) -> Iterable[tuple[datetime, Decimal]]:
+    """(instant, the period's usage then) of each grant start and end inside the period by `last`."""
+    for grant in grants:
+        if grant.usage_at_start is not None and grant.effective_at <= last:
+            yield grant.effective_at, grant.usage_at_start
+        end = ends_at(grant)
+        if grant.usage_at_end is not None and end is not None and end <= last:
+            yield end, grant.usage_at_end
 
 
 def _soft_at(terms: Sequence[Terms], at: datetime) -> Decimal | None:

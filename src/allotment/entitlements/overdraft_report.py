@@ -6,8 +6,10 @@ For sales at renewal (the evidence for an upsell) and for customers' own review.
   `seat_spans`) against the soft limit of the terms in force at each instant
   (`overdraft.seat_overdraft`): time and seat-hours above it, the peak, each episode;
 - metered: each usage period overlapping the window whose usage passed its soft limit (raised
-  by the grants live at the period's last instant), with the overage.
-Both carry the denials recorded in the window. Pairs that never ran above are left out.
+  by the grants live then: a top-up bought later does not hide it), at its largest overage
+  (`overdraft.metered_peak`).
+Both carry the denials recorded in the window. Pairs that never ran above and were never
+refused in the window are left out.
 
 Read-only; pairs are scanned in (customer id, feature id) order, so a cursor resumes the scan.
 """
@@ -27,7 +29,7 @@ from allotment.customers import service as customers
 from allotment.customers.models import Customer
 from allotment.entitlements import features, queries, standing
 from allotment.entitlements.check import units, usage_period
-from allotment.entitlements.engine import ZERO, Kind, pays_as_it_goes
+from allotment.entitlements.engine import ZERO, Grant, Kind, pays_as_it_goes
 from allotment.entitlements.models import (
     CustomerEntitlement,
     GrantRecord,
@@ -35,7 +37,13 @@ from allotment.entitlements.models import (
     SeatSpan,
     UsageDenial,
 )
-from allotment.entitlements.overdraft import Lease, SeatOverdraft, Terms, seat_overdraft
+from allotment.entitlements.overdraft import (
+    Lease,
+    SeatOverdraft,
+    Terms,
+    metered_peak,
+    seat_overdraft,
+)
 from allotment.entitlements.periods import period_at
 from allotment.errors import ValidationFailed
 from allotment.types import as_utc, from_micros, to_micros
@@ -100,9 +108,10 @@ async def report(
     position = after
     while True:
         pairs = await _pairs(session, filters, position, limit=_SCAN)
+        denials = await _denials(session, tenant_id, {c for (c, _), _ in pairs}, start, end)
         for pair, rows in pairs:
             position = f"{pair[0]}:{pair[1]}"
-            item = await _overdraft(session, rows, start, end, at)
+            item = await _overdraft(session, rows, start, end, at, denials.get(pair, 0))
             if item is not None:
                 found.append(item)
             if len(found) == limit:
@@ -113,34 +122,30 @@ async def report(
 
 
 async def _overdraft(
-    session: AsyncSession, rows: Sequence[CustomerEntitlement], start: datetime, end: datetime, at: datetime
+    session: AsyncSession, rows: Sequence[CustomerEntitlement], start: datetime, end: datetime, at: datetime,
+    denials: int,
 ) -> Overdraft | None:
-    """The pair's overdraft under the kind of its latest terms; None when it never ran above."""
+    """The pair's overdraft under the kind of its latest terms; None when it never ran above
+    and was never refused (a refusal at a cap with no overdraft allowed is evidence too)."""
     latest = rows[-1]
     rows = [r for r in rows if r.kind == latest.kind]
     seats: SeatOverdraft | None = None
     periods: tuple[PeriodOverage, ...] = ()
     if latest.kind == Kind.SEATS:
         seats = await _seats(session, rows, start, end, at)
-        if not seats.episodes:
-            return None
+        over = bool(seats.episodes)
     else:
         periods = await _periods(session, rows, start, end, at)
-        if not periods:
-            return None
+        over = bool(periods)
+    if not over and not denials:
+        return None
     customer = await session.get(Customer, latest.customer_id)
     feature_keys = await features.keys_of(session, latest.tenant_id, [latest.feature_id])
-    denials = await session.scalar(
-        select(func.count()).select_from(UsageDenial).where(
-            UsageDenial.tenant_id == latest.tenant_id, UsageDenial.customer_id == latest.customer_id,
-            UsageDenial.feature_id == latest.feature_id, UsageDenial.at >= start, UsageDenial.at < end,
-        )
-    )
     return Overdraft(
         customer=latest.customer_id if customer is None else customer.key,
         feature=feature_keys.get(latest.feature_id, latest.feature_id), kind=Kind(latest.kind),
         included=latest.included or ZERO, soft_limit=standing.soft_limit(latest), hard_limit=latest.hard_limit,
-        denials=int(denials or 0), seats=seats, periods=periods,
+        denials=denials, seats=seats, periods=periods,
     )
 
 
@@ -174,7 +179,7 @@ async def _periods(
     session: AsyncSession, rows: Sequence[CustomerEntitlement], start: datetime, end: datetime, at: datetime
 ) -> tuple[PeriodOverage, ...]:
     """The usage periods of `rows` overlapping the window whose usage passed the soft limit
-    (raised by the grants live at the period's last instant, as a check then would)."""
+    (raised by the grants live at each instant, as a check then would), each at its peak."""
     first = rows[0]
     granted = await session.scalar(
         select(func.count()).select_from(GrantRecord).where(
@@ -195,16 +200,31 @@ async def _periods(
         for (_, period_us), (used, _) in sorted(counters.items()):
             period_start, period_end = period_at(every, from_micros(period_us))
             last = min(t for t in (period_end, row.active_to, at) if t is not None) - _TICK
-            soft = standing.soft_limit(row)
+            grants: tuple[Grant, ...] = ()
             carried = 0  # overage carried into the period and not yet added to its counter
             if granted or standing.rolls_over(row) or standing.may_carry(row):
                 found = await standing.standing(session, row, last)
-                soft += found.extra(last)
-                carried = found.carry or 0
-            usage = units(used + carried)
-            if usage > soft:
-                out.append(PeriodOverage(period_start, period_end, usage, soft, usage - soft))
+                grants, carried = found.grants, found.carry or 0
+            peak = metered_peak(grants, standing.soft_limit(row), units(used + carried), last=last)
+            if peak.overage > 0:
+                out.append(PeriodOverage(period_start, period_end, peak.usage, peak.soft_limit, peak.overage))
     return tuple(out)
+
+
+async def _denials(
+    session: AsyncSession, tenant_id: str, customer_ids: set[str], start: datetime, end: datetime
+) -> dict[tuple[str, str], int]:
+    """(customer id, feature id) -> denials recorded in [start, end), for a batch of pairs at once
+    (every pair scanned needs its count: one with denials is listed even without overdraft)."""
+    if not customer_ids:
+        return {}
+    found = await session.execute(
+        select(UsageDenial.customer_id, UsageDenial.feature_id, func.count())
+        .where(UsageDenial.tenant_id == tenant_id, UsageDenial.customer_id.in_(customer_ids),
+               UsageDenial.at >= start, UsageDenial.at < end)
+        .group_by(UsageDenial.customer_id, UsageDenial.feature_id)
+    )
+    return {(c, f): int(n) for c, f, n in found}
 
 
 async def _pairs(

@@ -3,8 +3,10 @@
 `entitlement.period_reset` is told once for each end of a usage period that had usage. Either
 the first usage of the next period tells it (notices.usage_moved, before that usage's own
 crossings, so the order per customer holds), or, when nobody uses the next period first, this
-scan does, shortly after the boundary. Both use the same dedupe key. The scan leaves out a reset
-into a period that has ended as well: nobody is told of a month that is already history.
+scan does, shortly after the boundary. Both use the same dedupe key and `tell`, so the notice
+says the same however it is told: the new period's opening state (usage 0 or the overage carried
+in, the limits raised by the grants live at its start). The scan leaves out a reset into a
+period that has ended as well: nobody is told of a month that is already history.
 
 The scan costs what is new, not what exists: it works out the end of each new counter's
 period once (from its entitlement's usage period, in its time zone) and stores it, in short
@@ -80,7 +82,7 @@ async def tell_due(session: AsyncSession, *, at: datetime, limit: int = 1000) ->
         # would arrive after the resets and crossings of the periods since.
         stale = period_end(row, int(r.period_end)) <= now_us
         if r.used > 0 and not ended_first and not stale:  # a replaced or ended row has no next period
-            told += await _tell(session, row, int(r.period_start), int(r.period_end), int(r.used), at)
+            told += await tell(session, row, int(r.period_start), int(r.period_end), int(r.used), at)
     if due:
         await session.execute(update(u), [
             {"tenant_id": r.tenant_id, "entitlement_id": r.entitlement_id, "period_start": r.period_start,
@@ -90,12 +92,21 @@ async def tell_due(session: AsyncSession, *, at: datetime, limit: int = 1000) ->
     return told
 
 
-async def _tell(
+async def tell(
     session: AsyncSession, row: CustomerEntitlement, previous_us: int, start_us: int, used: int, at: datetime
 ) -> bool:
+    """The reset from the period of `row` starting at `previous_us` (`used` millionths in it) into
+    the one starting at `start_us`, with that period's opening numbers; False if told before.
+
+    Opening, not current: the first usage of the period may be what tells it, and its own
+    numbers are the crossings' to tell."""
     start = from_micros(start_us)
     found = await standing.standing(session, row, start)
-    opening = checks.units(found.carry or 0)  # overage carried in, when the policy carries it
+    carried = found.carry  # overage carried in, when the policy carries it
+    if carried is None and standing.carries_into(row, start):  # already fixed: it is in the counter
+        counter = await queries.counter_state(session, *checks.counter_key(row, start))
+        carried = None if counter is None else counter[2]
+    opening = checks.units(carried or 0)
     numbers = notices.standing_of(checks.metered_entitlement(row), opening, checks.units(0), found.grants, start)
     where = notices.Where(row.tenant_id, row.id, row.customer_id, row.feature_id, start, found.period_end)
     return await notices.tell_reset(session, where, numbers, previous_start=from_micros(previous_us),

@@ -444,9 +444,9 @@ class OverdraftEpisodeRead(BaseModel):
 class PeriodOverageRead(BaseModel):
     period_start: datetime
     period_end: datetime | None
-    usage: QuantityOut
-    soft_limit: QuantityOut = Field(description="Raised by the grants live at the period's last instant.")
-    overage: QuantityOut
+    usage: QuantityOut = Field(description="The period's usage when its overage was largest.")
+    soft_limit: QuantityOut = Field(description="In force then: raised by the grants live then.")
+    overage: QuantityOut = Field(description="The largest overage in the period (usage above the soft limit).")
 
 
 class OverdraftRead(BaseModel):

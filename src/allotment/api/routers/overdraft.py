@@ -30,9 +30,10 @@ async def overdraft_report(
     limit: Limit = 50,
     cursor: Cursor = None,
 ) -> dict[str, object]:
-    """Customers who ran above their soft limit in the window, per feature: for seats the time
-    and seat-hours above it, the peak and each episode; for metered features each usage period
-    whose usage passed it, with the overage. Both with the denials of the window."""
+    """Customers who ran above their soft limit in the window, or were refused in it, per
+    feature: for seats the time and seat-hours above it, the peak and each episode; for metered
+    features each usage period whose usage passed it (as it stood then), at its largest overage.
+    Both with the denials of the window."""
     at = utcnow()
     end = at if to is None else min(as_utc(to), at)  # a window ending later ends now
     start = end - _DEFAULT_WINDOW if from_ is None else as_utc(from_)
@@ -59,7 +60,7 @@ def _read(item: service.Overdraft) -> OverdraftRead:
                                            peak_overdraft=e.peak_over) for e in seats.episodes],
         )
     return OverdraftRead(
-        **base, peak_overdraft=max(p.overage for p in item.periods),
+        **base, peak_overdraft=max((p.overage for p in item.periods), default=Decimal(0)),
         periods=[PeriodOverageRead(period_start=p.period_start, period_end=p.period_end, usage=p.usage,
                                    soft_limit=p.soft_limit, overage=p.overage) for p in item.periods],
     )
