@@ -91,6 +91,7 @@ class Plan(Base):
     key: Mapped[str] = mapped_column(String(64))
     version: Mapped[int] = mapped_column(Integer)
     name: Mapped[str] = mapped_column(String(256))
+    description: Mapped[str | None] = mapped_column(String(1024), nullable=True)
     billing_interval: Mapped[str] = mapped_column(String(8))
     currency: Mapped[str | None] = mapped_column(String(3), nullable=True)
     next_tier: Mapped[str | None] = mapped_column(String(64), nullable=True)

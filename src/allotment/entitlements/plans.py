@@ -16,10 +16,18 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from allotment.db import flush_unique
 from allotment.entitlements import audit, features
 from allotment.entitlements.models import Plan, PlanEntitlement
+from allotment.entitlements.periods import Interval
 from allotment.entitlements.schemas import PlanCreate
 from allotment.entitlements.values import normalize
 from allotment.errors import Conflict, NotFound, ValidationFailed
 from allotment.types import new_id
+
+BILLING_PERIODS = {"week": Interval.WEEK, "month": Interval.MONTH, "year": Interval.YEAR}
+
+
+def billing_period(plan: Plan) -> Interval:
+    """How often the plan's subscriptions are billed, as a usage period steps."""
+    return BILLING_PERIODS[plan.billing_interval]
 
 
 @dataclass
@@ -93,7 +101,7 @@ async def create(
     plan = Plan(
         id=new_id("pln"), tenant_id=tenant_id, key=data.key,
         version=(versions[-1].version + 1) if versions else 1, name=data.name,
-        billing_interval=data.billing_interval, currency=data.currency,
+        description=data.description, billing_interval=data.billing_interval, currency=data.currency,
         next_tier=data.next_tier, status="draft", created_at=at,
     )
     session.add(plan)

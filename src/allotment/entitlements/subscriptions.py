@@ -19,7 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from allotment.customers import service as customers
 from allotment.entitlements import audit, plans, provisioning
 from allotment.entitlements.models import Plan, Subscription
-from allotment.entitlements.periods import Interval, UsagePeriod, period_at
+from allotment.entitlements.periods import UsagePeriod, period_at
 from allotment.entitlements.schemas import SubscriptionCreate
 from allotment.errors import Conflict, NotFound
 from allotment.types import new_id
@@ -43,8 +43,7 @@ def status_at(sub: Subscription, at: datetime) -> str:
 
 def billing_period_end(sub: Subscription, plan: Plan, at: datetime) -> datetime:
     """End of the billing period containing `at`, in the subscription's time zone."""
-    interval = Interval.MONTH if plan.billing_interval == "month" else Interval.YEAR
-    _, end = period_at(UsagePeriod(interval, sub.billing_anchor, ZoneInfo(sub.time_zone)), at)
+    _, end = period_at(UsagePeriod(plans.billing_period(plan), sub.billing_anchor, ZoneInfo(sub.time_zone)), at)
     assert end is not None  # only NONE periods never end
     return end
 

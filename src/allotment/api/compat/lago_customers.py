@@ -24,7 +24,7 @@ from allotment.customers import service as customers
 from allotment.customers.schemas import KEY_PATTERN, CustomerCreate, CustomerUpdate
 from allotment.entitlements import external_subscriptions, features, plans, references
 from allotment.entitlements.engine import Kind
-from allotment.entitlements.periods import Interval, UsagePeriod, period_at
+from allotment.entitlements.periods import UsagePeriod, period_at
 from allotment.errors import AlreadyExists, NotFound
 from allotment.metering import meters
 from allotment.metering import query as meter_query
@@ -161,8 +161,7 @@ async def _period(session: AsyncSession, tenant_id: str, sub: external_subscript
     if native is None:
         return sub.row.created_at, None
     plan = await plans.by_id(session, tenant_id, native.plan_id)
-    interval = Interval.MONTH if plan.billing_interval == "month" else Interval.YEAR
-    return period_at(UsagePeriod(interval, native.billing_anchor, ZoneInfo(native.time_zone)), now)
+    return period_at(UsagePeriod(plans.billing_period(plan), native.billing_anchor, ZoneInfo(native.time_zone)), now)
 
 
 async def _metrics(session: AsyncSession, tenant_id: str, sub: external_subscriptions.ExternalView) -> list[Meter]:
