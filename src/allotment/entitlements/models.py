@@ -98,6 +98,9 @@ class Plan(Base):
     status: Mapped[str] = mapped_column(String(16))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime())
     published_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    # The plan as another billing system (Lago) defined it, for what we do not model yet
+    # (prices, trials, charge models): answered back to that system as it sent it.
+    external_document: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
 
 
 class _Values:

@@ -213,6 +213,17 @@ async def _audit(
     )
 
 
+async def live_on(session: AsyncSession, tenant_id: str, plan_ids: list[str], at: datetime) -> list[Subscription]:
+    """Subscriptions on any of these plan versions that are active or scheduled at `at`."""
+    rows = await session.scalars(
+        select(Subscription).where(
+            Subscription.tenant_id == tenant_id, Subscription.plan_id.in_(plan_ids),
+            Subscription.status != "canceled", (Subscription.ends_at.is_(None)) | (Subscription.ends_at > at),
+        ).order_by(Subscription.id)
+    )
+    return list(rows)
+
+
 async def list_(
     session: AsyncSession,
     tenant_id: str,
