@@ -311,3 +311,24 @@ def test_a_malformed_plan_is_a_422_naming_the_field(live, body, field):
     answer = httpx.post(live.url + "/lago/api/v1/plans", json=body,
                         headers={"Authorization": f"Bearer {live.keys['admin']}"}, timeout=30)
     assert answer.status_code == 422 and field in answer.json()["error_details"], answer.text
+
+
+def test_destroying_a_plan_ends_its_native_subscriptions_too(live):
+    """A subscription started natively on the plan is canceled now."""
+    client = lago(live)
+    created(client, pro(metrics(client)))
+    native(live, "POST", "/v1/customers", {"key": "globex", "name": "Globex"})
+    sub = native(live, "POST", "/v1/subscriptions", {"customer": "globex", "plan": "pro"})
+    client.plans.destroy("pro")
+    assert native(live, "GET", f"/v1/subscriptions/{sub['id']}")["status"] == "canceled"
+
+
+def test_a_metric_whose_code_another_feature_has_is_a_422_naming_the_charge(live):
+    """The feature made for a metric takes its code: when a feature counting other usage has
+    it, the charge is refused and nothing is created."""
+    client = lago(live)
+    ids = metrics(client)
+    native(live, "POST", "/v1/features", {"key": "calls"})  # no meter
+    refused = lago_error(lambda: client.plans.create(pro(ids)))
+    assert refused.status_code == 422 and list(refused.response["error_details"]) == ["charges.1.billable_metric_id"]
+    assert native(live, "GET", "/v1/plans")["items"] == []
