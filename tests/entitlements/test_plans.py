@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
+
 from tests.entitlements.catalogue import boolean, customer, feature, metered, ok, plan, subscribe
 
 
@@ -74,3 +76,20 @@ async def test_plan_lists_every_version(tenant):
     await plan(c, "pro", [], publish=False)
     items = (await ok(await c.get("/v1/plans?key=pro")))["items"]
     assert [(p["version"], p["status"]) for p in items] == [(1, "published"), (2, "draft")]
+
+
+async def test_a_plan_keeps_its_description(tenant):
+    """Shown on every read of the version."""
+    await plan(tenant.client, "pro", [], description="For teams")
+    assert (await ok(await tenant.client.get("/v1/plans/pro")))["description"] == "For teams"
+
+
+async def test_a_weekly_plans_subscription_canceled_at_period_end_ends_a_week_after_its_anchor(tenant):
+    """billing_interval week: billing periods are weeks from the billing anchor."""
+    c = tenant.client
+    await customer(c, "acme")
+    await plan(c, "weekly", [], billing_interval="week")
+    anchor = datetime.now(UTC) - timedelta(days=2)
+    sub = await subscribe(c, "acme", "weekly", starts_at=anchor.isoformat())
+    canceled = await ok(await c.post(f"/v1/subscriptions/{sub['id']}/cancel", json={"at": "period_end"}))
+    assert datetime.fromisoformat(canceled["ends_at"]) == anchor + timedelta(days=7)

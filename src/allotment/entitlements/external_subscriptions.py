@@ -112,6 +112,15 @@ async def terminate(
     return view
 
 
+async def of_native(session: AsyncSession, tenant_id: str, subscription_id: str) -> ExternalView | None:
+    """The live external subscription that started this native one, if any."""
+    row = await session.scalar(select(ExternalSubscription).where(
+        ExternalSubscription.tenant_id == tenant_id, ExternalSubscription.subscription_id == subscription_id,
+        ExternalSubscription.terminated_at.is_(None),
+    ))
+    return None if row is None else await _view(session, row)
+
+
 async def list_(
     session: AsyncSession, tenant_id: str, system: str, *, customer_key: str | None, offset: int, limit: int
 ) -> tuple[list[ExternalView], int]:

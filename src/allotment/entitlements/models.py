@@ -91,12 +91,16 @@ class Plan(Base):
     key: Mapped[str] = mapped_column(String(64))
     version: Mapped[int] = mapped_column(Integer)
     name: Mapped[str] = mapped_column(String(256))
+    description: Mapped[str | None] = mapped_column(String(1024), nullable=True)
     billing_interval: Mapped[str] = mapped_column(String(8))
     currency: Mapped[str | None] = mapped_column(String(3), nullable=True)
     next_tier: Mapped[str | None] = mapped_column(String(64), nullable=True)
     status: Mapped[str] = mapped_column(String(16))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime())
     published_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    # The plan as another billing system (Lago) defined it, for what we do not model yet
+    # (prices, trials, charge models): answered back to that system as it sent it.
+    external_document: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
 
 
 class _Values:

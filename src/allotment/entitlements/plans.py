@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -16,10 +17,18 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from allotment.db import flush_unique
 from allotment.entitlements import audit, features
 from allotment.entitlements.models import Plan, PlanEntitlement
+from allotment.entitlements.periods import Interval
 from allotment.entitlements.schemas import PlanCreate
 from allotment.entitlements.values import normalize
 from allotment.errors import Conflict, NotFound, ValidationFailed
 from allotment.types import new_id
+
+BILLING_PERIODS = {"week": Interval.WEEK, "month": Interval.MONTH, "year": Interval.YEAR}
+
+
+def billing_period(plan: Plan) -> Interval:
+    """How often the plan's subscriptions are billed, as a usage period steps."""
+    return BILLING_PERIODS[plan.billing_interval]
 
 
 @dataclass
@@ -82,9 +91,11 @@ async def by_id(session: AsyncSession, tenant_id: str, plan_id: str) -> Plan:
 
 
 async def create(
-    session: AsyncSession, tenant_id: str, data: PlanCreate, *, actor: str, at: datetime
+    session: AsyncSession, tenant_id: str, data: PlanCreate, *, actor: str, at: datetime,
+    external_document: dict[str, Any] | None = None,
 ) -> PlanView:
-    """Version 1 of a new key, or the next draft version of an existing one."""
+    """Version 1 of a new key, or the next draft version of an existing one. `external_document`
+    is the plan as another billing system defined it, kept with this version."""
     versions = await _versions(session, tenant_id, data.key)
     drafts = [p.version for p in versions if p.status == "draft"]
     if drafts:
@@ -93,8 +104,8 @@ async def create(
     plan = Plan(
         id=new_id("pln"), tenant_id=tenant_id, key=data.key,
         version=(versions[-1].version + 1) if versions else 1, name=data.name,
-        billing_interval=data.billing_interval, currency=data.currency,
-        next_tier=data.next_tier, status="draft", created_at=at,
+        description=data.description, billing_interval=data.billing_interval, currency=data.currency,
+        next_tier=data.next_tier, status="draft", created_at=at, external_document=external_document,
     )
     session.add(plan)
     await flush_unique(session, Conflict(f"plan '{data.key}' version {plan.version} was just created"))
@@ -166,6 +177,32 @@ async def publish(
         entity_id=plan.id, before=before, after=audit.snapshot(plan), at=at,
     )
     return await view(session, plan)
+
+
+async def retire(session: AsyncSession, tenant_id: str, key: str, *, actor: str, at: datetime) -> list[Plan]:
+    """Archives every version of the plan, drafts included: no new subscription can start on it.
+    Subscriptions already on a version keep it (end them first to end their entitlements)."""
+    versions = await _versions(session, tenant_id, key)
+    if not versions:
+        raise NotFound("plan", key)
+    for plan in versions:
+        if plan.status != "archived":
+            before = audit.snapshot(plan)
+            plan.status = "archived"
+            await audit.record(
+                session, tenant_id, actor=actor, action="plan.archived", entity_type="plan",
+                entity_id=plan.id, before=before, after=audit.snapshot(plan), at=at,
+            )
+    await session.flush()
+    return versions
+
+
+async def published_page(session: AsyncSession, tenant_id: str, *, offset: int, limit: int) -> tuple[list[Plan], int]:
+    """The published version of each plan, by key, and how many plans have one."""
+    where = (Plan.tenant_id == tenant_id, Plan.status == "published")
+    rows = await session.scalars(select(Plan).where(*where).order_by(Plan.key).offset(offset).limit(limit))
+    total = await session.scalar(select(func.count()).select_from(Plan).where(*where))
+    return list(rows), int(total or 0)
 
 
 async def _snapshot(session: AsyncSession, plan: Plan) -> dict[str, object]:

@@ -26,6 +26,7 @@ KEY_PATTERN = r"^[a-z0-9][a-z0-9_\-]{0,63}$"
 QuantityOut = Annotated[Decimal, PlainSerializer(nearest_number, return_type=int | float)]
 OverageAtReset = Literal["forgive", "carry"]
 When = Literal["now", "period_end"]
+BillingInterval = Literal["week", "month", "year"]
 
 
 def check_time_zone(value: str) -> str:
@@ -195,7 +196,8 @@ class PlanCreate(BaseModel):
 
     key: str = Field(pattern=KEY_PATTERN)
     name: str = Field(min_length=1, max_length=256)
-    billing_interval: Literal["month", "year"] = "month"
+    description: str | None = Field(default=None, max_length=1024)
+    billing_interval: BillingInterval = "month"
     currency: str | None = Field(default=None, pattern=r"^[A-Z]{3}$")
     next_tier: str | None = Field(default=None, description="Key of the plan to suggest next.")
     entitlements: list[PlanEntitlementIn] = Field(default_factory=list)
@@ -206,7 +208,8 @@ class PlanRead(BaseModel):
     key: str
     version: int
     name: str
-    billing_interval: Literal["month", "year"]
+    description: str | None
+    billing_interval: BillingInterval
     currency: str | None
     next_tier: str | None
     status: Literal["draft", "published", "archived"]

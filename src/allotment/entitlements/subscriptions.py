@@ -19,7 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from allotment.customers import service as customers
 from allotment.entitlements import audit, plans, provisioning
 from allotment.entitlements.models import Plan, Subscription
-from allotment.entitlements.periods import Interval, UsagePeriod, period_at
+from allotment.entitlements.periods import UsagePeriod, period_at
 from allotment.entitlements.schemas import SubscriptionCreate
 from allotment.errors import Conflict, NotFound
 from allotment.types import new_id
@@ -43,8 +43,7 @@ def status_at(sub: Subscription, at: datetime) -> str:
 
 def billing_period_end(sub: Subscription, plan: Plan, at: datetime) -> datetime:
     """End of the billing period containing `at`, in the subscription's time zone."""
-    interval = Interval.MONTH if plan.billing_interval == "month" else Interval.YEAR
-    _, end = period_at(UsagePeriod(interval, sub.billing_anchor, ZoneInfo(sub.time_zone)), at)
+    _, end = period_at(UsagePeriod(plans.billing_period(plan), sub.billing_anchor, ZoneInfo(sub.time_zone)), at)
     assert end is not None  # only NONE periods never end
     return end
 
@@ -212,6 +211,17 @@ async def _audit(
         session, sub.tenant_id, actor=actor, action=action, entity_type="subscription",
         entity_id=sub.id, before=before, after=audit.snapshot(sub), at=at,
     )
+
+
+async def live_on(session: AsyncSession, tenant_id: str, plan_ids: list[str], at: datetime) -> list[Subscription]:
+    """Subscriptions on any of these plan versions that are active or scheduled at `at`."""
+    rows = await session.scalars(
+        select(Subscription).where(
+            Subscription.tenant_id == tenant_id, Subscription.plan_id.in_(plan_ids),
+            Subscription.status != "canceled", (Subscription.ends_at.is_(None)) | (Subscription.ends_at > at),
+        ).order_by(Subscription.id)
+    )
+    return list(rows)
 
 
 async def list_(

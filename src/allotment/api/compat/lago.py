@@ -13,12 +13,18 @@ from __future__ import annotations
 from fastapi import APIRouter, FastAPI, Request, Response
 
 from allotment.api import errors
-from allotment.api.compat import lago_customers, lago_events, lago_metrics, lago_subscriptions
+from allotment.api.compat import (
+    lago_customers,
+    lago_events,
+    lago_metrics,
+    lago_plans,
+    lago_subscriptions,
+)
 from allotment.api.compat.lago_http import PREFIX, lago_router, problem_for
 from allotment.api.deps import Ingester
 
 router = APIRouter(prefix=PREFIX, tags=["lago compatibility"])
-for _module in (lago_events, lago_metrics, lago_customers, lago_subscriptions):
+for _module in (lago_events, lago_metrics, lago_plans, lago_customers, lago_subscriptions):
     router.include_router(_module.router)
 
 ROOT_BATCH = "/api/v1/events/batch"

@@ -24,7 +24,7 @@ from allotment.customers import service as customers
 from allotment.customers.schemas import KEY_PATTERN, CustomerCreate, CustomerUpdate
 from allotment.entitlements import external_subscriptions, features, plans, references
 from allotment.entitlements.engine import Kind
-from allotment.entitlements.periods import Interval, UsagePeriod, period_at
+from allotment.entitlements.periods import UsagePeriod, period_at
 from allotment.errors import AlreadyExists, NotFound
 from allotment.metering import meters
 from allotment.metering import query as meter_query
@@ -142,12 +142,13 @@ async def current_usage(
     start, end = await _period(session, principal.tenant_id, sub, now)
     currency = customer.currency or "USD"
     charges = []
+    priced = await _charges_by_metric(session, principal.tenant_id, sub)
     for meter in await _metrics(session, principal.tenant_id, sub):
         q = meter_query.MeterQuery(start_us=to_micros(start), end_us=to_micros(now) + 1,
                                    subjects=[external_subscription_id])
         rows = await meter_query.query(session, principal.tenant_id, meter, q)
         units = sum((r.value or Decimal(0) for r in rows), Decimal(0))
-        charges.append(_charge(meter, units, currency))
+        charges.append(_charge(meter, units, currency, priced.get(meter.id)))
     return Json({"customer_usage": {
         "from_datetime": at(start), "to_datetime": at(end), "issuing_date": (end or now).date().isoformat(),
         "lago_invoice_id": None, "currency": currency, "amount_cents": 0, "total_amount_cents": 0,
@@ -161,8 +162,7 @@ async def _period(session: AsyncSession, tenant_id: str, sub: external_subscript
     if native is None:
         return sub.row.created_at, None
     plan = await plans.by_id(session, tenant_id, native.plan_id)
-    interval = Interval.MONTH if plan.billing_interval == "month" else Interval.YEAR
-    return period_at(UsagePeriod(interval, native.billing_anchor, ZoneInfo(native.time_zone)), now)
+    return period_at(UsagePeriod(plans.billing_period(plan), native.billing_anchor, ZoneInfo(native.time_zone)), now)
 
 
 async def _metrics(session: AsyncSession, tenant_id: str, sub: external_subscriptions.ExternalView) -> list[Meter]:
@@ -177,13 +177,29 @@ async def _metrics(session: AsyncSession, tenant_id: str, sub: external_subscrip
     return [m for m in everything if m.id in wanted]
 
 
-def _charge(meter: Meter, units: Decimal, currency: str) -> dict[str, Any]:
+async def _charges_by_metric(
+    session: AsyncSession, tenant_id: str, sub: external_subscriptions.ExternalView,
+) -> dict[str, dict[str, Any]]:
+    """The charges of a plan made through Lago, by metric (its first charge on each)."""
+    if sub.native is None:
+        return {}
+    document = (await plans.by_id(session, tenant_id, sub.native.plan_id)).external_document or {}
+    out: dict[str, dict[str, Any]] = {}
+    for charge in document.get("charges", []):
+        out.setdefault(charge["billable_metric_id"], charge)
+    return out
+
+
+def _charge(meter: Meter, units: Decimal, currency: str, priced: dict[str, Any] | None) -> dict[str, Any]:
+    """`priced`: the plan's charge on the metric, when the plan was made through Lago."""
+    priced = priced or {"lago_id": meter.id, "charge_model": "standard"}
     text = format(units.normalize(), "f") if units else "0"
     return {
         "units": text, "total_aggregated_units": text,
         "events_count": int(units) if meter.aggregation == "COUNT" else 0,
         "amount_cents": 0, "amount_currency": currency,
-        "charge": {"lago_id": meter.id, "charge_model": "standard", "invoice_display_name": None},
+        "charge": {"lago_id": priced["lago_id"], "charge_model": priced["charge_model"],
+                   "invoice_display_name": priced.get("invoice_display_name")},
         "billable_metric": {"lago_id": meter.id, "name": meter.name, "code": meter.key,
                             "aggregation_type": aggregation_type(meter.aggregation)},
         "filters": [], "grouped_usage": [],

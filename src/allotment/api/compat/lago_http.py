@@ -93,7 +93,7 @@ def _validation_details(exc: RequestValidationError | pydantic.ValidationError) 
     return out
 
 
-ROOT_KEYS = frozenset({"billable_metric", "customer", "subscription", "event"})
+ROOT_KEYS = frozenset({"billable_metric", "customer", "subscription", "event", "plan"})
 
 
 def at(value: datetime | None) -> str | None:

@@ -29,7 +29,7 @@ _LIST = "/v1/plans"
 def plan_read(view: service.PlanView) -> PlanRead:
     p = view.plan
     return PlanRead(
-        id=p.id, key=p.key, version=p.version, name=p.name,
+        id=p.id, key=p.key, version=p.version, name=p.name, description=p.description,
         billing_interval=p.billing_interval,  # type: ignore[arg-type]
         currency=p.currency, next_tier=p.next_tier, status=p.status,  # type: ignore[arg-type]
         entitlements=[PlanEntitlementRead(feature=key, **of_row(e)) for key, e in view.entitlements],

@@ -1,0 +1,83 @@
+"""Plans as another billing system defines them (Lago's plans and their usage charges).
+
+Such a plan is a native plan, published at once. Each metered charge entitles its subscribers to
+a feature measured by the charge's meter, counted over the plan's interval with nothing included
+and no limit: that system bills usage, it does not cap it. What we do not model yet (prices,
+trials, charge models) stays with the version as that system sent it (`external_document`).
+
+A change is the plan's next published version, so subscriptions keep the version they are on
+until migrated, as for any plan. Removing the plan archives every version and ends the
+subscriptions on them now, as the other system's deletion terminates them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from allotment.entitlements import external_subscriptions, features, plans, subscriptions
+from allotment.entitlements.engine import Kind
+from allotment.entitlements.models import Feature
+from allotment.entitlements.schemas import (
+    BillingInterval,
+    FeatureCreate,
+    PlanCreate,
+    PlanEntitlementIn,
+)
+from allotment.errors import AlreadyExists, FieldError, ValidationFailed
+from allotment.metering.models import Meter
+
+
+async def feature_for(session: AsyncSession, tenant_id: str, meter: Meter, *, field: str, actor: str,
+                      at: datetime) -> str:
+    """The key of the live feature counting all of the meter's usage (the oldest, when several
+    do), made under the meter's key when there is none. `field` names the charge in an error."""
+    rows = await session.scalars(
+        select(Feature).where(Feature.tenant_id == tenant_id, Feature.meter_id == meter.id,
+                              Feature.archived_at.is_(None)).order_by(Feature.id)
+    )
+    for feature in rows:
+        if not feature.meter_group_filter:
+            return feature.key
+    try:
+        async with session.begin_nested():
+            made = await features.create(session, tenant_id, FeatureCreate(key=meter.key, name=meter.name,
+                                                                           meter=meter.key), actor=actor, at=at)
+    except AlreadyExists:
+        raise ValidationFailed(f"{field}: feature '{meter.key}' counts other usage",
+                               errors=[FieldError(field, f"feature '{meter.key}' counts other usage than metric "
+                                                         f"'{meter.key}'; give that feature another key")]) from None
+    return made.feature.key
+
+
+async def publish(
+    session: AsyncSession, tenant_id: str, *, key: str, name: str, description: str | None,
+    billing_interval: BillingInterval, currency: str | None, feature_keys: Iterable[str],
+    document: dict[str, Any], actor: str, at: datetime,
+) -> plans.PlanView:
+    """The plan's next version, published: version 1 of a new key, a change of an existing one."""
+    entitlements = [PlanEntitlementIn(feature=k, kind=Kind.METERED, usage_period=plans.BILLING_PERIODS[billing_interval])
+                    for k in dict.fromkeys(feature_keys)]  # two charges on one metric: one entitlement
+    data = PlanCreate(key=key, name=name, description=description, billing_interval=billing_interval,
+                      currency=currency, entitlements=entitlements)
+    await plans.create(session, tenant_id, data, actor=actor, at=at, external_document=document)
+    return await plans.publish(session, tenant_id, key, actor=actor, at=at)
+
+
+async def remove(session: AsyncSession, tenant_id: str, key: str, *, actor: str, at: datetime) -> None:
+    """Archives every version of the plan and ends the subscriptions on them now (those started
+    by another system are terminated there too, so their external id may start again)."""
+    versions = await plans.retire(session, tenant_id, key, actor=actor, at=at)
+    for sub in await subscriptions.live_on(session, tenant_id, [p.id for p in versions], at):
+        if subscriptions.status_at(sub, at) == "canceled":
+            continue  # ended with one canceled before it (a plan change scheduled after it)
+        external = await external_subscriptions.of_native(session, tenant_id, sub.id)
+        if external is not None:
+            await external_subscriptions.terminate(session, tenant_id, external.row.system, external.row.external_id,
+                                                   actor=actor, at=at)
+        else:
+            await subscriptions.cancel(session, tenant_id, sub.id, when="now", actor=actor, at=at)
