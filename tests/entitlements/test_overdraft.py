@@ -15,7 +15,7 @@ from allotment.entitlements import grants, overdraft_report, overrides, seats
 from allotment.entitlements.engine import Grant
 from allotment.entitlements.overdraft import Lease, Terms, metered_peak, seat_overdraft
 from allotment.entitlements.schemas import AdhocIn
-from tests.entitlements.catalogue import customer, feature, ok
+from tests.entitlements.catalogue import customer, feature, metered, ok, plan, subscribe
 from tests.helpers import event, meter
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
@@ -266,6 +266,25 @@ async def test_story_1_a_top_up_bought_after_an_overdraft_does_not_erase_it(tena
     assert item.denials == 2
     assert [(p.period_start, p.usage, p.soft_limit, p.overage) for p in item.periods] == [
         (T0, 1_500_000, 1_000_000, 500_000)]
+
+
+async def test_story_1_over_http_the_overdraft_stays_when_nothing_is_used_after_the_top_up(tenant):
+    """Soft limit 1 M, cap 1.5 M: used to the cap, two consumes denied, a 500 k top-up bought and
+    nothing used since: still listed, 500 k over what was paid for then, with both denials."""
+    c = tenant.client
+    await feature(c, "tokens")
+    await plan(c, "starter", [metered("tokens", 1_000_000, 1_000_000, 1_500_000)])
+    await customer(c, "acme")
+    await subscribe(c, "acme", "starter")
+    check = {"customer": "acme", "feature": "tokens", "consume": True}
+    for _ in range(3):
+        assert (await ok(await c.post("/v1/check", json=check | {"quantity": 500_000})))["decision"] != "deny"
+    for _ in range(2):
+        assert (await ok(await c.post("/v1/check", json=check | {"quantity": 1000})))["decision"] == "deny"
+    await ok(await c.post("/v1/customers/acme/entitlements/tokens/grants", json={"amount": 500_000}), 201)
+    [item] = (await ok(await c.get("/v1/reports/overdraft")))["items"]
+    assert (item["customer"], item["denials"], item["peak_overdraft"]) == ("acme", 2, 500_000)
+    assert [(p["usage"], p["soft_limit"], p["overage"]) for p in item["periods"]] == [(1_500_000, 1_000_000, 500_000)]
 
 
 async def test_a_pair_with_denials_and_no_overage_is_listed(tenant, db):

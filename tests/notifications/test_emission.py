@@ -235,6 +235,19 @@ async def test_a_reset_told_by_ingest_carries_the_opening_numbers(db, tenant):
     assert (reset["previous_usage"], reset["usage"], reset["balance"]) == (12, 0, 10)
 
 
+async def test_a_reset_told_by_a_consume_over_http_carries_the_opening_numbers(db, tenant):
+    """The first consume of a period through POST /v1/check (its batched path) tells the reset with
+    the period's opening numbers, not the 6 it consumed."""
+    c = tenant.client
+    await _catalogue(c, subscribed=False)
+    start = datetime.now(UTC) - timedelta(days=45)  # monthly periods from here: one is over
+    await subscribe(c, "acme", "starter", starts_at=start.isoformat())
+    await _consume(db, tenant.id, 12, start + timedelta(days=3))
+    assert (await _check(c, 6))["usage"] == 6
+    [(_, reset)] = await _emitted(db, tenant.id, notices.PERIOD_RESET)
+    assert (reset["previous_usage"], reset["usage"], reset["balance"]) == (12, 0, 10)
+
+
 async def test_the_scan_tells_overage_carried_in_even_once_a_check_fixed_it(db, tenant):
     """Overage carried into February is its opening usage, also when a check looked at February
     (and fixed the carry into its counter) before the scan told the reset."""
