@@ -356,3 +356,18 @@ async def test_hot_path_plans_made_on_an_empty_database_still_use_indexes(empty_
                 assert all("Index Cond" in lines[i + 1] for i in features), plan  # never every feature
     finally:
         await db.dispose()
+
+
+@pytest.mark.parametrize(("quantity", "verdict", "usage"), [(12, "deny", 4), (11, "allow_overdraft", 15)])
+async def test_a_consume_opening_a_period_counts_the_overage_carried_in(tenant, db, quantity, verdict, usage):
+    """January ends 4 over its soft limit of 10, carried into February: February's first
+    consume, whichever way it is committed, starts from those 4, so 12 more would pass the
+    hard limit of 15 and is refused, and 11 reaches it exactly."""
+    clock = await _clockwork(tenant, db, included=10, hard_limit=15, overage_at_reset="carry",
+                             usage_anchor=T0.isoformat())
+    await clock.consume(14, day(3))
+    later = datetime(2026, 2, 2, tzinfo=UTC)
+    request = full.CheckRequest("acme", "data", Decimal(quantity), consume=True)
+    answer = await fastpath.check(db, tenant.id, request, later) or await clock.consume(quantity, later)
+    assert (answer.decision.decision.value, answer.decision.usage) == (verdict, usage)
+    assert (await clock.state(later)).usage == usage

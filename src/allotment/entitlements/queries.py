@@ -255,6 +255,8 @@ WITH k AS (
 ) + """) AS x
   WHERE x.active_to IS NOT DISTINCT FROM k.active_to AND NOT x.granted
     AND (x.first_hold_expiry IS NULL OR x.first_hold_expiry > $2::timestamptz)
+    -- overage the period may open with is fixed by the full check first, as fastpath.py reads
+    AND (NOT k.carries OR x.carried IS NOT NULL)
 ), locked AS (
   SELECT x.* FROM (SELECT * FROM proven ORDER BY t, e, p) AS x CROSS JOIN LATERAL (
     SELECT 1 FROM entitlement_usage u
@@ -265,7 +267,6 @@ WITH k AS (
   FROM locked x
   WHERE u.tenant_id = x.t AND u.entitlement_id = x.e AND u.period_start = x.p AND x.quiet
     AND x.q <= x.hard AND GREATEST(u.used, 0) + u.reserved <= x.hard - x.q
-    AND (NOT x.carries OR u.carried IS NOT NULL)
     AND (NOT x.watch OR (u.used > 0 AND NOT EXISTS (
          SELECT 1 FROM unnest(string_to_array(x.levels, ',')::int8[]) AS v(level)
          WHERE v.level > u.used AND v.level - x.q <= u.used)))
