@@ -316,14 +316,16 @@ class CheckRead(BaseModel):
 
 
 class DenialRead(BaseModel):
-    id: str
+    """A refused check, reservation, commit or seat activation."""
+
+    id: str = Field(description="The denial's id.")
     customer: str = Field(description="The customer's key.")
-    customer_id: str
+    customer_id: str = Field(description="The customer's id.")
     feature: str = Field(description="The feature's key.")
-    feature_id: str
-    at: datetime
-    quantity: QuantityOut
-    reason: str
+    feature_id: str = Field(description="The feature's id.")
+    at: datetime = Field(description="When the request was refused.")
+    quantity: QuantityOut = Field(description="What the request asked for (1 for a seat activation).")
+    reason: str = Field(description="Why, as the check answered: hard_limit, no_access, not_entitled, ...")
 
 
 class GrantStateRead(BaseModel):
@@ -438,15 +440,15 @@ class GrantRead(BaseModel):
 
 
 class OverdraftEpisodeRead(BaseModel):
-    started_at: datetime
+    started_at: datetime = Field(description="When the seats in use first went above the soft limit.")
     ended_at: datetime | None = Field(description="None: still in overdraft at the end of the window.")
     peak: int = Field(description="Most seats active during the episode.")
     peak_overdraft: QuantityOut = Field(description="Most seats above the soft limit during it.")
 
 
 class PeriodOverageRead(BaseModel):
-    period_start: datetime
-    period_end: datetime | None
+    period_start: datetime = Field(description="Start of the usage period.")
+    period_end: datetime | None = Field(description="End of the usage period; null for a period without an end.")
     usage: QuantityOut = Field(description="The period's usage when its overage was largest.")
     soft_limit: QuantityOut = Field(description="In force then: raised by the grants live then.")
     overage: QuantityOut = Field(description="The largest overage in the period (usage above the soft limit).")
@@ -455,12 +457,12 @@ class PeriodOverageRead(BaseModel):
 class OverdraftRead(BaseModel):
     """How far and how long one customer ran above what it paid for on one feature."""
 
-    customer: str
-    feature: str
-    kind: Kind
-    included: QuantityOut
-    soft_limit: QuantityOut
-    hard_limit: QuantityOut | None
+    customer: str = Field(description="The customer's key.")
+    feature: str = Field(description="The feature's key.")
+    kind: Kind = Field(description="metered or seats: which of the fields below apply.")
+    included: QuantityOut = Field(description="Included in the customer's latest terms.")
+    soft_limit: QuantityOut = Field(description="Soft limit of the latest terms, before grants.")
+    hard_limit: QuantityOut | None = Field(description="Hard limit of the latest terms; null when uncapped.")
     peak_overdraft: QuantityOut = Field(description="seats: most seats above the soft limit; metered: largest overage.")
     denials: int = Field(description="Refused checks and activations in the window.")
     peak: int | None = Field(default=None, description="seats: most seats active at once.")
@@ -482,39 +484,43 @@ MoneyOut = Annotated[Decimal, PlainSerializer(lambda v: format(v, "f"), return_t
 class UpsellTopUpRead(BaseModel):
     """Prepaid packs of the feature that keep the projection within the soft limit."""
 
-    count: int
+    count: int = Field(description="How many packs.")
     units: QuantityOut = Field(description="count x amount.")
     amount: QuantityOut = Field(description="Units per pack.")
     price: MoneyOut | None = Field(default=None, description="Per pack, when the offer has one.")
-    total_price: MoneyOut | None = None
-    currency: str | None = None
-    expires_after_days: int | None = None
+    total_price: MoneyOut | None = Field(default=None, description="count x price, when the offer has a price.")
+    currency: str | None = Field(default=None, description="Currency of the prices, when the offer names one.")
+    expires_after_days: int | None = Field(
+        default=None, description="Days a pack lasts once bought; null when packs do not expire."
+    )
 
 
 class UpsellPlanRead(BaseModel):
     """A plan on the upgrade path (latest published version) and what it gives the feature."""
 
-    key: str
-    name: str
-    version: int
+    key: str = Field(description="The plan's key.")
+    name: str = Field(description="The plan's name.")
+    version: int = Field(description="Its latest published version, the one a customer would move to.")
     covers: Literal["soft", "hard"] = Field(
         description="soft: the projection fits its soft limit; hard: it is only not denied (overdraft)."
     )
     unlimited: bool = Field(description="The plan grants the feature without a limit.")
-    included: QuantityOut | None = None
-    soft_limit: QuantityOut | None = None
-    hard_limit: QuantityOut | None = None
+    included: QuantityOut | None = Field(default=None, description="Included by the plan; null when unlimited.")
+    soft_limit: QuantityOut | None = Field(default=None, description="The plan's soft limit; null when unlimited.")
+    hard_limit: QuantityOut | None = Field(
+        default=None, description="The plan's hard limit; null when unlimited or uncapped."
+    )
 
 
 class UpsellSuggestionRead(BaseModel):
     action: UpsellAction = Field(description="What to offer; `none` when the projection fits.")
-    plan: UpsellPlanRead | None = None
+    plan: UpsellPlanRead | None = Field(default=None, description="The plan to move to, when one is on the path.")
     top_up: UpsellTopUpRead | None = Field(default=None, description="The recommendation or the alternative.")
 
 
 class ProjectionRead(BaseModel):
     usage_at_period_end: QuantityOut = Field(description="Usage plus reserved units, projected.")
-    rate_per_day: QuantityOut
+    rate_per_day: QuantityOut = Field(description="The rate the projection uses, in units per day.")
     basis: str = Field(
         description="The rate used: period (linear), 24h, 7d, early (too little of the period has passed to "
         "extrapolate: the usage so far), none, or seats (a gauge)."
@@ -524,26 +530,26 @@ class ProjectionRead(BaseModel):
 class UpsellRead(BaseModel):
     """Where a customer stands on one counted feature, where it is heading, and what covers it."""
 
-    customer: str
-    customer_id: str
-    feature: str
-    entitlement_id: str
-    kind: Literal["metered", "seats"]
-    current_plan: str | None
+    customer: str = Field(description="The customer's key.")
+    customer_id: str = Field(description="The customer's id.")
+    feature: str = Field(description="The feature's key.")
+    entitlement_id: str = Field(description="The customer's entitlement to the feature.")
+    kind: Literal["metered", "seats"] = Field(description="metered: usage in a period; seats: seats active now.")
+    current_plan: str | None = Field(description="Key of the plan the entitlement comes from; null when granted alone.")
     status: Literal["within_limit", "near_limit", "overdraft", "denied"] = Field(
         description="The most severe: denied this period, past the soft limit, at 80 % of it, or within."
     )
-    in_overdraft: bool
-    usage: QuantityOut
-    reserved: QuantityOut
-    included: QuantityOut
-    soft_limit: QuantityOut
-    hard_limit: QuantityOut | None
+    in_overdraft: bool = Field(description="Usage plus reserved units are past the soft limit now.")
+    usage: QuantityOut = Field(description="Used this period (seats: active now), reserved units excluded.")
+    reserved: QuantityOut = Field(description="Held by open reservations; counted as spent.")
+    included: QuantityOut = Field(description="Included, raised by live grants.")
+    soft_limit: QuantityOut = Field(description="Soft limit, raised by live grants.")
+    hard_limit: QuantityOut | None = Field(description="Hard limit, raised by live grants; null when uncapped.")
     overage: QuantityOut = Field(description="How far past the soft limit (usage + reserved - soft).")
-    period_start: datetime | None
-    period_end: datetime | None
+    period_start: datetime | None = Field(description="Start of the current usage period; null without one.")
+    period_end: datetime | None = Field(description="End of the current usage period; null without one.")
     denials: int = Field(description="Denied checks this period.")
-    last_denied_at: datetime | None
-    projection: ProjectionRead
-    suggestion: UpsellSuggestionRead
+    last_denied_at: datetime | None = Field(description="When the last of those was denied; null when none was.")
+    projection: ProjectionRead = Field(description="Where usage is heading by the period end.")
+    suggestion: UpsellSuggestionRead = Field(description="What would cover the projection.")
 

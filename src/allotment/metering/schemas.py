@@ -134,16 +134,20 @@ class QueryResult(BaseModel):
 
 
 class EventRead(BaseModel):
-    id: str
-    source: str
-    type: str
-    subject: str
-    time: datetime
-    received_at: datetime
-    data: dict[str, Any] | None
+    """A stored event as it was sent, and what it counts towards."""
+
+    id: str = Field(description="The event's id as its sender gave it; with `source`, it is counted once.")
+    source: str = Field(description="Who sent it (CloudEvents `source`).")
+    type: str = Field(description="The event type meters select events by.")
+    subject: str = Field(description="The subject key, which names the customer.")
+    time: datetime = Field(description="When the usage happened: the event's `time`, else when it arrived.")
+    received_at: datetime = Field(description="When it was stored.")
+    data: dict[str, Any] | None = Field(description="Its data as sent, numbers exact; null when it had none.")
     customer: str | None = Field(description="Key of the customer owning the subject, if any.")
     meters: list[str] = Field(description="Keys of the meters this event counts towards.")
-    status: Literal["counted", "unattributed"]
+    status: Literal["counted", "unattributed"] = Field(
+        description="counted: a customer and at least one meter; unattributed: not both (see `problems`)."
+    )
     problems: list[str] = Field(
         default_factory=list,
         description="Why the event is unattributed, or which meters could not use it.",
@@ -153,11 +157,13 @@ class EventRead(BaseModel):
 
 
 class RejectedRead(BaseModel):
-    received_at: datetime
-    index: int
-    field: str | None
-    reason: str
-    raw: str
+    """An event ingest refused, kept for operators."""
+
+    received_at: datetime = Field(description="When the request that sent it arrived.")
+    index: int = Field(description="Its position in that request's batch, from 0.")
+    field: str | None = Field(description="The field at fault; null when the event as a whole was refused.")
+    reason: str = Field(description="Why it was refused.")
+    raw: str = Field(description="The event as sent, cut at 4,096 characters; empty when it could not be kept.")
 
 
 class IngestError(BaseModel):

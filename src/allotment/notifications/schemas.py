@@ -176,34 +176,42 @@ DeliveryStatus = Literal["pending", "delivered", "dead"]
 
 
 class AttemptRead(BaseModel):
-    attempt: int
-    at: datetime
-    succeeded: bool
-    status_code: int | None
-    error: str | None
-    latency_ms: int
-    response_excerpt: str | None
+    """One try at delivering a notification to an endpoint."""
+
+    attempt: int = Field(description="1 for the first try, then counting up.")
+    at: datetime = Field(description="When the try was made.")
+    succeeded: bool = Field(description="The receiver answered 2xx.")
+    status_code: int | None = Field(description="The receiver's HTTP status; null when no answer came.")
+    error: str | None = Field(
+        description="Why the try failed (an HTTP status, a timeout, a connection error); null when it succeeded."
+    )
+    latency_ms: int = Field(description="How long the try took, in milliseconds.")
+    response_excerpt: str | None = Field(description="The first kilobyte of the answer's body; null when it had none.")
 
 
 class DeliveryRead(BaseModel):
-    id: str
-    notification_id: str
-    type: str
-    endpoint_id: str
-    status: DeliveryStatus
-    attempt_count: int
+    """One notification on its way to one endpoint."""
+
+    id: str = Field(description="The delivery's id.")
+    notification_id: str = Field(description="The notification delivered.")
+    type: str = Field(description="The notification's type, e.g. entitlement.threshold_reached.")
+    endpoint_id: str = Field(description="The webhook endpoint it goes to.")
+    status: DeliveryStatus = Field(description="pending: to be tried (again); delivered; dead: given up on.")
+    attempt_count: int = Field(description="Tries made so far.")
     next_attempt_at: datetime | None = Field(description="When pending: the next try.")
-    delivered_at: datetime | None
-    created_at: datetime
-    attempts: list[AttemptRead]
+    delivered_at: datetime | None = Field(description="When the receiver accepted it; null until then.")
+    created_at: datetime = Field(description="When it was queued for this endpoint.")
+    attempts: list[AttemptRead] = Field(description="Every try, oldest first.")
 
 
 class NotificationRead(BaseModel):
-    id: str
-    type: str
-    customer_id: str | None
-    payload: dict[str, Any]
-    created_at: datetime
+    """Something the tenant is told of, sent to its webhook endpoints."""
+
+    id: str = Field(description="The notification's id; receivers see it as `webhook-id`.")
+    type: str = Field(description="What happened, e.g. entitlement.threshold_reached.")
+    customer_id: str | None = Field(description="The customer it is about; null when it is about none.")
+    payload: dict[str, Any] = Field(description="What it says: the `data` of its webhooks (in the native body format).")
+    created_at: datetime = Field(description="When it was emitted.")
 
 
 class NotificationDetail(NotificationRead):

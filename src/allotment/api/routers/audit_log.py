@@ -5,6 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter
 
 from allotment.api.deps import Admin, Cursor, Limit, ReadSession, decode_cursor, page
+from allotment.api.pages import Page
 from allotment.entitlements import audit
 from allotment.entitlements.schemas import AuditRead
 
@@ -12,7 +13,7 @@ router = APIRouter(prefix="/v1/audit-log", tags=["audit"])
 _LIST = "/v1/audit-log"
 
 
-@router.get("")
+@router.get("", response_model=Page[AuditRead])
 async def list_audit_log(
     principal: Admin,
     session: ReadSession,

@@ -24,6 +24,7 @@ from allotment.api.deps import (
     principal_of,
 )
 from allotment.api.idempotency import HEADER, one_idempotency_key
+from allotment.api.pages import Page
 from allotment.customers import service as customers
 from allotment.db import Database
 from allotment.entitlements import check as service
@@ -156,7 +157,7 @@ async def _body(receive: Receive) -> bytes:
             return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
 
-@router.get("/v1/denials")
+@router.get("/v1/denials", response_model=Page[DenialRead])
 async def list_denials(
     principal: Reader,
     session: ReadSession,

@@ -8,6 +8,7 @@ from __future__ import annotations
 from fastapi import APIRouter
 
 from allotment.api.deps import Cursor, Limit, Reader, ReadSession, bad_cursor, decode_cursor, page
+from allotment.api.pages import Page
 from allotment.entitlements import state as service
 from allotment.entitlements.engine import Kind
 from allotment.entitlements.schemas import EntitlementStateRead, GrantStateRead
@@ -29,7 +30,7 @@ def state_read(s: service.EntitlementState) -> EntitlementStateRead:
     )
 
 
-@router.get("")
+@router.get("", response_model=Page[EntitlementStateRead])
 async def list_customer_entitlements(
     customer_key: str, principal: Reader, session: ReadSession, limit: Limit = 50, cursor: Cursor = None
 ) -> dict[str, object]:

@@ -15,6 +15,7 @@ from allotment.api.deps import (
     page,
 )
 from allotment.api.idempotency import Idempotent
+from allotment.api.pages import Page
 from allotment.customers import service
 from allotment.customers.schemas import CustomerCreate, CustomerRead, CustomerUpdate
 from allotment.entitlements import references
@@ -38,7 +39,7 @@ async def create_customer(data: CustomerCreate, principal: Admin, session: Write
     return await idem.respond(201, customer_read(await service.create(session, principal.tenant_id, data, actor=principal.key_id, at=utcnow())))
 
 
-@router.get("")
+@router.get("", response_model=Page[CustomerRead])
 async def list_customers(principal: Reader, session: ReadSession, limit: Limit = 50, cursor: Cursor = None) -> dict[str, object]:
     rows = await service.list_(session, principal.tenant_id, after=decode_cursor(cursor, of=_LIST), limit=limit)
     return page(

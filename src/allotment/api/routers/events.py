@@ -22,6 +22,7 @@ from allotment.api.deps import (
     settings,
 )
 from allotment.api.errors import problem
+from allotment.api.pages import Page
 from allotment.api.responses import Json
 from allotment.entitlements import metered_usage
 from allotment.errors import FieldError
@@ -130,7 +131,7 @@ async def _ingested(request: Request, tenant_id: str) -> Json:
     )
 
 
-@router.get("", response_model=dict[str, object], summary="Recent events with their status")
+@router.get("", response_model=Page[EventRead], summary="Recent events with their status")
 async def list_events(
     principal: Reader,
     session: ReadSession,
@@ -178,7 +179,7 @@ def event_read(view: event_log.EventView) -> EventRead:
     )
 
 
-@router.get("/rejected", response_model=dict[str, object], summary="Rejected events, newest first")
+@router.get("/rejected", response_model=Page[RejectedRead], summary="Rejected events, newest first")
 async def list_rejected(
     principal: Reader, session: ReadSession, limit: Limit = 50, cursor: Cursor = None
 ) -> dict[str, object]:
@@ -190,7 +191,7 @@ async def list_rejected(
     items = [
         RejectedRead(
             received_at=from_micros(r.received_us), index=r.batch_index, field=r.field, reason=r.reason, raw=r.raw
-        ).model_dump(mode="json")
+        )
         for r in rows
     ]
     return page(items, rows, limit=limit, position=lambda r: r.seq, of=_REJECTED)

@@ -15,6 +15,7 @@ from allotment.api.deps import (
     page,
 )
 from allotment.api.idempotency import Idempotent
+from allotment.api.pages import Page
 from allotment.entitlements import features as service
 from allotment.entitlements.schemas import FeatureCreate, FeatureRead, FeatureUpdate
 from allotment.types import utcnow
@@ -41,7 +42,7 @@ async def create_feature(data: FeatureCreate, principal: Admin, session: WriteSe
     return await idem.respond(201, feature_read(view))
 
 
-@router.get("")
+@router.get("", response_model=Page[FeatureRead])
 async def list_features(
     principal: Reader, session: ReadSession, limit: Limit = 50, cursor: Cursor = None
 ) -> dict[str, object]:

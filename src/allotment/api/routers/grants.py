@@ -24,6 +24,7 @@ from allotment.api.deps import (
     page,
 )
 from allotment.api.idempotency import Idempotent
+from allotment.api.pages import Page
 from allotment.customers.models import Customer
 from allotment.entitlements import features
 from allotment.entitlements import grants as service
@@ -92,7 +93,7 @@ async def create_grant(
     return await idem.respond(201, read)
 
 
-@router.get(_PATH)
+@router.get(_PATH, response_model=Page[GrantRead])
 async def list_grants(
     customer_key: str, feature_key: str, principal: Reader, session: ReadSession,
     limit: Limit = 50, cursor: Cursor = None,

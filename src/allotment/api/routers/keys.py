@@ -14,6 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from allotment.api.deps import Admin, Cursor, Limit, ReadSession, WriteSession, decode_cursor, page
 from allotment.api.idempotency import Idempotent
+from allotment.api.pages import Page
 from allotment.tenancy import service
 from allotment.tenancy.models import ApiKey
 from allotment.tenancy.service import Scope
@@ -64,7 +65,7 @@ async def create_key(data: KeyCreate, principal: Admin, session: WriteSession, i
     return await idem.respond(201, KeyCreated(**read, secret=secret), replayed_as=KeyCreated(**read, secret=None))
 
 
-@router.get("")
+@router.get("", response_model=Page[KeyRead])
 async def list_keys(principal: Admin, session: ReadSession, limit: Limit = 50, cursor: Cursor = None) -> dict[str, object]:
     """The tenant's keys, oldest first, revoked ones included; never their secrets."""
     rows = await service.list_keys(session, principal.tenant_id, after=decode_cursor(cursor, of=_LIST), limit=limit)

@@ -22,6 +22,7 @@ from allotment.api.deps import (
     page,
 )
 from allotment.api.idempotency import Idempotent
+from allotment.api.pages import Page
 from allotment.api.responses import Json
 from allotment.customers import service as customers
 from allotment.entitlements import references
@@ -54,7 +55,7 @@ async def create_meter(data: MeterCreate, principal: Admin, session: WriteSessio
     return await idem.respond(201, MeterCreated(**meter_read(meter).model_dump(), backfilled_events=counted))
 
 
-@router.get("")
+@router.get("", response_model=Page[MeterRead])
 async def list_meters(principal: Reader, session: ReadSession, limit: Limit = 50, cursor: Cursor = None) -> dict[str, object]:
     rows = await service.list_(session, principal.tenant_id, after=decode_cursor(cursor, of=_LIST), limit=limit)
     return page([meter_read(m) for m in rows], rows, limit=limit, position=lambda r: r.id, of=_LIST)

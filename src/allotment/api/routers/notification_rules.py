@@ -15,6 +15,7 @@ from allotment.api.deps import (
     page,
 )
 from allotment.api.idempotency import Idempotent
+from allotment.api.pages import Page
 from allotment.notifications import rules
 from allotment.notifications.models import NotificationRule
 from allotment.notifications.schemas import (
@@ -48,7 +49,7 @@ async def create_rule(
     return await idem.respond(201, rule_read(rule))
 
 
-@router.get("")
+@router.get("", response_model=Page[NotificationRuleRead])
 async def list_rules(
     principal: Reader, session: ReadSession, limit: Limit = 50, cursor: Cursor = None
 ) -> dict[str, object]:

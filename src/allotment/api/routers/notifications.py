@@ -18,6 +18,7 @@ from allotment.api.deps import (
     page,
 )
 from allotment.api.idempotency import Idempotent
+from allotment.api.pages import Page
 from allotment.api.routers.webhooks import delivery_read
 from allotment.customers import service as customers
 from allotment.notifications import history
@@ -43,7 +44,7 @@ async def _detail(session: ReadSession | WriteSession, n: Notification) -> Notif
     )
 
 
-@router.get("")
+@router.get("", response_model=Page[NotificationRead])
 async def list_notifications(
     principal: Reader,
     session: ReadSession,

@@ -9,6 +9,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query
 
 from allotment.api.deps import Cursor, Limit, Reader, ReadSession, decode_cursor, encode_cursor
+from allotment.api.pages import Page
 from allotment.entitlements import overdraft_report as service
 from allotment.entitlements.schemas import OverdraftEpisodeRead, OverdraftRead, PeriodOverageRead
 from allotment.types import AwareInstant, as_utc, utcnow
@@ -19,7 +20,7 @@ _DEFAULT_WINDOW = timedelta(days=30)
 _MICRO = Decimal("0.000001")
 
 
-@router.get("/v1/reports/overdraft")
+@router.get("/v1/reports/overdraft", response_model=Page[OverdraftRead])
 async def overdraft_report(
     principal: Reader,
     session: ReadSession,

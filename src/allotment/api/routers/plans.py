@@ -17,6 +17,7 @@ from allotment.api.deps import (
     page,
 )
 from allotment.api.idempotency import Idempotent
+from allotment.api.pages import Page
 from allotment.entitlements import plans as service
 from allotment.entitlements.schemas import PlanCreate, PlanEntitlementRead, PlanRead
 from allotment.entitlements.values import of_row
@@ -44,7 +45,7 @@ async def create_plan(data: PlanCreate, principal: Admin, session: WriteSession,
     return await idem.respond(201, plan_read(view))
 
 
-@router.get("")
+@router.get("", response_model=Page[PlanRead])
 async def list_plans(
     principal: Reader,
     session: ReadSession,

@@ -26,6 +26,7 @@ from allotment.api.deps import (
     page,
 )
 from allotment.api.idempotency import IngestIdempotent, KeyHeader, begin, one_idempotency_key
+from allotment.api.pages import Page
 from allotment.customers import service as customers
 from allotment.entitlements import features
 from allotment.entitlements import reservations as service
@@ -153,7 +154,7 @@ async def create(
                     headers=headers)
 
 
-@router.get("")
+@router.get("", response_model=Page[ReservationRead])
 async def list_reservations(
     principal: AnyKey,
     session: ReadSession,

@@ -15,6 +15,7 @@ from allotment.api.deps import (
     page,
 )
 from allotment.api.idempotency import Idempotent
+from allotment.api.pages import Page
 from allotment.entitlements import subscriptions as service
 from allotment.entitlements.schemas import Cancel, ChangePlan, SubscriptionCreate, SubscriptionRead
 from allotment.types import utcnow
@@ -42,7 +43,7 @@ async def create_subscription(
     return await idem.respond(201, subscription_read(view))
 
 
-@router.get("")
+@router.get("", response_model=Page[SubscriptionRead])
 async def list_subscriptions(
     principal: Reader,
     session: ReadSession,

@@ -16,7 +16,9 @@ from allotment.api.deps import (
     encode_cursor,
     page,
 )
+from allotment.api.pages import Page
 from allotment.entitlements import upsell as service
+from allotment.entitlements.schemas import UpsellRead
 from allotment.types import utcnow
 
 router = APIRouter(tags=["upsell"])
@@ -24,7 +26,7 @@ _LIST = "/v1/reports/upsell"
 _CUSTOMER_LIST = "/v1/customers/{customer_key}/upsell"
 
 
-@router.get("/v1/customers/{customer_key}/upsell")
+@router.get("/v1/customers/{customer_key}/upsell", response_model=Page[UpsellRead])
 async def customer_upsell(
     customer_key: str, principal: Reader, session: ReadSession, limit: Limit = 50, cursor: Cursor = None
 ) -> dict[str, object]:
@@ -51,7 +53,7 @@ def _feature_after(cursor: str | None) -> tuple[str, str] | None:
     return key, feature_id
 
 
-@router.get("/v1/reports/upsell")
+@router.get("/v1/reports/upsell", response_model=Page[UpsellRead])
 async def upsell_report(
     principal: Reader,
     session: ReadSession,

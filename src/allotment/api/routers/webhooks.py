@@ -18,6 +18,7 @@ from allotment.api.deps import (
     page,
 )
 from allotment.api.idempotency import Idempotent
+from allotment.api.pages import Page
 from allotment.errors import Conflict
 from allotment.notifications import history, service
 from allotment.notifications.models import WebhookEndpoint
@@ -87,7 +88,7 @@ async def create_endpoint(
     return await idem.respond(201, with_secret(endpoint))
 
 
-@router.get("")
+@router.get("", response_model=Page[WebhookEndpointRead])
 async def list_endpoints(
     principal: Reader, session: ReadSession, limit: Limit = 50, cursor: Cursor = None
 ) -> dict[str, object]:
@@ -155,7 +156,7 @@ async def send_test(endpoint_id: str, principal: Admin, session: WriteSession, i
     return await idem.respond(202, PingQueued(notification_id=notification_id))
 
 
-@router.get("/{endpoint_id}/deliveries")
+@router.get("/{endpoint_id}/deliveries", response_model=Page[DeliveryRead])
 async def list_deliveries(
     endpoint_id: str,
     principal: Reader,
