@@ -10,7 +10,7 @@ def assert_problem(resp, status, field=None):  # type: ignore[no-untyped-def]
     assert resp.status_code == status, resp.text
     assert resp.headers["content-type"].startswith("application/problem+json")
     body = resp.json()
-    assert body["status"] == status and body["detail"]
+    assert body["status"] == status and body["detail"] and body["type"] and body["title"], body
     if field is not None:
         assert field in [e["field"] for e in body.get("errors", [])], body
 
