@@ -135,12 +135,12 @@ async def test_a_create_retried_with_its_key_gets_the_first_answer_and_another_b
     assert first.status_code in (200, 201), first.text
     assert (again.status_code, again.headers.get("idempotent-replayed")) == (first.status_code, "true")
     assert {**again.json(), "secret": None} == {**first.json(), "secret": None}  # a key's secret is shown once
-    other = documented(op, await send(world, op, _another((await request_for(world, op))[0]), headers=key, **path))
+    other = documented(op, await send(world, op, another_body((await request_for(world, op))[0]), headers=key, **path))
     assert_problem(other, 409)
     assert other.json()["type"] == "idempotency_conflict"
 
 
-def _another(body: Any) -> Any:
+def another_body(body: Any) -> Any:
     """Another valid request: creates of keyed resources name a fresh key already."""
     if isinstance(body, dict):
         for field, other in (("quantity", 2), ("amount", 2), ("plan", "starter"), ("feature", "sso")):

@@ -11,7 +11,14 @@ import schemathesis
 from tests.api import native
 from tests.api.test_bad_input import assert_problem
 from tests.api.test_conventions_answers import problems_in
-from tests.api.test_conventions_requests import CREATES, documented, request_for, send
+from tests.api.test_conventions_requests import (
+    CREATES,
+    POSTS,
+    another_body,
+    documented,
+    request_for,
+    send,
+)
 
 WRITES = [op for op in native.OPERATIONS if op.method != "GET"]
 
@@ -71,12 +78,18 @@ async def sandbox(world: Any, op: native.Operation) -> dict[str, str]:
     return {}
 
 
-async def perform(world: Any, op: native.Operation, *, headers: dict[str, str] | None = None) -> Any:
+async def prepared(world: Any, op: native.Operation) -> tuple[Any, dict[str, str]]:
+    """A valid body for the operation and the path parameters of its own sandbox."""
     params = await sandbox(world, op)
     body, path = await request_for(world, op)
     if op.path.endswith("/release") and "/seats/" in op.path:
         body = {"item": "ann"}  # the seat the sandbox holds
-    return documented(op, await send(world, op, body, headers=headers, **{**params, **path}))
+    return body, {**params, **path}
+
+
+async def perform(world: Any, op: native.Operation) -> Any:
+    body, path = await prepared(world, op)
+    return documented(op, await send(world, op, body, **path))
 
 
 @pytest.mark.parametrize("op", WRITES, ids=str)
@@ -152,3 +165,33 @@ async def test_a_list_parameter_it_cannot_read_is_a_4xx_naming_it(world, op, nam
     resp = documented(op, await world.tenant.client.get(world.catalogue.url(op.path), params={name: value}))
     assert 400 <= resp.status_code < 500, resp.text
     assert_problem(resp, resp.status_code, name)
+
+
+ACTIONS = [op for op in POSTS if op not in CREATES]
+
+
+@pytest.mark.parametrize("op", ACTIONS, ids=str)
+async def test_an_action_retried_with_its_key_gets_the_first_answer(world, op):
+    """A commit, a void, a seat activation or a plan change sent twice with one key is done once:
+    the retry answers the first status and body, marked replayed; another body is a 409."""
+    key = {"Idempotency-Key": world.catalogue.fresh("act")}
+    body, path = await prepared(world, op)
+    first = documented(op, await send(world, op, body, headers=key, **path))
+    again = documented(op, await send(world, op, body, headers=key, **path))
+    assert first.status_code < 300, first.text
+    assert (again.status_code, again.headers.get("idempotent-replayed"), again.json()) == (
+        first.status_code, "true", first.json())
+    if another_body(body) != body:
+        assert_problem(documented(op, await send(world, op, another_body(body), headers=key, **path)), 409)
+
+
+def _with_object_body() -> list[native.Operation]:
+    return [op for op in _with_body() if str(op) != "POST /v1/events"]  # a batch: its events are data
+
+
+@pytest.mark.parametrize("op", _with_object_body(), ids=str)
+async def test_a_field_the_body_does_not_take_is_a_422_naming_it(world, op):
+    """A misspelt field is refused naming it, never ignored (the change asked for would not be made)."""
+    body, path = await prepared(world, op)
+    resp = documented(op, await send(world, op, {**(body or {}), "colour": "red"}, **path))
+    assert_problem(resp, 422, "colour")
