@@ -267,6 +267,95 @@ async def test_the_scan_tells_overage_carried_in_even_once_a_check_fixed_it(db, 
     assert (reset["previous_usage"], reset["usage"], reset["balance"]) == (12, 2, 8)
 
 
+async def _carrying_catalogue(c: Any, **feature_extra: Any) -> None:
+    """As `_catalogue`, unsubscribed, with overage carried into the next period."""
+    await ok(await c.post("/v1/notification-rules", json={
+        "event_type": "entitlement.threshold_reached", "thresholds": THRESHOLDS}), 201)
+    await feature(c, "tokens", **feature_extra)
+    await plan(c, "starter", [metered("tokens", 10, 10, 15) | {"overage_at_reset": "carry"}])
+    await ok(await c.post("/v1/customers", json={"key": "acme", "name": "Acme", "subject_keys": ["acme-1"]}), 201)
+
+
+async def _over_last_period(c: Any, db: Database, tenant_id: str) -> None:
+    """acme on the carrying starter since 45 days ago, 12 used in its first period (2 over):
+    the period now began with 2 carried in."""
+    start = datetime.now(UTC) - timedelta(days=45)
+    await subscribe(c, "acme", "starter", starts_at=start.isoformat())
+    await _consume(db, tenant_id, 12, start + timedelta(days=3))
+
+
+async def test_a_first_consume_over_carried_overage_tells_the_reset_before_its_crossings(db, tenant):
+    """February's first consume, on top of 2 carried in, tells the reset first; the scan adds none."""
+    c = tenant.client
+    await _carrying_catalogue(c)
+    async with db.transaction() as s:
+        await subscriptions.create(s, tenant.id, SubscriptionCreate(customer="acme", plan="starter"),
+                                   actor="test", at=T0)
+    await _consume(db, tenant.id, 12, T0 + timedelta(days=3))
+    feb = datetime(2026, 2, 1, tzinfo=UTC)
+    await _consume(db, tenant.id, 6, feb + timedelta(days=1))
+    await scan_due(db, at=feb + timedelta(days=1, minutes=1))
+    found = await _emitted(db, tenant.id, *USAGE_TYPES, notices.PERIOD_RESET)
+    assert _labels(found) == ["50%", "80%", "100%", "overdraft_started", "period_reset", "50%", "80%"]
+    reset = found[4][1]
+    assert (reset["previous_usage"], reset["usage"], reset["balance"]) == (12, 2, 8)
+
+
+async def test_a_first_consume_after_a_check_fixed_the_carry_tells_the_reset(db, tenant):
+    """A consume crossing nothing still tells the reset once a check has fixed the carry."""
+    c = tenant.client
+    await _carrying_catalogue(c)
+    await _over_last_period(c, db, tenant.id)
+    assert (await _check(c, consume=False))["usage"] == 2
+    await _check(c)
+    [(_, reset)] = await _emitted(db, tenant.id, notices.PERIOD_RESET)
+    assert (reset["previous_usage"], reset["usage"], reset["balance"]) == (12, 2, 8)
+
+
+async def test_a_first_consume_after_a_check_fixed_the_carry_tells_the_reset_before_its_crossings(db, tenant):
+    """Fixed by a check or not, the carry is where the period's usage starts from."""
+    c = tenant.client
+    await _carrying_catalogue(c)
+    await _over_last_period(c, db, tenant.id)
+    await _check(c, consume=False)
+    await _check(c, 6)
+    found = await _emitted(db, tenant.id, *USAGE_TYPES, notices.PERIOD_RESET)
+    assert _labels(found) == ["50%", "80%", "100%", "overdraft_started", "period_reset", "50%", "80%"]
+    assert found[4][1]["usage"] == 2
+
+
+async def test_first_events_after_a_check_fixed_the_carry_tell_the_reset_before_their_crossings(db, tenant):
+    """Ingest, like a consume, counts a move from the carry as the period's first usage."""
+    c = tenant.client
+    await ok(await c.post("/v1/meters", json=meter()), 201)
+    await _carrying_catalogue(c, meter="tokens")
+    start = datetime.now(UTC) - timedelta(days=45)
+    await subscribe(c, "acme", "starter", starts_at=start.isoformat())
+    await ok(await c.post("/v1/events", json=[event("acme-1", tokens=12, time=(start + timedelta(days=3)).isoformat())]))
+    await _check(c, consume=False)
+    await ok(await c.post("/v1/events", json=[event("acme-1", tokens=6)]))
+    found = await _emitted(db, tenant.id, *USAGE_TYPES, notices.PERIOD_RESET)
+    assert _labels(found) == ["period_reset", "50%", "80%"]
+    assert (found[0][1]["previous_usage"], found[0][1]["usage"]) == (12, 2)
+
+
+async def test_a_first_committed_reservation_over_carried_overage_tells_the_reset_before_its_crossings(db, tenant):
+    """A hold fixes the carry; its commit is the period's first usage and tells the reset first."""
+    c = tenant.client
+    await _carrying_catalogue(c)
+    await _over_last_period(c, db, tenant.id)
+    now = utcnow()
+    async with db.transaction() as s:
+        held = await reservations.create(
+            s, tenant.id, reservations.ReservationRequest("acme", "tokens", D(6), ttl_seconds=600), at=now
+        )
+        assert held.reservation is not None
+        await reservations.commit(s, tenant.id, held.reservation.id, D(6), at=now + timedelta(seconds=1))
+    found = await _emitted(db, tenant.id, *USAGE_TYPES, notices.PERIOD_RESET)
+    assert _labels(found) == ["50%", "80%", "100%", "overdraft_started", "period_reset", "50%", "80%"]
+    assert found[4][1]["usage"] == 2
+
+
 async def test_a_request_larger_than_the_whole_cap_does_not_reach_it(db, tenant):
     """Refusing more than the limit itself says nothing of where usage stands: the period's one
     hard_limit_reached stays for when usage gets there."""

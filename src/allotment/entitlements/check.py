@@ -273,9 +273,10 @@ async def _metered(
         return CheckResult(denied, start, end)
     # The verdict is what the state just before this increment called for; the numbers
     # are the state just after it.
-    before, after = judged(*counted, less=q), judged(*counted)
+    used, reserved, carried = counted
+    before, after = judged(used, reserved, less=q), judged(used, reserved)
     where = notices.Where(row.tenant_id, row.id, row.customer_id, row.feature_id, start, end)
-    await notices.usage_moved(session, where, before=units(counted[0]) - q, after=after, at=at)
+    await notices.usage_moved(session, where, before=units(used) - q, after=after, at=at, opening=units(carried))
     return CheckResult(after._replace(decision=before.decision, reason=before.reason), start, end)
 
 

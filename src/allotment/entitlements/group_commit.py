@@ -122,7 +122,7 @@ async def _take_proven(db: Database, batch: list[Consume]) -> list[CheckResult |
         if after is None:
             continue  # leftover
         items = [batch[i] for i in same]
-        before = {counter.counter: (after[0] - counter.quantity, after[1])}
+        before = {counter.counter: (after[0] - counter.quantity, after[1], after[2])}
         results, _, _ = _decide(items, before, before)
         for i, result in zip(same, results, strict=True):
             answers[i] = result
@@ -170,7 +170,8 @@ async def _commit_quietly(db: Database, batch: list[Consume]) -> list[CheckResul
                 raise _Telling
             results, moved, _ = _decide(batch, dict(taken), taken)
             for item, move in zip(batch, moved, strict=True):
-                if move is None or notices.would_tell(item.where, before=move[0], after=move[1]) is not False:
+                if move is None or notices.would_tell(item.where, before=move[0], after=move[1],
+                                                      opening=move[2]) is not False:
                     raise _Telling
     except _Telling:
         return None
@@ -202,16 +203,18 @@ async def decide_all(session: AsyncSession, batch: list[Consume]) -> list[CheckR
             await record_denial(session, where.tenant_id, where.customer_id, where.feature_id,
                                 item.request, result, item.at, entitlement_id=where.entitlement_id)
         else:
-            await notices.usage_moved(session, where, before=move[0], after=move[1], at=item.at, pending=pending)
+            await notices.usage_moved(session, where, before=move[0], after=move[1], at=item.at, opening=move[2],
+                                      pending=pending)
     await pending.write(session)
     return results
 
 
-Moved = tuple[Decimal, Decision] | None  # usage before and the decision after, or None: denied
+# Usage before, the decision after and the overage carried into the period; None: denied.
+Moved = tuple[Decimal, Decision, Decimal] | None
 
 
 def _decide(
-    batch: list[Consume], counters: dict[queries.Counter, tuple[int, int]], taken: Container[queries.Counter]
+    batch: list[Consume], counters: dict[queries.Counter, queries.Totals], taken: Container[queries.Counter]
 ) -> tuple[list[CheckResult], list[Moved], dict[queries.Counter, int]]:
     """Each consume in order against its counter's value before the batch (`counters`, updated
     as it goes); what still has to be added to counters not `taken` whole."""
@@ -219,7 +222,7 @@ def _decide(
     results: list[CheckResult] = []
     moved: list[Moved] = []
     for item in batch:
-        used, reserved = counters[item.counter]
+        used, reserved, carried = counters[item.counter]
         used = max(used, 0)  # below zero gives no room, and a consume counts from zero (queries._SEEN_PG)
         ent, q, at, where = item.entitlement, item.request.quantity, item.at, item.where
         if used + reserved + millionths(q) > _hard(ent):  # what the conditional increment refuses
@@ -229,7 +232,7 @@ def _decide(
             moved.append(None)
             continue
         used += millionths(q)
-        counters[item.counter] = (used, reserved)
+        counters[item.counter] = (used, reserved, carried)
         if item.counter not in taken:
             increments[item.counter] = increments.get(item.counter, 0) + millionths(q)
         # As in the full check: the verdict is the state before the increment, the numbers after.
@@ -237,5 +240,5 @@ def _decide(
         after = decide(ent, usage=units(used), reserved=units(reserved), quantity=q, at=at)
         results.append(CheckResult(after._replace(decision=before.decision, reason=before.reason),
                                    where.period_start, where.period_end))
-        moved.append((units(used) - q, after))
+        moved.append((units(used) - q, after, units(carried)))
     return results, moved, increments

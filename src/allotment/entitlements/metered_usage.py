@@ -166,17 +166,18 @@ async def feed(
                                     recurs=target.has_recurring)
     after = await queries.add_usage(session, tenant_id, [(e, p, q) for (e, p), q in increments.items()])
     pending = notices.Pending()  # what the batch crossed, written in one statement
-    for (entitlement_id, period_us), (used, reserved) in after.items():
-        await _moved(session, fed[entitlement_id], period_us, used, reserved, increments[(entitlement_id, period_us)],
+    for (entitlement_id, period_us), totals in after.items():
+        await _moved(session, fed[entitlement_id], period_us, totals, increments[(entitlement_id, period_us)],
                      at, pending)
     await pending.write(session)
 
 
 async def _moved(
-    session: AsyncSession, target: _Target, period_us: int, used: int, reserved: int, added: int, at: datetime,
+    session: AsyncSession, target: _Target, period_us: int, totals: queries.Totals, added: int, at: datetime,
     pending: notices.Pending,
 ) -> None:
     """Tell of the thresholds this batch crossed on one counter (entitlements/notices.py)."""
+    used, reserved, carried = totals
     row = target.row
     ent = metered_entitlement(row)
     soft = ent.included if ent.soft_limit is None else ent.soft_limit
@@ -189,7 +190,8 @@ async def _moved(
     grants = (await standing.standing(session, row, at)).grants if replay else ()
     numbers = notices.standing_of(ent, units(used), units(reserved), grants, at)
     where = notices.Where(row.tenant_id, row.id, row.customer_id, row.feature_id, start, end)
-    await notices.usage_moved(session, where, before=units(used - added), after=numbers, at=at, pending=pending)
+    await notices.usage_moved(session, where, before=units(used - added), after=numbers, at=at,
+                              opening=units(carried), pending=pending)
 
 
 async def count_past_events(session: AsyncSession, row: CustomerEntitlement) -> None:

@@ -22,9 +22,9 @@ move. A top-up that lifts a level above the usage makes a new level, reported wh
 reaches it (a prepaid customer is warned again after every top-up).
 
 The hot paths pay for this only when something happened: `usage_moved` decides from numbers
-the caller already holds (the counter after the move and the increment) and the tenant's
-rules, cached per process; it reads the database only to name the customer and feature of
-a crossing, and once per period to see whether the period before had usage.
+the caller already holds (the counter after the move, its carry and the increment) and the
+tenant's rules, cached per process; it reads the database only to name the customer and
+feature of a crossing, and once per period to see whether the period before had usage.
 """
 
 from __future__ import annotations
@@ -119,7 +119,7 @@ class Pending:
             await upsell_queue.ask_all(session, [(t, e, *v) for (t, e, _), v in asks.items()])
 
 
-def would_tell(where: Where, *, before: Decimal, after: Decision) -> bool | None:
+def would_tell(where: Where, *, before: Decimal, after: Decision, opening: Decimal = ZERO) -> bool | None:
     """Whether `usage_moved` would record anything for this move; None when that cannot be
     known without reading the database (the tenant's rules are not in this process's cache)."""
     soft, hard, usage = after.soft_limit, after.hard_limit, after.usage
@@ -128,7 +128,7 @@ def would_tell(where: Where, *, before: Decimal, after: Decision) -> bool | None
     tenant_rules = rules.cached(where.tenant_id)
     if tenant_rules is None:
         return None
-    if before == ZERO and usage > ZERO:  # the first usage of a period may tell of a reset
+    if _first_usage(before, usage, opening):  # may tell of a reset
         return True
     return bool(_crossed(before, after, soft, hard, tenant_rules.thresholds_for(where.feature_id)))
 
@@ -140,9 +140,10 @@ _MAX_COUNTER = 2**63 - 1
 def quiet_levels(where: Where, ent: MeteredEntitlement) -> tuple[tuple[int, ...] | None, bool]:
     """`would_tell` as levels, for a statement to apply to a counter it has not read yet.
 
-    A move of `used` from b to a (millionths) tells exactly when b == 0 (a first usage), or
-    some level lies in (b, a]: each threshold's level rounded up to a millionth, the hard
-    limit, and the soft limit plus one millionth (overdraft starts when usage *passes* it).
+    A move of `used` from b to a (millionths) tells exactly when b is the counter's `carried`
+    (a first usage: from zero, or from the overage carried in), or some level lies in (b, a]:
+    each threshold's level rounded up to a millionth, the hard limit, and the soft limit plus
+    one millionth (overdraft starts when usage *passes* it).
     Returns (None, True) when nothing is ever told, ((), False) when it cannot be known here
     (the tenant's rules are not cached), else (levels, True). Levels past what a counter holds
     are never reached and left out.
@@ -171,6 +172,12 @@ def level_text(level: Decimal) -> str:
     return format((micros / _MICRO).normalize(), "f")
 
 
+def _first_usage(before: Decimal, usage: Decimal, opening: Decimal) -> bool:
+    """Whether usage grew from where the period opened: zero, or the overage carried into it
+    (part of the counter before anyone used the period)."""
+    return before == opening and usage > opening
+
+
 def _crossed(
     before: Decimal, after: Decision, soft: Decimal, hard: Decimal | None, thresholds: Iterable[Threshold]
 ) -> list[Crossing]:
@@ -184,24 +191,26 @@ def _crossed(
 
 async def usage_moved(
     session: AsyncSession, where: Where, *, before: Decimal, after: Decision, at: datetime,
-    pending: Pending | None = None,
+    opening: Decimal = ZERO, pending: Pending | None = None,
 ) -> list[Crossing]:
     """Call after usage of a metered entitlement grew from `before` to `after.usage`.
 
     `after` carries the effective limits (raised by live grants), as `engine.decide` gives
-    them. Emits a notification for each threshold, the start of overdraft and the hard limit
-    reached by this move, once per level (a grant that lifts a level above the usage arms it
-    again at its new level), and the reset when this is the first usage of a period that
-    follows one with usage. Returns what was crossed (emitted now or, by dedupe, before). With
-    `pending`, the crossings' notifications and upsell ask are collected there for the caller
-    to write once for a whole batch.
+    them; `opening` is the overage carried into the period, part of its counter (the counter
+    statement returns it: `carried`). Emits a notification for each threshold, the start of
+    overdraft and the hard limit reached by this move, once per level (a grant that lifts a
+    level above the usage arms it again at its new level), and the reset when this is the
+    first usage of a period that follows one with usage: a move from `opening`. Returns what
+    was crossed (emitted now or, by dedupe, before). With `pending`, the crossings'
+    notifications and upsell ask are collected there for the caller to write once for a
+    whole batch.
     """
     soft, hard, usage = after.soft_limit, after.hard_limit, after.usage
     if soft is None or usage is None or not worth_watching(soft, hard):
         return []
     tenant_rules = await rules.for_tenant(session, where.tenant_id)
     found = _crossed(before, after, soft, hard, tenant_rules.thresholds_for(where.feature_id))
-    if before == ZERO and usage > ZERO:
+    if _first_usage(before, usage, opening):
         await _maybe_reset(session, where, at)
     if not found:
         return found

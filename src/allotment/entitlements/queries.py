@@ -3,6 +3,10 @@
 Quantities are integer millionths. Consuming is one conditional upsert, so the database
 compares and increments in one step on one row: concurrent consumers (any number of
 processes) can never push `used + reserved` past the hard limit.
+
+The statements that move `used` also return the counter's `carried` (0 when NULL): the overage
+carried into the period is part of `used`, so a move from exactly `carried` is the period's
+first usage (what tells of its reset), with no read of its own.
 """
 
 from __future__ import annotations
@@ -31,6 +35,8 @@ MAX_BIGINT = 2**63 - 1
 # holds or commits judges and adds from zero there.
 _SEEN_PG, _SEEN_LITE = "GREATEST(u.used, 0)", "MAX(used, 0)"
 
+Totals = tuple[int, int, int]  # a counter's used, reserved and carried (0: none), in millionths
+
 
 def _add_within_limit_sql(column: str) -> tuple[str, str]:
     """One conditional upsert adding to `used` or `reserved`, refused past the hard limit."""
@@ -42,7 +48,7 @@ def _add_within_limit_sql(column: str) -> tuple[str, str]:
         " ON CONFLICT (tenant_id, entitlement_id, period_start)"
         f" DO UPDATE SET {column} = {base_pg} + EXCLUDED.{column}"
         f" WHERE {_SEEN_PG} + u.reserved <= $5::int8 - EXCLUDED.{column}"
-        " RETURNING used, reserved"
+        " RETURNING used, reserved, COALESCE(carried, 0)"
     )
     lite_values = "?, 0" if column == "used" else "0, ?"
     lite = (
@@ -51,7 +57,7 @@ def _add_within_limit_sql(column: str) -> tuple[str, str]:
         " ON CONFLICT (tenant_id, entitlement_id, period_start)"
         f" DO UPDATE SET {column} = {base_lite} + excluded.{column}"
         f" WHERE {_SEEN_LITE} + reserved <= ? - excluded.{column}"
-        " RETURNING used, reserved"
+        " RETURNING used, reserved, COALESCE(carried, 0)"
     )
     return pg, lite
 
@@ -98,17 +104,17 @@ async def consume(
     period_start: int,
     quantity: int,
     hard_limit: int | None,
-) -> tuple[int, int] | None:
+) -> Totals | None:
     """Add `quantity` to `used` unless used + reserved would pass `hard_limit` (None: no cap).
 
-    Returns (used, reserved) after the increment, or None when the database refused it.
+    Returns (used, reserved, carried) after the increment, or None when the database refused it.
     """
     return await _add_within_limit(session, "used", (tenant_id, entitlement_id, period_start), quantity, hard_limit)
 
 
 async def _add_within_limit(
     session: AsyncSession, column: str, key: tuple[str, str, int], quantity: int, hard_limit: int | None
-) -> tuple[int, int] | None:
+) -> Totals | None:
     hard = MAX_BIGINT if hard_limit is None else min(hard_limit, MAX_BIGINT)
     pg, lite = _ADD_WITHIN_LIMIT[column]
     db, dialect = await driver(session)
@@ -118,20 +124,20 @@ async def _add_within_limit(
         cursor = await db.execute(lite, (*key, quantity, quantity, hard, hard))
         row = await cursor.fetchone()
         await cursor.close()
-    return None if row is None else (int(row[0]), int(row[1]))
+    return None if row is None else (int(row[0]), int(row[1]), int(row[2]))
 
 
 Counter = tuple[str, str, int]  # tenant id, entitlement id, period start (µs)
 
 
-async def lock_counters(session: AsyncSession, keys: list[Counter]) -> dict[Counter, tuple[int, int]]:
+async def lock_counters(session: AsyncSession, keys: list[Counter]) -> dict[Counter, Totals]:
     """Lock the counter rows of `keys` for this transaction, opening empty ones; their
-    (used, reserved). Adding nothing takes the rows' locks and reads them in one statement per
-    tenant, in key order, so concurrent batches never deadlock."""
+    (used, reserved, carried). Adding nothing takes the rows' locks and reads them in one
+    statement per tenant, in key order, so concurrent batches never deadlock."""
     by_tenant: dict[str, list[tuple[str, int, int]]] = {}
     for tenant_id, entitlement_id, period_start in sorted(set(keys)):
         by_tenant.setdefault(tenant_id, []).append((entitlement_id, period_start, 0))
-    found: dict[Counter, tuple[int, int]] = {}
+    found: dict[Counter, Totals] = {}
     for tenant_id, nothing in by_tenant.items():
         for (entitlement_id, period_start), values in (await add_usage(session, tenant_id, nothing)).items():
             found[(tenant_id, entitlement_id, period_start)] = values
@@ -148,7 +154,7 @@ _TAKE_WHOLE = (
     "   SELECT h.hard FROM unnest($1::text[], $2::text[], $3::int8[], $5::int8[]) AS h(t, e, p, hard)"
     "   WHERE h.t = EXCLUDED.tenant_id AND h.e = EXCLUDED.entitlement_id AND h.p = EXCLUDED.period_start"
     " ) - EXCLUDED.used"
-    " RETURNING tenant_id, entitlement_id, period_start, used, reserved"
+    " RETURNING tenant_id, entitlement_id, period_start, used, reserved, COALESCE(carried, 0)"
 )
 
 
@@ -218,9 +224,10 @@ NAMES_HELD_FEATURE = (
 
 # The common consume on PostgreSQL in one statement of its own: prove each counter's
 # remembered entitlement row still answers (the fast path's proof: fastpath.py), then add each
-# counter's whole quantity where it stays within the hard limit and crosses no level anything
-# would be told about. Rows are locked in key order first, as everywhere. Returns a row with
-# NULLs per proven counter, and one with `used` and `reserved` after the addition per taken one.
+# counter's whole quantity where it stays within the hard limit, is not the period's first usage
+# (from the carry, or from zero) and crosses no level anything would be told about. Rows are
+# locked in key order first, as everywhere. Returns a row with NULLs per proven counter, and one
+# with `used`, `reserved` and `carried` after the addition per taken one.
 # Whether the entitlement row a process remembers for a check's names still answers them
 # (resolve.py), with its counter in the period starting at {period}: the row, its customer still
 # live under its name, its feature still what the name means for it (NAMES_HELD_FEATURE); whether a grant was live at some instant since {since}
@@ -267,12 +274,12 @@ WITH k AS (
   FROM locked x
   WHERE u.tenant_id = x.t AND u.entitlement_id = x.e AND u.period_start = x.p AND x.quiet
     AND x.q <= x.hard AND GREATEST(u.used, 0) + u.reserved <= x.hard - x.q
-    AND (NOT x.watch OR (u.used > 0 AND NOT EXISTS (
+    AND (NOT x.watch OR (u.used > COALESCE(u.carried, 0) AND NOT EXISTS (
          SELECT 1 FROM unnest(string_to_array(x.levels, ',')::int8[]) AS v(level)
          WHERE v.level > u.used AND v.level - x.q <= u.used)))
-  RETURNING x.i, u.used, u.reserved
+  RETURNING x.i, u.used, u.reserved, COALESCE(u.carried, 0) AS carried
 )
-SELECT i, used, reserved FROM moved UNION ALL SELECT i, NULL, NULL FROM proven
+SELECT i, used, reserved, carried FROM moved UNION ALL SELECT i, NULL, NULL, NULL FROM proven
 """
 
 
@@ -296,8 +303,8 @@ class Proven(NamedTuple):
     levels: tuple[int, ...]
 
 
-async def take_proven(db: Database, counters: list[Proven]) -> dict[int, tuple[int, int] | None]:
-    """counter index -> (used, reserved) after the addition, None where proven but not taken;
+async def take_proven(db: Database, counters: list[Proven]) -> dict[int, Totals | None]:
+    """counter index -> (used, reserved, carried) after the addition, None where proven but not taken;
     an index missing was not proven. One statement, committed when it returns (PostgreSQL)."""
     rows = await db.statement_alone(
         _TAKE_PROVEN,
@@ -305,10 +312,10 @@ async def take_proven(db: Database, counters: list[Proven]) -> dict[int, tuple[i
                c.watch, c.quiet, ",".join(map(str, c.levels))) for c in counters]),
         max(c.at for c in counters),
     )
-    found: dict[int, tuple[int, int] | None] = {}
-    for index, used, reserved in rows:
+    found: dict[int, Totals | None] = {}
+    for index, used, reserved, carried in rows:
         if used is not None:
-            found[int(index) - 1] = (int(used), int(reserved))
+            found[int(index) - 1] = (int(used), int(reserved), int(carried))
         else:
             found.setdefault(int(index) - 1, None)
     return found
@@ -316,10 +323,10 @@ async def take_proven(db: Database, counters: list[Proven]) -> dict[int, tuple[i
 
 async def take_whole(
     session: AsyncSession, wanted: dict[Counter, tuple[int, int]]
-) -> dict[Counter, tuple[int, int]]:
+) -> dict[Counter, Totals]:
     """Add to each counter its whole (quantity, hard limit) where `used + reserved` stays
-    within the limit, in one statement; the counters taken, with their (used, reserved) as
-    they were before this addition.
+    within the limit, in one statement; the counters taken, with their (used, reserved,
+    carried) as they were before this addition.
 
     PostgreSQL only (SQLite's single writer gains nothing from it: {} there). The rows are
     locked in key order, as `lock_counters` does; a counter it does not take is locked too
@@ -330,7 +337,7 @@ async def take_whole(
     return _taken(await fetch_opening(session, _TAKE_WHOLE, *_take_whole_args(wanted)), wanted)
 
 
-async def take_whole_on(connection: Any, wanted: dict[Counter, tuple[int, int]]) -> dict[Counter, tuple[int, int]]:
+async def take_whole_on(connection: Any, wanted: dict[Counter, tuple[int, int]]) -> dict[Counter, Totals]:
     """`take_whole` on an asyncpg connection in a transaction of its own (no ORM session)."""
     return _taken(await connection.fetch(_TAKE_WHOLE, *_take_whole_args(wanted)), wanted)
 
@@ -343,12 +350,12 @@ def _take_whole_args(wanted: dict[Counter, tuple[int, int]]) -> list[Any]:
     return [tenants, entitlements, periods, [wanted[k][0] for k in keys], [wanted[k][1] for k in keys]]
 
 
-def _taken(rows: Any, wanted: dict[Counter, tuple[int, int]]) -> dict[Counter, tuple[int, int]]:
-    """(used, reserved) before the addition, of each counter the statement returned."""
+def _taken(rows: Any, wanted: dict[Counter, tuple[int, int]]) -> dict[Counter, Totals]:
+    """(used, reserved, carried) before the addition, of each counter the statement returned."""
     taken = {}
     for r in rows:
         counter = (r[0], r[1], int(r[2]))
-        taken[counter] = (int(r[3]) - wanted[counter][0], int(r[4]))
+        taken[counter] = (int(r[3]) - wanted[counter][0], int(r[4]), int(r[5]))
     return taken
 
 
@@ -402,7 +409,7 @@ async def linked_meters(session: AsyncSession, tenant_id: str, meter_ids: set[st
 
 async def add_usage(
     session: AsyncSession, tenant_id: str, increments: list[tuple[str, int, int]]
-) -> dict[tuple[str, int], tuple[int, int]]:
+) -> dict[tuple[str, int], Totals]:
     """Add reported usage (entitlement id, period start, millionths) to the live counters.
 
     Unconditional: events report usage that already happened, so a hard limit cannot refuse
@@ -410,8 +417,8 @@ async def add_usage(
     MAX_BIGINT (checks then deny with `counter_full`), and one corrected that far below zero
     stays at -MAX_BIGINT, rather than fail the ingest. Sorted, so
     concurrent batches lock rows in one order.
-    Returns each counter's (used, reserved) after the addition: with the increment, the
-    usage before it follows without another read (for threshold crossings).
+    Returns each counter's (used, reserved, carried) after the addition: with the increment,
+    the usage before it follows without another read (for threshold crossings).
     """
     if not increments:
         return {}
@@ -426,11 +433,11 @@ async def add_usage(
             " WHEN EXCLUDED.used > 0 AND u.used > $5::int8 - EXCLUDED.used THEN $5::int8"
             " WHEN EXCLUDED.used < 0 AND u.used < -$5::int8 - EXCLUDED.used THEN -$5::int8"
             " ELSE u.used + EXCLUDED.used END"
-            " RETURNING entitlement_id, period_start, used, reserved",
+            " RETURNING entitlement_id, period_start, used, reserved, COALESCE(carried, 0)",
             tenant_id, *zip(*increments, strict=True), MAX_BIGINT,
         )
-        return {(r[0], int(r[1])): (int(r[2]), int(r[3])) for r in rows}
-    out: dict[tuple[str, int], tuple[int, int]] = {}
+        return {(r[0], int(r[1])): (int(r[2]), int(r[3]), int(r[4])) for r in rows}
+    out: dict[tuple[str, int], Totals] = {}
     for i in range(0, len(increments), _SQLITE_ROWS):
         chunk = increments[i:i + _SQLITE_ROWS]
         returned = await db.execute_fetchall(
@@ -441,10 +448,10 @@ async def add_usage(
             " WHEN excluded.used > 0 AND used > ? - excluded.used THEN ?"
             " WHEN excluded.used < 0 AND used < -? - excluded.used THEN -?"
             " ELSE used + excluded.used END"
-            " RETURNING entitlement_id, period_start, used, reserved",
+            " RETURNING entitlement_id, period_start, used, reserved, COALESCE(carried, 0)",
             [*(v for inc in chunk for v in (tenant_id, *inc)), *[MAX_BIGINT] * 4],
         )
-        out.update({(r[0], int(r[1])): (int(r[2]), int(r[3])) for r in returned})
+        out.update({(r[0], int(r[1])): (int(r[2]), int(r[3]), int(r[4])) for r in returned})
     return out
 
 
@@ -617,9 +624,10 @@ async def reserve(
 
     Returns (used, reserved) after the hold, or None when the database refused it.
     """
-    return await _add_within_limit(
+    held = await _add_within_limit(
         session, "reserved", (tenant_id, entitlement_id, period_start), quantity, hard_limit
     )
+    return None if held is None else held[:2]
 
 
 async def settle(
@@ -630,11 +638,11 @@ async def settle(
     held: int,
     actual: int,
     hard_limit: int | None,
-) -> tuple[int, int] | None:
+) -> Totals | None:
     """Move a hold of `held` out of `reserved` and `actual` into `used`, in one statement.
 
     When `actual` exceeds `held` the extra must fit under `hard_limit`; None: refused.
-    With `actual` 0 this is a release, which always succeeds.
+    With `actual` 0 this is a release, which always succeeds. Returns (used, reserved, carried).
     """
     hard = MAX_BIGINT if hard_limit is None else min(hard_limit, MAX_BIGINT)
     db, dialect = await driver(session)
@@ -644,7 +652,7 @@ async def settle(
             "UPDATE entitlement_usage AS u SET reserved = reserved - $4::int8, used = GREATEST(u.used, 0) + $5::int8"
             " WHERE tenant_id = $1 AND entitlement_id = $2 AND period_start = $3"
             " AND ($5::int8 <= $4::int8 OR GREATEST(u.used, 0) + reserved - $4::int8 <= $6::int8 - $5::int8)"
-            " RETURNING used, reserved",
+            " RETURNING used, reserved, COALESCE(carried, 0)",
             *key, held, actual, hard,
         )
     else:
@@ -652,12 +660,12 @@ async def settle(
             "UPDATE entitlement_usage SET reserved = reserved - ?, used = MAX(used, 0) + ?"
             " WHERE tenant_id = ? AND entitlement_id = ? AND period_start = ?"
             " AND (? <= ? OR MAX(used, 0) + reserved - ? <= ? - ?)"
-            " RETURNING used, reserved",
+            " RETURNING used, reserved, COALESCE(carried, 0)",
             (held, actual, *key, actual, held, held, hard, actual),
         )
         row = await cursor.fetchone()
         await cursor.close()
-    return None if row is None else (int(row[0]), int(row[1]))
+    return None if row is None else (int(row[0]), int(row[1]), int(row[2]))
 
 
 async def unreserve(session: AsyncSession, tenant_id: str, entitlement_id: str, holds: list[tuple[int, int]]) -> None:

@@ -246,13 +246,14 @@ async def commit(
             f"cross the hard limit of {_number(checks.units(hard) if hard is not None else row.hard_limit)}"
             " (with what grants add): denied; the hold stays until released or expired",
         )
-    used, reserved = counted
+    used, reserved, carried = counted
     after = notices.standing_of(
         checks.metered_entitlement(row), checks.units(used), checks.units(reserved), found.grants, at
     )
     where = notices.Where(tenant_id, row.id, row.customer_id, row.feature_id, start, end)
-    await notices.usage_moved(session, where, before=checks.units(used) - quantity, after=after, at=at)
-    return await _close(session, reservation, COMMITTED, quantity, counted, after, at)
+    await notices.usage_moved(session, where, before=checks.units(used) - quantity, after=after, at=at,
+                              opening=checks.units(carried))
+    return await _close(session, reservation, COMMITTED, quantity, (used, reserved), after, at)
 
 
 def _number(value: Decimal | None) -> str:
@@ -265,13 +266,13 @@ async def release(session: AsyncSession, tenant_id: str, reservation_id: str, *,
     counted = await queries.settle(
         session, tenant_id, row.id, reservation.period_start, checks.millionths(reservation.quantity), 0, None
     )
-    used, reserved = counted = counted or (0, 0)
+    used, reserved, _ = counted or (0, 0, 0)
     start = from_micros(reservation.period_start)
     found = await standing.standing(session, row, _within(start, period_at(checks.usage_period(row), start)[1], at))
     after = notices.standing_of(
         checks.metered_entitlement(row), checks.units(used), checks.units(reserved), found.grants, at
     )
-    return await _close(session, reservation, RELEASED, None, counted, after, at)
+    return await _close(session, reservation, RELEASED, None, (used, reserved), after, at)
 
 
 async def hand_over(

@@ -2,7 +2,8 @@
 
 `entitlement.period_reset` is told once for each end of a usage period that had usage. Either
 the first usage of the next period tells it (notices.usage_moved, before that usage's own
-crossings, so the order per customer holds), or, when nobody uses the next period first, this
+crossings, so the order per customer holds; a move from the overage carried in counts as the
+first usage too), or, when nobody uses the next period first, this
 scan does, shortly after the boundary. Both use the same dedupe key and `tell`, so the notice
 says the same however it is told: the new period's opening state (usage 0 or the overage carried
 in, the limits raised by the grants live at its start). The scan leaves out a reset into a
