@@ -178,6 +178,22 @@ def decode_seq_cursor(cursor: str | None, *, of: str) -> int | None:
     return int(position)
 
 
+def decode_pair_cursor(cursor: str | None, *, of: str) -> tuple[str, str] | None:
+    """The (key, id) a cursor of a list in key order stands for (`pair_position` made it);
+    keys and ids never hold a space."""
+    position = decode_cursor(cursor, of=of)
+    if position is None:
+        return None
+    key, space, id_ = position.partition(" ")
+    if not space:
+        raise bad_cursor()
+    return key, id_
+
+
+def pair_position(key: str, id_: str) -> str:
+    return f"{key} {id_}"
+
+
 def bad_cursor(reason: str = "is not a cursor this API returned") -> MalformedRequest:
     return MalformedRequest(f"cursor: {reason}", errors=[FieldError("cursor", reason)])
 

@@ -7,7 +7,15 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from allotment.api.deps import Cursor, Limit, Reader, ReadSession, bad_cursor, decode_cursor, page
+from allotment.api.deps import (
+    Cursor,
+    Limit,
+    Reader,
+    ReadSession,
+    decode_pair_cursor,
+    page,
+    pair_position,
+)
 from allotment.api.pages import Page
 from allotment.entitlements import state as service
 from allotment.entitlements.engine import Kind
@@ -40,21 +48,10 @@ async def list_customer_entitlements(
     that learned `limit` on one list must be able to send it here too.
     """
     states = await service.list_states(
-        session, principal.tenant_id, customer_key, at=utcnow(), limit=limit, after=_after(cursor)
+        session, principal.tenant_id, customer_key, at=utcnow(), limit=limit, after=decode_pair_cursor(cursor, of=_LIST)
     )
     return page([state_read(s) for s in states], states, limit=limit,
-                position=lambda s: f"{s.feature_key} {s.row.feature_id}", of=_LIST)
-
-
-def _after(cursor: str | None) -> tuple[str, str] | None:
-    """The (feature key, feature id) a cursor stands for; keys and ids never hold a space."""
-    position = decode_cursor(cursor, of=_LIST)
-    if position is None:
-        return None
-    key, space, feature_id = position.partition(" ")
-    if not space:
-        raise bad_cursor()
-    return key, feature_id
+                position=lambda s: pair_position(s.feature_key, s.row.feature_id), of=_LIST)
 
 
 @router.get("/{feature_key}", response_model=EntitlementStateRead)

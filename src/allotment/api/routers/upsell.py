@@ -11,10 +11,11 @@ from allotment.api.deps import (
     Limit,
     Reader,
     ReadSession,
-    bad_cursor,
     decode_cursor,
+    decode_pair_cursor,
     encode_cursor,
     page,
+    pair_position,
 )
 from allotment.api.pages import Page
 from allotment.entitlements import upsell as service
@@ -37,20 +38,9 @@ async def customer_upsell(
     Paged as every list is, although a customer holds one entitlement per feature.
     """
     found = await service.for_customer(session, principal.tenant_id, customer_key, at=utcnow(),
-                                       limit=limit, after=_feature_after(cursor))
+                                       limit=limit, after=decode_pair_cursor(cursor, of=_CUSTOMER_LIST))
     return page([service.read(s) for s in found], found, limit=limit,
-                position=lambda s: f"{s.feature_key} {s.row.feature_id}", of=_CUSTOMER_LIST)
-
-
-def _feature_after(cursor: str | None) -> tuple[str, str] | None:
-    """The (feature key, feature id) a cursor stands for; keys and ids never hold a space."""
-    position = decode_cursor(cursor, of=_CUSTOMER_LIST)
-    if position is None:
-        return None
-    key, space, feature_id = position.partition(" ")
-    if not space:
-        raise bad_cursor()
-    return key, feature_id
+                position=lambda s: pair_position(s.feature_key, s.row.feature_id), of=_CUSTOMER_LIST)
 
 
 @router.get("/v1/reports/upsell", response_model=Page[UpsellRead])
