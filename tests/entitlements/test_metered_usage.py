@@ -349,3 +349,44 @@ async def test_usage_ingested_after_a_grant_was_voided_is_not_paid_by_it(tenant)
     await c.post("/v1/events", json=[event("acme-1", tokens=3, model="a")])
     state = await _usage(c)
     assert (state["usage"], state["hard_limit"], state["decision"]) == (15, 12, "deny")
+
+
+async def _carrying_over_last_period(c: Any) -> None:
+    """acme on a plan that carries overage (10 included), since 45 days ago: its first period
+    used 12 (reported late by events), so the current one began with 2 carried in."""
+    start = datetime.now(UTC) - timedelta(days=45)
+    await ok(await c.post("/v1/meters", json=meter(group_by={"model": "$.model"})), 201)
+    await feature(c, "tokens", meter="tokens")
+    await plan(c, "starter", [metered("tokens", 10, 10, 1000) | {"overage_at_reset": "carry"}])
+    await ok(await c.post("/v1/customers", json={"key": "acme", "name": "Acme", "subject_keys": ["acme-1"]}), 201)
+    await subscribe(c, "acme", "starter", starts_at=start.isoformat())
+    late = (start + timedelta(days=3)).isoformat()
+    await ok(await c.post("/v1/events", json=[event("acme-1", tokens=12, model="a", time=late)]))
+
+
+async def test_events_first_in_a_period_count_the_overage_carried_in_once(tenant):
+    """The period's first usage arrives by events: checks then see the carry plus the events, once."""
+    c = tenant.client
+    await _carrying_over_last_period(c)
+    await ok(await c.post("/v1/events", json=[event("acme-1", tokens=6, model="a")]))
+    assert (await _usage(c))["usage"] == 8
+    await ok(await c.post("/v1/events", json=[event("acme-1", tokens=1, model="a")]))
+    assert (await _usage(c))["usage"] == 9
+
+
+async def test_concurrent_events_and_checks_first_in_a_period_carry_the_overage_in_once(tenant):
+    """Batches and checks racing to be the period's first carry the 2 in exactly once."""
+    c = tenant.client
+    await _carrying_over_last_period(c)
+
+    async def send() -> None:
+        for _ in range(5):
+            resp = await c.post("/v1/events", json=[event("acme-1", tokens=1, model="a") for _ in range(3)])
+            assert resp.json()["accepted"] == 3
+
+    async def look() -> None:
+        for _ in range(5):
+            await _usage(c)
+
+    await asyncio.gather(send(), send(), look(), look())
+    assert (await _usage(c))["usage"] == 2 + 2 * 5 * 3

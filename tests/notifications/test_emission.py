@@ -324,19 +324,60 @@ async def test_a_first_consume_after_a_check_fixed_the_carry_tells_the_reset_bef
     assert found[4][1]["usage"] == 2
 
 
-async def test_first_events_after_a_check_fixed_the_carry_tell_the_reset_before_their_crossings(db, tenant):
-    """Ingest, like a consume, counts a move from the carry as the period's first usage."""
-    c = tenant.client
+async def _over_last_period_by_events(c: Any) -> None:
+    """As `_over_last_period`, the 12 reported by events (late, for the period already over)."""
     await ok(await c.post("/v1/meters", json=meter()), 201)
     await _carrying_catalogue(c, meter="tokens")
     start = datetime.now(UTC) - timedelta(days=45)
     await subscribe(c, "acme", "starter", starts_at=start.isoformat())
     await ok(await c.post("/v1/events", json=[event("acme-1", tokens=12, time=(start + timedelta(days=3)).isoformat())]))
+
+
+async def test_first_events_after_a_check_fixed_the_carry_tell_the_reset_before_their_crossings(db, tenant):
+    """Ingest, like a consume, counts a move from the carry as the period's first usage."""
+    c = tenant.client
+    await _over_last_period_by_events(c)
     await _check(c, consume=False)
     await ok(await c.post("/v1/events", json=[event("acme-1", tokens=6)]))
     found = await _emitted(db, tenant.id, *USAGE_TYPES, notices.PERIOD_RESET)
     assert _labels(found) == ["period_reset", "50%", "80%"]
     assert (found[0][1]["previous_usage"], found[0][1]["usage"]) == (12, 2)
+
+
+async def test_first_events_over_carried_overage_cross_from_the_carry(db, tenant):
+    """Events that are the period's first usage count from the 2 carried in: 6 more reach 80 %."""
+    c = tenant.client
+    await _over_last_period_by_events(c)
+    await ok(await c.post("/v1/events", json=[event("acme-1", tokens=6)]))
+    found = await _emitted(db, tenant.id, *USAGE_TYPES, notices.PERIOD_RESET)
+    assert _labels(found) == ["period_reset", "50%", "80%"]
+    assert [p["usage"] for _, p in found] == [2, 8, 8]
+
+
+async def test_first_events_over_carried_overage_with_a_grant_cross_from_the_carry(db, tenant):
+    """With a grant in play (the threshold numbers come from the grants' replay), events that are
+    the period's first usage still count from the carry."""
+    c = tenant.client
+    await _over_last_period_by_events(c)
+    await ok(await c.post("/v1/customers/acme/entitlements/tokens/grants", json={"amount": 10}), 201)
+    await ok(await c.post("/v1/events", json=[event("acme-1", tokens=14)]))
+    found = await _emitted(db, tenant.id, *USAGE_TYPES)
+    assert _labels(found) == ["50%", "80%"]
+    assert [(p["usage"], p["soft_limit"]) for _, p in found] == [(16, 20), (16, 20)]
+
+
+async def test_first_events_after_a_reset_that_kept_the_overage_cross_from_it(db, tenant):
+    """A usage reset that keeps the 2 over: the new row's first events count from them."""
+    c = tenant.client
+    await ok(await c.post("/v1/meters", json=meter()), 201)
+    await _catalogue(c, subscribed=False, meter="tokens")
+    await ok(await c.post("/v1/customers/acme/entitlements", json=metered("tokens", 10, 10, 15)), 201)
+    await ok(await c.post("/v1/events", json=[event("acme-1", tokens=12)]))
+    await ok(await c.post("/v1/customers/acme/entitlements/tokens/reset", json={"preserve_overage": True}))
+    await ok(await c.post("/v1/events", json=[event("acme-1", tokens=6)]))
+    found = await _emitted(db, tenant.id, *USAGE_TYPES)
+    assert _labels(found) == ["50%", "80%", "100%", "overdraft_started", "50%", "80%"]
+    assert [p["usage"] for _, p in found[4:]] == [8, 8]
 
 
 async def test_a_first_committed_reservation_over_carried_overage_tells_the_reset_before_its_crossings(db, tenant):

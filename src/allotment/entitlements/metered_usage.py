@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
 
-from sqlalchemy import exists, or_, select
+from sqlalchemy import case, exists, func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from allotment import codec
@@ -22,9 +22,20 @@ from allotment.batching import Batcher
 from allotment.customers.models import CustomerSubject
 from allotment.db import Database, fetch
 from allotment.entitlements import grant_ends, notices, queries, standing
-from allotment.entitlements.check import continues_counter, metered_entitlement, units, usage_period
+from allotment.entitlements.check import (
+    continues_counter,
+    metered_entitlement,
+    standing_now,
+    units,
+    usage_period,
+)
 from allotment.entitlements.crossings import worth_watching
-from allotment.entitlements.models import CustomerEntitlement, Feature, GrantRecord
+from allotment.entitlements.models import (
+    CustomerEntitlement,
+    EntitlementUsage,
+    Feature,
+    GrantRecord,
+)
 from allotment.entitlements.periods import UsagePeriod, period_at
 from allotment.metering import ingest as metering_ingest
 from allotment.metering.aggregation import Aggregation, CompiledMeter, DataError, parse_group_key
@@ -98,6 +109,9 @@ class _Target:
     period: UsagePeriod
     active_from_us: int
     active_to_us: int | None
+    # The start of the row's latest period whose carry is fixed (None: none, or the row never
+    # carries overage; read only for rows that may).
+    carry_fixed_us: int | None = None
     _span: tuple[int, int | None] = field(default=(0, 0))
     # The row that took over this one's counter mid-period (checks.continues_counter), and the
     # start of that period: usage of it reported late still counts, on the row in force.
@@ -118,6 +132,19 @@ class _Target:
             return True
         values = parse_group_key(group_key)  # long values in their bounded form, as filters map them
         return all(values.get(name) == meter.group_value_form(value) for name, value in self.group_filter.items())
+
+    def carry_unfixed(self, period_us: int, at: datetime) -> bool:
+        """Whether overage still has to be carried into the period starting at `period_us`,
+        the current one (at `at`) of this row in force: the period whose carry a full check at
+        `at` would fix. Late usage of an earlier period leaves its carry to the replay."""
+        fixed = self.carry_fixed_us is not None and self.carry_fixed_us >= period_us
+        if fixed or not standing.may_carry(self.row):
+            return False
+        at_us = to_micros(at)
+        if at_us < self.active_from_us or (self.active_to_us is not None and at_us >= self.active_to_us):
+            return False
+        start = period_at(self.period, at)[0]
+        return to_micros(start) == period_us and standing.carries_into(self.row, start)
 
     def period_start(self, time_us: int) -> int:
         """The start of the period holding `time_us`; consecutive events reuse the last one."""
@@ -159,6 +186,7 @@ async def feed(
                 counting = target.counting(period_us)
                 increments[(counting.entitlement_id, period_us)] += c.contribution.micros
                 fed[counting.entitlement_id] = counting
+    await _fix_carries(session, tenant_id, list(increments), fed, at)
     for entitlement_id, period_us in increments:
         target = fed[entitlement_id]
         if target.has_grants:  # usage of grants that ended in the period is kept first
@@ -170,6 +198,28 @@ async def feed(
         await _moved(session, fed[entitlement_id], period_us, totals, increments[(entitlement_id, period_us)],
                      at, pending)
     await pending.write(session)
+
+
+async def _fix_carries(
+    session: AsyncSession, tenant_id: str, counters: list[tuple[str, int]], fed: dict[str, _Target],
+    at: datetime,
+) -> None:
+    """Carry the overage into each current period this batch moves whose carry is not fixed
+    yet, before the batch's usage lands, as a full check would (checks.standing_now): the
+    batch's crossings then count from the carry, and grants keep usage that includes it.
+
+    Only rows that may carry, in a period not fixed yet, pay: `_targets` read where their
+    carries stand. Every counter of the batch is locked first, in key order as `add_usage`
+    locks them, so a batch never holds one counter while waiting for another that a concurrent
+    batch holds; the fix itself is conditional (`queries.fix_carry`), so exactly one of any
+    concurrent checks and batches carries the overage in.
+    """
+    unfixed = sorted((e, p) for e, p in counters if fed[e].carry_unfixed(p, at))
+    if not unfixed:
+        return
+    await queries.lock_counters(session, [(tenant_id, e, p) for e, p in counters])
+    for entitlement_id, _ in unfixed:
+        await standing_now(session, fed[entitlement_id].row, at)
 
 
 async def _moved(
@@ -279,9 +329,19 @@ async def _targets(
                GrantRecord.feature_id == CustomerEntitlement.feature_id)
     has_grants = exists().where(*of_pair)
     has_recurring = exists().where(*of_pair, GrantRecord.recurrence_interval.is_not(None))
+    carry_fixed = case(  # only rows that may carry look at their counters (standing.may_carry)
+        (or_(CustomerEntitlement.overage_at_reset == standing.CARRY,
+             CustomerEntitlement.reset_overage == standing.CARRY),
+         select(func.max(EntitlementUsage.period_start)).where(
+             EntitlementUsage.tenant_id == CustomerEntitlement.tenant_id,
+             EntitlementUsage.entitlement_id == CustomerEntitlement.id,
+             EntitlementUsage.carried.is_not(None),
+         ).scalar_subquery()),
+        else_=None,
+    )
     rows = await session.execute(
         select(CustomerEntitlement, Feature.meter_id, Feature.meter_group_filter, CustomerSubject.subject_key,
-               has_grants, has_recurring)
+               has_grants, has_recurring, carry_fixed)
         .join(Feature, Feature.id == CustomerEntitlement.feature_id)
         .join(CustomerSubject, CustomerSubject.customer_id == CustomerEntitlement.customer_id)
         .where(
@@ -294,7 +354,7 @@ async def _targets(
         )
     )
     out: dict[tuple[str, str], list[_Target]] = defaultdict(list)
-    for ent, meter_id, group_filter, subject, granted, recurs in rows:
+    for ent, meter_id, group_filter, subject, granted, recurs, fixed in rows:
         out[(str(meter_id), subject)].append(
             _Target(
                 ent.id,
@@ -305,6 +365,7 @@ async def _targets(
                 usage_period(ent),
                 to_micros(ent.active_from),
                 to_micros(ent.active_to) if ent.active_to is not None else None,
+                None if fixed is None else int(fixed),
             )
         )
     for targets in out.values():

@@ -10,8 +10,8 @@ nothing when every live grant started in this period.
 
 The same replay gives the overage to carry into this period when the row's policy is
 `carry` (overage above the previous period's soft limit, after grants). It is fixed once,
-when the period's counter is first read or written by a check (`queries.fix_carry`), and is
-part of `used` from then on. Later changes to the previous period do not move it.
+when the period's counter is first read or written by a check or first moved by ingest
+(`queries.fix_carry`), and is part of `used` from then on. Later changes to the previous period do not move it.
 
 With `included_rollover`, the replay also works out the included units the previous period
 left unused, which roll into this one as a grant of the period (`ROLLED_OVER`); the replay then
