@@ -15,6 +15,7 @@ from lago_python_client.models.charge import Charge, Charges
 from lago_python_client.models.event import BatchEvent, Event
 from tests.api import test_openmeter_sdk as sdk
 from tests.api.test_lago_client import lago, native
+from tests.api.test_openmeter_sdk import Live
 
 live = sdk.live  # the live server, as a fixture here too
 
@@ -293,9 +294,29 @@ def test_a_plan_made_natively_is_answered_with_a_charge_per_metered_feature(live
     assert [(c.billable_metric_code, c.charge_model) for c in plan.charges.__root__] == [("tokens", "standard")]
 
 
+BASE = {"name": "P", "code": "p", "interval": "monthly", "amount_cents": 0, "amount_currency": "EUR"}
+
+
+def charged(**fields: Any) -> dict[str, Any]:
+    """A plan body whose one charge has these fields besides a metric and a model."""
+    return {"plan": BASE | {"charges": [{"billable_metric_id": "tokens", "charge_model": "standard", **fields}]}}
+
+
 @pytest.mark.parametrize(("body", "field"), [
     ({"plan": {"name": "P", "code": "p", "interval": "monthly", "amount_cents": "lots", "amount_currency": "EUR"}},
      "amount_cents"),
+    ({"plan": BASE | {"trial_period": "two weeks"}}, "trial_period"),
+    ({"plan": BASE | {"pay_in_advance": {"yes": True}}}, "pay_in_advance"),
+    ({"plan": BASE | {"invoice_display_name": {"en": "Pro"}}}, "invoice_display_name"),
+    ({"plan": BASE | {"metadata": "team plan"}}, "metadata"),
+    (charged(properties="0.002"), "charges.0.properties"),
+    (charged(min_amount_cents="none"), "charges.0.min_amount_cents"),
+    (charged(filters={"region": "eu"}), "charges.0.filters"),
+    (charged(filters=[{"values": {"region": "eu"}}]), "charges.0.filters.0.values.region"),
+    ({"plan": BASE | {"usage_thresholds": [{"amount_cents": 100, "recurring": "sometimes"}]}},
+     "usage_thresholds.0.recurring"),
+    ({"plan": BASE | {"minimum_commitment": {"amount_cents": 100, "invoice_display_name": ["Minimum"]}}},
+     "minimum_commitment.invoice_display_name"),
     ({"plan": {"name": "P", "code": "p", "interval": "monthly", "amount_cents": 0, "amount_currency": "EUR",
                "charges": [7]}}, "charges.0"),
     ({"plan": {"name": "P", "code": "p", "interval": "monthly", "amount_cents": 0, "amount_currency": "EUR",
@@ -307,10 +328,25 @@ def test_a_plan_made_natively_is_answered_with_a_charge_per_metered_feature(live
     ({"plan": "p"}, "plan"),
 ])
 def test_a_malformed_plan_is_a_422_naming_the_field(live, body, field):
-    """Sent without the client, as any HTTP caller could: never a 500."""
-    answer = httpx.post(live.url + "/lago/api/v1/plans", json=body,
-                        headers={"Authorization": f"Bearer {live.keys['admin']}"}, timeout=30)
+    """Sent without the client, as any HTTP caller could: never a 500, and never kept in a shape
+    the client cannot read back (one such plan would break every list of plans)."""
+    answer = raw(live, "POST", "/plans", body)
     assert answer.status_code == 422 and field in answer.json()["error_details"], answer.text
+    assert lago(live).plans.find_all()["plans"] == []
+
+
+def raw(live: Live, method: str, path: str, body: Any = None) -> httpx.Response:
+    return httpx.request(method, live.url + "/lago/api/v1" + path, json=body, timeout=30,
+                         headers={"Authorization": f"Bearer {live.keys['admin']}"})
+
+
+def test_a_mistyped_field_in_an_update_is_a_422_and_changes_nothing(live):
+    """The plan stays as it was, readable by the client."""
+    client = lago(live)
+    plan = created(client, pro(metrics(client)))
+    answer = raw(live, "PUT", "/plans/pro", {"plan": {"trial_period": "two weeks"}})
+    assert answer.status_code == 422 and list(answer.json()["error_details"]) == ["trial_period"]
+    assert client.plans.find("pro") == plan
 
 
 def test_destroying_a_plan_ends_its_native_subscriptions_too(live):

@@ -34,6 +34,16 @@ _KEY = re.compile(KEY_PATTERN)
 Sent = ConfigDict(extra="allow")  # what we do not model is kept and answered as sent
 
 
+# Fields we keep without modelling are typed as Lago's clients read them back: a value of
+# another type would be kept, answered, and then refused by the client on every read of the plan.
+class LagoChargeFilter(BaseModel):
+    model_config = Sent
+
+    invoice_display_name: str | None = None
+    properties: dict[str, Any] | None = None
+    values: dict[str, list[str]] | None = None
+
+
 class LagoCharge(BaseModel):
     model_config = Sent
 
@@ -41,6 +51,16 @@ class LagoCharge(BaseModel):
     billable_metric_id: str | None = Field(default=None, min_length=1, max_length=64)
     charge_model: str | None = None
     tax_codes: list[str] | None = None
+    code: str | None = None
+    invoice_display_name: str | None = None
+    pay_in_advance: bool | None = None
+    prorated: bool | None = None
+    invoiceable: bool | None = None
+    accepts_target_wallet: bool | None = None
+    regroup_paid_fees: str | None = None
+    min_amount_cents: int | None = Field(default=None, ge=0)
+    properties: dict[str, Any] | None = None
+    filters: list[LagoChargeFilter] | None = None
 
 
 class LagoThreshold(BaseModel):
@@ -48,6 +68,8 @@ class LagoThreshold(BaseModel):
 
     id: str | None = Field(default=None, max_length=64)
     amount_cents: int = Field(ge=0)
+    threshold_display_name: str | None = None
+    recurring: bool | None = None
 
 
 class LagoCommitment(BaseModel):
@@ -55,6 +77,7 @@ class LagoCommitment(BaseModel):
 
     amount_cents: int = Field(ge=0)
     tax_codes: list[str] | None = None
+    invoice_display_name: str | None = None
 
 
 class LagoPlan(BaseModel):
@@ -66,6 +89,12 @@ class LagoPlan(BaseModel):
     description: str | None = Field(default=None, max_length=1024)
     amount_cents: int | None = Field(default=None, ge=0)
     amount_currency: str | None = Field(default=None, pattern=r"^[A-Z]{3}$")
+    invoice_display_name: str | None = None
+    trial_period: float | None = Field(default=None, ge=0)  # days, not money: Lago's clients send a float
+    pay_in_advance: bool | None = None
+    bill_charges_monthly: bool | None = None
+    bill_fixed_charges_monthly: bool | None = None
+    metadata: dict[str, str | None] | None = None
     charges: list[LagoCharge] | None = None
     usage_thresholds: list[LagoThreshold] | None = None
     minimum_commitment: LagoCommitment | None = None
