@@ -349,6 +349,39 @@ def test_a_mistyped_field_in_an_update_is_a_422_and_changes_nothing(live):
     assert client.plans.find("pro") == plan
 
 
+def test_an_update_cannot_replace_the_ids_and_times_lago_gives(live):
+    """lago_id, created_at and a charge's metric code are ours to answer: sent back (as a caller
+    echoing a plan it read would), they change nothing."""
+    client = lago(live)
+    plan = created(client, pro(metrics(client)))
+    tokens = plan.charges.__root__[0]
+    answer = raw(live, "PUT", "/plans/pro", {"plan": {
+        "name": "Pro 2", "lago_id": "pln_mine", "created_at": "2000-01-01T00:00:00Z",
+        "charges": [{"id": tokens.lago_id, "lago_id": "chg_mine", "billable_metric_code": "calls"}]}})
+    assert answer.status_code == 200, answer.text
+    updated = client.plans.find("pro")
+    assert (updated.name, updated.lago_id, updated.created_at) == ("Pro 2", plan.lago_id, plan.created_at)
+    assert [(c.lago_id, c.billable_metric_code) for c in updated.charges.__root__] == [(tokens.lago_id, "tokens")]
+
+
+def test_a_new_charge_gets_a_lago_id_of_ours(live):
+    """A lago_id sent with a new charge is not taken: two plans could otherwise share one."""
+    client = lago(live)
+    metrics(client)
+    answer = raw(live, "POST", "/plans", charged(lago_id="chg_mine", created_at="2000-01-01T00:00:00Z"))
+    assert answer.status_code == 200, answer.text
+    charge = client.plans.find("p").charges.__root__[0]
+    assert charge.lago_id != "chg_mine" and charge.created_at != "2000-01-01T00:00:00Z"
+
+
+def test_cascade_updates_is_not_kept_with_the_plan(live):
+    """An instruction of the request: subscriptions follow a new version when migrated."""
+    client = lago(live)
+    created(client, pro(metrics(client)))
+    answer = raw(live, "PUT", "/plans/pro", {"plan": {"name": "Pro 2", "cascade_updates": True}})
+    assert answer.status_code == 200 and "cascade_updates" not in answer.json()["plan"], answer.text
+
+
 def test_destroying_a_plan_ends_its_native_subscriptions_too(live):
     """A subscription started natively on the plan is canceled now."""
     client = lago(live)

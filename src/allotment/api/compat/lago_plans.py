@@ -203,7 +203,7 @@ async def create_plan(body: PlanBody, principal: Admin, session: WriteSession) -
     code = data.code or ""
     if await _exists(session, principal.tenant_id, code):
         raise AlreadyExists("plan", code)  # Lago: a validation error, `value_already_exist` on code
-    document = {k: v for k, v in sent.items() if k not in documents.NATIVE} | {"charges": charges}
+    document = {k: v for k, v in documents.kept(sent).items() if k not in documents.NATIVE} | {"charges": charges}
     _thresholds_and_commitment(document, {})
     plan = await _published(session, principal, code=code, name=data.name or code, description=data.description,
                             interval=data.interval or "", document=document)
@@ -259,7 +259,7 @@ async def update_plan(code: str, body: PlanBody, principal: Admin, session: Writ
         else [dict(c) for c in before.get("charges", [])]
     if bad := bad | _incomplete(charges):
         return invalid(bad)
-    changes = {k: v for k, v in sent.items() if k not in documents.NATIVE and k != "charges"}
+    changes = {k: v for k, v in documents.kept(sent).items() if k not in documents.NATIVE and k != "charges"}
     _thresholds_and_commitment(changes, before)
     document = {**before, **changes, "charges": charges}
     plan = await _published(
