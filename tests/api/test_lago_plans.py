@@ -14,7 +14,7 @@ from lago_python_client.models import BillableMetric, Customer, Plan, Subscripti
 from lago_python_client.models.charge import Charge, Charges
 from lago_python_client.models.event import BatchEvent, Event
 from tests.api import test_openmeter_sdk as sdk
-from tests.api.test_lago_client import lago, native
+from tests.api.test_lago_client import _at_once, lago, native
 from tests.api.test_openmeter_sdk import Live
 
 live = sdk.live  # the live server, as a fixture here too
@@ -380,6 +380,18 @@ def test_cascade_updates_is_not_kept_with_the_plan(live):
     created(client, pro(metrics(client)))
     answer = raw(live, "PUT", "/plans/pro", {"plan": {"name": "Pro 2", "cascade_updates": True}})
     assert answer.status_code == 200 and "cascade_updates" not in answer.json()["plan"], answer.text
+
+
+def test_plans_created_at_once_on_new_metrics_share_their_features(live):
+    """Each charge's metric gets one feature, whichever request made it: none is refused."""
+    metrics(lago(live))
+    bodies = [{"plan": BASE | {"code": f"plan-{i}", "charges": [
+        {"billable_metric_id": "tokens", "charge_model": "standard"},
+        {"billable_metric_id": "calls", "charge_model": "standard"}]}} for i in range(6)]
+    answers = _at_once(live, "/plans", bodies)
+    assert [a.status_code for a in answers] == [200] * 6, [a.text for a in answers]
+    features = {f["key"]: f["meter"] for f in native(live, "GET", "/v1/features")["items"]}
+    assert features == {"tokens": "tokens", "calls": "calls"}
 
 
 def test_destroying_a_plan_ends_its_native_subscriptions_too(live):

@@ -36,22 +36,28 @@ async def feature_for(session: AsyncSession, tenant_id: str, meter: Meter, *, fi
                       at: datetime) -> str:
     """The key of the live feature counting all of the meter's usage (the oldest, when several
     do), made under the meter's key when there is none. `field` names the charge in an error."""
-    rows = await session.scalars(
-        select(Feature).where(Feature.tenant_id == tenant_id, Feature.meter_id == meter.id,
-                              Feature.archived_at.is_(None)).order_by(Feature.id)
-    )
-    for feature in rows:
-        if not feature.meter_group_filter:
-            return feature.key
+    if (found := await _measuring(session, tenant_id, meter)) is not None:
+        return found
     try:
         async with session.begin_nested():
             made = await features.create(session, tenant_id, FeatureCreate(key=meter.key, name=meter.name,
                                                                            meter=meter.key), actor=actor, at=at)
     except AlreadyExists:
+        # A concurrent request may just have made it for the same meter: then it is the one.
+        if (found := await _measuring(session, tenant_id, meter)) is not None:
+            return found
         raise ValidationFailed(f"{field}: feature '{meter.key}' counts other usage",
                                errors=[FieldError(field, f"feature '{meter.key}' counts other usage than metric "
                                                          f"'{meter.key}'; give that feature another key")]) from None
     return made.feature.key
+
+
+async def _measuring(session: AsyncSession, tenant_id: str, meter: Meter) -> str | None:
+    rows = await session.scalars(
+        select(Feature).where(Feature.tenant_id == tenant_id, Feature.meter_id == meter.id,
+                              Feature.archived_at.is_(None)).order_by(Feature.id)
+    )
+    return next((f.key for f in rows if not f.meter_group_filter), None)
 
 
 async def publish(
