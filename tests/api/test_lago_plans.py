@@ -394,6 +394,16 @@ def test_plans_created_at_once_on_new_metrics_share_their_features(live):
     assert features == {"tokens": "tokens", "calls": "calls"}
 
 
+def test_creates_of_one_code_at_once_leave_one_plan(live):
+    """One is created; the others are told the code is taken, as a create sent after it would be."""
+    metrics(lago(live))
+    answers = _at_once(live, "/plans", [charged()] * 6)
+    assert sorted(a.status_code for a in answers) == [200] + [422] * 5, [a.text for a in answers]
+    assert all(a.json()["error_details"] == {"code": ["value_already_exist"]}
+               for a in answers if a.status_code == 422), [a.text for a in answers]
+    assert [p.code for p in lago(live).plans.find_all()["plans"]] == ["p"]
+
+
 def test_destroying_a_plan_ends_its_native_subscriptions_too(live):
     """A subscription started natively on the plan is canceled now."""
     client = lago(live)

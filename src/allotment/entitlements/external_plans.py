@@ -28,7 +28,7 @@ from allotment.entitlements.schemas import (
     PlanCreate,
     PlanEntitlementIn,
 )
-from allotment.errors import AlreadyExists, FieldError, ValidationFailed
+from allotment.errors import AlreadyExists, Conflict, FieldError, NotFound, ValidationFailed
 from allotment.metering.models import Meter
 
 
@@ -63,15 +63,33 @@ async def _measuring(session: AsyncSession, tenant_id: str, meter: Meter) -> str
 async def publish(
     session: AsyncSession, tenant_id: str, *, key: str, name: str, description: str | None,
     billing_interval: BillingInterval, currency: str | None, feature_keys: Iterable[str],
-    document: dict[str, Any], actor: str, at: datetime,
+    document: dict[str, Any], actor: str, at: datetime, new: bool = False,
 ) -> plans.PlanView:
-    """The plan's next version, published: version 1 of a new key, a change of an existing one."""
+    """The plan's next version, published: version 1 of a new key, a change of an existing one.
+    With `new`, a key that has a published version is AlreadyExists, also when a concurrent
+    request published it after the caller looked (the draft would otherwise replace it)."""
     entitlements = [PlanEntitlementIn(feature=k, kind=Kind.METERED, usage_period=plans.BILLING_PERIODS[billing_interval])
                     for k in dict.fromkeys(feature_keys)]  # two charges on one metric: one entitlement
     data = PlanCreate(key=key, name=name, description=description, billing_interval=billing_interval,
                       currency=currency, entitlements=entitlements)
-    await plans.create(session, tenant_id, data, actor=actor, at=at, external_document=document)
+    try:
+        async with session.begin_nested():  # a unique key refusing the version leaves the session usable
+            await plans.create(session, tenant_id, data, actor=actor, at=at, external_document=document)
+            if new and await _published(session, tenant_id, key):
+                raise AlreadyExists("plan", key)
+    except Conflict:
+        if new and await _published(session, tenant_id, key):
+            raise AlreadyExists("plan", key) from None
+        raise
     return await plans.publish(session, tenant_id, key, actor=actor, at=at)
+
+
+async def _published(session: AsyncSession, tenant_id: str, key: str) -> bool:
+    try:
+        await plans.get(session, tenant_id, key)
+    except NotFound:
+        return False
+    return True
 
 
 async def remove(session: AsyncSession, tenant_id: str, key: str, *, actor: str, at: datetime) -> None:

@@ -174,7 +174,7 @@ async def _metered(session: AsyncSession, tenant_id: str, plan: Plan) -> list[st
 
 async def _published(
     session: AsyncSession, principal: Principal, *, code: str, name: str, description: str | None,
-    interval: str, document: dict[str, Any],
+    interval: str, document: dict[str, Any], new: bool = False,
 ) -> Plan:
     """Resolves the charges' metrics, entitles a feature per metric and publishes the version."""
     charges = document.setdefault("charges", [])
@@ -188,7 +188,7 @@ async def _published(
         session, principal.tenant_id, key=code, name=name, description=description,
         billing_interval=documents.INTERVALS[interval],  # type: ignore[arg-type]
         currency=document.get("amount_currency"), feature_keys=keys, document=document,
-        actor=principal.key_id, at=now,
+        actor=principal.key_id, at=now, new=new,
     )
     return view.plan
 
@@ -206,7 +206,7 @@ async def create_plan(body: PlanBody, principal: Admin, session: WriteSession) -
     document = {k: v for k, v in documents.kept(sent).items() if k not in documents.NATIVE} | {"charges": charges}
     _thresholds_and_commitment(document, {})
     plan = await _published(session, principal, code=code, name=data.name or code, description=data.description,
-                            interval=data.interval or "", document=document)
+                            interval=data.interval or "", document=document, new=True)
     plan.external_document = {**document, "lago_id": plan.id, "created_at": at(plan.created_at)}
     await session.flush()
     return Json({"plan": await _answer(session, principal.tenant_id, plan)})
