@@ -222,6 +222,32 @@ def test_charges_left_out_of_an_update_are_removed(live):
     assert [e["feature"] for e in native(live, "GET", "/v1/plans/pro")["entitlements"]] == ["tokens"]
 
 
+def test_an_update_keeps_what_the_plan_entitles_beyond_its_charges(live):
+    """A plan made natively, renamed through Lago: its boolean feature and the included units
+    and hard limit of its metered one are still what new subscribers get."""
+    client = lago(live)
+    metrics(client)
+    native(live, "POST", "/v1/features", {"key": "tokens", "meter": "tokens"})
+    native(live, "POST", "/v1/features", {"key": "sso"})
+    native(live, "POST", "/v1/plans", {"key": "starter", "name": "Starter", "entitlements": [
+        {"feature": "tokens", "kind": "metered", "included": 1000, "hard_limit": 1500},
+        {"feature": "sso", "kind": "boolean"}]})
+    native(live, "POST", "/v1/plans/starter/publish")
+    client.plans.update(Plan(name="Starter 2"), "starter")
+    plan = native(live, "GET", "/v1/plans/starter")
+    shapes = {(e["feature"], e["kind"], e["included"], e["hard_limit"]) for e in plan["entitlements"]}
+    assert (plan["name"], shapes) == ("Starter 2", {("tokens", "metered", 1000, 1500), ("sso", "boolean", None, None)})
+
+
+def test_an_interval_change_moves_the_charges_usage_period(live):
+    """monthly -> weekly: the charges' entitlements are counted by the week."""
+    client = lago(live)
+    created(client, pro(metrics(client)))
+    client.plans.update(Plan(interval="weekly"), "pro")
+    plan = native(live, "GET", "/v1/plans/pro")
+    assert {e["usage_period"] for e in plan["entitlements"]} == {"WEEK"} and len(plan["entitlements"]) == 2
+
+
 def test_an_update_to_an_interval_we_cannot_hold_is_a_422_and_changes_nothing(live):
     """The plan stays as it was: no new version."""
     client = lago(live)

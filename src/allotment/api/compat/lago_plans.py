@@ -22,7 +22,7 @@ from allotment.api.responses import Json
 from allotment.entitlements import external_plans, features, plans
 from allotment.entitlements.engine import Kind
 from allotment.entitlements.models import Plan
-from allotment.entitlements.schemas import KEY_PATTERN
+from allotment.entitlements.schemas import KEY_PATTERN, BillingInterval
 from allotment.errors import AlreadyExists, NotFound
 from allotment.metering import meters
 from allotment.metering.models import Meter
@@ -174,21 +174,26 @@ async def _metered(session: AsyncSession, tenant_id: str, plan: Plan) -> list[st
 
 async def _published(
     session: AsyncSession, principal: Principal, *, code: str, name: str, description: str | None,
-    interval: str, document: dict[str, Any], new: bool = False,
+    interval: str, document: dict[str, Any], previous: Plan | None = None,
 ) -> Plan:
-    """Resolves the charges' metrics, entitles a feature per metric and publishes the version."""
+    """Resolves the charges' metrics, entitles a feature per metric and publishes the version:
+    the plan's first (a create) or the one after `previous` (an update), keeping what that
+    version entitles beyond its charges."""
     charges = document.setdefault("charges", [])
     metrics = await _metrics(session, principal.tenant_id, charges)
+    billing_interval: BillingInterval = documents.INTERVALS[interval]  # type: ignore[assignment]
+    kept, covered = ([], set()) if previous is None else await external_plans.carried(
+        session, previous, meter_ids={m.id for m in metrics}, billing_interval=billing_interval)
     now, keys = utcnow(), []
     for i, meter in enumerate(metrics):
-        keys.append(await external_plans.feature_for(session, principal.tenant_id, meter,
-                                                     field=f"charges.{i}.billable_metric_id",
-                                                     actor=principal.key_id, at=now))
+        if meter.id not in covered:
+            keys.append(await external_plans.feature_for(session, principal.tenant_id, meter,
+                                                         field=f"charges.{i}.billable_metric_id",
+                                                         actor=principal.key_id, at=now))
     view = await external_plans.publish(
         session, principal.tenant_id, key=code, name=name, description=description,
-        billing_interval=documents.INTERVALS[interval],  # type: ignore[arg-type]
-        currency=document.get("amount_currency"), feature_keys=keys, document=document,
-        actor=principal.key_id, at=now, new=new,
+        billing_interval=billing_interval, currency=document.get("amount_currency"), feature_keys=keys,
+        kept=kept, document=document, actor=principal.key_id, at=now, new=previous is None,
     )
     return view.plan
 
@@ -206,7 +211,7 @@ async def create_plan(body: PlanBody, principal: Admin, session: WriteSession) -
     document = {k: v for k, v in documents.kept(sent).items() if k not in documents.NATIVE} | {"charges": charges}
     _thresholds_and_commitment(document, {})
     plan = await _published(session, principal, code=code, name=data.name or code, description=data.description,
-                            interval=data.interval or "", document=document, new=True)
+                            interval=data.interval or "", document=document)
     plan.external_document = {**document, "lago_id": plan.id, "created_at": at(plan.created_at)}
     await session.flush()
     return Json({"plan": await _answer(session, principal.tenant_id, plan)})
@@ -266,6 +271,7 @@ async def update_plan(code: str, body: PlanBody, principal: Admin, session: Writ
         session, principal, code=code, name=data.name or current.name,
         description=data.description if data.description is not None else current.description,
         interval=data.interval or documents.LAGO_INTERVALS[current.billing_interval], document=document,
+        previous=current,
     )
     return Json({"plan": await _answer(session, principal.tenant_id, plan)})
 
