@@ -14,7 +14,8 @@ from lago_python_client.models import BillableMetric, Customer, Plan, Subscripti
 from lago_python_client.models.charge import Charge, Charges
 from lago_python_client.models.event import BatchEvent, Event
 from tests.api import test_openmeter_sdk as sdk
-from tests.api.test_lago_client import lago, native
+from tests.api.test_lago_client import _at_once, lago, native
+from tests.api.test_openmeter_sdk import Live
 
 live = sdk.live  # the live server, as a fixture here too
 
@@ -221,6 +222,32 @@ def test_charges_left_out_of_an_update_are_removed(live):
     assert [e["feature"] for e in native(live, "GET", "/v1/plans/pro")["entitlements"]] == ["tokens"]
 
 
+def test_an_update_keeps_what_the_plan_entitles_beyond_its_charges(live):
+    """A plan made natively, renamed through Lago: its boolean feature and the included units
+    and hard limit of its metered one are still what new subscribers get."""
+    client = lago(live)
+    metrics(client)
+    native(live, "POST", "/v1/features", {"key": "tokens", "meter": "tokens"})
+    native(live, "POST", "/v1/features", {"key": "sso"})
+    native(live, "POST", "/v1/plans", {"key": "starter", "name": "Starter", "entitlements": [
+        {"feature": "tokens", "kind": "metered", "included": 1000, "hard_limit": 1500},
+        {"feature": "sso", "kind": "boolean"}]})
+    native(live, "POST", "/v1/plans/starter/publish")
+    client.plans.update(Plan(name="Starter 2"), "starter")
+    plan = native(live, "GET", "/v1/plans/starter")
+    shapes = {(e["feature"], e["kind"], e["included"], e["hard_limit"]) for e in plan["entitlements"]}
+    assert (plan["name"], shapes) == ("Starter 2", {("tokens", "metered", 1000, 1500), ("sso", "boolean", None, None)})
+
+
+def test_an_interval_change_moves_the_charges_usage_period(live):
+    """monthly -> weekly: the charges' entitlements are counted by the week."""
+    client = lago(live)
+    created(client, pro(metrics(client)))
+    client.plans.update(Plan(interval="weekly"), "pro")
+    plan = native(live, "GET", "/v1/plans/pro")
+    assert {e["usage_period"] for e in plan["entitlements"]} == {"WEEK"} and len(plan["entitlements"]) == 2
+
+
 def test_an_update_to_an_interval_we_cannot_hold_is_a_422_and_changes_nothing(live):
     """The plan stays as it was: no new version."""
     client = lago(live)
@@ -293,9 +320,29 @@ def test_a_plan_made_natively_is_answered_with_a_charge_per_metered_feature(live
     assert [(c.billable_metric_code, c.charge_model) for c in plan.charges.__root__] == [("tokens", "standard")]
 
 
+BASE = {"name": "P", "code": "p", "interval": "monthly", "amount_cents": 0, "amount_currency": "EUR"}
+
+
+def charged(**fields: Any) -> dict[str, Any]:
+    """A plan body whose one charge has these fields besides a metric and a model."""
+    return {"plan": BASE | {"charges": [{"billable_metric_id": "tokens", "charge_model": "standard", **fields}]}}
+
+
 @pytest.mark.parametrize(("body", "field"), [
     ({"plan": {"name": "P", "code": "p", "interval": "monthly", "amount_cents": "lots", "amount_currency": "EUR"}},
      "amount_cents"),
+    ({"plan": BASE | {"trial_period": "two weeks"}}, "trial_period"),
+    ({"plan": BASE | {"pay_in_advance": {"yes": True}}}, "pay_in_advance"),
+    ({"plan": BASE | {"invoice_display_name": {"en": "Pro"}}}, "invoice_display_name"),
+    ({"plan": BASE | {"metadata": "team plan"}}, "metadata"),
+    (charged(properties="0.002"), "charges.0.properties"),
+    (charged(min_amount_cents="none"), "charges.0.min_amount_cents"),
+    (charged(filters={"region": "eu"}), "charges.0.filters"),
+    (charged(filters=[{"values": {"region": "eu"}}]), "charges.0.filters.0.values.region"),
+    ({"plan": BASE | {"usage_thresholds": [{"amount_cents": 100, "recurring": "sometimes"}]}},
+     "usage_thresholds.0.recurring"),
+    ({"plan": BASE | {"minimum_commitment": {"amount_cents": 100, "invoice_display_name": ["Minimum"]}}},
+     "minimum_commitment.invoice_display_name"),
     ({"plan": {"name": "P", "code": "p", "interval": "monthly", "amount_cents": 0, "amount_currency": "EUR",
                "charges": [7]}}, "charges.0"),
     ({"plan": {"name": "P", "code": "p", "interval": "monthly", "amount_cents": 0, "amount_currency": "EUR",
@@ -307,10 +354,80 @@ def test_a_plan_made_natively_is_answered_with_a_charge_per_metered_feature(live
     ({"plan": "p"}, "plan"),
 ])
 def test_a_malformed_plan_is_a_422_naming_the_field(live, body, field):
-    """Sent without the client, as any HTTP caller could: never a 500."""
-    answer = httpx.post(live.url + "/lago/api/v1/plans", json=body,
-                        headers={"Authorization": f"Bearer {live.keys['admin']}"}, timeout=30)
+    """Sent without the client, as any HTTP caller could: never a 500, and never kept in a shape
+    the client cannot read back (one such plan would break every list of plans)."""
+    answer = raw(live, "POST", "/plans", body)
     assert answer.status_code == 422 and field in answer.json()["error_details"], answer.text
+    assert lago(live).plans.find_all()["plans"] == []
+
+
+def raw(live: Live, method: str, path: str, body: Any = None) -> httpx.Response:
+    return httpx.request(method, live.url + "/lago/api/v1" + path, json=body, timeout=30,
+                         headers={"Authorization": f"Bearer {live.keys['admin']}"})
+
+
+def test_a_mistyped_field_in_an_update_is_a_422_and_changes_nothing(live):
+    """The plan stays as it was, readable by the client."""
+    client = lago(live)
+    plan = created(client, pro(metrics(client)))
+    answer = raw(live, "PUT", "/plans/pro", {"plan": {"trial_period": "two weeks"}})
+    assert answer.status_code == 422 and list(answer.json()["error_details"]) == ["trial_period"]
+    assert client.plans.find("pro") == plan
+
+
+def test_an_update_cannot_replace_the_ids_and_times_lago_gives(live):
+    """lago_id, created_at and a charge's metric code are ours to answer: sent back (as a caller
+    echoing a plan it read would), they change nothing."""
+    client = lago(live)
+    plan = created(client, pro(metrics(client)))
+    tokens = plan.charges.__root__[0]
+    answer = raw(live, "PUT", "/plans/pro", {"plan": {
+        "name": "Pro 2", "lago_id": "pln_mine", "created_at": "2000-01-01T00:00:00Z",
+        "charges": [{"id": tokens.lago_id, "lago_id": "chg_mine", "billable_metric_code": "calls"}]}})
+    assert answer.status_code == 200, answer.text
+    updated = client.plans.find("pro")
+    assert (updated.name, updated.lago_id, updated.created_at) == ("Pro 2", plan.lago_id, plan.created_at)
+    assert [(c.lago_id, c.billable_metric_code) for c in updated.charges.__root__] == [(tokens.lago_id, "tokens")]
+
+
+def test_a_new_charge_gets_a_lago_id_of_ours(live):
+    """A lago_id sent with a new charge is not taken: two plans could otherwise share one."""
+    client = lago(live)
+    metrics(client)
+    answer = raw(live, "POST", "/plans", charged(lago_id="chg_mine", created_at="2000-01-01T00:00:00Z"))
+    assert answer.status_code == 200, answer.text
+    charge = client.plans.find("p").charges.__root__[0]
+    assert charge.lago_id != "chg_mine" and charge.created_at != "2000-01-01T00:00:00Z"
+
+
+def test_cascade_updates_is_not_kept_with_the_plan(live):
+    """An instruction of the request: subscriptions follow a new version when migrated."""
+    client = lago(live)
+    created(client, pro(metrics(client)))
+    answer = raw(live, "PUT", "/plans/pro", {"plan": {"name": "Pro 2", "cascade_updates": True}})
+    assert answer.status_code == 200 and "cascade_updates" not in answer.json()["plan"], answer.text
+
+
+def test_plans_created_at_once_on_new_metrics_share_their_features(live):
+    """Each charge's metric gets one feature, whichever request made it: none is refused."""
+    metrics(lago(live))
+    bodies = [{"plan": BASE | {"code": f"plan-{i}", "charges": [
+        {"billable_metric_id": "tokens", "charge_model": "standard"},
+        {"billable_metric_id": "calls", "charge_model": "standard"}]}} for i in range(6)]
+    answers = _at_once(live, "/plans", bodies)
+    assert [a.status_code for a in answers] == [200] * 6, [a.text for a in answers]
+    features = {f["key"]: f["meter"] for f in native(live, "GET", "/v1/features")["items"]}
+    assert features == {"tokens": "tokens", "calls": "calls"}
+
+
+def test_creates_of_one_code_at_once_leave_one_plan(live):
+    """One is created; the others are told the code is taken, as a create sent after it would be."""
+    metrics(lago(live))
+    answers = _at_once(live, "/plans", [charged()] * 6)
+    assert sorted(a.status_code for a in answers) == [200] + [422] * 5, [a.text for a in answers]
+    assert all(a.json()["error_details"] == {"code": ["value_already_exist"]}
+               for a in answers if a.status_code == 422), [a.text for a in answers]
+    assert [p.code for p in lago(live).plans.find_all()["plans"]] == ["p"]
 
 
 def test_destroying_a_plan_ends_its_native_subscriptions_too(live):

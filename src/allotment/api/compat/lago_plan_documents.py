@@ -22,10 +22,14 @@ LAGO_INTERVALS = {v: k for k, v in INTERVALS.items()}
 CHARGE_MODELS = ("standard", "graduated", "graduated_percentage", "package", "percentage", "volume",
                  "dynamic", "custom")
 NATIVE = frozenset({"code", "name", "description", "interval"})  # held by the native plan
-NOT_KEPT = frozenset({"cascade_updates", "id"})  # instructions of a request, not the plan's
+# Instructions of a request, not the plan's, and what we answer: ids, times and the metric's
+# code are ours (a caller echoing a plan it read must not replace them).
+NOT_KEPT = frozenset({"cascade_updates", "id", "lago_id", "created_at", "updated_at", "lago_billable_metric_id",
+                      "billable_metric_code", "taxes"})
 
 
 def kept(sent: dict[str, Any]) -> dict[str, Any]:
+    """What of a plan, charge, threshold or commitment sent is kept with the plan."""
     return {k: v for k, v in sent.items() if k not in NOT_KEPT}
 
 

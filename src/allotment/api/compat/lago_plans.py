@@ -22,7 +22,7 @@ from allotment.api.responses import Json
 from allotment.entitlements import external_plans, features, plans
 from allotment.entitlements.engine import Kind
 from allotment.entitlements.models import Plan
-from allotment.entitlements.schemas import KEY_PATTERN
+from allotment.entitlements.schemas import KEY_PATTERN, BillingInterval
 from allotment.errors import AlreadyExists, NotFound
 from allotment.metering import meters
 from allotment.metering.models import Meter
@@ -34,6 +34,16 @@ _KEY = re.compile(KEY_PATTERN)
 Sent = ConfigDict(extra="allow")  # what we do not model is kept and answered as sent
 
 
+# Fields we keep without modelling are typed as Lago's clients read them back: a value of
+# another type would be kept, answered, and then refused by the client on every read of the plan.
+class LagoChargeFilter(BaseModel):
+    model_config = Sent
+
+    invoice_display_name: str | None = None
+    properties: dict[str, Any] | None = None
+    values: dict[str, list[str]] | None = None
+
+
 class LagoCharge(BaseModel):
     model_config = Sent
 
@@ -41,6 +51,16 @@ class LagoCharge(BaseModel):
     billable_metric_id: str | None = Field(default=None, min_length=1, max_length=64)
     charge_model: str | None = None
     tax_codes: list[str] | None = None
+    code: str | None = None
+    invoice_display_name: str | None = None
+    pay_in_advance: bool | None = None
+    prorated: bool | None = None
+    invoiceable: bool | None = None
+    accepts_target_wallet: bool | None = None
+    regroup_paid_fees: str | None = None
+    min_amount_cents: int | None = Field(default=None, ge=0)
+    properties: dict[str, Any] | None = None
+    filters: list[LagoChargeFilter] | None = None
 
 
 class LagoThreshold(BaseModel):
@@ -48,6 +68,8 @@ class LagoThreshold(BaseModel):
 
     id: str | None = Field(default=None, max_length=64)
     amount_cents: int = Field(ge=0)
+    threshold_display_name: str | None = None
+    recurring: bool | None = None
 
 
 class LagoCommitment(BaseModel):
@@ -55,6 +77,7 @@ class LagoCommitment(BaseModel):
 
     amount_cents: int = Field(ge=0)
     tax_codes: list[str] | None = None
+    invoice_display_name: str | None = None
 
 
 class LagoPlan(BaseModel):
@@ -66,6 +89,12 @@ class LagoPlan(BaseModel):
     description: str | None = Field(default=None, max_length=1024)
     amount_cents: int | None = Field(default=None, ge=0)
     amount_currency: str | None = Field(default=None, pattern=r"^[A-Z]{3}$")
+    invoice_display_name: str | None = None
+    trial_period: float | None = Field(default=None, ge=0)  # days, not money: Lago's clients send a float
+    pay_in_advance: bool | None = None
+    bill_charges_monthly: bool | None = None
+    bill_fixed_charges_monthly: bool | None = None
+    metadata: dict[str, str | None] | None = None
     charges: list[LagoCharge] | None = None
     usage_thresholds: list[LagoThreshold] | None = None
     minimum_commitment: LagoCommitment | None = None
@@ -145,21 +174,26 @@ async def _metered(session: AsyncSession, tenant_id: str, plan: Plan) -> list[st
 
 async def _published(
     session: AsyncSession, principal: Principal, *, code: str, name: str, description: str | None,
-    interval: str, document: dict[str, Any],
+    interval: str, document: dict[str, Any], previous: Plan | None = None,
 ) -> Plan:
-    """Resolves the charges' metrics, entitles a feature per metric and publishes the version."""
+    """Resolves the charges' metrics, entitles a feature per metric and publishes the version:
+    the plan's first (a create) or the one after `previous` (an update), keeping what that
+    version entitles beyond its charges."""
     charges = document.setdefault("charges", [])
     metrics = await _metrics(session, principal.tenant_id, charges)
+    billing_interval: BillingInterval = documents.INTERVALS[interval]  # type: ignore[assignment]
+    kept, covered = ([], set()) if previous is None else await external_plans.carried(
+        session, previous, meter_ids={m.id for m in metrics}, billing_interval=billing_interval)
     now, keys = utcnow(), []
     for i, meter in enumerate(metrics):
-        keys.append(await external_plans.feature_for(session, principal.tenant_id, meter,
-                                                     field=f"charges.{i}.billable_metric_id",
-                                                     actor=principal.key_id, at=now))
+        if meter.id not in covered:
+            keys.append(await external_plans.feature_for(session, principal.tenant_id, meter,
+                                                         field=f"charges.{i}.billable_metric_id",
+                                                         actor=principal.key_id, at=now))
     view = await external_plans.publish(
         session, principal.tenant_id, key=code, name=name, description=description,
-        billing_interval=documents.INTERVALS[interval],  # type: ignore[arg-type]
-        currency=document.get("amount_currency"), feature_keys=keys, document=document,
-        actor=principal.key_id, at=now,
+        billing_interval=billing_interval, currency=document.get("amount_currency"), feature_keys=keys,
+        kept=kept, document=document, actor=principal.key_id, at=now, new=previous is None,
     )
     return view.plan
 
@@ -174,7 +208,7 @@ async def create_plan(body: PlanBody, principal: Admin, session: WriteSession) -
     code = data.code or ""
     if await _exists(session, principal.tenant_id, code):
         raise AlreadyExists("plan", code)  # Lago: a validation error, `value_already_exist` on code
-    document = {k: v for k, v in sent.items() if k not in documents.NATIVE} | {"charges": charges}
+    document = {k: v for k, v in documents.kept(sent).items() if k not in documents.NATIVE} | {"charges": charges}
     _thresholds_and_commitment(document, {})
     plan = await _published(session, principal, code=code, name=data.name or code, description=data.description,
                             interval=data.interval or "", document=document)
@@ -230,13 +264,14 @@ async def update_plan(code: str, body: PlanBody, principal: Admin, session: Writ
         else [dict(c) for c in before.get("charges", [])]
     if bad := bad | _incomplete(charges):
         return invalid(bad)
-    changes = {k: v for k, v in sent.items() if k not in documents.NATIVE and k != "charges"}
+    changes = {k: v for k, v in documents.kept(sent).items() if k not in documents.NATIVE and k != "charges"}
     _thresholds_and_commitment(changes, before)
     document = {**before, **changes, "charges": charges}
     plan = await _published(
         session, principal, code=code, name=data.name or current.name,
         description=data.description if data.description is not None else current.description,
         interval=data.interval or documents.LAGO_INTERVALS[current.billing_interval], document=document,
+        previous=current,
     )
     return Json({"plan": await _answer(session, principal.tenant_id, plan)})
 
