@@ -80,16 +80,17 @@ async def publish(
     try:
         async with session.begin_nested():  # a unique key refusing the version leaves the session usable
             await plans.create(session, tenant_id, data, actor=actor, at=at, external_document=document)
-            if new and await _published(session, tenant_id, key):
+            if new and await is_published(session, tenant_id, key):
                 raise AlreadyExists("plan", key)
     except Conflict:
-        if new and await _published(session, tenant_id, key):
+        if new and await is_published(session, tenant_id, key):
             raise AlreadyExists("plan", key) from None
         raise
     return await plans.publish(session, tenant_id, key, actor=actor, at=at)
 
 
-async def _published(session: AsyncSession, tenant_id: str, key: str) -> bool:
+async def is_published(session: AsyncSession, tenant_id: str, key: str) -> bool:
+    """Whether the plan `key` has a published version."""
     try:
         await plans.get(session, tenant_id, key)
     except NotFound:

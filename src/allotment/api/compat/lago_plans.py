@@ -206,7 +206,7 @@ async def create_plan(body: PlanBody, principal: Admin, session: WriteSession) -
     if bad := _refused(data, creating=True) | _incomplete(charges):
         return invalid(bad)
     code = data.code or ""
-    if await _exists(session, principal.tenant_id, code):
+    if await external_plans.is_published(session, principal.tenant_id, code):
         raise AlreadyExists("plan", code)  # Lago: a validation error, `value_already_exist` on code
     document = {k: v for k, v in documents.kept(sent).items() if k not in documents.NATIVE} | {"charges": charges}
     _thresholds_and_commitment(document, {})
@@ -224,14 +224,6 @@ def _thresholds_and_commitment(document: dict[str, Any], before: dict[str, Any])
     if "minimum_commitment" in document:
         document["minimum_commitment"] = documents.commitment(document["minimum_commitment"],
                                                               before.get("minimum_commitment"))
-
-
-async def _exists(session: AsyncSession, tenant_id: str, code: str) -> bool:
-    try:
-        await plans.get(session, tenant_id, code)
-    except NotFound:
-        return False
-    return True
 
 
 @router.get("/v1/plans/{code}", summary="One plan (Lago)")
