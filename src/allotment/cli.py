@@ -1,4 +1,4 @@
-"""The `allotment` command line: serve, worker, migrate, keys, import."""
+"""The `allotment` command line: serve, worker, migrate, keys, import, export."""
 
 from __future__ import annotations
 
@@ -27,6 +27,7 @@ if TYPE_CHECKING:
 
     from sqlalchemy.ext.asyncio import AsyncSession
 
+    from allotment.db import Database
     from allotment.tenancy.models import ApiKey
 
 T = TypeVar("T")
@@ -172,20 +173,26 @@ def worker(
 
 async def _with_session(fn: Callable[[AsyncSession], Awaitable[T]]) -> T:
     from allotment.db import Database
-    from allotment.migrate import current_revision_of, head_revision
 
     db = Database(_settings())
     try:
-        async with db.read_engine.connect() as conn:
-            current = await conn.run_sync(current_revision_of)
-        if current != head_revision():
-            err.print(f"error: the database is not migrated (at {current or 'no migration'}, "
-                      f"the newest is {head_revision()}): run `allotment migrate` first", markup=False)
-            raise typer.Exit(1)
+        await _require_migrated(db)
         async with db.transaction() as session:
             return await fn(session)
     finally:
         await db.dispose()
+
+
+async def _require_migrated(db: Database) -> None:
+    """Commands that only read or change rows leave the schema alone: they need it current."""
+    from allotment.migrate import current_revision_of, head_revision
+
+    async with db.read_engine.connect() as conn:
+        current = await conn.run_sync(current_revision_of)
+    if current != head_revision():
+        err.print(f"error: the database is not migrated (at {current or 'no migration'}, "
+                  f"the newest is {head_revision()}): run `allotment migrate` first", markup=False)
+        raise typer.Exit(1)
 
 
 async def _tenant_id(session: AsyncSession, tenant: str | None) -> str:
@@ -309,6 +316,65 @@ def import_(
     from allotment.importer import run_import
 
     raise typer.Exit(run_import(_settings(), path, tenant=tenant, batch_size=batch_size))
+
+
+@app.command()
+def export(
+    output: Annotated[Path | None, typer.Option("--output", "-o", dir_okay=False,
+                                                help="File to write (default: stdout).")] = None,
+    fmt: Annotated[str, typer.Option("--format", help="jsonl (CloudEvents) or csv.")] = "jsonl",
+    tenant: Annotated[str | None, typer.Option(help="Tenant id (default: the first).")] = None,
+    from_: Annotated[str | None, typer.Option("--from", help="Events at or after this RFC 3339 time.")] = None,
+    to: Annotated[str | None, typer.Option(help="Events before this RFC 3339 time.")] = None,
+    type_: Annotated[str | None, typer.Option("--type", help="Only events of this type.")] = None,
+    subject: Annotated[list[str] | None, typer.Option(help="Only this subject's events (repeatable).")] = None,
+    customer: Annotated[list[str] | None, typer.Option(help="Only this customer's events (repeatable).")] = None,
+) -> None:
+    """Export stored events (each once, in the order they were stored) as JSON Lines or CSV.
+
+    `allotment import` reads the file back, into another tenant or another Allotment.
+    """
+    from allotment.db import Database
+    from allotment.errors import NotFound
+    from allotment.exporter import EventSelection, run_export
+    from allotment.exporter.run import FORMATS
+
+    if fmt not in FORMATS:
+        err.print(f"error: --format: must be one of {', '.join(FORMATS)}, not {fmt!r}", markup=False)
+        raise typer.Exit(2)
+    selection = EventSelection(start=_option_time("--from", from_), end=_option_time("--to", to),
+                               type=type_, subjects=subject or None, customers=customer or None)
+    settings = _settings()
+
+    async def check() -> None:
+        db = Database(settings)
+        try:
+            await _require_migrated(db)
+        finally:
+            await db.dispose()
+
+    asyncio.run(check())
+    try:
+        raise typer.Exit(run_export(settings, output, tenant=tenant, fmt=fmt, selection=selection))
+    except NotFound as exc:
+        err.print(f"error: {exc}", markup=False)
+        raise typer.Exit(1) from None
+
+
+def _option_time(option: str, text: str | None) -> datetime | None:
+    from allotment.types import as_utc
+
+    if text is None:
+        return None
+    try:
+        at = datetime.fromisoformat(text.replace("Z", "+00:00").replace("z", "+00:00"))
+    except ValueError:
+        at = None
+    if at is None or at.tzinfo is None:
+        err.print(f"error: {option}: {text!r} is not an RFC 3339 time with an offset "
+                  "(e.g. 2026-11-01T00:00:00Z)", markup=False)
+        raise typer.Exit(2)
+    return as_utc(at)
 
 
 if __name__ == "__main__":

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import BigInteger, exists, literal_column, select, tuple_
+from sqlalchemy import BigInteger, Select, exists, func, literal_column, select, tuple_
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from allotment import codec
@@ -45,19 +45,7 @@ async def list_events(
     session: AsyncSession, tenant_id: str, flt: EventFilter, *, limit: int
 ) -> list[EventView]:
     """Newest first. Status filters are applied after attribution, scanning at most 20 pages."""
-    subjects = set(flt.subjects or ())
-    if flt.customers is not None:
-        subjects |= set(await customers.subjects_of(session, tenant_id, flt.customers))
-    stmt = select(Event).where(Event.tenant_id == tenant_id)
-    if flt.subjects is not None or flt.customers is not None:
-        stmt = stmt.where(Event.subject.in_(sorted(subjects)))
-    if flt.type:
-        stmt = stmt.where(Event.type == flt.type)
-    minute = literal_column(EVENT_MINUTE, BigInteger())  # what the index on (tenant, type, minute) holds
-    if flt.start_us is not None:
-        stmt = stmt.where(Event.time_us >= flt.start_us, minute >= event_minute(flt.start_us))
-    if flt.end_us is not None:
-        stmt = stmt.where(Event.time_us < flt.end_us, minute <= event_minute(flt.end_us - 1))
+    stmt = await _selected(session, tenant_id, flt)
     attributed = flt.status in ("counted", "unattributed")  # known only after attribution
     if flt.status == "duplicate":
         stmt = stmt.where(exists().where(
@@ -83,6 +71,38 @@ async def list_events(
         if len(out) >= limit or not attributed:
             break
     return out[:limit]
+
+
+async def _selected(session: AsyncSession, tenant_id: str, flt: EventFilter) -> Select[Event]:
+    """The tenant's stored events that the filter's subjects, customers, type and times select."""
+    subjects = set(flt.subjects or ())
+    if flt.customers is not None:
+        subjects |= set(await customers.subjects_of(session, tenant_id, flt.customers))
+    stmt = select(Event).where(Event.tenant_id == tenant_id)
+    if flt.subjects is not None or flt.customers is not None:
+        stmt = stmt.where(Event.subject.in_(sorted(subjects)))
+    if flt.type:
+        stmt = stmt.where(Event.type == flt.type)
+    minute = literal_column(EVENT_MINUTE, BigInteger())  # what the index on (tenant, type, minute) holds
+    if flt.start_us is not None:
+        stmt = stmt.where(Event.time_us >= flt.start_us, minute >= event_minute(flt.start_us))
+    if flt.end_us is not None:
+        stmt = stmt.where(Event.time_us < flt.end_us, minute <= event_minute(flt.end_us - 1))
+    return stmt
+
+
+async def last_seq(session: AsyncSession, tenant_id: str) -> int:
+    """Where the tenant's event log ends now: every event acknowledged so far is at or before it."""
+    return int(await session.scalar(select(func.max(Event.seq)).where(Event.tenant_id == tenant_id)) or 0)
+
+
+async def log_page(
+    session: AsyncSession, tenant_id: str, flt: EventFilter, *, after_seq: int, through_seq: int, limit: int
+) -> list[Event]:
+    """The next events of the log in the order they were stored, after `after_seq` and up to
+    `through_seq`, that the filter selects (each identity once: duplicates are not stored)."""
+    stmt = (await _selected(session, tenant_id, flt)).where(Event.seq > after_seq, Event.seq <= through_seq)
+    return list(await session.scalars(stmt.order_by(Event.seq).limit(limit)))
 
 
 async def _repeats_of(
