@@ -1,4 +1,4 @@
-"""The `allotment` command line: serve, worker, migrate, keys, import, export."""
+"""The `allotment` command line: serve, worker, migrate, keys, import, export, demo."""
 
 from __future__ import annotations
 
@@ -359,6 +359,23 @@ def export(
     except NotFound as exc:
         err.print(f"error: {exc}", markup=False)
         raise typer.Exit(1) from None
+
+
+@app.command()
+def demo(
+    seconds: Annotated[float | None, typer.Option(
+        min=0, help="Live traffic for this long, then stop (default: until Ctrl-C; 0: none).")] = None,
+    seed: Annotated[int, typer.Option(help="Seed of the random usage, for the same demo again.")] = 1,
+) -> None:
+    """Create a demo tenant from the vendor stories (an AI platform, seat licences, prepaid EV
+    charging, a phone bundle, a gym) with a month of usage, then send live traffic.
+
+    Prints the demo tenant's admin key on stdout; run `allotment serve` on the same database to
+    watch it.
+    """
+    from allotment.demo import run_demo
+
+    raise typer.Exit(run_demo(_settings(), seconds=seconds, seed=seed))
 
 
 def _option_time(option: str, text: str | None) -> datetime | None:
