@@ -44,6 +44,20 @@ def test_each_request_is_one_json_line_with_method_path_and_status(json_logging_
     assert all(isinstance(line["ms"], float) and line["level"] == "info" for line in requests)
 
 
+def test_an_answered_check_is_logged_with_its_status(json_logging_server: Server) -> None:
+    """A check answered 200 (an unknown customer, a 404) is logged once, with its status."""
+    server = json_logging_server
+    headers = {"Authorization": f"Bearer {server.first_admin_key()}"}
+    with httpx.Client(base_url=server.url, headers=headers) as client:
+        assert client.post("/v1/features", json={"key": "sso"}).status_code == 201
+        assert client.post("/v1/customers", json={"key": "acme", "name": "Acme"}).status_code == 201
+        assert client.post("/v1/check", json={"customer": "acme", "feature": "sso"}).status_code == 200
+        assert client.post("/v1/check", json={"customer": "nobody", "feature": "sso"}).status_code == 404
+    server.stop()
+    checks = [(line["status"], line["method"]) for line in _json_lines(server) if line.get("path") == "/v1/check"]
+    assert checks == [(200, "POST"), (404, "POST")]
+
+
 def test_keys_and_query_strings_are_not_logged(json_logging_server: Server) -> None:
     """A request's Authorization header and its query string stay out of the log."""
     server = json_logging_server

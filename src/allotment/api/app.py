@@ -112,17 +112,18 @@ class _App(FastAPI):
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         settings = self.state.settings
-        if scope["type"] == "http" and settings.access_log:
+        if scope["type"] != "http":
+            await self._answer(scope, receive, send)
+        elif scope["path"] == "/v1/check" and scope["method"] == "POST":
+            scope["app"] = self  # the check writes its own log line: it knows what it answered
+            await check.serve(self.state, scope, receive, send)
+        elif settings.access_log:
             await access_log.logged(self._answer, scope, receive, send, json=settings.log_json)
         else:
             await self._answer(scope, receive, send)
 
     async def _answer(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
-            if scope["path"] == "/v1/check" and scope["method"] == "POST":
-                scope["app"] = self
-                await check.serve(self.state, scope, receive, send)
-                return
             bad = _nul_in_address(scope)
             if bad is None and scope["method"] in _WITH_BODY and scope["path"] not in body.SELF_DECODED:
                 receive, bad = await body.screened(scope, receive, self.state.settings.max_body_bytes)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from time import perf_counter
 from typing import Annotated
 
 import pydantic
@@ -11,7 +12,7 @@ from starlette.requests import ClientDisconnect
 from starlette.types import Receive, Scope, Send
 
 from allotment import codec
-from allotment.api import errors
+from allotment.api import access_log, errors
 from allotment.api.body import problem_in
 from allotment.api.deps import (
     ALLOWED,
@@ -127,7 +128,11 @@ async def serve(state: State, scope: Scope, receive: Receive, send: Send) -> Non
 
     The request's two headers and body are read straight from the ASGI messages, and the
     answer goes out as the two ASGI messages themselves: Starlette's request and response
-    objects cost more per request than the check does."""
+    objects cost more per request than the check does. For the same reason the check writes
+    its own log line: the wrapper that learns other answers' statuses from their messages
+    costs a check a few microseconds."""
+    settings = state.settings
+    started = perf_counter()
     authorization, idempotency_key = None, None
     for name, value in scope["headers"]:  # the first of repeated headers counts, as in Starlette
         if name == b"authorization" and authorization is None:
@@ -137,13 +142,19 @@ async def serve(state: State, scope: Scope, receive: Receive, send: Send) -> Non
     try:
         body, replayed = await _answer(state, authorization or "", idempotency_key, await _body(receive))
     except Exception as exc:  # noqa: BLE001  (rendered, and logged when unexpected, as the app does)
-        await errors.render(Request(scope, receive), exc)(scope, receive, send)
+        respond = errors.render(Request(scope, receive), exc)
+        if settings.access_log:
+            await access_log.logged(respond, scope, receive, send, json=settings.log_json, started=started)
+        else:
+            await respond(scope, receive, send)
         return
     headers = [_JSON, (b"content-length", b"%d" % len(body))]
     if replayed:
         headers.append(_REPLAYED)
     await send({"type": "http.response.start", "status": 200, "headers": headers})
     await send({"type": "http.response.body", "body": body})
+    if settings.access_log:
+        access_log.write_request(scope, 200, started, json=settings.log_json)
 
 
 async def _body(receive: Receive) -> bytes:
