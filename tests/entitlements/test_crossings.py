@@ -21,7 +21,7 @@ DEFAULTS = (Threshold("percent", D(50)), Threshold("percent", D(80)), Threshold(
 amounts = st.decimals(min_value=0, max_value=1000, places=2, allow_nan=False, allow_infinity=False)
 positive = st.decimals(min_value=D("0.01"), max_value=500, places=2, allow_nan=False, allow_infinity=False)
 thresholds = st.lists(
-    st.builds(Threshold, st.sampled_from(["percent", "absolute"]), positive), max_size=6
+    st.builds(Threshold, st.sampled_from(["percent", "absolute", "balance"]), positive), max_size=6
 )
 
 
@@ -52,6 +52,14 @@ def test_reaching_a_level_counts_passing_the_soft_limit_is_overdraft():
 def test_absolute_thresholds_and_no_percent_of_nothing():
     found = crossings(D(0), D(3), soft=D(0), hard=D(5), thresholds=(Threshold("absolute", D(2)), *DEFAULTS))
     assert names(found) == ["overdraft", "2"]
+
+
+def test_a_balance_threshold_is_reached_when_what_is_left_falls_to_it():
+    """5 left of a soft limit of 50 is usage 45; of a limit of 5 or less it is never reached."""
+    five_left = Threshold("balance", D(5))
+    assert [(c.name, c.level) for c in crossings(D(40), D(46), soft=D(50), hard=None, thresholds=[five_left])] \
+        == [("5 left", D(45))]
+    assert crossings(D(0), D(3), soft=D(5), hard=None, thresholds=[five_left]) == []
 
 
 def test_usage_that_does_not_grow_crosses_nothing():
@@ -87,8 +95,13 @@ def test_matches_a_naive_reference(before, delta, lim, ts):
     want = set()
     if after > before:
         for t in ts:
-            level = soft * t.value / 100 if t.type == "percent" else t.value
-            if (t.type == "absolute" or soft > 0) and before < level <= after:
+            if t.type == "percent":
+                level, meaningful = soft * t.value / 100, soft > 0
+            elif t.type == "balance":  # what is left below the soft limit falls to the value
+                level, meaningful = soft - t.value, soft > t.value
+            else:
+                level, meaningful = t.value, True
+            if meaningful and before < level <= after:
                 want.add(t.label)
         if before <= soft < after:
             want.add("overdraft")

@@ -114,3 +114,22 @@ async def test_concurrent_charges_after_a_top_up_tell_the_new_crossing_once(
         (notices.THRESHOLD_REACHED, "80%", 40), (notices.THRESHOLD_REACHED, "80%", 80),
     ]
     assert 80 <= told[1][3] < 85
+
+
+async def test_a_balance_threshold_warns_when_little_credit_is_left_and_again_after_a_top_up(
+    db: Database, tenant: Tenant, receiver: Receiver, sender: Lanes
+) -> None:
+    """"5 kWh left" is told when the credit falls to 5, at whatever usage that is: 45 of 50,
+    then 65 of 70 after a 20 kWh top-up."""
+    c = tenant.client
+    hook = await _prepaid_driver(tenant, receiver)
+    await ok(await c.post("/v1/notification-rules", json={
+        "event_type": "entitlement.threshold_reached", "thresholds": [{"type": "balance", "value": 5}]}), 201)
+    await _consume(c, 41)
+    await _consume(c, 5)
+    await _top_up(c, 20)
+    await _consume(c, 20)
+    assert await _told(db, sender, receiver, hook) == [
+        (notices.THRESHOLD_REACHED, "80%", 40, 41), (notices.THRESHOLD_REACHED, "5 left", 45, 46),
+        (notices.THRESHOLD_REACHED, "80%", 56, 66), (notices.THRESHOLD_REACHED, "5 left", 65, 66),
+    ]

@@ -13,6 +13,8 @@ the soft limit is still within it, as in `engine._judge`.
 Percent thresholds are of the effective soft limit (included raised by live grants, or the
 explicit soft limit raised by them), so a top-up moves the 80 % warning with the limit: once
 it lies above the usage again, reaching it is a new crossing, reported again (notices.py).
+A balance threshold is what is left below that limit (prepaid credit: "10 kWh left"), so it
+is reached at the usage `soft - value`, and a top-up moves it the same way.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from decimal import Decimal
 from typing import Literal
 
 HUNDRED = Decimal(100)
-ThresholdType = Literal["percent", "absolute"]
+ThresholdType = Literal["percent", "absolute", "balance"]
 
 
 class Kind(enum.StrEnum):
@@ -38,21 +40,25 @@ _ORDER = {Kind.THRESHOLD: 0, Kind.OVERDRAFT: 1, Kind.HARD_LIMIT: 2}
 
 @dataclass(frozen=True)
 class Threshold:
-    """A level to warn at: a percentage of the soft limit, or an absolute amount of usage."""
+    """A level to warn at: a percentage of the soft limit, an absolute amount of usage, or
+    a balance (what is left below the soft limit)."""
 
     type: ThresholdType
     value: Decimal
 
     @property
     def label(self) -> str:
-        """Names the threshold in dedupe keys and payloads: `80%` or `1500`."""
+        """Names the threshold in dedupe keys and payloads: `80%`, `1500` or `10 left`."""
         text = format(self.value.normalize(), "f")
-        return f"{text}%" if self.type == "percent" else text
+        return {"percent": f"{text}%", "balance": f"{text} left"}.get(self.type, text)
 
     def level(self, soft: Decimal) -> Decimal | None:
-        """The usage at which it is reached; None when a percentage of nothing means nothing."""
+        """The usage at which it is reached; None when a percentage of nothing means nothing,
+        or a balance is never above it (the whole limit is at most that much)."""
         if self.type == "absolute":
             return self.value
+        if self.type == "balance":
+            return soft - self.value if soft > self.value else None
         return soft * self.value / HUNDRED if soft > 0 else None
 
 

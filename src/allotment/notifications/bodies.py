@@ -22,7 +22,7 @@ FORMATS = (NATIVE, OPENMETER)
 BALANCE_THRESHOLD = "entitlements.balance.threshold"
 RESET = "entitlements.reset"
 OPENMETER_TYPE = {THRESHOLD_REACHED: BALANCE_THRESHOLD, PERIOD_RESET: RESET}
-THRESHOLD_NAME = {"percent": "PERCENT", "absolute": "NUMBER"}
+THRESHOLD_NAME = {"percent": "PERCENT", "absolute": "NUMBER", "balance": "balance_value"}
 
 
 def body(body_format: str, message_id: str, type_: str, created_at: datetime, payload: str) -> bytes:

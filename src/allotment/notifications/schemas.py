@@ -237,11 +237,13 @@ MAX_LEAD_TIME_SECONDS = 366 * 86_400
 
 
 class ThresholdSpec(BaseModel):
-    """`percent` of the effective soft limit (e.g. 80), or an `absolute` amount of usage."""
+    """`percent` of the effective soft limit (e.g. 80), an `absolute` amount of usage, or a
+    `balance`: reached when what is left below the effective soft limit falls to the value
+    (e.g. 10 kWh of prepaid credit left; never, while the whole limit is at most that)."""
 
     model_config = ConfigDict(extra="forbid")
 
-    type: Literal["percent", "absolute"]
+    type: Literal["percent", "absolute", "balance"]
     value: Annotated[PositiveQuantity, PlainSerializer(nearest_number, return_type=int | float)]
 
 
