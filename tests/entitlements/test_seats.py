@@ -45,7 +45,7 @@ async def test_worked_example_100_paid_hard_cap_120(tenant):
     assert (denied["decision"], denied["reason"], denied["active"]) == ("deny", "hard_limit", 120)
     assert denied["item"] == "user-121" and denied["expires_at"] is None
     denials = await ok(await c.get("/v1/denials", params={"customer": "acme", "feature": "seats"}))
-    assert [(d["reason"], d["quantity"]) for d in denials["items"]] == [("hard_limit", 1)]
+    assert [(d["reason"], d["quantity"], d["item"]) for d in denials["items"]] == [("hard_limit", 1, "user-121")]
 
 
 async def test_reactivating_an_active_item_takes_no_extra_seat(tenant):

@@ -49,7 +49,7 @@ async def test_seats_101_to_120_are_flagged_once_and_the_121st_is_denied_and_tol
     db: Database, tenant: Tenant, receiver: Receiver, sender: Lanes
 ) -> None:
     """The vendor is told when acme goes above its paid seats, when it fills the last seat it
-    may use and when an activation is refused: once each, not once per seat."""
+    may use and when an activation is refused (naming whom): once each, not once per seat."""
     c = tenant.client
     await _licences(c, "acme")
     hook = await endpoint(tenant, receiver.url)
@@ -62,9 +62,9 @@ async def test_seats_101_to_120_are_flagged_once_and_the_121st_is_denied_and_tol
     flags = [(m["type"], m["data"].get("item"), m["data"]["customer"]["key"]) for m in told if m["type"] in seat_types]
     assert flags == [
         (notices.SEAT_OVERDRAFT, "user-101", "acme"), (notices.HARD_LIMIT_REACHED, "user-120", "acme"),
-        (notices.USAGE_DENIED, None, "acme")]
+        (notices.USAGE_DENIED, "user-121", "acme")]
     denials = (await ok(await c.get("/v1/denials", params={"customer": "acme", "feature": "seats"})))["items"]
-    assert [(d["reason"], d["quantity"]) for d in denials] == [("hard_limit", 1)]
+    assert [(d["reason"], d["quantity"], d["item"]) for d in denials] == [("hard_limit", 1, "user-121")]
 
 
 class _Office:

@@ -289,6 +289,7 @@ class UsageDenial(Base):
     at: Mapped[datetime] = mapped_column(UTCDateTime())
     quantity: Mapped[Decimal] = mapped_column(Quantity())
     reason: Mapped[str] = mapped_column(String(32))
+    item: Mapped[str | None] = mapped_column(String(255), nullable=True)  # seats: who was refused a seat
 
 
 class Consumption(Base):

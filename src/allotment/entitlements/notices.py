@@ -246,6 +246,7 @@ async def denied(
     period_start: datetime | None,
     period_end: datetime | None,
     at: datetime,
+    item: str | None = None,
 ) -> None:
     """A recorded denial: at most one `usage_denied` per customer, feature and UTC hour.
 
@@ -259,6 +260,8 @@ async def denied(
         **names, "quantity": quantity, "consume": consume, "reason": str(decision.reason),
         **_numbers(decision), "period_start": period_start, "period_end": period_end, "at": at,
     }
+    if item is not None:  # a seat activation: the item refused
+        payload["item"] = item
     if consume and entitlement_id is not None and period_start is not None and _at_the_cap(decision, quantity):
         assert decision.hard_limit is not None
         key = f"hard_limit:{entitlement_id}:{to_micros(period_start)}@{level_text(decision.hard_limit)}"

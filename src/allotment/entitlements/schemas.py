@@ -326,6 +326,7 @@ class DenialRead(BaseModel):
     at: datetime = Field(description="When the request was refused.")
     quantity: QuantityOut = Field(description="What the request asked for (1 for a seat activation).")
     reason: str = Field(description="Why, as the check answered: hard_limit, no_access, not_entitled, ...")
+    item: str | None = Field(default=None, description="Seats: the item (user, device) refused a seat.")
 
 
 class GrantStateRead(BaseModel):

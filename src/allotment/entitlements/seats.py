@@ -74,7 +74,7 @@ async def activate(
     customer_id, feature_id, row = await _lookup(session, tenant_id, customer_key, feature_key, at)
     if row is None:
         decision = Decision(Verdict.DENY, Reason.NOT_ENTITLED)
-        await _record_denial(session, tenant_id, customer_id, feature_id, decision, at)
+        await _record_denial(session, tenant_id, customer_id, feature_id, item, decision, at)
         return SeatResult(decision, 0, item, None)
     _require_seats(row, feature_key)
     ttl = _ttl(row, lease_ttl_seconds)
@@ -95,7 +95,7 @@ async def activate(
     if taken is None:  # the database refused: one more seat would pass the hard limit
         active = await _active(session, row)
         decision = _judge(row, active)._replace(decision=Verdict.DENY, reason=Reason.HARD_LIMIT)
-        await _record_denial(session, tenant_id, customer_id, feature_id, decision, at)
+        await _record_denial(session, tenant_id, customer_id, feature_id, item, decision, at)
         return SeatResult(decision, active, item, None)
     values = {"activated_at": at, "expires_at": expires_at, "released_at": None, "lease_ttl_seconds": ttl}
     if lease is None:
@@ -314,14 +314,15 @@ def _standing(row: CustomerEntitlement, active: int) -> Decision:
 
 
 async def _record_denial(
-    session: AsyncSession, tenant_id: str, customer_id: str, feature_id: str, decision: Decision, at: datetime
+    session: AsyncSession, tenant_id: str, customer_id: str, feature_id: str, item: str, decision: Decision,
+    at: datetime,
 ) -> None:
     session.add(UsageDenial(
         id=new_id("den"), tenant_id=tenant_id, customer_id=customer_id, feature_id=feature_id,
-        at=at, quantity=ONE, reason=str(decision.reason),
+        at=at, quantity=ONE, reason=str(decision.reason), item=item,
     ))
     await session.flush()
     await notices.denied(
         session, tenant_id, customer_id=customer_id, feature_id=feature_id, entitlement_id=None,
-        decision=decision, quantity=ONE, consume=True, period_start=None, period_end=None, at=at,
+        decision=decision, quantity=ONE, consume=True, period_start=None, period_end=None, at=at, item=item,
     )

@@ -190,6 +190,6 @@ async def list_denials(
     return page(
         [DenialRead(id=r.id, customer=customer_keys[r.customer_id], customer_id=r.customer_id,
                     feature=feature_keys[r.feature_id], feature_id=r.feature_id, at=r.at,
-                    quantity=r.quantity, reason=r.reason) for r in rows],
+                    quantity=r.quantity, reason=r.reason, item=r.item) for r in rows],
         rows, limit=limit, position=lambda r: r.id, of=_LIST,
     )
