@@ -41,10 +41,25 @@ class EventFilter:
     before_seq: int | None = None
 
 
+@dataclass
+class EventPage:
+    views: list[EventView]
+    next_before_seq: int | None  # where the next page starts; None: the list is at its end
+
+
 async def list_events(
     session: AsyncSession, tenant_id: str, flt: EventFilter, *, limit: int
 ) -> list[EventView]:
     """Newest first. Status filters are applied after attribution, scanning at most 20 pages."""
+    return (await list_events_page(session, tenant_id, flt, limit=limit)).views
+
+
+async def list_events_page(
+    session: AsyncSession, tenant_id: str, flt: EventFilter, *, limit: int
+) -> EventPage:
+    """`list_events`, and where its next page starts. A status filter is applied after
+    attribution, scanning at most 20 pages of the log: when those hold fewer matches than
+    `limit`, the page is short and the next one starts after the last event scanned."""
     subjects = set(flt.subjects or ())
     if flt.customers is not None:
         subjects |= set(await customers.subjects_of(session, tenant_id, flt.customers))
@@ -67,9 +82,11 @@ async def list_events(
     by_type = await compiled_by_type(session, tenant_id)
     out: list[EventView] = []
     before = flt.before_seq
+    scanned_all = False
     for _ in range(20):
         page_stmt = stmt if before is None else stmt.where(Event.seq < before)
         page = list(await session.scalars(page_stmt.order_by(Event.seq.desc()).limit(limit)))
+        scanned_all = len(page) < limit
         if not page:
             break
         owners = await customers.owners_of_subjects(session, tenant_id, sorted({e.subject for e in page}))
@@ -80,9 +97,12 @@ async def list_events(
             if not attributed or view.status == flt.status:
                 out.append(view)
         before = page[-1].seq
-        if len(out) >= limit or not attributed:
+        if len(out) >= limit or scanned_all:
             break
-    return out[:limit]
+    if len(out) >= limit:
+        return EventPage(out[:limit], out[limit - 1].event.seq)
+    # Short: the log is at its end, or the scan stopped first and the next page goes on from it.
+    return EventPage(out, None if scanned_all else before)
 
 
 async def _repeats_of(
