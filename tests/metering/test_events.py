@@ -43,3 +43,15 @@ async def test_counted_events_page_through_to_the_end_under_a_status_filter(tena
         await c.post("/v1/events", json=[sent[-1], *(event("stray", tokens=1) for _ in range(12))])
     found = await every_page(tenant, status="counted", limit=2)
     assert [i["id"] for i in found] == [e["id"] for e in reversed(sent)]
+
+
+async def test_an_event_every_meter_of_its_type_filters_out_says_so(tenant):
+    """Unattributed for want of a meter: the problems name the meters whose filters left it out."""
+    c = tenant.client
+    await c.post("/v1/meters", json=meter("paid", "COUNT", filters=[{"property": "$.plan", "op": "eq", "value": "paid"}]))
+    await c.post("/v1/customers", json={"key": "acme", "name": "Acme", "subject_keys": ["owned"]})
+    await c.post("/v1/events", json=[event("owned", id="free", plan="free"), event("owned", id="paid", plan="paid")])
+    items = {i["id"]: i for i in (await c.get("/v1/events")).json()["items"]}
+    assert (items["paid"]["status"], items["paid"]["problems"]) == ("counted", [])
+    assert items["free"]["status"] == "unattributed"
+    assert items["free"]["problems"] == ["the filters of meter 'paid' leave it out"]

@@ -118,13 +118,18 @@ async def _repeats_of(
 def _attribute(event: Event, owner: str | None, by_type: dict[str, Any]) -> EventView:
     data = codec.loads(event.data) if event.data else None
     view = EventView(event, data, owner, [])
+    filtered_out = []
     for meter in by_type.get(event.type, ()):
         try:
             if meter.contribution(data or {}) is not None:
                 view.meters.append(meter.key)
+            else:
+                filtered_out.append(meter.key)
         except DataError as exc:
             view.unreadable.append(f"{exc.field} {exc.message}")
     view.problems.extend(view.unreadable)
+    if not view.meters:  # else it counts, and the meters that leave it out are no problem
+        view.problems.extend(f"the filters of meter '{key}' leave it out" for key in filtered_out)
     if not by_type.get(event.type):
         view.problems.append(f"no meter counts events of type '{event.type}'")
     if owner is None:
