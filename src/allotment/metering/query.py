@@ -79,9 +79,10 @@ GroupKey = tuple[int, str | None, str | None, tuple[str | None, ...]]
 async def query(session: AsyncSession, tenant_id: str, meter: Meter, q: MeterQuery) -> list[Row]:
     compiled = compile_meter(meter)
     aggregation = compiled.aggregation
-    for name in [*q.group_by, *q.filter_group_by]:
-        if name not in SPECIAL_GROUPS and name not in compiled.group_names:
-            raise ValidationFailed.on("group_by", f"'{name}' is not a group of meter '{meter.key}'")
+    for field_name, names in (("group_by", q.group_by), ("filter_group_by", q.filter_group_by)):
+        for name in names:
+            if name not in SPECIAL_GROUPS and name not in compiled.group_names:
+                raise ValidationFailed.on(field_name, f"'{name}' is not a group of meter '{meter.key}'")
     subjects = await _subject_filter(session, tenant_id, q)
     if subjects == []:
         return []
