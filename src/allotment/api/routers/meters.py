@@ -164,12 +164,14 @@ async def run_query(session: ReadSession, tenant_id: str, meter_key: str, body: 
     }
 
 
-def as_csv(result: dict[str, Any], *, customer_column: str = "customer") -> Response:
-    """The rows of `run_query`'s result as CSV, one column per group (OpenMeter's CSV is the
-    same with its customer column named `customer_id`)."""
+def as_csv(result: dict[str, Any], *, customer_column: str = "customer", groups: list[str] | None = None) -> Response:
+    """The rows of `run_query`'s result as CSV, one column per group: `groups` (those the query
+    asked for, so an answer without rows has them too), else those the rows name (OpenMeter's CSV
+    is the same with its customer column named `customer_id`)."""
     out = io.StringIO()
     writer = csv.writer(out)
-    groups = sorted({name for row in result["data"] for name in row["group_by"]})
+    if groups is None:
+        groups = sorted({name for row in result["data"] for name in row["group_by"]})
     writer.writerow(["window_start", "window_end", "subject", customer_column, *groups, "value"])
     for row in result["data"]:
         writer.writerow(
@@ -214,12 +216,30 @@ async def query_meter(
         subject=subject, customer=customer, group_by=group_by or [], filter_group_by=filters,
     )
     result = await run_query(session, principal.tenant_id, meter_key, body)
-    if format == "csv" or (format is None and "text/csv" in request.headers.get("accept", "")):
-        return as_csv(result)
+    if format == "csv" or (format is None and _wants_csv(request)):
+        return as_csv(result, groups=_csv_groups(body))
     return Json(result)
 
 
-@router.post("/{meter_key}/query", response_model=QueryResult)
-async def query_meter_post(meter_key: str, body: QueryBody, principal: Reader, session: ReadSession) -> Response:
-    """The same query with a JSON body (handy for long subject or customer lists)."""
-    return Json(await run_query(session, principal.tenant_id, meter_key, body))
+def _wants_csv(request: Request) -> bool:
+    return "text/csv" in request.headers.get("accept", "")
+
+
+def _csv_groups(body: QueryBody) -> list[str]:
+    """The CSV's group columns: the groups the query asked for, but subject and customer
+    (which have columns of their own)."""
+    return list(dict.fromkeys(g for g in body.group_by if g not in meter_query.SPECIAL_GROUPS))
+
+
+@router.post(
+    "/{meter_key}/query", response_model=QueryResult, responses={200: {"content": {"text/csv": {}}}}
+)
+async def query_meter_post(
+    request: Request, meter_key: str, body: QueryBody, principal: Reader, session: ReadSession
+) -> Response:
+    """The same query with a JSON body (handy for long subject or customer lists); with
+    `Accept: text/csv`, answered in CSV."""
+    result = await run_query(session, principal.tenant_id, meter_key, body)
+    if _wants_csv(request):
+        return as_csv(result, groups=_csv_groups(body))
+    return Json(result)
