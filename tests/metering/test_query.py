@@ -8,6 +8,8 @@ import io
 import pytest
 from tests.helpers import event, meter
 
+from allotment.metering.folding import fold_pending
+
 WEEK = {"from": "2026-03-01T00:00:00Z", "to": "2026-03-08T00:00:00Z"}
 
 
@@ -43,3 +45,22 @@ async def test_a_query_posted_with_accept_text_csv_is_answered_in_csv(tokens):
     assert list(csv.DictReader(io.StringIO(resp.text))) == [{
         "window_start": "2026-03-01T00:00:00Z", "window_end": "2026-03-08T00:00:00Z", "subject": "",
         "customer": "", "model": "a", "value": "3"}]
+
+
+async def test_latest_of_events_at_one_time_for_several_subjects_is_the_same_before_and_after_folding(tenant, db):
+    """Of values of different subjects at the same latest time, the greatest, whichever rollup,
+    journal or log part answers."""
+    await tenant.client.post("/v1/meters", json=meter("level", "LATEST", value_property="$.level"))
+    for i, (subject, level) in enumerate([("m", 5), ("b", 9), ("x", 2), ("a", 7), ("c", 1)]):
+        resp = await tenant.client.post("/v1/events", json=[event(subject, id=f"e{i}", level=level,
+                                                                   time="2026-03-02T10:00:30Z")])
+        assert resp.json()["accepted"] == 1, resp.text
+    ranges = [WEEK, {"from": "2026-03-02T10:00:10Z", "to": "2026-03-02T10:00:40Z"}]
+
+    async def answers() -> list[object]:
+        return [(await tenant.client.get("/v1/meters/level/query", params=r)).json()["data"][0]["value"] for r in ranges]
+
+    assert await answers() == [9, 9]
+    async with db.transaction() as session:
+        await fold_pending(session)
+    assert await answers() == [9, 9]
