@@ -85,17 +85,29 @@ async def delete_meter(meter_key: str, principal: Admin, session: WriteSession) 
     return Response(status_code=204)
 
 
+_FROM = "Start of the range (inclusive); left out: the meter's first event."
+_TO = "End of the range (exclusive); left out: now."
+_WINDOW_SIZE = "Rows per MINUTE, HOUR, DAY or MONTH window; left out: one row for the whole range."
+_ZONE = "IANA time zone the windows are aligned in (days from local midnight, DST included)."
+_SUBJECT = "Only these subjects' events."
+_CUSTOMER = "Only the events of subjects these customers (by key or id) own."
+_GROUP_BY = "Groups of the meter, or `subject` or `customer`, to give rows of their own."
+_FILTER_GROUP_BY = "Only events whose group (of the meter, or `subject` or `customer`) has one of these values."
+
+
 class QueryBody(BaseModel):
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
 
-    from_: AwareInstant | None = Field(default=None, alias="from")
-    to: AwareInstant | None = None
-    window_size: WindowSize | None = None
-    window_time_zone: str = "UTC"
-    subject: list[str] | None = Field(default=None, max_length=meter_query.MAX_FILTER_KEYS)
-    customer: list[str] | None = Field(default=None, max_length=meter_query.MAX_FILTER_KEYS)
-    group_by: list[str] = Field(default_factory=list)
-    filter_group_by: dict[str, list[str]] = Field(default_factory=dict)
+    from_: AwareInstant | None = Field(default=None, alias="from", description=_FROM)
+    to: AwareInstant | None = Field(default=None, description=_TO)
+    window_size: WindowSize | None = Field(default=None, description=_WINDOW_SIZE)
+    window_time_zone: str = Field(default="UTC", description=_ZONE)
+    subject: list[str] | None = Field(default=None, max_length=meter_query.MAX_FILTER_KEYS, description=_SUBJECT)
+    customer: list[str] | None = Field(default=None, max_length=meter_query.MAX_FILTER_KEYS, description=_CUSTOMER)
+    group_by: list[str] = Field(default_factory=list, description=_GROUP_BY)
+    filter_group_by: dict[str, list[str]] = Field(
+        default_factory=dict, description=_FILTER_GROUP_BY + " Values of one group are OR-ed, groups AND-ed."
+    )
 
 
 def parse_zone(name: str, field: str = "window_time_zone") -> ZoneInfo:
@@ -187,17 +199,23 @@ async def query_meter(
     meter_key: str,
     principal: Reader,
     session: ReadSession,
-    from_: Annotated[AwareInstant | None, Query(alias="from")] = None,
-    to: AwareInstant | None = None,
-    window_size: WindowSize | None = None,
-    window_time_zone: str = "UTC",
-    subject: Annotated[list[str] | None, Query(max_length=meter_query.MAX_FILTER_KEYS)] = None,
-    customer: Annotated[list[str] | None, Query(max_length=meter_query.MAX_FILTER_KEYS)] = None,
-    group_by: Annotated[list[str] | None, Query()] = None,
-    filter_group_by: Annotated[
-        list[str] | None, Query(description="`name:value`, repeatable; values of one name are OR-ed.")
+    from_: Annotated[AwareInstant | None, Query(alias="from", description=_FROM)] = None,
+    to: Annotated[AwareInstant | None, Query(description=_TO)] = None,
+    window_size: Annotated[WindowSize | None, Query(description=_WINDOW_SIZE)] = None,
+    window_time_zone: Annotated[str, Query(description=_ZONE)] = "UTC",
+    subject: Annotated[
+        list[str] | None, Query(max_length=meter_query.MAX_FILTER_KEYS, description=_SUBJECT + " Repeatable.")
     ] = None,
-    format: Annotated[str | None, Query(pattern="^(json|csv)$")] = None,
+    customer: Annotated[
+        list[str] | None, Query(max_length=meter_query.MAX_FILTER_KEYS, description=_CUSTOMER + " Repeatable.")
+    ] = None,
+    group_by: Annotated[list[str] | None, Query(description=_GROUP_BY + " Repeatable.")] = None,
+    filter_group_by: Annotated[list[str] | None, Query(
+        description=_FILTER_GROUP_BY + " `name:value`, repeatable; values of one name are OR-ed, names AND-ed."
+    )] = None,
+    format: Annotated[str | None, Query(
+        pattern="^(json|csv)$", description="json or csv; left out: CSV when `Accept` names text/csv."
+    )] = None,
 ) -> Response:
     """Meter values per window, from rollups. `format=csv` (or `Accept: text/csv`) gives CSV.
 
