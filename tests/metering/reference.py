@@ -123,5 +123,10 @@ def aggregate(aggregation: str, events: list[Sent]) -> Decimal | None:
     if aggregation == "AVG":
         return sum(values, Decimal(0)) / len(values)
     assert aggregation == "LATEST"
+    # At the latest time: the last to arrive of each subject and group, then the greatest of those.
     latest_time = max(e.time_us for e in events)
-    return [v for e, v in zip(events, values, strict=True) if e.time_us == latest_time][-1]
+    last_of: dict[tuple[str, str | None], Decimal] = {}
+    for e, v in zip(events, values, strict=True):
+        if e.time_us == latest_time:
+            last_of[(e.subject, e.group)] = v
+    return max(last_of.values())

@@ -79,18 +79,17 @@ def fresh_event(draw: st.DrawFn, aggregation: str, event_id: str, base_us: int) 
 
 def with_ties(draw: st.DrawFn, events: list[Sent]) -> list[Sent]:
     """Some events share a time with an earlier one of the same subject and group (LATEST then
-    goes by arrival); times are otherwise unique across subjects and groups, where the rollups
-    keep no arrival order to break a tie with."""
-    owner: dict[int, tuple[str, str | None]] = {}
+    goes by arrival), some with one of another subject or group (LATEST then takes the greater)."""
     out: list[Sent] = []
     for event in events:
         cell = (event.subject, event.group)
         same = [e for e in out if (e.subject, e.group) == cell]
         time_us = event.time_us
-        if same and draw(st.integers(0, 3)) == 0:
+        tie = draw(st.integers(0, 5))
+        if same and tie == 0:
             time_us = draw(st.sampled_from(same)).time_us
-        while owner.setdefault(time_us, cell) != cell:
-            time_us += 1
+        elif out and tie == 1:
+            time_us = draw(st.sampled_from(out)).time_us
         out.append(Sent(event.id, event.subject, event.group, time_us, event.value))
     return out
 

@@ -41,10 +41,25 @@ class EventFilter:
     before_seq: int | None = None
 
 
+@dataclass
+class EventPage:
+    views: list[EventView]
+    next_before_seq: int | None  # where the next page starts; None: the list is at its end
+
+
 async def list_events(
     session: AsyncSession, tenant_id: str, flt: EventFilter, *, limit: int
 ) -> list[EventView]:
     """Newest first. Status filters are applied after attribution, scanning at most 20 pages."""
+    return (await list_events_page(session, tenant_id, flt, limit=limit)).views
+
+
+async def list_events_page(
+    session: AsyncSession, tenant_id: str, flt: EventFilter, *, limit: int
+) -> EventPage:
+    """`list_events`, and where its next page starts. A status filter is applied after
+    attribution, scanning at most 20 pages of the log: when those hold fewer matches than
+    `limit`, the page is short and the next one starts after the last event scanned."""
     stmt = await _selected(session, tenant_id, flt)
     attributed = flt.status in ("counted", "unattributed")  # known only after attribution
     if flt.status == "duplicate":
@@ -55,9 +70,11 @@ async def list_events(
     by_type = await compiled_by_type(session, tenant_id)
     out: list[EventView] = []
     before = flt.before_seq
+    scanned_all = False
     for _ in range(20):
         page_stmt = stmt if before is None else stmt.where(Event.seq < before)
         page = list(await session.scalars(page_stmt.order_by(Event.seq.desc()).limit(limit)))
+        scanned_all = len(page) < limit
         if not page:
             break
         owners = await customers.owners_of_subjects(session, tenant_id, sorted({e.subject for e in page}))
@@ -68,9 +85,12 @@ async def list_events(
             if not attributed or view.status == flt.status:
                 out.append(view)
         before = page[-1].seq
-        if len(out) >= limit or not attributed:
+        if len(out) >= limit or scanned_all:
             break
-    return out[:limit]
+    if len(out) >= limit:
+        return EventPage(out[:limit], out[limit - 1].event.seq)
+    # Short: the log is at its end, or the scan stopped first and the next page goes on from it.
+    return EventPage(out, None if scanned_all else before)
 
 
 async def _selected(session: AsyncSession, tenant_id: str, flt: EventFilter) -> Select[Event]:
@@ -118,13 +138,18 @@ async def _repeats_of(
 def _attribute(event: Event, owner: str | None, by_type: dict[str, Any]) -> EventView:
     data = codec.loads(event.data) if event.data else None
     view = EventView(event, data, owner, [])
+    filtered_out = []
     for meter in by_type.get(event.type, ()):
         try:
             if meter.contribution(data or {}) is not None:
                 view.meters.append(meter.key)
+            else:
+                filtered_out.append(meter.key)
         except DataError as exc:
             view.unreadable.append(f"{exc.field} {exc.message}")
     view.problems.extend(view.unreadable)
+    if not view.meters:  # else it counts, and the meters that leave it out are no problem
+        view.problems.extend(f"the filters of meter '{key}' leave it out" for key in filtered_out)
     if not by_type.get(event.type):
         view.problems.append(f"no meter counts events of type '{event.type}'")
     if owner is None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import bisect
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
@@ -79,9 +80,10 @@ GroupKey = tuple[int, str | None, str | None, tuple[str | None, ...]]
 async def query(session: AsyncSession, tenant_id: str, meter: Meter, q: MeterQuery) -> list[Row]:
     compiled = compile_meter(meter)
     aggregation = compiled.aggregation
-    for name in [*q.group_by, *q.filter_group_by]:
-        if name not in SPECIAL_GROUPS and name not in compiled.group_names:
-            raise ValidationFailed.on("group_by", f"'{name}' is not a group of meter '{meter.key}'")
+    for field_name, names in (("group_by", q.group_by), ("filter_group_by", q.filter_group_by)):
+        for name in names:
+            if name not in SPECIAL_GROUPS and name not in compiled.group_names:
+                raise ValidationFailed.on(field_name, f"'{name}' is not a group of meter '{meter.key}'")
     subjects = await _subject_filter(session, tenant_id, q)
     if subjects == []:
         return []
@@ -104,7 +106,9 @@ async def query(session: AsyncSession, tenant_id: str, meter: Meter, q: MeterQue
         for segment in cover(lo, hi):
             by_width[segment.width_us].append((segment, index))
 
-    need_subject = any(name in SPECIAL_GROUPS for name in [*q.group_by, *q.filter_group_by])
+    # LATEST reads each subject's cells apart: see `_latest_across`.
+    latest = aggregation is Aggregation.LATEST
+    need_subject = latest or any(name in SPECIAL_GROUPS for name in [*q.group_by, *q.filter_group_by])
     group_names = [g for g in q.group_by if g not in SPECIAL_GROUPS]
     by_customer = "customer" in q.group_by or "customer" in q.filter_group_by
     owners = await customers.owners_of_subjects(session, tenant_id, subjects) if by_customer else {}
@@ -135,9 +139,19 @@ async def query(session: AsyncSession, tenant_id: str, meter: Meter, q: MeterQue
             found = resolved[pair] = resolve(subject, group_key)
         return None if found is None else (window, *found)
 
+    # LATEST: cells of one subject and group in a window, merged in arrival order (rollups, then
+    # the journal), before they are merged with others (`_latest_across`).
+    parts: dict[Any, Cell] = defaultdict(Cell)
+
+    def part_for(window: int, subject: str | None, group_key: str) -> tuple[int, str | None, str] | None:
+        return None if key_for(window, subject, group_key) is None else (window, subject, group_key)
+
+    target: dict[Any, Cell] = parts if latest else cells
+    locate: Callable[[int, str | None, str], Any] = part_for if latest else key_for
+
     for width_us, segments in by_width.items():
         if width_us == RAW:
-            await _fold_raw(session, tenant_id, meter, segments, subjects, cells, distinct, key_for)
+            await _fold_raw(session, tenant_id, meter, segments, subjects, target, distinct, locate)
             continue
         segments.sort(key=lambda item: item[0].start_us)
         starts = [s.start_us // 1_000_000 for s, _ in segments]
@@ -151,7 +165,7 @@ async def query(session: AsyncSession, tenant_id: str, meter: Meter, q: MeterQue
             segment, window = segments[at]
             if not (segment.start_us <= bucket * 1_000_000 < segment.end_us):
                 continue
-            key = key_for(window, subject, group_key)
+            key = locate(window, subject, group_key)
             if key is None:
                 continue
             if aggregation is Aggregation.UNIQUE_COUNT:
@@ -163,9 +177,13 @@ async def query(session: AsyncSession, tenant_id: str, meter: Meter, q: MeterQue
             elif aggregation is Aggregation.COUNT:
                 cells[key].n += int(row[3])
             else:
-                cells[key].merge(_cell_from(aggregation, row[3:]))
+                target[key].merge(_cell_from(aggregation, row[3:]))
 
-    await _fold_journal(session, tenant_id, meter.id, by_width, subjects, cells, distinct, key_for)
+    await _fold_journal(session, tenant_id, meter.id, by_width, subjects, target, distinct, locate)
+    for (window, subject, group_key), part in parts.items():
+        row_key = key_for(window, subject, group_key)
+        assert row_key is not None  # `part_for` kept only the parts that have one
+        _latest_across(cells[row_key], part)
     keys: list[GroupKey] = list(set(cells) | set(distinct) if aggregation is Aggregation.UNIQUE_COUNT else cells)
     dense = q.dense and not q.group_by
     if not dense:  # window, subject, customer, group values: on the keys, before any row exists
@@ -183,6 +201,18 @@ async def query(session: AsyncSession, tenant_id: str, meter: Meter, q: MeterQue
         for k in keys
     ]
     return _dense_rows(labels, out, aggregation) if dense else out
+
+
+def _latest_across(cell: Cell, part: Cell) -> None:
+    """Merge the LATEST cell of one subject and group into a row's: of values at the same time,
+    the greatest. Arrival decides between events of one subject and group only: rollups keep
+    no order of arrival across them, and a rule that needs none gives one answer whether the
+    rollups, the journal or the log hold the events."""
+    if part.n == 0 or part.last_us is None or part.last_value is None:
+        return
+    cell.n += part.n
+    if cell.last_us is None or cell.last_value is None or (part.last_us, part.last_value) > (cell.last_us, cell.last_value):
+        cell.last_us, cell.last_value = part.last_us, part.last_value
 
 
 def _group_filters(compiled: CompiledMeter, filter_group_by: dict[str, list[str]]) -> dict[str, set[str]]:

@@ -32,6 +32,11 @@ def checked_group_names(value: dict[str, str]) -> dict[str, str]:
     return value
 
 
+AGGREGATION_DESCRIPTION = (
+    "How the values of a window's events make one number: SUM, COUNT (events), MIN, MAX, AVG,"
+    " UNIQUE_COUNT (distinct values, exact) or LATEST (the value of the latest event by time; of"
+    " events at the same time, the last to arrive of one subject and group, the greatest across them)."
+)
 _GROUP_BY_DESCRIPTION = (
     f"Group name -> JSONPath into data; at most {MAX_GROUPS} names, {MAX_GROUP_NAMES_CHARS} characters together."
 )
@@ -41,8 +46,11 @@ class MeterFilter(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     property: str = Field(description="JSONPath into the event's data, e.g. `$.region`.")
-    op: Literal["eq", "ne", "in", "not_in", "exists"] = "eq"
-    value: Any = None
+    op: Literal["eq", "ne", "in", "not_in", "exists"] = Field(
+        "eq", description="eq, ne: equal or not to `value` (a missing property is `ne` anything); in, not_in:"
+        " among `value`, a list, or not; exists: present when `value` is true, absent when false."
+    )
+    value: Any = Field(None, description="What the property is compared with (JSON: `1` is not `true`).")
 
     @field_validator("value")
     @classmethod
@@ -53,19 +61,22 @@ class MeterFilter(BaseModel):
         return value
 
 
+_FILTERS_DESCRIPTION = "Conditions on the event's data, all of which an event must meet to count."
+
+
 class MeterCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     key: str = Field(pattern=KEY_PATTERN, description="Slug, unique per tenant.")
-    name: str | None = Field(default=None, max_length=256)
-    description: str | None = Field(default=None, max_length=1024)
-    event_type: str = Field(min_length=1, max_length=256)
-    aggregation: Aggregation
+    name: str | None = Field(default=None, max_length=256, description="Display name; the key when left out.")
+    description: str | None = Field(default=None, max_length=1024, description="Free text.")
+    event_type: str = Field(min_length=1, max_length=256, description="The `type` of the events it counts.")
+    aggregation: Aggregation = Field(description=AGGREGATION_DESCRIPTION)
     value_property: str | None = Field(
         default=None, max_length=256, description="JSONPath into data; not used by COUNT."
     )
     group_by: dict[str, str] = Field(default_factory=dict, description=_GROUP_BY_DESCRIPTION)
-    filters: list[MeterFilter] = Field(default_factory=list)
+    filters: list[MeterFilter] = Field(default_factory=list, description=_FILTERS_DESCRIPTION)
 
     @field_validator("group_by")
     @classmethod
@@ -76,8 +87,8 @@ class MeterCreate(BaseModel):
 class MeterUpdate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    name: Annotated[str | None, NotNull] = Field(default=None, max_length=256)
-    description: str | None = Field(default=None, max_length=1024)
+    name: Annotated[str | None, NotNull] = Field(default=None, max_length=256, description="Display name.")
+    description: str | None = Field(default=None, max_length=1024, description="Free text; null clears it.")
     group_by: Annotated[dict[str, str] | None, NotNull] = Field(
         default=None,
         description=_GROUP_BY_DESCRIPTION + " A change regroups the meter's whole history (its rollups"
@@ -91,17 +102,17 @@ class MeterUpdate(BaseModel):
 
 
 class MeterRead(BaseModel):
-    id: str
-    key: str
-    name: str
-    description: str | None
-    event_type: str
-    aggregation: Aggregation
-    value_property: str | None
-    group_by: dict[str, str]
-    filters: list[MeterFilter]
-    created_at: datetime
-    updated_at: datetime
+    id: str = Field(description="Opaque id (`mtr_…`); the meter may be addressed by it or by its key.")
+    key: str = Field(description="Slug, unique per tenant.")
+    name: str = Field(description="Display name.")
+    description: str | None = Field(description="Free text.")
+    event_type: str = Field(description="The `type` of the events it counts.")
+    aggregation: Aggregation = Field(description=AGGREGATION_DESCRIPTION)
+    value_property: str | None = Field(description="JSONPath into data of the value aggregated; null for COUNT.")
+    group_by: dict[str, str] = Field(description="Group name -> JSONPath into data.")
+    filters: list[MeterFilter] = Field(description=_FILTERS_DESCRIPTION)
+    created_at: datetime = Field(description="When it was created.")
+    updated_at: datetime = Field(description="When it was last changed.")
 
 
 class MeterCreated(MeterRead):
@@ -115,20 +126,37 @@ class QueryRow(BaseModel):
     window_end: datetime = Field(
         description="End of the whole window, even when `to` falls inside it; a DST day is 23 or 25 hours."
     )
-    value: float | int | None
-    subject: str | None = None
-    customer: str | None = None
-    group_by: dict[str, str | None] = Field(default_factory=dict)
+    value: float | int | None = Field(
+        description="The aggregate of the window's events within [`from`, `to`): 0 for SUM, COUNT and"
+        " UNIQUE_COUNT without events, null for MIN, MAX, AVG and LATEST; an exact decimal number."
+    )
+    subject: str | None = Field(
+        None, description="The subject, when grouped by `subject` or filtered by one subject; else null."
+    )
+    customer: str | None = Field(
+        None, description="The customer's key, when grouped by `customer` (null for subjects of no customer)"
+        " or filtered by one customer; else null. Subjects count for the customer owning them now."
+    )
+    group_by: dict[str, str | None] = Field(
+        default_factory=dict,
+        description="The value of each group the query groups by (but subject and customer); null where"
+        " the events lack it. Numbers and flags as their JSON text.",
+    )
 
 
 class QueryResult(BaseModel):
-    meter: str
-    aggregation: Aggregation
-    window_size: str | None
-    window_time_zone: str
-    from_: datetime | None = Field(alias="from")
-    to: datetime | None
-    data: list[QueryRow]
+    meter: str = Field(description="The meter's key.")
+    aggregation: Aggregation = Field(description=AGGREGATION_DESCRIPTION)
+    window_size: str | None = Field(description="MINUTE, HOUR, DAY or MONTH; null: one row for the whole range.")
+    window_time_zone: str = Field(description="The IANA time zone the windows are aligned in.")
+    from_: datetime | None = Field(
+        alias="from", description="Start of the range as asked; null when left out (the meter's first event)."
+    )
+    to: datetime | None = Field(description="End of the range (exclusive): as asked, else when the query ran.")
+    data: list[QueryRow] = Field(
+        description="Rows by window, then subject, customer and group values. Ungrouped: one row per window,"
+        " empty ones included; grouped: rows for the groups with events only."
+    )
 
     model_config = ConfigDict(populate_by_name=True)
 
@@ -167,14 +195,14 @@ class RejectedRead(BaseModel):
 
 
 class IngestError(BaseModel):
-    index: int
-    field: str | None
-    message: str
+    index: int = Field(description="The event's position in the request's batch, from 0.")
+    field: str | None = Field(description="The field at fault (e.g. `data.tokens`); null for the event as a whole.")
+    message: str = Field(description="Why it was refused.")
 
 
 class IngestSummary(BaseModel):
     accepted: int = Field(description="Events stored and counted by this request.")
     duplicates: int = Field(description="Events already stored (same source and id): not counted again.")
-    rejected: int
-    errors: list[IngestError]
+    rejected: int = Field(description="Events refused (not stored); each is in `errors`.")
+    errors: list[IngestError] = Field(description="The refused events, by index.")
 

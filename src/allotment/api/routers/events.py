@@ -143,7 +143,8 @@ async def list_events(
     from_: Annotated[AwareInstant | None, Query(alias="from")] = None,
     to: AwareInstant | None = None,
     status: Annotated[Literal["counted", "unattributed", "duplicate"] | None, Query(
-        description="counted or unattributed; duplicate: events that arrived more than once")] = None,
+        description="counted or unattributed (applied as the log is read: a page may hold fewer than `limit`"
+        " events, even none, while `next_cursor` goes on); duplicate: events that arrived more than once")] = None,
 ) -> Response:
     flt = event_log.EventFilter(
         subjects=subject,
@@ -154,9 +155,10 @@ async def list_events(
         status=status,
         before_seq=decode_seq_cursor(cursor, of=_LIST),
     )
-    views = await event_log.list_events(session, principal.tenant_id, flt, limit=limit)
-    items = [event_read(v).model_dump() for v in views]
-    next_cursor = encode_cursor(str(views[-1].event.seq), of=_LIST) if len(views) == limit else None
+    found = await event_log.list_events_page(session, principal.tenant_id, flt, limit=limit)
+    items = [event_read(v).model_dump() for v in found.views]
+    # A status filter may answer a short page, even none, with more to come: follow the cursor.
+    next_cursor = None if found.next_before_seq is None else encode_cursor(str(found.next_before_seq), of=_LIST)
     return Json({"items": items, "next_cursor": next_cursor})  # data as stored: exact numbers
 
 

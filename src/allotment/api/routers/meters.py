@@ -85,17 +85,29 @@ async def delete_meter(meter_key: str, principal: Admin, session: WriteSession) 
     return Response(status_code=204)
 
 
+_FROM = "Start of the range (inclusive); left out: the meter's first event."
+_TO = "End of the range (exclusive); left out: now."
+_WINDOW_SIZE = "Rows per MINUTE, HOUR, DAY or MONTH window; left out: one row for the whole range."
+_ZONE = "IANA time zone the windows are aligned in (days from local midnight, DST included)."
+_SUBJECT = "Only these subjects' events."
+_CUSTOMER = "Only the events of subjects these customers (by key or id) own."
+_GROUP_BY = "Groups of the meter, or `subject` or `customer`, to give rows of their own."
+_FILTER_GROUP_BY = "Only events whose group (of the meter, or `subject` or `customer`) has one of these values."
+
+
 class QueryBody(BaseModel):
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
 
-    from_: AwareInstant | None = Field(default=None, alias="from")
-    to: AwareInstant | None = None
-    window_size: WindowSize | None = None
-    window_time_zone: str = "UTC"
-    subject: list[str] | None = Field(default=None, max_length=meter_query.MAX_FILTER_KEYS)
-    customer: list[str] | None = Field(default=None, max_length=meter_query.MAX_FILTER_KEYS)
-    group_by: list[str] = Field(default_factory=list)
-    filter_group_by: dict[str, list[str]] = Field(default_factory=dict)
+    from_: AwareInstant | None = Field(default=None, alias="from", description=_FROM)
+    to: AwareInstant | None = Field(default=None, description=_TO)
+    window_size: WindowSize | None = Field(default=None, description=_WINDOW_SIZE)
+    window_time_zone: str = Field(default="UTC", description=_ZONE)
+    subject: list[str] | None = Field(default=None, max_length=meter_query.MAX_FILTER_KEYS, description=_SUBJECT)
+    customer: list[str] | None = Field(default=None, max_length=meter_query.MAX_FILTER_KEYS, description=_CUSTOMER)
+    group_by: list[str] = Field(default_factory=list, description=_GROUP_BY)
+    filter_group_by: dict[str, list[str]] = Field(
+        default_factory=dict, description=_FILTER_GROUP_BY + " Values of one group are OR-ed, groups AND-ed."
+    )
 
 
 def parse_zone(name: str, field: str = "window_time_zone") -> ZoneInfo:
@@ -164,12 +176,14 @@ async def run_query(session: ReadSession, tenant_id: str, meter_key: str, body: 
     }
 
 
-def as_csv(result: dict[str, Any], *, customer_column: str = "customer") -> Response:
-    """The rows of `run_query`'s result as CSV, one column per group (OpenMeter's CSV is the
-    same with its customer column named `customer_id`)."""
+def as_csv(result: dict[str, Any], *, customer_column: str = "customer", groups: list[str] | None = None) -> Response:
+    """The rows of `run_query`'s result as CSV, one column per group: `groups` (those the query
+    asked for, so an answer without rows has them too), else those the rows name (OpenMeter's CSV
+    is the same with its customer column named `customer_id`)."""
     out = io.StringIO()
     writer = csv.writer(out)
-    groups = sorted({name for row in result["data"] for name in row["group_by"]})
+    if groups is None:
+        groups = sorted({name for row in result["data"] for name in row["group_by"]})
     writer.writerow(["window_start", "window_end", "subject", customer_column, *groups, "value"])
     for row in result["data"]:
         writer.writerow(
@@ -185,17 +199,23 @@ async def query_meter(
     meter_key: str,
     principal: Reader,
     session: ReadSession,
-    from_: Annotated[AwareInstant | None, Query(alias="from")] = None,
-    to: AwareInstant | None = None,
-    window_size: WindowSize | None = None,
-    window_time_zone: str = "UTC",
-    subject: Annotated[list[str] | None, Query(max_length=meter_query.MAX_FILTER_KEYS)] = None,
-    customer: Annotated[list[str] | None, Query(max_length=meter_query.MAX_FILTER_KEYS)] = None,
-    group_by: Annotated[list[str] | None, Query()] = None,
-    filter_group_by: Annotated[
-        list[str] | None, Query(description="`name:value`, repeatable; values of one name are OR-ed.")
+    from_: Annotated[AwareInstant | None, Query(alias="from", description=_FROM)] = None,
+    to: Annotated[AwareInstant | None, Query(description=_TO)] = None,
+    window_size: Annotated[WindowSize | None, Query(description=_WINDOW_SIZE)] = None,
+    window_time_zone: Annotated[str, Query(description=_ZONE)] = "UTC",
+    subject: Annotated[
+        list[str] | None, Query(max_length=meter_query.MAX_FILTER_KEYS, description=_SUBJECT + " Repeatable.")
     ] = None,
-    format: Annotated[str | None, Query(pattern="^(json|csv)$")] = None,
+    customer: Annotated[
+        list[str] | None, Query(max_length=meter_query.MAX_FILTER_KEYS, description=_CUSTOMER + " Repeatable.")
+    ] = None,
+    group_by: Annotated[list[str] | None, Query(description=_GROUP_BY + " Repeatable.")] = None,
+    filter_group_by: Annotated[list[str] | None, Query(
+        description=_FILTER_GROUP_BY + " `name:value`, repeatable; values of one name are OR-ed, names AND-ed."
+    )] = None,
+    format: Annotated[str | None, Query(
+        pattern="^(json|csv)$", description="json or csv; left out: CSV when `Accept` names text/csv."
+    )] = None,
 ) -> Response:
     """Meter values per window, from rollups. `format=csv` (or `Accept: text/csv`) gives CSV.
 
@@ -214,12 +234,30 @@ async def query_meter(
         subject=subject, customer=customer, group_by=group_by or [], filter_group_by=filters,
     )
     result = await run_query(session, principal.tenant_id, meter_key, body)
-    if format == "csv" or (format is None and "text/csv" in request.headers.get("accept", "")):
-        return as_csv(result)
+    if format == "csv" or (format is None and _wants_csv(request)):
+        return as_csv(result, groups=_csv_groups(body))
     return Json(result)
 
 
-@router.post("/{meter_key}/query", response_model=QueryResult)
-async def query_meter_post(meter_key: str, body: QueryBody, principal: Reader, session: ReadSession) -> Response:
-    """The same query with a JSON body (handy for long subject or customer lists)."""
-    return Json(await run_query(session, principal.tenant_id, meter_key, body))
+def _wants_csv(request: Request) -> bool:
+    return "text/csv" in request.headers.get("accept", "")
+
+
+def _csv_groups(body: QueryBody) -> list[str]:
+    """The CSV's group columns: the groups the query asked for, but subject and customer
+    (which have columns of their own)."""
+    return list(dict.fromkeys(g for g in body.group_by if g not in meter_query.SPECIAL_GROUPS))
+
+
+@router.post(
+    "/{meter_key}/query", response_model=QueryResult, responses={200: {"content": {"text/csv": {}}}}
+)
+async def query_meter_post(
+    request: Request, meter_key: str, body: QueryBody, principal: Reader, session: ReadSession
+) -> Response:
+    """The same query with a JSON body (handy for long subject or customer lists); with
+    `Accept: text/csv`, answered in CSV."""
+    result = await run_query(session, principal.tenant_id, meter_key, body)
+    if _wants_csv(request):
+        return as_csv(result, groups=_csv_groups(body))
+    return Json(result)
