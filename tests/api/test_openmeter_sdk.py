@@ -716,6 +716,15 @@ def test_customer_lifecycle(om):
     assert om.customers.list().total_count == 1
 
 
+def test_customer_key_and_subject_filters_match_part_of_them_ignoring_case(om):
+    """As the SDK documents for every customer list filter: a case-insensitive partial match."""
+    om.customers.create({"name": "ACME", "key": "acme-corp", "usageAttribution": {"subjectKeys": ["Acme-Key-1"]}})
+    om.customers.create({"name": "Globex", "key": "globex", "usageAttribution": {"subjectKeys": ["globex-key"]}})
+    assert [c.key for c in om.customers.list(key="ACME").items_property] == ["acme-corp"]
+    assert [c.key for c in om.customers.list(subject="key-1").items_property] == ["acme-corp"]
+    assert [c.key for c in om.customers.list(subject="KEY").items_property] == ["acme-corp", "globex"]
+
+
 def test_customer_refused_for_a_taken_subject_leaves_nothing_behind(om):
     """The 409 is answered after the unit of work is rolled back: no half-created customer."""
     om.customers.create(
