@@ -525,6 +525,20 @@ def test_a_grant_tops_up_an_exhausted_entitlement(om):
     assert value(om).has_access is False
 
 
+@pytest.mark.parametrize(("duration", "count"), [("MONTH", 1), ("HOUR", 5), ("YEAR", 2), ("WEEK", 1)])
+def test_a_grant_reads_back_its_expiration(om, duration, count):
+    """`expiration` is answered as sent, on create and in the list, as OpenMeter answers it."""
+    customer(om)
+    tokens_feature(om)
+    metered(om, is_soft_limit=True)
+    created = grant(om, 5, effective_at=datetime(2026, 1, 31, 12, tzinfo=UTC),
+                    expiration=ExpirationPeriod(duration=duration, count=count))
+    listed = om.customer_entitlement_v2.get_grants("acme", "tokens").items_property[0]
+    for read in (created, listed):
+        assert (read.expiration.duration, read.expiration.count) == (duration, count)
+    assert grant(om, 1).expiration is None
+
+
 def _month_after(at: datetime) -> datetime:
     """The same wall time a calendar month later, on the month's last day if it is shorter."""
     year, month = at.year + at.month // 12, at.month % 12 + 1
