@@ -171,13 +171,35 @@ def test_usage_measured_from_an_earlier_instant_counts_the_events_since(om):
     om.events.ingest_event(prompt("acme", 100, at=now - timedelta(hours=5)))
     om.events.ingest_event(prompt("acme", 7, at=now - timedelta(hours=2)))
     created = metered(om, issue_after_reset=50, measure_usage_from=now - timedelta(hours=3))
-    assert _at(created["measureUsageFrom"]) == now - timedelta(hours=3)
+    assert _at(created["measureUsageFrom"]) == minute_of(now - timedelta(hours=3))
     assert (value(om).usage, value(om).balance) == (7, 43)
     anchor = now - timedelta(days=1, hours=4)  # daily periods: this one began 4 hours ago
     om.features.create(FeatureCreateInputs(key="daily", name="Daily", meter_slug="tokens_total"))
     metered(om, feature="daily", issue_after_reset=50, measure_usage_from="CURRENT_PERIOD_START",
             usage_period=RecurringPeriodCreateInput(interval="DAY", anchor=anchor))
     assert value(om, "daily").usage == 7
+
+
+def minute_of(at: datetime) -> datetime:
+    return at.replace(second=0, microsecond=0)
+
+
+def test_usage_is_measured_from_the_start_of_the_minute_as_in_openmeter(om):
+    """OpenMeter measures from whole minutes: `measureUsageFrom` and the period's anchor are
+    truncated to the minute, so usage sent earlier in that minute counts (by default, the
+    minute the entitlement is created in)."""
+    customer(om)
+    tokens_feature(om)
+    minute = minute_of(utcnow() - timedelta(hours=3))
+    om.events.ingest_event(prompt("acme", 5, at=minute + timedelta(seconds=10)))
+    om.events.ingest_event(prompt("acme", 100, at=minute - timedelta(seconds=1)))
+    created = metered(om, measure_usage_from=minute + timedelta(seconds=40), usage_period=RecurringPeriodCreateInput(
+        interval="DAY", anchor=minute + timedelta(seconds=40)))
+    assert _at(created["measureUsageFrom"]) == _at(created["usagePeriod"]["anchor"]) == minute
+    assert value(om).usage == 5
+    om.features.create(FeatureCreateInputs(key="now", name="Now", meter_slug="tokens_total"))
+    default = _at(metered(om, feature="now")["measureUsageFrom"])
+    assert default == minute_of(default) and utcnow() - default < timedelta(minutes=1)
 
 
 def test_the_value_at_a_past_instant_counts_only_the_usage_before_it(om):
@@ -501,6 +523,20 @@ def test_a_grant_tops_up_an_exhausted_entitlement(om):
     assert topped.total_available_grant_amount == 15
     use(om, 5)
     assert value(om).has_access is False
+
+
+@pytest.mark.parametrize(("duration", "count"), [("MONTH", 1), ("HOUR", 5), ("YEAR", 2), ("WEEK", 1)])
+def test_a_grant_reads_back_its_expiration(om, duration, count):
+    """`expiration` is answered as sent, on create and in the list, as OpenMeter answers it."""
+    customer(om)
+    tokens_feature(om)
+    metered(om, is_soft_limit=True)
+    created = grant(om, 5, effective_at=datetime(2026, 1, 31, 12, tzinfo=UTC),
+                    expiration=ExpirationPeriod(duration=duration, count=count))
+    listed = om.customer_entitlement_v2.get_grants("acme", "tokens").items_property[0]
+    for read in (created, listed):
+        assert (read.expiration.duration, read.expiration.count) == (duration, count)
+    assert grant(om, 1).expiration is None
 
 
 def _month_after(at: datetime) -> datetime:

@@ -46,6 +46,11 @@ def daily(om: openmeter.Client, now: datetime, *, since: timedelta, anchor: time
     )  # fmt: skip
 
 
+def _minute_of(at: datetime) -> datetime:
+    """Entitlements measure from whole minutes, as in OpenMeter."""
+    return at.replace(second=0, microsecond=0)
+
+
 def _hour_of(at: datetime) -> datetime:
     return at.replace(minute=0, second=0, microsecond=0)
 
@@ -85,7 +90,7 @@ def test_burndown_has_a_segment_per_usage_period(om):
     got = history(om, "DAY", from_parameter=now - 26 * HOUR)
     assert sum(w.usage for w in got.windowed_history) == 160
     assert [(s.period.from_property, s.period.to) for s in got.burndown_history] == [
-        (now - 26 * HOUR, now - 4 * HOUR), (now - 4 * HOUR, got.burndown_history[1].period.to),
+        (now - 26 * HOUR, _minute_of(now - 4 * HOUR)), (_minute_of(now - 4 * HOUR), got.burndown_history[1].period.to),
     ]  # fmt: skip
     assert [(s.usage, s.overage, s.balance_at_start, s.balance_at_end) for s in got.burndown_history] == [
         (150, 50, 100, 0), (10, 0, 100, 90),
@@ -104,7 +109,7 @@ def test_burndown_starts_a_segment_where_a_grant_starts_and_says_what_it_burned(
     )  # fmt: skip
     om.events.ingest_event(prompt("acme", 20, at=utcnow()))
     before, after = history(om).burndown_history
-    assert (before.period.from_property, before.period.to) == (now - 5 * HOUR, top_up.effective_at)
+    assert (before.period.from_property, before.period.to) == (_minute_of(now - 5 * HOUR), top_up.effective_at)
     assert (before.usage, before.balance_at_start, before.balance_at_end) == (10, 100, 90)
     assert before.grant_balances_at_start == {} and before.grant_usages == []
     assert (after.usage, after.balance_at_start, after.balance_at_end) == (20, 140, 120)

@@ -411,6 +411,36 @@ def test_customer_filter_and_group_use_customer_ids(om):
     assert [r.value for r in filtered.data] == [3]
 
 
+def test_a_subject_filter_also_groups_by_subject(om):
+    """As in OpenMeter, `subject` both filters and groups: one row per named subject, GET or POST."""
+    tokens_meter(om)
+    om.events.ingest_events([prompt("cust-1", 1), prompt("cust-2", 2), prompt("cust-1", 4), prompt("cust-3", 8)])
+    rows = om.meters.query_json("tokens_total", from_parameter=T0, subject=["cust-1", "cust-2"]).data
+    assert by(rows, "subject") == {"cust-1": 5, "cust-2": 2}
+    posted = om.meters.query("tokens_total", MeterQueryRequest(from_property=T0, subject=["cust-2"]))
+    assert by(posted.data, "subject") == {"cust-2": 2}
+
+
+def test_a_customer_filter_also_groups_by_customer(om):
+    """As in OpenMeter, `filterCustomerId` both filters and groups: each row names its customer."""
+    tokens_meter(om)
+    acme = om.customers.create(CustomerCreate(
+        name="ACME", key="acme", usage_attribution=CustomerUsageAttribution(subject_keys=["cust-1"])))
+    globex = om.customers.create(CustomerCreate(
+        name="Globex", key="globex", usage_attribution=CustomerUsageAttribution(subject_keys=["cust-2"])))
+    om.events.ingest_events([prompt("cust-1", 1), prompt("cust-2", 2), prompt("stranger", 4)])
+    rows = om.meters.query_json("tokens_total", from_parameter=T0, filter_customer_id=[acme.id, globex.id]).data
+    assert by(rows, "customer_id") == {acme.id: 1, globex.id: 2}
+
+
+def test_a_group_filter_on_a_group_the_meter_lacks_is_a_400_naming_filter_group_by(om):
+    tokens_meter(om)
+    with pytest.raises(HttpResponseError) as err:
+        om.meters.query_json("tokens_total", filter_group_by={"region": "eu"})
+    assert err.value.status_code == 400
+    assert [e["field"] for e in err.value.response.json()["errors"]] == ["filterGroupBy.region"]
+
+
 def test_events_list_shows_what_was_ingested(om):
     acme = om.customers.create(
         {"name": "ACME", "key": "acme", "usageAttribution": {"subjectKeys": ["cust-1"]}}
@@ -684,6 +714,15 @@ def test_customer_lifecycle(om):
     with pytest.raises(ResourceNotFoundError):
         om.customers.get("acme")
     assert om.customers.list().total_count == 1
+
+
+def test_customer_key_and_subject_filters_match_part_of_them_ignoring_case(om):
+    """As the SDK documents for every customer list filter: a case-insensitive partial match."""
+    om.customers.create({"name": "ACME", "key": "acme-corp", "usageAttribution": {"subjectKeys": ["Acme-Key-1"]}})
+    om.customers.create({"name": "Globex", "key": "globex", "usageAttribution": {"subjectKeys": ["globex-key"]}})
+    assert [c.key for c in om.customers.list(key="ACME").items_property] == ["acme-corp"]
+    assert [c.key for c in om.customers.list(subject="key-1").items_property] == ["acme-corp"]
+    assert [c.key for c in om.customers.list(subject="KEY").items_property] == ["acme-corp", "globex"]
 
 
 def test_customer_refused_for_a_taken_subject_leaves_nothing_behind(om):

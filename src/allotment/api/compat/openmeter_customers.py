@@ -63,8 +63,8 @@ async def list_customers(
     primary_email: Annotated[str | None, Query(alias="primaryEmail")] = None,
     subject: str | None = None,
 ) -> Json:
-    """`{items, page, pageSize, totalCount}`. `key` and `subject` match exactly, `name` and
-    `primaryEmail` match a part, ignoring case."""
+    """`{items, page, pageSize, totalCount}`. Each filter matches a part of its field, ignoring
+    case, as OpenMeter documents (`subject`: a part of any of the customer's subject keys)."""
     tenant_id = principal.tenant_id
     if (key, name, primary_email, subject) == (None,) * 4 and (order, order_by) == ("ASC", "id"):
         total = await customers.count(session, tenant_id)
@@ -109,11 +109,15 @@ def _matches(
 ) -> bool:
     c = view.customer
     return (
-        (key is None or c.key == key)
-        and (name is None or name.lower() in c.name.lower())
-        and (email is None or email.lower() in (c.email or "").lower())
-        and (subject is None or subject in view.subject_keys)
+        _part(key, c.key)
+        and _part(name, c.name)
+        and _part(email, c.email)
+        and (subject is None or any(_part(subject, k) for k in view.subject_keys))
     )
+
+
+def _part(wanted: str | None, value: str | None) -> bool:
+    return wanted is None or wanted.casefold() in (value or "").casefold()
 
 
 def _sort_value(view: customers.CustomerView, order_by: str) -> str:

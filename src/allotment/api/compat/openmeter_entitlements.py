@@ -17,7 +17,8 @@ both APIs always agree. How OpenMeter's metered fields map to ours:
   `P12M`), aligned on `anchor` (default: now), in UTC.
 - `measureUsageFrom`: `NOW` (OpenMeter's default) counts usage from the entitlement's creation;
   `CURRENT_PERIOD_START` or an instant in the past backdates it (native `starts_at`): the usage
-  the customer's events reported since then counts.
+  the customer's events reported since then counts. As in OpenMeter, it and the anchor are
+  truncated to the minute.
 - `grants` are created with the entitlement, as the grants endpoint would.
 - `metadata` is accepted but not kept: our entitlements have none.
 
@@ -187,7 +188,7 @@ async def create(
     returns the row and its feature key."""
     tenant_id, actor = principal.tenant_id, principal.key_id
     with openmeter_fields(ENTITLEMENT_FIELDS):
-        data = AdhocIn.model_validate(_adhoc(body, at))
+        data = AdhocIn.model_validate(_adhoc(body, at, replacing=replacing is not None))
         feature = await features.get(session, tenant_id, data.feature)
         if data.kind is Kind.METERED:
             await _require_meter(session, tenant_id, feature)
@@ -210,7 +211,7 @@ async def create(
     return view.row, view.feature_key
 
 
-def _adhoc(body: EntitlementCreateIn, at: datetime) -> dict[str, Any]:
+def _adhoc(body: EntitlementCreateIn, at: datetime, *, replacing: bool = False) -> dict[str, Any]:
     """The native ad-hoc entitlement an OpenMeter create request describes."""
     feature = body.feature_key or body.feature_id
     if not feature:
@@ -221,7 +222,7 @@ def _adhoc(body: EntitlementCreateIn, at: datetime) -> dict[str, Any]:
     if kind == "static":
         return {"feature": feature, "kind": "static", "config": _config(body.config)}
     if kind == "metered":
-        return {"feature": feature, "kind": "metered", **_metered(body, at)}
+        return {"feature": feature, "kind": "metered", **_metered(body, at, replacing=replacing)}
     raise ValidationFailed.on("type", "must be one of metered, boolean, static")
 
 
@@ -246,14 +247,20 @@ def _config(raw: str | None) -> dict[str, Any]:
     return parsed
 
 
-def _metered(body: EntitlementCreateIn, at: datetime) -> dict[str, Any]:
+def _metered(body: EntitlementCreateIn, at: datetime, *, replacing: bool) -> dict[str, Any]:
+    """OpenMeter measures metered usage from whole minutes: `measureUsageFrom` (now by default)
+    and the anchor are truncated to the minute, so usage sent earlier in the minute counts. A
+    replacement starts where the entitlement it replaces ends (overrides.replace_adhoc)."""
     if body.usage_period is None:
         raise ValidationFailed.on("usagePeriod", "is required for metered entitlements")
     interval = INTERVALS.get(body.usage_period.interval.upper())
     if interval is None:
         raise ValidationFailed.on("usagePeriod.interval", INTERVAL_RULE)
-    anchor = utc(body.usage_period.anchor)
-    starts_at = _measured_from(body.measure_usage_from, UsagePeriod(interval, anchor or at, ZoneInfo("UTC")), at)
+    anchor = _minute(utc(body.usage_period.anchor))
+    every = UsagePeriod(interval, anchor or at, ZoneInfo("UTC"))
+    starts_at = _minute(_measured_from(body.measure_usage_from, every, at))
+    if starts_at is None and not replacing:
+        starts_at = _minute(at)
     included = body.issue_after_reset
     if included is None and body.issue is not None:
         included = body.issue.amount
@@ -265,6 +272,10 @@ def _metered(body: EntitlementCreateIn, at: datetime) -> dict[str, Any]:
         "usage_anchor": anchor if anchor is not None or starts_at is None else starts_at,
         "starts_at": starts_at,
     }
+
+
+def _minute(at: datetime | None) -> datetime | None:
+    return None if at is None else at.replace(second=0, microsecond=0)
 
 
 def _measured_from(given: str | None, every: UsagePeriod, at: datetime) -> datetime | None:

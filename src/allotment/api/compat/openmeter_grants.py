@@ -12,7 +12,7 @@ A thin adapter over the native grants service; the differences are OpenMeter's d
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Annotated, Literal
 from zoneinfo import ZoneInfo
 
@@ -28,11 +28,14 @@ from allotment.api.compat.openmeter_http import (
 )
 from allotment.api.compat.openmeter_lookup import resolve
 from allotment.api.compat.openmeter_schemas import (
+    EXPIRY_CALENDAR,
+    EXPIRY_STEPS,
     GRANT_FIELDS,
     INTERVAL_RULE,
     INTERVALS,
     ExpirationIn,
     GrantCreateIn,
+    expiry,
     grant_out,
 )
 from allotment.api.deps import Admin, Reader, ReadSession, WriteSession
@@ -40,7 +43,7 @@ from allotment.api.responses import Json
 from allotment.customers.models import Customer
 from allotment.entitlements import grants
 from allotment.entitlements.models import GrantRecord
-from allotment.entitlements.periods import Interval, UsagePeriod, boundary
+from allotment.entitlements.periods import UsagePeriod
 from allotment.errors import ValidationFailed
 from allotment.tenancy.service import Principal
 from allotment.types import LATEST, OUT_OF_RANGE, utcnow, within_range
@@ -49,8 +52,6 @@ router = openmeter_router()
 _PATH = "/v2/customers/{customer_id_or_key}/entitlements/{entitlement_id_or_feature_key}/grants"
 _PAGE = 1000
 _UTC = ZoneInfo("UTC")
-_FIXED = {"HOUR": timedelta(hours=1), "DAY": timedelta(days=1), "WEEK": timedelta(weeks=1)}
-_CALENDAR = {"MONTH": Interval.MONTH, "YEAR": Interval.YEAR}
 ORDER_BY = {
     "id": lambda g: g.id,
     "createdAt": lambda g: (g.created_at, g.id),
@@ -122,15 +123,12 @@ def expires_at(
     if expiration is None:
         return None
     unit = expiration.duration.upper()
-    if unit not in _FIXED and unit not in _CALENDAR:
+    if unit not in EXPIRY_STEPS and unit not in EXPIRY_CALENDAR:
         raise ValidationFailed.on(
             f"{field}expiration.duration", "must be HOUR, DAY, WEEK, MONTH or YEAR"
         )
     try:
-        if unit in _FIXED:
-            end = effective + expiration.count * _FIXED[unit]
-        else:
-            end = boundary(UsagePeriod(_CALENDAR[unit], effective, _UTC), expiration.count)
+        end = expiry(effective, unit, expiration.count)
     except (OverflowError, ValueError):
         end = LATEST
     if not within_range(end):

@@ -3,7 +3,8 @@
 A meter's `slug` is our key. Queries use OpenMeter's semantics: only windows with data are
 listed, each the whole window of the time zone (counting only `from`..`to`); without a window
 size the one window spans `from`..`to`; `groupBy` may name the
-reserved groups `subject` and `customer_id` (our `customer` group, answered as `customerId`).
+reserved groups `subject` and `customer_id` (our `customer` group, answered as `customerId`),
+and filtering by `subject` or `filterCustomerId` groups by it too.
 `PUT` may change a meter's `groupBy`, as OpenMeter allows: its whole history is regrouped
 (docs/storage.md).
 """
@@ -59,6 +60,7 @@ router = openmeter_router()
 _PAGE = 1000
 # OpenMeter's reserved group names -> ours; `subject` is the same in both.
 _GROUPS = {"customer_id": "customer"}
+_RESERVED_GROUPS = ("subject", "customer_id", "customer")  # refused as filters by `_filters`
 # The longest a window can last (days and months in any time zone, DST included).
 _LONGEST_WINDOW = {
     WindowSize.MINUTE: timedelta(minutes=1),
@@ -292,6 +294,7 @@ async def _query(
     session: AsyncSession, tenant_id: str, meter_key: str, spec: MeterQueryIn
 ) -> dict[str, Any]:
     meter = await meters.get(session, tenant_id, meter_key)
+    _require_groups(meter, spec)
     if spec.filter_customer_id is not None:  # unknown customers match nothing, as in OpenMeter
         known = await known_customers(session, tenant_id, spec.filter_customer_id)
         spec = spec.model_copy(update={"filter_customer_id": known})
@@ -315,7 +318,9 @@ def _meter_query(spec: MeterQueryIn) -> meter_query.MeterQuery:
         raise ValidationFailed.on("from", "must be before 'to'")
     if start is not None and spec.window_size is not None:
         _check_window_count(start, end, spec.window_size)
-    group_by = list(dict.fromkeys(_GROUPS.get(g, g) for g in spec.group_by or ()))
+    # As in OpenMeter, naming subjects or customers also groups by them: one row for each.
+    implied = ["subject"] * (spec.subject is not None) + ["customer_id"] * bool(spec.filter_customer_id)
+    group_by = list(dict.fromkeys(_GROUPS.get(g, g) for g in [*(spec.group_by or ()), *implied]))
     return meter_query.MeterQuery(
         start_us=to_micros(start) if start else None,
         end_us=to_micros(end),
@@ -327,6 +332,15 @@ def _meter_query(spec: MeterQueryIn) -> meter_query.MeterQuery:
         filter_group_by=_filters(spec),
         dense=False,
     )
+
+
+def _require_groups(meter: Meter, spec: MeterQueryIn) -> None:
+    """A filter on a group the meter does not have is refused naming the filter that holds it."""
+    for field, filters in (("filterGroupBy", spec.filter_group_by),
+                           ("advancedMeterGroupByFilters", spec.advanced_meter_group_by_filters)):
+        for name in filters or {}:
+            if name not in (meter.group_by or {}) and name not in _RESERVED_GROUPS:
+                raise ValidationFailed.on(f"{field}.{name}", f"'{name}' is not a group of meter '{meter.key}'")
 
 
 def _check_window_count(start: datetime, end: datetime, size: WindowSize) -> None:

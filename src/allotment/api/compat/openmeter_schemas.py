@@ -8,9 +8,10 @@ and snake_case names are read. Responses use OpenMeter's names (`slug`, `eventTy
 from __future__ import annotations
 
 import json
-from datetime import datetime
+from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool
 from pydantic.alias_generators import to_camel
@@ -22,7 +23,7 @@ from allotment.entitlements.check import usage_period
 from allotment.entitlements.engine import Kind
 from allotment.entitlements.features import FeatureView
 from allotment.entitlements.models import CustomerEntitlement, GrantRecord
-from allotment.entitlements.periods import Interval, UsagePeriod, period_at
+from allotment.entitlements.periods import Interval, UsagePeriod, boundary, period_at
 from allotment.entitlements.standing import recurrence_of
 from allotment.entitlements.state import EntitlementState
 from allotment.metering.events import EventView
@@ -217,9 +218,12 @@ class IssueIn(_In):
     priority: int | None = Field(default=None, ge=1, le=255)
 
 
+MAX_EXPIRY_COUNT = 100_000
+
+
 class ExpirationIn(_In):
     duration: str
-    count: int = Field(ge=1, le=100_000)
+    count: int = Field(ge=1, le=MAX_EXPIRY_COUNT)
 
 
 class GrantCreateIn(_In):
@@ -417,6 +421,7 @@ def grant_out(record: GrantRecord, entitlement_id: str, at: datetime) -> dict[st
             "priority": record.priority,
             "effectiveAt": record.effective_at,
             "expiresAt": record.expires_at,
+            "expiration": expiration_of(record),
             "minRolloverAmount": codec.quantity_number(record.min_rollover),
             "maxRolloverAmount": codec.optional_number(record.max_rollover),
             "metadata": record.metadata_ or {},
@@ -427,6 +432,39 @@ def grant_out(record: GrantRecord, entitlement_id: str, at: datetime) -> dict[st
             "nextRecurrence": None if every is None else _next_recurrence(record, every, at),
         }
     )
+
+
+# A grant's `expiration {duration, count}`: fixed steps, or calendar units from `effectiveAt`.
+EXPIRY_STEPS = {"HOUR": timedelta(hours=1), "DAY": timedelta(days=1), "WEEK": timedelta(weeks=1)}
+EXPIRY_CALENDAR = {"MONTH": Interval.MONTH, "YEAR": Interval.YEAR}
+_UTC = ZoneInfo("UTC")
+_ROUGHLY = {  # largest first
+    "YEAR": timedelta(days=365.2425), "MONTH": timedelta(days=30.436875),
+    "WEEK": timedelta(weeks=1), "DAY": timedelta(days=1), "HOUR": timedelta(hours=1),
+}
+
+def expiry(effective: datetime, duration: str, count: int) -> datetime:
+    """When a grant effective at `effective` expires (a month from Jan 31 is Feb's last day)."""
+    if duration in EXPIRY_STEPS:
+        return effective + count * EXPIRY_STEPS[duration]
+    return boundary(UsagePeriod(EXPIRY_CALENDAR[duration], effective, _UTC), count)
+
+
+def expiration_of(record: GrantRecord) -> dict[str, Any] | None:
+    """The `expiration` that gives the grant's expiry, in the largest unit that does exactly
+    (only the expiry is stored: 7 DAY sent reads back as 1 WEEK)."""
+    if record.expires_at is None:
+        return None
+    span = record.expires_at - record.effective_at
+    for duration, rough in _ROUGHLY.items():
+        estimate = round(span / rough)
+        for count in range(max(estimate - 1, 1), min(estimate + 1, MAX_EXPIRY_COUNT) + 1):
+            try:
+                if expiry(record.effective_at, duration, count) == record.expires_at:
+                    return {"duration": duration, "count": count}
+            except (OverflowError, ValueError):
+                continue
+    return None
 
 
 def _next_recurrence(record: GrantRecord, every: UsagePeriod, at: datetime) -> datetime | None:
