@@ -125,6 +125,21 @@ def test_threshold_event_reaches_the_channel_signed(om, receiver):
     assert [r.json["type"] for r in receiver.received] == ["entitlements.balance.threshold"]
 
 
+def test_a_balance_value_threshold_is_reached_when_that_much_is_left(om, receiver):
+    """A `balance_value` of 20 of 100 included is reached at usage 80, not before, and is
+    answered back as sent."""
+    ch = channel(om, receiver.url)
+    metered_tokens(om)
+    rule = threshold_rule(om, [ch["id"]], (20, "balance_value"), features=["tokens"])
+    assert [(t["value"], t["type"]) for t in om.notification_rules.get(rule["id"])["thresholds"]] \
+        == [(20, "balance_value")]
+    ents.use(om, 79)
+    ents.use(om, 2)
+    body = verified(eventually(lambda: receiver.received)[0], ch["signingSecret"])
+    assert body["data"]["threshold"] == {"value": 20, "type": "balance_value"}
+    assert (body["data"]["value"]["usage"], body["data"]["value"]["balance"]) == (81, 19)
+
+
 def test_the_webhook_names_the_feature_by_its_name(om, receiver):
     """`feature.name` is the feature's name ("Tokens"), its key stays in `feature.key`."""
     ch = channel(om, receiver.url)
@@ -273,7 +288,7 @@ def test_bad_rules_are_400s_naming_the_field(om):
     ents.tokens_feature(om)
     cases = [
         (lambda: threshold_rule(om, ["whe_nope"]), "channels[0]"),
-        (lambda: threshold_rule(om, [ch["id"]], (10, "balance_value")), "thresholds[0].type"),
+        (lambda: threshold_rule(om, [ch["id"]], (10, "BALANCE")), "thresholds[0].type"),
         (lambda: threshold_rule(om, [ch["id"]], (-5, "NUMBER")), "thresholds[0].value"),
         (lambda: threshold_rule(om, [ch["id"]], features=["nope"]), "features[0]"),
         (lambda: om.notification_rules.create({"type": "invoice.created", "name": "x",

@@ -43,10 +43,11 @@ assert GRANT_EXPIRING not in OPENMETER_TYPE  # a grant lead time has no OpenMete
 CHANNEL_FIELDS = {"description": "name", "secret": "signingSecret", "headers": "customHeaders"}
 RULE_FIELDS = {"endpoint_ids": "channels", "event_type": "type", "enabled": "disabled"}
 
-# Usage thresholds, by OpenMeter's current and legacy names; balance ones have no native kind.
+# Thresholds by OpenMeter's current and legacy names: usage, or the balance left.
 _THRESHOLD_KIND = {
     "PERCENT": "percent", "usage_percentage": "percent",
     "NUMBER": "absolute", "usage_value": "absolute",
+    "balance_value": "balance",
 }
 
 
@@ -102,9 +103,7 @@ class RuleIn(_In):
 def _threshold(i: int, t: ThresholdIn) -> dict[str, Any]:
     kind = _THRESHOLD_KIND.get(t.type)
     if kind is None:
-        why = ("balance thresholds are not supported; use a usage threshold (NUMBER or PERCENT)"
-               if t.type == "balance_value" else "must be PERCENT or NUMBER")
-        raise ValidationFailed.on(f"thresholds[{i}].type", why)
+        raise ValidationFailed.on(f"thresholds[{i}].type", "must be PERCENT, NUMBER or balance_value")
     return {"type": kind, "value": t.value}
 
 
