@@ -351,6 +351,38 @@ async def test_usage_ingested_after_a_grant_was_voided_is_not_paid_by_it(tenant)
     assert (state["usage"], state["hard_limit"], state["decision"]) == (15, 12, "deny")
 
 
+async def test_usage_reported_late_for_before_a_void_is_paid_by_the_voided_grant(tenant):
+    """10 included and a grant of 5; 12 used, the grant voided (it paid 2), then 3 more reported
+    late for an instant before the void: the grant had paid them too, so the cap is 15."""
+    c = tenant.client
+    await _setup(c, hard=10)
+    created = await ok(await c.post("/v1/customers/acme/entitlements/tokens/grants", json={"amount": 5}), 201)
+    await c.post("/v1/events", json=[event("acme-1", tokens=12, model="a")])
+    await ok(await c.post(f"/v1/grants/{created['id']}/void", json={"reason": "refunded"}))
+    while_live = datetime.fromisoformat(created["effective_at"]) + timedelta(milliseconds=1)
+    await c.post("/v1/events", json=[event("acme-2", tokens=3, model="a", time=while_live.isoformat())])
+    state = await _usage(c)
+    assert (state["usage"], state["hard_limit"], state["decision"]) == (15, 15, "deny")
+
+
+async def test_usage_reported_late_for_before_an_add_on_was_bought_is_not_the_add_ons_to_pay(tenant):
+    """5 used, an add-on of 3 bought, 1 used after it (the add-on paid it), then 4 reported late
+    for before the purchase: those are the bundle's, and the add-on still holds 2."""
+    c = tenant.client
+    now = datetime.now(UTC)
+    await _setup(c, hard=10, starts_at=(now - timedelta(hours=1)).isoformat())
+    earlier = (now - timedelta(minutes=30)).isoformat()
+    await c.post("/v1/events", json=[event("acme-1", tokens=5, model="a", time=earlier)])
+    expires = (now + timedelta(days=7)).isoformat()
+    add_on = await ok(await c.post("/v1/customers/acme/entitlements/tokens/grants",
+                                   json={"amount": 3, "expires_at": expires}), 201)
+    await c.post("/v1/events", json=[event("acme-1", tokens=1, model="a")])
+    await c.post("/v1/events", json=[event("acme-2", tokens=4, model="a", time=earlier)])
+    assert (await ok(await c.get(f"/v1/grants/{add_on['id']}")))["balance"] == 2
+    state = await _usage(c, 3)
+    assert (state["usage"], state["balance"], state["decision"]) == (10, 3, "allow")
+
+
 async def _carrying_over_last_period(c: Any) -> None:
     """acme on a plan that carries overage (10 included), since 45 days ago: its first period
     used 12 (reported late by events), so the current one began with 2 carried in."""

@@ -56,6 +56,7 @@ async def test_an_add_on_burns_before_the_monthly_bundle_and_data_is_denied_at_z
     grants = "/v1/customers/sub-1/entitlements/data/grants"
     week = (now + timedelta(days=7)).isoformat()
     add_on = await ok(await c.post(grants, json={"amount": GB, "expires_at": week}), 201)
+    now = utcnow()  # the sessions below are after the purchase: the add-on's to pay
     await _network(c, ("mb", 600, now), ("minutes", 12, now))
     seen = await _entitlement(c, "data")
     assert [(g["id"], g["balance"]) for g in seen["grants"]] == [(add_on["id"], 400)]

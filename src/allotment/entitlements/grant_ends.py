@@ -11,6 +11,7 @@ Concurrent first writers agree (a conditional update, an insert that ignores con
 from __future__ import annotations
 
 from datetime import datetime, timedelta
+from typing import Any
 
 from sqlalchemy import and_, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -57,6 +58,54 @@ async def record(session: AsyncSession, row: CustomerEntitlement, period_start: 
     )
     if recurs:
         await _record_recurrences(session, row, period_start, at)
+
+
+async def count_late(session: AsyncSession, row: CustomerEntitlement, period_start: datetime,
+                     usage: list[tuple[int, int]]) -> None:
+    """Usage reported (by events) after a grant started or ended in the period, for an instant
+    before that, was part of the period's usage at that instant: add it to what the grant keeps.
+
+    `usage` is the batch's (event time µs, millionths) for this counter; `record` has run, so
+    what is kept is the counter before the batch. A network's records of data used while an
+    add-on was live, arriving after it expired, are then paid by the add-on (up to its amount),
+    not by the bundle; those from before an add-on was bought are not the add-on's to pay.
+    Recurring grants' start-overs are not adjusted (their usage is kept as written).
+    """
+    earliest = from_micros(min(t for t, _ in usage))
+    period_end = period_at(checks.usage_period(row), period_start)[1]
+    expires, voided = GrantRecord.expires_at, GrantRecord.voided_at
+    found = (await session.execute(
+        select(GrantRecord.id, GrantRecord.effective_at, GrantRecord.usage_at_start, expires, voided,
+               GrantRecord.usage_at_end)
+        .where(GrantRecord.tenant_id == row.tenant_id, GrantRecord.customer_id == row.customer_id,
+               GrantRecord.feature_id == row.feature_id,
+               or_(and_(GrantRecord.usage_at_start.is_not(None), GrantRecord.effective_at > earliest),
+                   and_(GrantRecord.usage_at_end.is_not(None), or_(expires > earliest, voided > earliest))))
+    )).all()
+    begins: datetime | None = None
+    for grant_id, effective, at_start, expiry, void, at_end in found:
+        changes: dict[str, Any] = {}
+        if at_start is not None and _inside(effective, period_start, period_end):
+            begins = begins or await segment_start(session, row, period_start)
+            before = _before(usage, effective)
+            if effective > begins and before:
+                changes["usage_at_start"] = GrantRecord.usage_at_start + before
+        end = min((t for t in (expiry, void) if t is not None), default=None)
+        if at_end is not None and end is not None and _inside(end, period_start, period_end) \
+                and (before := _before(usage, end)):
+            changes["usage_at_end"] = GrantRecord.usage_at_end + before
+        if changes:
+            await session.execute(update(GrantRecord).where(GrantRecord.id == grant_id).values(**changes)
+                                  .execution_options(synchronize_session=False))
+
+
+def _inside(instant: datetime, period_start: datetime, period_end: datetime | None) -> bool:
+    return period_start < instant and (period_end is None or instant < period_end)
+
+
+def _before(usage: list[tuple[int, int]], instant: datetime) -> int:
+    cut = to_micros(instant)
+    return sum(micros for time_us, micros in usage if time_us < cut)
 
 
 async def _record_starts(session: AsyncSession, row: CustomerEntitlement, period_start: datetime,

@@ -178,6 +178,7 @@ async def feed(
     if not targets:
         return
     increments: dict[tuple[str, int], int] = defaultdict(int)
+    timed: dict[tuple[str, int], list[tuple[int, int]]] = defaultdict(list)  # counters with grants
     fed: dict[str, _Target] = {}
     for c in counted:
         for target in targets.get((c.meter.id, c.subject), ()):
@@ -185,13 +186,17 @@ async def feed(
                 period_us = target.period_start(c.time_us)
                 counting = target.counting(period_us)
                 increments[(counting.entitlement_id, period_us)] += c.contribution.micros
+                if counting.has_grants:
+                    timed[(counting.entitlement_id, period_us)].append((c.time_us, c.contribution.micros))
                 fed[counting.entitlement_id] = counting
     await _fix_carries(session, tenant_id, list(increments), fed, at)
     for entitlement_id, period_us in increments:
         target = fed[entitlement_id]
-        if target.has_grants:  # usage of grants that ended in the period is kept first
+        if target.has_grants:  # usage of grants that started or ended in the period is kept first
             await grant_ends.record(session, target.row, from_micros(period_us), at,
                                     recurs=target.has_recurring)
+            await grant_ends.count_late(session, target.row, from_micros(period_us),
+                                        timed[(entitlement_id, period_us)])
     after = await queries.add_usage(session, tenant_id, [(e, p, q) for (e, p), q in increments.items()])
     pending = notices.Pending()  # what the batch crossed, written in one statement
     for (entitlement_id, period_us), totals in after.items():
