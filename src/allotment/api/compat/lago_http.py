@@ -101,6 +101,11 @@ def at(value: datetime | None) -> str | None:
     return None if value is None else value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
+def at_ms(value: datetime) -> str:
+    """An event's timestamp as Lago answers it: to the millisecond (`...T12:00:00.500Z`)."""
+    return value.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
 def meta(page: int, per_page: int, total: int) -> dict[str, Any]:
     pages = max(1, -(-total // per_page))
     return {
