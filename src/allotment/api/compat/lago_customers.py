@@ -8,7 +8,7 @@ configuration, taxes, ...) are not modelled and are not answered.
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -34,6 +34,7 @@ from allotment.types import to_micros, utcnow
 
 router = lago_router()
 SYSTEM = "lago"
+_SECOND = timedelta(seconds=1)
 
 
 class _Metadata(BaseModel):
@@ -150,7 +151,8 @@ async def current_usage(
         units = sum((r.value or Decimal(0) for r in rows), Decimal(0))
         charges.append(_charge(meter, units, currency, priced.get(meter.id)))
     return Json({"customer_usage": {
-        "from_datetime": at(start), "to_datetime": at(end), "issuing_date": (end or now).date().isoformat(),
+        "from_datetime": at(start), "to_datetime": at(None if end is None else end - _SECOND),  # its last second
+        "issuing_date": (end or now).date().isoformat(),
         "lago_invoice_id": None, "currency": currency, "amount_cents": 0, "total_amount_cents": 0,
         "taxes_amount_cents": 0, "charges_usage": charges,
     }})
@@ -158,11 +160,14 @@ async def current_usage(
 
 async def _period(session: AsyncSession, tenant_id: str, sub: external_subscriptions.ExternalView,
                   now: datetime) -> tuple[datetime, datetime | None]:
+    """The billing period holding `now`; the first one begins when the subscription does, as in Lago."""
     native = sub.native
     if native is None:
         return sub.row.created_at, None
     plan = await plans.by_id(session, tenant_id, native.plan_id)
-    return period_at(UsagePeriod(plans.billing_period(plan), native.billing_anchor, ZoneInfo(native.time_zone)), now)
+    start, end = period_at(UsagePeriod(plans.billing_period(plan), native.billing_anchor,
+                                       ZoneInfo(native.time_zone)), now)
+    return max(start, native.starts_at), end
 
 
 async def _metrics(session: AsyncSession, tenant_id: str, sub: external_subscriptions.ExternalView) -> list[Meter]:
