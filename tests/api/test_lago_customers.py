@@ -7,7 +7,9 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
+import pytest
 from lago_python_client.client import Client
+from lago_python_client.exceptions import LagoApiError
 from lago_python_client.models import BillableMetric, Customer, Plan, Subscription
 from lago_python_client.models.billable_metric import BillableMetricFilter, BillableMetricFilters
 from lago_python_client.models.charge import Charge, Charges
@@ -90,3 +92,11 @@ def test_a_group_filter_that_is_not_json_is_a_422_naming_it(live):
                        headers={"Authorization": f"Bearer {live.keys['read']}"})
     assert answer.status_code == 422
     assert list(answer.json()["error_details"]) == ["filter_by_group"]
+
+
+def test_a_customer_without_external_id_is_a_422_saying_it_is_mandatory(live):
+    """Lago's word for a missing field, as events already answer it."""
+    with pytest.raises(LagoApiError) as refused:
+        lago(live).customers.create(Customer.construct(name="Acme"))
+    assert refused.value.status_code == 422
+    assert refused.value.response["error_details"] == {"external_id": ["value_is_mandatory"]}

@@ -88,7 +88,9 @@ def _validation_details(exc: RequestValidationError | pydantic.ValidationError) 
         # The root key (`customer` of `{"customer": {...}}`) is implied by the endpoint.
         if len(loc) > 1 and loc[0] in ROOT_KEYS:
             loc = loc[1:]
-        message = str(err.get("msg", "is invalid")).removeprefix("Value error, ")
+        # Lago's word for a field left out; other reasons are told as they are.
+        missing = err.get("type") == "missing"
+        message = "value_is_mandatory" if missing else str(err.get("msg", "is invalid")).removeprefix("Value error, ")
         out.setdefault(".".join(loc) or "body", []).append(message)
     return out
 
