@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from datetime import datetime
 from decimal import Decimal
 
 from tests.entitlements.catalogue import (
@@ -13,6 +14,7 @@ from tests.entitlements.catalogue import (
     ok,
     open_rows,
     plan,
+    rows,
     subscribe,
 )
 
@@ -65,6 +67,46 @@ async def test_override_survives_a_plan_change(tenant, db):
     live = {r.kind: r for r in await open_rows(db, tenant.id, acme["id"])}
     assert (live["metered"].source, live["metered"].hard_limit) == ("override", Decimal(5000))
     assert live["boolean"].source == "plan"
+
+
+async def test_canceling_the_subscription_now_ends_an_override_of_its_plan(tenant, db):
+    """An override replaces a plan's values: with the plan canceled, the customer has nothing."""
+    acme, sub = await _on_starter(tenant.client)
+    await ok(await tenant.client.put("/v1/customers/acme/entitlements/api-calls/override", json={"hard_limit": 5000}))
+    await ok(await tenant.client.post(f"/v1/subscriptions/{sub['id']}/cancel", json={"at": "now"}))
+    assert await open_rows(db, tenant.id, acme["id"]) == []
+    answer = await ok(await tenant.client.post("/v1/check", json={"customer": "acme", "feature": "api-calls"}))
+    assert (answer["decision"], answer["reason"]) == ("deny", "not_entitled")
+
+
+async def test_an_override_ends_with_a_subscription_canceled_at_period_end(tenant, db):
+    """The override holds until the period ends, then nothing does."""
+    acme, sub = await _on_starter(tenant.client)
+    await ok(await tenant.client.put("/v1/customers/acme/entitlements/api-calls/override", json={"hard_limit": 5000}))
+    canceled = await ok(await tenant.client.post(f"/v1/subscriptions/{sub['id']}/cancel", json={"at": "period_end"}))
+    (row,) = [r for r in await rows(db, tenant.id, acme["id"]) if r.source == "override"]
+    assert (row.hard_limit, row.active_to) == (Decimal(5000), datetime.fromisoformat(canceled["ends_at"]))
+    assert [r.source for r in await rows(db, tenant.id, acme["id"]) if r.active_to is None] == []
+
+
+async def test_an_override_ends_when_the_plan_changes_to_one_without_the_feature(tenant, db):
+    """Changing to a plan that does not give the feature ends the override with the old plan."""
+    acme, sub = await _on_starter(tenant.client)
+    await plan(tenant.client, "sso-only", [boolean("sso")])
+    await ok(await tenant.client.put("/v1/customers/acme/entitlements/api-calls/override", json={"hard_limit": 5000}))
+    await ok(await tenant.client.post(f"/v1/subscriptions/{sub['id']}/change-plan", json={"plan": "sso-only"}))
+    assert [(r.kind, r.source) for r in await open_rows(db, tenant.id, acme["id"])] == [("boolean", "plan")]
+
+
+async def test_an_override_outlives_a_cancel_at_period_end_that_a_plan_change_undoes(tenant, db):
+    """Canceled at period end, then changed now to a plan with the feature: the override stays open."""
+    acme, sub = await _on_starter(tenant.client)
+    await ok(await tenant.client.put("/v1/customers/acme/entitlements/api-calls/override", json={"hard_limit": 5000}))
+    await ok(await tenant.client.post(f"/v1/subscriptions/{sub['id']}/cancel", json={"at": "period_end"}))
+    await ok(await tenant.client.post(f"/v1/subscriptions/{sub['id']}/change-plan", json={"plan": "pro"}))
+    live = {r.kind: r for r in await open_rows(db, tenant.id, acme["id"])}
+    assert (live["metered"].source, live["metered"].hard_limit, live["metered"].active_to) == (
+        "override", Decimal(5000), None)
 
 
 async def test_removing_an_override_gives_the_feature_back_to_the_plan(tenant, db):

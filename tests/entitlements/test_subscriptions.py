@@ -6,6 +6,9 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from zoneinfo import ZoneInfo
 
+from allotment.entitlements import check as checks
+from allotment.entitlements import subscriptions
+from allotment.entitlements.schemas import SubscriptionCreate
 from tests.entitlements.catalogue import (
     boolean,
     customer,
@@ -143,3 +146,29 @@ async def test_migrate_changes_only_what_the_new_version_changes(tenant, db):
     assert set(after) == {"metered", "boolean"}
     assert after["boolean"].id == before["boolean"]
     assert after["metered"].id != before["metered"] and after["metered"].included == 20_000
+
+
+async def test_usage_reported_before_a_scheduled_plan_change_counts_on_the_plan_in_force(tenant, db):
+    """Weekly pool entries billed monthly: a change at period end falls mid-week, and swims
+    reported before it count against the old plan's weekly limit until then."""
+    c = tenant.client
+    await ok(await c.post("/v1/meters", json={"key": "swims", "event_type": "swim", "aggregation": "COUNT"}), 201)
+    await feature(c, "pool", meter="swims")
+    weekly = {"feature": "pool", "kind": "metered", "usage_period": "WEEK"}
+    await plan(c, "basic", [{**weekly, "included": 2, "hard_limit": 2}])
+    await plan(c, "plus", [{**weekly, "included": 3, "hard_limit": 3}])
+    await ok(await c.post("/v1/customers", json={"key": "acme", "name": "Acme", "subject_keys": ["acme"]}), 201)
+    monday = datetime(2026, 1, 5, tzinfo=UTC)  # billing months start on the 5th, weeks on Mondays
+    async with db.transaction() as s:
+        sub = await subscriptions.create(s, tenant.id, SubscriptionCreate(customer="acme", plan="basic",
+                                                                          starts_at=monday), actor="t", at=monday)
+    async with db.transaction() as s:
+        new = await subscriptions.change_plan(s, tenant.id, sub.subscription.id, "plus", when="period_end",
+                                              actor="t", at=datetime(2026, 2, 3, tzinfo=UTC))
+    assert new.subscription.starts_at == datetime(2026, 2, 5, tzinfo=UTC)  # a Thursday
+    swims = [{"specversion": "1.0", "id": f"s{i}", "source": "gate", "type": "swim", "subject": "acme",
+              "time": f"2026-02-03T1{i}:00:00Z"} for i in range(2)]
+    await ok(await c.post("/v1/events", json=swims))
+    async with db.transaction() as s:
+        wednesday = await checks.check(s, tenant.id, checks.CheckRequest("acme", "pool"), at=datetime(2026, 2, 4, tzinfo=UTC))
+    assert (wednesday.decision.usage, wednesday.decision.reason) == (2, "hard_limit")

@@ -192,8 +192,13 @@ def continues_counter(old: CustomerEntitlement, new: CustomerEntitlement) -> boo
     """Whether metered row `new` took over from `old` mid-period, in the same usage period:
     its counter started with the period's usage (provisioning), so the period is judged as
     one, with `new`'s values from its start (an override, a plan change now). A row that a usage
-    reset started never does: the reset starts a new period, even on the same grid."""
+    reset started never does: the reset starts a new period, even on the same grid. Nor does a
+    row scheduled to start later (a change at the end of a billing period that falls inside a
+    usage period): its counter could only be copied when it was made, and usage until it starts
+    counts on the row in force, so it counts from its own start."""
     if old.active_to is None or old.active_to != new.active_from or old.id == new.id or new.reset_overage:
+        return False
+    if new.created_at < new.active_from:
         return False
     at = new.active_from
     start = period_at(usage_period(old), at)[0]

@@ -161,7 +161,7 @@ async def _remove(
     # An archived feature's entitlements stay until removed: removing them names it as well.
     customer_id, feature = await _targets(session, tenant_id, customer_key, feature_key, held_at=at)
     rows = await provisioning.open_rows(session, tenant_id, customer_id, at, feature_id=feature.id)
-    held = [r for r in rows if r.source == source and r.active_to is None]
+    held = [r for r in rows if r.source == source]  # an override may end with its plan later
     if not held:
         raise NotFound(source if source == "override" else "entitlement", f"{customer_key}/{feature_key}")
     await provisioning.close(session, held[0], actor=actor, at=at)

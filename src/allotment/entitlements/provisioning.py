@@ -70,8 +70,12 @@ async def reprovision(
     for r in manual_rows:
         if r.created_at == at:  # made in this transaction (a backdated one starts earlier)
             _changed(session, r, r.source)
+    planned = await _wanted(session, tenant_id, customer_id, at)
+    for r in [r for r in manual_rows if r.source == "override"]:
+        if not await _follow_plan(session, r, planned, actor=actor, at=at):
+            manual_rows.remove(r)
     manual = {r.feature_id for r in manual_rows}
-    wanted = [w for w in await _wanted(session, tenant_id, customer_id, at) if w.feature_id not in manual]
+    wanted = [w for w in planned if w.feature_id not in manual]
     existing = [r for r in await open_rows(session, tenant_id, customer_id, at) if r.source == "plan"]
     for row in existing:
         match = next((w for w in wanted if w.matches(row)), None)
@@ -103,6 +107,25 @@ async def reprovision(
 
 
 _PENDING = "entitlement_changes"
+
+
+async def _follow_plan(
+    session: AsyncSession, row: CustomerEntitlement, planned: list[Wanted], *, actor: str, at: datetime
+) -> bool:
+    """An override replaces the values of a plan that gives its feature, so it lasts as long as
+    the customer's subscriptions give the feature from `at` on: it ends with a cancel, or with a
+    change to a plan without the feature (now or when it takes effect). False when it ended now."""
+    giving = [w for w in planned if w.feature_id == row.feature_id]
+    if not any(w.active_from <= at for w in giving):
+        await close(session, row, actor=actor, at=at)
+        return False
+    end = None if any(w.active_to is None for w in giving) else max(w.active_to for w in giving if w.active_to)
+    if row.active_to != end:
+        before = audit.snapshot(row)
+        row.active_to, row.updated_at = end, at
+        _changed(session, row, "rescheduled")
+        await _audit(session, "entitlement.rescheduled", row, before, actor=actor, at=at)
+    return True
 
 
 async def _carry_usage(session: AsyncSession, tenant_id: str, customer_id: str, at: datetime) -> None:
