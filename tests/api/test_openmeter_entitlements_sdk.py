@@ -525,9 +525,13 @@ def test_a_grant_tops_up_an_exhausted_entitlement(om):
     assert value(om).has_access is False
 
 
-@pytest.mark.parametrize(("duration", "count"), [("MONTH", 1), ("HOUR", 5), ("YEAR", 2), ("WEEK", 1)])
+@pytest.mark.parametrize(
+    ("duration", "count"),
+    [("MONTH", 1), ("HOUR", 5), ("YEAR", 2), ("WEEK", 1), ("DAY", 7), ("HOUR", 48), ("MONTH", 12)],
+)
 def test_a_grant_reads_back_its_expiration(om, duration, count):
-    """`expiration` is answered as sent, on create and in the list, as OpenMeter answers it."""
+    """`expiration` is answered as sent (7 DAY stays 7 DAY), on create and in the list, as
+    OpenMeter answers it."""
     customer(om)
     tokens_feature(om)
     metered(om, is_soft_limit=True)
@@ -537,6 +541,23 @@ def test_a_grant_reads_back_its_expiration(om, duration, count):
     for read in (created, listed):
         assert (read.expiration.duration, read.expiration.count) == (duration, count)
     assert grant(om, 1).expiration is None
+
+
+def test_a_grant_made_natively_reads_its_expiry_in_the_largest_unit_that_gives_it(om, live):
+    """No `expiration` was sent: it is worked out from the expiry (7 days reads as 1 WEEK)."""
+    customer(om)
+    tokens_feature(om)
+    metered(om, is_soft_limit=True)
+    effective = datetime(2026, 1, 31, 12, tzinfo=UTC)
+    made = httpx.post(
+        f"{live.url}/v1/customers/acme/entitlements/tokens/grants",
+        headers={"Authorization": f"Bearer {live.keys['admin']}"},
+        json={"amount": 5, "effective_at": effective.isoformat(),
+              "expires_at": (effective + timedelta(days=7)).isoformat()},
+    )  # fmt: skip
+    assert made.status_code == 201, made.text
+    listed = om.customer_entitlement_v2.get_grants("acme", "tokens").items_property[0]
+    assert (listed.expiration.duration, listed.expiration.count) == ("WEEK", 1)
 
 
 def _month_after(at: datetime) -> datetime:

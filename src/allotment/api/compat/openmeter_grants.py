@@ -2,7 +2,8 @@
 
 A thin adapter over the native grants service; the differences are OpenMeter's defaults:
 - `expiration` `{duration, count}` becomes an expiry time counted from `effectiveAt`, in
-  calendar units (a month from Jan 31 is the last day of February); none: never expires.
+  calendar units (a month from Jan 31 is the last day of February); none: never expires. It
+  is kept too, and answered back as sent (7 DAY stays 7 DAY).
 - `maxRolloverAmount` defaults to the grant's amount (the v2 API's default; v1 used 0), so a
   grant left untouched keeps its whole remainder across a reset; `minRolloverAmount` to 0.
 - `effectiveAt` is taken as sent (OpenMeter rounds it up to the minute).
@@ -106,6 +107,9 @@ async def issue(
             priority=body.priority,
             effective_at=effective,
             expires_at=expires_at(effective, body.expiration, field),
+            expiration=None if body.expiration is None else {
+                "duration": body.expiration.duration.upper(), "count": body.expiration.count,
+            },
             min_rollover=body.min_rollover_amount,
             max_rollover=body.amount
             if body.max_rollover_amount is None
