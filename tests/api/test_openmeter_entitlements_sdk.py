@@ -302,18 +302,19 @@ def test_iso_interval_and_anchor_set_the_usage_period(om):
     assert start.weekday() == 0 and start.hour == 9
 
 
-def test_value_at_a_past_time_and_of_an_unknown_entitlement(om):
+def test_value_without_an_entitlement_then_is_no_access(om):
+    """As in OpenMeter, the v1 value of a feature the customer is not entitled to (at `time`, or
+    at all, or no such feature) is `hasAccess: false`, not a 404; an unknown customer is a 404."""
     customer(om)
     tokens_feature(om)
     plain_feature(om, "sso")
     metered(om, issue_after_reset=5)
     assert value(om).has_access is True
-    with pytest.raises(ResourceNotFoundError):
-        om.customer_entitlement.get_customer_entitlement_value(
-            "acme", "tokens", time=datetime(2020, 1, 1, tzinfo=UTC)
-        )
-    with pytest.raises(ResourceNotFoundError):
-        value(om, "sso")  # a feature the customer has no entitlement to
+    before = om.customer_entitlement.get_customer_entitlement_value(
+        "acme", "tokens", time=datetime(2020, 1, 1, tzinfo=UTC)
+    )
+    for got in (before, value(om, "sso"), value(om, "nope")):
+        assert got.as_dict() == {"hasAccess": False}
     with pytest.raises(ResourceNotFoundError):
         value(om, "tokens", "nobody")
 
@@ -379,8 +380,7 @@ def test_list_get_and_delete_customer_entitlements(om):
     om.customer_entitlements_v2.delete("acme", "tokens")
     live_ones = om.customer_entitlements_v2.list("acme").items_property
     assert [e["featureKey"] for e in live_ones] == ["sso"]
-    with pytest.raises(ResourceNotFoundError):
-        value(om)
+    assert value(om).as_dict() == {"hasAccess": False}
     deleted = om.customer_entitlements_v2.list("acme", include_deleted=True).items_property
     assert {e["featureKey"]: "deletedAt" in e for e in deleted} == {"tokens": True, "sso": False}
     metered(om, issue_after_reset=7)  # the feature is free to be entitled again
