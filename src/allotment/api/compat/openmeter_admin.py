@@ -32,7 +32,7 @@ from allotment.customers import service as customers
 from allotment.entitlements import features, grants, listing
 from allotment.entitlements.engine import Kind
 from allotment.entitlements.models import CustomerEntitlement
-from allotment.errors import NotFound, ValidationFailed
+from allotment.errors import Conflict, NotFound, ValidationFailed
 from allotment.types import Instant, utcnow
 
 router = openmeter_router()
@@ -192,11 +192,11 @@ async def list_grants_v1(
     order: Order = "ASC",
     order_by: GrantOrderBy = "id",
 ) -> Json:
-    """Every customer's grants; voided ones too with `includeDeleted`."""
+    """Every customer's grants, voided ones too (with `voidedAt`), as OpenMeter lists them."""
     tenant_id, window = principal.tenant_id, _Window(page, page_size, offset, limit, paged=False)
     customer_ids = None if subject is None else await _owners(session, tenant_id, subject)
     return await _grants(
-        session, tenant_id, window, customer_ids, feature, include_deleted, order, order_by
+        session, tenant_id, window, customer_ids, feature, order, order_by
     )
 
 
@@ -214,11 +214,11 @@ async def list_grants_v2(
     order: Order = "ASC",
     order_by: GrantOrderBy = "id",
 ) -> Json:
-    """Every customer's grants (`customer` by id or key); voided ones too with `includeDeleted`."""
+    """Every customer's grants (`customer` by id or key), voided ones too (with `voidedAt`)."""
     tenant_id, window = principal.tenant_id, _Window(page, page_size, offset, limit, paged=True)
     customer_ids = None if customer is None else await _customers(session, tenant_id, customer)
     return await _grants(
-        session, tenant_id, window, customer_ids, feature, include_deleted, order, order_by
+        session, tenant_id, window, customer_ids, feature, order, order_by
     )
 
 
@@ -228,14 +228,16 @@ async def _grants(
     window: _Window,
     customer_ids: set[str] | None,
     feature_refs: list[str] | None,
-    include_deleted: bool,
     order: Order,
     order_by: str,
 ) -> Json:
+    """OpenMeter lists voided grants with the others (`includeDeleted` is about deleted ones,
+    which a grant here never is: it belongs to the customer and feature, not to an entitlement
+    that a delete could take it away with)."""
     at = utcnow()
     found = await listing.grants(
         session, tenant_id, customer_ids=customer_ids,
-        feature_ids=await _features(session, tenant_id, feature_refs), voided=include_deleted,
+        feature_ids=await _features(session, tenant_id, feature_refs), voided=True,
         order_by=_ORDER_BY[order_by], descending=order == "DESC", offset=window.offset,
         limit=window.size,
     )  # fmt: skip
@@ -248,15 +250,20 @@ async def void_grant(
     grant_id: str, principal: Admin, session: WriteSession, at: Instant | None = None
 ) -> Response:
     """Voids the grant now: from then on it holds nothing; what it paid for stays paid. A
-    grant already voided is a 409."""
+    grant already voided is a 400, as in OpenMeter."""
     now, asked = utcnow(), utc(at)
     if asked is not None and asked > now + _VOID_LEEWAY:
         raise ValidationFailed.on("at", "must not be in the future")
     if asked is not None and asked < now - _VOID_LEEWAY:
         raise ValidationFailed.on("at", "a past instant is not supported: a grant is voided when asked")
-    await grants.void(
-        session, principal.tenant_id, grant_id, reason=_VOID_REASON, at=now, actor=principal.key_id
-    )
+    try:
+        await grants.void(
+            session, principal.tenant_id, grant_id, reason=_VOID_REASON, at=now, actor=principal.key_id
+        )
+    except Conflict as err:
+        if err.code != "grant_voided":
+            raise
+        raise ValidationFailed.on("grantId", f"grant already voided: {err}") from None
     return Response(status_code=204)
 
 

@@ -152,12 +152,14 @@ async def list_grants(
     order: Literal["ASC", "DESC"] = "ASC",
     order_by: Annotated[Literal["id", "createdAt", "updatedAt"], Query(alias="orderBy")] = "id",
 ) -> Json:
-    """The customer's grants on the feature; voided ones too with `includeDeleted`."""
+    """The customer's grants on the feature, voided ones too (with `voidedAt`), as OpenMeter
+    lists them: `includeDeleted` is about deleted grants, and none is here (a grant belongs to
+    the customer and feature, not to an entitlement that a delete could take it away with)."""
     at, tenant_id = utcnow(), principal.tenant_id
     customer, row, feature_key = await resolve(
         session, tenant_id, customer_id_or_key, entitlement_id_or_feature_key, at
     )
-    records = await all_grants(session, tenant_id, customer.id, feature_key, include_deleted, at)
+    records = await all_grants(session, tenant_id, customer.id, feature_key, at)
     records.sort(key=ORDER_BY[order_by], reverse=order == "DESC")
     shown = records[(page - 1) * page_size : page * page_size]
     return Json(
@@ -171,13 +173,14 @@ async def list_grants(
 
 
 async def all_grants(
-    session: AsyncSession, tenant_id: str, customer: str, feature: str, include_voided: bool, at: datetime
+    session: AsyncSession, tenant_id: str, customer: str, feature: str, at: datetime
 ) -> list[GrantRecord]:
+    """The customer's grants on the feature, voided ones too."""
     out: list[GrantRecord] = []
     while True:
         chunk = await grants.list_(
             session, tenant_id, customer=customer, feature=feature, at=at,
-            include_voided=include_voided, after=out[-1].id if out else None, limit=_PAGE,
+            include_voided=True, after=out[-1].id if out else None, limit=_PAGE,
         )  # fmt: skip
         out += chunk
         if len(chunk) < _PAGE:
