@@ -585,6 +585,18 @@ def test_grants_are_listed_by_feature_key_or_entitlement_id(om):
     assert v2.grant_balances == {second.id: 3, first.id: 3}
 
 
+def test_a_customers_grants_are_paged_by_offset_and_limit_too(om):
+    """The v2 grant list takes `offset`/`limit` as well as `page`/`pageSize`, as its spec says."""
+    customer(om)
+    tokens_feature(om)
+    metered(om, is_soft_limit=True)
+    made = [grant(om, n).id for n in (1, 2, 3)]
+    by_offset = om.customer_entitlement_v2.get_grants("acme", "tokens", offset=1, limit=1)
+    assert ([g.id for g in by_offset.items_property], by_offset.total_count) == ([made[1]], 3)
+    by_page = om.customer_entitlement_v2.get_grants("acme", "tokens", page=2, page_size=2)
+    assert ([g.id for g in by_page.items_property], by_page.page) == ([made[2]], 2)
+
+
 def test_an_expired_grant_adds_nothing(om):
     customer(om)
     tokens_feature(om)

@@ -21,8 +21,11 @@ from fastapi import Query
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from allotment.api.compat.openmeter_http import (
-    Page,
-    PageSize,
+    Limit,
+    Offset,
+    OptionalPage,
+    OptionalPageSize,
+    Window,
     openmeter_fields,
     openmeter_router,
     utc,
@@ -147,13 +150,15 @@ async def list_grants(
     principal: Reader,
     session: ReadSession,
     include_deleted: Annotated[bool, Query(alias="includeDeleted")] = False,
-    page: Page = 1,
-    page_size: PageSize = 100,
+    page: OptionalPage = None,
+    page_size: OptionalPageSize = None,
+    offset: Offset = None,
+    limit: Limit = None,
     order: Literal["ASC", "DESC"] = "ASC",
     order_by: Annotated[Literal["id", "createdAt", "updatedAt"], Query(alias="orderBy")] = "id",
 ) -> Json:
-    """The customer's grants on the feature, voided ones too (with `voidedAt`), as OpenMeter
-    lists them: `includeDeleted` is about deleted grants, and none is here (a grant belongs to
+    """The customer's grants on the feature, paged by `page`/`pageSize` or `offset`/`limit`,
+    voided ones too (with `voidedAt`), as OpenMeter lists them: `includeDeleted` is about deleted grants, and none is here (a grant belongs to
     the customer and feature, not to an entitlement that a delete could take it away with)."""
     at, tenant_id = utcnow(), principal.tenant_id
     customer, row, feature_key = await resolve(
@@ -161,15 +166,9 @@ async def list_grants(
     )
     records = await all_grants(session, tenant_id, customer.id, feature_key, at)
     records.sort(key=ORDER_BY[order_by], reverse=order == "DESC")
-    shown = records[(page - 1) * page_size : page * page_size]
-    return Json(
-        {
-            "items": [grant_out(r, row.public_id, at) for r in shown],
-            "page": page,
-            "pageSize": page_size,
-            "totalCount": len(records),
-        }
-    )
+    window = Window(page, page_size, offset, limit, paged=True)
+    shown = records[window.offset : window.offset + window.size]
+    return window.answer([grant_out(r, row.public_id, at) for r in shown], len(records))
 
 
 async def all_grants(
