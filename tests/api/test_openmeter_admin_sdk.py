@@ -8,7 +8,7 @@ from typing import Any
 
 import openmeter
 import pytest
-from corehttp.exceptions import HttpResponseError, ResourceExistsError, ResourceNotFoundError
+from corehttp.exceptions import HttpResponseError, ResourceNotFoundError
 from openmeter.models import EntitlementBooleanCreateInputs, EntitlementGrantCreateInputV2
 from tests.api import test_openmeter_sdk as sdk
 from tests.api.test_openmeter_entitlements_sdk import (
@@ -141,8 +141,9 @@ def test_grants_are_listed_across_customers_on_their_entitlement(om):
     assert om.grants.list(page=1, page_size=1)["totalCount"] == 2
 
 
-def test_deleting_a_grant_voids_it(om):
-    """The grant stops adding to the balance; lists leave it out unless `includeDeleted`."""
+def test_deleting_a_grant_voids_it_and_lists_show_it_voided(om):
+    """The grant stops adding to the balance; lists still show it, with `voidedAt`, as
+    OpenMeter's do (a voided grant is not a deleted one)."""
     customer(om)
     tokens_feature(om)
     metered(om, issue_after_reset=10)
@@ -151,13 +152,28 @@ def test_deleting_a_grant_voids_it(om):
 
     assert om.grants.delete(topup.id) is None
     assert value(om).total_available_grant_amount == 10
-    assert om.grants_v2.list().total_count == 0
-    voided = om.grants_v2.list(include_deleted=True).items_property
-    assert [g.id for g in voided] == [topup.id] and voided[0].voided_at is not None
-    with pytest.raises(ResourceExistsError):
-        om.grants.delete(topup.id)
+    for listed in (
+        om.grants_v2.list().items_property,
+        om.customer_entitlement_v2.get_grants("acme", "tokens").items_property,
+    ):
+        assert [g.id for g in listed] == [topup.id] and listed[0].voided_at is not None
+    assert [g["id"] for g in om.grants.list()] == [topup.id]
     with pytest.raises(ResourceNotFoundError):
         om.grants.delete("grt_unknown")
+
+
+def test_voiding_a_grant_twice_is_a_400(om):
+    """As in OpenMeter ("grant already voided", a validation error); the first void stands."""
+    customer(om)
+    tokens_feature(om)
+    metered(om, issue_after_reset=10)
+    topup = grant(om, "acme", 5)
+    om.grants.delete(topup.id)
+    voided_at = om.grants_v2.list().items_property[0].voided_at
+    with pytest.raises(HttpResponseError) as err:
+        om.grants.delete(topup.id)
+    assert err.value.status_code == 400 and "already voided" in err.value.response.json()["detail"]
+    assert om.grants_v2.list().items_property[0].voided_at == voided_at
 
 
 def test_a_grant_cannot_be_voided_at_another_time(om):
@@ -172,7 +188,7 @@ def test_a_grant_cannot_be_voided_at_another_time(om):
         assert err.value.status_code == 400
         assert [e["field"] for e in err.value.response.json()["errors"]] == ["at"]
     om.grants.delete(topup.id, at=utcnow())
-    assert om.grants_v2.list().total_count == 0
+    assert om.grants_v2.list().items_property[0].voided_at is not None
 
 
 def test_a_read_key_lists_grants_but_cannot_void_them(live: Live, om):

@@ -302,18 +302,19 @@ def test_iso_interval_and_anchor_set_the_usage_period(om):
     assert start.weekday() == 0 and start.hour == 9
 
 
-def test_value_at_a_past_time_and_of_an_unknown_entitlement(om):
+def test_value_without_an_entitlement_then_is_no_access(om):
+    """As in OpenMeter, the v1 value of a feature the customer is not entitled to (at `time`, or
+    at all, or no such feature) is `hasAccess: false`, not a 404; an unknown customer is a 404."""
     customer(om)
     tokens_feature(om)
     plain_feature(om, "sso")
     metered(om, issue_after_reset=5)
     assert value(om).has_access is True
-    with pytest.raises(ResourceNotFoundError):
-        om.customer_entitlement.get_customer_entitlement_value(
-            "acme", "tokens", time=datetime(2020, 1, 1, tzinfo=UTC)
-        )
-    with pytest.raises(ResourceNotFoundError):
-        value(om, "sso")  # a feature the customer has no entitlement to
+    before = om.customer_entitlement.get_customer_entitlement_value(
+        "acme", "tokens", time=datetime(2020, 1, 1, tzinfo=UTC)
+    )
+    for got in (before, value(om, "sso"), value(om, "nope")):
+        assert got.as_dict() == {"hasAccess": False}
     with pytest.raises(ResourceNotFoundError):
         value(om, "tokens", "nobody")
 
@@ -379,8 +380,7 @@ def test_list_get_and_delete_customer_entitlements(om):
     om.customer_entitlements_v2.delete("acme", "tokens")
     live_ones = om.customer_entitlements_v2.list("acme").items_property
     assert [e["featureKey"] for e in live_ones] == ["sso"]
-    with pytest.raises(ResourceNotFoundError):
-        value(om)
+    assert value(om).as_dict() == {"hasAccess": False}
     deleted = om.customer_entitlements_v2.list("acme", include_deleted=True).items_property
     assert {e["featureKey"]: "deletedAt" in e for e in deleted} == {"tokens": True, "sso": False}
     metered(om, issue_after_reset=7)  # the feature is free to be entitled again
@@ -525,9 +525,13 @@ def test_a_grant_tops_up_an_exhausted_entitlement(om):
     assert value(om).has_access is False
 
 
-@pytest.mark.parametrize(("duration", "count"), [("MONTH", 1), ("HOUR", 5), ("YEAR", 2), ("WEEK", 1)])
+@pytest.mark.parametrize(
+    ("duration", "count"),
+    [("MONTH", 1), ("HOUR", 5), ("YEAR", 2), ("WEEK", 1), ("DAY", 7), ("HOUR", 48), ("MONTH", 12)],
+)
 def test_a_grant_reads_back_its_expiration(om, duration, count):
-    """`expiration` is answered as sent, on create and in the list, as OpenMeter answers it."""
+    """`expiration` is answered as sent (7 DAY stays 7 DAY), on create and in the list, as
+    OpenMeter answers it."""
     customer(om)
     tokens_feature(om)
     metered(om, is_soft_limit=True)
@@ -537,6 +541,23 @@ def test_a_grant_reads_back_its_expiration(om, duration, count):
     for read in (created, listed):
         assert (read.expiration.duration, read.expiration.count) == (duration, count)
     assert grant(om, 1).expiration is None
+
+
+def test_a_grant_made_natively_reads_its_expiry_in_the_largest_unit_that_gives_it(om, live):
+    """No `expiration` was sent: it is worked out from the expiry (7 days reads as 1 WEEK)."""
+    customer(om)
+    tokens_feature(om)
+    metered(om, is_soft_limit=True)
+    effective = datetime(2026, 1, 31, 12, tzinfo=UTC)
+    made = httpx.post(
+        f"{live.url}/v1/customers/acme/entitlements/tokens/grants",
+        headers={"Authorization": f"Bearer {live.keys['admin']}"},
+        json={"amount": 5, "effective_at": effective.isoformat(),
+              "expires_at": (effective + timedelta(days=7)).isoformat()},
+    )  # fmt: skip
+    assert made.status_code == 201, made.text
+    listed = om.customer_entitlement_v2.get_grants("acme", "tokens").items_property[0]
+    assert (listed.expiration.duration, listed.expiration.count) == ("WEEK", 1)
 
 
 def _month_after(at: datetime) -> datetime:
@@ -562,6 +583,18 @@ def test_grants_are_listed_by_feature_key_or_entitlement_id(om):
     use(om, 4)  # the higher priority (lower number) burns first
     v2 = om.customer_entitlement_v2.get_customer_entitlement_value("acme", "tokens")
     assert v2.grant_balances == {second.id: 3, first.id: 3}
+
+
+def test_a_customers_grants_are_paged_by_offset_and_limit_too(om):
+    """The v2 grant list takes `offset`/`limit` as well as `page`/`pageSize`, as its spec says."""
+    customer(om)
+    tokens_feature(om)
+    metered(om, is_soft_limit=True)
+    made = [grant(om, n).id for n in (1, 2, 3)]
+    by_offset = om.customer_entitlement_v2.get_grants("acme", "tokens", offset=1, limit=1)
+    assert ([g.id for g in by_offset.items_property], by_offset.total_count) == ([made[1]], 3)
+    by_page = om.customer_entitlement_v2.get_grants("acme", "tokens", page=2, page_size=2)
+    assert ([g.id for g in by_page.items_property], by_page.page) == ([made[2]], 2)
 
 
 def test_an_expired_grant_adds_nothing(om):

@@ -55,18 +55,47 @@ def _hour_of(at: datetime) -> datetime:
     return at.replace(minute=0, second=0, microsecond=0)
 
 
-def test_windowed_history_lists_each_hour_with_usage_and_the_balance_at_its_start(om):
-    """By default from the start of the current period (here, the entitlement's) to now."""
+def test_windowed_history_lists_each_hour_with_its_usage_and_the_balance_at_its_start(om):
+    """By default from the start of the current period (here, the entitlement's) to now: every
+    hour of it, those without usage too, as OpenMeter lists them."""
     now = utcnow()
     daily(om, now, since=5 * HOUR, anchor=6 * HOUR)
     om.events.ingest_event(prompt("acme", 10, at=now - 4 * HOUR))
     om.events.ingest_event(prompt("acme", 20, at=now - 2 * HOUR))
     got = history(om).windowed_history
     assert [(w.period.from_property, w.usage, w.balance_at_start) for w in got] == [
+        (_minute_of(now - 5 * HOUR), 0, 100),
         (_hour_of(now - 4 * HOUR), 10, 100),
+        (_hour_of(now - 3 * HOUR), 0, 90),
         (_hour_of(now - 2 * HOUR), 20, 90),
+        (_hour_of(now - HOUR), 0, 70),
+        (_hour_of(now), 0, 70),
     ]
-    assert got[0].period.to == _hour_of(now - 3 * HOUR)
+    assert [w.period.to for w in got[:-1]] == [w.period.from_property for w in got[1:]]
+
+
+def test_windowed_history_without_usage_has_a_window_of_zero_usage_per_hour(om):
+    """No usage in the range: one window per hour of it, each with usage 0 and the whole balance."""
+    now = utcnow()
+    daily(om, now, since=5 * HOUR, anchor=6 * HOUR)
+    start, end = _hour_of(now - 3 * HOUR), _hour_of(now - HOUR)
+    got = history(om, from_parameter=start, to=end).windowed_history
+    assert [(w.period.from_property, w.period.to, w.usage, w.balance_at_start) for w in got] == [
+        (start, start + HOUR, 0, 100),
+        (start + HOUR, end, 0, 100),
+    ]
+
+
+def test_windowed_history_windows_are_cut_to_the_range(om):
+    """A range that starts and ends inside hours: its first and last windows are the parts of
+    those hours within it, so the windows cover the range exactly."""
+    now = utcnow()
+    daily(om, now, since=5 * HOUR, anchor=6 * HOUR)
+    start, end = _hour_of(now - 3 * HOUR) + timedelta(minutes=20), _hour_of(now - HOUR) + timedelta(minutes=10)
+    got = history(om, from_parameter=start, to=end).windowed_history
+    assert [(w.period.from_property, w.period.to) for w in got] == [
+        (start, _hour_of(now - 2 * HOUR)), (_hour_of(now - 2 * HOUR), _hour_of(now - HOUR)), (_hour_of(now - HOUR), end),
+    ]  # fmt: skip
 
 
 def test_windowed_history_counts_only_the_features_group(om):

@@ -181,7 +181,7 @@ def test_a_v1_grant_keeps_nothing_across_a_reset_unless_asked(om, subj):
     assert tomorrow.balance == 30  # the day's 10, and the 20 rolled over
 
 
-def test_grants_are_listed_and_a_voided_one_only_on_request(om, subj):
+def test_grants_are_listed_a_voided_one_with_its_voided_at(om, subj):
     customer(om)
     tokens_feature(om)
     ent = metered(subj, issue_after_reset=1)
@@ -195,8 +195,7 @@ def test_grants_are_listed_and_a_voided_one_only_on_request(om, subj):
     assert listed[0].metadata == {"order": "A-1"} and listed[0].priority == 2
 
     om.grants.delete(first.id)
-    assert [g.id for g in subj.get_grants("acme", ent["id"])] == [second.id]
-    voided = {g.id: g.voided_at for g in subj.get_grants("acme", "tokens", include_deleted=True)}
+    voided = {g.id: g.voided_at for g in subj.get_grants("acme", ent["id"])}
     assert voided[first.id] is not None and voided[second.id] is None
     assert subj.get_entitlement_value("acme", "tokens").balance == 8
 

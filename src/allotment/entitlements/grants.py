@@ -46,6 +46,7 @@ async def create(
     priority: int = DEFAULT_PRIORITY,
     effective_at: datetime | None = None,
     expires_at: datetime | None = None,
+    expiration: dict[str, Any] | None = None,
     min_rollover: Decimal = ZERO,
     max_rollover: Decimal | None = None,
     recurrence: UsagePeriod | None = None,
@@ -59,6 +60,8 @@ async def create(
     feature the customer holds as another kind than metered is refused. Bad values are
     refused naming the field. A `recurrence` makes the grant start over with its whole amount
     at each of its steps (its anchor and zone say where they fall); what it held is forfeit.
+    `expiration` is kept as the client's own way of putting `expires_at` (a span such as
+    `{"duration": "DAY", "count": 7}`), to be answered back as it was given.
     """
     at = as_utc(at)
     effective = at if effective_at is None else _aware("effective_at", effective_at)
@@ -72,6 +75,7 @@ async def create(
     record = GrantRecord(
         id=new_id("grt"), tenant_id=tenant_id, customer_id=found.id, feature_id=feat.id,
         amount=amount, priority=priority, effective_at=effective, expires_at=expires,
+        expiration=None if expires is None or expiration is None else dict(expiration),
         voided_at=None, void_reason=None, min_rollover=min_rollover, max_rollover=max_rollover,
         metadata_=dict(metadata or {}), created_at=at,
         recurrence_interval=None if recurrence is None else recurrence.interval.value,

@@ -1,5 +1,7 @@
 """A metered entitlement's history: usage per window, and burn-down per segment.
 
+Windows are those of the asked size over the whole range, cut to it, those without usage too.
+
 Every instant is judged as the value at a past instant is (`state.judged`): the counter of the
 usage period holding it, less the usage its customer's events reported for later instants of
 that period. Holds (reservations) are left out: they are not usage. So a history counts the
@@ -31,7 +33,7 @@ from allotment.entitlements.state import EntitlementState, judged
 from allotment.errors import ValidationFailed
 from allotment.metering import query as meter_query
 from allotment.metering.models import Meter
-from allotment.metering.windows import WindowSize
+from allotment.metering.windows import TooManyWindows, WindowSize, aligned, clip
 from allotment.types import from_micros, to_micros
 
 MAX_SEGMENTS = 1000
@@ -42,7 +44,7 @@ _TICK = timedelta(microseconds=1)
 class Window:
     start: datetime
     end: datetime
-    usage: Decimal  # what the feature's meter reports for the customer in the window
+    usage: Decimal  # what the feature's meter reports for the customer in the window (maybe 0)
     at_start: EntitlementState
 
 
@@ -118,21 +120,33 @@ async def history(
 async def _metered(
     session: AsyncSession, row: CustomerEntitlement, *, start: datetime, end: datetime, size: WindowSize, tz: ZoneInfo
 ) -> list[tuple[datetime, datetime, Decimal]]:
-    """(start, end, usage) of each window with usage, from the feature's meter (its rollups),
-    for the customer's subjects and the feature's group filter, cut to [start, end)."""
+    """(start, end, usage) of every window of `size` in `tz` over [start, end), cut to it (so
+    the windows cover it exactly), those without usage too (usage 0), as OpenMeter lists them.
+    Usage is the feature's meter's (its rollups) for the customer's subjects and the feature's
+    group filter."""
+    start_us, end_us = to_micros(start), to_micros(end)
+    too_many = ValidationFailed.on(
+        "window_size", f"too many {size} windows in the range; at most {meter_query.MAX_WINDOWS} per query"
+    )
+    try:
+        labels = aligned(start_us, end_us, size, tz, limit=meter_query.MAX_WINDOWS)
+    except TooManyWindows:
+        raise too_many from None
+    if len(labels) > meter_query.MAX_WINDOWS:
+        raise too_many
+    used: dict[int, Decimal] = {}
     feature = await session.get(Feature, row.feature_id)
     meter = await session.get(Meter, feature.meter_id) if feature and feature.meter_id else None
-    if feature is None or meter is None or meter.deleted_at is not None:
-        return []
-    q = meter_query.MeterQuery(
-        start_us=to_micros(start), end_us=to_micros(end), window_size=size, tz=tz,
-        customers=[row.customer_id], dense=False,
-        filter_group_by={k: [str(v)] for k, v in (feature.meter_group_filter or {}).items()},
-    )  # fmt: skip
-    rows = await meter_query.query(session, row.tenant_id, meter, q)
+    if feature is not None and meter is not None and meter.deleted_at is None:
+        q = meter_query.MeterQuery(
+            start_us=start_us, end_us=end_us, window_size=size, tz=tz, customers=[row.customer_id], dense=False,
+            filter_group_by={k: [str(v)] for k, v in (feature.meter_group_filter or {}).items()},
+        )  # fmt: skip
+        for r in await meter_query.query(session, row.tenant_id, meter, q):
+            used[r.window_start_us] = used.get(r.window_start_us, ZERO) + (r.value or ZERO)
     return [
-        (max(from_micros(r.window_start_us), start), min(from_micros(r.window_end_us), end), r.value)
-        for r in rows if r.value
+        (from_micros(lo), from_micros(hi), used.get(label, ZERO))
+        for label, (lo, hi) in zip((lo for lo, _ in labels), clip(labels, start_us, end_us), strict=True)
     ]
 
 

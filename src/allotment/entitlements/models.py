@@ -392,6 +392,10 @@ class GrantRecord(Base):
     priority: Mapped[int] = mapped_column(Integer)
     effective_at: Mapped[datetime] = mapped_column(UTCDateTime())
     expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    # How the client put the expiry, when it gave it as a span from `effective_at`
+    # (`{"duration": "DAY", "count": 7}`, OpenMeter's `expiration`): answered back as given,
+    # since the expiry alone cannot tell 7 DAY from 1 WEEK. NULL: the expiry was given as is.
+    expiration: Mapped[dict[str, Any] | None] = mapped_column(JSON(none_as_null=True), nullable=True)
     voided_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
     void_reason: Mapped[str | None] = mapped_column(String(512), nullable=True)
     min_rollover: Mapped[Decimal] = mapped_column(Quantity())

@@ -19,9 +19,11 @@ from fastapi import Query, Response
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from allotment.api.compat.openmeter_http import (
-    MAX_PAGE,
+    Limit,
+    Offset,
     OptionalPage,
     OptionalPageSize,
+    Window,
     openmeter_router,
     utc,
 )
@@ -32,14 +34,12 @@ from allotment.customers import service as customers
 from allotment.entitlements import features, grants, listing
 from allotment.entitlements.engine import Kind
 from allotment.entitlements.models import CustomerEntitlement
-from allotment.errors import NotFound, ValidationFailed
+from allotment.errors import Conflict, NotFound, ValidationFailed
 from allotment.types import Instant, utcnow
 
 router = openmeter_router()
 
 Refs = Annotated[list[str] | None, Query()]
-Offset = Annotated[int | None, Query(ge=0, le=MAX_PAGE * 1000)]
-Limit = Annotated[int | None, Query(ge=1, le=1000)]
 Order = Literal["ASC", "DESC"]
 EntitlementType = Literal["metered", "boolean", "static"]
 Types = Annotated[list[EntitlementType] | None, Query(alias="entitlementType")]
@@ -52,27 +52,6 @@ _KINDS = {"metered": (Kind.METERED, Kind.SEATS), "boolean": (Kind.BOOLEAN,), "st
 _ORDER_BY: dict[str, Any] = {"id": "id", "createdAt": "created_at", "updatedAt": "updated_at"}
 _VOID_LEEWAY = timedelta(minutes=1)  # a client's clock a little off "now"
 _VOID_REASON = "voided through the OpenMeter API"
-
-
-class _Window:
-    """Which items to answer, and whether as a page object (`page` None: a bare array)."""
-
-    def __init__(
-        self, page: int | None, page_size: int | None, offset: int | None, limit: int | None,
-        *, paged: bool,
-    ) -> None:  # fmt: skip
-        self.page: int | None
-        if page is not None or page_size is not None:
-            number, self.size = page or 1, page_size or 100
-            self.page, self.offset = number, (number - 1) * self.size
-        else:
-            self.offset, self.size = offset or 0, limit or 100
-            self.page = self.offset // self.size + 1 if paged else None
-
-    def answer(self, items: list[dict[str, Any]], total: int) -> Json:
-        if self.page is None:
-            return Json(items)
-        return Json({"items": items, "page": self.page, "pageSize": self.size, "totalCount": total})
 
 
 # --- entitlements ------------------------------------------------------------------------------
@@ -94,7 +73,7 @@ async def list_entitlements_v1(
     order_by: EntitlementOrderBy = "createdAt",
 ) -> Json:
     """Every customer's entitlements, each held by a subject (OpenMeter's v1 shape)."""
-    tenant_id, window = principal.tenant_id, _Window(page, page_size, offset, limit, paged=False)
+    tenant_id, window = principal.tenant_id, Window(page, page_size, offset, limit, paged=False)
     customer_ids = None if subject is None else await _owners(session, tenant_id, subject)
     found = await _entitlements(
         session, tenant_id, window, customer_ids, feature, entitlement_type, exclude_inactive,
@@ -120,7 +99,7 @@ async def list_entitlements_v2(
     order_by: EntitlementOrderBy = "createdAt",
 ) -> Json:
     """Every customer's entitlements; `customerKeys` and `customerIds` together match either."""
-    tenant_id, window = principal.tenant_id, _Window(page, page_size, offset, limit, paged=True)
+    tenant_id, window = principal.tenant_id, Window(page, page_size, offset, limit, paged=True)
     named = None
     if customer_keys is not None or customer_ids is not None:
         named = await _customers(session, tenant_id, [*(customer_keys or ()), *(customer_ids or ())])
@@ -147,7 +126,7 @@ async def get_entitlement_v2(entitlement_id: str, principal: Reader, session: Re
 async def _entitlements(
     session: AsyncSession,
     tenant_id: str,
-    window: _Window,
+    window: Window,
     customer_ids: set[str] | None,
     feature_refs: list[str] | None,
     types: list[EntitlementType] | None,
@@ -192,11 +171,11 @@ async def list_grants_v1(
     order: Order = "ASC",
     order_by: GrantOrderBy = "id",
 ) -> Json:
-    """Every customer's grants; voided ones too with `includeDeleted`."""
-    tenant_id, window = principal.tenant_id, _Window(page, page_size, offset, limit, paged=False)
+    """Every customer's grants, voided ones too (with `voidedAt`), as OpenMeter lists them."""
+    tenant_id, window = principal.tenant_id, Window(page, page_size, offset, limit, paged=False)
     customer_ids = None if subject is None else await _owners(session, tenant_id, subject)
     return await _grants(
-        session, tenant_id, window, customer_ids, feature, include_deleted, order, order_by
+        session, tenant_id, window, customer_ids, feature, order, order_by
     )
 
 
@@ -214,28 +193,30 @@ async def list_grants_v2(
     order: Order = "ASC",
     order_by: GrantOrderBy = "id",
 ) -> Json:
-    """Every customer's grants (`customer` by id or key); voided ones too with `includeDeleted`."""
-    tenant_id, window = principal.tenant_id, _Window(page, page_size, offset, limit, paged=True)
+    """Every customer's grants (`customer` by id or key), voided ones too (with `voidedAt`)."""
+    tenant_id, window = principal.tenant_id, Window(page, page_size, offset, limit, paged=True)
     customer_ids = None if customer is None else await _customers(session, tenant_id, customer)
     return await _grants(
-        session, tenant_id, window, customer_ids, feature, include_deleted, order, order_by
+        session, tenant_id, window, customer_ids, feature, order, order_by
     )
 
 
 async def _grants(
     session: AsyncSession,
     tenant_id: str,
-    window: _Window,
+    window: Window,
     customer_ids: set[str] | None,
     feature_refs: list[str] | None,
-    include_deleted: bool,
     order: Order,
     order_by: str,
 ) -> Json:
+    """OpenMeter lists voided grants with the others (`includeDeleted` is about deleted ones,
+    which a grant here never is: it belongs to the customer and feature, not to an entitlement
+    that a delete could take it away with)."""
     at = utcnow()
     found = await listing.grants(
         session, tenant_id, customer_ids=customer_ids,
-        feature_ids=await _features(session, tenant_id, feature_refs), voided=include_deleted,
+        feature_ids=await _features(session, tenant_id, feature_refs), voided=True,
         order_by=_ORDER_BY[order_by], descending=order == "DESC", offset=window.offset,
         limit=window.size,
     )  # fmt: skip
@@ -248,15 +229,20 @@ async def void_grant(
     grant_id: str, principal: Admin, session: WriteSession, at: Instant | None = None
 ) -> Response:
     """Voids the grant now: from then on it holds nothing; what it paid for stays paid. A
-    grant already voided is a 409."""
+    grant already voided is a 400, as in OpenMeter."""
     now, asked = utcnow(), utc(at)
     if asked is not None and asked > now + _VOID_LEEWAY:
         raise ValidationFailed.on("at", "must not be in the future")
     if asked is not None and asked < now - _VOID_LEEWAY:
         raise ValidationFailed.on("at", "a past instant is not supported: a grant is voided when asked")
-    await grants.void(
-        session, principal.tenant_id, grant_id, reason=_VOID_REASON, at=now, actor=principal.key_id
-    )
+    try:
+        await grants.void(
+            session, principal.tenant_id, grant_id, reason=_VOID_REASON, at=now, actor=principal.key_id
+        )
+    except Conflict as err:
+        if err.code != "grant_voided":
+            raise
+        raise ValidationFailed.on("grantId", f"grant already voided: {err}") from None
     return Response(status_code=204)
 
 

@@ -383,7 +383,14 @@ async def entitlement_value(
     session: ReadSession,
     time: Time = None,
 ) -> Json:
-    return Json(value_out(await value_at(session, principal.tenant_id, customer_id_or_key, feature_key, time)))
+    """As in OpenMeter, a feature the customer is not entitled to (at `time`) is answered as no
+    access, not a 404: this is the call that checks access. An unknown customer is a 404."""
+    tenant_id = principal.tenant_id
+    customer = await customers.find(session, tenant_id, customer_id_or_key)
+    try:
+        return Json(value_out(await value_at(session, tenant_id, customer.id, feature_key, time)))
+    except NotFound:
+        return Json({"hasAccess": False})
 
 
 _FURTHEST = timedelta(days=366)

@@ -2,7 +2,8 @@
 
 A thin adapter over the native grants service; the differences are OpenMeter's defaults:
 - `expiration` `{duration, count}` becomes an expiry time counted from `effectiveAt`, in
-  calendar units (a month from Jan 31 is the last day of February); none: never expires.
+  calendar units (a month from Jan 31 is the last day of February); none: never expires. It
+  is kept too, and answered back as sent (7 DAY stays 7 DAY).
 - `maxRolloverAmount` defaults to the grant's amount (the v2 API's default; v1 used 0), so a
   grant left untouched keeps its whole remainder across a reset; `minRolloverAmount` to 0.
 - `effectiveAt` is taken as sent (OpenMeter rounds it up to the minute).
@@ -20,8 +21,11 @@ from fastapi import Query
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from allotment.api.compat.openmeter_http import (
-    Page,
-    PageSize,
+    Limit,
+    Offset,
+    OptionalPage,
+    OptionalPageSize,
+    Window,
     openmeter_fields,
     openmeter_router,
     utc,
@@ -106,6 +110,9 @@ async def issue(
             priority=body.priority,
             effective_at=effective,
             expires_at=expires_at(effective, body.expiration, field),
+            expiration=None if body.expiration is None else {
+                "duration": body.expiration.duration.upper(), "count": body.expiration.count,
+            },
             min_rollover=body.min_rollover_amount,
             max_rollover=body.amount
             if body.max_rollover_amount is None
@@ -143,37 +150,36 @@ async def list_grants(
     principal: Reader,
     session: ReadSession,
     include_deleted: Annotated[bool, Query(alias="includeDeleted")] = False,
-    page: Page = 1,
-    page_size: PageSize = 100,
+    page: OptionalPage = None,
+    page_size: OptionalPageSize = None,
+    offset: Offset = None,
+    limit: Limit = None,
     order: Literal["ASC", "DESC"] = "ASC",
     order_by: Annotated[Literal["id", "createdAt", "updatedAt"], Query(alias="orderBy")] = "id",
 ) -> Json:
-    """The customer's grants on the feature; voided ones too with `includeDeleted`."""
+    """The customer's grants on the feature, paged by `page`/`pageSize` or `offset`/`limit`,
+    voided ones too (with `voidedAt`), as OpenMeter lists them: `includeDeleted` is about deleted grants, and none is here (a grant belongs to
+    the customer and feature, not to an entitlement that a delete could take it away with)."""
     at, tenant_id = utcnow(), principal.tenant_id
     customer, row, feature_key = await resolve(
         session, tenant_id, customer_id_or_key, entitlement_id_or_feature_key, at
     )
-    records = await all_grants(session, tenant_id, customer.id, feature_key, include_deleted, at)
+    records = await all_grants(session, tenant_id, customer.id, feature_key, at)
     records.sort(key=ORDER_BY[order_by], reverse=order == "DESC")
-    shown = records[(page - 1) * page_size : page * page_size]
-    return Json(
-        {
-            "items": [grant_out(r, row.public_id, at) for r in shown],
-            "page": page,
-            "pageSize": page_size,
-            "totalCount": len(records),
-        }
-    )
+    window = Window(page, page_size, offset, limit, paged=True)
+    shown = records[window.offset : window.offset + window.size]
+    return window.answer([grant_out(r, row.public_id, at) for r in shown], len(records))
 
 
 async def all_grants(
-    session: AsyncSession, tenant_id: str, customer: str, feature: str, include_voided: bool, at: datetime
+    session: AsyncSession, tenant_id: str, customer: str, feature: str, at: datetime
 ) -> list[GrantRecord]:
+    """The customer's grants on the feature, voided ones too."""
     out: list[GrantRecord] = []
     while True:
         chunk = await grants.list_(
             session, tenant_id, customer=customer, feature=feature, at=at,
-            include_voided=include_voided, after=out[-1].id if out else None, limit=_PAGE,
+            include_voided=True, after=out[-1].id if out else None, limit=_PAGE,
         )  # fmt: skip
         out += chunk
         if len(chunk) < _PAGE:

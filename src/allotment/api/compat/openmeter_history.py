@@ -1,8 +1,9 @@
 """OpenMeter's entitlement history (`GET /api/v2/customers/{c}/entitlements/{e}/history`).
 
-`windowedHistory` lists each window in which the feature's meter reports usage for the
-customer (its rollups, filtered by the feature's group filter), cut to the range, with the
-entitlement's balance at its start. `burndownHistory` has one segment per stretch between
+`windowedHistory` lists every window of the asked size over the range, cut to it, with the
+usage the feature's meter reports for the customer in it (its rollups, filtered by the
+feature's group filter; 0 when none, as OpenMeter lists them) and the entitlement's balance at
+its start. `burndownHistory` has one segment per stretch between
 usage period resets and grant starts and ends (`entitlements/history.py`). Numbers are those
 the value at a past `time` reports; docs/openmeter-entitlements.md says what is left out.
 """

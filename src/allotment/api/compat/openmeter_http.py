@@ -41,6 +41,30 @@ Page = Annotated[int, Query(ge=1, le=MAX_PAGE)]
 PageSize = Annotated[int, Query(alias="pageSize", ge=1, le=1000)]
 OptionalPage = Annotated[int | None, Query(ge=1, le=MAX_PAGE)]
 OptionalPageSize = Annotated[int | None, Query(alias="pageSize", ge=1, le=1000)]
+# OpenMeter's older paging, still in its specs: a bare array on v1, the page object on v2.
+Offset = Annotated[int | None, Query(ge=0, le=MAX_PAGE * 1000)]
+Limit = Annotated[int | None, Query(ge=1, le=1000)]
+
+
+class Window:
+    """Which items to answer, and whether as a page object (`page` None: a bare array)."""
+
+    def __init__(
+        self, page: int | None, page_size: int | None, offset: int | None, limit: int | None,
+        *, paged: bool,
+    ) -> None:  # fmt: skip
+        self.page: int | None
+        if page is not None or page_size is not None:
+            number, self.size = page or 1, page_size or 100
+            self.page, self.offset = number, (number - 1) * self.size
+        else:
+            self.offset, self.size = offset or 0, limit or 100
+            self.page = self.offset // self.size + 1 if paged else None
+
+    def answer(self, items: list[dict[str, Any]], total: int) -> Json:
+        if self.page is None:
+            return Json(items)
+        return Json({"items": items, "page": self.page, "pageSize": self.size, "totalCount": total})
 
 
 def problem(

@@ -451,10 +451,12 @@ def expiry(effective: datetime, duration: str, count: int) -> datetime:
 
 
 def expiration_of(record: GrantRecord) -> dict[str, Any] | None:
-    """The `expiration` that gives the grant's expiry, in the largest unit that does exactly
-    (only the expiry is stored: 7 DAY sent reads back as 1 WEEK)."""
+    """The `expiration` the grant was made with, as sent; for one made with an expiry time
+    instead (natively), the one that gives it in the largest unit that does exactly."""
     if record.expires_at is None:
         return None
+    if record.expiration is not None:
+        return dict(record.expiration)
     span = record.expires_at - record.effective_at
     for duration, rough in _ROUGHLY.items():
         estimate = round(span / rough)

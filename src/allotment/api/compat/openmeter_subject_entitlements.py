@@ -211,14 +211,12 @@ async def list_grants(
     include_deleted: IncludeDeleted = False,
     order_by: GrantOrderBy = "id",
 ) -> Json:
-    """The owner's grants on the feature, as a bare array; voided ones too with `includeDeleted`."""
+    """The owner's grants on the feature, as a bare array, voided ones too (as the v2 route)."""
     at, tenant_id = utcnow(), principal.tenant_id
     _, owner = await customers.owner_of_subject(session, tenant_id, subject_key)
     customer, row, key = await resolve(
         session, tenant_id, owner.customer.id, entitlement_id_or_feature_key, at
     )
-    records = await openmeter_grants.all_grants(
-        session, tenant_id, customer.id, key, include_deleted, at
-    )
+    records = await openmeter_grants.all_grants(session, tenant_id, customer.id, key, at)
     records.sort(key=openmeter_grants.ORDER_BY[order_by])
     return Json([grant_out(r, row.public_id, at) for r in records])
