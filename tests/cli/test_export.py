@@ -119,5 +119,8 @@ async def test_bad_options_are_one_line_naming_the_option(allotment: Run, tenant
     unknown = allotment("export", "--tenant", "ten_missing")
     assert unknown.returncode == 1
     assert "ten_missing" in unknown.stderr and "Traceback" not in unknown.stderr
+    nowhere = allotment("export", "--output", "/nonexistent-folder/events.jsonl")
+    assert (nowhere.returncode, nowhere.stderr.strip()) == (
+        2, "error: --output: cannot write /nonexistent-folder/events.jsonl: No such file or directory")
     nobody = allotment("export", "--tenant", tenant.id, "--customer", "nobody")
     assert (nobody.returncode, nobody.stderr.strip()) == (1, "error: customer 'nobody' not found")

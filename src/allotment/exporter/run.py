@@ -49,8 +49,12 @@ def run_export(
 ) -> int:
     """Write the selected events; the count goes to stderr, so stdout carries only events."""
     with ExitStack() as stack:
-        out: IO[str] = sys.stdout if output is None else stack.enter_context(
-            output.open("w", encoding="utf-8", newline=""))
+        try:
+            out: IO[str] = sys.stdout if output is None else stack.enter_context(
+                output.open("w", encoding="utf-8", newline=""))
+        except OSError as exc:  # not the database's: said as the option's problem
+            say(f"error: --output: cannot write {output}: {exc.strerror or exc}")
+            return 2
         written = asyncio.run(_export(settings, out, tenant=tenant, fmt=fmt, selection=selection,
                                       progress=output is not None))
     say(f"exported {written} events{f' to {output}' if output else ''}")
