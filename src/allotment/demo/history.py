@@ -120,14 +120,16 @@ def _prompts(rng: random.Random, subjects: list[str], start: datetime, end: date
 
 
 async def _phone(api: Api, rng: random.Random, since: datetime, now: datetime) -> int:
-    """A subscriber with the 10 GB bundle, a 1 GB add-on that expires first (so burns first),
-    and most of this month's data used, reported late by the network."""
+    """A subscriber with the 10 GB bundle, a 1 GB add-on bought a third into the month that
+    expires first (so burns first), and most of this month's data used, reported late by the
+    network: what was used after the purchase burnt the add-on."""
     key, name, msisdn = PHONE
     await _customer(api, key, name, [msisdn])
     await api.post("/v1/subscriptions", {"customer": key, "plan": "bundle-10gb", "starts_at": since.isoformat()})
-    expires = (now + timedelta(days=7)).isoformat()
-    await api.post(f"/v1/customers/{key}/entitlements/data/grants", {"amount": 1024, "expires_at": expires})
     start = datetime.fromisoformat((await api.get(f"/v1/customers/{key}/entitlements/data"))["period_start"])
+    await api.post(f"/v1/customers/{key}/entitlements/data/grants", {
+        "amount": 1024, "effective_at": (start + (now - start) / 3).isoformat(),
+        "expires_at": (now + timedelta(days=7)).isoformat()})
     events = []
     for n in range(60):
         at = start + (now - start) * (n + rng.random()) / 60
