@@ -54,6 +54,9 @@ class _Cli(typer.Typer):
 app = _Cli(help="Allotment: usage metering and entitlement enforcement.", no_args_is_help=True)
 keys_app = typer.Typer(help="API keys of a tenant.", no_args_is_help=True)
 app.add_typer(keys_app, name="keys")
+tenants_app = typer.Typer(help="Tenants: vendors sharing one database, none seeing another's rows.",
+                          no_args_is_help=True)
+app.add_typer(tenants_app, name="tenants")
 
 
 def _settings() -> Settings:
@@ -257,18 +260,20 @@ def keys_list(tenant: Annotated[str | None, typer.Option(help="Tenant id.")] = N
     except NotFound as exc:
         err.print(f"error: {exc}", markup=False)
         raise typer.Exit(1) from None
-    header = ("id", "name", "scope", "hint", "created", "revoked")
-    rows = [
-        (key.id, key.name, key.scope, key.hint + "…", _when(key.created_at), _when(key.revoked_at))
-        for key in keys
-    ]
+    _print_table(
+        ("id", "name", "scope", "hint", "created", "revoked"),
+        [(key.id, key.name, key.scope, key.hint + "…", _when(key.created_at), _when(key.revoked_at)) for key in keys],
+    )
+
+
+def _print_table(header: tuple[str, ...], rows: list[tuple[str, ...]]) -> None:
     out = Console()
     if not out.is_terminal:  # piped: whole values, tab-separated, never cut to a width
         for row in (header, *rows):
             print("\t".join(row))
         return
     table = Table(*header)
-    table.columns[0].no_wrap = True  # the id is what `keys revoke` needs, so never elide it
+    table.columns[0].no_wrap = True  # the id is what other commands take, so never elide it
     for row in rows:
         table.add_row(*row)
     out.print(table)
@@ -294,6 +299,47 @@ def keys_revoke(key_id: str, tenant: Annotated[str | None, typer.Option(help="Te
         err.print(f"error: {exc}")
         raise typer.Exit(1) from None
     err.print(f"revoked {key_id}")
+
+
+@tenants_app.command("create")
+def tenants_create(name: Annotated[str, typer.Argument(help="The vendor's name.")]) -> None:
+    """Create a tenant and its first admin key; only the key's secret is printed on stdout."""
+    from allotment.db import Database
+    from allotment.migrate import upgrade
+    from allotment.tenancy import service as tenancy
+    from allotment.types import utcnow
+
+    settings = _settings()
+    upgrade(settings.database_url)
+
+    async def run() -> tuple[str, str]:
+        db = Database(settings)
+        try:
+            # On an empty database this is the first tenant: the default of `--tenant`-less commands.
+            async with db.transaction() as session:
+                tenant = await tenancy.create_tenant(session, name, at=utcnow())
+                _, secret = await tenancy.create_key(session, tenant.id, scope="admin", name="first admin key",
+                                                     at=tenant.created_at)
+                return tenant.id, secret
+        finally:
+            await db.dispose()
+
+    try:
+        tenant_id, secret = asyncio.run(run())
+    except AllotmentError as exc:
+        err.print(f"error: {exc}", markup=False)
+        raise typer.Exit(2) from None
+    err.print(f"tenant {tenant_id} created; its first admin key is shown only this once:", markup=False)
+    print(secret)
+
+
+@tenants_app.command("list")
+def tenants_list() -> None:
+    """List tenants with the ids `--tenant` takes."""
+    from allotment.tenancy import service as tenancy
+
+    tenants = asyncio.run(_with_session(tenancy.list_tenants))
+    _print_table(("id", "name", "created"), [(t.id, t.name, _when(t.created_at)) for t in tenants])
 
 
 @app.command("import")

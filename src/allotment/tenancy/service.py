@@ -39,6 +39,9 @@ def hash_secret(secret: str) -> str:
 
 
 async def create_tenant(session: AsyncSession, name: str, *, at: datetime) -> Tenant:
+    name = name.strip()
+    if not name or len(name) > 200:
+        raise ValidationFailed.on("name", "must have 1 to 200 characters")
     tenant = Tenant(id=new_id("ten"), name=name, created_at=at)
     session.add(tenant)
     await session.flush()
@@ -48,6 +51,11 @@ async def create_tenant(session: AsyncSession, name: str, *, at: datetime) -> Te
 async def first_tenant(session: AsyncSession) -> Tenant | None:
     found: Tenant | None = await session.scalar(select(Tenant).order_by(Tenant.id).limit(1))
     return found
+
+
+async def list_tenants(session: AsyncSession) -> list[Tenant]:
+    """Every tenant, oldest first (ids sort by creation)."""
+    return list(await session.scalars(select(Tenant).order_by(Tenant.id)))
 
 
 async def count_tenants(session: AsyncSession) -> int:
