@@ -64,3 +64,23 @@ async def test_latest_of_events_at_one_time_for_several_subjects_is_the_same_bef
     async with db.transaction() as session:
         await fold_pending(session)
     assert await answers() == [9, 9]
+
+
+async def test_a_customer_without_subjects_gets_a_zero_for_each_window(tokens):
+    """A new customer (no subjects yet) is answered like one without usage: a 0 per window."""
+    made = await tokens.client.post("/v1/customers", json={"key": "newco", "name": "NewCo"})
+    assert made.status_code == 201, made.text
+    resp = await tokens.client.get("/v1/meters/tokens/query", params={
+        "from": "2026-03-01T00:00:00Z", "to": "2026-03-03T00:00:00Z", "window_size": "DAY", "customer": "newco"})
+    assert resp.status_code == 200, resp.text
+    assert [(r["window_start"], r["value"], r["customer"]) for r in resp.json()["data"]] == [
+        ("2026-03-01T00:00:00Z", 0, "newco"), ("2026-03-02T00:00:00Z", 0, "newco")]
+
+
+async def test_a_subject_outside_the_customers_asked_for_gets_a_zero_not_no_rows(tokens):
+    """Subject and customer filters that leave no subject answer the one window with 0."""
+    await tokens.client.post("/v1/customers", json={"key": "acme", "name": "Acme", "subject_keys": ["acme-1"]})
+    resp = await tokens.client.get("/v1/meters/tokens/query", params={
+        **WEEK, "customer": "acme", "subject": "someone-else"})
+    assert resp.status_code == 200, resp.text
+    assert [r["value"] for r in resp.json()["data"]] == [0]

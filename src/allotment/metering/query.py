@@ -85,8 +85,6 @@ async def query(session: AsyncSession, tenant_id: str, meter: Meter, q: MeterQue
             if name not in SPECIAL_GROUPS and name not in compiled.group_names:
                 raise ValidationFailed.on(field_name, f"'{name}' is not a group of meter '{meter.key}'")
     subjects = await _subject_filter(session, tenant_id, q)
-    if subjects == []:
-        return []
     start_us = q.start_us if q.start_us is not None else await _first_event_us(session, tenant_id, meter.event_type)
     if start_us is None:
         return []
@@ -99,6 +97,8 @@ async def query(session: AsyncSession, tenant_id: str, meter: Meter, q: MeterQue
         raise too_many from None
     if len(labels) > MAX_WINDOWS:
         raise too_many
+    if subjects == []:  # the filters leave no subject (a customer without any yet): every window is empty
+        return _dense_rows(labels, [], aggregation) if q.dense and not q.group_by else []
     # Rows name whole windows; only the part of each within the range is counted.
     spans = clip(labels, start_us, q.end_us)
     by_width: dict[int, list[tuple[Segment, int]]] = defaultdict(list)
