@@ -55,3 +55,10 @@ async def test_an_event_every_meter_of_its_type_filters_out_says_so(tenant):
     assert (items["paid"]["status"], items["paid"]["problems"]) == ("counted", [])
     assert items["free"]["status"] == "unattributed"
     assert items["free"]["problems"] == ["the filters of meter 'paid' leave it out"]
+
+
+async def test_an_event_list_from_after_to_is_a_422_naming_from(tenant):
+    """Swapped bounds are said as such (as a meter query says them), not answered with no events."""
+    resp = await tenant.client.get("/v1/events", params={"from": "2026-11-02T00:00:00Z", "to": "2026-11-01T00:00:00Z"})
+    assert resp.status_code == 422, resp.text
+    assert [e["field"] for e in resp.json()["errors"]] == ["from"], resp.text

@@ -25,7 +25,7 @@ from allotment.api.errors import problem
 from allotment.api.pages import Page
 from allotment.api.responses import Json
 from allotment.entitlements import metered_usage
-from allotment.errors import FieldError
+from allotment.errors import FieldError, ValidationFailed
 from allotment.metering import events as event_log
 from allotment.metering import ingest as ingest_service
 from allotment.metering import meters
@@ -146,12 +146,16 @@ async def list_events(
         description="counted or unattributed (applied as the log is read: a page may hold fewer than `limit`"
         " events, even none, while `next_cursor` goes on); duplicate: events that arrived more than once")] = None,
 ) -> Response:
+    start_us = to_micros(as_utc(from_)) if from_ else None
+    end_us = to_micros(as_utc(to)) if to else None
+    if start_us is not None and end_us is not None and start_us >= end_us:
+        raise ValidationFailed.on("from", "must be before 'to'")
     flt = event_log.EventFilter(
         subjects=subject,
         customers=customer,
         type=type,
-        start_us=to_micros(as_utc(from_)) if from_ else None,
-        end_us=to_micros(as_utc(to)) if to else None,
+        start_us=start_us,
+        end_us=end_us,
         status=status,
         before_seq=decode_seq_cursor(cursor, of=_LIST),
     )
