@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import errno
 import os
 import shutil
+import socket
 import sys
 import tempfile
 from datetime import datetime
@@ -93,7 +95,7 @@ def migrate() -> None:
 def serve(
     host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="TCP port.")] = 8000,
-    workers: Annotated[int, typer.Option(help="Worker processes.")] = 1,
+    workers: Annotated[int, typer.Option(min=1, help="Worker processes.")] = 1,
     no_migrate: Annotated[bool, typer.Option("--no-migrate", help="Do not migrate on start.")] = False,
 ) -> None:
     """Migrate, create the default tenant on first start, and serve the API."""
@@ -103,6 +105,7 @@ def serve(
     from allotment.migrate import upgrade
 
     settings = _settings()
+    _require_free_port(host, port)
     if not no_migrate:
         upgrade(settings.database_url)
 
@@ -128,6 +131,24 @@ def serve(
     finally:
         if made is not None:
             shutil.rmtree(made, ignore_errors=True)
+
+
+def _require_free_port(host: str, port: int) -> None:
+    """Workers bind their port with SO_REUSEPORT, which would as gladly share it with another
+    running server (the kernel spreading requests over both, each on its own database): so the
+    port is first bound alone, which fails while anything listens on it."""
+    probe = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # connections closing still may linger
+        probe.bind((host, port))
+    except OSError as exc:
+        where = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+        reason = "is in use (another server listens on it; choose another with --port)" \
+            if exc.errno == errno.EADDRINUSE else f"cannot be listened on: {exc.strerror or exc}"
+        err.print(f"error: {where} {reason}", markup=False)
+        raise typer.Exit(1) from None
+    finally:
+        probe.close()
 
 
 @app.command()

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
+import subprocess
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import httpx
 import pytest
+from tests.cli.conftest import ALLOTMENT, cli_env
 from tests.servers import Server
 
 
@@ -145,3 +148,32 @@ def test_the_workers_metrics_folder_is_removed_when_the_server_stops(
     finally:
         running.stop()
     assert list(scratch.iterdir()) == []
+
+
+@pytest.mark.parametrize("shared", [True, False], ids=["another-allotment", "another-program"])
+def test_a_port_already_listened_on_is_refused_naming_the_port(tmp_path: Path, shared: bool) -> None:
+    """`serve` on a port something listens on exits 1 naming the port: it neither joins another
+    server's socket (the kernel would spread requests over both) nor blames the database."""
+    holder = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    if shared:  # as the workers of a running `allotment serve` hold their port
+        holder.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    holder.bind(("127.0.0.1", 0))
+    holder.listen()
+    port = holder.getsockname()[1]
+    try:
+        done = subprocess.run(
+            [ALLOTMENT, "serve", "--port", str(port)], env=cli_env(f"sqlite:///{tmp_path}/serve.db"),
+            capture_output=True, text=True, timeout=60, check=False,
+        )
+    finally:
+        holder.close()
+    assert done.returncode == 1, done.stderr
+    assert f"127.0.0.1:{port}" in done.stderr and "in use" in done.stderr, done.stderr
+    assert "database" not in done.stderr, done.stderr
+
+
+def test_zero_workers_is_refused() -> None:
+    """`--workers 0` is a usage error naming the option, not a server of one worker."""
+    done = subprocess.run([ALLOTMENT, "serve", "--workers", "0"], capture_output=True, text=True, timeout=60,
+                          check=False)
+    assert done.returncode == 2 and "--workers" in done.stderr, done.stderr
