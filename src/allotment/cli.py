@@ -112,6 +112,8 @@ def serve(
     async def boot() -> str | None:
         db = Database(settings)
         try:
+            if no_migrate:
+                await _require_migrated(db)
             return (await ensure_default_tenant(db))[1]
         finally:
             await db.dispose()

@@ -81,3 +81,10 @@ def test_no_tenant_yet_names_a_command_that_makes_one(allotment: Run) -> None:
     assert "allotment keys create" in done.stderr
     assert allotment("keys", "create").returncode == 0
     assert allotment("keys", "list").returncode == 0
+
+
+def test_serve_without_migrating_a_database_not_migrated_says_to_migrate(tmp_path: Path) -> None:
+    """`serve --no-migrate` on a database without the schema tells to run `allotment migrate`."""
+    done = run(f"sqlite:///{tmp_path / 'empty.db'}", "serve", "--no-migrate", "--port", "0")
+    assert done.returncode == 1
+    assert "allotment migrate" in done.stderr and "Traceback" not in done.stderr, done.stderr
