@@ -84,3 +84,12 @@ async def test_a_subject_outside_the_customers_asked_for_gets_a_zero_not_no_rows
         **WEEK, "customer": "acme", "subject": "someone-else"})
     assert resp.status_code == 200, resp.text
     assert [r["value"] for r in resp.json()["data"]] == [0]
+
+
+async def test_a_small_value_in_csv_is_written_in_plain_decimals(tokens):
+    """A millionth is `0.000001` in CSV, as billing sheets read it, not `1e-06`."""
+    await tokens.client.post("/v1/events", json=[event(tokens="0.000001", model="b", time="2026-03-03T10:00:00Z")])
+    resp = await tokens.client.get("/v1/meters/tokens/query", params={
+        "from": "2026-03-03T00:00:00Z", "to": "2026-03-04T00:00:00Z", "format": "csv"})
+    assert resp.status_code == 200, resp.text
+    assert [row["value"] for row in csv.DictReader(io.StringIO(resp.text))] == ["0.000001"]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import io
+from decimal import Decimal
 from typing import Annotated, Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -188,9 +189,19 @@ def as_csv(result: dict[str, Any], *, customer_column: str = "customer", groups:
     for row in result["data"]:
         writer.writerow(
             [row["window_start"], row["window_end"], row["subject"] or "", row["customer"] or "",
-             *[row["group_by"].get(g) or "" for g in groups], "" if row["value"] is None else row["value"]]
+             *[row["group_by"].get(g) or "" for g in groups], _csv_number(row["value"])]
         )
     return Response(out.getvalue(), media_type="text/csv")
+
+
+def _csv_number(value: float | Decimal | None) -> str:
+    """Plain decimals, as spreadsheets and billing imports read them: a double's shortest
+    text may be in exponent form (`1e-06`), which names the same number but not as a sheet shows it."""
+    if value is None:
+        return ""
+    if isinstance(value, int):
+        return str(value)
+    return format(Decimal(repr(value)) if isinstance(value, float) else value, "f")
 
 
 @router.get("/{meter_key}/query", response_model=QueryResult, responses={200: {"content": {"text/csv": {}}}})
