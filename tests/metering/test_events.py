@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
+import sqlalchemy
 from tests.helpers import event, meter
 
 
@@ -62,3 +64,33 @@ async def test_an_event_list_from_after_to_is_a_422_naming_from(tenant):
     resp = await tenant.client.get("/v1/events", params={"from": "2026-11-02T00:00:00Z", "to": "2026-11-01T00:00:00Z"})
     assert resp.status_code == 422, resp.text
     assert [e["field"] for e in resp.json()["errors"]] == ["from"], resp.text
+
+
+@pytest.mark.backends("sqlite")
+async def test_the_event_list_reads_a_page_without_sorting_the_log_or_scanning_repeats(tenant, db):
+    """Each statement of a status-filtered page is answered from an index walk, not a sort of
+    every stored event or a scan of every repeat (seconds on a log of millions)."""
+    await tenant.client.post("/v1/meters", json=meter())
+    batch = [event(f"s{i}", id=f"e{i}", tokens=1) for i in range(20)]
+    await tenant.client.post("/v1/events", json=batch)
+    await tenant.client.post("/v1/events", json=batch)  # every one a repeat
+    statements: list[tuple[str, Any]] = []
+
+    def seen(conn: Any, cursor: Any, sql: str, params: Any, context: Any, many: bool) -> None:
+        if sql.lstrip().upper().startswith("SELECT") and ("FROM events" in sql or "FROM event_repeats" in sql):
+            statements.append((sql, params))
+
+    sync_engine = db.read_engine.sync_engine
+    sqlalchemy.event.listen(sync_engine, "before_cursor_execute", seen)
+    try:
+        resp = await tenant.client.get("/v1/events", params={"status": "counted", "limit": 5})
+    finally:
+        sqlalchemy.event.remove(sync_engine, "before_cursor_execute", seen)
+    assert resp.status_code == 200, resp.text
+    assert any("FROM events" in sql for sql, _ in statements), statements
+    assert any("FROM event_repeats" in sql for sql, _ in statements), statements
+    async with db.read_engine.connect() as conn:
+        for sql, params in statements:
+            plan = " | ".join(str(row[-1]) for row in await conn.exec_driver_sql("EXPLAIN QUERY PLAN " + sql, params))
+            assert "TEMP B-TREE FOR ORDER BY" not in plan and "SCAN event_repeats" not in plan, plan
+            assert "LIST SUBQUERY" not in plan, plan

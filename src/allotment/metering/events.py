@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import BigInteger, Select, exists, func, literal_column, select, tuple_
+from sqlalchemy import BigInteger, Select, exists, func, literal_column, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from allotment import codec
@@ -13,6 +13,7 @@ from allotment.customers import service as customers
 from allotment.metering.aggregation import DataError
 from allotment.metering.meters import compiled_by_type
 from allotment.metering.models import EVENT_MINUTE, Event, EventRepeat, RejectedEvent, event_minute
+from allotment.metering.queries import events_of_tenant
 
 
 @dataclass
@@ -60,7 +61,7 @@ async def list_events_page(
     """`list_events`, and where its next page starts. A status filter is applied after
     attribution, scanning at most 20 pages of the log: when those hold fewer matches than
     `limit`, the page is short and the next one starts after the last event scanned."""
-    stmt = await _selected(session, tenant_id, flt)
+    stmt = await _selected(session, tenant_id, flt, newest_first=True)
     attributed = flt.status in ("counted", "unattributed")  # known only after attribution
     if flt.status == "duplicate":
         stmt = stmt.where(exists().where(
@@ -93,12 +94,15 @@ async def list_events_page(
     return EventPage(out, None if scanned_all else before)
 
 
-async def _selected(session: AsyncSession, tenant_id: str, flt: EventFilter) -> Select[Event]:
+async def _selected(
+    session: AsyncSession, tenant_id: str, flt: EventFilter, *, newest_first: bool = False
+) -> Select[Event]:
     """The tenant's stored events that the filter's subjects, customers, type and times select."""
     subjects = set(flt.subjects or ())
     if flt.customers is not None:
         subjects |= set(await customers.subjects_of(session, tenant_id, flt.customers))
-    stmt = select(Event).where(Event.tenant_id == tenant_id)
+    by_index = flt.type is not None or flt.start_us is not None or flt.end_us is not None
+    stmt = select(Event).where(events_of_tenant(session, tenant_id, newest_first=newest_first and not by_index))
     if flt.subjects is not None or flt.customers is not None:
         stmt = stmt.where(Event.subject.in_(sorted(subjects)))
     if flt.type:
@@ -128,9 +132,13 @@ async def log_page(
 async def _repeats_of(
     session: AsyncSession, tenant_id: str, page: list[Event]
 ) -> dict[tuple[str, str], EventRepeat]:
+    # One IN per key column, not a row-value IN: SQLite looks row values up by scanning the
+    # tenant's whole repeat table, but each key of an IN on every column through the index. The
+    # few rows of other pairs it may also find are never asked for.
     rows = await session.scalars(select(EventRepeat).where(
         EventRepeat.tenant_id == tenant_id,
-        tuple_(EventRepeat.source, EventRepeat.event_id).in_(sorted({(e.source, e.event_id) for e in page})),
+        EventRepeat.source.in_(sorted({e.source for e in page})),
+        EventRepeat.event_id.in_(sorted({e.event_id for e in page})),
     ))
     return {(r.source, r.event_id): r for r in rows}
 
