@@ -223,3 +223,18 @@ def test_csv_column_that_is_no_event_attribute_is_refused_naming_it(tmp_path: Pa
     )
     assert done.returncode == 2
     assert done.stderr.startswith("error:") and "'tokens'" in done.stderr and "'data.tokens'" in done.stderr
+
+
+async def test_a_csv_record_run_over_several_lines_names_them_all(
+    allotment: Run, tenant: Tenant, tmp_path: Path
+) -> None:
+    """A quote left open joins the next line to its record: the rejection names both lines, so
+    the line it swallowed is not missed."""
+    await tenant.client.post("/v1/meters", json=meter())
+    path = tmp_path / "usage.csv"
+    path.write_text('id,source,type,subject,data\na,s,prompt,u,"{""tokens"": 1}"\nb,s,prompt,u,"{""tokens"": 2\n'
+                    'c,s,prompt,u,"{""tokens"": 4}"\n')
+    done = allotment("import", str(path), "--tenant", tenant.id)
+    assert done.returncode == 1, done.stderr
+    assert counts(done.stdout) == (1, 0, 1)
+    assert "line 3: data: is not valid JSON" in done.stdout and "lines 3-4" in done.stdout, done.stdout

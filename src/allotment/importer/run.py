@@ -100,7 +100,14 @@ async def _commit(db: Database, tenant_id: str, batch: list[Item], tally: Tally)
     tally.accepted += result.accepted
     tally.duplicates += result.duplicates
     for problem in result.problems:
-        tally.reject(batch[problem.index].line, problem.field, problem.reason)
+        item = batch[problem.index]
+        tally.reject(item.line, problem.field, _spanning(item, problem.reason))
+
+
+def _spanning(item: Item, reason: str) -> str:
+    """A CSV record may run over several lines (a quoted field holding line ends, or a quote
+    left open joining the lines after it to its record): the lines are named, so none is missed."""
+    return reason if item.last == item.line else f"{reason} (the record runs over lines {item.line}-{item.last})"
 
 
 def _batches(items: Iterator[Item], size: int) -> Iterator[list[Item]]:
