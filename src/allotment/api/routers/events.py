@@ -144,7 +144,8 @@ async def list_events(
     to: AwareInstant | None = None,
     status: Annotated[Literal["counted", "unattributed", "duplicate"] | None, Query(
         description="counted or unattributed (applied as the log is read: a page may hold fewer than `limit`"
-        " events, even none, while `next_cursor` goes on); duplicate: events that arrived more than once")] = None,
+        " events, even none, while `next_cursor` goes on); duplicate: events that arrived more than once."
+        " Rejected events were never stored as events: `GET /v1/events/rejected` lists them")] = None,
 ) -> Response:
     start_us = to_micros(as_utc(from_)) if from_ else None
     end_us = to_micros(as_utc(to)) if to else None
