@@ -11,7 +11,7 @@ import sys
 import tempfile
 from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn, TypeVar
 
 import asyncpg  # type: ignore[import-untyped]
 import typer
@@ -221,11 +221,21 @@ async def _require_migrated(db: Database) -> None:
         raise typer.Exit(1)
 
 
+def _option_error(option: str, exc: Exception) -> NoReturn:
+    """An option naming something that is not there: a usage error, like a malformed option."""
+    err.print(f"error: {option}: {exc}", markup=False)
+    raise typer.Exit(2)
+
+
 async def _tenant_id(session: AsyncSession, tenant: str | None) -> str:
+    from allotment.errors import NotFound
     from allotment.tenancy import service as tenancy
 
     if tenant:
-        return (await tenancy.get_tenant(session, tenant)).id
+        try:
+            return (await tenancy.get_tenant(session, tenant)).id
+        except NotFound as exc:
+            _option_error("--tenant", exc)
     first = await tenancy.first_tenant(session)
     if first is None:
         err.print("no tenant yet: `allotment keys create` (or the first `allotment serve`) makes one", markup=False)
@@ -426,8 +436,7 @@ def export(
     try:
         raise typer.Exit(run_export(settings, output, tenant=tenant, fmt=fmt, selection=selection))
     except NotFound as exc:
-        err.print(f"error: {exc}", markup=False)
-        raise typer.Exit(1) from None
+        _option_error(f"--{exc.kind}", exc)
 
 
 @app.command()

@@ -67,11 +67,16 @@ def test_setting_that_is_not_a_number_is_refused_by_name(tmp_path: Path) -> None
     assert "Traceback" not in done.stderr
 
 
-def test_listing_keys_of_an_unknown_tenant_is_one_line(allotment: Run) -> None:
-    """`keys list --tenant` naming no tenant says so in one line, exit 1."""
-    done = allotment("keys", "list", "--tenant", "ten_nope")
-    assert done.returncode == 1
-    assert done.stderr.startswith("error: tenant 'ten_nope' not found") and "Traceback" not in done.stderr
+@pytest.mark.parametrize("command", [
+    ["keys", "list"], ["keys", "create"], ["keys", "revoke", "key_x"], ["export"], ["import", "{file}"],
+])
+def test_an_unknown_tenant_is_a_usage_error_naming_the_option(allotment: Run, tmp_path: Path,
+                                                              command: list[str]) -> None:
+    """Every command taking `--tenant` refuses one naming no tenant in one line, exit 2."""
+    (tmp_path / "events.jsonl").write_text("")
+    args = [arg.replace("{file}", str(tmp_path / "events.jsonl")) for arg in command]
+    done = allotment(*args, "--tenant", "ten_nope")
+    assert (done.returncode, done.stderr.strip()) == (2, "error: --tenant: tenant 'ten_nope' not found")
 
 
 def test_no_tenant_yet_names_a_command_that_makes_one(allotment: Run) -> None:

@@ -108,19 +108,22 @@ async def test_filters_select_by_time_type_subject_and_customer(allotment: Run, 
     assert ids("--customer", "acme") == ["e1", "e2"]
 
 
-async def test_bad_options_are_one_line_naming_the_option(allotment: Run, tenant: Tenant) -> None:
+async def test_bad_options_are_one_line_naming_the_option(allotment: Run, tenant: Tenant, tmp_path: Path) -> None:
     """A time without an offset, an unknown format, tenant or customer: exit status non-zero,
-    one line saying why."""
+    one line saying why, and a file named by --output left as it was."""
+    kept = tmp_path / "kept.jsonl"
+    kept.write_text("an earlier export\n")
     no_offset = allotment("export", "--from", "2026-03-01T00:00:00")
     assert no_offset.returncode == 2
     assert no_offset.stderr.startswith("error: --from: '2026-03-01T00:00:00' is not an RFC 3339 time")
     fmt = allotment("export", "--format", "xml")
     assert (fmt.returncode, fmt.stderr.strip()) == (2, "error: --format: must be one of jsonl, csv, not 'xml'")
-    unknown = allotment("export", "--tenant", "ten_missing")
-    assert unknown.returncode == 1
-    assert "ten_missing" in unknown.stderr and "Traceback" not in unknown.stderr
+    unknown = allotment("export", "--tenant", "ten_missing", "--output", str(kept))
+    assert (unknown.returncode, unknown.stderr.strip()) == (2, "error: --tenant: tenant 'ten_missing' not found")
+    assert kept.read_text() == "an earlier export\n"  # refused before the file was opened
     nowhere = allotment("export", "--output", "/nonexistent-folder/events.jsonl")
     assert (nowhere.returncode, nowhere.stderr.strip()) == (
         2, "error: --output: cannot write /nonexistent-folder/events.jsonl: No such file or directory")
-    nobody = allotment("export", "--tenant", tenant.id, "--customer", "nobody")
-    assert (nobody.returncode, nobody.stderr.strip()) == (1, "error: customer 'nobody' not found")
+    nobody = allotment("export", "--tenant", tenant.id, "--customer", "nobody", "--output", str(kept))
+    assert (nobody.returncode, nobody.stderr.strip()) == (2, "error: --customer: customer 'nobody' not found")
+    assert kept.read_text() == "an earlier export\n"

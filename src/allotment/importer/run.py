@@ -16,7 +16,7 @@ from allotment.bootstrap import ensure_default_tenant
 from allotment.config import Settings
 from allotment.db import Database, database_problem, shown_url
 from allotment.entitlements.metered_usage import ingest
-from allotment.errors import AllotmentError
+from allotment.errors import AllotmentError, NotFound
 from allotment.importer.checkpoint import CHECKPOINT_SUFFIX, Checkpoint, Tally
 from allotment.importer.console import err, say
 from allotment.importer.decoding import decode_batch
@@ -46,7 +46,8 @@ def run_import(settings: Settings, path: Path, *, tenant: str | None, batch_size
         say(f"interrupted: run the same command again to resume after line {checkpoint.line}")
         return EXIT_INTERRUPTED
     except (FileUnusable, AllotmentError) as exc:
-        say(f"error: {exc}")
+        unknown_tenant = isinstance(exc, NotFound) and exc.kind == "tenant"
+        say(f"error: {'--tenant: ' if unknown_tenant else ''}{exc}")
         return EXIT_FAILED
     except OSError as exc:
         if exc.filename is None:  # a socket's error: the database server's
