@@ -13,7 +13,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime, timedelta
 from decimal import Decimal
 
-from sqlalchemy import String, and_, func, literal, or_, select, tuple_, union_all
+from sqlalchemy import String, and_, func, literal, or_, select, union_all
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from allotment.customers.models import CustomerSubject
@@ -49,11 +49,17 @@ async def counters(
             EntitlementUsage.entitlement_id, EntitlementUsage.period_start,
             EntitlementUsage.used, EntitlementUsage.reserved, EntitlementUsage.carried,
         ).where(
+            # One IN per key column, not a row-value IN: SQLite would read every counter of the
+            # tenant for the latter, but looks each key of these up in the primary key. Rows of
+            # other pairs it also finds are left out below.
             EntitlementUsage.tenant_id == tenant_id,
-            tuple_(EntitlementUsage.entitlement_id, EntitlementUsage.period_start).in_(list(keys)),
+            EntitlementUsage.entitlement_id.in_(sorted({e for e, _ in keys})),
+            EntitlementUsage.period_start.in_(sorted({p for _, p in keys})),
         )
     )
-    return {(e, int(p)): (int(u), int(r), None if c is None else int(c)) for e, p, u, r, c in rows}
+    wanted = set(keys)
+    found = {(e, int(p)): (int(u), int(r), None if c is None else int(c)) for e, p, u, r, c in rows}
+    return {key: value for key, value in found.items() if key in wanted}
 
 
 async def active_seats(
