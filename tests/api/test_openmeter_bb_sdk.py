@@ -9,7 +9,9 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 from corehttp.exceptions import HttpResponseError
+from openmeter.models import ExpirationPeriod, RecurringPeriodCreateInput
 from tests.api import test_openmeter_sdk as sdk
+from tests.api.test_openmeter_entitlements_sdk import customer, grant, metered, tokens_feature
 from tests.api.test_openmeter_sdk import T0, prompt, tokens_meter
 
 live, om = sdk.live, sdk.om
@@ -37,3 +39,43 @@ def test_events_list_with_ingested_at_to_before_from_is_a_400_naming_it(om):
         om.events.list(ingested_at_from=now, ingested_at_to=now - HOUR)
     assert (err.value.status_code, err.value.model.status) == (400, 400)
     assert err.value.model.detail.startswith("ingestedAtTo: ")
+
+
+# --- grants ------------------------------------------------------------------------------------
+
+
+def test_a_grant_takes_effect_from_the_start_of_its_minute(om):
+    """As in OpenMeter, `effectiveAt` is truncated to the minute, and the expiry follows it."""
+    customer(om)
+    tokens_feature(om)
+    metered(om, is_soft_limit=True)
+    sent = datetime(2026, 1, 5, 12, 30, 45, 123000, tzinfo=UTC)
+    created = grant(om, 5, effective_at=sent, expiration=ExpirationPeriod(duration="HOUR", count=2))
+    assert created.effective_at == datetime(2026, 1, 5, 12, 30, tzinfo=UTC)
+    assert created.expires_at == datetime(2026, 1, 5, 14, 30, tzinfo=UTC)
+    listed = om.customer_entitlement_v2.get_grants("acme", "tokens").items_property[0]
+    assert listed.effective_at == created.effective_at
+
+
+def test_a_recurring_grants_anchor_is_truncated_to_the_minute(om):
+    """The recurrence anchor is truncated too, so the grant recurs on whole minutes."""
+    customer(om)
+    tokens_feature(om)
+    metered(om, is_soft_limit=True)
+    anchor = datetime(2026, 1, 5, 12, 30, 33, tzinfo=UTC)
+    created = grant(om, 5, effective_at=anchor,
+                    recurrence=RecurringPeriodCreateInput(interval="DAY", anchor=anchor))
+    assert created.recurrence.anchor == datetime(2026, 1, 5, 12, 30, tzinfo=UTC)
+
+
+def test_usage_in_the_minute_a_grant_starts_burns_it(om):
+    """Usage a few seconds before `effectiveAt`, in the same minute, is usage the grant covers."""
+    customer(om)
+    tokens_feature(om)
+    metered(om, issue_after_reset=0)
+    now = datetime.now(UTC)
+    minute = now.replace(second=0, microsecond=0)
+    om.events.ingest_event(prompt("acme", 3, at=minute))
+    grant(om, 5, effective_at=minute + timedelta(seconds=59))
+    got = om.customer_entitlement.get_customer_entitlement_value("acme", "tokens")
+    assert (got.usage, got.balance) == (3, 2)

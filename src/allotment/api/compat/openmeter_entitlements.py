@@ -43,6 +43,7 @@ from allotment.api.compat.openmeter_http import (
     PageSize,
     openmeter_fields,
     openmeter_router,
+    to_minute,
     utc,
 )
 from allotment.api.compat.openmeter_lookup import resolve
@@ -256,11 +257,11 @@ def _metered(body: EntitlementCreateIn, at: datetime, *, replacing: bool) -> dic
     interval = INTERVALS.get(body.usage_period.interval.upper())
     if interval is None:
         raise ValidationFailed.on("usagePeriod.interval", INTERVAL_RULE)
-    anchor = _minute(utc(body.usage_period.anchor))
+    anchor = to_minute(utc(body.usage_period.anchor))
     every = UsagePeriod(interval, anchor or at, ZoneInfo("UTC"))
-    starts_at = _minute(_measured_from(body.measure_usage_from, every, at))
+    starts_at = to_minute(_measured_from(body.measure_usage_from, every, at))
     if starts_at is None and not replacing:
-        starts_at = _minute(at)
+        starts_at = to_minute(at)
     included = body.issue_after_reset
     if included is None and body.issue is not None:
         included = body.issue.amount
@@ -272,10 +273,6 @@ def _metered(body: EntitlementCreateIn, at: datetime, *, replacing: bool) -> dic
         "usage_anchor": anchor if anchor is not None or starts_at is None else starts_at,
         "starts_at": starts_at,
     }
-
-
-def _minute(at: datetime | None) -> datetime | None:
-    return None if at is None else at.replace(second=0, microsecond=0)
 
 
 def _measured_from(given: str | None, every: UsagePeriod, at: datetime) -> datetime | None:

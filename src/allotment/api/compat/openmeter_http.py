@@ -183,6 +183,12 @@ def utc(at: datetime | None) -> datetime | None:
     return at.replace(tzinfo=UTC) if at.tzinfo is None else at.astimezone(UTC)
 
 
+def to_minute(at: datetime | None) -> datetime | None:
+    """OpenMeter meters usage by the minute, so it truncates the instants credit starts from
+    (entitlement usage, grants and their recurrence) to the minute."""
+    return None if at is None else at.replace(second=0, microsecond=0)
+
+
 def zone(name: str) -> ZoneInfo:
     try:
         return ZoneInfo(name)
