@@ -7,12 +7,13 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
+import httpx
 import pytest
 from corehttp.exceptions import HttpResponseError
 from openmeter.models import ExpirationPeriod, RecurringPeriodCreateInput
 from tests.api import test_openmeter_sdk as sdk
 from tests.api.test_openmeter_entitlements_sdk import customer, grant, metered, tokens_feature
-from tests.api.test_openmeter_sdk import T0, prompt, tokens_meter
+from tests.api.test_openmeter_sdk import T0, Live, prompt, tokens_meter
 
 live, om = sdk.live, sdk.om
 
@@ -79,3 +80,33 @@ def test_usage_in_the_minute_a_grant_starts_burns_it(om):
     grant(om, 5, effective_at=minute + timedelta(seconds=59))
     got = om.customer_entitlement.get_customer_entitlement_value("acme", "tokens")
     assert (got.usage, got.balance) == (3, 2)
+
+
+# --- customers ---------------------------------------------------------------------------------
+
+
+def _subscribe(live: Live, customer_key: str, plan: str) -> None:
+    auth = {"Authorization": f"Bearer {live.keys['admin']}"}
+    with httpx.Client(base_url=live.url, headers=auth, timeout=30) as native:
+        if native.get(f"/v1/plans/{plan}").status_code == 404:
+            for path, body in [
+                ("/v1/plans", {"key": plan, "name": plan.title(), "entitlements": [
+                    {"feature": "tokens", "kind": "metered", "usage_period": "MONTH", "included": 10}]}),
+                (f"/v1/plans/{plan}/publish", None),
+            ]:  # fmt: skip
+                assert native.post(path, json=body).status_code in (200, 201)
+        made = native.post("/v1/subscriptions", json={"customer": customer_key, "plan": plan})
+        assert made.status_code == 201, made.text
+
+
+def test_customers_list_plan_key_keeps_the_customers_subscribed_to_that_plan(om, live):
+    """`planKey` lists the customers whose subscription is on that plan, and only them."""
+    tokens_feature(om)
+    for key in ("acme", "globex", "initech"):
+        customer(om, key)
+    _subscribe(live, "acme", "pro")
+    _subscribe(live, "globex", "basic")
+    listed = om.customers.list(plan_key="pro")
+    assert [c.key for c in listed.items_property] == ["acme"]
+    assert listed.total_count == 1
+    assert om.customers.list(plan_key="enterprise").items_property == []

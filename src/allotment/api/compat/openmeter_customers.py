@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import datetime
 from typing import Annotated, Literal
 
 from fastapi import Query, Response
@@ -26,7 +27,7 @@ from allotment.api.deps import Admin, Reader, ReadSession, WriteSession
 from allotment.api.responses import Json
 from allotment.customers import service as customers
 from allotment.customers.schemas import CustomerCreate, CustomerUpdate, SubjectUpsert
-from allotment.entitlements import references
+from allotment.entitlements import plans, references, subscriptions
 from allotment.errors import NotFound, ValidationFailed
 from allotment.types import new_id, utcnow
 
@@ -62,20 +63,25 @@ async def list_customers(
     name: str | None = None,
     primary_email: Annotated[str | None, Query(alias="primaryEmail")] = None,
     subject: str | None = None,
+    plan_key: Annotated[str | None, Query(alias="planKey")] = None,
 ) -> Json:
     """`{items, page, pageSize, totalCount}`. Each filter matches a part of its field, ignoring
-    case, as OpenMeter documents (`subject`: a part of any of the customer's subject keys)."""
+    case, as OpenMeter documents (`subject`: a part of any of the customer's subject keys);
+    `planKey` keeps the customers with a subscription active now on a version of that plan."""
     tenant_id = principal.tenant_id
-    if (key, name, primary_email, subject) == (None,) * 4 and (order, order_by) == ("ASC", "id"):
+    filters = (key, name, primary_email, subject, plan_key)
+    if filters == (None,) * len(filters) and (order, order_by) == ("ASC", "id"):
         total = await customers.count(session, tenant_id)
         views = await customers.list_(
             session, tenant_id, after=None, limit=page_size, offset=(page - 1) * page_size
         )
     else:
+        subscribed = None if plan_key is None else await _on_plan(session, tenant_id, plan_key, utcnow())
         views = [
             v
             for v in await _all_customers(session, tenant_id)
             if _matches(v, key, name, primary_email, subject)
+            and (subscribed is None or v.customer.id in subscribed)
         ]
         views.sort(key=lambda v: _sort_value(v, order_by), reverse=order == "DESC")
         total = len(views)
@@ -98,6 +104,13 @@ async def _all_customers(session: AsyncSession, tenant_id: str) -> list[customer
         out += chunk
         if len(chunk) < _PAGE:
             return out
+
+
+async def _on_plan(session: AsyncSession, tenant_id: str, plan_key: str, at: datetime) -> set[str]:
+    """Ids of the customers whose subscription is active at `at` on any version of the plan."""
+    versions = await plans.list_(session, tenant_id, key=plan_key, status=None, after=None, limit=_PAGE)
+    on_plan = await subscriptions.live_on(session, tenant_id, [v.plan.id for v in versions], at)
+    return {s.customer_id for s in on_plan if subscriptions.status_at(s, at) == "active"}
 
 
 def _matches(
