@@ -9,7 +9,7 @@ from datetime import UTC, datetime, timedelta
 
 import httpx
 import pytest
-from corehttp.exceptions import HttpResponseError
+from corehttp.exceptions import HttpResponseError, ResourceExistsError
 from openmeter.models import ExpirationPeriod, RecurringPeriodCreateInput
 from tests.api import test_openmeter_sdk as sdk
 from tests.api.test_openmeter_entitlements_sdk import customer, grant, metered, tokens_feature
@@ -110,3 +110,24 @@ def test_customers_list_plan_key_keeps_the_customers_subscribed_to_that_plan(om,
     assert [c.key for c in listed.items_property] == ["acme"]
     assert listed.total_count == 1
     assert om.customers.list(plan_key="enterprise").items_property == []
+
+
+def test_a_customer_with_an_active_entitlement_cannot_be_deleted(om):
+    """As in OpenMeter: a 409 asking to remove the entitlements first; the customer stays."""
+    customer(om)
+    tokens_feature(om)
+    metered(om, issue_after_reset=10)
+    with pytest.raises(ResourceExistsError) as err:
+        om.customers.delete("acme")
+    assert "active entitlements" in err.value.response.json()["detail"]
+    assert om.customers.get("acme").key == "acme"
+
+
+def test_a_customer_whose_entitlements_were_deleted_can_be_deleted(om):
+    """Once its entitlements are removed the customer goes, and lists no longer show it."""
+    customer(om)
+    tokens_feature(om)
+    ent = metered(om, issue_after_reset=10)
+    om.customer_entitlements_v2.delete("acme", ent["id"])
+    om.customers.delete("acme")
+    assert om.customers.list(key="acme").items_property == []

@@ -27,8 +27,8 @@ from allotment.api.deps import Admin, Reader, ReadSession, WriteSession
 from allotment.api.responses import Json
 from allotment.customers import service as customers
 from allotment.customers.schemas import CustomerCreate, CustomerUpdate, SubjectUpsert
-from allotment.entitlements import plans, references, subscriptions
-from allotment.errors import NotFound, ValidationFailed
+from allotment.entitlements import plans, provisioning, references, subscriptions
+from allotment.errors import Conflict, NotFound, ValidationFailed
 from allotment.types import new_id, utcnow
 
 router = openmeter_router()
@@ -171,9 +171,15 @@ async def replace_customer(
 async def delete_customer(
     customer_id_or_key: str, principal: Admin, session: WriteSession
 ) -> Response:
+    """As in OpenMeter, a customer with live entitlements is not deleted (409): they would
+    stay behind, spending and listed, for a customer no one can address any more."""
     at = utcnow()
     customer = await customers.find(session, principal.tenant_id, customer_id_or_key)
     await references.refuse_customer_in_use(session, principal.tenant_id, customer.id, customer.key, at=at)
+    live = sorted({row.public_id for row in await provisioning.open_rows(session, principal.tenant_id, customer.id, at)})
+    if live:
+        listed = ", ".join(f"'{e}'" for e in live)
+        raise Conflict(f"customer '{customer.key}' still has active entitlements ({listed}): delete them first")
     await customers.delete_(session, principal.tenant_id, customer_id_or_key, actor=principal.key_id, at=at)
     return Response(status_code=204)
 
