@@ -5,12 +5,13 @@ The same live server as the other SDK tests (uvicorn in a thread), on SQLite and
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 
 import httpx
 import pytest
 from corehttp.exceptions import HttpResponseError, ResourceExistsError
-from openmeter.models import ExpirationPeriod, RecurringPeriodCreateInput
+from openmeter.models import ExpirationPeriod, RecurringPeriodCreateInput, SubjectUpsert
 from tests.api import test_openmeter_sdk as sdk
 from tests.api.test_openmeter_entitlements_sdk import customer, grant, metered, tokens_feature
 from tests.api.test_openmeter_sdk import T0, Live, prompt, tokens_meter
@@ -131,3 +132,26 @@ def test_a_customer_whose_entitlements_were_deleted_can_be_deleted(om):
     om.customer_entitlements_v2.delete("acme", ent["id"])
     om.customers.delete("acme")
     assert om.customers.list(key="acme").items_property == []
+
+
+# --- subjects ----------------------------------------------------------------------------------
+
+
+def test_concurrent_upserts_of_one_new_subject_all_succeed(live):
+    """Upserts racing to create one subject each answer 200 and leave one subject (the loser
+    of the create race got a 500 on PostgreSQL)."""
+    def upsert(key: str, name: str) -> int:
+        with live.client() as client:
+            try:
+                client.subjects.upsert([SubjectUpsert(key=key, display_name=name)])
+            except HttpResponseError as exc:
+                return exc.status_code or 0
+            return 200
+
+    with ThreadPoolExecutor(8) as pool:
+        for round_ in range(4):
+            key = f"device-{round_}"
+            answers = list(pool.map(lambda i, key=key: upsert(key, f"n{i}"), range(8)))
+            assert answers == [200] * 8
+    with live.client() as client:
+        assert [s.key for s in client.subjects.list()] == [f"device-{r}" for r in range(4)]

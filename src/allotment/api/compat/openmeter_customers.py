@@ -13,6 +13,7 @@ from datetime import datetime
 from typing import Annotated, Literal
 
 from fastapi import Query, Response
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from allotment.api.compat.openmeter_http import Page, PageSize, openmeter_fields, openmeter_router
@@ -26,6 +27,7 @@ from allotment.api.compat.openmeter_schemas import (
 from allotment.api.deps import Admin, Reader, ReadSession, WriteSession
 from allotment.api.responses import Json
 from allotment.customers import service as customers
+from allotment.customers.models import Subject
 from allotment.customers.schemas import CustomerCreate, CustomerUpdate, SubjectUpsert
 from allotment.entitlements import plans, provisioning, references, subscriptions
 from allotment.errors import Conflict, NotFound, ValidationFailed
@@ -195,10 +197,19 @@ async def upsert_subjects(
     at, out = utcnow(), []
     for item in body:
         data = SubjectUpsert(key=item.key, display_name=item.display_name, metadata=item.metadata)
-        out.append(
-            subject_out(await customers.upsert_subject(session, principal.tenant_id, data, at=at))
-        )
+        out.append(subject_out(await _upsert_subject(session, principal.tenant_id, data, at)))
     return Json(out)
+
+
+async def _upsert_subject(session: AsyncSession, tenant_id: str, data: SubjectUpsert, at: datetime) -> Subject:
+    """Upserts racing to create one subject both find none, and the database refuses the
+    second insert: that one then updates the subject the first made, as an upsert sent just
+    after it would. The savepoint keeps the transaction usable after the refusal."""
+    try:
+        async with session.begin_nested():
+            return await customers.upsert_subject(session, tenant_id, data, at=at)
+    except IntegrityError:
+        return await customers.upsert_subject(session, tenant_id, data, at=at)
 
 
 @router.get("/v1/subjects")
