@@ -11,7 +11,13 @@ from datetime import UTC, datetime, timedelta
 import httpx
 import pytest
 from corehttp.exceptions import HttpResponseError, ResourceExistsError
-from openmeter.models import ExpirationPeriod, RecurringPeriodCreateInput, SubjectUpsert
+from openmeter.models import (
+    EntitlementStaticCreateInputs,
+    ExpirationPeriod,
+    FeatureCreateInputs,
+    RecurringPeriodCreateInput,
+    SubjectUpsert,
+)
 from tests.api import test_openmeter_sdk as sdk
 from tests.api.test_openmeter_entitlements_sdk import customer, grant, metered, tokens_feature
 from tests.api.test_openmeter_sdk import T0, Live, prompt, tokens_meter
@@ -155,3 +161,35 @@ def test_concurrent_upserts_of_one_new_subject_all_succeed(live):
             assert answers == [200] * 8
     with live.client() as client:
         assert [s.key for s in client.subjects.list()] == [f"device-{r}" for r in range(4)]
+
+
+# --- deeply nested JSON text in parameters -----------------------------------------------------
+
+_DEEP = "[" * 4000 + "]" * 4000  # deeper than Python's recursion limit, shorter than 8192 characters
+
+
+def test_a_static_config_nested_too_deeply_is_a_400_naming_config(om):
+    """Config is JSON text the server parses: nesting it past what a parser holds is bad input."""
+    customer(om)
+    om.features.create(FeatureCreateInputs(key="limits", name="Limits"))
+    with pytest.raises(HttpResponseError) as err:
+        om.customer_entitlements_v2.post(
+            "acme", EntitlementStaticCreateInputs(type="static", feature_key="limits", config=_DEEP)
+        )
+    assert (err.value.status_code, err.value.model.detail) == (400, "config: is not valid JSON")
+
+
+@pytest.mark.parametrize("param", ["advancedMeterGroupByFilters", "filterGroupBy"])
+def test_a_meter_query_filter_nested_too_deeply_is_a_400_naming_it(om, live, param):
+    tokens_meter(om)
+    answer = httpx.get(f"{live.url}/api/v1/meters/tokens_total/query", params={param: _DEEP},
+                       headers={"Authorization": f"Bearer {live.keys['read']}"})
+    assert answer.status_code == 400, answer.text
+    assert answer.json()["detail"].startswith(f"{param}: ")
+
+
+def test_an_events_filter_nested_too_deeply_is_a_400_naming_filter(live):
+    answer = httpx.get(f"{live.url}/api/v2/events", params={"filter": _DEEP},
+                       headers={"Authorization": f"Bearer {live.keys['read']}"})
+    assert answer.status_code == 400, answer.text
+    assert answer.json()["detail"].startswith("filter: ")

@@ -29,7 +29,6 @@ starts a new usage period now (`usage_resets.reset_usage`), under the same id.
 
 from __future__ import annotations
 
-import json
 from datetime import datetime, timedelta
 from typing import Annotated, Any, Literal
 from zoneinfo import ZoneInfo
@@ -41,6 +40,7 @@ from allotment.api.compat import openmeter_grants
 from allotment.api.compat.openmeter_http import (
     Page,
     PageSize,
+    json_text,
     openmeter_fields,
     openmeter_router,
     to_minute,
@@ -239,10 +239,7 @@ async def _require_meter(session: AsyncSession, tenant_id: str, feature: Feature
 def _config(raw: str | None) -> dict[str, Any]:
     if raw is None:
         raise ValidationFailed.on("config", "is required for static entitlements")
-    try:
-        parsed = json.loads(raw)
-    except ValueError:
-        raise ValidationFailed.on("config", "is not valid JSON") from None
+    parsed = json_text("config", raw)
     if not isinstance(parsed, dict):
         raise ValidationFailed.on("config", 'must be a JSON object such as {"seats": 5}')
     return parsed

@@ -224,6 +224,8 @@ def _literal(raw: str) -> Any:
         return json.loads(raw)
     except ValueError:
         pass
+    except RecursionError:
+        raise ValidationFailed.on("filterGroupBy", "is nested too deeply") from None
     try:
         return ast.literal_eval(raw)  # literals only: never evaluates code
     except (ValueError, TypeError, SyntaxError, MemoryError, RecursionError):
@@ -242,9 +244,13 @@ def values_of(field: str, name: object, value: object) -> list[str]:
 
 
 def json_param(field: str, raw: str | None) -> Any:
-    if raw is None:
-        return None
+    return None if raw is None else json_text(field, raw)
+
+
+def json_text(field: str, raw: str) -> Any:
+    """JSON sent as text inside a request; nesting deeper than the parser holds (its recursion
+    limit) is invalid JSON too, not a server error."""
     try:
         return json.loads(raw)
-    except ValueError:
+    except (ValueError, RecursionError):
         raise ValidationFailed.on(field, "is not valid JSON") from None
