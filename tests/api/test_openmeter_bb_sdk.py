@@ -193,3 +193,16 @@ def test_an_events_filter_nested_too_deeply_is_a_400_naming_filter(live):
                        headers={"Authorization": f"Bearer {live.keys['read']}"})
     assert answer.status_code == 400, answer.text
     assert answer.json()["detail"].startswith("filter: ")
+
+
+# --- entitlements ------------------------------------------------------------------------------
+
+
+def test_a_measure_usage_from_out_of_range_is_a_400_naming_only_it(om):
+    """The error names the field the client sent, not our own names for what it becomes."""
+    customer(om)
+    tokens_feature(om)
+    with pytest.raises(HttpResponseError) as err:
+        metered(om, measure_usage_from=datetime(1969, 12, 31, tzinfo=UTC))
+    assert err.value.status_code == 400
+    assert [e["field"] for e in err.value.response.json()["errors"]] == ["measureUsageFrom"]

@@ -76,7 +76,7 @@ from allotment.entitlements.schemas import AdhocIn
 from allotment.entitlements.standing import reset_between
 from allotment.errors import Conflict, NotFound, ValidationFailed
 from allotment.tenancy.service import Principal
-from allotment.types import Instant, utcnow
+from allotment.types import OUT_OF_RANGE, Instant, utcnow, within_range
 
 router = openmeter_router()
 _V2 = "/v2/customers/{customer_id_or_key}/entitlements"
@@ -285,6 +285,8 @@ def _measured_from(given: str | None, every: UsagePeriod, at: datetime) -> datet
             "measureUsageFrom", "must be NOW, CURRENT_PERIOD_START or an RFC 3339 instant"
         ) from None
     assert instant is not None
+    if not within_range(instant):
+        raise ValidationFailed.on("measureUsageFrom", OUT_OF_RANGE)
     if instant > at:
         raise ValidationFailed.on("measureUsageFrom", "must not be in the future")
     return instant

@@ -273,6 +273,7 @@ ENTITLEMENT_FIELDS = {
     "included": "issueAfterReset",
     "usage_period": "usagePeriod.interval",
     "usage_anchor": "usagePeriod.anchor",
+    "starts_at": "measureUsageFrom",
 }
 
 
