@@ -206,3 +206,14 @@ def test_a_measure_usage_from_out_of_range_is_a_400_naming_only_it(om):
         metered(om, measure_usage_from=datetime(1969, 12, 31, tzinfo=UTC))
     assert err.value.status_code == 400
     assert [e["field"] for e in err.value.response.json()["errors"]] == ["measureUsageFrom"]
+
+
+def test_a_rollover_error_names_both_fields_as_the_client_sent_them(om):
+    """minRolloverAmount above maxRolloverAmount is refused in the client's own field names."""
+    customer(om)
+    tokens_feature(om)
+    metered(om, is_soft_limit=True)
+    with pytest.raises(HttpResponseError) as err:
+        grant(om, 5, min_rollover_amount=3, max_rollover_amount=1)
+    assert err.value.status_code == 400
+    assert err.value.model.detail == "maxRolloverAmount: must not be less than minRolloverAmount (3)"

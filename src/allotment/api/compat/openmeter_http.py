@@ -144,8 +144,17 @@ def _renamed(field: str, names: dict[str, str]) -> str:
 
 
 def _failed(errors: list[FieldError], names: dict[str, str]) -> ValidationFailed:
-    renamed = [FieldError(_renamed(e.field, names), e.message) for e in errors]
+    renamed = [FieldError(_renamed(e.field, names), _named_in(e.message, names)) for e in errors]
     return ValidationFailed(_detail(renamed), errors=renamed)
+
+
+def _named_in(message: str, names: dict[str, str]) -> str:
+    """A message naming another field ("must not be less than min_rollover") names it as the
+    client does; only our multi-word field names are looked for, so values stay as they are."""
+    ours = [n for n in names if "_" in n]
+    if not ours:
+        return message
+    return re.sub(r"\b(" + "|".join(map(re.escape, ours)) + r")\b", lambda m: names[m[1]], message)
 
 
 def _detail(errors: list[FieldError]) -> str:
