@@ -217,3 +217,20 @@ def test_a_rollover_error_names_both_fields_as_the_client_sent_them(om):
         grant(om, 5, min_rollover_amount=3, max_rollover_amount=1)
     assert err.value.status_code == 400
     assert err.value.model.detail == "maxRolloverAmount: must not be less than minRolloverAmount (3)"
+
+
+def test_a_subject_upsert_keeps_the_fields_it_leaves_out(om):
+    """As OpenMeter documents: an existing subject is partially updated with the fields sent."""
+    om.subjects.upsert([SubjectUpsert(key="device-1", display_name="Device", metadata={"site": "lab"})])
+    renamed = om.subjects.upsert([SubjectUpsert(key="device-1", display_name="Device One")])[0]
+    assert (renamed.display_name, renamed.metadata) == ("Device One", {"site": "lab"})
+    retagged = om.subjects.upsert([SubjectUpsert(key="device-1", metadata={"site": "hq"})])[0]
+    assert (retagged.display_name, retagged.metadata) == ("Device One", {"site": "hq"})
+    assert om.subjects.get("device-1").metadata == {"site": "hq"}
+
+
+def test_a_subject_upsert_sending_null_clears_that_field(om):
+    """A field sent as null is cleared; the others stay."""
+    om.subjects.upsert([SubjectUpsert(key="device-1", display_name="Device", metadata={"site": "lab"})])
+    cleared = om.subjects.upsert([{"key": "device-1", "displayName": None}])[0]
+    assert (cleared.display_name, cleared.metadata) == (None, {"site": "lab"})

@@ -193,23 +193,41 @@ async def delete_customer(
 async def upsert_subjects(
     body: list[SubjectUpsertIn], principal: Admin, session: WriteSession
 ) -> Json:
-    """Creates or replaces each subject; answers 200 with them, as OpenMeter does."""
+    """Creates each subject, or updates the fields sent of one that exists (a field left out
+    is kept, one sent as null is cleared), as OpenMeter does; answers 200 with them."""
     at, out = utcnow(), []
     for item in body:
-        data = SubjectUpsert(key=item.key, display_name=item.display_name, metadata=item.metadata)
-        out.append(subject_out(await _upsert_subject(session, principal.tenant_id, data, at)))
+        out.append(subject_out(await _upsert_subject(session, principal.tenant_id, item, at)))
     return Json(out)
 
 
-async def _upsert_subject(session: AsyncSession, tenant_id: str, data: SubjectUpsert, at: datetime) -> Subject:
+async def _upsert_subject(session: AsyncSession, tenant_id: str, item: SubjectUpsertIn, at: datetime) -> Subject:
     """Upserts racing to create one subject both find none, and the database refuses the
     second insert: that one then updates the subject the first made, as an upsert sent just
     after it would. The savepoint keeps the transaction usable after the refusal."""
     try:
         async with session.begin_nested():
+            data = await _merged(session, tenant_id, item)
             return await customers.upsert_subject(session, tenant_id, data, at=at)
     except IntegrityError:
+        data = await _merged(session, tenant_id, item)
         return await customers.upsert_subject(session, tenant_id, data, at=at)
+
+
+async def _merged(session: AsyncSession, tenant_id: str, item: SubjectUpsertIn) -> SubjectUpsert:
+    """The subject as it will be: the fields sent, and the stored values of those left out."""
+    sent = item.model_fields_set
+    try:
+        current: Subject | None = await customers.get_subject(session, tenant_id, item.key)
+    except NotFound:
+        current = None
+    if current is None or current.key != item.key:  # `get_subject` also finds a subject by id
+        return SubjectUpsert(key=item.key, display_name=item.display_name, metadata=item.metadata)
+    return SubjectUpsert(
+        key=item.key,
+        display_name=item.display_name if "display_name" in sent else current.display_name,
+        metadata=item.metadata if "metadata" in sent else current.metadata_,
+    )
 
 
 @router.get("/v1/subjects")
