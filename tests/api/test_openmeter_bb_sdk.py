@@ -10,8 +10,10 @@ from datetime import UTC, datetime, timedelta
 
 import httpx
 import pytest
-from corehttp.exceptions import HttpResponseError, ResourceExistsError
+from corehttp.exceptions import HttpResponseError, ResourceExistsError, ResourceNotFoundError
 from openmeter.models import (
+    EntitlementGrantCreateInputV2,
+    EntitlementMeteredV2CreateInputs,
     EntitlementStaticCreateInputs,
     ExpirationPeriod,
     FeatureCreateInputs,
@@ -234,3 +236,46 @@ def test_a_subject_upsert_sending_null_clears_that_field(om):
     om.subjects.upsert([SubjectUpsert(key="device-1", display_name="Device", metadata={"site": "lab"})])
     cleared = om.subjects.upsert([{"key": "device-1", "displayName": None}])[0]
     assert (cleared.display_name, cleared.metadata) == (None, {"site": "lab"})
+
+
+def test_the_value_of_a_replaced_entitlement_by_its_old_id_is_not_found(om):
+    """After an override the old entitlement is no longer active: its value now is a 404 (it
+    answered access with the old limits), as OpenMeter answers; the new id has the value."""
+    customer(om)
+    tokens_feature(om)
+    old = metered(om, issue_after_reset=5)
+    new = om.customer_entitlements_v2.override(
+        "acme", "tokens", EntitlementMeteredV2CreateInputs(
+            type="metered", feature_key="tokens", issue_after_reset=7,
+            usage_period=RecurringPeriodCreateInput(interval="MONTH")))  # fmt: skip
+    values = om.customer_entitlement_v2
+    with pytest.raises(ResourceNotFoundError):
+        values.get_customer_entitlement_value("acme", old["id"])
+    assert values.get_customer_entitlement_value("acme", new["id"]).total_available_grant_amount == 7
+
+
+def test_a_deleted_entitlements_value_before_it_was_deleted_is_still_answered(om):
+    """Only the instants after its end are refused: the value at a time it was live stands."""
+    customer(om)
+    tokens_feature(om)
+    ent = metered(om, issue_after_reset=5)
+    live_then = datetime.now(UTC)
+    om.customer_entitlements_v2.delete("acme", ent["id"])
+    got = om.customer_entitlement_v2.get_customer_entitlement_value("acme", ent["id"], time=live_then)
+    assert (got.has_access, got.balance) == (True, 5)
+
+
+def test_a_grant_on_a_replaced_entitlement_by_its_old_id_is_not_found(om):
+    """A grant names a live entitlement: the id of one an override replaced is a 404 (the
+    grant was made and answered under the old id), as in OpenMeter."""
+    customer(om)
+    tokens_feature(om)
+    old = metered(om, issue_after_reset=5)
+    om.customer_entitlements_v2.override(
+        "acme", "tokens", EntitlementMeteredV2CreateInputs(
+            type="metered", feature_key="tokens", issue_after_reset=7,
+            usage_period=RecurringPeriodCreateInput(interval="MONTH")))  # fmt: skip
+    with pytest.raises(ResourceNotFoundError):
+        om.customer_entitlement_v2.create_customer_entitlement_grant(
+            "acme", old["id"], EntitlementGrantCreateInputV2(amount=3, effective_at=datetime.now(UTC)))
+    assert om.grants_v2.list(customer=["acme"]).items_property == []

@@ -46,7 +46,7 @@ from allotment.api.compat.openmeter_http import (
     to_minute,
     utc,
 )
-from allotment.api.compat.openmeter_lookup import resolve
+from allotment.api.compat.openmeter_lookup import resolve, resolve_live
 from allotment.api.compat.openmeter_schemas import (
     ENTITLEMENT_FIELDS,
     INTERVAL_RULE,
@@ -401,7 +401,7 @@ async def value_at(
     at = utc(time) or now
     if at > now + _FURTHEST:  # each period up to it is worked out: keep that bounded
         raise ValidationFailed.on("time", f"must be at most {_FURTHEST.days} days ahead")
-    _, row, key = await resolve(session, tenant_id, customer_ref, ref, at)
+    _, row, key = await resolve_live(session, tenant_id, customer_ref, ref, at)
     later = await metered_usage.reported_since(session, row, at) if row.kind == "metered" and at < now else ZERO
     return await state.state_of(session, row, key, at, later=later)
 

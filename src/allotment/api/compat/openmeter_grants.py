@@ -32,7 +32,7 @@ from allotment.api.compat.openmeter_http import (
     to_minute,
     utc,
 )
-from allotment.api.compat.openmeter_lookup import resolve
+from allotment.api.compat.openmeter_lookup import resolve, resolve_live
 from allotment.api.compat.openmeter_schemas import (
     EXPIRY_CALENDAR,
     EXPIRY_STEPS,
@@ -74,7 +74,7 @@ async def create_grant(
     session: WriteSession,
 ) -> Json:
     at, tenant_id = utcnow(), principal.tenant_id
-    customer, row, feature_key = await resolve(
+    customer, row, feature_key = await resolve_live(
         session, tenant_id, customer_id_or_key, entitlement_id_or_feature_key, at
     )
     record = await issue(session, principal, customer, feature_key, body, at=at)
