@@ -17,6 +17,7 @@ from openmeter.models import (
     EntitlementStaticCreateInputs,
     ExpirationPeriod,
     FeatureCreateInputs,
+    MeterCreate,
     RecurringPeriodCreateInput,
     SubjectUpsert,
 )
@@ -279,3 +280,18 @@ def test_a_grant_on_a_replaced_entitlement_by_its_old_id_is_not_found(om):
         om.customer_entitlement_v2.create_customer_entitlement_grant(
             "acme", old["id"], EntitlementGrantCreateInputV2(amount=3, effective_at=datetime.now(UTC)))
     assert om.grants_v2.list(customer=["acme"]).items_property == []
+
+
+# --- meters ------------------------------------------------------------------------------------
+
+
+def test_a_meter_with_event_from_is_refused_naming_it(om):
+    """`eventFrom` asks to skip the events before it, which a meter here cannot do: a 400 naming
+    it, rather than a meter that silently counts the events the client asked to skip."""
+    om.events.ingest_event(prompt(at=T0))
+    with pytest.raises(HttpResponseError) as err:
+        om.meters.create(MeterCreate(slug="tokens_total", aggregation="SUM", event_type="prompt",
+                                     value_property="$.tokens", event_from=T0 + HOUR))
+    assert err.value.status_code == 400
+    assert err.value.model.detail.startswith("eventFrom: ")
+    assert [m.slug for m in om.meters.list()] == []
