@@ -611,7 +611,7 @@ def test_a_recurring_grant_holds_its_whole_amount_again_at_each_step(om):
     customer(om)
     tokens_feature(om)
     metered(om, issue_after_reset=0)
-    began = (utcnow() - timedelta(hours=30)).replace(microsecond=0)
+    began = (utcnow() - timedelta(hours=30)).replace(second=0, microsecond=0)
     created = grant(om, 5, effective_at=began, recurrence=RecurringPeriodCreateInput(interval="DAY"))
     assert (created.recurrence.interval, created.recurrence.anchor) == ("DAY", began)
     assert created.next_recurrence == began + timedelta(days=2)

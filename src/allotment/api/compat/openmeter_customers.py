@@ -9,9 +9,11 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import datetime
 from typing import Annotated, Literal
 
 from fastapi import Query, Response
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from allotment.api.compat.openmeter_http import Page, PageSize, openmeter_fields, openmeter_router
@@ -25,9 +27,10 @@ from allotment.api.compat.openmeter_schemas import (
 from allotment.api.deps import Admin, Reader, ReadSession, WriteSession
 from allotment.api.responses import Json
 from allotment.customers import service as customers
+from allotment.customers.models import Subject
 from allotment.customers.schemas import CustomerCreate, CustomerUpdate, SubjectUpsert
-from allotment.entitlements import references
-from allotment.errors import NotFound, ValidationFailed
+from allotment.entitlements import plans, provisioning, references, subscriptions
+from allotment.errors import Conflict, NotFound, ValidationFailed
 from allotment.types import new_id, utcnow
 
 router = openmeter_router()
@@ -62,20 +65,25 @@ async def list_customers(
     name: str | None = None,
     primary_email: Annotated[str | None, Query(alias="primaryEmail")] = None,
     subject: str | None = None,
+    plan_key: Annotated[str | None, Query(alias="planKey")] = None,
 ) -> Json:
     """`{items, page, pageSize, totalCount}`. Each filter matches a part of its field, ignoring
-    case, as OpenMeter documents (`subject`: a part of any of the customer's subject keys)."""
+    case, as OpenMeter documents (`subject`: a part of any of the customer's subject keys);
+    `planKey` keeps the customers with a subscription active now on a version of that plan."""
     tenant_id = principal.tenant_id
-    if (key, name, primary_email, subject) == (None,) * 4 and (order, order_by) == ("ASC", "id"):
+    filters = (key, name, primary_email, subject, plan_key)
+    if filters == (None,) * len(filters) and (order, order_by) == ("ASC", "id"):
         total = await customers.count(session, tenant_id)
         views = await customers.list_(
             session, tenant_id, after=None, limit=page_size, offset=(page - 1) * page_size
         )
     else:
+        subscribed = None if plan_key is None else await _on_plan(session, tenant_id, plan_key, utcnow())
         views = [
             v
             for v in await _all_customers(session, tenant_id)
             if _matches(v, key, name, primary_email, subject)
+            and (subscribed is None or v.customer.id in subscribed)
         ]
         views.sort(key=lambda v: _sort_value(v, order_by), reverse=order == "DESC")
         total = len(views)
@@ -98,6 +106,13 @@ async def _all_customers(session: AsyncSession, tenant_id: str) -> list[customer
         out += chunk
         if len(chunk) < _PAGE:
             return out
+
+
+async def _on_plan(session: AsyncSession, tenant_id: str, plan_key: str, at: datetime) -> set[str]:
+    """Ids of the customers whose subscription is active at `at` on any version of the plan."""
+    versions = await plans.list_(session, tenant_id, key=plan_key, status=None, after=None, limit=_PAGE)
+    on_plan = await subscriptions.live_on(session, tenant_id, [v.plan.id for v in versions], at)
+    return {s.customer_id for s in on_plan if subscriptions.status_at(s, at) == "active"}
 
 
 def _matches(
@@ -158,9 +173,15 @@ async def replace_customer(
 async def delete_customer(
     customer_id_or_key: str, principal: Admin, session: WriteSession
 ) -> Response:
+    """As in OpenMeter, a customer with live entitlements is not deleted (409): they would
+    stay behind, spending and listed, for a customer no one can address any more."""
     at = utcnow()
     customer = await customers.find(session, principal.tenant_id, customer_id_or_key)
     await references.refuse_customer_in_use(session, principal.tenant_id, customer.id, customer.key, at=at)
+    live = sorted({row.public_id for row in await provisioning.open_rows(session, principal.tenant_id, customer.id, at)})
+    if live:
+        listed = ", ".join(f"'{e}'" for e in live)
+        raise Conflict(f"customer '{customer.key}' still has active entitlements ({listed}): delete them first")
     await customers.delete_(session, principal.tenant_id, customer_id_or_key, actor=principal.key_id, at=at)
     return Response(status_code=204)
 
@@ -172,14 +193,41 @@ async def delete_customer(
 async def upsert_subjects(
     body: list[SubjectUpsertIn], principal: Admin, session: WriteSession
 ) -> Json:
-    """Creates or replaces each subject; answers 200 with them, as OpenMeter does."""
+    """Creates each subject, or updates the fields sent of one that exists (a field left out
+    is kept, one sent as null is cleared), as OpenMeter does; answers 200 with them."""
     at, out = utcnow(), []
     for item in body:
-        data = SubjectUpsert(key=item.key, display_name=item.display_name, metadata=item.metadata)
-        out.append(
-            subject_out(await customers.upsert_subject(session, principal.tenant_id, data, at=at))
-        )
+        out.append(subject_out(await _upsert_subject(session, principal.tenant_id, item, at)))
     return Json(out)
+
+
+async def _upsert_subject(session: AsyncSession, tenant_id: str, item: SubjectUpsertIn, at: datetime) -> Subject:
+    """Upserts racing to create one subject both find none, and the database refuses the
+    second insert: that one then updates the subject the first made, as an upsert sent just
+    after it would. The savepoint keeps the transaction usable after the refusal."""
+    try:
+        async with session.begin_nested():
+            data = await _merged(session, tenant_id, item)
+            return await customers.upsert_subject(session, tenant_id, data, at=at)
+    except IntegrityError:
+        data = await _merged(session, tenant_id, item)
+        return await customers.upsert_subject(session, tenant_id, data, at=at)
+
+
+async def _merged(session: AsyncSession, tenant_id: str, item: SubjectUpsertIn) -> SubjectUpsert:
+    """The subject as it will be: the fields sent, and the stored values of those left out."""
+    sent = item.model_fields_set
+    try:
+        current: Subject | None = await customers.get_subject(session, tenant_id, item.key)
+    except NotFound:
+        current = None
+    if current is None or current.key != item.key:  # `get_subject` also finds a subject by id
+        return SubjectUpsert(key=item.key, display_name=item.display_name, metadata=item.metadata)
+    return SubjectUpsert(
+        key=item.key,
+        display_name=item.display_name if "display_name" in sent else current.display_name,
+        metadata=item.metadata if "metadata" in sent else current.metadata_,
+    )
 
 
 @router.get("/v1/subjects")

@@ -29,7 +29,6 @@ starts a new usage period now (`usage_resets.reset_usage`), under the same id.
 
 from __future__ import annotations
 
-import json
 from datetime import datetime, timedelta
 from typing import Annotated, Any, Literal
 from zoneinfo import ZoneInfo
@@ -41,11 +40,13 @@ from allotment.api.compat import openmeter_grants
 from allotment.api.compat.openmeter_http import (
     Page,
     PageSize,
+    json_text,
     openmeter_fields,
     openmeter_router,
+    to_minute,
     utc,
 )
-from allotment.api.compat.openmeter_lookup import resolve
+from allotment.api.compat.openmeter_lookup import resolve, resolve_live
 from allotment.api.compat.openmeter_schemas import (
     ENTITLEMENT_FIELDS,
     INTERVAL_RULE,
@@ -75,7 +76,7 @@ from allotment.entitlements.schemas import AdhocIn
 from allotment.entitlements.standing import reset_between
 from allotment.errors import Conflict, NotFound, ValidationFailed
 from allotment.tenancy.service import Principal
-from allotment.types import Instant, utcnow
+from allotment.types import OUT_OF_RANGE, Instant, utcnow, within_range
 
 router = openmeter_router()
 _V2 = "/v2/customers/{customer_id_or_key}/entitlements"
@@ -238,10 +239,7 @@ async def _require_meter(session: AsyncSession, tenant_id: str, feature: Feature
 def _config(raw: str | None) -> dict[str, Any]:
     if raw is None:
         raise ValidationFailed.on("config", "is required for static entitlements")
-    try:
-        parsed = json.loads(raw)
-    except ValueError:
-        raise ValidationFailed.on("config", "is not valid JSON") from None
+    parsed = json_text("config", raw)
     if not isinstance(parsed, dict):
         raise ValidationFailed.on("config", 'must be a JSON object such as {"seats": 5}')
     return parsed
@@ -256,11 +254,11 @@ def _metered(body: EntitlementCreateIn, at: datetime, *, replacing: bool) -> dic
     interval = INTERVALS.get(body.usage_period.interval.upper())
     if interval is None:
         raise ValidationFailed.on("usagePeriod.interval", INTERVAL_RULE)
-    anchor = _minute(utc(body.usage_period.anchor))
+    anchor = to_minute(utc(body.usage_period.anchor))
     every = UsagePeriod(interval, anchor or at, ZoneInfo("UTC"))
-    starts_at = _minute(_measured_from(body.measure_usage_from, every, at))
+    starts_at = to_minute(_measured_from(body.measure_usage_from, every, at))
     if starts_at is None and not replacing:
-        starts_at = _minute(at)
+        starts_at = to_minute(at)
     included = body.issue_after_reset
     if included is None and body.issue is not None:
         included = body.issue.amount
@@ -272,10 +270,6 @@ def _metered(body: EntitlementCreateIn, at: datetime, *, replacing: bool) -> dic
         "usage_anchor": anchor if anchor is not None or starts_at is None else starts_at,
         "starts_at": starts_at,
     }
-
-
-def _minute(at: datetime | None) -> datetime | None:
-    return None if at is None else at.replace(second=0, microsecond=0)
 
 
 def _measured_from(given: str | None, every: UsagePeriod, at: datetime) -> datetime | None:
@@ -291,6 +285,8 @@ def _measured_from(given: str | None, every: UsagePeriod, at: datetime) -> datet
             "measureUsageFrom", "must be NOW, CURRENT_PERIOD_START or an RFC 3339 instant"
         ) from None
     assert instant is not None
+    if not within_range(instant):
+        raise ValidationFailed.on("measureUsageFrom", OUT_OF_RANGE)
     if instant > at:
         raise ValidationFailed.on("measureUsageFrom", "must not be in the future")
     return instant
@@ -405,7 +401,7 @@ async def value_at(
     at = utc(time) or now
     if at > now + _FURTHEST:  # each period up to it is worked out: keep that bounded
         raise ValidationFailed.on("time", f"must be at most {_FURTHEST.days} days ahead")
-    _, row, key = await resolve(session, tenant_id, customer_ref, ref, at)
+    _, row, key = await resolve_live(session, tenant_id, customer_ref, ref, at)
     later = await metered_usage.reported_since(session, row, at) if row.kind == "metered" and at < now else ZERO
     return await state.state_of(session, row, key, at, later=later)
 

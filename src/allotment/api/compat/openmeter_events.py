@@ -19,7 +19,7 @@ from allotment.api.compat.openmeter_schemas import ingested_event_out
 from allotment.api.deps import Ingester, Reader, ReadSession, settings
 from allotment.api.responses import Json
 from allotment.api.routers.events import ingest_body
-from allotment.errors import FieldError
+from allotment.errors import FieldError, ValidationFailed
 from allotment.metering import events as event_log
 from allotment.types import Instant, to_micros
 
@@ -76,8 +76,11 @@ async def list_events(
     event log on every call, which has no index by time alone), as a bare JSON array. As in
     OpenMeter, `from`, `to` and the `ingestedAt*` bounds are inclusive; `id` matches any part of an event id; customers in
     `customerId` that do not exist match nothing. `id` and `ingestedAt*` are applied to at
-    most twenty pages of `limit` events."""
+    most twenty pages of `limit` events. An upper bound before its lower one is a 400 naming
+    it, as in OpenMeter."""
     start, end = utc(from_), utc(to)
+    _require_order(start, end, "to", "from")
+    _require_order(utc(ingested_at_from), utc(ingested_at_to), "ingestedAtTo", "ingestedAtFrom")
     customers = None
     if customer_id is not None:
         customers = await known_customers(session, principal.tenant_id, customer_id)
@@ -95,6 +98,11 @@ async def list_events(
         session, principal.tenant_id, {v.customer for v in views if v.customer}
     )
     return Json([ingested_event_out(v, ids) for v in views])
+
+
+def _require_order(low: datetime | None, high: datetime | None, field: str, other: str) -> None:
+    if low is not None and high is not None and high < low:
+        raise ValidationFailed.on(field, f"must not be before '{other}'")
 
 
 def _event_predicate(

@@ -80,7 +80,7 @@ def _parse(text: str | None) -> dict[str, Any]:
         return {}
     try:
         spec = codec.loads(text)
-    except codec.DecodeError:
+    except (codec.DecodeError, RecursionError):  # nested past the decoder's depth: not JSON to us
         raise _bad("filter", "is not JSON") from None
     if not isinstance(spec, dict):
         raise _bad("filter", "must be a JSON object")

@@ -6,7 +6,8 @@ A thin adapter over the native grants service; the differences are OpenMeter's d
   is kept too, and answered back as sent (7 DAY stays 7 DAY).
 - `maxRolloverAmount` defaults to the grant's amount (the v2 API's default; v1 used 0), so a
   grant left untouched keeps its whole remainder across a reset; `minRolloverAmount` to 0.
-- `effectiveAt` is taken as sent (OpenMeter rounds it up to the minute).
+- `effectiveAt` and the recurrence anchor are truncated to the minute, as OpenMeter does
+  (usage is metered by the minute): usage earlier in the grant's first minute burns it.
 - `recurrence` `{interval, anchor}` (anchor default: `effectiveAt`) steps in UTC, as OpenMeter
   does; reads show it with `nextRecurrence`.
 """
@@ -28,9 +29,10 @@ from allotment.api.compat.openmeter_http import (
     Window,
     openmeter_fields,
     openmeter_router,
+    to_minute,
     utc,
 )
-from allotment.api.compat.openmeter_lookup import resolve
+from allotment.api.compat.openmeter_lookup import resolve, resolve_live
 from allotment.api.compat.openmeter_schemas import (
     EXPIRY_CALENDAR,
     EXPIRY_STEPS,
@@ -72,7 +74,7 @@ async def create_grant(
     session: WriteSession,
 ) -> Json:
     at, tenant_id = utcnow(), principal.tenant_id
-    customer, row, feature_key = await resolve(
+    customer, row, feature_key = await resolve_live(
         session, tenant_id, customer_id_or_key, entitlement_id_or_feature_key, at
     )
     record = await issue(session, principal, customer, feature_key, body, at=at)
@@ -90,14 +92,14 @@ async def issue(
     field: str = "",
 ) -> GrantRecord:
     """Create one grant with OpenMeter's defaults; errors name fields under `field`."""
-    effective = utc(body.effective_at)
+    effective = to_minute(utc(body.effective_at))
     assert effective is not None
     recurrence = None
     if body.recurrence is not None:
         interval = INTERVALS.get(body.recurrence.interval.upper())
         if interval is None:
             raise ValidationFailed.on(f"{field}recurrence.interval", INTERVAL_RULE)
-        recurrence = UsagePeriod(interval, utc(body.recurrence.anchor) or effective, _UTC)
+        recurrence = UsagePeriod(interval, to_minute(utc(body.recurrence.anchor)) or effective, _UTC)
     names = {ours: field + theirs for ours, theirs in GRANT_FIELDS.items()}
     names["feature"] = "entitlementIdOrFeatureKey"
     with openmeter_fields(names):

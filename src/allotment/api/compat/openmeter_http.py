@@ -144,8 +144,17 @@ def _renamed(field: str, names: dict[str, str]) -> str:
 
 
 def _failed(errors: list[FieldError], names: dict[str, str]) -> ValidationFailed:
-    renamed = [FieldError(_renamed(e.field, names), e.message) for e in errors]
+    renamed = [FieldError(_renamed(e.field, names), _named_in(e.message, names)) for e in errors]
     return ValidationFailed(_detail(renamed), errors=renamed)
+
+
+def _named_in(message: str, names: dict[str, str]) -> str:
+    """A message naming another field ("must not be less than min_rollover") names it as the
+    client does; only our multi-word field names are looked for, so values stay as they are."""
+    ours = [n for n in names if "_" in n]
+    if not ours:
+        return message
+    return re.sub(r"\b(" + "|".join(map(re.escape, ours)) + r")\b", lambda m: names[m[1]], message)
 
 
 def _detail(errors: list[FieldError]) -> str:
@@ -183,6 +192,12 @@ def utc(at: datetime | None) -> datetime | None:
     return at.replace(tzinfo=UTC) if at.tzinfo is None else at.astimezone(UTC)
 
 
+def to_minute(at: datetime | None) -> datetime | None:
+    """OpenMeter meters usage by the minute, so it truncates the instants credit starts from
+    (entitlement usage, grants and their recurrence) to the minute."""
+    return None if at is None else at.replace(second=0, microsecond=0)
+
+
 def zone(name: str) -> ZoneInfo:
     try:
         return ZoneInfo(name)
@@ -218,6 +233,8 @@ def _literal(raw: str) -> Any:
         return json.loads(raw)
     except ValueError:
         pass
+    except RecursionError:
+        raise ValidationFailed.on("filterGroupBy", "is nested too deeply") from None
     try:
         return ast.literal_eval(raw)  # literals only: never evaluates code
     except (ValueError, TypeError, SyntaxError, MemoryError, RecursionError):
@@ -236,9 +253,13 @@ def values_of(field: str, name: object, value: object) -> list[str]:
 
 
 def json_param(field: str, raw: str | None) -> Any:
-    if raw is None:
-        return None
+    return None if raw is None else json_text(field, raw)
+
+
+def json_text(field: str, raw: str) -> Any:
+    """JSON sent as text inside a request; nesting deeper than the parser holds (its recursion
+    limit) is invalid JSON too, not a server error."""
     try:
         return json.loads(raw)
-    except ValueError:
+    except (ValueError, RecursionError):
         raise ValidationFailed.on(field, "is not valid JSON") from None

@@ -33,3 +33,15 @@ async def resolve(
     if row is None:
         raise NotFound("entitlement", ref)
     return customer, row, feature.key
+
+
+async def resolve_live(
+    session: AsyncSession, tenant_id: str, customer_ref: str, ref: str, at: datetime
+) -> tuple[Customer, CustomerEntitlement, str]:
+    """As `resolve`, for what is asked of the entitlement at `at` (its value, a grant on it):
+    one ended by then, deleted or replaced by an override, is not found there, as in OpenMeter
+    (its id still reads it, and its value at an instant it was live)."""
+    customer, row, key = await resolve(session, tenant_id, customer_ref, ref, at)
+    if row.active_to is not None and row.active_to <= at:
+        raise NotFound("entitlement", ref)
+    return customer, row, key

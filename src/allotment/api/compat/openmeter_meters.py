@@ -113,7 +113,13 @@ async def _all_meters(session: AsyncSession, tenant_id: str) -> list[Meter]:
 
 @router.post("/v1/meters", status_code=201)
 async def create_meter(body: MeterCreateIn, principal: Admin, session: WriteSession) -> Json:
-    """Events already stored are counted at once, as on the native API."""
+    """Events already stored are counted at once, as on the native API. `eventFrom` (count only
+    the events from then on) is refused: a meter here counts every event of its type, and
+    silently counting the events a client asked to skip would overstate its usage."""
+    if body.event_from is not None:
+        raise ValidationFailed.on(
+            "eventFrom", "is not supported: a meter counts every stored event of its type"
+        )
     with openmeter_fields(METER_FIELDS):
         data = MeterCreate.model_validate(
             {

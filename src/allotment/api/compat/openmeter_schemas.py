@@ -45,6 +45,7 @@ class MeterCreateIn(_In):
     group_by: dict[str, str] = Field(default_factory=dict)
     name: str | None = None
     description: str | None = None
+    event_from: Any = None  # refused when sent (openmeter_meters.create_meter)
 
 
 class MeterUpdateIn(_In):
@@ -273,6 +274,7 @@ ENTITLEMENT_FIELDS = {
     "included": "issueAfterReset",
     "usage_period": "usagePeriod.interval",
     "usage_anchor": "usagePeriod.anchor",
+    "starts_at": "measureUsageFrom",
 }
 
 

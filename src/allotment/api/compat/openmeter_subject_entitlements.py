@@ -30,7 +30,7 @@ from fastapi import Query, Response
 from allotment.api.compat import openmeter_entitlements, openmeter_grants, openmeter_history
 from allotment.api.compat.openmeter_entitlements import Time
 from allotment.api.compat.openmeter_http import openmeter_router
-from allotment.api.compat.openmeter_lookup import resolve
+from allotment.api.compat.openmeter_lookup import resolve, resolve_live
 from allotment.api.compat.openmeter_schemas import (
     EntitlementCreateIn,
     GrantCreateIn,
@@ -195,7 +195,7 @@ async def create_grant(
     if body.max_rollover_amount is None:
         body = body.model_copy(update={"max_rollover_amount": Decimal(0)})
     _, owner = await customers.owner_of_subject(session, tenant_id, subject_key)
-    customer, row, key = await resolve(
+    customer, row, key = await resolve_live(
         session, tenant_id, owner.customer.id, entitlement_id_or_feature_key, at
     )
     record = await openmeter_grants.issue(session, principal, customer, key, body, at=at)
