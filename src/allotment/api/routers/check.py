@@ -37,7 +37,7 @@ from allotment.entitlements.schemas import (
     DenialRead,
     UpsellHintRead,
 )
-from allotment.errors import Forbidden, MalformedRequest, PayloadTooLarge
+from allotment.errors import Forbidden, MalformedRequest, PayloadTooLarge, ValidationFailed
 from allotment.types import AwareInstant, utcnow
 
 router = APIRouter(tags=["check"])
@@ -199,6 +199,8 @@ async def list_denials(
 ) -> dict[str, object]:
     """Refused checks, reservations and seat activations, oldest first; filter by customer and
     feature (key or id) and by when, [from, to)."""
+    if from_ is not None and to is not None and from_ >= to:
+        raise ValidationFailed.on("from", "must be before 'to'")
     rows = await service.list_denials(
         session, principal.tenant_id, customer=customer, feature=feature, start=from_, end=to,
         after=decode_cursor(cursor, of=_LIST), limit=limit,
