@@ -43,7 +43,8 @@ async def feature_for(session: AsyncSession, tenant_id: str, meter: Meter, *, fi
     try:
         async with session.begin_nested():
             made = await features.create(session, tenant_id, FeatureCreate(key=meter.key, name=meter.name,
-                                                                           meter=meter.key), actor=actor, at=at)
+                                                                           meter=meter.key), actor=actor, at=at,
+                                         any_meter=True)
     except AlreadyExists:
         # A concurrent request may just have made it for the same meter: then it is the one.
         if (found := await _measuring(session, tenant_id, meter)) is not None:

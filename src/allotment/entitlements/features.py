@@ -15,7 +15,12 @@ from allotment.entitlements.models import Feature
 from allotment.entitlements.schemas import FeatureCreate, FeatureUpdate
 from allotment.errors import AlreadyExists, NotFound, ValidationFailed
 from allotment.metering import meters
+from allotment.metering.aggregation import Aggregation
 from allotment.types import new_id
+
+# The meters whose values add up to a running total: only these can feed a feature's usage
+# counters (a MAX, LATEST or UNIQUE_COUNT of a period is not the sum of its events).
+ADDITIVE = (Aggregation.SUM, Aggregation.COUNT)
 
 
 @dataclass
@@ -91,14 +96,20 @@ async def view(session: AsyncSession, tenant_id: str, feature: Feature) -> Featu
 
 
 async def _resolve_meter(
-    session: AsyncSession, tenant_id: str, meter_key: str | None, group_filter: dict[str, str]
+    session: AsyncSession, tenant_id: str, meter_key: str | None, group_filter: dict[str, str],
+    *, any_meter: bool = False,
 ) -> str | None:
-    """The meter's id; the group filter must name groups the meter actually has."""
+    """The meter's id; the meter must add its events up, and the group filter must name
+    groups the meter actually has."""
     if meter_key is None:
         if group_filter:
             raise ValidationFailed.on("meter_group_filter", "needs a meter")
         return None
     meter = await meters.get(session, tenant_id, meter_key)
+    if not any_meter and Aggregation(meter.aggregation) not in ADDITIVE:
+        raise ValidationFailed.on("meter", (
+            f"meter '{meter.key}' aggregates with {meter.aggregation}, which adds up to no usage: "
+            "a feature can be measured by a SUM or COUNT meter only"))
     for name in group_filter:
         if name not in meter.group_by:
             raise ValidationFailed.on(
@@ -108,11 +119,14 @@ async def _resolve_meter(
 
 
 async def create(
-    session: AsyncSession, tenant_id: str, data: FeatureCreate, *, actor: str, at: datetime
+    session: AsyncSession, tenant_id: str, data: FeatureCreate, *, actor: str, at: datetime,
+    any_meter: bool = False,
 ) -> FeatureView:
+    """A new feature; `any_meter` lets it be measured by a meter that adds nothing up (a
+    plan another billing system defines charges its metrics whatever their aggregation)."""
     if await _live(session, tenant_id, data.key) is not None:
         raise AlreadyExists("feature", data.key)
-    meter_id = await _resolve_meter(session, tenant_id, data.meter, data.meter_group_filter)
+    meter_id = await _resolve_meter(session, tenant_id, data.meter, data.meter_group_filter, any_meter=any_meter)
     feature = Feature(
         id=new_id("fea"), tenant_id=tenant_id, key=data.key, name=data.name or data.key,
         unit=data.unit, meter_id=meter_id, meter_group_filter=data.meter_group_filter,

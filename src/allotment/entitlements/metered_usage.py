@@ -30,6 +30,7 @@ from allotment.entitlements.check import (
     usage_period,
 )
 from allotment.entitlements.crossings import worth_watching
+from allotment.entitlements.features import ADDITIVE
 from allotment.entitlements.models import (
     CustomerEntitlement,
     EntitlementUsage,
@@ -42,8 +43,6 @@ from allotment.metering.aggregation import Aggregation, CompiledMeter, DataError
 from allotment.metering.meters import compile_meter
 from allotment.metering.models import EVENT_MINUTE, Meter, event_minute
 from allotment.types import from_micros, to_micros
-
-ADDITIVE = (Aggregation.SUM, Aggregation.COUNT)
 
 
 @dataclass(frozen=True)

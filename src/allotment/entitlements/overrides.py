@@ -67,7 +67,8 @@ async def set_override(
         raise NotFound("entitlement", f"{customer_key}/{feature_key}")
     if current.source == "adhoc":
         raise Conflict(f"'{feature_key}' is an ad-hoc entitlement of '{customer_key}'; it has no plan value to override")
-    values = _merged(current, data)
+    planned = await provisioning.planned_values(session, tenant_id, customer_id, feature.id, at)
+    values = _merged(current, data, planned)
     before = audit.snapshot(current)
     for row in rows:
         await provisioning.close(session, row, actor=actor, at=at)
@@ -80,11 +81,13 @@ async def set_override(
     return await _added(session, row, "entitlement.overridden", before, customer_key, feature, actor=actor, at=at)
 
 
-def _merged(current: CustomerEntitlement, data: OverrideIn) -> dict[str, Any]:
+def _merged(current: CustomerEntitlement, data: OverrideIn, planned: dict[str, Any] | None) -> dict[str, Any]:
+    """The override's values: those sent, then the current row's (or, when the kind changes,
+    the plan's values of that kind, as an override the plan's kind would keep them)."""
     given = data.model_dump(exclude_unset=True, exclude=_PLACEMENT)
     kind = Kind(given.pop("kind", None) or current.kind)
-    base = of_row(current)
-    kept = {k: base[k] for k in APPLIES[kind]} if kind == current.kind else {}
+    base = of_row(current) if kind == current.kind else planned
+    kept = {k: base[k] for k in APPLIES[kind]} if base is not None and base["kind"] == kind else {}
     return normalize(kind, kept | given)
 
 

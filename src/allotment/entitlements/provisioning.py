@@ -228,6 +228,16 @@ async def _wanted(
     return out
 
 
+async def planned_values(
+    session: AsyncSession, tenant_id: str, customer_id: str, feature_id: str, at: datetime
+) -> dict[str, Any] | None:
+    """The values the customer's subscription in force at `at` gives the feature, if any."""
+    for item in await _wanted(session, tenant_id, customer_id, at):
+        if item.feature_id == feature_id and item.active_from <= at:
+            return item.values
+    return None
+
+
 async def _backdated(
     session: AsyncSession, tenant_id: str, customer_id: str, item: Wanted, at: datetime
 ) -> datetime:

@@ -352,6 +352,10 @@ class EntitlementStateRead(BaseModel):
     in_overdraft: bool = Field(description="Usage is past the soft limit.")
     config: dict[str, Any] | None = None
     usage: QuantityOut | None = None
+    reserved: QuantityOut | None = Field(
+        default=None, description="metered: units held by open reservations; they count against the "
+                                  "balance and the limits as usage does, until committed or released."
+    )
     included: QuantityOut | None = None
     rolled_over: QuantityOut | None = Field(
         default=None, description="Unused included units of the previous period carried into this one "

@@ -61,6 +61,7 @@ class EntitlementState:
     has_access: bool
     config: dict[str, Any] | None = None
     usage: Decimal | None = None
+    reserved: Decimal | None = None  # metered: held by open reservations, spent like usage
     included: Decimal | None = None
     soft_limit: Decimal | None = None
     hard_limit: Decimal | None = None
@@ -118,8 +119,8 @@ def judged(
                       for g in burn_order(_latest_instances(tuple(stored))))
     return EntitlementState(
         feature_key, row, has_access=d.hard_limit is None or spent < d.hard_limit,
-        usage=d.usage, included=d.included, soft_limit=d.soft_limit, hard_limit=d.hard_limit,
-        balance=d.balance, overage=d.overage,
+        usage=d.usage, reserved=counted.reserved, included=d.included, soft_limit=d.soft_limit,
+        hard_limit=d.hard_limit, balance=d.balance, overage=d.overage,
         period_start=counted.period_start, period_end=counted.period_end, grants=breakdown,
         rolled_over=rolled if standing.rolls_over(row) else None, carried=counted.carried,
     )

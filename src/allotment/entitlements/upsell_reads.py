@@ -19,7 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from allotment.customers.models import CustomerSubject
 from allotment.db import UTCDateTime
 from allotment.entitlements.engine import ZERO
-from allotment.entitlements.metered_usage import ADDITIVE
+from allotment.entitlements.features import ADDITIVE
 from allotment.entitlements.models import (
     CustomerEntitlement,
     EntitlementUsage,

@@ -41,6 +41,8 @@ def normalize(kind: Kind, given: Mapping[str, Any], *, prefix: str = "") -> dict
     if kind in (Kind.METERED, Kind.SEATS):
         out["included"] = Decimal(0) if out["included"] is None else out["included"]
         _check_limits(out, prefix)
+    if kind is Kind.SEATS:
+        _check_whole_seats(out, prefix)
     if kind is Kind.METERED:
         out["usage_period"] = str(out["usage_period"] or Interval.MONTH)
         out["overage_at_reset"] = out["overage_at_reset"] or "forgive"
@@ -57,6 +59,14 @@ def _check_limits(values: Mapping[str, Any], prefix: str) -> None:
     except InvalidEntitlement as exc:
         first = exc.errors[0]
         raise ValidationFailed.on(f"{prefix}{first.field}", first.message) from None
+
+
+def _check_whole_seats(values: Mapping[str, Any], prefix: str) -> None:
+    """A seat is an item (a user, a device): half of one can be neither activated nor paid for."""
+    for name in ("included", "soft_limit", "hard_limit"):
+        value = values[name]
+        if value is not None and Decimal(value) != Decimal(value).to_integral_value():
+            raise ValidationFailed.on(f"{prefix}{name}", "must be a whole number of seats")
 
 
 def of_row(row: Any) -> dict[str, Any]:

@@ -13,7 +13,7 @@ from starlette.types import Receive, Scope, Send
 
 from allotment import codec
 from allotment.api import access_log, errors
-from allotment.api.body import problem_in
+from allotment.api.body import problem_in, read_limited
 from allotment.api.deps import (
     ALLOWED,
     Cursor,
@@ -37,7 +37,7 @@ from allotment.entitlements.schemas import (
     DenialRead,
     UpsellHintRead,
 )
-from allotment.errors import Forbidden, MalformedRequest
+from allotment.errors import Forbidden, MalformedRequest, PayloadTooLarge, ValidationFailed
 from allotment.types import AwareInstant, utcnow
 
 router = APIRouter(tags=["check"])
@@ -58,7 +58,10 @@ def check_body(result: service.CheckResult, upsell: UpsellHintRead | None = None
     })
 
 
-def _check_in(body: bytes) -> CheckIn:
+def _check_in(body: bytes, content_type: str | None) -> CheckIn:
+    declared_other = content_type is not None and not content_type.startswith("application/json")
+    if declared_other and (bad := problem_in(body, content_type)) is not None:
+        raise bad  # a body declared as another media type: the 415 any endpoint answers
     if b"\\u0000" in body and (bad := problem_in(body, None)) is not None:
         raise bad  # the answer any endpoint gives, whatever the backend
     try:
@@ -72,6 +75,7 @@ def _check_in(body: bytes) -> CheckIn:
 @router.post(
     "/v1/check",
     response_model=CheckRead,
+    responses={415: {"description": "The body is not sent as JSON (`Content-Type: application/json`)"}},
     openapi_extra={
         "requestBody": {
             "required": True, "content": {"application/json": {"schema": CheckIn.model_json_schema()}},
@@ -88,20 +92,21 @@ async def check(request: Request) -> Response:
 
     Any key may check; consuming needs an `ingest` or `admin` key.
     """
-    headers = request.headers
-    body, replayed = await _answer(request.app.state, headers.get("authorization", ""),
-                                   headers.get("idempotency-key"), await request.body())
+    headers, state = request.headers, request.app.state
+    body, replayed = await _answer(state, headers.get("authorization", ""), headers.get("idempotency-key"),
+                                   await read_limited(request, state.settings.max_body_bytes),
+                                   headers.get("content-type"))
     return Response(body, media_type="application/json",
                     headers={"Idempotent-Replayed": "true"} if replayed else None)
 
 
 async def _answer(state: State, authorization: str, idempotency_key: str | None,
-                  body: bytes) -> tuple[bytes, bool]:
+                  body: bytes, content_type: str | None = None) -> tuple[bytes, bool]:
     """The answer's JSON, and whether it replays an earlier consume's."""
     # The hottest endpoint reads its key, body and database itself: resolving dependencies
     # and a body model per request costs more than the check.
     principal = await principal_of(authorization, state)
-    data = _check_in(body)
+    data = _check_in(body, content_type)
     if data.consume and principal.scope not in ALLOWED["ingest"]:
         raise Forbidden(f"this API key has scope '{principal.scope}'; consuming needs 'ingest'")
     key = one_idempotency_key(data.idempotency_key, idempotency_key)
@@ -133,14 +138,19 @@ async def serve(state: State, scope: Scope, receive: Receive, send: Send) -> Non
     costs a check a few microseconds."""
     settings = state.settings
     started = perf_counter()
-    authorization, idempotency_key = None, None
+    authorization, idempotency_key, content_type, length = None, None, None, None
     for name, value in scope["headers"]:  # the first of repeated headers counts, as in Starlette
         if name == b"authorization" and authorization is None:
             authorization = value.decode("latin-1")
         elif name == b"idempotency-key" and idempotency_key is None:
             idempotency_key = value.decode("latin-1")
+        elif name == b"content-type" and content_type is None:
+            content_type = value.decode("latin-1")
+        elif name == b"content-length" and length is None:
+            length = value
     try:
-        body, replayed = await _answer(state, authorization or "", idempotency_key, await _body(receive))
+        raw = await _body(receive, settings.max_body_bytes, length)
+        body, replayed = await _answer(state, authorization or "", idempotency_key, raw, content_type)
     except Exception as exc:  # noqa: BLE001  (rendered, and logged when unexpected, as the app does)
         respond = errors.render(Request(scope, receive), exc)
         if settings.access_log:
@@ -157,13 +167,21 @@ async def serve(state: State, scope: Scope, receive: Receive, send: Send) -> Non
         access_log.write_request(scope, 200, started, json=settings.log_json)
 
 
-async def _body(receive: Receive) -> bytes:
-    chunks = []
+async def _body(receive: Receive, limit: int, declared: bytes | None) -> bytes:
+    """The whole body, refused (413) past `limit` bytes before more of it is buffered, as the
+    other endpoints refuse theirs."""
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise PayloadTooLarge(f"body is {declared.decode()} bytes; at most {limit} are accepted")
+    chunks, size = [], 0
     while True:
         message = await receive()
         if message["type"] == "http.disconnect":
             raise ClientDisconnect()
-        chunks.append(message.get("body", b""))
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > limit:
+            raise PayloadTooLarge(f"body exceeds {limit} bytes")
+        chunks.append(chunk)
         if not message.get("more_body", False):
             return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
@@ -181,6 +199,8 @@ async def list_denials(
 ) -> dict[str, object]:
     """Refused checks, reservations and seat activations, oldest first; filter by customer and
     feature (key or id) and by when, [from, to)."""
+    if from_ is not None and to is not None and from_ >= to:
+        raise ValidationFailed.on("from", "must be before 'to'")
     rows = await service.list_denials(
         session, principal.tenant_id, customer=customer, feature=feature, start=from_, end=to,
         after=decode_cursor(cursor, of=_LIST), limit=limit,

@@ -31,7 +31,7 @@ def state_read(s: service.EntitlementState) -> EntitlementStateRead:
         feature=s.feature_key, kind=Kind(s.row.kind),
         source=s.row.source,  # type: ignore[arg-type]
         has_access=s.has_access, in_overdraft=s.in_overdraft, config=s.config, usage=s.usage,
-        included=s.included, soft_limit=s.soft_limit, hard_limit=s.hard_limit, balance=s.balance,
+        reserved=s.reserved, included=s.included, soft_limit=s.soft_limit, hard_limit=s.hard_limit, balance=s.balance,
         overage=s.overage, period_start=s.period_start, period_end=s.period_end, rolled_over=s.rolled_over,
         grants=[GrantStateRead(id=g.grant.id, amount=g.grant.amount, balance=g.balance, priority=g.grant.priority,
                                effective_at=g.grant.effective_at, expires_at=g.grant.expires_at) for g in s.grants],
