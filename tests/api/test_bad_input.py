@@ -465,3 +465,15 @@ async def test_creating_a_taken_key_is_a_409_saying_what_exists(tenant):
         again = await c.post(path, json=body)
         assert_problem(again, 409)
         assert again.json()["type"] == f"{kind}_exists" and "already exists" in again.json()["detail"]
+
+
+@pytest.mark.parametrize(("quantity", "message"), [
+    (10**13, "Input should be less than 1000000000000"),
+    ({"n": 1}, "Input should be a number or a decimal string"),
+    (0, "Input should be greater than 0"),
+])
+async def test_a_quantity_out_of_range_is_said_in_plain_numbers(tenant, quantity, message):
+    """The message names the bound as a number, not as the server's Python value."""
+    resp = await tenant.client.post("/v1/check", json={"customer": "c", "feature": "f", "quantity": quantity})
+    assert_problem(resp, 422, "quantity")
+    assert [e["message"] for e in resp.json()["errors"]] == [message]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import sqlite3
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -90,15 +91,25 @@ def _field_name(loc: tuple[Any, ...]) -> str:
     return out or "body"
 
 
+_PYTHON_DECIMAL = re.compile(r"Decimal\('([^']*)'\)")
+
+
+def _said(err: Mapping[str, Any]) -> str:
+    """A validation error's message in the API's terms: bounds as plain numbers, not as the
+    Python values the schemas hold them in."""
+    if err.get("type") == "decimal_type":
+        return "Input should be a number or a decimal string"
+    message = str(err.get("msg", "is invalid")).removeprefix("Value error, ")
+    return _PYTHON_DECIMAL.sub(r"\1", message)
+
+
 def _on_validation(request: Request, exc: Exception) -> Json:
     assert isinstance(exc, RequestValidationError)
     errors = []
     for err in exc.errors():
         if err.get("type") == "json_invalid":
             return _on_domain(request, MalformedRequest.body("is not valid JSON"))
-        message = str(err.get("msg", "is invalid"))
-        message = message.removeprefix("Value error, ")
-        errors.append(FieldError(_field_name(tuple(err.get("loc", ()))), message))
+        errors.append(FieldError(_field_name(tuple(err.get("loc", ()))), _said(err)))
     detail = "; ".join(f"{e.field}: {e.message}" for e in errors)
     return problem(422, "validation_failed", "Invalid input", detail, errors)
 
@@ -185,8 +196,7 @@ def _on_pydantic(_: Request, exc: Exception) -> Json:
     """A schema validated inside an endpoint (not by FastAPI) failed: the caller's input."""
     assert isinstance(exc, pydantic.ValidationError)
     errors = [
-        FieldError(_field_name(tuple(e["loc"])), str(e["msg"]).removeprefix("Value error, "))
-        for e in exc.errors()
+        FieldError(_field_name(tuple(e["loc"])), _said(e)) for e in exc.errors()
     ]
     detail = "; ".join(f"{e.field}: {e.message}" for e in errors)
     return problem(422, "validation_failed", "Invalid input", detail, errors)
