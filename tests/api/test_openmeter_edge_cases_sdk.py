@@ -295,3 +295,30 @@ def test_a_meter_with_event_from_is_refused_naming_it(om):
     assert err.value.status_code == 400
     assert err.value.model.detail.startswith("eventFrom: ")
     assert [m.slug for m in om.meters.list()] == []
+
+
+# --- deleted resources -------------------------------------------------------------------------
+
+
+def test_customers_list_with_include_deleted_lists_deleted_ones_with_their_deleted_at(om):
+    """Left out by default; with includeDeleted, listed and counted, saying when they went."""
+    customer(om, "acme")
+    customer(om, "bolt")
+    om.customers.delete("acme")
+    assert [c.key for c in om.customers.list().items_property] == ["bolt"]
+    both = om.customers.list(include_deleted=True)
+    assert (sorted(c.key for c in both.items_property), both.total_count) == (["acme", "bolt"], 2)
+    gone = {c.key: c.deleted_at for c in both.items_property}
+    assert gone["acme"] is not None and gone["bolt"] is None
+    assert [c.key for c in om.customers.list(include_deleted=True, key="acm").items_property] == ["acme"]
+
+
+def test_meters_list_with_include_deleted_lists_deleted_ones_with_their_deleted_at(om):
+    """A deleted meter is out of the list unless asked for, then marked by deletedAt."""
+    tokens_meter(om)
+    om.meters.create(MeterCreate(slug="calls", event_type="call", aggregation="COUNT"))
+    om.meters.delete("calls")
+    assert [m.slug for m in om.meters.list()] == ["tokens_total"]
+    listed = {m.slug: m.deleted_at for m in om.meters.list(include_deleted=True)}
+    assert sorted(listed) == ["calls", "tokens_total"]
+    assert listed["calls"] is not None and listed["tokens_total"] is None

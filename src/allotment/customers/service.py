@@ -192,9 +192,13 @@ async def _audit(session: AsyncSession, action: str, before: dict[str, Any] | No
 
 
 async def list_(
-    session: AsyncSession, tenant_id: str, *, after: str | None, limit: int, offset: int = 0
+    session: AsyncSession, tenant_id: str, *, after: str | None, limit: int, offset: int = 0,
+    include_deleted: bool = False,
 ) -> list[CustomerView]:
-    stmt = select(Customer).where(Customer.tenant_id == tenant_id, Customer.deleted_at.is_(None))
+    """Live customers in id order; with `include_deleted`, deleted ones too (owning no subjects)."""
+    stmt = select(Customer).where(Customer.tenant_id == tenant_id)
+    if not include_deleted:
+        stmt = stmt.where(Customer.deleted_at.is_(None))
     if after:
         stmt = stmt.where(Customer.id > after)
     rows = list(await session.scalars(stmt.order_by(Customer.id).offset(offset).limit(limit)))
@@ -202,13 +206,11 @@ async def list_(
     return [CustomerView(c, subjects.get(c.id, [])) for c in rows]
 
 
-async def count(session: AsyncSession, tenant_id: str) -> int:
-    total = await session.scalar(
-        select(func.count()).select_from(Customer).where(
-            Customer.tenant_id == tenant_id, Customer.deleted_at.is_(None)
-        )
-    )
-    return int(total or 0)
+async def count(session: AsyncSession, tenant_id: str, *, include_deleted: bool = False) -> int:
+    stmt = select(func.count()).select_from(Customer).where(Customer.tenant_id == tenant_id)
+    if not include_deleted:
+        stmt = stmt.where(Customer.deleted_at.is_(None))
+    return int(await session.scalar(stmt) or 0)
 
 
 async def _subjects_by_customer(

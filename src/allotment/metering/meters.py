@@ -219,8 +219,13 @@ async def get(session: AsyncSession, tenant_id: str, key: str) -> Meter:
     return meter
 
 
-async def list_(session: AsyncSession, tenant_id: str, *, after: str | None, limit: int) -> list[Meter]:
-    stmt = select(Meter).where(Meter.tenant_id == tenant_id, Meter.deleted_at.is_(None))
+async def list_(
+    session: AsyncSession, tenant_id: str, *, after: str | None, limit: int, include_deleted: bool = False
+) -> list[Meter]:
+    """Live meters in id order; with `include_deleted`, deleted ones too."""
+    stmt = select(Meter).where(Meter.tenant_id == tenant_id)
+    if not include_deleted:
+        stmt = stmt.where(Meter.deleted_at.is_(None))
     if after:
         stmt = stmt.where(Meter.id > after)
     return list(await session.scalars(stmt.order_by(Meter.id).limit(limit)))

@@ -66,22 +66,25 @@ async def list_customers(
     primary_email: Annotated[str | None, Query(alias="primaryEmail")] = None,
     subject: str | None = None,
     plan_key: Annotated[str | None, Query(alias="planKey")] = None,
+    include_deleted: Annotated[bool, Query(alias="includeDeleted")] = False,
 ) -> Json:
     """`{items, page, pageSize, totalCount}`. Each filter matches a part of its field, ignoring
     case, as OpenMeter documents (`subject`: a part of any of the customer's subject keys);
-    `planKey` keeps the customers with a subscription active now on a version of that plan."""
+    `planKey` keeps the customers with a subscription active now on a version of that plan.
+    Deleted customers only with `includeDeleted` (marked by their `deletedAt`)."""
     tenant_id = principal.tenant_id
     filters = (key, name, primary_email, subject, plan_key)
     if filters == (None,) * len(filters) and (order, order_by) == ("ASC", "id"):
-        total = await customers.count(session, tenant_id)
+        total = await customers.count(session, tenant_id, include_deleted=include_deleted)
         views = await customers.list_(
-            session, tenant_id, after=None, limit=page_size, offset=(page - 1) * page_size
+            session, tenant_id, after=None, limit=page_size, offset=(page - 1) * page_size,
+            include_deleted=include_deleted,
         )
     else:
         subscribed = None if plan_key is None else await _on_plan(session, tenant_id, plan_key, utcnow())
         views = [
             v
-            for v in await _all_customers(session, tenant_id)
+            for v in await _all_customers(session, tenant_id, include_deleted=include_deleted)
             if _matches(v, key, name, primary_email, subject)
             and (subscribed is None or v.customer.id in subscribed)
         ]
@@ -98,11 +101,13 @@ async def list_customers(
     )
 
 
-async def _all_customers(session: AsyncSession, tenant_id: str) -> list[customers.CustomerView]:
+async def _all_customers(
+    session: AsyncSession, tenant_id: str, *, include_deleted: bool = False
+) -> list[customers.CustomerView]:
     out: list[customers.CustomerView] = []
     while True:
         after = out[-1].customer.id if out else None
-        chunk = await customers.list_(session, tenant_id, after=after, limit=_PAGE)
+        chunk = await customers.list_(session, tenant_id, after=after, limit=_PAGE, include_deleted=include_deleted)
         out += chunk
         if len(chunk) < _PAGE:
             return out

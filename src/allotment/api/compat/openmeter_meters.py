@@ -88,9 +88,11 @@ async def list_meters(
         Literal["key", "name", "aggregation", "createdAt", "updatedAt"] | None,
         Query(alias="orderBy"),
     ] = None,
+    include_deleted: Annotated[bool, Query(alias="includeDeleted")] = False,
 ) -> Json:
-    """A bare JSON array (the SDK refuses anything else), in creation order unless `orderBy`."""
-    rows = await _all_meters(session, principal.tenant_id)
+    """A bare JSON array (the SDK refuses anything else), in creation order unless `orderBy`;
+    deleted meters only with `includeDeleted` (marked by their `deletedAt`)."""
+    rows = await _all_meters(session, principal.tenant_id, include_deleted=include_deleted)
     if order_by is not None or order == "DESC":
         rows.sort(key=_ORDER_BY[order_by or "createdAt"], reverse=order == "DESC")
     if page is not None or page_size is not None:
@@ -100,11 +102,11 @@ async def list_meters(
     return Json([meter_out(m) for m in rows])
 
 
-async def _all_meters(session: AsyncSession, tenant_id: str) -> list[Meter]:
+async def _all_meters(session: AsyncSession, tenant_id: str, *, include_deleted: bool = False) -> list[Meter]:
     out: list[Meter] = []
     while True:
         chunk = await meters.list_(
-            session, tenant_id, after=out[-1].id if out else None, limit=_PAGE
+            session, tenant_id, after=out[-1].id if out else None, limit=_PAGE, include_deleted=include_deleted
         )
         out += chunk
         if len(chunk) < _PAGE:

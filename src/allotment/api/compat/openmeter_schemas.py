@@ -113,6 +113,7 @@ def meter_out(meter: Meter) -> dict[str, Any]:
             "groupBy": meter.group_by or {},
             "createdAt": meter.created_at,
             "updatedAt": meter.updated_at,
+            "deletedAt": meter.deleted_at,
         }
     )
 
@@ -131,6 +132,7 @@ def customer_out(view: CustomerView) -> dict[str, Any]:
             "currency": c.currency,
             "createdAt": c.created_at,
             "updatedAt": c.updated_at,
+            "deletedAt": c.deleted_at,
         }
     )
 
