@@ -285,16 +285,17 @@ def test_a_grant_on_a_replaced_entitlement_by_its_old_id_is_not_found(om):
 # --- meters ------------------------------------------------------------------------------------
 
 
-def test_a_meter_with_event_from_is_refused_naming_it(om):
-    """`eventFrom` asks to skip the events before it, which a meter here cannot do: a 400 naming
-    it, rather than a meter that silently counts the events the client asked to skip."""
-    om.events.ingest_event(prompt(at=T0))
-    with pytest.raises(HttpResponseError) as err:
-        om.meters.create(MeterCreate(slug="tokens_total", aggregation="SUM", event_type="prompt",
-                                     value_property="$.tokens", event_from=T0 + HOUR))
-    assert err.value.status_code == 400
-    assert err.value.model.detail.startswith("eventFrom: ")
-    assert [m.slug for m in om.meters.list()] == []
+def test_a_meter_with_event_from_counts_only_the_events_from_then(om):
+    """Stored events before `eventFrom` are skipped by the backfill, late ones by the ingest,
+    and the meter answers its `eventFrom`."""
+    om.events.ingest_events([prompt(tokens=3, at=T0), prompt(tokens=5, at=T0 + 2 * HOUR)])
+    created = om.meters.create(MeterCreate(slug="tokens_total", aggregation="SUM", event_type="prompt",
+                                           value_property="$.tokens", event_from=T0 + HOUR))
+    assert created.event_from == T0 + HOUR
+    om.events.ingest_events([prompt(tokens=7, at=T0 + 30 * timedelta(minutes=1)), prompt(tokens=11, at=T0 + 3 * HOUR)])
+    total = om.meters.query_json("tokens_total", from_parameter=T0, to=T0 + 4 * HOUR)
+    assert [row.value for row in total.data] == [16]
+    assert om.meters.get("tokens_total").event_from == T0 + HOUR
 
 
 # --- deleted resources -------------------------------------------------------------------------

@@ -162,7 +162,7 @@ def _flag_meter(op: str, value: object) -> CompiledMeter:
 )
 def test_filters_compare_like_json(op: str, value: object, flag: object, counted: bool) -> None:
     """A filter on `true` does not count events whose value is `1` (nor the reverse)."""
-    assert (_flag_meter(op, value).contribution({"flag": flag}) is not None) is counted
+    assert (_flag_meter(op, value).contribution({"flag": flag}, 0) is not None) is counted
 
 
 group_values = st.one_of(st.none(), st.booleans(), st.integers(-2, 2), st.sampled_from([0.0, -0.0, 1.0, 1.5]),
@@ -187,7 +187,7 @@ def test_group_keys_name_every_group_by_value(count: int, data: st.DataObject) -
                 (event if i % 2 == 0 else event["nest"])[name] = value  # type: ignore[index]
             expected[name] = (None if value is KeyError or value is None
                               else value if isinstance(value, str) else json.dumps(value, separators=(",", ":")))
-        contribution = meter.contribution(event)
+        contribution = meter.contribution(event, 0)
         assert contribution is not None
         assert (parse_group_key(contribution.group_key), contribution.micros) == (expected, 1_000_000)
 

@@ -86,7 +86,7 @@ def test_meters_within_the_group_limits_leave_each_value_its_minimum() -> None:
 def test_a_group_key_of_long_values_stays_within_its_budget(value: Any) -> None:
     """However long the values, the JSON of all of a meter's group values stays within GROUP_KEY_BYTES."""
     compiled = _widest_meter()
-    contribution = compiled.contribution(dict.fromkeys(compiled.group_names, value))
+    contribution = compiled.contribution(dict.fromkeys(compiled.group_names, value), 0)
     assert contribution is not None
     assert len(contribution.group_key.encode()) <= GROUP_KEY_BYTES
     assert set(parse_group_key(contribution.group_key)) == set(compiled.group_names)

@@ -309,7 +309,7 @@ async def reported_events(
         for seq, time_us, data in found:
             after = seq
             try:
-                contribution = compiled.contribution(codec.loads(data) if data else {})
+                contribution = compiled.contribution(codec.loads(data) if data else {}, time_us)
             except DataError:
                 continue  # this event cannot feed the meter; ingest skipped it too
             if contribution is not None and target.accepts(compiled, contribution.group_key, time_us):

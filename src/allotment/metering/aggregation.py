@@ -136,6 +136,7 @@ class CompiledMeter:
     _value: Getter | None
     _groups: list[Getter]
     _filters: list[Filter]
+    event_from_us: int | None = None  # events before it are not the meter's
     # Group values repeat (a few models, regions...): their encoded key is computed once.
     _group_keys: dict[tuple[tuple[Any, ...], tuple[type, ...]], str] = field(default_factory=dict)
     _group_values: Callable[[Any], tuple[Any, ...]] | None = None
@@ -160,6 +161,7 @@ class CompiledMeter:
         value_property: str | None,
         group_by: dict[str, str],
         filters: list[dict[str, Any]],
+        event_from_us: int | None = None,
     ) -> CompiledMeter:
         names = sorted(group_by)
         return cls(
@@ -175,10 +177,14 @@ class CompiledMeter:
                 Filter(f["property"], f["op"], f.get("value"), compile_path(f["property"]))
                 for f in filters
             ],
+            event_from_us=event_from_us,
         )
 
-    def contribution(self, data: dict[str, Any]) -> Contribution | None:
-        """None when the meter's filters exclude the event; raises DataError on bad data."""
+    def contribution(self, data: dict[str, Any], time_us: int) -> Contribution | None:
+        """None when the event is before `event_from_us` or the meter's filters exclude it;
+        raises DataError on bad data (of an event the meter would count)."""
+        if self.event_from_us is not None and time_us < self.event_from_us:
+            return None
         if self._constant is not None:
             return self._constant
         for flt in self._filters:

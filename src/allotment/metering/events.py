@@ -14,6 +14,7 @@ from allotment.metering.aggregation import DataError
 from allotment.metering.meters import compiled_by_type
 from allotment.metering.models import EVENT_MINUTE, Event, EventRepeat, RejectedEvent, event_minute
 from allotment.metering.queries import events_of_tenant
+from allotment.types import from_micros
 
 
 @dataclass
@@ -143,21 +144,27 @@ async def _repeats_of(
     return {(r.source, r.event_id): r for r in rows}
 
 
+def _instant(time_us: int) -> str:
+    return from_micros(time_us).isoformat().replace("+00:00", "Z")
+
+
 def _attribute(event: Event, owner: str | None, by_type: dict[str, Any]) -> EventView:
     data = codec.loads(event.data) if event.data else None
     view = EventView(event, data, owner, [])
-    filtered_out = []
+    left_out = []
     for meter in by_type.get(event.type, ()):
         try:
-            if meter.contribution(data or {}) is not None:
+            if meter.contribution(data or {}, event.time_us) is not None:
                 view.meters.append(meter.key)
+            elif meter.event_from_us is not None and event.time_us < meter.event_from_us:
+                left_out.append(f"meter '{meter.key}' counts events from {_instant(meter.event_from_us)}")
             else:
-                filtered_out.append(meter.key)
+                left_out.append(f"the filters of meter '{meter.key}' leave it out")
         except DataError as exc:
             view.unreadable.append(f"{exc.field} {exc.message}")
     view.problems.extend(view.unreadable)
     if not view.meters:  # else it counts, and the meters that leave it out are no problem
-        view.problems.extend(f"the filters of meter '{key}' leave it out" for key in filtered_out)
+        view.problems.extend(left_out)
     if not by_type.get(event.type):
         view.problems.append(f"no meter counts events of type '{event.type}'")
     if owner is None:

@@ -110,13 +110,13 @@ def prepare(
             out.repeats.append(identity)
             continue
         data = event.data or {}
+        time_us = to_micros(event.time) if event.time is not None else received_us
         try:
-            contributions = _contributions(catalogue.by_type.get(event.type, ()), data, keep_unreadable)
+            contributions = _contributions(catalogue.by_type.get(event.type, ()), data, time_us, keep_unreadable)
         except DataError as exc:
             out.problems.append(Problem(index, exc.message, exc.field))
             continue
         seen.add(identity)
-        time_us = to_micros(event.time) if event.time is not None else received_us
         out.rows.append(
             (event.source, event.id, event.type, event.subject, time_us, received_us,
              codec.dumps(data) if data else None)
@@ -194,12 +194,13 @@ def _claim(prepared: Prepared, inserted: set[tuple[str, str]]) -> list[int]:
 
 
 def _contributions(
-    candidates: tuple[CompiledMeter, ...] | list[CompiledMeter], data: dict[str, object], skip_unreadable: bool
+    candidates: tuple[CompiledMeter, ...] | list[CompiledMeter], data: dict[str, object], time_us: int,
+    skip_unreadable: bool,
 ) -> list[tuple[CompiledMeter, Contribution]]:
     out = []
     for meter in candidates:
         try:
-            contribution = meter.contribution(data)
+            contribution = meter.contribution(data, time_us)
         except DataError:
             if skip_unreadable:
                 continue

@@ -25,7 +25,7 @@ from allotment.metering.jsonpath import InvalidPath, compile_path
 from allotment.metering.models import Meter
 from allotment.metering.rollup import ALL_WIDTHS, Fold, journal_without
 from allotment.metering.schemas import MeterCreate, MeterUpdate
-from allotment.types import new_id
+from allotment.types import new_id, to_micros
 
 _BACKFILL_CHUNK = 5000
 _compiled: dict[tuple[str, datetime], CompiledMeter] = {}
@@ -44,6 +44,7 @@ def compile_meter(meter: Meter) -> CompiledMeter:
             value_property=meter.value_property,
             group_by=meter.group_by,
             filters=meter.filters,
+            event_from_us=None if meter.event_from is None else to_micros(meter.event_from),
         )
         _compiled[cache_key] = compiled
     return compiled
@@ -149,6 +150,7 @@ async def create(
         value_property=data.value_property,
         group_by=dict(data.group_by),
         filters=[f.model_dump() for f in data.filters],
+        event_from=data.event_from,
         created_at=at,
         updated_at=stamp,
     )
@@ -187,7 +189,7 @@ async def backfill(session: AsyncSession, tenant_id: str, meter: CompiledMeter) 
         for seq, subject, time_us, data in rows:
             after = seq
             try:
-                contribution = meter.contribution(_loads(data))
+                contribution = meter.contribution(_loads(data), time_us)
             except DataError:
                 continue  # this event cannot feed this meter; GET /v1/events shows why
             if contribution is not None:

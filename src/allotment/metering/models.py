@@ -42,6 +42,7 @@ class Meter(Base):
     value_property: Mapped[str | None] = mapped_column(String(256), nullable=True)
     group_by: Mapped[dict[str, str]] = mapped_column(JSON, default=dict)
     filters: Mapped[list[dict[str, Any]]] = mapped_column(JSON, default=list)
+    event_from: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime())
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime())
     deleted_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)

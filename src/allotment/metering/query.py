@@ -389,7 +389,7 @@ async def _fold_raw(
             if subjects is not None and subject not in subjects:
                 continue
             try:
-                contribution = compiled.contribution(codec.loads(data) if data else {})
+                contribution = compiled.contribution(codec.loads(data) if data else {}, time_us)
             except DataError:
                 continue
             if contribution is None:

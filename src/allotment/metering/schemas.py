@@ -10,7 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from allotment.metering.aggregation import Aggregation
 from allotment.metering.bounded import MAX_GROUP_NAMES_CHARS, MAX_GROUPS
-from allotment.types import NotNull
+from allotment.types import AwareInstant, NotNull
 
 KEY_PATTERN = r"^[a-z0-9][a-z0-9_\-]{0,63}$"
 GROUP_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
@@ -64,6 +64,12 @@ class MeterFilter(BaseModel):
 _FILTERS_DESCRIPTION = "Conditions on the event's data, all of which an event must meet to count."
 
 
+_EVENT_FROM_DESCRIPTION = (
+    "Count only the events whose time is at or after this instant (default: every event): older ones"
+    " are stored, listed and left out by this meter, whether stored before it was made or reported late."
+)
+
+
 class MeterCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -77,6 +83,7 @@ class MeterCreate(BaseModel):
     )
     group_by: dict[str, str] = Field(default_factory=dict, description=_GROUP_BY_DESCRIPTION)
     filters: list[MeterFilter] = Field(default_factory=list, description=_FILTERS_DESCRIPTION)
+    event_from: AwareInstant | None = Field(default=None, description=_EVENT_FROM_DESCRIPTION)
 
     @field_validator("group_by")
     @classmethod
@@ -111,6 +118,7 @@ class MeterRead(BaseModel):
     value_property: str | None = Field(description="JSONPath into data of the value aggregated; null for COUNT.")
     group_by: dict[str, str] = Field(description="Group name -> JSONPath into data.")
     filters: list[MeterFilter] = Field(description=_FILTERS_DESCRIPTION)
+    event_from: datetime | None = Field(description=_EVENT_FROM_DESCRIPTION)
     created_at: datetime = Field(description="When it was created.")
     updated_at: datetime = Field(description="When it was last changed.")
 

@@ -115,13 +115,8 @@ async def _all_meters(session: AsyncSession, tenant_id: str, *, include_deleted:
 
 @router.post("/v1/meters", status_code=201)
 async def create_meter(body: MeterCreateIn, principal: Admin, session: WriteSession) -> Json:
-    """Events already stored are counted at once, as on the native API. `eventFrom` (count only
-    the events from then on) is refused: a meter here counts every event of its type, and
-    silently counting the events a client asked to skip would overstate its usage."""
-    if body.event_from is not None:
-        raise ValidationFailed.on(
-            "eventFrom", "is not supported: a meter counts every stored event of its type"
-        )
+    """Events already stored are counted at once, as on the native API; with `eventFrom`, only
+    those from then on (and so are events reported later)."""
     with openmeter_fields(METER_FIELDS):
         data = MeterCreate.model_validate(
             {
@@ -132,6 +127,7 @@ async def create_meter(body: MeterCreateIn, principal: Admin, session: WriteSess
                 "aggregation": body.aggregation.upper(),
                 "value_property": body.value_property,
                 "group_by": body.group_by,
+                "event_from": body.event_from,
             }
         )
         meter, _ = await meters.create(session, principal.tenant_id, data, actor=principal.key_id, at=utcnow())

@@ -45,7 +45,7 @@ class MeterCreateIn(_In):
     group_by: dict[str, str] = Field(default_factory=dict)
     name: str | None = None
     description: str | None = None
-    event_from: Any = None  # refused when sent (openmeter_meters.create_meter)
+    event_from: Instant | None = None
 
 
 class MeterUpdateIn(_In):
@@ -91,7 +91,7 @@ class CustomerIn(_In):
 
 
 # Our field names as OpenMeter clients know them, for error messages.
-METER_FIELDS = {"key": "slug"}
+METER_FIELDS = {"key": "slug", "event_from": "eventFrom"}
 CUSTOMER_FIELDS = {"email": "primaryEmail", "subject_keys": "usageAttribution.subjectKeys"}
 QUERY_FIELDS = {"customer": "filterCustomerId"}
 
@@ -111,6 +111,7 @@ def meter_out(meter: Meter) -> dict[str, Any]:
             "eventType": meter.event_type,
             "valueProperty": meter.value_property,
             "groupBy": meter.group_by or {},
+            "eventFrom": meter.event_from,
             "createdAt": meter.created_at,
             "updatedAt": meter.updated_at,
             "deletedAt": meter.deleted_at,
