@@ -12,6 +12,10 @@ import httpx
 import pytest
 from corehttp.exceptions import HttpResponseError, ResourceExistsError, ResourceNotFoundError
 from openmeter.models import (
+    Address,
+    CustomerCreate,
+    CustomerReplaceUpdate,
+    CustomerUsageAttribution,
     EntitlementGrantCreateInputV2,
     EntitlementMeteredV2CreateInputs,
     EntitlementStaticCreateInputs,
@@ -323,3 +327,17 @@ def test_meters_list_with_include_deleted_lists_deleted_ones_with_their_deleted_
     listed = {m.slug: m.deleted_at for m in om.meters.list(include_deleted=True)}
     assert sorted(listed) == ["calls", "tokens_total"]
     assert listed["calls"] is not None and listed["tokens_total"] is None
+
+
+def test_a_customers_billing_address_is_kept_and_answered(om):
+    """Created with a billing address, the customer is read back with it; a replace without one clears it."""
+    om.customers.create(CustomerCreate(
+        key="acme", name="Acme", usage_attribution=CustomerUsageAttribution(subject_keys=["acme"]),
+        billing_address=Address(country="US", postal_code="94105", city="San Francisco", line1="1 Market St")))
+    got = om.customers.get("acme").billing_address
+    assert (got.country, got.postal_code, got.city, got.line1, got.line2) == ("US", "94105", "San Francisco",
+                                                                            "1 Market St", None)
+    listed = om.customers.list(key="acme").items_property[0].billing_address
+    assert listed.country == "US"
+    om.customers.update("acme", CustomerReplaceUpdate(name="Acme"))
+    assert om.customers.get("acme").billing_address is None

@@ -23,6 +23,7 @@ class Customer(Base):
     email: Mapped[str | None] = mapped_column(String(320), nullable=True)
     currency: Mapped[str | None] = mapped_column(String(3), nullable=True)
     metadata_: Mapped[dict[str, Any]] = mapped_column("metadata", JSON, default=dict)
+    billing_address: Mapped[dict[str, str] | None] = mapped_column(JSON(none_as_null=True), nullable=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime())
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime())
     deleted_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)

@@ -11,6 +11,23 @@ KEY_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.:@\-]{0,255}$"
 SubjectKey = Annotated[str, Field(min_length=1, max_length=256)]
 
 
+class Address(BaseModel):
+    """Where the customer is billed; every part optional, kept and answered as sent."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    country: str | None = Field(default=None, pattern=r"^[A-Z]{2}$", description="ISO 3166-1 alpha-2 code.")
+    postal_code: str | None = Field(default=None, max_length=64)
+    state: str | None = Field(default=None, max_length=256)
+    city: str | None = Field(default=None, max_length=256)
+    line1: str | None = Field(default=None, max_length=256)
+    line2: str | None = Field(default=None, max_length=256)
+    phone_number: str | None = Field(default=None, max_length=64)
+
+    def stored(self) -> dict[str, str]:
+        return self.model_dump(exclude_none=True)
+
+
 class CustomerCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -19,6 +36,7 @@ class CustomerCreate(BaseModel):
     description: str | None = Field(default=None, max_length=1024)
     email: str | None = Field(default=None, max_length=320)
     currency: str | None = Field(default=None, pattern=r"^[A-Z]{3}$")
+    billing_address: Address | None = None
     metadata: Metadata = Field(default_factory=dict)
     subject_keys: list[SubjectKey] = Field(
         default_factory=list,
@@ -33,6 +51,7 @@ class CustomerUpdate(BaseModel):
     description: str | None = Field(default=None, max_length=1024)
     email: str | None = Field(default=None, max_length=320)
     currency: str | None = Field(default=None, pattern=r"^[A-Z]{3}$")
+    billing_address: Address | None = Field(default=None, description="Replaces the whole address; null clears it.")
     metadata: Annotated[Metadata | None, NotNull] = None
     subject_keys: Annotated[list[SubjectKey] | None, NotNull] = None
 
@@ -44,6 +63,7 @@ class CustomerRead(BaseModel):
     description: str | None
     email: str | None
     currency: str | None
+    billing_address: Address | None
     metadata: dict[str, Any]
     subject_keys: list[str]
     created_at: datetime

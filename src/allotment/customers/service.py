@@ -119,6 +119,7 @@ async def create(
         description=data.description,
         email=data.email,
         currency=data.currency,
+        billing_address=None if data.billing_address is None else data.billing_address.stored(),
         metadata_=data.metadata,
         created_at=at,
         updated_at=at,
@@ -146,6 +147,8 @@ async def update(
             setattr(customer, name, changes[name])
     if changes.get("metadata") is not None:
         customer.metadata_ = changes["metadata"]
+    if "billing_address" in changes:
+        customer.billing_address = None if data.billing_address is None else data.billing_address.stored()
     if data.subject_keys is not None:
         await session.execute(
             delete(CustomerSubject).where(

@@ -46,6 +46,7 @@ async def create_customer(body: CustomerIn, principal: Admin, session: WriteSess
             description=body.description,
             email=body.primary_email,
             currency=body.currency,
+            billing_address=body.address(),
             metadata=body.metadata or {},
             subject_keys=body.usage_attribution.subject_keys if body.usage_attribution else [],
         )
@@ -167,6 +168,7 @@ async def replace_customer(
             description=body.description,
             email=body.primary_email,
             currency=body.currency,
+            billing_address=body.address(),
             metadata=body.metadata or {},
             **subjects,  # left out: kept
         )

@@ -78,6 +78,16 @@ class UsageAttributionIn(_In):
     subject_keys: list[str]
 
 
+class AddressIn(_In):
+    country: str | None = None
+    postal_code: str | None = None
+    state: str | None = None
+    city: str | None = None
+    line1: str | None = None
+    line2: str | None = None
+    phone_number: str | None = None
+
+
 class CustomerIn(_In):
     """CustomerCreate and CustomerReplaceUpdate: the same shape, `name` required."""
 
@@ -88,6 +98,10 @@ class CustomerIn(_In):
     usage_attribution: UsageAttributionIn | None = None
     primary_email: str | None = None
     currency: str | None = None
+    billing_address: AddressIn | None = None
+
+    def address(self) -> dict[str, str] | None:
+        return None if self.billing_address is None else self.billing_address.model_dump(exclude_none=True)
 
 
 # Our field names as OpenMeter clients know them, for error messages.
@@ -131,11 +145,16 @@ def customer_out(view: CustomerView) -> dict[str, Any]:
             "usageAttribution": {"subjectKeys": view.subject_keys},
             "primaryEmail": c.email,
             "currency": c.currency,
+            "billingAddress": _address_out(c.billing_address),
             "createdAt": c.created_at,
             "updatedAt": c.updated_at,
             "deletedAt": c.deleted_at,
         }
     )
+
+
+def _address_out(address: dict[str, str] | None) -> dict[str, str] | None:
+    return None if address is None else {to_camel(name): value for name, value in address.items()}
 
 
 def subject_out(subject: Subject) -> dict[str, Any]:

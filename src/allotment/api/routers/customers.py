@@ -17,7 +17,7 @@ from allotment.api.deps import (
 from allotment.api.idempotency import Idempotent
 from allotment.api.pages import Page
 from allotment.customers import service
-from allotment.customers.schemas import CustomerCreate, CustomerRead, CustomerUpdate
+from allotment.customers.schemas import Address, CustomerCreate, CustomerRead, CustomerUpdate
 from allotment.entitlements import references
 from allotment.types import utcnow
 
@@ -29,7 +29,7 @@ def customer_read(view: service.CustomerView) -> CustomerRead:
     c = view.customer
     return CustomerRead(
         id=c.id, key=c.key, name=c.name, description=c.description, email=c.email,
-        currency=c.currency, metadata=c.metadata_, subject_keys=view.subject_keys,
+        currency=c.currency, billing_address=c.billing_address and Address(**c.billing_address), metadata=c.metadata_, subject_keys=view.subject_keys,
         created_at=c.created_at, updated_at=c.updated_at,
     )
 
