@@ -44,9 +44,11 @@ async def test_a_list_walked_one_item_a_page_gives_its_first_items_in_order(worl
 
 def _identity(item: dict[str, object]) -> object:
     """What names an item; reports without ids are named by what they are about (their
-    figures move with the clock)."""
+    figures move with the clock), seat holders by their item."""
     if "id" in item:
         return item["id"]
+    if "item" in item:  # a seat holder
+        return item["item"]
     return tuple(item.get(k) for k in ("customer", "feature", "entitlement_id", "received_at", "raw"))
 
 
@@ -70,7 +72,8 @@ def test_a_list_documents_its_items_as_objects_and_its_cursor_as_a_string_or_nul
 # all it has to learn what each field holds.
 LOGS_AND_REPORTS = ["/v1/events", "/v1/events/rejected", "/v1/webhook-endpoints/{endpoint_id}/deliveries",
                     "/v1/notifications", "/v1/denials", "/v1/customers/{customer_key}/upsell",
-                    "/v1/reports/upsell", "/v1/reports/overdraft"]
+                    "/v1/reports/upsell", "/v1/reports/overdraft",
+                    "/v1/customers/{customer_key}/seats/{feature_key}"]
 
 
 @pytest.mark.parametrize("path", LOGS_AND_REPORTS)

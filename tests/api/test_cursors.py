@@ -26,6 +26,7 @@ OTHER_LISTS = [
     "/v1/reports/overdraft",
     "/v1/customers/a/entitlements",
     "/v1/customers/a/upsell",
+    "/v1/customers/a/seats/seats",
     "/api/v2/events",
 ]
 

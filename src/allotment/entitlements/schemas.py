@@ -329,6 +329,25 @@ class DenialRead(BaseModel):
     item: str | None = Field(default=None, description="Seats: the item (user, device) refused a seat.")
 
 
+class SeatHolderRead(BaseModel):
+    """An item holding one of the customer's seats now."""
+
+    item: str = Field(description="The item (user, device, licence) as it was activated.")
+    activated_at: datetime = Field(
+        description="When it took the seat it holds (a later activation of a live seat keeps it)."
+    )
+    expires_at: datetime | None = Field(
+        description="When the lease ends unless a heartbeat renews it; null: it holds the seat until released."
+    )
+    lease_ttl_seconds: int | None = Field(
+        description="The lease length a heartbeat without one renews by; null: none."
+    )
+    in_overdraft: bool = Field(
+        description="Its seat is past the soft limit: the seats taken last are the overdraft ones, so "
+        "as many holders are flagged as the entitlement's overage."
+    )
+
+
 class GrantStateRead(BaseModel):
     """One grant in the current period of an entitlement, in burn order."""
 

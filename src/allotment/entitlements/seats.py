@@ -12,7 +12,7 @@ gives their seats back. Operations on one item are serialised by a transaction-s
 on the item; locks are always taken in the order item, its lease row, expired lease rows
 (skipping rows other transactions hold), gauge row, so concurrent operations cannot deadlock.
 
-Functions take the session first and `at`, and never commit.
+Functions take the session first and `at`, and never commit. `holders` only reads.
 """
 
 from __future__ import annotations
@@ -20,13 +20,22 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import ColumnElement, and_, func, insert, select, update
+from sqlalchemy import ColumnElement, and_, func, insert, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from allotment.customers import service as customers
 from allotment.entitlements import features, notices, queries
 from allotment.entitlements.check import live_entitlement, millionths, units
-from allotment.entitlements.engine import ONE, ZERO, Decision, Kind, Reason, Verdict, decide_seats
+from allotment.entitlements.engine import (
+    ONE,
+    ZERO,
+    Decision,
+    Kind,
+    Reason,
+    Verdict,
+    decide_seats,
+    pays_as_it_goes,
+)
 from allotment.entitlements.models import CustomerEntitlement, SeatLease, SeatSpan, UsageDenial
 from allotment.errors import Conflict, NotFound, ValidationFailed
 from allotment.types import as_utc, new_id
@@ -47,6 +56,17 @@ class SeatResult:
     active: int
     item: str
     expires_at: datetime | None
+
+
+@dataclass(frozen=True)
+class SeatHolder:
+    """An item holding a seat: its live lease as stored, and whether its seat is overdraft."""
+
+    item: str
+    activated_at: datetime
+    expires_at: datetime | None  # None: the lease never expires
+    lease_ttl_seconds: int | None  # what a heartbeat without a length renews it by
+    in_overdraft: bool
 
 
 @dataclass(frozen=True)
@@ -167,6 +187,42 @@ async def release(
     await session.execute(update(SeatLease).where(*_key(row, item)).values(released_at=at))
     active = _seats((await queries.free_seats(session, tenant_id, row.id, SEAT))[0])
     return SeatResult(_standing(row, active), active, item, None)
+
+
+async def holders(
+    session: AsyncSession, tenant_id: str, customer_key: str, feature_key: str, *, at: datetime,
+    limit: int, after: tuple[datetime, str] | None = None,
+) -> list[SeatHolder]:
+    """The items holding a seat at `at`, earliest seat first (then by item): `limit` of them
+    after the (activated_at, item) `after`.
+
+    The live leases exactly as `queries.active_seats` counts them, so the list and the gauge
+    agree without any write: a lease past its expiry is left out whether or not a seat
+    operation swept it yet, and the leases of rows a plan change replaced are in until the
+    new row adopts them. The seats past the soft limit are the last ones taken: the holder
+    ranked n-th is in overdraft when n > soft, the position activate judges a new seat by, so
+    as many holders are flagged as the entitlement's overage counts.
+    """
+    at = as_utc(at)
+    row = await _seats_entitlement(session, tenant_id, customer_key, feature_key, at)
+    order = (SeatLease.activated_at, SeatLease.item)
+    ranked = (
+        select(SeatLease.item, SeatLease.activated_at, SeatLease.expires_at, SeatLease.lease_ttl_seconds,
+               func.row_number().over(order_by=order).label("seat"))
+        .where(queries._held_by(row), queries._live_lease(at))  # the same leases the gauge counts
+        .subquery()
+    )
+    query = select(ranked).order_by(ranked.c.activated_at, ranked.c.item).limit(limit)
+    if after is not None:
+        since, item = after
+        query = query.where(or_(ranked.c.activated_at > since,
+                                and_(ranked.c.activated_at == since, ranked.c.item > item)))
+    soft = row.soft_limit if row.soft_limit is not None else row.included or ZERO
+    flagged = not pays_as_it_goes(row.included, row.soft_limit, row.hard_limit)
+    return [
+        SeatHolder(h.item, h.activated_at, h.expires_at, h.lease_ttl_seconds, flagged and h.seat > soft)
+        for h in await session.execute(query)
+    ]
 
 
 # --- helpers ----------------------------------------------------------------------------------

@@ -1,8 +1,10 @@
-"""Seats (`/v1/customers/{key}/seats/{feature}/activate|heartbeat|release`).
+"""Seats (`/v1/customers/{key}/seats/{feature}/activate|heartbeat|release`) and who holds
+them (`GET /v1/customers/{key}/seats/{feature}`).
 
-An `ingest` or `admin` key is required: these calls change what the customer uses. Each takes
-an `Idempotency-Key`: a retry of the same call gets its first answer again, and the key sent
-with another item or to another action is a 409.
+An `ingest` or `admin` key is required to act: these calls change what the customer uses. Each
+takes an `Idempotency-Key`: a retry of the same call gets its first answer again, and the key
+sent with another item or to another action is a 409. Any key may list the holders: the
+backend that activates seats needs to see them as much as a dashboard does.
 """
 
 from __future__ import annotations
@@ -13,13 +15,26 @@ from typing import Literal
 from fastapi import APIRouter, Response
 from pydantic import BaseModel, ConfigDict, Field
 
-from allotment.api.deps import Ingester, WriteSession
+from allotment.api.deps import (
+    AnyKey,
+    Cursor,
+    Ingester,
+    Limit,
+    ReadSession,
+    WriteSession,
+    bad_cursor,
+    decode_pair_cursor,
+    page,
+    pair_position,
+)
 from allotment.api.idempotency import IngestIdempotent
+from allotment.api.pages import Page
 from allotment.entitlements import seats as service
-from allotment.entitlements.schemas import QuantityOut
-from allotment.types import utcnow
+from allotment.entitlements.schemas import QuantityOut, SeatHolderRead
+from allotment.types import from_micros, to_micros, utcnow
 
-router = APIRouter(prefix="/v1/customers/{customer_key}/seats/{feature_key}", tags=["seats"])
+_LIST = "/v1/customers/{customer_key}/seats/{feature_key}"
+router = APIRouter(prefix=_LIST, tags=["seats"])
 
 
 class SeatIn(BaseModel):
@@ -93,3 +108,38 @@ async def release(
     return await idem.respond(200, seat_read(await service.release(
         session, principal.tenant_id, customer_key, feature_key, data.item, at=utcnow(),
     )))
+
+
+@router.get("", response_model=Page[SeatHolderRead])
+async def list_seat_holders(
+    customer_key: str, feature_key: str, principal: AnyKey, session: ReadSession,
+    limit: Limit = 50, cursor: Cursor = None,
+) -> dict[str, object]:
+    """The items holding a seat now, earliest seat first; an expired or released lease holds none.
+
+    `in_overdraft` marks the seats past the soft limit, which are the last ones taken.
+    """
+    after = _after(cursor)
+    found = await service.holders(
+        session, principal.tenant_id, customer_key, feature_key, at=utcnow(), limit=limit, after=after,
+    )
+    return page(
+        [SeatHolderRead(item=h.item, activated_at=h.activated_at, expires_at=h.expires_at,
+                        lease_ttl_seconds=h.lease_ttl_seconds, in_overdraft=h.in_overdraft) for h in found],
+        found, limit=limit, position=lambda h: pair_position(str(to_micros(h.activated_at)), h.item), of=_LIST,
+    )
+
+
+def _after(cursor: str | None) -> tuple[datetime, str] | None:
+    """The (activated_at, item) a cursor of this list stands for; an item may hold spaces, so
+    the time comes first."""
+    position = decode_pair_cursor(cursor, of=_LIST)
+    if position is None:
+        return None
+    micros, item = position
+    if not micros.isascii() or not micros.isdigit():
+        raise bad_cursor()
+    try:
+        return from_micros(int(micros)), item
+    except (ValueError, OverflowError, OSError):  # not a number, or no instant a lease can have
+        raise bad_cursor() from None
