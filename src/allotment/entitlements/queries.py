@@ -531,7 +531,7 @@ async def free_seats(
 
 
 
-def _held_by(row: CustomerEntitlement) -> ColumnElement[bool]:
+def held_by(row: CustomerEntitlement) -> ColumnElement[bool]:
     """Leases of the row, and those of the rows it took over from (a plan change ended them).
 
     Until the row's first seat operation adopts them, those leases still hold their seats.
@@ -550,7 +550,7 @@ def _held_by(row: CustomerEntitlement) -> ColumnElement[bool]:
     )
 
 
-def _live_lease(at: datetime) -> ColumnElement[bool]:
+def live_lease(at: datetime) -> ColumnElement[bool]:
     return and_(SeatLease.released_at.is_(None), or_(SeatLease.expires_at.is_(None), SeatLease.expires_at > at))
 
 
@@ -558,7 +558,7 @@ async def active_seats(session: AsyncSession, row: CustomerEntitlement, *, at: d
     """Seats held at `at`, in millionths: live leases only, so a read does not depend on
     whether an expired lease has been swept yet, or a plan change's leases adopted yet."""
     count = await session.scalar(
-        select(func.count()).select_from(SeatLease).where(_held_by(row), _live_lease(at))
+        select(func.count()).select_from(SeatLease).where(held_by(row), live_lease(at))
     )
     return int(count or 0) * MILLION
 
@@ -576,7 +576,7 @@ async def adopt_seats(session: AsyncSession, row: CustomerEntitlement, *, at: da
         return
     moved = await session.execute(
         update(SeatLease)
-        .where(_held_by(row), SeatLease.entitlement_id != row.id, _live_lease(at))
+        .where(held_by(row), SeatLease.entitlement_id != row.id, live_lease(at))
         .values(entitlement_id=row.id)
         .execution_options(synchronize_session=False)
     )

@@ -209,7 +209,7 @@ async def holders(
     ranked = (
         select(SeatLease.item, SeatLease.activated_at, SeatLease.expires_at, SeatLease.lease_ttl_seconds,
                func.row_number().over(order_by=order).label("seat"))
-        .where(queries._held_by(row), queries._live_lease(at))  # the same leases the gauge counts
+        .where(queries.held_by(row), queries.live_lease(at))  # the same leases the gauge counts
         .subquery()
     )
     query = select(ranked).order_by(ranked.c.activated_at, ranked.c.item).limit(limit)

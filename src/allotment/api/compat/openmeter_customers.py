@@ -40,16 +40,16 @@ _PAGE = 1000  # rows read per statement when every customer has to be seen
 @router.post("/v1/customers", status_code=201)
 async def create_customer(body: CustomerIn, principal: Admin, session: WriteSession) -> Json:
     with openmeter_fields(CUSTOMER_FIELDS):
-        data = CustomerCreate(
-            key=body.key or new_id("cus"),
-            name=body.name,
-            description=body.description,
-            email=body.primary_email,
-            currency=body.currency,
-            billing_address=body.address(),
-            metadata=body.metadata or {},
-            subject_keys=body.usage_attribution.subject_keys if body.usage_attribution else [],
-        )
+        data = CustomerCreate.model_validate({
+            "key": body.key or new_id("cus"),
+            "name": body.name,
+            "description": body.description,
+            "email": body.primary_email,
+            "currency": body.currency,
+            "billing_address": body.address(),  # checked by the native schema, so errors name it
+            "metadata": body.metadata or {},
+            "subject_keys": body.usage_attribution.subject_keys if body.usage_attribution else [],
+        })
         view = await customers.create(session, principal.tenant_id, data, actor=principal.key_id, at=utcnow())
     return Json(customer_out(view), status_code=201)
 
@@ -163,15 +163,15 @@ async def replace_customer(
         if body.key is not None and body.key != current.key:
             raise ValidationFailed.on("key", "cannot be changed")
         subjects = {} if body.usage_attribution is None else {"subject_keys": body.usage_attribution.subject_keys}
-        data = CustomerUpdate(
-            name=body.name,
-            description=body.description,
-            email=body.primary_email,
-            currency=body.currency,
-            billing_address=body.address(),
-            metadata=body.metadata or {},
+        data = CustomerUpdate.model_validate({
+            "name": body.name,
+            "description": body.description,
+            "email": body.primary_email,
+            "currency": body.currency,
+            "billing_address": body.address(),
+            "metadata": body.metadata or {},
             **subjects,  # left out: kept
-        )
+        })
         view = await customers.update(session, tenant_id, current.id, data, actor=principal.key_id, at=utcnow())
     return Json(customer_out(view))
 

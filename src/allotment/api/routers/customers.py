@@ -29,7 +29,7 @@ def customer_read(view: service.CustomerView) -> CustomerRead:
     c = view.customer
     return CustomerRead(
         id=c.id, key=c.key, name=c.name, description=c.description, email=c.email,
-        currency=c.currency, billing_address=c.billing_address and Address(**c.billing_address), metadata=c.metadata_, subject_keys=view.subject_keys,
+        currency=c.currency, billing_address=None if c.billing_address is None else Address(**c.billing_address), metadata=c.metadata_, subject_keys=view.subject_keys,
         created_at=c.created_at, updated_at=c.updated_at,
     )
 
