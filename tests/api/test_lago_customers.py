@@ -100,3 +100,19 @@ def test_a_customer_without_external_id_is_a_422_saying_it_is_mandatory(live):
         lago(live).customers.create(Customer.construct(name="Acme"))
     assert refused.value.status_code == 422
     assert refused.value.response["error_details"] == {"external_id": ["value_is_mandatory"]}
+
+
+def test_a_customers_address_is_kept_and_a_later_upsert_changes_only_the_parts_it_sends(live):
+    """The address parts come back as sent; an upsert without them keeps them, with one changes it."""
+    client = lago(live)
+    client.customers.create(Customer(external_id="acme", name="Acme", address_line1="1 Market St",
+                                     city="San Francisco", zipcode="94105", state="CA", country="US",
+                                     phone="+1 415 555 0100"))
+    got = client.customers.find("acme")
+    assert (got.address_line1, got.address_line2, got.city, got.zipcode, got.state, got.country, got.phone) == (
+        "1 Market St", None, "San Francisco", "94105", "CA", "US", "+1 415 555 0100")
+    client.customers.create(Customer(external_id="acme", name="Acme Corp"))
+    assert client.customers.find("acme").city == "San Francisco"
+    client.customers.create(Customer(external_id="acme", city="Oakland"))
+    moved = client.customers.find("acme")
+    assert (moved.city, moved.address_line1) == ("Oakland", "1 Market St")

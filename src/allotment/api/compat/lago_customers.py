@@ -2,8 +2,9 @@
 
 A customer created here is a native customer whose key is the `external_id`; that id is also
 made one of its subject keys, so events sent with `external_customer_id` are its usage.
-`email`, `currency`, `name` and `metadata` are kept; Lago's other fields (addresses, billing
-configuration, taxes, ...) are not modelled and are not answered.
+`email`, `currency`, `name`, `metadata` and the address (the customer's billing address) are
+kept; Lago's other fields (shipping address, billing configuration, taxes, ...) are not
+modelled and are not answered.
 """
 
 from __future__ import annotations
@@ -56,6 +57,22 @@ class LagoCustomer(BaseModel):
     email: str | None = Field(default=None, max_length=320)
     currency: str | None = Field(default=None, pattern=r"^[A-Z]{3}$")
     metadata: list[_Metadata] | None = None
+    address_line1: str | None = None
+    address_line2: str | None = None
+    city: str | None = None
+    state: str | None = None
+    zipcode: str | None = None
+    country: str | None = None
+    phone: str | None = None
+
+    def address_parts(self) -> dict[str, str]:
+        """The parts sent, under the billing address's names (null: left as it is)."""
+        return {ours: value for lago, ours in _ADDRESS.items() if (value := getattr(self, lago)) is not None}
+
+
+# Lago's address fields -> the parts of a customer's billing address.
+_ADDRESS = {"address_line1": "line1", "address_line2": "line2", "city": "city", "state": "state",
+            "zipcode": "postal_code", "country": "country", "phone": "phone_number"}
 
 
 class CustomerBody(BaseModel):
@@ -68,6 +85,7 @@ def customer_out(view: customers.CustomerView) -> dict[str, Any]:
         "lago_id": c.id, "external_id": c.key, "name": c.name, "email": c.email, "currency": c.currency,
         "created_at": at(c.created_at), "updated_at": at(c.updated_at),
         "timezone": None, "applicable_timezone": "UTC",
+        **{lago: (c.billing_address or {}).get(ours) for lago, ours in _ADDRESS.items()},
         "metadata": [{"lago_id": None, "key": k, "value": None if v is None else str(v), "display_in_invoice": False}
                      for k, v in (c.metadata_ or {}).items()],
     }
@@ -85,10 +103,12 @@ async def upsert_customer(body: CustomerBody, principal: Admin, session: WriteSe
             return Json({"customer": customer_out(created)})
         current = await customers.find(session, principal.tenant_id, data.external_id)
     # The client sends every field, null when its caller left it out: null keeps the value.
-    changes = data.model_dump(exclude_none=True, include={"name", "email", "currency"})
+    changes: dict[str, Any] = data.model_dump(exclude_none=True, include={"name", "email", "currency"})
     if metadata is not None:
         changes["metadata"] = metadata
-    view = await customers.update(session, principal.tenant_id, current.key, CustomerUpdate(**changes),
+    if parts := data.address_parts():
+        changes["billing_address"] = (current.billing_address or {}) | parts
+    view = await customers.update(session, principal.tenant_id, current.key, CustomerUpdate.model_validate(changes),
                                   actor=principal.key_id, at=now)
     return Json({"customer": customer_out(view)})
 
@@ -102,10 +122,11 @@ async def _created(
     keeps the transaction usable after the unique key refused the second create."""
     try:
         async with session.begin_nested():
-            return await customers.create(session, principal.tenant_id, CustomerCreate(
-                key=data.external_id, name=data.name or data.external_id, email=data.email,
-                currency=data.currency, metadata=metadata or {}, subject_keys=[data.external_id],
-            ), actor=principal.key_id, at=at)
+            return await customers.create(session, principal.tenant_id, CustomerCreate.model_validate({
+                "key": data.external_id, "name": data.name or data.external_id, "email": data.email,
+                "currency": data.currency, "billing_address": data.address_parts() or None,
+                "metadata": metadata or {}, "subject_keys": [data.external_id],
+            }), actor=principal.key_id, at=at)
     except AlreadyExists:
         return None
 
