@@ -9,7 +9,7 @@ import pytest
 from standardwebhooks import Webhook
 from standardwebhooks.webhooks import WebhookVerificationError
 
-from allotment.notifications import service
+from allotment.notifications import queries, service
 from allotment.types import utcnow
 from allotment.worker.delivery import DeliveryOptions, deliver_due
 from tests.notifications.conftest import customer_id, drain, emit, endpoint, ok
@@ -296,3 +296,71 @@ async def _threshold(db, tenant_id: str, key: str, customer: str, payload: dict)
     async with db.transaction() as session:
         await service.emit(session, tenant_id, type="entitlement.threshold_reached", dedupe_key=key,
                            customer_id=customer, payload=payload, at=utcnow())
+
+
+async def _failing_delivery(db, tenant, sender) -> tuple[dict, object]:
+    """An endpoint whose first attempt failed: its delivery is pending, due again in seconds."""
+    hook = await endpoint(tenant, f"http://127.0.0.1:{free_port()}/refused")
+    t0 = utcnow()
+    await emit(db, tenant, "k", at=t0)
+    await drain(db, sender, at=t0)
+    return hook, t0
+
+
+async def test_a_disabled_endpoint_leaves_the_workers_idle(db, tenant, sender):
+    """Held deliveries are not due: workers do not poll for them while the endpoint is off."""
+    hook, t0 = await _failing_delivery(db, tenant, sender)
+    await ok(await tenant.client.patch(f"/v1/webhook-endpoints/{hook['id']}", json={"enabled": False}))
+    assert await queries.anything_due(db, at=t0 + timedelta(days=3)) is False
+    [held] = await deliveries(tenant, hook["id"])
+    assert held["status"] == "pending" and held["next_attempt_at"] is None
+
+
+async def test_an_enabled_endpoint_gets_its_held_deliveries_at_once(db, tenant, receiver, sender):
+    """Enabling resumes now, not when the backoff from before the outage would have said."""
+    hook = await endpoint(tenant, receiver.url)
+    receiver.respond = lambda _r: (500, b"down")
+    t0 = utcnow()
+    await emit(db, tenant, "k", at=t0)
+    await drain(db, sender, at=t0)
+    path = f"/v1/webhook-endpoints/{hook['id']}"
+    await ok(await tenant.client.patch(path, json={"enabled": False}))
+    receiver.respond = lambda _r: (200, b"ok")
+    await ok(await tenant.client.patch(path, json={"enabled": True}))
+    await drain(db, sender, at=utcnow())
+    assert [d["status"] for d in await deliveries(tenant, hook["id"])] == ["delivered"]
+
+
+async def test_a_deleted_endpoint_leaves_the_workers_idle(db, tenant, sender):
+    """Its pending deliveries will never be sent: the log says so and nothing polls for them."""
+    hook, t0 = await _failing_delivery(db, tenant, sender)
+    notification = (await ok(await tenant.client.get("/v1/notifications")))["items"][0]
+    await ok(await tenant.client.delete(f"/v1/webhook-endpoints/{hook['id']}"), 204)
+    assert await queries.anything_due(db, at=t0 + timedelta(days=3)) is False
+    detail = await ok(await tenant.client.get(f"/v1/notifications/{notification['id']}"))
+    assert [d["status"] for d in detail["deliveries"]] == ["dead"]
+
+
+async def test_replaying_to_every_endpoint_skips_a_deleted_one(db, tenant, receiver, sender):
+    """A replay cannot bring back deliveries to an endpoint that no longer exists."""
+    hook, t0 = await _failing_delivery(db, tenant, sender)
+    notification = (await ok(await tenant.client.get("/v1/notifications")))["items"][0]
+    await ok(await tenant.client.delete(f"/v1/webhook-endpoints/{hook['id']}"), 204)
+    replayed = await ok(await tenant.client.post(f"/v1/notifications/{notification['id']}/replay"), 202)
+    assert [d["status"] for d in replayed["deliveries"]] == ["dead"]
+    assert await queries.anything_due(db, at=t0 + timedelta(days=3)) is False
+
+
+async def test_replaying_to_a_disabled_endpoint_holds_it_until_enabled(db, tenant, receiver, sender):
+    hook = await endpoint(tenant, receiver.url)
+    t0 = utcnow()
+    await emit(db, tenant, "k", at=t0)
+    await drain(db, sender, at=t0)
+    path = f"/v1/webhook-endpoints/{hook['id']}"
+    notification = (await ok(await tenant.client.get("/v1/notifications")))["items"][0]
+    await ok(await tenant.client.patch(path, json={"enabled": False}))
+    await ok(await tenant.client.post(f"/v1/notifications/{notification['id']}/replay"), 202)
+    assert await queries.anything_due(db, at=t0 + timedelta(days=3)) is False
+    await ok(await tenant.client.patch(path, json={"enabled": True}))
+    await drain(db, sender, at=utcnow())
+    assert receiver.ids() == [notification["id"], notification["id"]]
