@@ -11,7 +11,7 @@ from standardwebhooks.webhooks import WebhookVerificationError
 
 from allotment.notifications import queries, service
 from allotment.types import utcnow
-from allotment.worker.delivery import DeliveryOptions, deliver_due
+from allotment.worker.delivery import DeliveryOptions, deliver_due, http_lanes
 from tests.notifications.conftest import customer_id, drain, emit, endpoint, ok
 from tests.notifications.receiver import Received, Receiver
 from tests.servers import free_port
@@ -364,3 +364,30 @@ async def test_replaying_to_a_disabled_endpoint_holds_it_until_enabled(db, tenan
     await ok(await tenant.client.patch(path, json={"enabled": True}))
     await drain(db, sender, at=utcnow())
     assert receiver.ids() == [notification["id"], notification["id"]]
+
+
+async def test_a_hanging_receiver_does_not_hold_back_what_other_receivers_answered(db, tenant):
+    """Answers are recorded as they come, so a healthy endpoint's next message need not wait."""
+    hanging = Receiver(respond=lambda _r: "hang").start()
+    healthy = Receiver().start()
+    options = DeliveryOptions(timeout=60.0)
+    try:
+        slow = await endpoint(tenant, hanging.url)
+        fast = await endpoint(tenant, healthy.url)
+        t0 = utcnow()
+        await emit(db, tenant, "x", at=t0)
+        async with http_lanes(options) as lanes:
+            round_ = asyncio.create_task(deliver_due(db, lanes, at=t0, options=options))
+
+            async def fast_is_delivered() -> None:
+                while [d["status"] for d in await deliveries(tenant, fast["id"])] != ["delivered"]:
+                    await asyncio.sleep(0.05)
+
+            await asyncio.wait_for(fast_is_delivered(), 30)
+            [in_flight] = await deliveries(tenant, slow["id"])
+            assert in_flight["attempts"] == []
+            hanging.release.set()
+            assert await round_ == 2
+    finally:
+        hanging.stop()
+        healthy.stop()
