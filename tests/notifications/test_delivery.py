@@ -6,12 +6,14 @@ import asyncio
 from datetime import timedelta
 
 import pytest
+from sqlalchemy import update
 from standardwebhooks import Webhook
 from standardwebhooks.webhooks import WebhookVerificationError
 
-from allotment.notifications import queries, service
+from allotment.notifications import outbox, queries, service
+from allotment.notifications.models import HELD, Delivery
 from allotment.types import utcnow
-from allotment.worker.delivery import DeliveryOptions, deliver_due, http_lanes
+from allotment.worker.delivery import DeliveryOptions, deliver_due, http_lanes, scan_due
 from tests.notifications.conftest import customer_id, drain, emit, endpoint, ok
 from tests.notifications.receiver import Received, Receiver
 from tests.servers import free_port
@@ -391,3 +393,31 @@ async def test_a_hanging_receiver_does_not_hold_back_what_other_receivers_answer
     finally:
         hanging.stop()
         healthy.stop()
+
+
+async def test_the_periodic_scan_settles_deliveries_left_due_for_endpoints_that_are_off(db, tenant, sender):
+    """Deliveries stored due for a disabled or deleted endpoint (by an older version) stop keeping workers busy."""
+    off, t0 = await _failing_delivery(db, tenant, sender)
+    gone = await endpoint(tenant, f"http://127.0.0.1:{free_port()}/gone")
+    await emit(db, tenant, "k2", at=t0)
+    await drain(db, sender, at=t0)
+    await ok(await tenant.client.patch(f"/v1/webhook-endpoints/{off['id']}", json={"enabled": False}))
+    await ok(await tenant.client.delete(f"/v1/webhook-endpoints/{gone['id']}"), 204)
+    async with db.transaction() as session:  # as an older version left them
+        await session.execute(update(Delivery).values(status="pending", next_attempt_at=t0))
+    await scan_due(db, at=t0)
+    assert await queries.anything_due(db, at=t0 + timedelta(days=3)) is False
+    assert [d["status"] for d in await deliveries(tenant, off["id"])] == ["pending", "pending"]
+
+
+async def test_the_periodic_scan_sends_deliveries_left_held_for_an_enabled_endpoint(db, tenant, receiver, sender):
+    """A delivery held while its endpoint was being enabled is not held for good."""
+    hook = await endpoint(tenant, receiver.url)
+    t0 = utcnow()
+    await emit(db, tenant, "k", at=t0)
+    async with db.transaction() as session:
+        await outbox.fan_out(session, at=t0)
+        await session.execute(update(Delivery).values(next_attempt_at=HELD))
+    await scan_due(db, at=t0)
+    await drain(db, sender, at=t0)
+    assert [d["status"] for d in await deliveries(tenant, hook["id"])] == ["delivered"]

@@ -194,6 +194,29 @@ async def hold_deliveries(session: AsyncSession, endpoint_id: str) -> None:
     )
 
 
+async def settle_held_deliveries(session: AsyncSession, *, at: datetime) -> None:
+    """Make the hold of each pending delivery match its endpoint: held while it is disabled,
+    dead once it is deleted, due again (at `at`) once it is enabled.
+
+    Disabling, deleting and enabling do this at once; the periodic scan repeats it for rows
+    that escaped (stored by an older version, fanned out or claimed while the endpoint was
+    being switched), which would otherwise keep every worker polling, or stay held for good.
+    """
+    e, d = WebhookEndpoint, Delivery
+    off = select(e.id).where(e.enabled.is_(False), e.deleted_at.is_(None))
+    gone = select(e.id).where(e.deleted_at.is_not(None))
+    on = select(e.id).where(e.enabled.is_(True), e.deleted_at.is_(None))
+    for where, values in (
+        ((d.next_attempt_at < HELD, d.endpoint_id.in_(off)), {"next_attempt_at": HELD}),
+        ((d.endpoint_id.in_(gone),), {"status": DEAD}),
+        ((d.next_attempt_at >= HELD, d.endpoint_id.in_(on)), {"next_attempt_at": at}),
+    ):
+        await session.execute(
+            update(d).where(d.status == PENDING, *where).values(**values, locked_until=None, lease=None)
+            .execution_options(synchronize_session=False)
+        )
+
+
 async def delete_endpoint(session: AsyncSession, tenant_id: str, endpoint_id: str, *, at: datetime) -> None:
     """Soft delete: the delivery log stays readable; its pending deliveries, which will never
     be sent, are dead-lettered so that the log says so and no worker keeps looking at them."""

@@ -21,7 +21,7 @@ from allotment.config import Settings
 from allotment.db import Database
 from allotment.entitlements import hold_expiry, notices, resets, scheduled, upsell_queue
 from allotment.migrations import all_models  # noqa: F401  (foreign keys name every domain's tables)
-from allotment.notifications import outbox, queries, sender, signing
+from allotment.notifications import outbox, queries, sender, service, signing
 from allotment.notifications.lanes import Lanes
 from allotment.types import utcnow
 from allotment.worker import retention
@@ -139,6 +139,8 @@ async def scan_due(db: Database, *, at: datetime) -> int:
     for scan in (notices.expiring_grants, resets.tell_due, scheduled.tell_due):
         async with db.transaction() as session:
             told += await scan(session, at=at)
+    async with db.transaction() as session:
+        await service.settle_held_deliveries(session, at=at)
     return told
 
 
