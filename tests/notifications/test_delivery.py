@@ -6,12 +6,14 @@ import asyncio
 from datetime import timedelta
 
 import pytest
+from sqlalchemy import update
 from standardwebhooks import Webhook
 from standardwebhooks.webhooks import WebhookVerificationError
 
-from allotment.notifications import service
+from allotment.notifications import outbox, queries, service
+from allotment.notifications.models import HELD, Delivery
 from allotment.types import utcnow
-from allotment.worker.delivery import DeliveryOptions, deliver_due
+from allotment.worker.delivery import DeliveryOptions, deliver_due, http_lanes, scan_due
 from tests.notifications.conftest import customer_id, drain, emit, endpoint, ok
 from tests.notifications.receiver import Received, Receiver
 from tests.servers import free_port
@@ -296,3 +298,126 @@ async def _threshold(db, tenant_id: str, key: str, customer: str, payload: dict)
     async with db.transaction() as session:
         await service.emit(session, tenant_id, type="entitlement.threshold_reached", dedupe_key=key,
                            customer_id=customer, payload=payload, at=utcnow())
+
+
+async def _failing_delivery(db, tenant, sender) -> tuple[dict, object]:
+    """An endpoint whose first attempt failed: its delivery is pending, due again in seconds."""
+    hook = await endpoint(tenant, f"http://127.0.0.1:{free_port()}/refused")
+    t0 = utcnow()
+    await emit(db, tenant, "k", at=t0)
+    await drain(db, sender, at=t0)
+    return hook, t0
+
+
+async def test_a_disabled_endpoint_leaves_the_workers_idle(db, tenant, sender):
+    """Held deliveries are not due: workers do not poll for them while the endpoint is off."""
+    hook, t0 = await _failing_delivery(db, tenant, sender)
+    await ok(await tenant.client.patch(f"/v1/webhook-endpoints/{hook['id']}", json={"enabled": False}))
+    assert await queries.anything_due(db, at=t0 + timedelta(days=3)) is False
+    [held] = await deliveries(tenant, hook["id"])
+    assert held["status"] == "pending" and held["next_attempt_at"] is None
+
+
+async def test_an_enabled_endpoint_gets_its_held_deliveries_at_once(db, tenant, receiver, sender):
+    """Enabling resumes now, not when the backoff from before the outage would have said."""
+    hook = await endpoint(tenant, receiver.url)
+    receiver.respond = lambda _r: (500, b"down")
+    t0 = utcnow()
+    await emit(db, tenant, "k", at=t0)
+    await drain(db, sender, at=t0)
+    path = f"/v1/webhook-endpoints/{hook['id']}"
+    await ok(await tenant.client.patch(path, json={"enabled": False}))
+    receiver.respond = lambda _r: (200, b"ok")
+    await ok(await tenant.client.patch(path, json={"enabled": True}))
+    await drain(db, sender, at=utcnow())
+    assert [d["status"] for d in await deliveries(tenant, hook["id"])] == ["delivered"]
+
+
+async def test_a_deleted_endpoint_leaves_the_workers_idle(db, tenant, sender):
+    """Its pending deliveries will never be sent: the log says so and nothing polls for them."""
+    hook, t0 = await _failing_delivery(db, tenant, sender)
+    notification = (await ok(await tenant.client.get("/v1/notifications")))["items"][0]
+    await ok(await tenant.client.delete(f"/v1/webhook-endpoints/{hook['id']}"), 204)
+    assert await queries.anything_due(db, at=t0 + timedelta(days=3)) is False
+    detail = await ok(await tenant.client.get(f"/v1/notifications/{notification['id']}"))
+    assert [d["status"] for d in detail["deliveries"]] == ["dead"]
+
+
+async def test_replaying_to_every_endpoint_skips_a_deleted_one(db, tenant, receiver, sender):
+    """A replay cannot bring back deliveries to an endpoint that no longer exists."""
+    hook, t0 = await _failing_delivery(db, tenant, sender)
+    notification = (await ok(await tenant.client.get("/v1/notifications")))["items"][0]
+    await ok(await tenant.client.delete(f"/v1/webhook-endpoints/{hook['id']}"), 204)
+    replayed = await ok(await tenant.client.post(f"/v1/notifications/{notification['id']}/replay"), 202)
+    assert [d["status"] for d in replayed["deliveries"]] == ["dead"]
+    assert await queries.anything_due(db, at=t0 + timedelta(days=3)) is False
+
+
+async def test_replaying_to_a_disabled_endpoint_holds_it_until_enabled(db, tenant, receiver, sender):
+    hook = await endpoint(tenant, receiver.url)
+    t0 = utcnow()
+    await emit(db, tenant, "k", at=t0)
+    await drain(db, sender, at=t0)
+    path = f"/v1/webhook-endpoints/{hook['id']}"
+    notification = (await ok(await tenant.client.get("/v1/notifications")))["items"][0]
+    await ok(await tenant.client.patch(path, json={"enabled": False}))
+    await ok(await tenant.client.post(f"/v1/notifications/{notification['id']}/replay"), 202)
+    assert await queries.anything_due(db, at=t0 + timedelta(days=3)) is False
+    await ok(await tenant.client.patch(path, json={"enabled": True}))
+    await drain(db, sender, at=utcnow())
+    assert receiver.ids() == [notification["id"], notification["id"]]
+
+
+async def test_a_hanging_receiver_does_not_hold_back_what_other_receivers_answered(db, tenant):
+    """Answers are recorded as they come, so a healthy endpoint's next message need not wait."""
+    hanging = Receiver(respond=lambda _r: "hang").start()
+    healthy = Receiver().start()
+    options = DeliveryOptions(timeout=60.0)
+    try:
+        slow = await endpoint(tenant, hanging.url)
+        fast = await endpoint(tenant, healthy.url)
+        t0 = utcnow()
+        await emit(db, tenant, "x", at=t0)
+        async with http_lanes(options) as lanes:
+            round_ = asyncio.create_task(deliver_due(db, lanes, at=t0, options=options))
+
+            async def fast_is_delivered() -> None:
+                while [d["status"] for d in await deliveries(tenant, fast["id"])] != ["delivered"]:
+                    await asyncio.sleep(0.05)
+
+            await asyncio.wait_for(fast_is_delivered(), 30)
+            [in_flight] = await deliveries(tenant, slow["id"])
+            assert in_flight["attempts"] == []
+            hanging.release.set()
+            assert await round_ == 2
+    finally:
+        hanging.stop()
+        healthy.stop()
+
+
+async def test_the_periodic_scan_settles_deliveries_left_due_for_endpoints_that_are_off(db, tenant, sender):
+    """Deliveries stored due for a disabled or deleted endpoint (by an older version) stop keeping workers busy."""
+    off, t0 = await _failing_delivery(db, tenant, sender)
+    gone = await endpoint(tenant, f"http://127.0.0.1:{free_port()}/gone")
+    await emit(db, tenant, "k2", at=t0)
+    await drain(db, sender, at=t0)
+    await ok(await tenant.client.patch(f"/v1/webhook-endpoints/{off['id']}", json={"enabled": False}))
+    await ok(await tenant.client.delete(f"/v1/webhook-endpoints/{gone['id']}"), 204)
+    async with db.transaction() as session:  # as an older version left them
+        await session.execute(update(Delivery).values(status="pending", next_attempt_at=t0))
+    await scan_due(db, at=t0)
+    assert await queries.anything_due(db, at=t0 + timedelta(days=3)) is False
+    assert [d["status"] for d in await deliveries(tenant, off["id"])] == ["pending", "pending"]
+
+
+async def test_the_periodic_scan_sends_deliveries_left_held_for_an_enabled_endpoint(db, tenant, receiver, sender):
+    """A delivery held while its endpoint was being enabled is not held for good."""
+    hook = await endpoint(tenant, receiver.url)
+    t0 = utcnow()
+    await emit(db, tenant, "k", at=t0)
+    async with db.transaction() as session:
+        await outbox.fan_out(session, at=t0)
+        await session.execute(update(Delivery).values(next_attempt_at=HELD))
+    await scan_due(db, at=t0)
+    await drain(db, sender, at=t0)
+    assert [d["status"] for d in await deliveries(tenant, hook["id"])] == ["delivered"]

@@ -6,10 +6,10 @@ import random
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from allotment.notifications import outbox, retries
+from allotment.notifications import outbox, queries, retries
 from allotment.notifications.sender import Outcome
 from allotment.types import utcnow
-from tests.notifications.conftest import drain, emit, endpoint, ok
+from tests.notifications.conftest import customer_id, drain, emit, endpoint, ok
 from tests.servers import free_port
 
 
@@ -140,3 +140,33 @@ async def test_a_worker_that_outlived_its_lease_changes_nothing(db, tenant):
     [delivery] = (await ok(await tenant.client.get(f"/v1/webhook-endpoints/{hook['id']}/deliveries")))["items"]
     assert delivery["status"] == "delivered"
 
+
+
+async def test_a_replay_asked_while_an_attempt_is_in_flight_is_still_sent(db, tenant, receiver):
+    """The in-flight attempt's answer, arriving after the replay, does not swallow the replay."""
+    hook = await endpoint(tenant, receiver.url)
+    t0 = utcnow()
+    await emit(db, tenant, "k", at=t0)
+    async with db.transaction() as session:
+        await outbox.fan_out(session, at=t0)
+        [in_flight] = await outbox.claim(session, at=t0, limit=10, lease_for=timedelta(seconds=60))
+    await ok(await tenant.client.post(f"/v1/notifications/{in_flight.message_id}/replay"), 202)
+    async with db.transaction() as session:
+        await outbox.record(session, [(in_flight, Outcome(True, 200, None, 5, "ok"))], at=t0,
+                            rng=random.Random(1))
+    [delivery] = (await ok(await tenant.client.get(f"/v1/webhook-endpoints/{hook['id']}/deliveries")))["items"]
+    assert delivery["status"] == "pending"
+
+
+async def test_an_endpoint_disabled_for_being_down_holds_its_other_deliveries(db, tenant, sender):
+    """Other customers' messages to it wait for it to be enabled, without keeping workers busy."""
+    down = await endpoint(tenant, f"http://127.0.0.1:{free_port()}/refused")
+    t0 = utcnow()
+    await emit(db, tenant, "k", at=t0)
+    await drain(db, sender, at=t0)
+    later = t0 + timedelta(hours=2)
+    await emit(db, tenant, "later", at=later, customer=await customer_id(tenant, "c"))
+    await drain(db, sender, at=later)
+    await drain(db, sender, at=t0 + timedelta(hours=25))
+    assert (await ok(await tenant.client.get(f"/v1/webhook-endpoints/{down['id']}")))["enabled"] is False
+    assert await queries.anything_due(db, at=t0 + timedelta(days=3)) is False

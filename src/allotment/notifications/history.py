@@ -12,7 +12,14 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from allotment.errors import NotFound
 from allotment.notifications import service
-from allotment.notifications.models import PENDING, Attempt, Delivery, Notification
+from allotment.notifications.models import (
+    HELD,
+    PENDING,
+    Attempt,
+    Delivery,
+    Notification,
+    WebhookEndpoint,
+)
 from allotment.types import new_id
 
 
@@ -122,22 +129,28 @@ async def replay(
     """Send a notification again, with the same `webhook-id`, to one or every endpoint it went to.
 
     The delivery goes back to pending with a fresh retry horizon; it keeps its place in the
-    customer's order, so it is sent before that customer's later pending messages.
+    customer's order, so it is sent before that customer's later pending messages. An attempt
+    in flight loses its lease: its answer, arriving later, does not mark the replay as done.
+    A disabled endpoint's replay is held until the endpoint is enabled; a deleted endpoint's
+    delivery is left as it is.
     """
     notification = await get_notification(session, tenant_id, notification_id)
-    stmt = select(Delivery).where(
-        Delivery.tenant_id == tenant_id, Delivery.notification_seq == notification.seq
+    stmt = (
+        select(Delivery, WebhookEndpoint.enabled).join(WebhookEndpoint, WebhookEndpoint.id == Delivery.endpoint_id)
+        .where(Delivery.tenant_id == tenant_id, Delivery.notification_seq == notification.seq,
+               WebhookEndpoint.deleted_at.is_(None))
     )
     if endpoint_id is not None:
-        await service.get_endpoint(session, tenant_id, endpoint_id)
+        endpoint = await service.get_endpoint(session, tenant_id, endpoint_id)
         stmt = stmt.where(Delivery.endpoint_id == endpoint_id)
-    deliveries = list(await session.scalars(stmt.with_for_update()))
-    if endpoint_id is not None and not deliveries:
-        session.add(_new_delivery(notification, endpoint_id, at=at))
-    for delivery in deliveries:
+    found = (await session.execute(stmt.with_for_update(of=Delivery))).all()
+    if endpoint_id is not None and not found:
+        session.add(_new_delivery(notification, endpoint_id, at=at if endpoint.enabled else HELD))
+    for delivery, enabled in found:
         if delivery.status != PENDING:
             delivery.status, delivery.delivered_at, delivery.first_attempt_at = PENDING, None, None
-        delivery.next_attempt_at = min(delivery.next_attempt_at, at)
+        delivery.next_attempt_at = min(delivery.next_attempt_at, at) if enabled else HELD
+        delivery.locked_until = delivery.lease = None
     await session.flush()
     return notification
 

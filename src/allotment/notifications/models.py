@@ -7,7 +7,7 @@ can hold back a message while an earlier one to the same endpoint and customer i
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 
 from sqlalchemy import (
     JSON,
@@ -32,6 +32,9 @@ SeqType = BigInteger().with_variant(Integer(), "sqlite")
 PENDING = "pending"
 DELIVERED = "delivered"
 DEAD = "dead"
+# `next_attempt_at` of a delivery held for a disabled endpoint: never due, so no worker polls
+# for it, until enabling the endpoint makes it due again.
+HELD = datetime(9999, 1, 1, tzinfo=UTC)
 _PENDING_ONLY = text("status = 'pending'")
 _NOT_FANNED_OUT = text("fanned_out_at IS NULL")
 

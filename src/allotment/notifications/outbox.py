@@ -281,6 +281,7 @@ async def _disable_if_down(session: AsyncSession, claimed: Claimed, *, at: datet
     )).first()
     if row is None:
         return
+    await service.hold_deliveries(session, claimed.endpoint_id)
     log.error("webhook endpoint disabled", endpoint=claimed.endpoint_id, tenant=row.tenant_id,
               url=row.url, failing_since=row.failing_since.isoformat(), reason=reason)
     await service.emit(

@@ -20,7 +20,14 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from allotment import codec
 from allotment.errors import NotFound
 from allotment.notifications import catalogue, queries, signing
-from allotment.notifications.models import PENDING, Delivery, Notification, WebhookEndpoint
+from allotment.notifications.models import (
+    DEAD,
+    HELD,
+    PENDING,
+    Delivery,
+    Notification,
+    WebhookEndpoint,
+)
 from allotment.notifications.schemas import WebhookEndpointCreate, WebhookEndpointUpdate
 from allotment.types import as_utc, new_id
 
@@ -152,30 +159,76 @@ async def update_endpoint(
     if changes.get("secret") is not None:
         replace_secret(endpoint, changes["secret"], at=at, keep_previous=DEFAULT_OVERLAP)
     if changes.get("enabled") is True and not endpoint.enabled:
-        await _enable(session, endpoint)
+        await _enable(session, endpoint, at=at)
     elif changes.get("enabled") is False and endpoint.enabled:
         endpoint.enabled, endpoint.disabled_at, endpoint.disabled_reason = False, at, "disabled by an operator"
+        await hold_deliveries(session, endpoint.id)
     endpoint.updated_at = at
     await session.flush()
     return endpoint
 
 
-async def _enable(session: AsyncSession, endpoint: WebhookEndpoint) -> None:
-    """Held deliveries resume with a fresh retry horizon: the outage was not theirs to pay for."""
+async def _enable(session: AsyncSession, endpoint: WebhookEndpoint, *, at: datetime) -> None:
+    """Held deliveries resume now, with a fresh retry horizon: the outage was not theirs to pay for."""
     endpoint.enabled, endpoint.disabled_at, endpoint.disabled_reason = True, None, None
     endpoint.failing_since = None
     await session.execute(
         update(Delivery)
         .where(Delivery.endpoint_id == endpoint.id, Delivery.status == PENDING)
-        .values(first_attempt_at=None)
+        .values(first_attempt_at=None, next_attempt_at=at)
     )
 
 
+async def hold_deliveries(session: AsyncSession, endpoint_id: str) -> None:
+    """Park a disabled endpoint's pending deliveries until it is enabled.
+
+    Left due, they would keep every worker claiming (and finding nothing it may send) several
+    times a second for as long as the endpoint is off. An attempt in flight loses its lease,
+    so its answer cannot put the delivery back on the schedule.
+    """
+    await session.execute(
+        update(Delivery)
+        .where(Delivery.endpoint_id == endpoint_id, Delivery.status == PENDING)
+        .values(next_attempt_at=HELD, locked_until=None, lease=None)
+        .execution_options(synchronize_session=False)
+    )
+
+
+async def settle_held_deliveries(session: AsyncSession, *, at: datetime) -> None:
+    """Make the hold of each pending delivery match its endpoint: held while it is disabled,
+    dead once it is deleted, due again (at `at`) once it is enabled.
+
+    Disabling, deleting and enabling do this at once; the periodic scan repeats it for rows
+    that escaped (stored by an older version, fanned out or claimed while the endpoint was
+    being switched), which would otherwise keep every worker polling, or stay held for good.
+    """
+    e, d = WebhookEndpoint, Delivery
+    off = select(e.id).where(e.enabled.is_(False), e.deleted_at.is_(None))
+    gone = select(e.id).where(e.deleted_at.is_not(None))
+    on = select(e.id).where(e.enabled.is_(True), e.deleted_at.is_(None))
+    for where, values in (
+        ((d.next_attempt_at < HELD, d.endpoint_id.in_(off)), {"next_attempt_at": HELD}),
+        ((d.endpoint_id.in_(gone),), {"status": DEAD}),
+        ((d.next_attempt_at >= HELD, d.endpoint_id.in_(on)), {"next_attempt_at": at}),
+    ):
+        await session.execute(
+            update(d).where(d.status == PENDING, *where).values(**values, locked_until=None, lease=None)
+            .execution_options(synchronize_session=False)
+        )
+
+
 async def delete_endpoint(session: AsyncSession, tenant_id: str, endpoint_id: str, *, at: datetime) -> None:
-    """Soft delete: the delivery log stays readable; its pending deliveries are never sent."""
+    """Soft delete: the delivery log stays readable; its pending deliveries, which will never
+    be sent, are dead-lettered so that the log says so and no worker keeps looking at them."""
     endpoint = await get_endpoint(session, tenant_id, endpoint_id)
     endpoint.deleted_at = endpoint.updated_at = at
     endpoint.enabled = False
+    await session.execute(
+        update(Delivery)
+        .where(Delivery.endpoint_id == endpoint_id, Delivery.status == PENDING)
+        .values(status=DEAD, locked_until=None, lease=None)
+        .execution_options(synchronize_session=False)
+    )
     await session.flush()
 
 

@@ -1,7 +1,8 @@
 """The delivery loop: suggest, fan out, claim, send, record — run by `allotment serve` and `allotment worker`.
 
-Three short transactions per round and none during HTTP: a slow receiver holds a lease,
-never a lock or a connection. A worker killed mid-round leaves leased deliveries that any
+Short transactions (fan out, claim, then record what was answered) and none during HTTP:
+a slow receiver holds a lease, never a lock or a connection, and its late answer is recorded
+on its own rather than holding back the rest of the round. A worker killed mid-round leaves leased deliveries that any
 worker retries once their lease runs out (at least once; the retry carries the same
 `webhook-id`). A claimed batch holds at most one message per endpoint and customer, so it
 is sent concurrently without breaking any customer's order. Each round first turns the
@@ -20,7 +21,7 @@ from allotment.config import Settings
 from allotment.db import Database
 from allotment.entitlements import hold_expiry, notices, resets, scheduled, upsell_queue
 from allotment.migrations import all_models  # noqa: F401  (foreign keys name every domain's tables)
-from allotment.notifications import outbox, queries, sender, signing
+from allotment.notifications import outbox, queries, sender, service, signing
 from allotment.notifications.lanes import Lanes
 from allotment.types import utcnow
 from allotment.worker import retention
@@ -45,6 +46,9 @@ class DeliveryOptions:
     # and to forget idempotency keys older than `idempotency_retention`.
     scan_seconds: float = 60.0
     idempotency_retention: timedelta = timedelta(hours=24)
+    # Answers that came within this many seconds are recorded together; later ones as they
+    # come, so a hanging receiver does not hold back the rest of the round (see _record).
+    record_grace: float = 1.0
 
     @classmethod
     def from_settings(cls, settings: Settings) -> DeliveryOptions:
@@ -78,15 +82,35 @@ async def deliver_due(
     if not claimed:
         return 0
     per_endpoint: Counter[str] = Counter()
-    sends = []
+    sends: dict[asyncio.Task[sender.Outcome], outbox.Claimed] = {}
     for c in claimed:
         client = await lanes.client(c.endpoint_id, per_endpoint[c.endpoint_id])
         per_endpoint[c.endpoint_id] += 1
-        sends.append(_send(client, c, at=at, timeout=options.timeout))
-    outcomes = await asyncio.gather(*sends)
-    async with db.transaction() as session:
-        await outbox.record(session, list(zip(claimed, outcomes, strict=True)), at=at, rng=rng)
+        sends[asyncio.ensure_future(_send(client, c, at=at, timeout=options.timeout))] = c
+    try:
+        await _record(db, sends, at=at, rng=rng, grace=options.record_grace)
+    finally:
+        for task in sends:
+            task.cancel()
     return len(claimed)
+
+
+async def _record(
+    db: Database, sends: dict[asyncio.Task[sender.Outcome], outbox.Claimed], *, at: datetime,
+    rng: random.Random, grace: float,
+) -> None:
+    """Record what was answered within `grace` in one transaction, then each later answer as
+    it comes. Until its outcome is recorded a delivery stays pending, holding back its
+    customer's next message to that endpoint: waiting for a receiver that hangs until the
+    timeout would hold back every other endpoint's customers in the round as well."""
+    done, waiting = await asyncio.wait(set(sends), timeout=grace)
+    while True:
+        if done:
+            async with db.transaction() as session:
+                await outbox.record(session, [(sends[t], t.result()) for t in done], at=at, rng=rng)
+        if not waiting:
+            return
+        done, waiting = await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
 
 
 async def _send(client: sender.Client, c: outbox.Claimed, *, at: datetime, timeout: float) -> sender.Outcome:
@@ -115,6 +139,8 @@ async def scan_due(db: Database, *, at: datetime) -> int:
     for scan in (notices.expiring_grants, resets.tell_due, scheduled.tell_due):
         async with db.transaction() as session:
             told += await scan(session, at=at)
+    async with db.transaction() as session:
+        await service.settle_held_deliveries(session, at=at)
     return told
 
 

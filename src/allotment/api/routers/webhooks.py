@@ -21,7 +21,7 @@ from allotment.api.idempotency import Idempotent
 from allotment.api.pages import Page
 from allotment.errors import Conflict
 from allotment.notifications import history, service
-from allotment.notifications.models import WebhookEndpoint
+from allotment.notifications.models import HELD, WebhookEndpoint
 from allotment.notifications.schemas import (
     REDACTED,
     AttemptRead,
@@ -73,7 +73,8 @@ def delivery_read(view: history.DeliveryView) -> DeliveryRead:
         id=d.id, notification_id=view.notification_id, type=view.type, endpoint_id=d.endpoint_id,
         status=d.status,  # type: ignore[arg-type]  # one of the three the table holds
         attempt_count=d.attempt_count,
-        next_attempt_at=d.next_attempt_at if d.status == "pending" else None,
+        # None for a delivery held while its endpoint is disabled: it has no time of its own.
+        next_attempt_at=d.next_attempt_at if d.status == "pending" and d.next_attempt_at < HELD else None,
         delivered_at=d.delivered_at, created_at=d.created_at,
         attempts=[AttemptRead.model_validate(a, from_attributes=True) for a in view.attempts],
     )
