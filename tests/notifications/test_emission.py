@@ -15,7 +15,7 @@ from standardwebhooks import Webhook
 from allotment.db import Database
 from allotment.entitlements import check as checks
 from allotment.entitlements import grants, notices, reservations, resets, seats, subscriptions
-from allotment.entitlements.models import EntitlementUsage
+from allotment.entitlements.models import CustomerEntitlement, EntitlementUsage
 from allotment.entitlements.schemas import SubscriptionCreate
 from allotment.notifications.models import Notification
 from allotment.types import to_micros, utcnow
@@ -420,6 +420,11 @@ async def test_refused_consume_at_the_cap_reaches_it_once_and_denials_once_an_ho
     assert [t for t, _ in found] == [notices.HARD_LIMIT_REACHED, notices.USAGE_DENIED]
     denied = found[1][1]
     assert (denied["quantity"], denied["reason"], denied["usage"], denied["consume"]) == (2, "hard_limit", 14, True)
+    async with db.transaction(readonly=True) as s:
+        entitlement_id = await s.scalar(select(CustomerEntitlement.id))
+    feature = await ok(await c.get("/v1/features/tokens"))
+    # named as every usage event names its feature and entitlement
+    assert (denied["entitlement_id"], denied["feature"]["name"]) == (entitlement_id, feature["name"])
     denials = await ok(await c.get("/v1/denials", params={"customer": "acme"}))
     assert len(denials["items"]) == 20
 

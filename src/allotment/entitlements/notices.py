@@ -255,9 +255,9 @@ async def denied(
     listed at /v1/denials. A consume refused at the hard limit also reaches it, once per level.
     """
     hour = to_micros(at) // 3_600_000_000
-    names = await _names(session, customer_id, feature_id)
+    names = await _names_now(session, customer_id, feature_id)
     payload: dict[str, Any] = {
-        **names, "quantity": quantity, "consume": consume, "reason": str(decision.reason),
+        **names, "entitlement_id": entitlement_id, "quantity": quantity, "consume": consume, "reason": str(decision.reason),
         **_numbers(decision), "period_start": period_start, "period_end": period_end, "at": at,
     }
     if item is not None:  # a seat activation: the item refused
@@ -462,12 +462,18 @@ async def tell_reset(
 
 
 async def _usage_payload(session: AsyncSession, where: Where, after: Decision, at: datetime) -> dict[str, Any]:
-    names = await _names(session, where.customer_id, where.feature_id)
-    # Unlike its key, a feature's name may change, so it is read afresh: only crossings and
-    # resets come here, not every check. OpenMeter's bodies show it as `feature.name`.
-    names["feature"]["name"] = await session.scalar(select(Feature.name).where(Feature.id == where.feature_id))
+    names = await _names_now(session, where.customer_id, where.feature_id)
     return {**names, "entitlement_id": where.entitlement_id,
             **_numbers(after), "period_start": where.period_start, "period_end": where.period_end, "at": at}
+
+
+async def _names_now(session: AsyncSession, customer_id: str, feature_id: str) -> dict[str, Any]:
+    """The keys, and the feature's name as it is now: unlike its key, a name may change, so it
+    is read afresh (only crossings, resets and denials come here, not every check). OpenMeter's
+    bodies show it as `feature.name`."""
+    names = await _names(session, customer_id, feature_id)
+    names["feature"]["name"] = await session.scalar(select(Feature.name).where(Feature.id == feature_id))
+    return names
 
 
 def _numbers(d: Decision) -> dict[str, Decimal | None]:
