@@ -124,6 +124,16 @@ async def test_all_rejected_is_422_naming_each_field(tenant):
     assert resp.json()["errors"] == [{"field": "[0].id", "message": "expected `str`, got `int`"}]
 
 
+async def test_an_event_missing_several_attributes_names_every_one(tenant):
+    """The sender learns all it left out at once, not one attribute per retry."""
+    resp = await tenant.client.post("/v1/events", json=[event(tokens=1), {"source": "s", "data": {}}])
+    assert resp.status_code == 200
+    assert resp.json()["rejected"] == 1
+    [error] = resp.json()["errors"]
+    assert (error["index"], error["field"]) == (1, "id")
+    assert error["message"] == "is required, as are `type` and `subject`"
+
+
 async def test_single_cloudevent_with_its_content_type(tenant):
     await tenant.client.post("/v1/meters", json=meter())
     import orjson

@@ -83,7 +83,7 @@ def decode(body: bytes, *, max_events: int) -> Decoded:
         try:
             good.append((index, msgspec.convert(item, CloudEvent)))
         except msgspec.ValidationError as exc:
-            field, reason = _explain(str(exc))
+            field, reason = _explain(str(exc), item)
             problems.append(Problem(index, reason, field))
     return _checked(good, problems, items)
 
@@ -190,9 +190,18 @@ def _with_control(event: CloudEvent) -> str | None:
     return None
 
 
-def _explain(message: str) -> tuple[str | None, str]:
+_REQUIRED = ("id", "source", "type", "subject")
+
+
+def _explain(message: str, item: Any) -> tuple[str | None, str]:
     missing = _MISSING.search(message)
     if missing:
+        # msgspec stops at the first; a sender should learn everything it left out at once
+        absent = [name for name in _REQUIRED if name not in item] if isinstance(item, dict) else []
+        if len(absent) > 1 and absent[0] == missing.group(1):
+            named = [f"`{name}`" for name in absent[1:]]
+            others = named[0] if len(named) == 1 else f"{', '.join(named[:-1])} and {named[-1]}"
+            return absent[0], f"is required, as are {others}"
         return missing.group(1), "is required"
     at = _AT.search(message)
     field = at.group(1) if at and at.group(1) else None
