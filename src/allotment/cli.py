@@ -53,11 +53,12 @@ class _Cli(typer.Typer):
         sys.exit(1)
 
 
-app = _Cli(help="Allotment: usage metering and entitlement enforcement.", no_args_is_help=True)
-keys_app = typer.Typer(help="API keys of a tenant.", no_args_is_help=True)
+app = _Cli(help="Allotment: usage metering and entitlement enforcement.", no_args_is_help=True,
+           rich_markup_mode="markdown")  # paragraphs reflow to the terminal; `code` shows as code
+keys_app = typer.Typer(help="API keys of a tenant.", no_args_is_help=True, rich_markup_mode="markdown")
 app.add_typer(keys_app, name="keys")
 tenants_app = typer.Typer(help="Tenants: vendors sharing one database, none seeing another's rows.",
-                          no_args_is_help=True)
+                          no_args_is_help=True, rich_markup_mode="markdown")
 app.add_typer(tenants_app, name="tenants")
 
 
@@ -379,7 +380,7 @@ def import_(
 
     JSON Lines: one CloudEvent per line.
 
-    CSV: a header of id, source, type, subject, optional time, and data.<name> columns or one data column of JSON.
+    CSV: a header of id, source, type, subject, optional time, and `data.<name>` columns or one `data` column of JSON.
 
     Run again after an interruption to resume after the last committed batch.
 
