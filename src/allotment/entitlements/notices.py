@@ -300,8 +300,8 @@ async def seat_taken(
     full = hard is not None and active - 1 < hard <= active
     if not (over or full):
         return
-    payload = {**await _names(session, row.customer_id, row.feature_id), "item": item, "active": active,
-               **_numbers(decision), "at": at}
+    payload = {**await _names_now(session, row.customer_id, row.feature_id), "entitlement_id": row.id,
+               "item": item, "active": active, **_numbers(decision), "at": at}
     if over:
         await service.emit(session, row.tenant_id, type=SEAT_OVERDRAFT,
                            dedupe_key=f"seat_overdraft:{row.id}:{item}:{to_micros(at)}",
