@@ -83,3 +83,20 @@ def test_a_silent_chargers_hold_runs_out_and_gives_the_credit_back(vendor: Vendo
     [expired] = [m["data"] for m in v.told(secret, until="reservation.expired") if m["type"] == "reservation.expired"]
     assert (expired["reservation_id"], expired["quantity"], expired["customer"]["key"]) == (
         silent["reservation"]["id"], 30, "driver")
+
+
+def test_a_driver_refused_while_a_silent_charger_holds_the_credit_is_offered_a_top_up(vendor: Vendor) -> None:
+    """A charger holding 30 of 40 kWh has gone silent; the next charger refuses the driver's
+    30 kWh session at the plug, and the operator is told to offer a 50 kWh pack: 30 held and
+    30 more wanted do not fit in 40."""
+    v = vendor
+    secret = _prepaid(v)
+    v.ok("POST", CREDIT, 201, json={"amount": 40})
+    assert _plug_in(v)["decision"] == "allow"
+    refused = _plug_in(v)
+    assert (refused["decision"], refused["usage"], refused["reserved"], refused["balance"]) == ("deny", 0, 30, 10)
+    told = v.told(secret, until="entitlement.usage_denied")
+    [upsell] = [m["data"] for m in v.told(secret, until="upsell.suggested") if m["type"] == "upsell.suggested"]
+    assert (upsell["status"], upsell["suggestion"]["action"], upsell["suggestion"]["top_up"]["count"]) == (
+        "denied", "top_up", 1)
+    assert [m["type"] for m in told if m["type"] == "entitlement.usage_denied"] == ["entitlement.usage_denied"]
