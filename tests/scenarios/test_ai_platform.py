@@ -7,7 +7,11 @@ import itertools
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import pytest
+
 from tests.scenarios.conftest import Vendor
+
+pytestmark = pytest.mark.slow  # a real server per test
 
 M = 1_000_000
 _ids = itertools.count()

@@ -5,8 +5,12 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
+
 from tests.notifications.receiver import wait_until
 from tests.scenarios.conftest import Vendor
+
+pytestmark = pytest.mark.slow  # a real server per test
 
 CREDIT = "/v1/customers/driver/entitlements/kwh/grants"
 

@@ -6,7 +6,11 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from zoneinfo import ZoneInfo
 
+import pytest
+
 from tests.scenarios.conftest import Vendor
+
+pytestmark = pytest.mark.slow  # a real server per test
 
 BERLIN = ZoneInfo("Europe/Berlin")
 

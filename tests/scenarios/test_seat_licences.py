@@ -5,8 +5,12 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from typing import Any
 
+import pytest
+
 from tests.notifications.receiver import wait_until
 from tests.scenarios.conftest import Vendor
+
+pytestmark = pytest.mark.slow  # a real server per test
 
 SEATS = "/v1/customers/acme/seats/seats"
 SEAT_TYPES = ("seat.overdraft", "entitlement.hard_limit_reached", "entitlement.usage_denied")

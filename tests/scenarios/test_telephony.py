@@ -7,7 +7,11 @@ import itertools
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import pytest
+
 from tests.scenarios.conftest import Vendor
+
+pytestmark = pytest.mark.slow  # a real server per test
 
 GB = 1000  # data is metered in MB
 _ids = itertools.count()
