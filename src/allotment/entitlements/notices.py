@@ -247,12 +247,15 @@ async def denied(
     period_end: datetime | None,
     at: datetime,
     item: str | None = None,
+    reserved: Decimal = ZERO,
 ) -> None:
     """A recorded denial: at most one `usage_denied` per customer, feature and UTC hour.
 
     A customer hammering a denied feature a thousand times a second makes one notification
     an hour (with the first denial's numbers), not a thousand a second; every denial stays
     listed at /v1/denials. A consume refused at the hard limit also reaches it, once per level.
+    `reserved` is what open holds kept from the balance: the upsell asked for must make room
+    for them as well as for the refused quantity.
     """
     hour = to_micros(at) // 3_600_000_000
     names = await _names_now(session, customer_id, feature_id)
@@ -273,7 +276,7 @@ async def denied(
         customer_id=customer_id, payload=payload, at=at,
     )
     if first and entitlement_id is not None and period_start is not None and decision.usage is not None:
-        await _suggest_upsell(session, tenant_id, entitlement_id, usage=decision.usage,
+        await _suggest_upsell(session, tenant_id, entitlement_id, usage=decision.usage + reserved,
                               period=(period_start, period_end), at=at)
 
 
@@ -300,8 +303,8 @@ async def seat_taken(
     full = hard is not None and active - 1 < hard <= active
     if not (over or full):
         return
-    payload = {**await _names(session, row.customer_id, row.feature_id), "item": item, "active": active,
-               **_numbers(decision), "at": at}
+    payload = {**await _names_now(session, row.customer_id, row.feature_id), "entitlement_id": row.id,
+               "item": item, "active": active, **_numbers(decision), "at": at}
     if over:
         await service.emit(session, row.tenant_id, type=SEAT_OVERDRAFT,
                            dedupe_key=f"seat_overdraft:{row.id}:{item}:{to_micros(at)}",

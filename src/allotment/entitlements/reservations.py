@@ -165,7 +165,8 @@ async def create(
         used, reserved = await queries.read_counter(session, *counter)
         now = _judge(row, found.grants, used, reserved, q, at)
         decision = now._replace(decision=Verdict.DENY, reason=checks.refusal(used, reserved, q))
-        await _record_denial(session, tenant_id, customer.id, feature.id, q, decision, at, row=row, period=(start, end))
+        await _record_denial(session, tenant_id, customer.id, feature.id, q, decision, at, row=row, period=(start, end),
+                             reserved=checks.units(reserved))
         return Held(decision, None, checks.units(reserved), start, end)
     reservation = Reservation(
         id=new_id("res"), tenant_id=tenant_id, entitlement_id=row.id, customer_id=customer.id,
@@ -398,10 +399,11 @@ async def _record_denial(
     *,
     row: CustomerEntitlement | None = None,
     period: tuple[datetime | None, datetime | None] = (None, None),
+    reserved: Decimal = ZERO,
 ) -> None:
     """Record a refused hold and tell of it, with the entitlement and period it was refused in
     when there is one (as a refused check tells it: the payload names the period, and the
-    first refusal of the hour may suggest a top-up)."""
+    first refusal of the hour may suggest a top-up that covers the holds still open too)."""
     session.add(UsageDenial(
         id=new_id("den"), tenant_id=tenant_id, customer_id=customer_id, feature_id=feature_id,
         at=at, quantity=quantity, reason=str(decision.reason),
@@ -410,7 +412,7 @@ async def _record_denial(
     await notices.denied(
         session, tenant_id, customer_id=customer_id, feature_id=feature_id,
         entitlement_id=None if row is None else row.id, decision=decision, quantity=quantity, consume=False,
-        period_start=period[0], period_end=period[1], at=at,
+        period_start=period[0], period_end=period[1], at=at, reserved=reserved,
     )
 
 

@@ -115,7 +115,7 @@ async def activate(
     if taken is None:  # the database refused: one more seat would pass the hard limit
         active = await _active(session, row)
         decision = _judge(row, active)._replace(decision=Verdict.DENY, reason=Reason.HARD_LIMIT)
-        await _record_denial(session, tenant_id, customer_id, feature_id, item, decision, at)
+        await _record_denial(session, tenant_id, customer_id, feature_id, item, decision, at, entitlement_id=row.id)
         return SeatResult(decision, active, item, None)
     values = {"activated_at": at, "expires_at": expires_at, "released_at": None, "lease_ttl_seconds": ttl}
     if lease is None:
@@ -372,6 +372,8 @@ def _standing(row: CustomerEntitlement, active: int) -> Decision:
 async def _record_denial(
     session: AsyncSession, tenant_id: str, customer_id: str, feature_id: str, item: str, decision: Decision,
     at: datetime,
+    *,
+    entitlement_id: str | None = None,
 ) -> None:
     session.add(UsageDenial(
         id=new_id("den"), tenant_id=tenant_id, customer_id=customer_id, feature_id=feature_id,
@@ -379,6 +381,6 @@ async def _record_denial(
     ))
     await session.flush()
     await notices.denied(
-        session, tenant_id, customer_id=customer_id, feature_id=feature_id, entitlement_id=None,
+        session, tenant_id, customer_id=customer_id, feature_id=feature_id, entitlement_id=entitlement_id,
         decision=decision, quantity=ONE, consume=True, period_start=None, period_end=None, at=at, item=item,
     )

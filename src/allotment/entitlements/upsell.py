@@ -243,7 +243,7 @@ async def suggest_on_crossing(
         return None
     emitted = await notifications.emit(
         session, tenant_id, type=EVENT, dedupe_key=dedupe_key(row, period_start),
-        customer_id=row.customer_id, payload={**read(suggestion).model_dump(mode="json"), "at": at.isoformat()},
+        customer_id=row.customer_id, payload={**read(suggestion).model_dump(mode="json"), "at": at},
         at=at,
     )
     return suggestion if emitted else None
