@@ -205,6 +205,9 @@ class CustomerEntitlement(_Values, Base):
     # The id the entitlement was created under, on the rows usage resets continued it with:
     # to the vendor it is still the same entitlement (None: the row's own id is that id).
     origin_id: Mapped[str | None] = mapped_column(String(40), nullable=True)
+    # The vendor's own key-values (OpenMeter's entitlement metadata), answered as sent; None:
+    # none. A usage reset carries them to the row that continues the entitlement.
+    metadata_: Mapped[dict[str, str] | None] = mapped_column("metadata", JSON(none_as_null=True), nullable=True)
 
     @property
     def public_id(self) -> str:

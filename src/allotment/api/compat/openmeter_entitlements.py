@@ -20,7 +20,7 @@ both APIs always agree. How OpenMeter's metered fields map to ours:
   the customer's events reported since then counts. As in OpenMeter, it and the anchor are
   truncated to the minute.
 - `grants` are created with the entitlement, as the grants endpoint would.
-- `metadata` is accepted but not kept: our entitlements have none.
+- `metadata` (text to text) is kept with the entitlement and answered as sent.
 
 An override ends an ad-hoc entitlement and creates its replacement in the same transaction
 (`overrides.replace_adhoc`); docs/openmeter-entitlements.md says what carries over. A reset
@@ -195,7 +195,7 @@ async def create(
             await _require_meter(session, tenant_id, feature)
         if replacing is not None:
             view = await overrides.replace_adhoc(
-                session, tenant_id, customer.id, data, replaced=replacing, actor=actor, at=at
+                session, tenant_id, customer.id, data, replaced=replacing, actor=actor, at=at, metadata=body.metadata
             )
         elif await provisioning.open_rows(session, tenant_id, customer.id, at, feature_id=feature.id):
             raise Conflict(
@@ -204,7 +204,9 @@ async def create(
                 " the subscription)"
             )
         else:
-            view = await overrides.create_adhoc(session, tenant_id, customer.id, data, actor=actor, at=at)
+            view = await overrides.create_adhoc(
+                session, tenant_id, customer.id, data, actor=actor, at=at, metadata=body.metadata
+            )
     for i, grant in enumerate(body.grants or ()):
         await openmeter_grants.issue(
             session, principal, customer, view.feature_key, grant, at=at, field=f"grants[{i}]."

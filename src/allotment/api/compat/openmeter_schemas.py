@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 from datetime import datetime, timedelta
 from decimal import Decimal
-from typing import Any
+from typing import Annotated, Any, get_args
 from zoneinfo import ZoneInfo
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool
@@ -30,11 +30,16 @@ from allotment.metering.events import EventView
 from allotment.metering.models import Meter
 from allotment.metering.query import MAX_FILTER_KEYS, Row
 from allotment.metering.windows import WindowSize
-from allotment.types import Instant, LargeQuantity, PositiveQuantity, from_micros
+from allotment.types import Instant, LargeQuantity, Metadata, PositiveQuantity, from_micros
 
 
 class _In(BaseModel):
     model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="ignore")
+
+
+# OpenMeter's `Metadata`: text to text (its server refuses any other value, and so do we, naming
+# it), under the bound of our own metadata (its one validator).
+TextMetadata = Annotated[dict[str, str], get_args(Metadata)[1]]
 
 
 class MeterCreateIn(_In):
@@ -46,12 +51,14 @@ class MeterCreateIn(_In):
     name: str | None = None
     description: str | None = None
     event_from: Instant | None = None
+    metadata: TextMetadata | None = None
 
 
 class MeterUpdateIn(_In):
     name: str | None = None
     description: str | None = None
     group_by: dict[str, str] | None = None
+    metadata: TextMetadata | None = None
 
 
 class MeterQueryIn(_In):
@@ -94,7 +101,7 @@ class CustomerIn(_In):
     name: str
     key: str | None = None
     description: str | None = None
-    metadata: dict[str, Any] | None = None
+    metadata: TextMetadata | None = None
     usage_attribution: UsageAttributionIn | None = None
     primary_email: str | None = None
     currency: str | None = None
@@ -126,6 +133,7 @@ def meter_out(meter: Meter) -> dict[str, Any]:
             "valueProperty": meter.value_property,
             "groupBy": meter.group_by or {},
             "eventFrom": meter.event_from,
+            "metadata": meter.metadata_ or {},
             "createdAt": meter.created_at,
             "updatedAt": meter.updated_at,
             "deletedAt": meter.deleted_at,
@@ -214,7 +222,7 @@ def row_out(row: Row, customer_ids: dict[str, str]) -> dict[str, Any]:
 class FeatureCreateIn(_In):
     key: str
     name: str | None = None
-    metadata: dict[str, Any] | None = None
+    metadata: TextMetadata | None = None
     meter_slug: str | None = None
     meter_group_by_filters: dict[str, str] | None = None
     advanced_meter_group_by_filters: dict[str, Any] | None = None
@@ -256,7 +264,7 @@ class GrantCreateIn(_In):
     expiration: ExpirationIn | None = None
     min_rollover_amount: LargeQuantity = Decimal(0)
     max_rollover_amount: LargeQuantity | None = None  # v2: the grant's amount
-    metadata: dict[str, Any] | None = None
+    metadata: TextMetadata | None = None
     recurrence: UsagePeriodIn | None = None
 
 
@@ -275,7 +283,7 @@ class EntitlementCreateIn(_In):
     type: str
     feature_key: str | None = None
     feature_id: str | None = None
-    metadata: dict[str, Any] | None = None
+    metadata: TextMetadata | None = None
     usage_period: UsagePeriodIn | None = None
     # metered
     is_soft_limit: StrictBool = False
@@ -332,7 +340,7 @@ def entitlement_out(
         "featureId": row.feature_id,
         "customerId": customer.id,
         "customerKey": customer.key,
-        "metadata": {},
+        "metadata": row.metadata_ or {},
         "activeFrom": row.active_from,
         "activeTo": row.active_to,
         "createdAt": row.created_at,

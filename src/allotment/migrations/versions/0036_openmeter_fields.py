@@ -1,0 +1,27 @@
+"""Meters and customer entitlements keep their metadata
+
+Revision ID: 0036
+Revises: 0035
+"""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+from alembic import op
+
+revision = "0036"
+down_revision = "0035"
+branch_labels = None
+depends_on = None
+
+
+def upgrade() -> None:
+    for table in ("meters", "customer_entitlements"):
+        with op.batch_alter_table(table) as batch_op:
+            batch_op.add_column(sa.Column("metadata", sa.JSON(none_as_null=True), nullable=True))
+
+
+def downgrade() -> None:
+    for table in ("customer_entitlements", "meters"):
+        with op.batch_alter_table(table) as batch_op:
+            batch_op.drop_column("metadata")

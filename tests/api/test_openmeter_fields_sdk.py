@@ -1,0 +1,142 @@
+"""Fields of OpenMeter's models a client sends and reads back, driven by the official SDK.
+
+Every field the SDK's customer, subject, meter, feature, entitlement and grant models carry is
+either kept and answered as sent, or refused with a 400 naming it: none is accepted and lost.
+The same live server as the other SDK tests (uvicorn in a thread), on SQLite and PostgreSQL.
+"""
+
+from __future__ import annotations
+
+import pytest
+from corehttp.exceptions import HttpResponseError, ResourceNotFoundError
+from openmeter.models import (
+    EntitlementBooleanCreateInputs,
+    EntitlementStaticCreateInputs,
+    FeatureCreateInputs,
+    MeterCreate,
+    MeterUpdate,
+    ResetEntitlementUsageInput,
+)
+from tests.api import test_openmeter_sdk as sdk
+from tests.api.test_openmeter_entitlements_sdk import (
+    customer,
+    grant,
+    metered,
+    plain_feature,
+    tokens_feature,
+)
+from tests.api.test_openmeter_sdk import tokens_meter
+
+live, om = sdk.live, sdk.om
+
+
+def _refused(call, field: str) -> str:
+    """The 400 a call gets, checked to name `field`; returns its detail."""
+    with pytest.raises(HttpResponseError) as err:
+        call()
+    assert err.value.status_code == 400
+    problem = err.value.response.json()
+    assert field in {e["field"] for e in problem["errors"]}, problem
+    return problem["detail"]
+
+
+# --- meters ------------------------------------------------------------------------------------
+
+
+def test_a_meters_metadata_is_kept_and_answered_by_get_and_list(om):
+    """Sent on create, read back as sent; an update that sends it replaces it, one that leaves it out keeps it."""
+    created = om.meters.create(MeterCreate(slug="calls", event_type="call", aggregation="COUNT",
+                                           metadata={"team": "api", "cost-center": "42"}))
+    assert created.metadata == {"team": "api", "cost-center": "42"}
+    assert om.meters.get("calls").metadata == {"team": "api", "cost-center": "42"}
+    assert [m.metadata for m in om.meters.list()] == [{"team": "api", "cost-center": "42"}]
+    renamed = om.meters.update("calls", MeterUpdate(name="API calls"))
+    assert (renamed.name, renamed.metadata) == ("API calls", {"team": "api", "cost-center": "42"})
+    retagged = om.meters.update("calls", MeterUpdate(metadata={"team": "platform"}))
+    assert retagged.metadata == om.meters.get("calls").metadata == {"team": "platform"}
+
+
+def test_a_meter_without_metadata_reads_back_an_empty_map(om):
+    assert tokens_meter(om).metadata == {}
+
+
+def test_meter_metadata_with_a_value_that_is_not_text_is_a_400_naming_it(om):
+    """OpenMeter's metadata maps text to text: a number is refused, not turned into text."""
+    _refused(lambda: om.meters.create({"slug": "calls", "eventType": "call", "aggregation": "COUNT",
+                                       "metadata": {"team": 7}}), "metadata.team")
+    with pytest.raises(ResourceNotFoundError):
+        om.meters.get("calls")
+
+
+# --- features ----------------------------------------------------------------------------------
+
+
+def test_a_features_metadata_is_answered_as_sent_by_get_and_list(om):
+    plain_feature(om, "sso")
+    om.features.create(FeatureCreateInputs(key="export", name="Export", metadata={"tier": "pro"}))
+    assert om.features.get("export").metadata == {"tier": "pro"}
+    assert {f["key"]: f["metadata"] for f in om.features.list()} == {"sso": {}, "export": {"tier": "pro"}}
+
+
+def test_feature_metadata_with_a_value_that_is_not_text_is_a_400_naming_it(om):
+    _refused(lambda: om.features.create({"key": "export", "name": "Export", "metadata": {"seats": [1, 2]}}),
+             "metadata.seats")
+
+
+# --- customers and grants ----------------------------------------------------------------------
+
+
+def test_customer_metadata_with_a_value_that_is_not_text_is_a_400_naming_it(om):
+    _refused(lambda: om.customers.create({"name": "Acme", "key": "acme", "metadata": {"vip": True}}),
+             "metadata.vip")
+    customer(om)
+    _refused(lambda: om.customers.update("acme", {"name": "Acme", "metadata": {"vip": True}}), "metadata.vip")
+
+
+def test_grant_metadata_with_a_value_that_is_not_text_is_a_400_naming_it(om):
+    customer(om)
+    tokens_feature(om)
+    metered(om, issue_after_reset=1)
+    _refused(lambda: grant(om, 5, metadata={"order": 17}), "metadata.order")
+
+
+# --- entitlements ------------------------------------------------------------------------------
+
+
+def test_an_entitlements_metadata_is_kept_and_answered_by_get_and_list(om):
+    """Of every kind: sent on create, read back as sent by get and list."""
+    customer(om)
+    tokens_feature(om)
+    plain_feature(om, "sso")
+    plain_feature(om, "models")
+    created = metered(om, issue_after_reset=5, metadata={"contract": "C-1"})
+    om.customer_entitlements_v2.post("acme", EntitlementBooleanCreateInputs(
+        type="boolean", feature_key="sso", metadata={"granted-by": "sales"}))
+    om.customer_entitlements_v2.post("acme", EntitlementStaticCreateInputs(
+        type="static", feature_key="models", config='{"n": 1}'))
+    assert created["metadata"] == {"contract": "C-1"}
+    assert om.customer_entitlements_v2.get("acme", "tokens")["metadata"] == {"contract": "C-1"}
+    listed = om.customer_entitlements_v2.list("acme").items_property
+    assert {e["featureKey"]: e["metadata"] for e in listed} == {
+        "tokens": {"contract": "C-1"}, "sso": {"granted-by": "sales"}, "models": {}}
+
+
+def test_an_entitlements_metadata_outlives_a_usage_reset_and_an_override_replaces_it(om):
+    """A reset continues the same entitlement (its metadata too); an override is a new one, with the body's."""
+    customer(om)
+    tokens_feature(om)
+    metered(om, issue_after_reset=5, metadata={"contract": "C-1"})
+    om.customer_entitlement_v2.reset_customer_entitlement("acme", "tokens", ResetEntitlementUsageInput())
+    assert om.customer_entitlements_v2.get("acme", "tokens")["metadata"] == {"contract": "C-1"}
+    om.customer_entitlements_v2.override("acme", "tokens", {
+        "type": "metered", "featureKey": "tokens", "usagePeriod": {"interval": "MONTH"},
+        "issueAfterReset": 9, "metadata": {"contract": "C-2"}})
+    assert om.customer_entitlements_v2.get("acme", "tokens")["metadata"] == {"contract": "C-2"}
+
+
+def test_entitlement_metadata_with_a_value_that_is_not_text_is_a_400_naming_it(om):
+    customer(om)
+    plain_feature(om, "sso")
+    _refused(lambda: om.customer_entitlements_v2.post(
+        "acme", {"type": "boolean", "featureKey": "sso", "metadata": {"seats": 3}}), "metadata.seats")
+    assert om.customer_entitlements_v2.list("acme").total_count == 0
