@@ -7,6 +7,8 @@ The same live server as the other SDK tests (uvicorn in a thread), on SQLite and
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
 import pytest
 from corehttp.exceptions import HttpResponseError, ResourceNotFoundError
 from openmeter.models import (
@@ -16,6 +18,7 @@ from openmeter.models import (
     MeterCreate,
     MeterUpdate,
     ResetEntitlementUsageInput,
+    SubjectUpsert,
 )
 from tests.api import test_openmeter_sdk as sdk
 from tests.api.test_openmeter_entitlements_sdk import (
@@ -28,6 +31,9 @@ from tests.api.test_openmeter_entitlements_sdk import (
 from tests.api.test_openmeter_sdk import tokens_meter
 
 live, om = sdk.live, sdk.om
+
+PERIOD_START = datetime(2024, 1, 1, tzinfo=UTC)
+PERIOD_END = datetime(2024, 2, 1, tzinfo=UTC)
 
 
 def _refused(call, field: str) -> str:
@@ -140,3 +146,27 @@ def test_entitlement_metadata_with_a_value_that_is_not_text_is_a_400_naming_it(o
     _refused(lambda: om.customer_entitlements_v2.post(
         "acme", {"type": "boolean", "featureKey": "sso", "metadata": {"seats": 3}}), "metadata.seats")
     assert om.customer_entitlements_v2.list("acme").total_count == 0
+
+
+# --- subjects ----------------------------------------------------------------------------------
+
+
+def test_a_subjects_stripe_customer_id_and_current_period_are_kept_and_answered(om):
+    """Every field of the SDK's SubjectUpsert is read back, by the upsert, get and list."""
+    upserted = om.subjects.upsert([SubjectUpsert(
+        key="device-1", stripe_customer_id="cus_N1", current_period_start=PERIOD_START,
+        current_period_end=PERIOD_END)])[0]
+    got, listed = om.subjects.get("device-1"), om.subjects.list()[0]
+    for subject in (upserted, got, listed):
+        assert (subject.stripe_customer_id, subject.current_period_start, subject.current_period_end) == (
+            "cus_N1", PERIOD_START, PERIOD_END)
+    naive = om.subjects.upsert([{"key": "device-2", "currentPeriodStart": "2024-01-01T00:00:00"}])[0]
+    assert naive.current_period_start == PERIOD_START  # without an offset: UTC, as everywhere here
+
+
+def test_a_subject_upsert_keeps_the_stripe_customer_id_it_leaves_out_and_clears_a_null(om):
+    om.subjects.upsert([SubjectUpsert(key="device-1", stripe_customer_id="cus_N1")])
+    renamed = om.subjects.upsert([SubjectUpsert(key="device-1", display_name="Device")])[0]
+    assert (renamed.display_name, renamed.stripe_customer_id) == ("Device", "cus_N1")
+    cleared = om.subjects.upsert([{"key": "device-1", "stripeCustomerId": None}])[0]
+    assert (cleared.display_name, cleared.stripe_customer_id) == ("Device", None)

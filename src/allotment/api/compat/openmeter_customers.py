@@ -16,7 +16,13 @@ from fastapi import Query, Response
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from allotment.api.compat.openmeter_http import Page, PageSize, openmeter_fields, openmeter_router
+from allotment.api.compat.openmeter_http import (
+    Page,
+    PageSize,
+    openmeter_fields,
+    openmeter_router,
+    utc,
+)
 from allotment.api.compat.openmeter_schemas import (
     CUSTOMER_FIELDS,
     CustomerIn,
@@ -221,20 +227,21 @@ async def _upsert_subject(session: AsyncSession, tenant_id: str, item: SubjectUp
         return await customers.upsert_subject(session, tenant_id, data, at=at)
 
 
+_SUBJECT_FIELDS = ("display_name", "metadata", "stripe_customer_id", "current_period_start", "current_period_end")
+
+
 async def _merged(session: AsyncSession, tenant_id: str, item: SubjectUpsertIn) -> SubjectUpsert:
     """The subject as it will be: the fields sent, and the stored values of those left out."""
-    sent = item.model_fields_set
+    sent = {name: getattr(item, name) for name in item.model_fields_set & set(_SUBJECT_FIELDS)}
+    sent |= {name: utc(sent[name]) for name in ("current_period_start", "current_period_end") if name in sent}
     try:
         current: Subject | None = await customers.get_subject(session, tenant_id, item.key)
     except NotFound:
         current = None
-    if current is None or current.key != item.key:  # `get_subject` also finds a subject by id
-        return SubjectUpsert(key=item.key, display_name=item.display_name, metadata=item.metadata)
-    return SubjectUpsert(
-        key=item.key,
-        display_name=item.display_name if "display_name" in sent else current.display_name,
-        metadata=item.metadata if "metadata" in sent else current.metadata_,
-    )
+    kept = {}
+    if current is not None and current.key == item.key:  # `get_subject` also finds a subject by id
+        kept = {name: getattr(current, "metadata_" if name == "metadata" else name) for name in _SUBJECT_FIELDS}
+    return SubjectUpsert.model_validate({"key": item.key, **kept, **sent})
 
 
 @router.get("/v1/subjects")

@@ -79,6 +79,9 @@ class SubjectUpsertIn(_In):
     key: str = Field(min_length=1, max_length=256)
     display_name: str | None = Field(default=None, max_length=256)
     metadata: dict[str, Any] | None = None
+    stripe_customer_id: str | None = Field(default=None, max_length=256)
+    current_period_start: Instant | None = None
+    current_period_end: Instant | None = None
 
 
 class UsageAttributionIn(_In):
@@ -172,6 +175,9 @@ def subject_out(subject: Subject) -> dict[str, Any]:
             "key": subject.key,
             "displayName": subject.display_name,
             "metadata": subject.metadata_,
+            "currentPeriodStart": subject.current_period_start,
+            "currentPeriodEnd": subject.current_period_end,
+            "stripeCustomerId": subject.stripe_customer_id,
             "createdAt": subject.created_at,
             "updatedAt": subject.updated_at,
         }
