@@ -170,3 +170,25 @@ def test_a_subject_upsert_keeps_the_stripe_customer_id_it_leaves_out_and_clears_
     assert (renamed.display_name, renamed.stripe_customer_id) == ("Device", "cus_N1")
     cleared = om.subjects.upsert([{"key": "device-1", "stripeCustomerId": None}])[0]
     assert (cleared.display_name, cleared.stripe_customer_id) == ("Device", None)
+
+
+# --- deleted customers -------------------------------------------------------------------------
+
+
+def test_a_deleted_customer_is_read_by_its_id_with_its_deleted_at(om):
+    """As in OpenMeter: by id it is still answered, marked by deletedAt; by key it is gone."""
+    created = customer(om)
+    om.customers.delete("acme")
+    gone = om.customers.get(created.id)
+    assert (gone.id, gone.key, gone.usage_attribution.subject_keys) == (created.id, "acme", [])
+    assert gone.deleted_at is not None and gone.deleted_at >= gone.created_at
+    with pytest.raises(ResourceNotFoundError):
+        om.customers.get("acme")
+
+
+def test_a_key_reused_after_a_delete_reads_the_live_customer_and_the_old_id_the_deleted_one(om):
+    old = customer(om)
+    om.customers.delete("acme")
+    new = customer(om)
+    assert om.customers.get("acme").id == new.id and om.customers.get("acme").deleted_at is None
+    assert om.customers.get(old.id).deleted_at is not None

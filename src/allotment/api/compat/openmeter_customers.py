@@ -154,7 +154,17 @@ def _sort_value(view: customers.CustomerView, order_by: str) -> str:
 
 @router.get("/v1/customers/{customer_id_or_key}")
 async def get_customer(customer_id_or_key: str, principal: Reader, session: ReadSession) -> Json:
-    return Json(customer_out(await customers.get(session, principal.tenant_id, customer_id_or_key)))
+    """The live customer with this key or id; else, as OpenMeter answers, the deleted customer
+    with this id, marked by its `deletedAt` (a key names live customers only: a new customer
+    may have taken it)."""
+    try:
+        view = await customers.get(session, principal.tenant_id, customer_id_or_key)
+    except NotFound:
+        deleted = await customers.views_of(session, principal.tenant_id, [customer_id_or_key])
+        if customer_id_or_key not in deleted:
+            raise
+        view = deleted[customer_id_or_key]
+    return Json(customer_out(view))
 
 
 @router.put("/v1/customers/{customer_id_or_key}")
