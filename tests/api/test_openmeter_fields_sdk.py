@@ -17,6 +17,7 @@ from openmeter.models import (
     FeatureCreateInputs,
     MeterCreate,
     MeterUpdate,
+    RecurringPeriodCreateInput,
     ResetEntitlementUsageInput,
     SubjectUpsert,
 )
@@ -146,6 +147,45 @@ def test_entitlement_metadata_with_a_value_that_is_not_text_is_a_400_naming_it(o
     _refused(lambda: om.customer_entitlements_v2.post(
         "acme", {"type": "boolean", "featureKey": "sso", "metadata": {"seats": 3}}), "metadata.seats")
     assert om.customer_entitlements_v2.list("acme").total_count == 0
+
+
+# --- usage periods -----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("interval", "named", "iso"),
+    [("P1D", "DAY", "P1D"), ("PT24H", "DAY", "P1D"), ("P7D", "WEEK", "P1W"), ("P1W", "WEEK", "P1W"),
+     ("P1M", "MONTH", "P1M"), ("P12M", "YEAR", "P1Y"), ("P1Y", "YEAR", "P1Y"), ("p1m", "MONTH", "P1M")],
+)  # fmt: skip
+def test_an_iso_interval_of_one_day_week_month_or_year_is_that_usage_period(om, interval, named, iso):
+    """In UTC, where OpenMeter periods run, 24 hours is a day, 7 days a week and 12 months a year."""
+    customer(om)
+    tokens_feature(om)
+    created = metered(om, usage_period=RecurringPeriodCreateInput(interval=interval, anchor=PERIOD_START))
+    assert (created["usagePeriod"]["interval"], created["usagePeriod"]["intervalISO"]) == (named, iso)
+
+
+@pytest.mark.parametrize(
+    ("interval", "why"),
+    [("P2W", "2 weeks"), ("P3M", "3 months"), ("PT1H", "1 hour"), ("P1M15D", "1 month 15 days"),
+     ("FORTNIGHT", "ISO 8601")],
+)  # fmt: skip
+def test_an_interval_no_usage_period_can_follow_is_a_400_saying_why(om, interval, why):
+    """Usage periods are one day, week, month or year: any other length is refused, and the 400 says so."""
+    customer(om)
+    tokens_feature(om)
+    detail = _refused(lambda: metered(om, usage_period=RecurringPeriodCreateInput(interval=interval)),
+                      "usagePeriod.interval")
+    assert why in detail and "one day, week, month or year" in detail, detail
+
+
+def test_a_grant_recurrence_of_an_interval_no_period_can_follow_is_a_400_naming_it(om):
+    customer(om)
+    tokens_feature(om)
+    metered(om, issue_after_reset=1)
+    detail = _refused(lambda: grant(om, 5, recurrence=RecurringPeriodCreateInput(interval="P2W")),
+                      "recurrence.interval")
+    assert "2 weeks" in detail
 
 
 # --- subjects ----------------------------------------------------------------------------------

@@ -240,16 +240,6 @@ class UsagePeriodIn(_In):
     anchor: Instant | None = None
 
 
-# OpenMeter's intervals: its enum and the ISO 8601 durations it takes for them.
-INTERVALS = {
-    "DAY": Interval.DAY, "P1D": Interval.DAY,
-    "WEEK": Interval.WEEK, "P1W": Interval.WEEK, "P7D": Interval.WEEK,
-    "MONTH": Interval.MONTH, "P1M": Interval.MONTH,
-    "YEAR": Interval.YEAR, "P1Y": Interval.YEAR, "P12M": Interval.YEAR,
-}  # fmt: skip
-INTERVAL_RULE = "must be DAY, WEEK, MONTH, YEAR or one of P1D, P1W, P1M, P1Y"
-
-
 class IssueIn(_In):
     amount: LargeQuantity
     priority: int | None = Field(default=None, ge=1, le=255)
