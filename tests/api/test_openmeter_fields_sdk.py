@@ -100,6 +100,17 @@ def test_customer_metadata_with_a_value_that_is_not_text_is_a_400_naming_it(om):
     _refused(lambda: om.customers.update("acme", {"name": "Acme", "metadata": {"vip": True}}), "metadata.vip")
 
 
+def test_a_grants_annotations_are_kept_and_answered(om):
+    """The SDK's v2 grant input carries annotations (of any JSON): read back as sent, by the create and the list."""
+    customer(om)
+    tokens_feature(om)
+    metered(om, issue_after_reset=1)
+    created = grant(om, 5, annotations={"source": "promo", "batch": 7})
+    assert created.annotations == {"source": "promo", "batch": 7}
+    listed = om.customer_entitlement_v2.get_grants("acme", "tokens")
+    assert [g.annotations for g in listed.items_property] == [{"source": "promo", "batch": 7}]
+
+
 def test_grant_metadata_with_a_value_that_is_not_text_is_a_400_naming_it(om):
     customer(om)
     tokens_feature(om)

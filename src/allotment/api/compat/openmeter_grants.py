@@ -118,6 +118,7 @@ async def issue(
             else body.max_rollover_amount,
             recurrence=recurrence,
             metadata=body.metadata,
+            annotations=body.annotations,
             at=at,
             actor=principal.key_id,
         )

@@ -261,6 +261,7 @@ class GrantCreateIn(_In):
     min_rollover_amount: LargeQuantity = Decimal(0)
     max_rollover_amount: LargeQuantity | None = None  # v2: the grant's amount
     metadata: TextMetadata | None = None
+    annotations: Metadata | None = None
     recurrence: UsagePeriodIn | None = None
 
 
@@ -453,6 +454,7 @@ def grant_out(record: GrantRecord, entitlement_id: str, at: datetime) -> dict[st
             "minRolloverAmount": codec.quantity_number(record.min_rollover),
             "maxRolloverAmount": codec.optional_number(record.max_rollover),
             "metadata": record.metadata_ or {},
+            "annotations": record.annotations,
             "createdAt": record.created_at,
             "updatedAt": record.voided_at or record.created_at,
             "voidedAt": record.voided_at,
