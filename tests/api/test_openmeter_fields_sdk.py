@@ -85,6 +85,20 @@ def test_a_features_metadata_is_answered_as_sent_by_get_and_list(om):
     assert {f["key"]: f["metadata"] for f in om.features.list()} == {"sso": {}, "export": {"tier": "pro"}}
 
 
+def test_a_features_advanced_group_filter_is_answered_as_sent_and_the_plain_one_in_that_form_too(om):
+    """As OpenMeter answers a feature: its group filters both as `meterGroupByFilters` and as `$eq` filters."""
+    tokens_meter(om)
+    advanced = om.features.create({"key": "gpt4", "name": "GPT-4", "meterSlug": "tokens_total",
+                                   "advancedMeterGroupByFilters": {"model": {"$eq": "gpt-4"}}})
+    plain = om.features.create(FeatureCreateInputs(key="gpt3", name="GPT-3", meter_slug="tokens_total",
+                                                   meter_group_by_filters={"model": "gpt-3"}))
+    assert advanced.advanced_meter_group_by_filters["model"].eq == "gpt-4"
+    assert om.features.get("gpt4").meter_group_by_filters == {"model": "gpt-4"}
+    assert plain.advanced_meter_group_by_filters["model"].eq == "gpt-3"
+    assert {f["key"]: f["advancedMeterGroupByFilters"] for f in om.features.list()} == {
+        "gpt4": {"model": {"$eq": "gpt-4"}}, "gpt3": {"model": {"$eq": "gpt-3"}}}
+
+
 def test_feature_metadata_with_a_value_that_is_not_text_is_a_400_naming_it(om):
     _refused(lambda: om.features.create({"key": "export", "name": "Export", "metadata": {"seats": [1, 2]}}),
              "metadata.seats")

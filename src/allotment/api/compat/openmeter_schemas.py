@@ -315,6 +315,8 @@ def feature_out(view: FeatureView) -> dict[str, Any]:
             "metadata": f.metadata_ or {},
             "meterSlug": view.meter_key,
             "meterGroupByFilters": f.meter_group_filter or None,
+            # As OpenMeter answers: the same filters, each as the `$eq` it means.
+            "advancedMeterGroupByFilters": {k: {"$eq": v} for k, v in (f.meter_group_filter or {}).items()} or None,
             "createdAt": f.created_at,
             "updatedAt": f.updated_at,
             "archivedAt": f.archived_at,
