@@ -50,5 +50,9 @@ class Subject(Base):
     id: Mapped[str] = mapped_column(String(40), unique=True)
     display_name: Mapped[str | None] = mapped_column(String(256), nullable=True)
     metadata_: Mapped[dict[str, Any] | None] = mapped_column("metadata", JSON, nullable=True)
+    # OpenMeter's subject fields, kept and answered as the vendor sent them (nothing reads them).
+    stripe_customer_id: Mapped[str | None] = mapped_column(String(256), nullable=True)
+    current_period_start: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    current_period_end: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime())
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime())

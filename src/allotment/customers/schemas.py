@@ -5,7 +5,7 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from allotment.types import Metadata, NotNull
+from allotment.types import AwareInstant, Metadata, NotNull
 
 KEY_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.:@\-]{0,255}$"
 SubjectKey = Annotated[str, Field(min_length=1, max_length=256)]
@@ -74,3 +74,6 @@ class SubjectUpsert(BaseModel):
     key: str = Field(min_length=1, max_length=256)
     display_name: str | None = Field(default=None, max_length=256)
     metadata: dict[str, Any] | None = None
+    stripe_customer_id: str | None = Field(default=None, max_length=256)
+    current_period_start: AwareInstant | None = None
+    current_period_end: AwareInstant | None = None

@@ -280,6 +280,9 @@ async def upsert_subject(session: AsyncSession, tenant_id: str, data: SubjectUps
         session.add(subject)
     subject.display_name = data.display_name
     subject.metadata_ = data.metadata
+    subject.stripe_customer_id = data.stripe_customer_id
+    subject.current_period_start = data.current_period_start
+    subject.current_period_end = data.current_period_end
     subject.updated_at = at
     await session.flush()
     return subject

@@ -51,6 +51,7 @@ async def create(
     max_rollover: Decimal | None = None,
     recurrence: UsagePeriod | None = None,
     metadata: dict[str, Any] | None = None,
+    annotations: dict[str, Any] | None = None,
     at: datetime,
     actor: str = audit.SYSTEM,
 ) -> GrantRecord:
@@ -61,7 +62,8 @@ async def create(
     refused naming the field. A `recurrence` makes the grant start over with its whole amount
     at each of its steps (its anchor and zone say where they fall); what it held is forfeit.
     `expiration` is kept as the client's own way of putting `expires_at` (a span such as
-    `{"duration": "DAY", "count": 7}`), to be answered back as it was given.
+    `{"duration": "DAY", "count": 7}`), to be answered back as it was given; so are
+    `annotations` (OpenMeter's, which nothing here reads).
     """
     at = as_utc(at)
     effective = at if effective_at is None else _aware("effective_at", effective_at)
@@ -77,7 +79,7 @@ async def create(
         amount=amount, priority=priority, effective_at=effective, expires_at=expires,
         expiration=None if expires is None or expiration is None else dict(expiration),
         voided_at=None, void_reason=None, min_rollover=min_rollover, max_rollover=max_rollover,
-        metadata_=dict(metadata or {}), created_at=at,
+        metadata_=dict(metadata or {}), annotations=annotations, created_at=at,
         recurrence_interval=None if recurrence is None else recurrence.interval.value,
         recurrence_anchor=None if recurrence is None else recurrence.anchor,
         recurrence_timezone=None if recurrence is None else recurrence.tz.key,

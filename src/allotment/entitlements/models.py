@@ -205,6 +205,9 @@ class CustomerEntitlement(_Values, Base):
     # The id the entitlement was created under, on the rows usage resets continued it with:
     # to the vendor it is still the same entitlement (None: the row's own id is that id).
     origin_id: Mapped[str | None] = mapped_column(String(40), nullable=True)
+    # The vendor's own key-values (OpenMeter's entitlement metadata), answered as sent; None:
+    # none. A usage reset carries them to the row that continues the entitlement.
+    metadata_: Mapped[dict[str, str] | None] = mapped_column("metadata", JSON(none_as_null=True), nullable=True)
 
     @property
     def public_id(self) -> str:
@@ -401,6 +404,8 @@ class GrantRecord(Base):
     min_rollover: Mapped[Decimal] = mapped_column(Quantity())
     max_rollover: Mapped[Decimal | None] = mapped_column(Quantity(), nullable=True)
     metadata_: Mapped[dict[str, Any]] = mapped_column("metadata", JSON, default=dict)
+    # OpenMeter's grant annotations (key-values of any JSON), answered as sent; None: none.
+    annotations: Mapped[dict[str, Any] | None] = mapped_column(JSON(none_as_null=True), nullable=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime())
     # The `used` of the counter of the period it ended in, at the instant it ended (expiry or
     # void), in millionths: recorded by the first write to that counter after the end

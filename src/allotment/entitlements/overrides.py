@@ -99,8 +99,10 @@ async def remove_override(
 
 
 async def create_adhoc(
-    session: AsyncSession, tenant_id: str, customer_key: str, data: AdhocIn, *, actor: str, at: datetime
+    session: AsyncSession, tenant_id: str, customer_key: str, data: AdhocIn, *, actor: str, at: datetime,
+    metadata: dict[str, str] | None = None,
 ) -> EntitlementView:
+    """`metadata` is kept for the OpenMeter surface, whose entitlements carry it."""
     customer_id, feature = await _targets(session, tenant_id, customer_key, data.feature)
     if await provisioning.open_rows(session, tenant_id, customer_id, at, feature_id=feature.id):
         raise Conflict(
@@ -116,6 +118,7 @@ async def create_adhoc(
         tenant_id, customer_id, feature.id, "adhoc", values,
         usage_anchor=data.usage_anchor or start, time_zone=data.time_zone, at=at, active_from=start,
     )
+    row.metadata_ = metadata
     view = await _added(session, row, "entitlement.adhoc_created", None, customer_key, feature, actor=actor, at=at)
     await provisioning.count_past_events(session, row, at=at)
     return view
@@ -130,6 +133,7 @@ async def replace_adhoc(
     replaced: CustomerEntitlement,
     actor: str,
     at: datetime,
+    metadata: dict[str, str] | None = None,
 ) -> EntitlementView:
     """End ad-hoc entitlement `replaced` at `at` and create `data` from then on, in one
     transaction: the customer is never without an entitlement to the feature, and a plan that
@@ -142,7 +146,7 @@ async def replace_adhoc(
         raise ValidationFailed.on("feature", "must be the feature of the entitlement it replaces")
     await provisioning.close(session, replaced, actor=actor, at=at)
     await session.flush()
-    return await create_adhoc(session, tenant_id, customer_key, data, actor=actor, at=at)
+    return await create_adhoc(session, tenant_id, customer_key, data, actor=actor, at=at, metadata=metadata)
 
 
 async def remove_adhoc(

@@ -152,11 +152,15 @@ def _column_reader(column: Any) -> Callable[[Any], Any]:
 
 
 _READERS = tuple(_column_reader(column) for column in CustomerEntitlement.__table__.columns)
+# The entity's attribute of each column: `metadata` is `metadata_` (Base reserves the name).
+_ATTRIBUTES = tuple(
+    CustomerEntitlement.__mapper__.get_property_by_column(column).key for column in CustomerEntitlement.__table__.columns
+)
 
 
 def _entity(values: list[Any]) -> CustomerEntitlement:
     """A row read without the ORM as the detached entity the ORM would have loaded."""
-    return CustomerEntitlement(**{name: read(value) for name, read, value in zip(_COLUMNS, _READERS, values)})
+    return CustomerEntitlement(**{name: read(value) for name, read, value in zip(_ATTRIBUTES, _READERS, values)})
 
 
 async def _still_true(

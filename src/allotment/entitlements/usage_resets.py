@@ -70,7 +70,8 @@ async def reset_usage(
         id=new_id("ent"), tenant_id=row.tenant_id, customer_id=row.customer_id, feature_id=row.feature_id,
         source=row.source, subscription_id=None, usage_anchor=row.usage_anchor if retain_anchor else at,
         time_zone=row.time_zone, active_from=at, active_to=None, created_at=row.created_at, updated_at=at,
-        reset_overage=CARRY if preserve else FORGIVE, origin_id=row.public_id, **of_row(row),
+        reset_overage=CARRY if preserve else FORGIVE, origin_id=row.public_id, metadata_=row.metadata_,
+        **of_row(row),
     )
     session.add(reset)
     await flush_unique(session, Conflict(RACED))

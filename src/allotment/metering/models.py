@@ -43,6 +43,8 @@ class Meter(Base):
     group_by: Mapped[dict[str, str]] = mapped_column(JSON, default=dict)
     filters: Mapped[list[dict[str, Any]]] = mapped_column(JSON, default=list)
     event_from: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    # The vendor's own key-values (OpenMeter's meter metadata), answered as sent; None: none.
+    metadata_: Mapped[dict[str, str] | None] = mapped_column("metadata", JSON(none_as_null=True), nullable=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime())
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime())
     deleted_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)

@@ -16,7 +16,13 @@ from fastapi import Query, Response
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from allotment.api.compat.openmeter_http import Page, PageSize, openmeter_fields, openmeter_router
+from allotment.api.compat.openmeter_http import (
+    Page,
+    PageSize,
+    openmeter_fields,
+    openmeter_router,
+    utc,
+)
 from allotment.api.compat.openmeter_schemas import (
     CUSTOMER_FIELDS,
     CustomerIn,
@@ -148,7 +154,17 @@ def _sort_value(view: customers.CustomerView, order_by: str) -> str:
 
 @router.get("/v1/customers/{customer_id_or_key}")
 async def get_customer(customer_id_or_key: str, principal: Reader, session: ReadSession) -> Json:
-    return Json(customer_out(await customers.get(session, principal.tenant_id, customer_id_or_key)))
+    """The live customer with this key or id; else, as OpenMeter answers, the deleted customer
+    with this id, marked by its `deletedAt` (a key names live customers only: a new customer
+    may have taken it)."""
+    try:
+        view = await customers.get(session, principal.tenant_id, customer_id_or_key)
+    except NotFound:
+        deleted = await customers.views_of(session, principal.tenant_id, [customer_id_or_key])
+        if customer_id_or_key not in deleted:
+            raise
+        view = deleted[customer_id_or_key]
+    return Json(customer_out(view))
 
 
 @router.put("/v1/customers/{customer_id_or_key}")
@@ -221,20 +237,21 @@ async def _upsert_subject(session: AsyncSession, tenant_id: str, item: SubjectUp
         return await customers.upsert_subject(session, tenant_id, data, at=at)
 
 
+_SUBJECT_FIELDS = ("display_name", "metadata", "stripe_customer_id", "current_period_start", "current_period_end")
+
+
 async def _merged(session: AsyncSession, tenant_id: str, item: SubjectUpsertIn) -> SubjectUpsert:
     """The subject as it will be: the fields sent, and the stored values of those left out."""
-    sent = item.model_fields_set
+    sent = {name: getattr(item, name) for name in item.model_fields_set & set(_SUBJECT_FIELDS)}
+    sent |= {name: utc(sent[name]) for name in ("current_period_start", "current_period_end") if name in sent}
     try:
         current: Subject | None = await customers.get_subject(session, tenant_id, item.key)
     except NotFound:
         current = None
-    if current is None or current.key != item.key:  # `get_subject` also finds a subject by id
-        return SubjectUpsert(key=item.key, display_name=item.display_name, metadata=item.metadata)
-    return SubjectUpsert(
-        key=item.key,
-        display_name=item.display_name if "display_name" in sent else current.display_name,
-        metadata=item.metadata if "metadata" in sent else current.metadata_,
-    )
+    kept = {}
+    if current is not None and current.key == item.key:  # `get_subject` also finds a subject by id
+        kept = {name: getattr(current, "metadata_" if name == "metadata" else name) for name in _SUBJECT_FIELDS}
+    return SubjectUpsert.model_validate({"key": item.key, **kept, **sent})
 
 
 @router.get("/v1/subjects")

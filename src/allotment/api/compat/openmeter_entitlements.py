@@ -13,14 +13,15 @@ both APIs always agree. How OpenMeter's metered fields map to ours:
   allowed and reported as overage.
 - `preserveOverageAtReset`: overage is carried into the next period (true) or forgiven. The
   carry lowers the next period's balance; the value's `usage` leaves it out, as OpenMeter does.
-- `usagePeriod`: `DAY`/`WEEK`/`MONTH`/`YEAR` or ISO-8601 `P1D`/`P1W`/`P1M`/`P1Y` (also `P7D`,
-  `P12M`), aligned on `anchor` (default: now), in UTC.
+- `usagePeriod`: `DAY`/`WEEK`/`MONTH`/`YEAR` or an ISO-8601 duration of that length (`P1D`,
+  `PT24H`, `P1W`, `P7D`, `P1M`, `P1Y`, `P12M`...; openmeter_intervals.py), aligned on `anchor`
+  (default: now), in UTC.
 - `measureUsageFrom`: `NOW` (OpenMeter's default) counts usage from the entitlement's creation;
   `CURRENT_PERIOD_START` or an instant in the past backdates it (native `starts_at`): the usage
   the customer's events reported since then counts. As in OpenMeter, it and the anchor are
   truncated to the minute.
 - `grants` are created with the entitlement, as the grants endpoint would.
-- `metadata` is accepted but not kept: our entitlements have none.
+- `metadata` (text to text) is kept with the entitlement and answered as sent.
 
 An override ends an ad-hoc entitlement and creates its replacement in the same transaction
 (`overrides.replace_adhoc`); docs/openmeter-entitlements.md says what carries over. A reset
@@ -46,11 +47,10 @@ from allotment.api.compat.openmeter_http import (
     to_minute,
     utc,
 )
+from allotment.api.compat.openmeter_intervals import interval_of
 from allotment.api.compat.openmeter_lookup import resolve, resolve_live
 from allotment.api.compat.openmeter_schemas import (
     ENTITLEMENT_FIELDS,
-    INTERVAL_RULE,
-    INTERVALS,
     EntitlementCreateIn,
     ResetIn,
     entitlement_out,
@@ -195,7 +195,7 @@ async def create(
             await _require_meter(session, tenant_id, feature)
         if replacing is not None:
             view = await overrides.replace_adhoc(
-                session, tenant_id, customer.id, data, replaced=replacing, actor=actor, at=at
+                session, tenant_id, customer.id, data, replaced=replacing, actor=actor, at=at, metadata=body.metadata
             )
         elif await provisioning.open_rows(session, tenant_id, customer.id, at, feature_id=feature.id):
             raise Conflict(
@@ -204,7 +204,9 @@ async def create(
                 " the subscription)"
             )
         else:
-            view = await overrides.create_adhoc(session, tenant_id, customer.id, data, actor=actor, at=at)
+            view = await overrides.create_adhoc(
+                session, tenant_id, customer.id, data, actor=actor, at=at, metadata=body.metadata
+            )
     for i, grant in enumerate(body.grants or ()):
         await openmeter_grants.issue(
             session, principal, customer, view.feature_key, grant, at=at, field=f"grants[{i}]."
@@ -251,9 +253,7 @@ def _metered(body: EntitlementCreateIn, at: datetime, *, replacing: bool) -> dic
     replacement starts where the entitlement it replaces ends (overrides.replace_adhoc)."""
     if body.usage_period is None:
         raise ValidationFailed.on("usagePeriod", "is required for metered entitlements")
-    interval = INTERVALS.get(body.usage_period.interval.upper())
-    if interval is None:
-        raise ValidationFailed.on("usagePeriod.interval", INTERVAL_RULE)
+    interval = interval_of(body.usage_period.interval, "usagePeriod.interval")
     anchor = to_minute(utc(body.usage_period.anchor))
     every = UsagePeriod(interval, anchor or at, ZoneInfo("UTC"))
     starts_at = to_minute(_measured_from(body.measure_usage_from, every, at))

@@ -32,13 +32,12 @@ from allotment.api.compat.openmeter_http import (
     to_minute,
     utc,
 )
+from allotment.api.compat.openmeter_intervals import interval_of
 from allotment.api.compat.openmeter_lookup import resolve, resolve_live
 from allotment.api.compat.openmeter_schemas import (
     EXPIRY_CALENDAR,
     EXPIRY_STEPS,
     GRANT_FIELDS,
-    INTERVAL_RULE,
-    INTERVALS,
     ExpirationIn,
     GrantCreateIn,
     expiry,
@@ -96,9 +95,7 @@ async def issue(
     assert effective is not None
     recurrence = None
     if body.recurrence is not None:
-        interval = INTERVALS.get(body.recurrence.interval.upper())
-        if interval is None:
-            raise ValidationFailed.on(f"{field}recurrence.interval", INTERVAL_RULE)
+        interval = interval_of(body.recurrence.interval, f"{field}recurrence.interval")
         recurrence = UsagePeriod(interval, to_minute(utc(body.recurrence.anchor)) or effective, _UTC)
     names = {ours: field + theirs for ours, theirs in GRANT_FIELDS.items()}
     names["feature"] = "entitlementIdOrFeatureKey"
@@ -121,6 +118,7 @@ async def issue(
             else body.max_rollover_amount,
             recurrence=recurrence,
             metadata=body.metadata,
+            annotations=body.annotations,
             at=at,
             actor=principal.key_id,
         )

@@ -130,7 +130,9 @@ async def create_meter(body: MeterCreateIn, principal: Admin, session: WriteSess
                 "event_from": body.event_from,
             }
         )
-        meter, _ = await meters.create(session, principal.tenant_id, data, actor=principal.key_id, at=utcnow())
+        meter, _ = await meters.create(
+            session, principal.tenant_id, data, actor=principal.key_id, at=utcnow(), metadata=body.metadata
+        )
     return Json(meter_out(meter), status_code=201)
 
 
@@ -143,7 +145,8 @@ async def get_meter(meter_id_or_slug: str, principal: Reader, session: ReadSessi
 async def update_meter(
     meter_id_or_slug: str, body: MeterUpdateIn, principal: Admin, session: WriteSession
 ) -> Json:
-    """Name, description and `groupBy`, as OpenMeter allows. A changed `groupBy` regroups the
+    """Name, description, `metadata` and `groupBy`, as OpenMeter allows (name, metadata and
+    groupBy left out are kept; a description left out is cleared). A changed `groupBy` regroups the
     meter's whole history (its rollups are rebuilt from the stored events), so a query by a new
     group covers events ingested before the change; a group a live feature filters on must stay
     as it is (409 naming `groupBy.<name>` and the feature)."""
@@ -158,7 +161,9 @@ async def update_meter(
             with _openmeter_group_names():
                 await references.refuse_group_change(session, tenant_id, meter.id, meter.key, meter.group_by,
                                                      data.group_by)
-        meter = await meters.update(session, tenant_id, meter.id, data, actor=principal.key_id, at=utcnow())
+        meter = await meters.update(
+            session, tenant_id, meter.id, data, actor=principal.key_id, at=utcnow(), metadata=body.metadata
+        )
     return Json(meter_out(meter))
 
 

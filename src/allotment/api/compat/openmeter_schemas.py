@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 from datetime import datetime, timedelta
 from decimal import Decimal
-from typing import Any
+from typing import Annotated, Any, get_args
 from zoneinfo import ZoneInfo
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool
@@ -30,11 +30,16 @@ from allotment.metering.events import EventView
 from allotment.metering.models import Meter
 from allotment.metering.query import MAX_FILTER_KEYS, Row
 from allotment.metering.windows import WindowSize
-from allotment.types import Instant, LargeQuantity, PositiveQuantity, from_micros
+from allotment.types import Instant, LargeQuantity, Metadata, PositiveQuantity, from_micros
 
 
 class _In(BaseModel):
     model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="ignore")
+
+
+# OpenMeter's `Metadata`: text to text (its server refuses any other value, and so do we, naming
+# it), under the bound of our own metadata (its one validator).
+TextMetadata = Annotated[dict[str, str], get_args(Metadata)[1]]
 
 
 class MeterCreateIn(_In):
@@ -46,12 +51,14 @@ class MeterCreateIn(_In):
     name: str | None = None
     description: str | None = None
     event_from: Instant | None = None
+    metadata: TextMetadata | None = None
 
 
 class MeterUpdateIn(_In):
     name: str | None = None
     description: str | None = None
     group_by: dict[str, str] | None = None
+    metadata: TextMetadata | None = None
 
 
 class MeterQueryIn(_In):
@@ -72,6 +79,9 @@ class SubjectUpsertIn(_In):
     key: str = Field(min_length=1, max_length=256)
     display_name: str | None = Field(default=None, max_length=256)
     metadata: dict[str, Any] | None = None
+    stripe_customer_id: str | None = Field(default=None, max_length=256)
+    current_period_start: Instant | None = None
+    current_period_end: Instant | None = None
 
 
 class UsageAttributionIn(_In):
@@ -94,7 +104,7 @@ class CustomerIn(_In):
     name: str
     key: str | None = None
     description: str | None = None
-    metadata: dict[str, Any] | None = None
+    metadata: TextMetadata | None = None
     usage_attribution: UsageAttributionIn | None = None
     primary_email: str | None = None
     currency: str | None = None
@@ -126,6 +136,7 @@ def meter_out(meter: Meter) -> dict[str, Any]:
             "valueProperty": meter.value_property,
             "groupBy": meter.group_by or {},
             "eventFrom": meter.event_from,
+            "metadata": meter.metadata_ or {},
             "createdAt": meter.created_at,
             "updatedAt": meter.updated_at,
             "deletedAt": meter.deleted_at,
@@ -164,6 +175,9 @@ def subject_out(subject: Subject) -> dict[str, Any]:
             "key": subject.key,
             "displayName": subject.display_name,
             "metadata": subject.metadata_,
+            "currentPeriodStart": subject.current_period_start,
+            "currentPeriodEnd": subject.current_period_end,
+            "stripeCustomerId": subject.stripe_customer_id,
             "createdAt": subject.created_at,
             "updatedAt": subject.updated_at,
         }
@@ -214,7 +228,7 @@ def row_out(row: Row, customer_ids: dict[str, str]) -> dict[str, Any]:
 class FeatureCreateIn(_In):
     key: str
     name: str | None = None
-    metadata: dict[str, Any] | None = None
+    metadata: TextMetadata | None = None
     meter_slug: str | None = None
     meter_group_by_filters: dict[str, str] | None = None
     advanced_meter_group_by_filters: dict[str, Any] | None = None
@@ -224,16 +238,6 @@ class FeatureCreateIn(_In):
 class UsagePeriodIn(_In):
     interval: str
     anchor: Instant | None = None
-
-
-# OpenMeter's intervals: its enum and the ISO 8601 durations it takes for them.
-INTERVALS = {
-    "DAY": Interval.DAY, "P1D": Interval.DAY,
-    "WEEK": Interval.WEEK, "P1W": Interval.WEEK, "P7D": Interval.WEEK,
-    "MONTH": Interval.MONTH, "P1M": Interval.MONTH,
-    "YEAR": Interval.YEAR, "P1Y": Interval.YEAR, "P12M": Interval.YEAR,
-}  # fmt: skip
-INTERVAL_RULE = "must be DAY, WEEK, MONTH, YEAR or one of P1D, P1W, P1M, P1Y"
 
 
 class IssueIn(_In):
@@ -256,7 +260,8 @@ class GrantCreateIn(_In):
     expiration: ExpirationIn | None = None
     min_rollover_amount: LargeQuantity = Decimal(0)
     max_rollover_amount: LargeQuantity | None = None  # v2: the grant's amount
-    metadata: dict[str, Any] | None = None
+    metadata: TextMetadata | None = None
+    annotations: Metadata | None = None
     recurrence: UsagePeriodIn | None = None
 
 
@@ -275,7 +280,7 @@ class EntitlementCreateIn(_In):
     type: str
     feature_key: str | None = None
     feature_id: str | None = None
-    metadata: dict[str, Any] | None = None
+    metadata: TextMetadata | None = None
     usage_period: UsagePeriodIn | None = None
     # metered
     is_soft_limit: StrictBool = False
@@ -310,6 +315,8 @@ def feature_out(view: FeatureView) -> dict[str, Any]:
             "metadata": f.metadata_ or {},
             "meterSlug": view.meter_key,
             "meterGroupByFilters": f.meter_group_filter or None,
+            # As OpenMeter answers: the same filters, each as the `$eq` it means.
+            "advancedMeterGroupByFilters": {k: {"$eq": v} for k, v in (f.meter_group_filter or {}).items()} or None,
             "createdAt": f.created_at,
             "updatedAt": f.updated_at,
             "archivedAt": f.archived_at,
@@ -332,7 +339,7 @@ def entitlement_out(
         "featureId": row.feature_id,
         "customerId": customer.id,
         "customerKey": customer.key,
-        "metadata": {},
+        "metadata": row.metadata_ or {},
         "activeFrom": row.active_from,
         "activeTo": row.active_to,
         "createdAt": row.created_at,
@@ -449,6 +456,7 @@ def grant_out(record: GrantRecord, entitlement_id: str, at: datetime) -> dict[st
             "minRolloverAmount": codec.quantity_number(record.min_rollover),
             "maxRolloverAmount": codec.optional_number(record.max_rollover),
             "metadata": record.metadata_ or {},
+            "annotations": record.annotations,
             "createdAt": record.created_at,
             "updatedAt": record.voided_at or record.created_at,
             "voidedAt": record.voided_at,
