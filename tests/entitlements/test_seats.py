@@ -60,6 +60,23 @@ async def test_reactivating_an_active_item_takes_no_extra_seat(tenant):
     assert (await _post(c, "activate", "carol"))["decision"] == "deny"
 
 
+async def test_an_item_renewing_a_paid_seat_is_not_told_it_is_in_overdraft(tenant):
+    """Re-activation and heartbeat answer for the item's own seat, as the seat holders list
+    flags it: the earliest seats are the paid ones, the last taken the overdraft."""
+    c = tenant.client
+    await _seats_customer(c, 1, None, 2, ttl=600)
+    await _post(c, "activate", "alice")
+    await _post(c, "activate", "bob")
+    for action in ("activate", "heartbeat"):
+        alice, bob = await _post(c, action, "alice"), await _post(c, action, "bob")
+        assert (alice["decision"], alice["reason"], alice["active"]) == ("allow", "within_limit", 2)
+        assert (bob["decision"], bob["reason"], bob["active"]) == ("allow_overdraft", "soft_limit", 2)
+    holders = await ok(await c.get("/v1/customers/acme/seats/seats"))
+    assert [(h["item"], h["in_overdraft"]) for h in holders["items"]] == [("alice", False), ("bob", True)]
+    await _post(c, "release", "alice")
+    assert (await _post(c, "heartbeat", "bob"))["decision"] == "allow"
+
+
 async def test_release_frees_a_seat_and_double_release_is_409(tenant):
     c = tenant.client
     await _seats_customer(c, 2, None, 2)

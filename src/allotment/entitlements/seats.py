@@ -71,6 +71,7 @@ class SeatHolder:
 
 @dataclass(frozen=True)
 class _Lease:
+    activated_at: datetime
     expires_at: datetime | None
     released_at: datetime | None
     ttl: int | None
@@ -108,7 +109,7 @@ async def activate(
             update(SeatLease).where(*_key(row, item)).values(expires_at=expires_at, lease_ttl_seconds=ttl)
         )
         active = await _active(session, row)
-        return SeatResult(_standing(row, active), active, item, expires_at)
+        return SeatResult(await _held(session, row, item, lease, active, at), active, item, expires_at)
 
     hard = None if row.hard_limit is None else millionths(row.hard_limit)
     taken = await queries.consume(session, tenant_id, row.id, queries.SEAT_PERIOD, SEAT, hard)
@@ -166,7 +167,7 @@ async def heartbeat(
         update(SeatLease).where(*_key(row, item)).values(expires_at=expires_at, lease_ttl_seconds=ttl)
     )
     active = await _active(session, row)
-    return SeatResult(_standing(row, active), active, item, expires_at)
+    return SeatResult(await _held(session, row, item, lease, active, at), active, item, expires_at)
 
 
 async def release(
@@ -278,12 +279,12 @@ async def _lease(session: AsyncSession, row: CustomerEntitlement, item: str) -> 
     """The item's lease row, locked for this transaction (FOR UPDATE; a no-op on SQLite)."""
     found = (
         await session.execute(
-            select(SeatLease.expires_at, SeatLease.released_at, SeatLease.lease_ttl_seconds)
+            select(SeatLease.activated_at, SeatLease.expires_at, SeatLease.released_at, SeatLease.lease_ttl_seconds)
             .where(*_key(row, item))
             .with_for_update()
         )
     ).first()
-    return None if found is None else _Lease(found.expires_at, found.released_at, found.lease_ttl_seconds)
+    return None if found is None else _Lease(*found)
 
 
 async def _keep_span(session: AsyncSession, row: CustomerEntitlement, item: str) -> None:
@@ -367,6 +368,23 @@ def _standing(row: CustomerEntitlement, active: int) -> Decision:
     seat = _judge(row, max(active - 1, 0))
     now = _judge(row, active)
     return now._replace(decision=seat.decision, reason=seat.reason)
+
+
+async def _held(
+    session: AsyncSession, row: CustomerEntitlement, item: str, lease: _Lease, active: int, at: datetime
+) -> Decision:
+    """Where the seat `item` already holds stands, ranked as `holders` ranks it (earliest seat
+    first): a renewal of a paid seat is not overdraft because later seats are. The numbers
+    are the gauge's, `active` seats."""
+    since = (lease.activated_at, item)
+    rank = await session.scalar(
+        select(func.count()).select_from(SeatLease).where(
+            queries.held_by(row), queries.live_lease(at),
+            or_(SeatLease.activated_at < since[0], and_(SeatLease.activated_at == since[0], SeatLease.item <= item)),
+        )
+    )
+    seat = _judge(row, max(int(rank or 0) - 1, 0))
+    return _judge(row, active)._replace(decision=seat.decision, reason=seat.reason)
 
 
 async def _record_denial(
