@@ -5,6 +5,10 @@ its own 422 with a body we never send. Here every operation lists the problems i
 as `application/problem+json`: under /v1 400, 401, 403, 404, 422 and 503, plus 409 and 413 for
 requests that write and 415 for those that send a JSON body; under /api (the OpenMeter surface, which answers 400 for invalid input)
 the same without 422.
+
+It also states two rules the models' validators enforce and FastAPI cannot see: an
+`Idempotency-Key` header holds 1 to 255 characters, and an update's field the resource always
+has (`types.NotNull`) may be left out but not sent as null.
 """
 
 from __future__ import annotations
@@ -12,9 +16,13 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import FastAPI
+from fastapi.openapi.utils import get_fields_from_routes
+from pydantic import BaseModel
 
 from allotment.api.body import SELF_DECODED
 from allotment.api.errors import PROBLEM
+from allotment.api.idempotency import HEADER, KEY_SCHEMA
+from allotment.types import NotNull
 
 PROBLEM_SCHEMA: dict[str, Any] = {
     "title": "Problem",
@@ -60,7 +68,10 @@ def install(app: FastAPI) -> None:
 
     def document() -> dict[str, Any]:
         if app.openapi_schema is None:
-            with_problems(generate())
+            spec = generate()
+            with_problems(spec)
+            with_idempotency_keys(spec)
+            without_null(spec, _body_models(app))
         assert app.openapi_schema is not None
         return app.openapi_schema
 
@@ -92,3 +103,34 @@ def with_problems(spec: dict[str, Any]) -> None:
     if "#/components/schemas/HTTPValidationError" not in repr(spec.get("paths")):
         schemas.pop("HTTPValidationError", None)
         schemas.pop("ValidationError", None)
+
+
+def with_idempotency_keys(spec: dict[str, Any]) -> None:
+    """Every `Idempotency-Key` header parameter of `spec` says what a key may be, in place."""
+    for operations in spec.get("paths", {}).values():
+        for operation in operations.values():
+            for parameter in operation.get("parameters", []):
+                if parameter["in"] == "header" and parameter["name"] == HEADER:
+                    parameter["schema"] = dict(KEY_SCHEMA)
+
+
+def without_null(spec: dict[str, Any], models: set[type[BaseModel]]) -> None:
+    """Take null out of the documented types of the `NotNull` fields of `models`, in place.
+
+    Such a field is optional (left out, the resource keeps its value) but null is refused,
+    so `X | None` must be documented as X."""
+    schemas = spec.get("components", {}).get("schemas", {})
+    for model in models:
+        schema = schemas.get(model.__name__) or schemas.get(f"{model.__name__}-Input")
+        for name, field in model.model_fields.items():
+            prop = None if schema is None else schema["properties"].get(field.alias or name)
+            if prop is None or NotNull not in field.metadata or "anyOf" not in prop:
+                continue
+            kinds = [kind for kind in prop.pop("anyOf") if kind != {"type": "null"}]
+            prop.update(kinds[0] if len(kinds) == 1 else {"anyOf": kinds})
+
+
+def _body_models(app: FastAPI) -> set[type[BaseModel]]:
+    """The models of the operations' fields (bodies, responses, parameters), as FastAPI finds them."""
+    annotations = (field.field_info.annotation for field in get_fields_from_routes(app.routes))
+    return {a for a in annotations if isinstance(a, type) and issubclass(a, BaseModel)}
