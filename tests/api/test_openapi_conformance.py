@@ -4,6 +4,7 @@ it (or a tester such as schemathesis) never sends a request it believes valid an
 
 from __future__ import annotations
 
+import base64
 from typing import Any
 
 import jsonschema_rs
@@ -69,3 +70,29 @@ async def test_every_update_field_refusing_null_is_documented_without_null(anon)
                             ("CustomerUpdate", {"description", "email", "currency", "billing_address"})]:
         nullable = {field for field, prop in schemas[name]["properties"].items() if '"null"' in repr(prop).replace("'", '"')}
         assert nullable == clearable, name
+
+
+@pytest.mark.parametrize("flag", ["enabled", "rules_only"])
+async def test_a_webhook_endpoint_flag_takes_only_true_or_false(tenant, flag):
+    """`0` or `"false"` is not a flag (the schema says boolean): refused, naming the field."""
+    for value in (0, "false"):
+        resp = await tenant.client.post("/v1/webhook-endpoints", json={"url": "https://example.com/h", flag: value})
+        assert_problem(resp, 422, flag)
+
+
+async def test_webhook_endpoint_values_the_server_refuses_are_outside_the_document(anon, tenant):
+    """URL, secret, event types and headers are documented as the server checks them."""
+    spec = await _spec(anon)
+    schema = {"$ref": "#/components/schemas/WebhookEndpointCreate"}
+    secret = "whsec_" + base64.b64encode(bytes(range(32))).decode()
+    good = {"url": "https://hooks.example.com:8443/in?x=1", "secret": secret,
+            "event_types": ["grant.expiring"], "headers": {"X-Team": "billing"}}
+    assert _valid(spec, schema, good)
+    assert (await tenant.client.post("/v1/webhook-endpoints", json=good)).status_code == 201
+    for field, value, named in [("url", "0", "url"), ("url", "ftp://example.com", "url"),
+                                ("secret", "whsec_c2hvcnQ=", "secret"), ("secret", "not-a-secret", "secret"),
+                                ("event_types", ["nope"], "event_types[0]"), ("headers", {"Host": "x"}, "headers"),
+                                ("headers", {"X-A": "one\ntwo"}, "headers"), ("headers", {"bad name": "x"}, "headers")]:
+        bad = {**good, field: value}
+        assert not _valid(spec, schema, bad), (field, value)
+        assert_problem(await tenant.client.post("/v1/webhook-endpoints", json=bad), 422, named)
