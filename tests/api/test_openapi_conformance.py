@@ -96,3 +96,27 @@ async def test_webhook_endpoint_values_the_server_refuses_are_outside_the_docume
         bad = {**good, field: value}
         assert not _valid(spec, schema, bad), (field, value)
         assert_problem(await tenant.client.post("/v1/webhook-endpoints", json=bad), 422, named)
+
+
+async def test_a_time_zone_the_server_refuses_is_outside_the_document(anon):
+    """Time zones are documented as the list of names the server takes."""
+    spec = await _spec(anon)
+    schemas = spec["components"]["schemas"]
+    zones = [schemas["SubscriptionCreate"]["properties"]["time_zone"], schemas["OverrideIn"]["properties"]["time_zone"],
+             schemas["QueryBody"]["properties"]["window_time_zone"],
+             _parameter(spec, "get", "/v1/meters/{meter_key}/query", "window_time_zone")]
+    for zone in zones:
+        assert _valid(spec, zone, "Europe/Paris") and _valid(spec, zone, "UTC")
+        assert not _valid(spec, zone, "") and not _valid(spec, zone, "Mars/Olympus_Mons")
+
+
+async def test_a_meter_group_name_the_server_refuses_is_outside_the_document(anon, tenant):
+    """Group names are letters, digits and underscores, and not the reserved ones."""
+    spec = await _spec(anon)
+    for schema in ("MeterCreate", "MeterUpdate"):
+        group_by = spec["components"]["schemas"][schema]["properties"]["group_by"]
+        assert _valid(spec, group_by, {"model": "$.model"}), schema
+        for name in ("x-y", "subject", "1st"):
+            assert not _valid(spec, group_by, {name: "$.a"}), (schema, name)
+    body = {"key": "m1", "event_type": "prompt", "aggregation": "COUNT", "group_by": {"x-y": "$.a"}}
+    assert_problem(await tenant.client.post("/v1/meters", json=body), 422, "group_by")
