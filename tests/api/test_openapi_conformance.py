@@ -89,7 +89,7 @@ async def test_webhook_endpoint_values_the_server_refuses_are_outside_the_docume
             "event_types": ["grant.expiring"], "headers": {"X-Team": "billing"}}
     assert _valid(spec, schema, good)
     assert (await tenant.client.post("/v1/webhook-endpoints", json=good)).status_code == 201
-    for field, value, named in [("url", "0", "url"), ("url", "ftp://example.com", "url"),
+    for field, value, named in [("url", "0", "url"), ("url", "ftp://example.com", "url"), ("url", "http://a[b@example.com", "url"),
                                 ("secret", "whsec_c2hvcnQ=", "secret"), ("secret", "not-a-secret", "secret"),
                                 ("event_types", ["nope"], "event_types[0]"), ("headers", {"Host": "x"}, "headers"),
                                 ("headers", {"X-A": "one\ntwo"}, "headers"), ("headers", {"bad name": "x"}, "headers")]:
@@ -120,3 +120,40 @@ async def test_a_meter_group_name_the_server_refuses_is_outside_the_document(ano
             assert not _valid(spec, group_by, {name: "$.a"}), (schema, name)
     body = {"key": "m1", "event_type": "prompt", "aggregation": "COUNT", "group_by": {"x-y": "$.a"}}
     assert_problem(await tenant.client.post("/v1/meters", json=body), 422, "group_by")
+
+
+async def test_a_text_holding_nul_is_outside_the_document(anon, tenant):
+    """No text, member name or free-form value may hold NUL: the document says so everywhere."""
+    spec = await _spec(anon)
+    schema = {"$ref": "#/components/schemas/CustomerCreate"}
+    assert _valid(spec, schema, {"key": "c2", "name": "C", "metadata": {"notes": ["ok", {"deep": "ok"}]}})
+    for bad in ({"name": "C\x00"}, {"metadata": {"notes": ["ok", {"deep": "\x00"}]}}, {"metadata": {"a\x00": 1}}):
+        body = {"key": "c2", "name": "C", **bad}
+        assert not _valid(spec, schema, body), bad
+        assert (await tenant.client.post("/v1/customers", json=body)).status_code == 422, bad
+    assert not _valid(spec, _parameter(spec, "get", "/v1/events", "subject"), "a\x00")
+
+
+async def test_a_time_outside_the_years_taken_is_outside_the_document(anon):
+    """Times are taken from 1970 to before the year 9000, as the document's times say."""
+    spec = await _spec(anon)
+    anchor = spec["components"]["schemas"]["SubscriptionCreate"]["properties"]["billing_anchor"]
+    assert _valid(spec, anchor, "2026-12-01T00:00:00Z") and _valid(spec, anchor, "8999-12-31T23:59:59Z")
+    assert not _valid(spec, anchor, "1969-12-31T23:59:59Z") and not _valid(spec, anchor, "9000-01-01T00:00:00Z")
+
+
+async def test_an_event_attribute_with_a_control_character_is_outside_the_document(anon, tenant):
+    """CloudEvents attributes hold no control character: the document says what ingest refuses."""
+    spec = await _spec(anon)
+    content = spec["paths"]["/v1/events"]["post"]["requestBody"]["content"]["application/json"]["schema"]
+    event = {"specversion": "1.0", "id": "e\x07", "source": "s", "type": "prompt", "subject": "acme-key"}
+    assert not _valid(spec, content, event) and _valid(spec, content, {**event, "id": "e1"})
+    assert (await tenant.client.post("/v1/events", json=[event])).status_code == 422
+
+
+async def test_a_whole_number_written_with_a_point_is_an_integer(tenant):
+    """`36.0` is the integer 36 (JSON has one kind of number); text is still refused."""
+    hook = (await tenant.client.post("/v1/webhook-endpoints", json={"url": "https://example.com/h"})).json()
+    rotate = f"/v1/webhook-endpoints/{hook['id']}/rotate-secret"
+    assert (await tenant.client.post(rotate, json={"keep_previous_seconds": 36.0})).status_code == 200
+    assert_problem(await tenant.client.post(rotate, json={"keep_previous_seconds": "36"}), 422, "keep_previous_seconds")

@@ -6,13 +6,16 @@ as `application/problem+json`: under /v1 400, 401, 403, 404, 422 and 503, plus 4
 requests that write and 415 for those that send a JSON body; under /api (the OpenMeter surface, which answers 400 for invalid input)
 the same without 422.
 
-It also states two rules the models' validators enforce and FastAPI cannot see: an
-`Idempotency-Key` header holds 1 to 255 characters, and an update's field the resource always
-has (`types.NotNull`) may be left out but not sent as null.
+It also states rules the models' validators and the request screening enforce and FastAPI
+cannot see: an `Idempotency-Key` header holds 1 to 255 characters, an update's field the
+resource always has (`types.NotNull`) may be left out but not sent as null, no text anywhere
+(path, query, header, body, free-form metadata and event data) holds NUL (docs/bad-input.md),
+and times lie from 1970 to before the year 9000.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any
 
 from fastapi import FastAPI
@@ -61,6 +64,22 @@ _JSON_BODY = {"415": "The body is not sent as JSON (`Content-Type: application/j
 _WITH_BODY = {"post", "put", "patch"}
 _READS = {"get", "head"}
 _PROBLEM_REF = {"$ref": "#/components/schemas/Problem"}
+NO_NUL = "^[^\\u0000]*$"
+# Times are taken from 1970 to before the year 9000 (types.OUT_OF_RANGE).
+IN_RANGE = "^(19[7-9][0-9]|[2-8][0-9]{3})-"
+_ANY_JSON_REF = {"$ref": "#/components/schemas/JsonValue"}
+# Free-form JSON (metadata, event data, static configuration) as it is taken: any value, but no
+# text or member name holding NUL.
+ANY_JSON_SCHEMA: dict[str, Any] = {
+    "title": "JsonValue",
+    "description": "Any JSON value without the NUL character in a string or a member name.",
+    "anyOf": [
+        {"type": ["null", "boolean", "number"]},
+        {"type": "string", "pattern": NO_NUL},
+        {"type": "array", "items": _ANY_JSON_REF},
+        {"type": "object", "propertyNames": {"pattern": NO_NUL}, "additionalProperties": _ANY_JSON_REF},
+    ],
+}
 
 
 def install(app: FastAPI) -> None:
@@ -69,9 +88,10 @@ def install(app: FastAPI) -> None:
     def document() -> dict[str, Any]:
         if app.openapi_schema is None:
             spec = generate()
+            without_null(spec, _body_models(app))
+            without_nul(spec)  # before the problems, which may quote a NUL the request held
             with_problems(spec)
             with_idempotency_keys(spec)
-            without_null(spec, _body_models(app))
         assert app.openapi_schema is not None
         return app.openapi_schema
 
@@ -134,3 +154,33 @@ def _body_models(app: FastAPI) -> set[type[BaseModel]]:
     """The models of the operations' fields (bodies, responses, parameters), as FastAPI finds them."""
     annotations = (field.field_info.annotation for field in get_fields_from_routes(app.routes))
     return {a for a in annotations if isinstance(a, type) and issubclass(a, BaseModel)}
+
+
+def without_nul(spec: dict[str, Any]) -> None:
+    """Say of every text of `spec` that it cannot hold NUL (and of each time, its years), and of
+    every free-form object that its members are JSON without NUL, in place."""
+    for node in _schemas_in(spec.get("paths", {}), spec.get("components", {}).get("schemas", {})):
+        kinds = node.get("type")
+        kinds = [kinds] if isinstance(kinds, str) else kinds or []
+        if "string" in kinds and not {"pattern", "enum", "const", "format"} & set(node):
+            node["pattern"] = NO_NUL
+        elif "string" in kinds and node.get("format") == "date-time" and "pattern" not in node:
+            node["pattern"] = IN_RANGE
+        free = "properties" not in node and node.get("additionalProperties", True) in (True, {})
+        if "object" in kinds and free:
+            node["propertyNames"] = {"pattern": NO_NUL}
+            node["additionalProperties"] = _ANY_JSON_REF
+    spec["components"]["schemas"]["JsonValue"] = ANY_JSON_SCHEMA
+
+
+def _schemas_in(*roots: object) -> Iterator[dict[str, Any]]:
+    """Every object under `roots` (each schema and subschema, and whatever else: only nodes
+    with a JSON Schema `type` are changed)."""
+    stack = list(roots)
+    while stack:
+        node = stack.pop()
+        if isinstance(node, dict):
+            yield node
+            stack.extend(node.values())
+        elif isinstance(node, list):
+            stack.extend(node)

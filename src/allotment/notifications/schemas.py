@@ -10,6 +10,7 @@ from urllib.parse import urlsplit
 from pydantic import (
     AfterValidator,
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     PlainSerializer,
@@ -38,6 +39,12 @@ def check_url(value: str) -> str:
     if port == 0:
         raise ValueError("port 0 cannot be connected to")
     return value
+
+
+def whole_number(value: object) -> object:
+    """JSON has one kind of number: `36.0` is the integer 36, as JSON Schema's `integer` says.
+    Text and booleans stay what they are, and are refused."""
+    return int(value) if isinstance(value, float) and value.is_integer() else value
 
 
 def check_event_type(value: str) -> str:
@@ -87,10 +94,12 @@ def _any_case(word: str) -> str:
 
 
 # What the validators above take, stated in the schema where JSON Schema can say it, so that a
-# client generated from it never sends what is refused: a URL of the form they take (each URL
-# matching it is taken; a few others are too), the secret's encoding, the known event types,
-# header names that are tokens and not set by the sender, values of one line.
-_URL_PATTERN = r"^[Hh][Tt][Tt][Pp][Ss]?://[A-Za-z0-9]([A-Za-z0-9.-]*[A-Za-z0-9])?(:[1-9][0-9]{0,3})?([/?#][!-~]*)?$"
+# client generated from it never sends what is refused: a URL as `urlsplit` reads it (an http or
+# https scheme in any case, a host, a port from 1 to 65535), the secret's encoding, the known
+# event types, header names that are tokens and not set by the sender, values of one line.
+_HOST = r"[^\x00-\x1f/?#@:\[\]\\\x7f]+"
+_PORT = r"(:(0*([1-9][0-9]{0,3}|[1-5][0-9]{4}|6[0-4][0-9]{3}|65[0-4][0-9]{2}|655[0-2][0-9]|6553[0-5]))?)?"
+_URL_PATTERN = rf"^[Hh][Tt][Tt][Pp][Ss]?://([^/?#\x00\[\]]*@)?{_HOST}{_PORT}([/?#][^\x00]*)?$"
 _HEADERS_SCHEMA = {
     "propertyNames": {"pattern": _TOKEN.pattern,
                       "not": {"pattern": f"^({'|'.join(_any_case(h) for h in sorted(RESERVED_HEADERS))})$"}},
@@ -183,7 +192,7 @@ class WebhookEndpointRead(BaseModel):
 class SecretRotation(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    keep_previous_seconds: StrictInt = Field(
+    keep_previous_seconds: Annotated[StrictInt, BeforeValidator(whole_number)] = Field(
         default=86_400, ge=0, le=7 * 86_400,
         description="How long the replaced secret keeps signing beside the new one (0: not at all).",
     )

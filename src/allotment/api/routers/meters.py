@@ -222,7 +222,7 @@ async def query_meter(
         list[str] | None, Query(max_length=meter_query.MAX_FILTER_KEYS, description=_CUSTOMER + " Repeatable.")
     ] = None,
     group_by: Annotated[list[str] | None, Query(description=_GROUP_BY + " Repeatable.")] = None,
-    filter_group_by: Annotated[list[Annotated[str, Field(json_schema_extra={"pattern": "^[^:]*:"})]] | None, Query(
+    filter_group_by: Annotated[list[Annotated[str, Field(json_schema_extra={"pattern": "^[^:\\u0000]*:[^\\u0000]*$"})]] | None, Query(
         description=_FILTER_GROUP_BY + " `name:value`, repeatable; values of one name are OR-ed, names AND-ed."
     )] = None,
     format: Annotated[str | None, Query(
