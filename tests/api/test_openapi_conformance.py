@@ -157,3 +157,18 @@ async def test_a_whole_number_written_with_a_point_is_an_integer(tenant):
     rotate = f"/v1/webhook-endpoints/{hook['id']}/rotate-secret"
     assert (await tenant.client.post(rotate, json={"keep_previous_seconds": 36.0})).status_code == 200
     assert_problem(await tenant.client.post(rotate, json={"keep_previous_seconds": "36"}), 422, "keep_previous_seconds")
+
+
+async def test_every_lago_operation_documents_its_error_answers(anon, tenant):
+    """The Lago surface's 400, 401, 404 and 422 are documented, in the body Lago's clients read."""
+    spec = await _spec(anon)
+    lago = [(path, operation) for path, operations in spec["paths"].items() if path.startswith("/lago/")
+            for operation in operations.values()]
+    assert lago
+    for path, operation in lago:
+        for code in ("400", "401", "404", "422", "503"):
+            content = operation["responses"][code]["content"]
+            assert content == {"application/json": {"schema": {"$ref": "#/components/schemas/LagoError"}}}, (path, code)
+    resp = await tenant.client.get("/lago/api/v1/customers/nobody")
+    assert resp.status_code == 404 and resp.headers["content-type"].startswith("application/json")
+    assert _valid(spec, {"$ref": "#/components/schemas/LagoError"}, resp.json()), resp.text

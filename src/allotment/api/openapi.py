@@ -4,7 +4,7 @@ Errors are part of the contract (RFC 7807 problems, api/errors.py), but FastAPI 
 its own 422 with a body we never send. Here every operation lists the problems it may answer
 as `application/problem+json`: under /v1 400, 401, 403, 404, 422 and 503, plus 409 and 413 for
 requests that write and 415 for those that send a JSON body; under /api (the OpenMeter surface, which answers 400 for invalid input)
-the same without 422.
+the same without 422; under /lago (Lago's clients) the same but 409, in Lago's error body.
 
 It also states rules the models' validators and the request screening enforce and FastAPI
 cannot see: an `Idempotency-Key` header holds 1 to 255 characters, an update's field the
@@ -62,6 +62,21 @@ _WRITES = {
 _INVALID = {"422": "Well-formed but invalid: each bad field is named in `errors`"}
 _JSON_BODY = {"415": "The body is not sent as JSON (`Content-Type: application/json`)"}
 _WITH_BODY = {"post", "put", "patch"}
+# Lago's clients read its error body (compat/lago_http.py): a 409 there is a 422.
+_LAGO = "/lago/"
+_LAGO_ERRORS = {**_ALWAYS, **_INVALID}
+LAGO_ERROR_SCHEMA: dict[str, Any] = {
+    "title": "LagoError",
+    "description": "Lago's error: the status, its phrase, a code and, for invalid input, each field's reasons.",
+    "type": "object",
+    "required": ["status", "error"],
+    "properties": {
+        "status": {"type": "integer"},
+        "error": {"type": "string"},
+        "code": {"type": "string", "description": "e.g. validation_errors, customer_not_found."},
+        "error_details": {"type": "object", "additionalProperties": {"type": "array", "items": {"type": "string"}}},
+    },
+}
 _READS = {"get", "head"}
 _PROBLEM_REF = {"$ref": "#/components/schemas/Problem"}
 NO_NUL = "^[^\\u0000]*$"
@@ -89,7 +104,8 @@ def install(app: FastAPI) -> None:
         if app.openapi_schema is None:
             spec = generate()
             without_null(spec, _body_models(app))
-            without_nul(spec)  # before the problems, which may quote a NUL the request held
+            without_nul(spec)  # before the errors, which may quote a NUL the request held
+            with_lago_errors(spec)
             with_problems(spec)
             with_idempotency_keys(spec)
         assert app.openapi_schema is not None
@@ -123,6 +139,21 @@ def with_problems(spec: dict[str, Any]) -> None:
     if "#/components/schemas/HTTPValidationError" not in repr(spec.get("paths")):
         schemas.pop("HTTPValidationError", None)
         schemas.pop("ValidationError", None)
+
+
+def with_lago_errors(spec: dict[str, Any]) -> None:
+    """Add Lago's error answers to every operation of the Lago surface of `spec`, in place."""
+    spec.setdefault("components", {}).setdefault("schemas", {})["LagoError"] = LAGO_ERROR_SCHEMA
+    for path, operations in spec.get("paths", {}).items():
+        if not path.startswith(_LAGO):
+            continue
+        for method, operation in operations.items():
+            responses = operation.setdefault("responses", {})
+            wanted = _LAGO_ERRORS | ({} if method in _READS else {"413": _WRITES["413"]})
+            wanted |= _JSON_BODY if method in _WITH_BODY else {}
+            for code, description in wanted.items():
+                responses[code] = {"description": description, "content": {
+                    "application/json": {"schema": {"$ref": "#/components/schemas/LagoError"}}}}
 
 
 def with_idempotency_keys(spec: dict[str, Any]) -> None:
