@@ -26,6 +26,8 @@ from allotment.tenancy import idempotency as store
 from allotment.types import utcnow
 
 HEADER = "Idempotency-Key"
+KEY_SCHEMA: dict[str, object] = {"type": "string", "minLength": 1, "maxLength": 255}
+"""What a key may be, as the OpenAPI document states it (`one_idempotency_key` and `begin` check it)."""
 
 
 class Replayed(Exception):

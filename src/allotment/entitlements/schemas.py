@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from decimal import Decimal
 from typing import Annotated, Any, Literal
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
 
 from pydantic import (
     AfterValidator,
@@ -16,6 +16,7 @@ from pydantic import (
     PlainSerializer,
     StrictBool,
 )
+from pydantic.config import JsonDict
 
 from allotment.codec import nearest_number
 from allotment.entitlements.engine import DEFAULT_PRIORITY, Kind
@@ -37,7 +38,11 @@ def check_time_zone(value: str) -> str:
     return value
 
 
-TimeZoneName = Annotated[str, AfterValidator(check_time_zone)]  # an IANA zone, e.g. "Europe/Paris"
+# The zones of this system's time zone database, listed in the schema: a name outside the list
+# is refused, so a client generated from it never sends one.
+TIME_ZONE_SCHEMA: JsonDict = {"enum": [*sorted(available_timezones())]}
+TimeZoneName = Annotated[str, AfterValidator(check_time_zone),  # an IANA zone, e.g. "Europe/Paris"
+                         Field(json_schema_extra=TIME_ZONE_SCHEMA)]
 
 
 class EntitlementValues(BaseModel):

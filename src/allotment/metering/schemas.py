@@ -7,6 +7,7 @@ from datetime import datetime
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic.config import JsonDict
 
 from allotment.metering.aggregation import Aggregation
 from allotment.metering.bounded import MAX_GROUP_NAMES_CHARS, MAX_GROUPS
@@ -30,6 +31,13 @@ def checked_group_names(value: dict[str, str]) -> dict[str, str]:
         if name in RESERVED_GROUPS:
             raise ValueError(f"group name '{name}' is reserved")
     return value
+
+
+# The names `checked_group_names` takes, as the schema states them (all but their total length).
+GROUP_BY_SCHEMA: JsonDict = {
+    "maxProperties": MAX_GROUPS,
+    "propertyNames": {"pattern": GROUP_NAME.pattern, "not": {"enum": [*sorted(RESERVED_GROUPS)]}},
+}
 
 
 AGGREGATION_DESCRIPTION = (
@@ -81,7 +89,8 @@ class MeterCreate(BaseModel):
     value_property: str | None = Field(
         default=None, max_length=256, description="JSONPath into data; not used by COUNT."
     )
-    group_by: dict[str, str] = Field(default_factory=dict, description=_GROUP_BY_DESCRIPTION)
+    group_by: dict[str, str] = Field(default_factory=dict, description=_GROUP_BY_DESCRIPTION,
+                                     json_schema_extra=GROUP_BY_SCHEMA)
     filters: list[MeterFilter] = Field(default_factory=list, description=_FILTERS_DESCRIPTION)
     event_from: AwareInstant | None = Field(default=None, description=_EVENT_FROM_DESCRIPTION)
 
@@ -100,6 +109,7 @@ class MeterUpdate(BaseModel):
         default=None,
         description=_GROUP_BY_DESCRIPTION + " A change regroups the meter's whole history (its rollups"
         " are rebuilt from the stored events); a group a feature filters on cannot be removed or changed.",
+        json_schema_extra=GROUP_BY_SCHEMA,
     )
 
     @field_validator("group_by")

@@ -10,6 +10,7 @@ from urllib.parse import urlsplit
 from pydantic import (
     AfterValidator,
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     PlainSerializer,
@@ -38,6 +39,12 @@ def check_url(value: str) -> str:
     if port == 0:
         raise ValueError("port 0 cannot be connected to")
     return value
+
+
+def whole_number(value: object) -> object:
+    """JSON has one kind of number: `36.0` is the integer 36, as JSON Schema's `integer` says.
+    Text and booleans stay what they are, and are refused."""
+    return int(value) if isinstance(value, float) and value.is_integer() else value
 
 
 def check_event_type(value: str) -> str:
@@ -73,17 +80,46 @@ def check_headers(value: dict[str, str]) -> dict[str, str]:
     return value
 
 
-Url = Annotated[str, Field(min_length=1, max_length=MAX_URL), AfterValidator(check_url)]
-EventType = Annotated[str, AfterValidator(check_event_type)]
-Secret = Annotated[str, AfterValidator(check_secret)]
+def _secret_pattern() -> str:
+    """`whsec_` + base64 (padded) of MIN_SECRET_BYTES to MAX_SECRET_BYTES bytes, as a pattern:
+    4 characters per 3 bytes, then 2 characters and `==` for one more byte or 3 and `=` for two."""
+    low, high, char = signing.MIN_SECRET_BYTES, signing.MAX_SECRET_BYTES, "[A-Za-z0-9+/]"
+    ends = {0: "", 1: f"{char}{{2}}==", 2: f"{char}{{3}}="}
+    forms = [f"({char}{{4}}){{{-(-(low - extra) // 3)},{(high - extra) // 3}}}{end}" for extra, end in ends.items()]
+    return rf"^{signing.PREFIX}({'|'.join(forms)})$"
+
+
+def _any_case(word: str) -> str:
+    return "".join(f"[{c.upper()}{c.lower()}]" if c.isalpha() else c for c in word)  # letters and "-"
+
+
+# What the validators above take, stated in the schema where JSON Schema can say it, so that a
+# client generated from it never sends what is refused: a URL as `urlsplit` reads it (an http or
+# https scheme in any case, a host, a port from 1 to 65535), the secret's encoding, the known
+# event types, header names that are tokens and not set by the sender, values of one line.
+_HOST = r"[^\x00-\x1f/?#@:\[\]\\\x7f]+"
+_PORT = r"(:(0*([1-9][0-9]{0,3}|[1-5][0-9]{4}|6[0-4][0-9]{3}|65[0-4][0-9]{2}|655[0-2][0-9]|6553[0-5]))?)?"
+_URL_PATTERN = rf"^[Hh][Tt][Tt][Pp][Ss]?://([^/?#\x00\[\]]*@)?{_HOST}{_PORT}([/?#][^\x00]*)?$"
+_HEADERS_SCHEMA = {
+    "propertyNames": {"pattern": _TOKEN.pattern,
+                      "not": {"pattern": f"^({'|'.join(_any_case(h) for h in sorted(RESERVED_HEADERS))})$"}},
+    "additionalProperties": {"type": "string", "maxLength": 1024, "pattern": r"^[^\r\n\u0000]*$"},
+}
+
+Url = Annotated[str, Field(min_length=1, max_length=MAX_URL, json_schema_extra={"pattern": _URL_PATTERN}),
+                AfterValidator(check_url)]
+EventType = Annotated[str, AfterValidator(check_event_type),
+                      Field(json_schema_extra={"enum": sorted(catalogue.SUBSCRIBABLE)})]
+Secret = Annotated[str, AfterValidator(check_secret), Field(json_schema_extra={"pattern": _secret_pattern()})]
 Description = Annotated[str, Field(max_length=1024)]
 Headers = Annotated[
     dict[str, str],
-    Field(max_length=20, description="Sent with every attempt (not the signature headers)."),
+    Field(max_length=20, description="Sent with every attempt (not the signature headers).",
+          json_schema_extra=_HEADERS_SCHEMA),
     AfterValidator(check_headers),
 ]
 RulesOnly = Annotated[
-    bool,
+    StrictBool,
     Field(description="Receive only what notification rules naming this endpoint send."),
 ]
 EventTypes = Annotated[
@@ -156,7 +192,7 @@ class WebhookEndpointRead(BaseModel):
 class SecretRotation(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    keep_previous_seconds: StrictInt = Field(
+    keep_previous_seconds: Annotated[StrictInt, BeforeValidator(whole_number)] = Field(
         default=86_400, ge=0, le=7 * 86_400,
         description="How long the replaced secret keeps signing beside the new one (0: not at all).",
     )

@@ -37,15 +37,17 @@ router = APIRouter(prefix="/v1/events", tags=["events"])
 _LIST = "/v1/events"
 _REJECTED = "/v1/events/rejected"
 
+# CloudEvents forbids control characters in its attributes (metering/wire.py refuses them).
+_ATTRIBUTE = {"type": "string", "minLength": 1, "maxLength": 256, "pattern": "^[^\\u0000-\\u001f\\u007f-\\u009f]*$"}
 _CLOUDEVENT_SCHEMA = {
     "type": "object",
     "required": ["id", "source", "type", "subject"],
     "properties": {
         "specversion": {"type": "string", "const": "1.0"},
-        "id": {"type": "string", "minLength": 1, "maxLength": 256},
-        "source": {"type": "string", "minLength": 1, "maxLength": 256},
-        "type": {"type": "string", "minLength": 1, "maxLength": 256},
-        "subject": {"type": "string", "minLength": 1, "maxLength": 256},
+        "id": _ATTRIBUTE,
+        "source": _ATTRIBUTE,
+        "type": _ATTRIBUTE,
+        "subject": _ATTRIBUTE,
         "time": {"type": ["string", "null"], "format": "date-time"},
         "data": {"type": ["object", "null"]},  # null or absent: an event without data
         "datacontenttype": {"type": ["string", "null"]},

@@ -27,6 +27,7 @@ from allotment.api.pages import Page
 from allotment.api.responses import Json
 from allotment.customers import service as customers
 from allotment.entitlements import references
+from allotment.entitlements.schemas import TIME_ZONE_SCHEMA
 from allotment.errors import ValidationFailed
 from allotment.metering import meters as service
 from allotment.metering import query as meter_query
@@ -102,7 +103,7 @@ class QueryBody(BaseModel):
     from_: AwareInstant | None = Field(default=None, alias="from", description=_FROM)
     to: AwareInstant | None = Field(default=None, description=_TO)
     window_size: WindowSize | None = Field(default=None, description=_WINDOW_SIZE)
-    window_time_zone: str = Field(default="UTC", description=_ZONE)
+    window_time_zone: str = Field(default="UTC", description=_ZONE, json_schema_extra=TIME_ZONE_SCHEMA)
     subject: list[str] | None = Field(default=None, max_length=meter_query.MAX_FILTER_KEYS, description=_SUBJECT)
     customer: list[str] | None = Field(default=None, max_length=meter_query.MAX_FILTER_KEYS, description=_CUSTOMER)
     group_by: list[str] = Field(default_factory=list, description=_GROUP_BY)
@@ -213,7 +214,7 @@ async def query_meter(
     from_: Annotated[AwareInstant | None, Query(alias="from", description=_FROM)] = None,
     to: Annotated[AwareInstant | None, Query(description=_TO)] = None,
     window_size: Annotated[WindowSize | None, Query(description=_WINDOW_SIZE)] = None,
-    window_time_zone: Annotated[str, Query(description=_ZONE)] = "UTC",
+    window_time_zone: Annotated[str, Query(description=_ZONE, json_schema_extra=TIME_ZONE_SCHEMA)] = "UTC",
     subject: Annotated[
         list[str] | None, Query(max_length=meter_query.MAX_FILTER_KEYS, description=_SUBJECT + " Repeatable.")
     ] = None,
@@ -221,7 +222,7 @@ async def query_meter(
         list[str] | None, Query(max_length=meter_query.MAX_FILTER_KEYS, description=_CUSTOMER + " Repeatable.")
     ] = None,
     group_by: Annotated[list[str] | None, Query(description=_GROUP_BY + " Repeatable.")] = None,
-    filter_group_by: Annotated[list[str] | None, Query(
+    filter_group_by: Annotated[list[Annotated[str, Field(json_schema_extra={"pattern": "^[^:\\u0000]*:[^\\u0000]*$"})]] | None, Query(
         description=_FILTER_GROUP_BY + " `name:value`, repeatable; values of one name are OR-ed, names AND-ed."
     )] = None,
     format: Annotated[str | None, Query(

@@ -125,7 +125,9 @@ def as_read(r: Reservation, customer: str, feature: str, *, at: datetime | None)
     )
 
 
-@router.post("", response_model=HeldRead, status_code=201)
+@router.post("", response_model=HeldRead, status_code=201, responses={
+    200: {"model": HeldRead, "description": "Denied (`decision` is `deny`): nothing is held, `reservation` is null"},
+})
 async def create(
     data: ReservationIn,
     principal: Ingester,
