@@ -166,3 +166,6 @@ def _metadata_size(value: dict[str, Any] | None) -> dict[str, Any] | None:
 
 
 Metadata = Annotated[dict[str, Any], AfterValidator(_metadata_size)]
+# Text to text, as OpenMeter's metadata (its server refuses any other value, and so do we,
+# naming it), under the same bound.
+TextMetadata = Annotated[dict[str, str], AfterValidator(_metadata_size)]

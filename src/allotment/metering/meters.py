@@ -131,11 +131,9 @@ def _check_paths(paths: list[tuple[str, str]]) -> None:
 
 
 async def create(
-    session: AsyncSession, tenant_id: str, data: MeterCreate, *, at: datetime, actor: str = audit.SYSTEM,
-    metadata: dict[str, str] | None = None,
+    session: AsyncSession, tenant_id: str, data: MeterCreate, *, at: datetime, actor: str = audit.SYSTEM
 ) -> tuple[Meter, int]:
-    """Create a meter and count the events already stored; returns the meter and that count.
-    `metadata` is kept for the OpenMeter surface, whose meters carry it."""
+    """Create a meter and count the events already stored; returns the meter and that count."""
     _validate_paths(data)
     await queries.lock_tenant_exclusive(session, tenant_id)
     if await _find(session, tenant_id, data.key) is not None:
@@ -153,7 +151,7 @@ async def create(
         group_by=dict(data.group_by),
         filters=[f.model_dump() for f in data.filters],
         event_from=data.event_from,
-        metadata_=metadata,
+        metadata_=data.metadata,
         created_at=at,
         updated_at=stamp,
     )
@@ -237,11 +235,10 @@ async def list_(
 
 
 async def update(
-    session: AsyncSession, tenant_id: str, key: str, data: MeterUpdate, *, at: datetime, actor: str = audit.SYSTEM,
-    metadata: dict[str, str] | None = None,
+    session: AsyncSession, tenant_id: str, key: str, data: MeterUpdate, *, at: datetime, actor: str = audit.SYSTEM
 ) -> Meter:
-    """Rename or describe a meter, or change its group-by (which regroups its whole history);
-    `metadata`, when given, replaces the meter's.
+    """Rename or describe a meter, replace its metadata, or change its group-by (which
+    regroups its whole history).
 
     The caller refuses first a group-by change that would drop or change a group a live
     feature filters on (entitlements/references.py): its live counters were counted by it.
@@ -265,8 +262,8 @@ async def update(
         meter.name = changes["name"]
     if "description" in changes:
         meter.description = changes["description"]
-    if metadata is not None:
-        meter.metadata_ = metadata
+    if data.metadata is not None:
+        meter.metadata_ = data.metadata
     meter.updated_at = await _stamped(session, tenant_id, at)
     await session.flush()
     if regroup:

@@ -6,12 +6,12 @@ import re
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, field_validator
 from pydantic.config import JsonDict
 
 from allotment.metering.aggregation import Aggregation
 from allotment.metering.bounded import MAX_GROUP_NAMES_CHARS, MAX_GROUPS
-from allotment.types import AwareInstant, NotNull
+from allotment.types import AwareInstant, NotNull, TextMetadata
 
 KEY_PATTERN = r"^[a-z0-9][a-z0-9_\-]{0,63}$"
 GROUP_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
@@ -78,6 +78,9 @@ _EVENT_FROM_DESCRIPTION = (
 )
 
 
+_METADATA_DESCRIPTION = "The vendor's own key-values, text to text, answered as sent (OpenMeter's meter metadata)."
+
+
 class MeterCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -93,6 +96,7 @@ class MeterCreate(BaseModel):
                                      json_schema_extra=GROUP_BY_SCHEMA)
     filters: list[MeterFilter] = Field(default_factory=list, description=_FILTERS_DESCRIPTION)
     event_from: AwareInstant | None = Field(default=None, description=_EVENT_FROM_DESCRIPTION)
+    metadata: TextMetadata | None = Field(default=None, description=_METADATA_DESCRIPTION)
 
     @field_validator("group_by")
     @classmethod
@@ -110,6 +114,9 @@ class MeterUpdate(BaseModel):
         description=_GROUP_BY_DESCRIPTION + " A change regroups the meter's whole history (its rollups"
         " are rebuilt from the stored events); a group a feature filters on cannot be removed or changed.",
         json_schema_extra=GROUP_BY_SCHEMA,
+    )
+    metadata: Annotated[TextMetadata | None, NotNull] = Field(
+        default=None, description=_METADATA_DESCRIPTION + " Replaces the meter's; `{}` clears it."
     )
 
     @field_validator("group_by")
@@ -129,6 +136,9 @@ class MeterRead(BaseModel):
     group_by: dict[str, str] = Field(description="Group name -> JSONPath into data.")
     filters: list[MeterFilter] = Field(description=_FILTERS_DESCRIPTION)
     event_from: datetime | None = Field(description=_EVENT_FROM_DESCRIPTION)
+    metadata: dict[str, str] | None = Field(
+        validation_alias=AliasChoices("metadata_", "metadata"), description=_METADATA_DESCRIPTION + " Null: none."
+    )
     created_at: datetime = Field(description="When it was created.")
     updated_at: datetime = Field(description="When it was last changed.")
 

@@ -128,11 +128,10 @@ async def create_meter(body: MeterCreateIn, principal: Admin, session: WriteSess
                 "value_property": body.value_property,
                 "group_by": body.group_by,
                 "event_from": body.event_from,
+                "metadata": body.metadata,
             }
         )
-        meter, _ = await meters.create(
-            session, principal.tenant_id, data, actor=principal.key_id, at=utcnow(), metadata=body.metadata
-        )
+        meter, _ = await meters.create(session, principal.tenant_id, data, actor=principal.key_id, at=utcnow())
     return Json(meter_out(meter), status_code=201)
 
 
@@ -156,14 +155,14 @@ async def update_meter(
         named: dict[str, Any] = {} if body.name is None else {"name": body.name}  # left out: kept
         if body.group_by is not None:
             named["group_by"] = body.group_by
+        if body.metadata is not None:
+            named["metadata"] = body.metadata
         data = MeterUpdate.model_validate({"description": body.description, **named})
         if data.group_by is not None:
             with _openmeter_group_names():
                 await references.refuse_group_change(session, tenant_id, meter.id, meter.key, meter.group_by,
                                                      data.group_by)
-        meter = await meters.update(
-            session, tenant_id, meter.id, data, actor=principal.key_id, at=utcnow(), metadata=body.metadata
-        )
+        meter = await meters.update(session, tenant_id, meter.id, data, actor=principal.key_id, at=utcnow())
     return Json(meter_out(meter))
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 from datetime import datetime, timedelta
 from decimal import Decimal
-from typing import Annotated, Any, get_args
+from typing import Any
 from zoneinfo import ZoneInfo
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool
@@ -30,16 +30,18 @@ from allotment.metering.events import EventView
 from allotment.metering.models import Meter
 from allotment.metering.query import MAX_FILTER_KEYS, Row
 from allotment.metering.windows import WindowSize
-from allotment.types import Instant, LargeQuantity, Metadata, PositiveQuantity, from_micros
+from allotment.types import (
+    Instant,
+    LargeQuantity,
+    Metadata,
+    PositiveQuantity,
+    TextMetadata,
+    from_micros,
+)
 
 
 class _In(BaseModel):
     model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="ignore")
-
-
-# OpenMeter's `Metadata`: text to text (its server refuses any other value, and so do we, naming
-# it), under the bound of our own metadata (its one validator).
-TextMetadata = Annotated[dict[str, str], get_args(Metadata)[1]]
 
 
 class MeterCreateIn(_In):
