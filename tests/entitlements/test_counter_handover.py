@@ -20,6 +20,7 @@ import pytest
 
 from tests.conftest import _admin_dsn
 from tests.entitlements.catalogue import feature, metered, ok, plan, subscribe
+from tests.entitlements.locks import until, waiting
 from tests.helpers import event, meter
 
 pytestmark = pytest.mark.backends("postgresql")
@@ -47,9 +48,9 @@ async def _while_the_plan_changes(database_url: str, c: Any, usage: Callable[[],
         await holding.start()
         await counter.execute("SELECT used FROM entitlement_usage FOR UPDATE")
         used = asyncio.create_task(usage())
-        await _until(lambda: _waiting(watch, 1))
+        await until(lambda: waiting(watch, 1))
         changing = asyncio.create_task(c.post(change, json={"plan": "big"}))
-        await _until(lambda: _done_or_waiting(changing, watch))
+        await until(lambda: _done_or_waiting(changing, watch))
         await holding.rollback()
         answer = await used
         await ok(await changing)
@@ -59,23 +60,8 @@ async def _while_the_plan_changes(database_url: str, c: Any, usage: Callable[[],
         await watch.close()
 
 
-async def _waiting(conn: asyncpg.Connection, count: int) -> bool:
-    """At least `count` statements of this database wait for a lock."""
-    found = await conn.fetchval(
-        "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'")
-    return int(found) >= count
-
-
 async def _done_or_waiting(changing: asyncio.Task[httpx.Response], watch: asyncpg.Connection) -> bool:
-    return changing.done() or await _waiting(watch, 2)
-
-
-async def _until(condition: Callable[[], Awaitable[bool]]) -> None:
-    for _ in range(1000):
-        if await condition():
-            return
-        await asyncio.sleep(0.01)
-    raise AssertionError("the condition never held")
+    return changing.done() or await waiting(watch, 2)
 
 
 async def _state(c: Any) -> tuple[Any, Any]:
