@@ -16,7 +16,8 @@ has expired, it checks:
 - no 5xx, ever;
 - every answer: usage + reserved within the answer's hard limit (consume-only features),
   active seats within theirs, and an allow never beyond it on the event-fed feature;
-- a keyed consume answers the same every time it is asked;
+- a keyed consume answers the same every time it is asked, and a keyed hold asked again is
+  the same hold (a refused one too: its retry is refused, not decided again);
 - consume-only usage == the units allowed (each key once) plus what commits recorded;
 - every acknowledged event counted exactly once (meter query, entitlement usage, event log);
 - no open reservation and no live seat lease left; reserved back at 0 on every counter;
