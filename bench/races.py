@@ -66,12 +66,13 @@ def plan(hard: dict[str, int]) -> list[dict[str, Any]]:
          "hard_limit": hard["energy"]},
         {"feature": "tokens", "kind": "metered", "usage_period": "MONTH", "included": hard["tokens"] // 2,
          "hard_limit": hard["tokens"]},
-        {"feature": "seats", "kind": "seats", "included": 5, "hard_limit": hard["seats"], "lease_ttl_seconds": TTL},
+        {"feature": "seats", "kind": "seats", "included": hard["seats"] - 1, "hard_limit": hard["seats"],
+         "lease_ttl_seconds": TTL},
     ]
 
 
-TEAM = {"calls": 300, "energy": 1500, "tokens": 20000, "seats": 8}
-PLUS = {"calls": 700, "energy": 2500, "tokens": 40000, "seats": 10}
+TEAM = {"calls": 300, "energy": 1500, "tokens": 5000, "seats": 4}
+PLUS = {"calls": 700, "energy": 2500, "tokens": 9000, "seats": 6}
 OVERRIDE = 500  # c0's calls, mid-run
 
 
@@ -523,6 +524,10 @@ async def run(urls: list[str], key: str, database_url: str, args: argparse.Names
     requests = sum(ledger.statuses.values())
     print(f"{requests} requests in {elapsed:.1f} s over {len(urls)} server(s); statuses {dict(ledger.statuses)}")
     print("operations: " + ", ".join(f"{k} {v}" for k, v in sorted(ledger.ops.items())))
+    refused: Counter[str] = Counter()
+    for (_, feature), count in ledger.denials.items():
+        refused[feature] += count
+    print("refused (the hard limits were reached): " + ", ".join(f"{f} {n}" for f, n in sorted(refused.items())))
     print(f"{ledger.answers} answers checked against their hard limits; "
           f"{len(ledger.acked)} events acknowledged; {len(ledger.keyed)} keyed consumes")
     for line in checked:
