@@ -340,7 +340,7 @@ async def test_hot_path_plans_made_on_an_empty_database_still_use_indexes(empty_
     statements = [
         (fastpath._PG_MANY, "('x')", {"e": "pk_customer_entitlements", "h": pair}),
         (resolve._LOOK_UP_PG, "('t', 'c', 'f', now())", {"e": pair, "h": pair, "h_1": pair}),
-        (queries._TAKE_PROVEN, "('x', now())", {"e": " using ", "h": pair}),
+        (queries._TAKE_PROVEN, "('x', now())", {"e": " using ", "h": pair, "hr": "pk_customer_entitlements"}),
     ]
     try:
         async with db.driver_transaction() as conn:

@@ -7,6 +7,7 @@ from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
+import asyncpg
 import httpx
 import pytest
 from sqlalchemy import update
@@ -19,7 +20,9 @@ from allotment.entitlements import state
 from allotment.entitlements.models import Reservation
 from allotment.errors import Conflict
 from allotment.types import utcnow
+from tests.conftest import _admin_dsn
 from tests.entitlements.catalogue import customer, feature, metered, ok, plan, subscribe
+from tests.entitlements.locks import until, waiting
 
 
 async def _prepaid(c, hard=100):  # type: ignore[no-untyped-def]
@@ -386,3 +389,47 @@ async def test_any_key_lists_and_reads_reservations(tenant, db, scope):
     listed = await ok(await c.get("/v1/reservations", headers=headers))
     assert [r["id"] for r in listed["items"]] == [res]
     assert (await ok(await c.get(f"/v1/reservations/{res}", headers=headers)))["status"] == "open"
+
+
+@pytest.mark.backends("postgresql")
+async def test_a_commit_and_a_check_sweeping_a_hold_after_a_top_up_both_answer(tenant, db, database_url):
+    """A commit and a consume that gives an expired hold back, the first writes since a top-up:
+    both keep the grants' usage and move the counter, one after the other, and neither fails
+    (taking a grant and the counter in opposite orders, they deadlocked)."""
+    c = tenant.client
+    await _prepaid(c)
+    await _reserve(c, 10, ttl=60)
+    lasting = await _reserve(c, 20, ttl=3600)
+    promotion = await ok(await c.post("/v1/customers/driver/entitlements/kwh/grants", json={
+        "amount": 50, "expires_at": (utcnow() + timedelta(seconds=30)).isoformat()}), 201)
+    await ok(await c.post("/v1/check", json={"customer": "driver", "feature": "kwh", "consume": True}))
+    await ok(await c.post("/v1/customers/driver/entitlements/kwh/grants", json={"amount": 50}), 201)
+    now = utcnow()  # the promotion has expired at both instants below, the first hold at the later
+
+    async def commit() -> None:
+        async with db.transaction() as session:
+            await service.commit(session, tenant.id, lasting["reservation"]["id"], Decimal(15),
+                                 at=now + timedelta(seconds=59))
+
+    async def consume() -> None:
+        async with db.transaction() as session:
+            await checks.check(session, tenant.id, checks.CheckRequest("driver", "kwh", Decimal(5), consume=True),
+                               at=now + timedelta(seconds=61))
+
+    ended, watch = await asyncpg.connect(_admin_dsn(database_url)), await asyncpg.connect(_admin_dsn(database_url))
+    try:
+        holding = ended.transaction()
+        await holding.start()
+        # The commit keeps the top-up's usage, then waits here to keep the promotion's.
+        await ended.execute("SELECT 1 FROM grants WHERE id = $1 FOR UPDATE", promotion["id"])
+        committing = asyncio.create_task(commit())
+        await until(lambda: waiting(watch, 1))
+        consuming = asyncio.create_task(consume())  # gives the expired hold back, then keeps usage
+        await until(lambda: waiting(watch, 2))
+        await holding.rollback()
+        await asyncio.gather(committing, consuming)
+    finally:
+        await ended.close()
+        await watch.close()
+    state_now = await ok(await c.get("/v1/customers/driver/entitlements/kwh"))
+    assert (state_now["usage"], state_now["reserved"]) == (21, 0)

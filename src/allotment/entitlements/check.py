@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
@@ -116,6 +117,11 @@ async def _check(
 ) -> CheckResult:
     found = await resolve.target(session, tenant_id, request.customer, request.feature, at)
     row = found.row
+    if request.consume and row is not None:
+        async def named_at(instant: datetime) -> CustomerEntitlement | None:
+            return (await resolve.target(session, tenant_id, request.customer, request.feature, instant)).row
+
+        row, at = await counting_row(session, row, named_at, at)
     if row is None:
         result = CheckResult(Decision(Verdict.DENY, Reason.NOT_ENTITLED))
     elif row.kind == Kind.METERED:
@@ -157,13 +163,14 @@ async def record_denial(
 
 
 async def live_entitlement(
-    session: AsyncSession, tenant_id: str, customer_id: str, feature_id: str, at: datetime
+    session: AsyncSession, tenant_id: str, customer_id: str, feature_id: str, at: datetime, *, fresh: bool = False
 ) -> CustomerEntitlement | None:
-    """The customer's entitlement row for the feature in force at `at` (rows never overlap)."""
+    """The customer's entitlement row for the feature in force at `at` (rows never overlap);
+    `fresh`: with its values as stored now, even when the session read it before."""
     found: CustomerEntitlement | None = await session.scalar(
         select(CustomerEntitlement).where(
             *in_force(tenant_id, customer_id, at), CustomerEntitlement.feature_id == feature_id
-        )
+        ).execution_options(populate_existing=fresh)
     )
     return found
 
@@ -186,6 +193,36 @@ def usage_period(row: CustomerEntitlement) -> UsagePeriod:
 def _usage_period(interval: str, anchor: datetime, time_zone: str) -> UsagePeriod:
     """One value per distinct period, so that its boundaries are remembered (periods.boundary)."""
     return UsagePeriod(Interval(interval), anchor, ZoneInfo(time_zone))
+
+
+async def counting_row(
+    session: AsyncSession,
+    row: CustomerEntitlement,
+    find: Callable[[datetime], Awaitable[CustomerEntitlement | None]],
+    at: datetime,
+) -> tuple[CustomerEntitlement | None, datetime]:
+    """The row that usage at `at` adds to, first `row`, held until the transaction ends
+    (`queries.hold_rows`), and the instant to count it at; `find` reads the row in force at an
+    instant again.
+
+    A change that ended `row` meanwhile (a plan change, an override) copied its counter into
+    the row that took over: usage must count on that one, at the change, even when `at` came
+    just before it (the request was already on its way). A row ended on a schedule keeps its
+    usage, as its successor counts from its own start (`continues_counter`).
+    """
+    current: CustomerEntitlement | None = row
+    while current is not None:
+        ends = current.active_to
+        if not await queries.hold_rows(session, {current.id: ends}):
+            current = await find(at)  # changed since it was read: read again
+            continue
+        if ends is None:
+            break
+        after = await find(ends)
+        if after is None or not continues_counter(current, after):
+            break
+        current, at = after, ends
+    return current, at
 
 
 def continues_counter(old: CustomerEntitlement, new: CustomerEntitlement) -> bool:

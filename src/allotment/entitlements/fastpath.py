@@ -250,7 +250,8 @@ async def check(db: Database, tenant_id: str, request: CheckRequest, at: datetim
     if proven is None:
         return None
     if request.consume and proven.entitlement.kind == Kind.METERED:
-        return await _consume(db, tenant_id, request, proven.known, proven.prepared, proven.period, at)
+        proof = group_commit.Proof(proven.prepared.active_to, False)  # the read proved the rest
+        return await _consume(db, tenant_id, request, proven.known, proven.prepared, proven.period, at, proof)
     start, end, _ = proven.period
     q = request.quantity
     if proven.entitlement.kind == Kind.METERED:

@@ -38,7 +38,12 @@ async def record(session: AsyncSession, row: CustomerEntitlement, period_start: 
     ended), so a grant with nothing kept has seen no write since that instant: the counter
     still holds its usage then. Only instants inside the period count: usage reported late
     into an old period says nothing of a grant that started or ended in a later one.
+
+    The counter is locked first, as every other writer of it does before the grants: a
+    commit keeping usage here and a check that had just given an expired hold back on the
+    same counter took the two in opposite orders and deadlocked.
     """
+    await queries.lock_counters(session, [checks.counter_key(row, period_start)])
     period_end = period_at(checks.usage_period(row), period_start)[1]
     if period_end is not None:
         at = min(at, period_end - _TICK)

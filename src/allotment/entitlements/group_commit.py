@@ -66,7 +66,7 @@ class Consume:
     entitlement: MeteredEntitlement
     where: notices.Where
     at: datetime
-    proof: Proof | None = None
+    proof: Proof | None = None  # what the row was read as: it is held to it (queries.hold_rows)
 
     @property
     def counter(self) -> queries.Counter:
@@ -76,14 +76,14 @@ class Consume:
 async def consume(db: Database, item: Consume) -> CheckResult | None:
     """The answer to `item`, once the transaction that decided it has committed; None when
     its `proof` failed (the caller then takes the full way: nothing was written)."""
-    if item.proof is not None:
+    if item.proof is not None and not db.is_sqlite:
         proving = db.batcher("consume-proving", lambda: Batcher(lambda batch: _take_proven(db, batch),
                                                                 limit=_BATCH))
         taken: CheckResult | None | _Leftover = await proving.submit(item)
         if not isinstance(taken, _Leftover):
             return taken
     batcher = db.batcher("consume", lambda: Batcher(lambda batch: _commit(db, batch), limit=_BATCH))
-    result: CheckResult = await batcher.submit(item)
+    result: CheckResult | None = await batcher.submit(item)
     return result
 
 
@@ -145,7 +145,7 @@ def _proven(key: queries.Counter, items: list[Consume]) -> queries.Proven:
     )
 
 
-async def _commit(db: Database, batch: list[Consume]) -> list[CheckResult]:
+async def _commit(db: Database, batch: list[Consume]) -> list[CheckResult | None]:
     if not db.is_sqlite:
         quiet = await _commit_quietly(db, batch)
         if quiet is not None:
@@ -158,13 +158,16 @@ class _Telling(Exception):
     """The batch has something to record besides its counters: undo, take the full way."""
 
 
-async def _commit_quietly(db: Database, batch: list[Consume]) -> list[CheckResult] | None:
+async def _commit_quietly(db: Database, batch: list[Consume]) -> list[CheckResult | None] | None:
     """The common case on PostgreSQL, without the ORM session's cost: every counter takes all
     its consumes in one statement and nothing is denied or crosses anything to tell. None
     (and nothing written) when that is not so: the full way then decides the batch."""
     wanted = _wanted(batch)
     try:
         async with db.driver_transaction() as connection:
+            read = _read_as(batch)
+            if len(await queries.hold_rows_on(connection, read)) < len(read):
+                raise _Telling  # a row ended since it was read: the full way answers which
             taken = await queries.take_whole_on(connection, wanted)
             if len(taken) < len(wanted):
                 raise _Telling
@@ -175,7 +178,12 @@ async def _commit_quietly(db: Database, batch: list[Consume]) -> list[CheckResul
                     raise _Telling
     except _Telling:
         return None
-    return results
+    return list(results)
+
+
+def _read_as(batch: list[Consume]) -> dict[str, datetime | None]:
+    """Each proven row's `active_to` as it was read (queries.hold_rows)."""
+    return {item.where.entitlement_id: item.proof.active_to for item in batch if item.proof is not None}
 
 
 def _wanted(batch: list[Consume]) -> dict[queries.Counter, tuple[int, int]]:
@@ -187,8 +195,18 @@ def _wanted(batch: list[Consume]) -> dict[queries.Counter, tuple[int, int]]:
     return wanted
 
 
-async def decide_all(session: AsyncSession, batch: list[Consume]) -> list[CheckResult]:
-    """Decide and record `batch` in order, in the session's transaction."""
+async def decide_all(session: AsyncSession, batch: list[Consume]) -> list[CheckResult | None]:
+    """Decide and record `batch` in order, in the session's transaction; None for a consume
+    whose row ended since it was read (nothing written for it: the full check answers it)."""
+    held = await queries.hold_rows(session, _read_as(batch))
+    kept = [n for n, item in enumerate(batch) if item.proof is None or item.where.entitlement_id in held]
+    answers: list[CheckResult | None] = [None] * len(batch)
+    for n, answer in zip(kept, await _decide_and_record(session, [batch[n] for n in kept]), strict=True):
+        answers[n] = answer
+    return answers
+
+
+async def _decide_and_record(session: AsyncSession, batch: list[Consume]) -> list[CheckResult]:
     wanted = _wanted(batch)
     # Usually every counter can take all its consumes: one statement adds them (PostgreSQL).
     taken = await queries.take_whole(session, wanted)

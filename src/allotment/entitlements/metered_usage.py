@@ -189,6 +189,8 @@ async def feed(
                     timed[(counting.entitlement_id, period_us)].append((c.time_us, c.contribution.micros))
                 fed[counting.entitlement_id] = counting
     await _fix_carries(session, tenant_id, list(increments), fed, at)
+    if any(fed[e].has_grants for e, _ in increments):  # keeping grants' usage locks each counter:
+        await queries.lock_counters(session, [(tenant_id, e, p) for e, p in increments])  # all, in order
     for entitlement_id, period_us in increments:
         target = fed[entitlement_id]
         if target.has_grants:  # usage of grants that started or ended in the period is kept first

@@ -140,9 +140,15 @@ async def _carry_usage(session: AsyncSession, tenant_id: str, customer_id: str, 
         or_(CustomerEntitlement.active_from == at, CustomerEntitlement.active_to == at),
     )))
     started = {r.feature_id: r for r in rows if r.active_from == at}
+    locked = False
     for old in rows:
         new = started.get(old.feature_id)
         if new is not None and continues_counter(old, new):
+            if not locked:
+                # An ingest that counted on the old row but has not committed yet would be
+                # missing from the copy: wait for ingests in flight; later ones find the new row.
+                await lock_tenant_exclusive(session, tenant_id)
+                locked = True
             start, _ = period_at(usage_period(old), at)
             # Overage carried into the period counts before the counter is copied, even if
             # nothing had looked at the period yet (fixing it is what a check does first).

@@ -264,8 +264,13 @@ WITH k AS (
     AND (x.first_hold_expiry IS NULL OR x.first_hold_expiry > $2::timestamptz)
     -- overage the period may open with is fixed by the full check first, as fastpath.py reads
     AND (NOT k.carries OR x.carried IS NOT NULL)
-), locked AS (
+), held AS (
   SELECT x.* FROM (SELECT * FROM proven ORDER BY t, e, p) AS x CROSS JOIN LATERAL (
+    SELECT 1 FROM customer_entitlements hr
+    WHERE hr.id = x.e AND hr.active_to IS NOT DISTINCT FROM x.active_to FOR SHARE
+  ) AS row_held
+), locked AS (
+  SELECT x.* FROM held AS x CROSS JOIN LATERAL (
     SELECT 1 FROM entitlement_usage u
     WHERE u.tenant_id = x.t AND u.entitlement_id = x.e AND u.period_start = x.p FOR UPDATE
   ) AS row_lock
@@ -279,7 +284,7 @@ WITH k AS (
          WHERE v.level > u.used AND v.level - x.q <= u.used)))
   RETURNING x.i, u.used, u.reserved, COALESCE(u.carried, 0) AS carried
 )
-SELECT i, used, reserved, carried FROM moved UNION ALL SELECT i, NULL, NULL, NULL FROM proven
+SELECT i, used, reserved, carried FROM moved UNION ALL SELECT i, NULL, NULL, NULL FROM held
 """
 
 
@@ -305,7 +310,10 @@ class Proven(NamedTuple):
 
 async def take_proven(db: Database, counters: list[Proven]) -> dict[int, Totals | None]:
     """counter index -> (used, reserved, carried) after the addition, None where proven but not taken;
-    an index missing was not proven. One statement, committed when it returns (PostgreSQL)."""
+    an index missing was not proven. One statement, committed when it returns (PostgreSQL).
+
+    Each row is held (`FOR SHARE`, see `hold_rows`) before its counter is locked, and proven
+    again once held: a change that ended it meanwhile is seen, never counted past."""
     rows = await db.statement_alone(
         _TAKE_PROVEN,
         pack([(*c.counter, c.quantity, c.hard, c.customer, c.feature, c.since, c.active_to, c.carries,
@@ -319,6 +327,48 @@ async def take_proven(db: Database, counters: list[Proven]) -> dict[int, Totals 
         else:
             found.setdefault(int(index) - 1, None)
     return found
+
+
+# The rows' `active_to` as they stand once held: a row another transaction is ending (a plan
+# change, an override) is read after that commits (READ COMMITTED reads the held row again).
+_HOLD_ROWS = "SELECT id, active_to FROM customer_entitlements WHERE id = ANY($1::text[]) ORDER BY id FOR SHARE"
+
+
+async def hold_rows(session: AsyncSession, read: dict[str, datetime | None]) -> set[str]:
+    """The entitlement rows of `read` (id -> `active_to` as the caller read it) that still end
+    then, held until the transaction ends so that no change ends them meanwhile.
+
+    A row that takes over mid-period starts its counter with the old row's (`carry_counter`):
+    usage added to the old counter after that copy would be lost. So whatever adds to a
+    counter holds its row first; ending the row waits for those in flight (PostgreSQL: `FOR
+    SHARE`, in id order, against the change's update; SQLite: the single writer), and a row
+    found ended sends the caller to resolve its names again.
+    """
+    if not read:
+        return set()
+    db, dialect = await driver(session)
+    ids = sorted(read)
+    if dialect == "postgresql":
+        rows = await db.fetch(_HOLD_ROWS, ids)
+    else:
+        marks = ", ".join("?" * len(ids))
+        rows = await db.execute_fetchall(f"SELECT id, active_to FROM customer_entitlements WHERE id IN ({marks})", ids)
+    return {row[0] for row in rows if utc(row[1]) == read[row[0]]}
+
+
+async def hold_rows_on(connection: Any, read: dict[str, datetime | None]) -> set[str]:
+    """`hold_rows` on an asyncpg connection in a transaction of its own (PostgreSQL)."""
+    rows = await connection.fetch(_HOLD_ROWS, sorted(read)) if read else []
+    return {row[0] for row in rows if row[1] == read[row[0]]}
+
+
+def utc(value: datetime | str | None) -> datetime | None:
+    """A timestamp as the drivers return it (SQLite: naive UTC text) as aware UTC."""
+    if value is None:
+        return None
+    if isinstance(value, str):
+        value = datetime.fromisoformat(value)
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
 async def take_whole(

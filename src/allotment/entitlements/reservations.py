@@ -147,6 +147,11 @@ async def create(
     customer = await customers.find(session, tenant_id, request.customer)
     feature = await features.held_by(session, tenant_id, request.feature, customer_id=customer.id, at=at)
     row = await checks.live_entitlement(session, tenant_id, customer.id, feature.id, at)
+    if row is not None and row.kind == Kind.METERED:
+        async def in_force(instant: datetime) -> CustomerEntitlement | None:
+            return await checks.live_entitlement(session, tenant_id, customer.id, feature.id, instant, fresh=True)
+
+        row, at = await checks.counting_row(session, row, in_force, at)
     if row is None:
         decision = Decision(Verdict.DENY, Reason.NOT_ENTITLED)
         await _record_denial(session, tenant_id, customer.id, feature.id, request.quantity, decision, at)

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 import orjson
@@ -128,13 +128,7 @@ _LOOK_UP_PG = _LOOK_UP.format(tenant="$1", customer="$2", feature="$3", at="$4")
 _LOOK_UP_SQLITE = _LOOK_UP.format(tenant="?1", customer="?2", feature="?3", at="?4")
 
 
-def utc(value: datetime | str | None) -> datetime | None:
-    """A timestamp as the drivers return it (SQLite: naive UTC text) as aware UTC."""
-    if value is None:
-        return None
-    if isinstance(value, str):
-        value = datetime.fromisoformat(value)
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+utc = queries.utc
 
 
 def _column_reader(column: Any) -> Callable[[Any], Any]:
