@@ -217,6 +217,29 @@ async def _service_check(db: Database, tenant_id: str, at: datetime) -> checks.C
         return await checks.check(session, tenant_id, checks.CheckRequest("driver", "kwh"), at=at)
 
 
+async def test_a_refused_hold_retried_with_its_key_gets_the_refusal_again(tenant):
+    """A charger retrying a refused session after a timeout learns the first answer: nothing is
+    decided again (not even once room was made meanwhile) and one denial is recorded."""
+    c = tenant.client
+    await _prepaid(c)
+    first = await _reserve(c, 100)
+    body = {"customer": "driver", "feature": "kwh", "quantity": 30, "ttl_seconds": 600, "idempotency_key": "s-1"}
+    refused = await c.post("/v1/reservations", json=body)
+    assert (refused.status_code, refused.json()["decision"]) == (200, "deny")
+    await ok(await c.post(f"/v1/reservations/{first['reservation']['id']}/release"))
+    again = await c.post("/v1/reservations", json={**body, "quantity": "30.0"})
+    assert (again.status_code, again.headers.get("Idempotent-Replayed")) == (200, "true")
+    assert again.json() == refused.json()
+    by_header = await c.post("/v1/reservations", headers={"Idempotency-Key": "s-1"},
+                             json={k: v for k, v in body.items() if k != "idempotency_key"})
+    assert by_header.json() == refused.json()
+    other = await c.post("/v1/reservations", json={**body, "quantity": 31})
+    assert (other.status_code, other.json()["type"]) == (409, "idempotency_conflict")
+    denials = await ok(await c.get("/v1/denials", params={"customer": "driver"}))
+    assert len(denials["items"]) == 1
+    assert (await _check(c))["balance"] == 100  # nothing held by any retry
+
+
 async def test_an_expired_reservation_gives_its_hold_back(tenant, db):
     """A charger that goes silent holds nothing once its reservation expires (no sleeping)."""
     await _prepaid(tenant.client)

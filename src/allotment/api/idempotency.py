@@ -101,6 +101,29 @@ async def begin(session: AsyncSession, tenant_id: str, request: Request, key: st
     raise Replayed(stored.status_code, stored.body)
 
 
+async def replay_decision(session: AsyncSession, tenant_id: str, key: str, fingerprint: str) -> None:
+    """For a request its domain keys itself (a reservation: the hold it made answers its
+    retries), the answer it gave without making anything (a refusal) is kept here, under the
+    domain's own `fingerprint` of what the request means: raise it (`Replayed`), or a 409 for
+    the key used with another request. Locks the key for the rest of the transaction, so
+    that concurrent retries decide once."""
+    await store.lock(session, tenant_id, key)
+    stored = await store.find(session, tenant_id, key)
+    if stored is None:
+        return
+    if stored.fingerprint != fingerprint:
+        raise IdempotencyConflict(f"idempotency key '{key}' was already used for a different request")
+    raise Replayed(stored.status_code, stored.body)
+
+
+async def remember_decision(
+    session: AsyncSession, tenant_id: str, key: str, fingerprint: str, status_code: int, body: bytes
+) -> None:
+    """Keep the answer `replay_decision` gives the request's retries."""
+    await store.remember(session, tenant_id, key, fingerprint=fingerprint, status_code=status_code, body=body,
+                         at=utcnow())
+
+
 async def _admin_idempotency(
     request: Request, principal: Admin, session: WriteSession, key: KeyHeader = None
 ) -> Idempotency:

@@ -25,7 +25,14 @@ from allotment.api.deps import (
     decode_cursor,
     page,
 )
-from allotment.api.idempotency import IngestIdempotent, KeyHeader, begin, one_idempotency_key
+from allotment.api.idempotency import (
+    IngestIdempotent,
+    KeyHeader,
+    begin,
+    one_idempotency_key,
+    remember_decision,
+    replay_decision,
+)
 from allotment.api.pages import Page
 from allotment.customers import service as customers
 from allotment.entitlements import features
@@ -138,10 +145,13 @@ async def create(
 
     Denied (`hard_limit`) when the hold would cross the hard limit; held units count against
     every other check and reservation. A retry with the same idempotency key returns the first
-    reservation (201, `Idempotent-Replayed: true`) and holds nothing more.
+    answer (`Idempotent-Replayed: true`): the reservation it made (201), as it stands now, and
+    holds nothing more; or its refusal (200), decided once even if room was made since.
     """
     key = one_idempotency_key(data.idempotency_key, idempotency_header)
     request = service.ReservationRequest(data.customer, data.feature, data.quantity, data.ttl_seconds, key)
+    if key is not None:
+        await replay_decision(session, principal.tenant_id, key, request.fingerprint())
     held = await service.create(session, principal.tenant_id, request, at=utcnow())
     d = held.decision
     body = HeldRead(
@@ -152,8 +162,10 @@ async def create(
     )
     status = 201 if held.reservation is not None else 200  # a replay answers as the first did
     headers = {"Idempotent-Replayed": "true"} if held.replayed else None
-    return Response(body.model_dump_json().encode(), status_code=status, media_type="application/json",
-                    headers=headers)
+    answer = body.model_dump_json().encode()
+    if key is not None and held.reservation is None:  # no hold answers the retries: keep the refusal
+        await remember_decision(session, principal.tenant_id, key, request.fingerprint(), status, answer)
+    return Response(answer, status_code=status, media_type="application/json", headers=headers)
 
 
 @router.get("", response_model=Page[ReservationRead])
