@@ -477,3 +477,25 @@ async def test_a_quantity_out_of_range_is_said_in_plain_numbers(tenant, quantity
     resp = await tenant.client.post("/v1/check", json={"customer": "c", "feature": "f", "quantity": quantity})
     assert_problem(resp, 422, "quantity")
     assert [e["message"] for e in resp.json()["errors"]] == [message]
+
+
+@pytest.mark.parametrize("path", ["/v1/events", "/v1/check", "/v1/customers"])
+async def test_a_client_hanging_up_mid_body_is_not_a_server_error(tenant, app, path):
+    """Nothing was done and nobody reads the answer: it is not counted or logged as a 500."""
+    messages = [{"type": "http.request", "body": b'[{"id": "a"', "more_body": True}, {"type": "http.disconnect"}]
+    sent: list[dict] = []
+
+    async def receive():  # type: ignore[no-untyped-def]
+        return messages.pop(0) if len(messages) > 1 else messages[0]
+
+    async def send(message):  # type: ignore[no-untyped-def]
+        sent.append(message)
+
+    headers = [(b"host", b"allotment.test"), (b"authorization", f"Bearer {tenant.admin}".encode()),
+               (b"content-type", b"application/json"), (b"content-length", b"1000")]
+    scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "POST",
+             "scheme": "http", "path": path, "raw_path": path.encode(), "query_string": b"", "root_path": "",
+             "headers": headers, "client": ("127.0.0.1", 50000), "server": ("allotment.test", 80)}
+    await app(scope, receive, send)
+    [start] = [m for m in sent if m["type"] == "http.response.start"]
+    assert start["status"] == 400

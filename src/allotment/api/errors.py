@@ -15,6 +15,7 @@ from fastapi import FastAPI, Request, Response
 from fastapi.exceptions import RequestValidationError
 from sqlalchemy.exc import DBAPIError
 from starlette.exceptions import HTTPException
+from starlette.requests import ClientDisconnect
 from starlette.routing import Match
 
 from allotment.api.idempotency import Replayed, replay
@@ -131,6 +132,13 @@ def _on_unexpected(request: Request, exc: Exception) -> Json:
     return problem(500, "internal_error", "Internal error", "an unexpected error occurred")
 
 
+def _on_disconnect(_: Request, __: Exception) -> Json:
+    """The client closed its connection before its body arrived: nothing was done and nobody
+    reads this answer. Not a server error, so neither logged nor counted as one."""
+    return problem(400, "client_disconnected", "Client disconnected",
+                   "the connection closed before the request's body was read")
+
+
 Render = Callable[[Request, Exception], Response]
 
 
@@ -208,6 +216,8 @@ def render(request: Request, exc: Exception) -> Response:
         return _on_domain(request, exc)
     if isinstance(exc, pydantic.ValidationError):
         return _on_pydantic(request, exc)
+    if isinstance(exc, ClientDisconnect):
+        return _on_disconnect(request, exc)
     return _on_storage(request, exc)
 
 
@@ -224,6 +234,7 @@ def _on_storage(request: Request, exc: Exception) -> Response:
 
 def install(app: FastAPI) -> None:
     app.add_exception_handler(Replayed, replay)
+    app.add_exception_handler(ClientDisconnect, _on_disconnect)
     app.add_exception_handler(RequestValidationError, _dialect(_on_validation))
     app.add_exception_handler(pydantic.ValidationError, _dialect(_on_pydantic))
     app.add_exception_handler(AllotmentError, _dialect(_on_domain))
