@@ -104,3 +104,16 @@ def test_a_driver_refused_while_a_silent_charger_holds_the_credit_is_offered_a_t
     assert (upsell["status"], upsell["suggestion"]["action"], upsell["suggestion"]["top_up"]["count"]) == (
         "denied", "top_up", 1)
     assert [m["type"] for m in told if m["type"] == "entitlement.usage_denied"] == ["entitlement.usage_denied"]
+
+
+def test_a_check_refused_while_a_silent_charger_holds_the_credit_offers_a_top_up(vendor: Vendor) -> None:
+    """The same refusal through a consuming check (a charger that bills as it goes): the
+    upsell makes room for the 30 kWh still held as well as for the 30 asked."""
+    v = vendor
+    secret = _prepaid(v)
+    v.ok("POST", CREDIT, 201, json={"amount": 40})
+    assert _plug_in(v)["decision"] == "allow"
+    refused = v.ok("POST", "/v1/check", json={"customer": "driver", "feature": "kwh", "quantity": 30, "consume": True})
+    assert (refused["decision"], refused["usage"], refused["balance"]) == ("deny", 0, 10)
+    [upsell] = [m["data"] for m in v.told(secret, until="upsell.suggested") if m["type"] == "upsell.suggested"]
+    assert (upsell["status"], upsell["suggestion"]["action"]) == ("denied", "top_up")

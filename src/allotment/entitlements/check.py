@@ -149,16 +149,20 @@ async def record_denial(
     *,
     entitlement_id: str | None = None,
 ) -> None:
-    """Record a deny (both check paths) and tell of it (entitlements/notices.py)."""
+    """Record a deny (both check paths) and tell of it (entitlements/notices.py), with what open
+    holds keep from the balance: an upsell must make room for them as well."""
     session.add(UsageDenial(
         id=new_id("den"), tenant_id=tenant_id, customer_id=customer_id, feature_id=feature_id,
         at=at, quantity=request.quantity, reason=str(result.decision.reason),
     ))
     await session.flush()
+    reserved = 0
+    if entitlement_id is not None and result.period_start is not None:
+        _, reserved = await queries.read_counter(session, tenant_id, entitlement_id, to_micros(result.period_start))
     await notices.denied(
         session, tenant_id, customer_id=customer_id, feature_id=feature_id, entitlement_id=entitlement_id,
         decision=result.decision, quantity=request.quantity, consume=request.consume,
-        period_start=result.period_start, period_end=result.period_end, at=at,
+        period_start=result.period_start, period_end=result.period_end, at=at, reserved=units(reserved),
     )
 
 
