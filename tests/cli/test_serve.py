@@ -106,6 +106,19 @@ def test_a_burst_of_keep_alive_connections_is_spread_over_the_workers(two_worker
             client.close()
 
 
+def test_a_keep_alive_connection_idle_past_a_clients_pool_expiry_still_answers(two_workers: Server) -> None:
+    """Clients (httpx, aiohttp, browsers) keep idle connections for about 5 s; a server that
+    closes them at the same age races the client's next request on them, which fails. The
+    server keeps them longer, so the client is the one that lets them go."""
+    request = b"GET /healthz HTTP/1.1\r\nHost: allotment\r\n\r\n"
+    with socket.create_connection(("127.0.0.1", two_workers.port), timeout=10) as conn:
+        conn.sendall(request)
+        assert conn.recv(4096).startswith(b"HTTP/1.1 200")
+        time.sleep(6)  # idle, as a pooled connection between two bursts of a client's requests
+        conn.sendall(request)
+        assert conn.recv(4096).startswith(b"HTTP/1.1 200")
+
+
 def test_a_worker_that_dies_is_replaced_and_the_port_keeps_answering(two_workers: Server) -> None:
     first = _workers(two_workers)
     victim = min(first)
