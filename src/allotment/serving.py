@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import ctypes
 import ctypes.util
+import json
 import multiprocessing
 import os
 import signal
@@ -133,6 +134,22 @@ class OneWritePerResponse(HttpToolsProtocol):
         super().connection_made(transport)
         # Duck-typed: everything but writing and closing goes to the real transport.
         self.transport = cast(asyncio.Transport, HeadHeldForBody(transport))
+
+    def send_400_response(self, msg: str) -> None:
+        """A request the HTTP parser refuses (malformed, or a request line or headers past its
+        size limit, such as a query of thousands of subjects) gets a problem document like
+        every other error, instead of uvicorn's plain text; the connection is then closed."""
+        body = json.dumps({
+            "type": "malformed_request", "title": "Malformed request", "status": 400,
+            "detail": f"the request line or headers could not be read ({msg.rstrip('.')}): malformed, or "
+                      "longer than the server reads; send long filters in a JSON body (POST .../query)",
+        }).encode()
+        head = [b"HTTP/1.1 400 Bad Request\r\n"]
+        head += [name + b": " + value + b"\r\n" for name, value in self.server_state.default_headers]
+        head += [b"content-type: application/problem+json\r\n", b"content-length: %d\r\n" % len(body),
+                 b"connection: close\r\n\r\n"]
+        self.transport.write(b"".join(head) + body)
+        self.transport.close()
 
 
 class HeadHeldForBody:

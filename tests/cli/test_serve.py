@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -117,6 +118,26 @@ def test_a_keep_alive_connection_idle_past_a_clients_pool_expiry_still_answers(t
         time.sleep(6)  # idle, as a pooled connection between two bursts of a client's requests
         conn.sendall(request)
         assert conn.recv(4096).startswith(b"HTTP/1.1 200")
+
+
+@pytest.mark.parametrize("request_line", [
+    b"GET /v1/meters/tokens/query?" + b"&".join(b"subject=%0150d" % i for i in range(700)) + b" HTTP/1.1",
+    b"NOT AN HTTP REQUEST",
+])
+def test_a_request_the_http_parser_refuses_gets_a_problem_document(two_workers: Server, request_line: bytes) -> None:
+    """A request line past what the server reads (thousands of subjects in a query) or no
+    HTTP at all: a 400 problem like every other error, which says what to do instead."""
+    with socket.create_connection(("127.0.0.1", two_workers.port), timeout=10) as conn:
+        conn.sendall(request_line + b"\r\nHost: allotment\r\n\r\n")
+        answer = b""
+        while chunk := conn.recv(65536):
+            answer += chunk
+    head, _, body = answer.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 400")
+    assert b"content-type: application/problem+json" in head.lower()
+    problem = json.loads(body)
+    assert (problem["type"], problem["status"]) == ("malformed_request", 400)
+    assert "POST" in problem["detail"]
 
 
 def test_a_worker_that_dies_is_replaced_and_the_port_keeps_answering(two_workers: Server) -> None:
